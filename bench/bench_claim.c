@@ -1,0 +1,196 @@
+/*
+ * bench_claim: claim+complete throughput of the claim protocol, with P
+ * concurrent processes, either through libclaimer directly (claims in
+ * batches, one complete per item) or through the `claimer` CLI (one claim
+ * and one complete process per item, as a shell worker would run them).
+ * Reports items/s, the p50/p99 latency from claim to completed per item,
+ * and the peak RSS of a worker process.  Figures, not a pass/fail test.
+ *
+ * usage: bench_claim [--dsn DSN] [--items N] [--procs P] [--batch B]
+ *                    [--cli PATH_TO_CLAIMER]
+ * Without --dsn: CLAIMER_DSN, else the embedded PostgreSQL.
+ */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "claimer.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Claims and completes through the library until the queue is empty;
+ * writes per-item latencies (seconds) to fd. */
+static int lib_worker(const char *dsn, const char *queue, int batch, int fd) {
+  cl_conn_t *c = NULL;
+  if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
+    return 1;
+  char worker[32];
+  snprintf(worker, sizeof worker, "bench-%d", (int)getpid());
+  for (;;) {
+    double t0 = now_s();
+    cl_lease_t *l = NULL;
+    size_t n = 0;
+    if (cl_claim(c, queue, worker, batch, 60, &l, &n) != 0) {
+      fprintf(stderr, "claim: %s\n", cl_conn_last_error(c));
+      return 1;
+    }
+    if (n == 0)
+      break;
+    for (size_t i = 0; i < n; i++) {
+      if (cl_complete(c, l[i].item_id, l[i].token, "{\"ok\":true}", NULL) !=
+          0) {
+        fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
+        return 1;
+      }
+      double lat = now_s() - t0;
+      if (write(fd, &lat, sizeof lat) != sizeof lat)
+        return 1;
+    }
+    cl_leases_free(l, n);
+  }
+  cl_conn_free(&c);
+  return 0;
+}
+
+/* The same through the CLI: `claimer claim` then `claimer complete`. */
+static int cli_worker(const char *cli, const char *dsn, const char *queue,
+                      int fd) {
+  char cmd[4096];
+  for (;;) {
+    double t0 = now_s();
+    snprintf(cmd, sizeof cmd, "'%s' claim --dsn \"$BENCH_DSN\" -q %s -n 1",
+             cli, queue);
+    FILE *p = popen(cmd, "r");
+    char line[8192] = "";
+    int got = p && fgets(line, sizeof line, p) != NULL;
+    if (p == NULL || pclose(p) != 0)
+      return 1;
+    if (!got)
+      break;
+    json_object *o = json_tokener_parse(line);
+    json_object *id = NULL, *tok = NULL;
+    if (o == NULL || !json_object_object_get_ex(o, "item_id", &id) ||
+        !json_object_object_get_ex(o, "token", &tok))
+      return 1;
+    snprintf(cmd, sizeof cmd,
+             "'%s' complete --dsn \"$BENCH_DSN\" --id '%s' --token %s "
+             "--result '{\"ok\":true}'",
+             cli, json_object_get_string(id), json_object_get_string(tok));
+    json_object_put(o);
+    if (system(cmd) != 0)
+      return 1;
+    double lat = now_s() - t0;
+    if (write(fd, &lat, sizeof lat) != sizeof lat)
+      return 1;
+  }
+  (void)dsn;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *dsn = getenv("CLAIMER_DSN"), *cli = NULL;
+  int items = 20000, procs = 1, batch = 16;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--dsn") == 0 && i + 1 < argc)
+      dsn = argv[++i];
+    else if (strcmp(argv[i], "--items") == 0 && i + 1 < argc)
+      items = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--procs") == 0 && i + 1 < argc)
+      procs = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
+      batch = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--cli") == 0 && i + 1 < argc)
+      cli = argv[++i];
+    else {
+      fprintf(stderr, "usage: bench_claim [--dsn DSN] [--items N] "
+                      "[--procs P] [--batch B] [--cli CLAIMER]\n");
+      return 2;
+    }
+  }
+  if (items < 1 || procs < 1 || procs > 64 || batch < 1) {
+    fprintf(stderr, "bench_claim: bad numbers\n");
+    return 2;
+  }
+  cl_embedded_info_t info;
+  if (dsn == NULL) {
+    char why[1024];
+    if (cl_embedded_ensure(NULL, &info, why, sizeof why) != 0) {
+      fprintf(stderr, "bench_claim: %s\n", why);
+      return 1;
+    }
+    dsn = info.dsn;
+  }
+  setenv("BENCH_DSN", dsn, 1);
+  cl_conn_t *c = NULL;
+  if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0 ||
+      cl_migrate(c, NULL, NULL) < 0) {
+    fprintf(stderr, "bench_claim: %s\n", c ? cl_conn_last_error(c) : "dsn");
+    return 1;
+  }
+  char queue[64];
+  snprintf(queue, sizeof queue, "bench_%ld_%d", (long)time(NULL), getpid());
+  cl_item_t *b = calloc(1000, sizeof *b);
+  char(*ids)[100] = calloc(1000, sizeof *ids);
+  for (int at = 0; at < items; at += 1000) {
+    int m = items - at < 1000 ? items - at : 1000;
+    for (int i = 0; i < m; i++) {
+      snprintf(ids[i], sizeof ids[i], "%s-%d", queue, at + i);
+      b[i] = (cl_item_t){.item_id = ids[i], .queue = queue,
+                         .payload = "{\"n\":1}"};
+    }
+    if (cl_enqueue(c, b, (size_t)m, NULL) < 0) {
+      fprintf(stderr, "enqueue: %s\n", cl_conn_last_error(c));
+      return 1;
+    }
+  }
+  free(b);
+  free(ids);
+  int fds[2];
+  if (pipe(fds) != 0)
+    return 1;
+  double t0 = now_s();
+  for (int p = 0; p < procs; p++) {
+    fflush(NULL);
+    if (fork() == 0) {
+      close(fds[0]);
+      _exit(cli ? cli_worker(cli, dsn, queue, fds[1])
+                : lib_worker(dsn, queue, batch, fds[1]));
+    }
+  }
+  close(fds[1]);
+  double *lat = malloc((size_t)items * sizeof *lat);
+  size_t n = 0;
+  double one;
+  while (read(fds[0], &one, sizeof one) == sizeof one)
+    if (n < (size_t)items)
+      lat[n++] = one;
+  int failed = 0, st;
+  while (wait(&st) > 0)
+    failed |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+  double secs = now_s() - t0;
+  qsort(lat, n, sizeof *lat, cmp_double);
+  struct rusage ru;
+  getrusage(RUSAGE_CHILDREN, &ru);
+  printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
+         "p50=%.2f ms  p99=%.2f ms  peak RSS per worker=%ld KiB%s\n",
+         cli ? "cli" : "lib", procs, cli ? 1 : batch, n, (double)n / secs,
+         n ? lat[n / 2] * 1e3 : 0, n ? lat[(n * 99) / 100] * 1e3 : 0,
+         ru.ru_maxrss, failed ? "  (A WORKER FAILED)" : "");
+  free(lat);
+  cl_conn_free(&c);
+  return failed || n != (size_t)items;
+}

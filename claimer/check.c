@@ -1,0 +1,1013 @@
+/*
+ * check.c: validation of everything a caller hands to claimer before any of
+ * it reaches the database (item ids, queue and worker names, JSON payloads,
+ * connection strings), plus the two small helpers that sit with them: the
+ * password redaction of a connection string for logs, and random UUIDs.
+ * The point is to fail early with a sentence a person can act on, instead of
+ * a database error halfway through a batch.  Every byte offset in a message
+ * is 0-based (the first byte is "byte 0"), as cl_utf8_invalid_at() returns
+ * it.  Messages never echo raw control characters or invalid UTF-8 (they are
+ * escaped) and never echo a password.  Nothing here keeps state, so every
+ * function is safe to call from any thread.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strcasestr; the build defines it anyway */
+#endif
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <json-c/json_object.h>
+#include <json-c/json_tokener.h>
+#include <libpq-fe.h>
+
+#include "claimer.h"
+
+/* How many levels of arrays and objects a payload may nest.  PostgreSQL
+ * takes far more, but real payloads stay shallow and a bound keeps a hostile
+ * payload from costing much. */
+#define JSON_MAX_DEPTH 64
+
+/* How much of a bad value a message quotes back. */
+#define ECHO_MAX 40
+
+/* A password shorter than this cannot be cut out of a libpq message without
+ * mangling the rest of it, so the message is withheld instead. */
+#define SECRET_MIN 4
+
+/* ------------------------------------------------------------------------ */
+/* Messages                                                                  */
+
+/* Writes a formatted message into err, bounded by errlen; does nothing when
+ * err is NULL or errlen is 0, so every check can be called just for its
+ * verdict. */
+__attribute__((format(printf, 3, 4))) static void
+set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (err == NULL || errlen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Returns the length of the UTF-8 sequence that starts at s[0] when it is
+ * complete and valid, 0 otherwise. */
+static size_t utf8_seq_len(const unsigned char *s, size_t len) {
+  size_t n;
+  if (s[0] < 0x80)
+    n = 1;
+  else if (s[0] >= 0xC2 && s[0] <= 0xDF)
+    n = 2;
+  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+    n = 3;
+  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+    n = 4;
+  else
+    return 0;
+  if (n > len || cl_utf8_invalid_at((const char *)s, n) != -1)
+    return 0;
+  return n;
+}
+
+/* Writes s[0..len) into out (outlen bytes, at least 1) as text that is safe
+ * to print: control characters (C0, DEL and C1) and bytes that are not
+ * valid UTF-8 become \xNN, valid multibyte characters stay as they are, and
+ * with quoted '"' and '\' are escaped too, for text that goes between
+ * double quotes.  At most max bytes of s are shown; "..." marks a cut, which
+ * falls between characters.  The output is always NUL-terminated. */
+static void echo(char *out, size_t outlen, const char *s, size_t len,
+                 size_t max, bool quoted) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t o = 0, i = 0;
+  if (outlen == 0)
+    return;
+  while (i < len) {
+    char piece[16];
+    size_t plen, used;
+    size_t n = utf8_seq_len(p + i, len - i);
+    if (n == 1 && (p[i] < 0x20 || p[i] == 0x7F)) {
+      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
+      used = 1;
+    } else if (quoted && n == 1 && (p[i] == '"' || p[i] == '\\')) {
+      piece[0] = '\\';
+      piece[1] = (char)p[i];
+      plen = 2;
+      used = 1;
+    } else if (n == 2 && p[i] == 0xC2 && p[i + 1] <= 0x9F) {
+      /* A C1 control (U+0080..U+009F): terminals act on some of them. */
+      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x\\x%02x", p[i],
+                              p[i + 1]);
+      used = 2;
+    } else if (n == 0) {
+      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
+      used = 1;
+    } else {
+      memcpy(piece, p + i, n);
+      plen = n;
+      used = n;
+    }
+    if (i + used > max || o + plen + 4 > outlen) {
+      /* Stop here; "..." needs 3 bytes and the NUL one more. */
+      if (o + 4 <= outlen) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+      }
+      break;
+    }
+    memcpy(out + o, piece, plen);
+    o += plen;
+    i += used;
+  }
+  out[o] = '\0';
+}
+
+/* ------------------------------------------------------------------------ */
+/* UTF-8 and plain strings                                                   */
+
+/* Returns the offset of the first ill-formed sequence, following the table
+ * of well-formed byte sequences in the Unicode standard (3.9, table 3-7):
+ * the second byte's range depends on the first byte, which is what rules out
+ * overlong forms (C0, C1, E0 80..9F, F0 80..8F), surrogates (ED A0..BF) and
+ * code points above U+10FFFF (F4 90.., F5..FF).  A truncated sequence is
+ * reported at its first byte; a stray continuation byte at itself. */
+long cl_utf8_invalid_at(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = p[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t more;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      more = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      more = 2;
+      if (c == 0xE0)
+        lo = 0xA0;
+      else if (c == 0xED)
+        hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      more = 3;
+      if (c == 0xF0)
+        lo = 0x90;
+      else if (c == 0xF4)
+        hi = 0x8F;
+    } else {
+      return (long)i;
+    }
+    if (len - i - 1 < more || p[i + 1] < lo || p[i + 1] > hi)
+      return (long)i;
+    for (size_t k = 2; k <= more; k++)
+      if ((p[i + k] & 0xC0) != 0x80)
+        return (long)i;
+    i += more + 1;
+  }
+  return -1;
+}
+
+/* Returns the offset of the first control character in the valid UTF-8
+ * text s[0..len): C0 (0x00..0x1F), DEL, or C1 (U+0080..U+009F, encoded C2
+ * 80..C2 9F), or -1 when there is none.  C1 counts because terminals obey
+ * some of those too, and ids and names end up in logs. */
+static long control_at(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] < 0x20 || p[i] == 0x7F)
+      return (long)i;
+    if (p[i] == 0xC2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F)
+      return (long)i;
+  }
+  return -1;
+}
+
+/* The shared rule for item ids and worker names: 1..max bytes of valid
+ * UTF-8 without control characters.  what names the value in messages.
+ * Returns 0 or CL_EINVAL. */
+static int check_text(const char *what, const char *s, size_t max, char *err,
+                      size_t errlen) {
+  if (s == NULL) {
+    set_err(err, errlen, "%s is missing", what);
+    return CL_EINVAL;
+  }
+  size_t len = strlen(s);
+  if (len == 0) {
+    set_err(err, errlen, "%s is empty", what);
+    return CL_EINVAL;
+  }
+  if (len > max) {
+    set_err(err, errlen, "%s is %zu bytes; the limit is %zu", what, len, max);
+    return CL_EINVAL;
+  }
+  long bad = cl_utf8_invalid_at(s, len);
+  long ctl = control_at(s, bad < 0 ? len : (size_t)bad);
+  if (ctl >= 0) {
+    set_err(err, errlen, "%s contains a control character at byte %ld", what,
+            ctl);
+    return CL_EINVAL;
+  }
+  if (bad >= 0) {
+    set_err(err, errlen, "%s is not valid UTF-8 (byte %ld)", what, bad);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+int cl_check_item_id(const char *id, char *err, size_t errlen) {
+  return check_text("item id", id, CL_ITEM_ID_MAX, err, errlen);
+}
+
+int cl_check_worker(const char *worker, char *err, size_t errlen) {
+  return check_text("worker name", worker, CL_WORKER_MAX, err, errlen);
+}
+
+static bool is_queue_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
+}
+
+/* Queue names are kept to a plain ASCII set so that they read the same in
+ * logs, metrics labels and shell commands. */
+int cl_check_queue(const char *queue, char *err, size_t errlen) {
+  if (queue == NULL) {
+    set_err(err, errlen, "queue name is missing");
+    return CL_EINVAL;
+  }
+  size_t len = strlen(queue);
+  if (len == 0) {
+    set_err(err, errlen, "queue name is empty");
+    return CL_EINVAL;
+  }
+  if (len > CL_QUEUE_MAX) {
+    set_err(err, errlen, "queue name is %zu bytes; the limit is %d", len,
+            CL_QUEUE_MAX);
+    return CL_EINVAL;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if (!is_queue_char((unsigned char)queue[i])) {
+      char shown[4 * ECHO_MAX + 8];
+      echo(shown, sizeof shown, queue, len, ECHO_MAX, true);
+      set_err(err, errlen,
+              "queue name \"%s\" has a character not allowed at byte %zu "
+              "(allowed: letters, digits, _ . : -)",
+              shown, i);
+      return CL_EINVAL;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON                                                                      */
+
+/*
+ * A payload must be something PostgreSQL's jsonb accepts, because it goes
+ * into a jsonb column.  json-c's strict mode checks the structure (and stops
+ * trailing data), but in 0.16 it also lets through NaN, Infinity and
+ * -Infinity, "1." and "1.e5", raw control characters inside strings, \u0000
+ * and unpaired surrogate escapes, and it does not reject overlong UTF-8.
+ * jsonb refuses all of those, so a small lexer of our own checks every token
+ * against RFC 8259 as well; json-c checks the grammar.  Both run, and the
+ * fault with the smaller offset is reported (the lexer's on a tie, as its
+ * words are more specific).
+ */
+
+/* Where and why the lexer found a fault. */
+typedef struct json_fault {
+  size_t at;
+  char why[160];
+} json_fault_t;
+
+__attribute__((format(printf, 3, 4))) static bool
+fault(json_fault_t *f, size_t at, const char *fmt, ...) {
+  va_list ap;
+  f->at = at;
+  va_start(ap, fmt);
+  vsnprintf(f->why, sizeof f->why, fmt, ap);
+  va_end(ap);
+  return false;
+}
+
+static bool is_json_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* ASCII classes, spelled out because <ctype.h> follows the locale and
+ * could call a Latin-1 byte a letter. */
+static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static bool is_letter(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int hex_value(unsigned char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Reads the escape "\uXXXX" at s[i].  Returns its code unit, or -1 when
+ * there is no complete one there. */
+static long read_u_escape(const unsigned char *s, size_t len, size_t i) {
+  if (i > len || len - i < 6 || s[i] != '\\' || s[i + 1] != 'u')
+    return -1;
+  long v = 0;
+  for (size_t k = 2; k < 6; k++) {
+    int h = hex_value(s[i + k]);
+    if (h < 0)
+      return -1;
+    v = v * 16 + h;
+  }
+  return v;
+}
+
+/* Checks the string token that opens at s[*pos] ('"') and moves *pos past
+ * its closing quote.  Returns true, or false with the fault in f. */
+static bool lex_string(const unsigned char *s, size_t len, size_t *pos,
+                       json_fault_t *f) {
+  size_t start = *pos, i = start + 1;
+  for (;;) {
+    if (i >= len)
+      return fault(f, len, "the string that starts at byte %zu is not closed",
+                   start);
+    unsigned char c = s[i];
+    if (c == '"') {
+      *pos = i + 1;
+      return true;
+    }
+    if (c < 0x20)
+      return fault(f, i,
+                   "control character 0x%02x inside a string must be "
+                   "written as an escape",
+                   c);
+    if (c != '\\') {
+      i++;
+      continue;
+    }
+    if (i + 1 >= len)
+      return fault(f, len, "the string that starts at byte %zu is not closed",
+                   start);
+    unsigned char e = s[i + 1];
+    if (e != '\0' && strchr("\"\\/bfnrt", e) != NULL) {
+      i += 2;
+      continue;
+    }
+    if (e != 'u') {
+      char shown[16];
+      size_t n = utf8_seq_len(s + i + 1, len - i - 1);
+      echo(shown, sizeof shown, (const char *)s + i + 1, n > 0 ? n : 1, 4,
+           true);
+      return fault(f, i, "\"\\%s\" is not a JSON escape", shown);
+    }
+    long u = read_u_escape(s, len, i);
+    if (u < 0)
+      return fault(f, i, "\\u must be followed by four hex digits");
+    if (u == 0)
+      return fault(f, i,
+                   "\\u0000 is not allowed (PostgreSQL's jsonb cannot "
+                   "store it)");
+    if (u >= 0xDC00 && u <= 0xDFFF)
+      return fault(f, i,
+                   "unpaired surrogate \\u%04lx (a low surrogate must "
+                   "follow a high one)",
+                   u);
+    if (u >= 0xD800 && u <= 0xDBFF) {
+      long low = read_u_escape(s, len, i + 6);
+      if (low < 0xDC00 || low > 0xDFFF)
+        return fault(f, i,
+                     "unpaired surrogate \\u%04lx (a high surrogate "
+                     "must be followed by a low one)",
+                     u);
+      i += 12;
+      continue;
+    }
+    i += 6;
+  }
+}
+
+/* Checks the number token that starts at s[*pos] against RFC 8259's grammar
+ * (-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?) and moves *pos past
+ * it. */
+static bool lex_number(const unsigned char *s, size_t len, size_t *pos,
+                       json_fault_t *f) {
+  size_t i = *pos;
+  if (s[i] == '-') {
+    i++;
+    if (i >= len || !is_digit(s[i]))
+      return fault(f, i,
+                   "a minus sign must be followed by a digit (NaN and "
+                   "Infinity are not JSON)");
+  }
+  if (s[i] == '0') {
+    i++;
+    if (i < len && is_digit(s[i]))
+      return fault(f, i, "a number must not have leading zeros");
+  } else {
+    while (i < len && is_digit(s[i]))
+      i++;
+  }
+  if (i < len && s[i] == '.') {
+    i++;
+    if (i >= len || !is_digit(s[i]))
+      return fault(f, i, "a decimal point must be followed by a digit");
+    while (i < len && is_digit(s[i]))
+      i++;
+  }
+  if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < len && (s[i] == '+' || s[i] == '-'))
+      i++;
+    if (i >= len || !is_digit(s[i]))
+      return fault(f, i, "an exponent must have digits");
+    while (i < len && is_digit(s[i]))
+      i++;
+  }
+  *pos = i;
+  return true;
+}
+
+/* Checks every token of s[0..len) (valid UTF-8, no NUL) and the nesting
+ * depth, which is a matter of counting brackets outside strings.  The
+ * grammar (what may follow what) is left to json-c.  Returns true, or false
+ * with the first fault in f. */
+static bool json_lex(const char *text, size_t len, json_fault_t *f) {
+  const unsigned char *s = (const unsigned char *)text;
+  size_t i = 0, depth = 0;
+  bool seen_value = false;
+  while (i < len) {
+    unsigned char c = s[i];
+    if (is_json_ws(c)) {
+      i++;
+    } else if (c == '[' || c == '{') {
+      if (++depth > JSON_MAX_DEPTH)
+        return fault(f, i, "nested too deeply (the limit is %d levels)",
+                     JSON_MAX_DEPTH);
+      seen_value = true;
+      i++;
+    } else if (c == ']' || c == '}') {
+      if (depth > 0)
+        depth--;
+      i++;
+    } else if (c == ':' || c == ',') {
+      i++;
+    } else if (c == '"') {
+      seen_value = true;
+      if (!lex_string(s, len, &i, f))
+        return false;
+    } else if (c == '-' || is_digit(c)) {
+      seen_value = true;
+      if (!lex_number(s, len, &i, f))
+        return false;
+    } else if (is_letter(c)) {
+      size_t start = i;
+      while (i < len && (is_letter(s[i]) || is_digit(s[i]) || s[i] == '_'))
+        i++;
+      size_t n = i - start;
+      if (!((n == 4 && memcmp(s + start, "true", 4) == 0) ||
+            (n == 5 && memcmp(s + start, "false", 5) == 0) ||
+            (n == 4 && memcmp(s + start, "null", 4) == 0))) {
+        char shown[ECHO_MAX + 8];
+        echo(shown, sizeof shown, text + start, n, 20, true);
+        return fault(f, start,
+                     "\"%s\" is not a JSON value (the words are true, false "
+                     "and null; NaN and Infinity are not JSON)",
+                     shown);
+      }
+      seen_value = true;
+    } else {
+      char shown[16];
+      size_t n = utf8_seq_len(s + i, len - i);
+      echo(shown, sizeof shown, text + i, n > 0 ? n : 1, 4, true);
+      return fault(f, i, "unexpected character \"%s\"", shown);
+    }
+  }
+  if (!seen_value)
+    return fault(f, len, "there is no value, only whitespace");
+  return true;
+}
+
+/* Runs json-c's strict parser over s[0..len).  Returns true when it found
+ * exactly one value with nothing but whitespace after it; otherwise false
+ * with the fault in f, or with f->at = SIZE_MAX when json-c could not even
+ * start (out of memory). */
+static bool json_parse(const char *s, size_t len, json_fault_t *f) {
+  /* One level more than our limit: json-c counts a scalar inside the
+   * innermost container as a level, and our lexer owns the depth message. */
+  struct json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH + 1);
+  if (tok == NULL) {
+    f->at = (size_t)-1;
+    return false;
+  }
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+  struct json_object *obj = json_tokener_parse_ex(tok, s, (int)len);
+  enum json_tokener_error jerr = json_tokener_get_error(tok);
+  size_t end = json_tokener_get_parse_end(tok);
+  if (jerr == json_tokener_continue) {
+    /* A number (or nothing) at the very end: json-c needs to see the end of
+     * input, which it takes to be a NUL byte.  s itself need not be
+     * NUL-terminated, so the NUL comes in a second call. */
+    obj = json_tokener_parse_ex(tok, "", 1);
+    jerr = json_tokener_get_error(tok);
+    end = len;
+  }
+  bool ok = jerr == json_tokener_success;
+  if (!ok) {
+    fault(f, end, "%s", json_tokener_error_desc(jerr));
+  } else {
+    for (size_t i = end; i < len; i++) {
+      if (!is_json_ws((unsigned char)s[i])) {
+        ok = fault(f, i, "there is more after the JSON value");
+        break;
+      }
+    }
+  }
+  json_object_put(obj);
+  json_tokener_free(tok);
+  return ok;
+}
+
+/* Returns 0 when s[0..len) is one JSON value that jsonb will take, CL_EJSON
+ * (with the reason) when it is not, CL_EINVAL when s is NULL but len is not
+ * 0, CL_ENOMEM when json-c could not allocate its parser. */
+int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
+  if (s == NULL && len > 0) {
+    set_err(err, errlen, "JSON text is missing");
+    return CL_EINVAL;
+  }
+  if (len == 0) {
+    set_err(err, errlen, "JSON text is empty");
+    return CL_EJSON;
+  }
+  if (len > CL_PAYLOAD_MAX) {
+    set_err(err, errlen, "JSON text is %zu bytes; the limit is %d", len,
+            CL_PAYLOAD_MAX);
+    return CL_EJSON;
+  }
+  const char *nul = memchr(s, '\0', len);
+  if (nul != NULL) {
+    set_err(err, errlen, "JSON text contains a NUL byte at byte %zu",
+            (size_t)(nul - s));
+    return CL_EJSON;
+  }
+  long bad = cl_utf8_invalid_at(s, len);
+  if (bad >= 0) {
+    set_err(err, errlen, "not valid UTF-8 at byte %ld", bad);
+    return CL_EJSON;
+  }
+  json_fault_t lexf, parsef;
+  bool lex_ok = json_lex(s, len, &lexf);
+  bool parse_ok = json_parse(s, len, &parsef);
+  if (!parse_ok && parsef.at == (size_t)-1) {
+    set_err(err, errlen, "out of memory while checking JSON");
+    return CL_ENOMEM;
+  }
+  if (lex_ok && parse_ok)
+    return 0;
+  const json_fault_t *f = &parsef;
+  if (!lex_ok && (parse_ok || lexf.at <= parsef.at))
+    f = &lexf;
+  set_err(err, errlen, "not valid JSON at byte %zu: %s", f->at, f->why);
+  return CL_EJSON;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection strings                                                        */
+
+/* The passwords a connection string may carry, in every spelling a libpq
+ * message might echo: as written, percent-decoded, unquoted. */
+typedef struct secrets {
+  char *v[24];
+  size_t n;
+  bool doubt; /* one was too short to cut out, or there were too many */
+} secrets_t;
+
+static void secrets_add(secrets_t *sec, const char *p, size_t n) {
+  if (n == 0)
+    return;
+  if (n < SECRET_MIN || sec->n == sizeof sec->v / sizeof sec->v[0]) {
+    sec->doubt = true;
+    return;
+  }
+  char *copy = strndup(p, n);
+  if (copy == NULL) {
+    sec->doubt = true;
+    return;
+  }
+  sec->v[sec->n++] = copy;
+}
+
+/* Adds p[0..n) and, when it differs, its percent-decoded form (URIs may
+ * encode a password; libpq echoes either form). */
+static void secrets_add_uri(secrets_t *sec, const char *p, size_t n) {
+  secrets_add(sec, p, n);
+  char *dec = malloc(n + 1);
+  if (dec == NULL) {
+    sec->doubt = true;
+    return;
+  }
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    int hi, lo;
+    if (p[i] == '%' && i + 2 < n &&
+        (hi = hex_value((unsigned char)p[i + 1])) >= 0 &&
+        (lo = hex_value((unsigned char)p[i + 2])) >= 0) {
+      dec[o++] = (char)(hi * 16 + lo);
+      i += 2;
+    } else {
+      dec[o++] = p[i];
+    }
+  }
+  if (o != n)
+    secrets_add(sec, dec, o);
+  free(dec);
+}
+
+/* Adds p[0..n) with libpq's backslash escapes of key=value strings undone,
+ * when that differs. */
+static void secrets_add_unescaped(secrets_t *sec, const char *p, size_t n) {
+  char *un = malloc(n + 1);
+  if (un == NULL) {
+    sec->doubt = true;
+    return;
+  }
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] == '\\' && i + 1 < n)
+      i++;
+    un[o++] = p[i];
+  }
+  if (o != n)
+    secrets_add(sec, un, o);
+  free(un);
+}
+
+static void secrets_free(secrets_t *sec) {
+  for (size_t i = 0; i < sec->n; i++)
+    free(sec->v[i]);
+  sec->n = 0;
+}
+
+/*
+ * Collects every password in dsn, read the way libpq reads it, but without
+ * trusting that dsn parses (it is called when it did not):
+ *  - the userinfo of anything that looks like a URI ("://"): libpq takes
+ *    what lies before the first '@' or '/' as user[:password];
+ *  - the value of every key ending in "password" (password, sslpassword;
+ *    any case) followed by '=', in key=value form (quoted or not, with
+ *    backslash escapes) and in URI query form (up to '&' or '#').
+ * It over-collects on purpose: cutting a harmless string out of a message
+ * costs little, leaking a password costs a lot.
+ */
+static void collect_secrets(const char *dsn, secrets_t *sec) {
+  for (const char *p = strstr(dsn, "://"); p != NULL;
+       p = strstr(p + 3, "://")) {
+    const char *a = p + 3, *e = a;
+    while (*e != '\0' && *e != '@' && *e != '/')
+      e++;
+    if (*e != '@')
+      continue;
+    const char *colon = memchr(a, ':', (size_t)(e - a));
+    if (colon != NULL)
+      secrets_add_uri(sec, colon + 1, (size_t)(e - colon - 1));
+  }
+  for (const char *p = dsn; (p = strcasestr(p, "password")) != NULL; p += 8) {
+    const char *v = p + 8;
+    while (isspace((unsigned char)*v))
+      v++;
+    if (*v != '=')
+      continue;
+    v++;
+    while (isspace((unsigned char)*v))
+      v++;
+    if (*v == '\'') {
+      const char *q = v + 1, *e = q;
+      while (*e != '\0' && *e != '\'') {
+        if (*e == '\\' && e[1] != '\0')
+          e++;
+        e++;
+      }
+      secrets_add(sec, q, (size_t)(e - q));
+      secrets_add_unescaped(sec, q, (size_t)(e - q));
+    } else {
+      size_t kv = 0, uri = 0;
+      while (v[kv] != '\0' && !isspace((unsigned char)v[kv]))
+        kv++;
+      while (v[uri] != '\0' && !isspace((unsigned char)v[uri]) &&
+             v[uri] != '&' && v[uri] != '#')
+        uri++;
+      secrets_add(sec, v, kv);
+      secrets_add_unescaped(sec, v, kv);
+      if (uri != kv)
+        secrets_add_uri(sec, v, uri);
+    }
+  }
+}
+
+static int longer_first(const void *a, const void *b) {
+  size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+  return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+/* Returns a malloc'd copy of msg with every secret replaced by "***"
+ * (longest first, so that one secret inside another goes whole), or NULL
+ * when out of memory or when a secret still shows afterwards. */
+static char *scrub(const char *msg, secrets_t *sec) {
+  char *cur = strdup(msg);
+  if (cur == NULL)
+    return NULL;
+  qsort(sec->v, sec->n, sizeof sec->v[0], longer_first);
+  for (size_t k = 0; k < sec->n; k++) {
+    const char *needle = sec->v[k];
+    size_t nlen = strlen(needle), count = 0;
+    for (const char *h = strstr(cur, needle); h != NULL;
+         h = strstr(h + nlen, needle))
+      count++;
+    if (count == 0)
+      continue;
+    /* "***" is shorter than any secret we keep (SECRET_MIN). */
+    char *next = malloc(strlen(cur) + 1);
+    if (next == NULL) {
+      free(cur);
+      return NULL;
+    }
+    char *o = next;
+    const char *src = cur;
+    for (const char *h = strstr(src, needle); h != NULL;
+         h = strstr(src, needle)) {
+      memcpy(o, src, (size_t)(h - src));
+      o += h - src;
+      memcpy(o, "***", 3);
+      o += 3;
+      src = h + nlen;
+    }
+    strcpy(o, src);
+    free(cur);
+    cur = next;
+  }
+  for (size_t k = 0; k < sec->n; k++) {
+    if (strstr(cur, sec->v[k]) != NULL) {
+      free(cur);
+      return NULL;
+    }
+  }
+  return cur;
+}
+
+/* Writes "malformed connection string: <detail>" into err, with every
+ * password of dsn cut out of detail and the rest escaped for printing.
+ * When in doubt (a password too short to cut out cleanly, no memory) the
+ * detail is left out rather than risked. */
+static void dsn_error(const char *dsn, const char *detail, char *err,
+                      size_t errlen) {
+  if (err == NULL || errlen == 0)
+    return;
+  secrets_t sec = {.n = 0};
+  collect_secrets(dsn, &sec);
+  char *clean = sec.doubt ? NULL : scrub(detail, &sec);
+  secrets_free(&sec);
+  size_t n = clean != NULL ? strlen(clean) : 0;
+  while (n > 0 && isspace((unsigned char)clean[n - 1]))
+    n--;
+  char *shown = clean != NULL ? malloc(4 * n + 8) : NULL;
+  if (shown == NULL) {
+    set_err(err, errlen,
+            "malformed connection string (the detail is withheld "
+            "because it might show the password)");
+  } else {
+    echo(shown, 4 * n + 8, clean, n, n, false);
+    set_err(err, errlen, "malformed connection string: %s", shown);
+  }
+  free(shown);
+  free(clean);
+}
+
+/* Checks every port in a (possibly comma-separated, multi-host) port
+ * option: each empty (the default) or a number from 1 to 65535.  libpq
+ * itself only looks at ports when it connects.  Returns the offending
+ * element's length (never 0, as an empty one is fine) and sets *bad, or
+ * returns 0 when all are fine. */
+static size_t bad_port(const char *ports, const char **bad) {
+  const char *p = ports;
+  for (;;) {
+    size_t n = strcspn(p, ",");
+    long v = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+      ok = is_digit((unsigned char)p[i]) && i < 5;
+      v = v * 10 + (p[i] - '0');
+    }
+    if (!ok || (n > 0 && (v < 1 || v > 65535))) {
+      *bad = p;
+      return n;
+    }
+    if (p[n] == '\0')
+      return 0;
+    p += n + 1;
+  }
+}
+
+/* Returns 0, CL_EDSN (empty or malformed; the reason in err, without the
+ * password), CL_EINVAL when dsn is NULL, or CL_ENOMEM. */
+int cl_check_dsn(const char *dsn, char *err, size_t errlen) {
+  if (dsn == NULL) {
+    set_err(err, errlen, "connection string is missing");
+    return CL_EINVAL;
+  }
+  const char *p = dsn;
+  while (isspace((unsigned char)*p))
+    p++;
+  if (*p == '\0') {
+    /* libpq reads "" as "all defaults"; for claimer that is a mistake, and
+     * the embedded default is chosen by giving no DSN at all. */
+    set_err(err, errlen, "empty connection string");
+    return CL_EDSN;
+  }
+  char *msg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+  if (opts == NULL) {
+    if (msg == NULL) {
+      set_err(err, errlen,
+              "out of memory while parsing the connection "
+              "string");
+      return CL_ENOMEM;
+    }
+    dsn_error(dsn, msg, err, errlen);
+    PQfreemem(msg);
+    return CL_EDSN;
+  }
+  int rc = 0;
+  for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    if (o->val == NULL || strcmp(o->keyword, "port") != 0)
+      continue;
+    const char *bad = NULL;
+    size_t n = bad_port(o->val, &bad);
+    if (n == 0)
+      continue;
+    char shown[4 * ECHO_MAX + 8], detail[4 * ECHO_MAX + 64];
+    echo(shown, sizeof shown, bad, n, ECHO_MAX, true);
+    snprintf(detail, sizeof detail,
+             "port \"%s\" is not a number from 1 to 65535", shown);
+    dsn_error(dsn, detail, err, errlen);
+    rc = CL_EDSN;
+    break;
+  }
+  PQconninfoFree(opts);
+  return rc;
+}
+
+/* Appends value to out as a libpq key=value value: bare when it has no
+ * whitespace, quote or backslash, else in single quotes with ' and \
+ * escaped by a backslash.  Returns the new end. */
+static char *put_value(char *out, const char *value) {
+  bool quote = *value == '\0';
+  for (const char *v = value; *v != '\0'; v++)
+    if (isspace((unsigned char)*v) || *v == '\'' || *v == '\\')
+      quote = true;
+  if (!quote) {
+    size_t n = strlen(value);
+    memcpy(out, value, n);
+    return out + n;
+  }
+  *out++ = '\'';
+  for (const char *v = value; *v != '\0'; v++) {
+    if (*v == '\'' || *v == '\\')
+      *out++ = '\\';
+    *out++ = *v;
+  }
+  *out++ = '\'';
+  return out;
+}
+
+/* Rebuilds dsn as key=value pairs from what libpq parsed, so a URI and a
+ * key=value string come out in the same form.  Options libpq marks as
+ * secret (dispchar "*": password, sslpassword) become "***".  A value that
+ * itself holds a connection string (a dbname such as "postgresql://u:pw@h")
+ * has its passwords cut out too, or is hidden whole when in doubt. */
+char *cl_dsn_redact(const char *dsn) {
+  static const char malformed[] = "(malformed connection string)";
+  if (dsn == NULL)
+    return strdup(malformed);
+  char *msg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+  if (opts == NULL) {
+    if (msg == NULL)
+      return NULL;
+    PQfreemem(msg);
+    return strdup(malformed);
+  }
+  size_t cap = 1;
+  for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
+    if (o->val != NULL && o->val[0] != '\0')
+      cap += strlen(o->keyword) + 2 * strlen(o->val) + 8;
+  char *out = malloc(cap), *end = out;
+  bool failed = out == NULL;
+  for (const PQconninfoOption *o = opts; o->keyword != NULL && !failed; o++) {
+    if (o->val == NULL || o->val[0] == '\0')
+      continue;
+    if (end != out)
+      *end++ = ' ';
+    size_t k = strlen(o->keyword);
+    memcpy(end, o->keyword, k);
+    end += k;
+    *end++ = '=';
+    if (o->dispchar != NULL && strchr(o->dispchar, '*') != NULL) {
+      end = put_value(end, "***");
+      continue;
+    }
+    secrets_t sec = {.n = 0};
+    collect_secrets(o->val, &sec);
+    char *clean = NULL;
+    if (sec.n == 0 && !sec.doubt)
+      clean = strdup(o->val);
+    else if (!sec.doubt)
+      clean = scrub(o->val, &sec);
+    else
+      clean = strdup("***");
+    secrets_free(&sec);
+    if (clean == NULL) {
+      failed = true;
+      break;
+    }
+    end = put_value(end, clean);
+    free(clean);
+  }
+  PQconninfoFree(opts);
+  if (failed) {
+    free(out);
+    return NULL;
+  }
+  *end = '\0';
+  return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* UUIDs                                                                     */
+
+/* Fills buf with n random bytes from the kernel: getrandom(), or
+ * /dev/urandom where a sandbox refuses that system call.  Returns 0 or -1. */
+static int fill_random(unsigned char *buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = getrandom(buf + got, n - got, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  if (got == n)
+    return 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  close(fd);
+  return got == n ? 0 : -1;
+}
+
+/* Writes a version 4 UUID (RFC 9562: 122 random bits, version nibble 4,
+ * variant bits 10) in lowercase 8-4-4-4-12 form.  On failure out is "". */
+int cl_uuid4(char out[37]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char b[16];
+  if (out == NULL)
+    return CL_EINVAL;
+  if (fill_random(b, sizeof b) != 0) {
+    out[0] = '\0';
+    return CL_EIO;
+  }
+  b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+  char *o = out;
+  for (size_t i = 0; i < sizeof b; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      *o++ = '-';
+    *o++ = hex[b[i] >> 4];
+    *o++ = hex[b[i] & 0x0F];
+  }
+  *o = '\0';
+  return 0;
+}

@@ -1,0 +1,332 @@
+/*
+ * claimer.h: the public API of libclaimer, a lease-based job claimer on
+ * PostgreSQL.
+ *
+ * Glossary (the words every other file uses):
+ *   item     a unit of work, enqueued once under its item_id (the
+ *            idempotency key chosen by the producer).
+ *   claim    the row in claimer.claims that a worker inserted to own an
+ *            item; the unique item_id of that table is the race's arbiter.
+ *   lease    a claim seen as a promise with an expiry (lease_until, on the
+ *            database clock).  It lapses unless heartbeated.
+ *   token    the fencing token of one lease: unique across the life of the
+ *            database (a sequence value with a random part, so that it stays
+ *            unique after a failover that lost WAL).  Every call that ends a
+ *            lease must present it.
+ *   attempt  the 1-based number of the try a lease stands for; an item's
+ *            attempts counter only moves when a try is spent (complete,
+ *            fail, lease expiry), never on release.
+ *   result   the row written by complete, in the same transaction that ends
+ *            the lease; at most one per item, ever.
+ *   delivery a subscriber's record of having consumed one result.
+ *
+ * Conventions (after libuv): functions return 0 or a negative CL_E* code;
+ * cl_strerror() and cl_err_name() describe a code; the detail (libpq
+ * message, SQLSTATE) of the last failure lives on the connection.  Objects
+ * are opaque, created by cl_x_new() and freed by cl_x_free(&x), which accepts
+ * NULL and sets the pointer to NULL.  Strings passed in are borrowed;
+ * strings handed out are owned by the object or array they came in, and
+ * freed with it.
+ */
+#ifndef CLAIMER_H
+#define CLAIMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CLAIMER_BUILDING) && defined(__GNUC__)
+#define CL_EXTERN __attribute__((visibility("default")))
+#else
+#define CL_EXTERN
+#endif
+
+#if defined(__GNUC__)
+#define CL_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define CL_MUST_CHECK
+#endif
+
+#define CL_VERSION_STRING "0.1.0"
+
+/* Limits enforced on input before anything reaches the database. */
+#define CL_ITEM_ID_MAX 255    /* bytes, UTF-8, at least 1 */
+#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.:-], at least 1 */
+#define CL_WORKER_MAX 200     /* bytes, printable UTF-8, at least 1 */
+#define CL_PAYLOAD_MAX (1 << 20) /* bytes of JSON text */
+#define CL_ERROR_TEXT_MAX 8192   /* bytes of an error message kept */
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+
+/* XX(NAME, message).  Our own codes live below -1000, away from errno. */
+#define CL_ERRNO_MAP(XX)                                                      \
+  XX(INVAL, -1001, "invalid argument")                                       \
+  XX(NOMEM, -1002, "out of memory")                                          \
+  XX(CONNECT, -1003, "cannot connect to the database")                       \
+  XX(AUTH, -1004, "database authentication failed")                          \
+  XX(CONNLOST, -1005, "connection lost before the outcome was known")        \
+  XX(DB, -1006, "database error")                                            \
+  XX(LEASE_LOST, -1007, "lease lost")                                        \
+  XX(NOTFOUND, -1008, "not found")                                           \
+  XX(SCHEMA, -1009, "claimer schema missing or newer than this binary")      \
+  XX(CHECKSUM, -1010, "applied migration differs from the shipped one")      \
+  XX(CONFIG, -1011, "bad configuration")                                     \
+  XX(JSON, -1012, "not valid JSON")                                          \
+  XX(IO, -1013, "input/output error")                                        \
+  XX(EMBEDDED, -1014, "embedded PostgreSQL failed")                          \
+  XX(DSN, -1015, "malformed connection string")
+
+typedef enum cl_errno {
+#define CL__ERR_ENUM(name, value, msg) CL_E##name = value,
+  CL_ERRNO_MAP(CL__ERR_ENUM)
+#undef CL__ERR_ENUM
+} cl_errno_t;
+
+/* Returns a static, human description of err (never NULL). */
+CL_EXTERN const char *cl_strerror(int err);
+/* Returns the static name of err, such as "CL_ELEASE_LOST" (never NULL). */
+CL_EXTERN const char *cl_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Input validation (pure C, no database)                                    */
+
+/* Each returns 0 when the value is acceptable, or CL_EINVAL / CL_EJSON and
+ * writes a sentence naming the problem into err (err may be NULL). */
+CL_EXTERN int cl_check_item_id(const char *id, char *err, size_t errlen);
+CL_EXTERN int cl_check_queue(const char *queue, char *err, size_t errlen);
+CL_EXTERN int cl_check_worker(const char *worker, char *err, size_t errlen);
+/* Checks that s[0..len) is one complete JSON value, in valid UTF-8, at most
+ * CL_PAYLOAD_MAX bytes.  The message names the byte offset of the fault. */
+CL_EXTERN int cl_check_json(const char *s, size_t len, char *err, size_t errlen);
+/* Returns the byte offset of the first invalid UTF-8 sequence in s[0..len),
+ * or -1 when all of it is valid (overlongs and surrogates are invalid). */
+CL_EXTERN long cl_utf8_invalid_at(const char *s, size_t len);
+
+/* Checks a libpq connection string (URI or key=value).  On failure writes a
+ * message that never contains the password. */
+CL_EXTERN int cl_check_dsn(const char *dsn, char *err, size_t errlen);
+/* Returns a malloc'd copy of dsn safe for logs: any password replaced by
+ * "***".  Returns NULL only when out of memory; a malformed dsn yields the
+ * placeholder "(malformed connection string)". */
+CL_EXTERN char *cl_dsn_redact(const char *dsn);
+
+/* Writes a new random (version 4) UUID in its 36-character text form plus
+ * NUL into out.  Returns 0 or CL_EIO when no randomness could be read. */
+CL_EXTERN int cl_uuid4(char out[37]);
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                               */
+
+typedef struct cl_conn cl_conn_t;
+
+/* Creates an unconnected handle for dsn (copied).  Returns 0, CL_EDSN when
+ * dsn is malformed (nothing allocated; *out set to NULL) or CL_ENOMEM. */
+CL_EXTERN CL_MUST_CHECK int cl_conn_new(cl_conn_t **out, const char *dsn);
+/* Closes the connection if open and frees c; accepts NULL, sets *c = NULL. */
+CL_EXTERN void cl_conn_free(cl_conn_t **c);
+/* Connects (blocking, once, no retry).  Returns 0, CL_EAUTH for a rejected
+ * password or role (do not retry these), CL_ECONNECT otherwise.  A
+ * connect_timeout of 10 s applies unless the dsn gives one. */
+CL_EXTERN CL_MUST_CHECK int cl_conn_connect(cl_conn_t *c);
+/* Drops and re-establishes the connection; same returns as connect. */
+CL_EXTERN CL_MUST_CHECK int cl_conn_reset(cl_conn_t *c);
+/* The last failure's message (libpq's, secrets removed) and SQLSTATE; both
+ * owned by c, valid until the next call on c; "" when none. */
+CL_EXTERN const char *cl_conn_last_error(const cl_conn_t *c);
+CL_EXTERN const char *cl_conn_last_sqlstate(const cl_conn_t *c);
+/* The dsn with its password redacted; owned by c. */
+CL_EXTERN const char *cl_conn_dsn_redacted(const cl_conn_t *c);
+/* The libpq connection, for drivers that run statements themselves (the
+ * libuv worker); owned by c.  NULL when not connected. */
+struct pg_conn;
+CL_EXTERN struct pg_conn *cl_conn_pg(cl_conn_t *c);
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                    */
+
+typedef void (*cl_migrate_cb)(void *arg, int version, const char *name);
+
+/* Applies every shipped migration not yet applied, in order, each in its
+ * own transaction, all under an advisory lock so that concurrent runs apply
+ * each once.  Calls cb (may be NULL) before applying each.  Returns the
+ * number applied (0: already up to date), CL_ECHECKSUM when an applied
+ * migration's checksum differs from the shipped one, CL_ESCHEMA when the
+ * database has migrations this binary does not know, or CL_EDB. */
+CL_EXTERN int cl_migrate(cl_conn_t *c, cl_migrate_cb cb, void *arg);
+/* Returns 0 when the schema is exactly what this binary ships, CL_ESCHEMA
+ * (with a message saying what to run) or CL_ECHECKSUM otherwise. */
+CL_EXTERN int cl_schema_check(cl_conn_t *c);
+/* The number of shipped migrations. */
+CL_EXTERN int cl_schema_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Producers                                                                 */
+
+typedef struct cl_item {
+  const char *item_id;  /* required, 1..CL_ITEM_ID_MAX bytes of UTF-8 */
+  const char *queue;    /* required */
+  const char *payload;  /* JSON text, NULL for JSON null */
+  int priority;         /* higher is claimed first */
+  int max_attempts;     /* 0: the default (25) */
+  double run_in;        /* seconds from now (database clock), >= 0 */
+} cl_item_t;
+
+enum { CL_ENQ_CREATED = 1, CL_ENQ_EXISTED = 2 };
+
+/* Enqueues n items in one statement.  Idempotent per item_id: an existing
+ * item is left as it is.  On success writes CL_ENQ_CREATED or
+ * CL_ENQ_EXISTED into outcome[i] for each item (outcome may be NULL) and
+ * returns the number created.  Every item is validated first: one bad item
+ * fails the whole call with CL_EINVAL or CL_EJSON (message on c) before the
+ * database is touched.  The same item_id twice in one batch counts as
+ * created once and existed once. */
+CL_EXTERN int cl_enqueue(cl_conn_t *c, const cl_item_t *items, size_t n,
+                         int *outcome);
+
+/* ------------------------------------------------------------------------ */
+/* Workers                                                                   */
+
+typedef struct cl_lease {
+  char *item_id;
+  char *queue;
+  char *token;
+  int attempt;         /* 1 on the first try */
+  int max_attempts;
+  char *payload;       /* JSON text */
+  char *lease_until;   /* RFC 3339, UTC, database clock */
+} cl_lease_t;
+
+/* Claims up to n ready items of queue for worker, each with a lease of
+ * lease_s seconds.  On success stores a malloc'd array in *leases (free with
+ * cl_leases_free) and its length in *count (possibly 0, with *leases NULL),
+ * and returns 0. */
+CL_EXTERN int cl_claim(cl_conn_t *c, const char *queue, const char *worker,
+                       int n, double lease_s, cl_lease_t **leases,
+                       size_t *count);
+CL_EXTERN void cl_leases_free(cl_lease_t *leases, size_t count);
+
+typedef struct cl_complete_info {
+  int already;  /* this token had completed the item before this call */
+  int retries;  /* reconnects needed to settle the outcome */
+} cl_complete_info_t;
+
+/* Ends the lease (item_id, token) and records result (JSON text, NULL for
+ * null) as the item's one result, in one statement.  Returns 0 when the
+ * item is done with this token's result (also when an earlier call with the
+ * same token had already done it: info->already), CL_ELEASE_LOST when the
+ * token no longer holds the lease (nothing written), CL_EJSON / CL_EINVAL
+ * for bad input.  When the connection drops with the outcome unknown it
+ * reconnects and asks again (G9), up to a few times; CL_ECONNLOST if it
+ * never could.  info may be NULL. */
+CL_EXTERN int cl_complete(cl_conn_t *c, const char *item_id,
+                          const char *token, const char *result,
+                          cl_complete_info_t *info);
+
+typedef struct cl_fail_info {
+  int dead;            /* 1: the item is dead (attempts spent, or no retry) */
+  int attempts;        /* attempts spent so far */
+  char retry_at[40];   /* RFC 3339 when not dead */
+  int already;         /* an earlier call with this token had done it */
+} cl_fail_info_t;
+
+/* Ends the lease (item_id, token) as a failed attempt.  With retry, the
+ * item goes back to ready after retry_in seconds, or, when retry_in < 0,
+ * after an exponential backoff with jitter; without retry, or when
+ * max_attempts are spent, it is dead.  Returns 0, CL_ELEASE_LOST, or an
+ * error.  Retrying after a lost connection is safe.  info may be NULL. */
+CL_EXTERN int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
+                      const char *error, int retry, double retry_in,
+                      cl_fail_info_t *info);
+
+/* Gives the lease back without spending an attempt (for shutdown).  Returns
+ * 0 or CL_ELEASE_LOST. */
+CL_EXTERN int cl_release(cl_conn_t *c, const char *item_id, const char *token);
+
+typedef struct cl_held {
+  char *item_id;
+  char *token;
+  char *lease_until;
+} cl_held_t;
+
+/* Records worker as alive and extends every lease it holds to lease_s
+ * seconds from now, in one statement.  Stores the leases still held in a
+ * malloc'd array (free with cl_held_free); a lease missing from it is lost
+ * and its handler must stop.  Returns 0 or an error. */
+CL_EXTERN int cl_heartbeat(cl_conn_t *c, const char *worker, double lease_s,
+                           cl_held_t **held, size_t *count);
+CL_EXTERN void cl_held_free(cl_held_t *held, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Reaper                                                                    */
+
+typedef struct cl_reap_info {
+  long expired;   /* stale leases ended in this call */
+  long requeued;  /* of those, items back to ready */
+  long dead;      /* of those, items dead (attempts spent) */
+} cl_reap_info_t;
+
+/* Ends up to limit leases whose lease_until has passed on the database
+ * clock: the item's attempts + 1, back to ready (with backoff) or dead.
+ * Each stale lease is handled by exactly one caller even when several
+ * reapers run at once.  Returns 0 and fills info (adds to it). */
+CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+
+typedef struct cl_queue_status {
+  char *queue;
+  long ready;         /* ready now */
+  long scheduled;     /* ready but run_at in the future */
+  long leased;
+  long done;
+  long dead;
+  double oldest_ready_s; /* age of the oldest ready item, 0 when none */
+  long stale;         /* leases past lease_until, not yet reaped */
+} cl_queue_status_t;
+
+/* Reads the per-queue view.  Stores a malloc'd array (free with
+ * cl_status_free) and returns 0. */
+CL_EXTERN int cl_status(cl_conn_t *c, cl_queue_status_t **rows,
+                        size_t *count);
+CL_EXTERN void cl_status_free(cl_queue_status_t *rows, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Embedded PostgreSQL (the default when no DSN is given)                    */
+
+typedef struct cl_embedded_info {
+  char state_dir[1024];  /* where everything lives */
+  char data_dir[1024];   /* the cluster */
+  char socket_dir[1024]; /* the unix socket (no TCP) */
+  char log_file[1024];
+  char dsn[1200];        /* how to connect */
+  int running;           /* 1 when the server answers */
+  int created;           /* 1 when this call ran initdb */
+  int started;           /* 1 when this call started the server */
+} cl_embedded_info_t;
+
+/* Fills info with the paths for state_dir (NULL: CLAIMER_HOME, else
+ * $XDG_STATE_HOME/claimer, else ~/.local/state/claimer; as root
+ * /var/lib/claimer) and whether the server runs.  Returns 0. */
+CL_EXTERN int cl_embedded_locate(const char *state_dir,
+                                 cl_embedded_info_t *info);
+/* Creates the cluster when missing (initdb, as an unprivileged user when
+ * run as root), starts it when not running, and creates the claimer
+ * database.  Safe to call from several processes at once.  Returns 0 or
+ * CL_EEMBEDDED with a message in err. */
+CL_EXTERN int cl_embedded_ensure(const char *state_dir,
+                                 cl_embedded_info_t *info, char *err,
+                                 size_t errlen);
+/* Stops the server (fast shutdown) when it runs.  Returns 0 or
+ * CL_EEMBEDDED. */
+CL_EXTERN int cl_embedded_stop(const char *state_dir, char *err,
+                               size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLAIMER_H */

@@ -1,0 +1,205 @@
+/*
+ * conn.c: the connection handle.  It owns one libpq connection, the dsn it
+ * was made from (kept only to reconnect; messages show the redacted form),
+ * the set of statements prepared on the current session, and the detail of
+ * the last failure.  Every failure of a statement funnels through
+ * cl__result_error(), which decides what the caller can conclude: the
+ * statement failed (CL_EDB), the schema is missing (CL_ESCHEMA), or the
+ * connection broke and the outcome is unknown (CL_ECONNLOST; G9).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+char *cl__strdup(const char *s) {
+  if (s == NULL)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p != NULL)
+    memcpy(p, s, n);
+  return p;
+}
+
+void cl__fmt_double(char *buf, size_t n, double v) {
+  snprintf(buf, n, "%.6f", v);
+}
+
+void cl__set_error(cl_conn_t *c, const char *sqlstate, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->error, sizeof c->error, fmt, ap);
+  va_end(ap);
+  /* libpq messages end with a newline; one-line messages log better. */
+  size_t len = strlen(c->error);
+  while (len > 0 && (c->error[len - 1] == '\n' || c->error[len - 1] == ' '))
+    c->error[--len] = '\0';
+  snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
+}
+
+int cl_conn_new(cl_conn_t **out, const char *dsn) {
+  *out = NULL;
+  if (dsn == NULL)
+    return CL_EINVAL;
+  if (cl_check_dsn(dsn, NULL, 0) != 0)
+    return CL_EDSN;
+  cl_conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return CL_ENOMEM;
+  c->dsn = cl__strdup(dsn);
+  c->dsn_redacted = cl_dsn_redact(dsn);
+  if (c->dsn == NULL || c->dsn_redacted == NULL) {
+    cl_conn_free(&c);
+    return CL_ENOMEM;
+  }
+  *out = c;
+  return 0;
+}
+
+void cl_conn_free(cl_conn_t **cp) {
+  if (cp == NULL || *cp == NULL)
+    return;
+  cl_conn_t *c = *cp;
+  if (c->pg != NULL)
+    PQfinish(c->pg);
+  free(c->dsn);
+  free(c->dsn_redacted);
+  free(c);
+  *cp = NULL;
+}
+
+/* libpq prints server notices on stderr by default; a library must not. */
+static void ignore_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
+/* Opens the libpq connection.  The dsn's own options win; we only add a
+ * connect_timeout when it has none, and an application_name, by passing
+ * them as earlier keywords that the dsn (expanded last) overrides. */
+static int conn_open(cl_conn_t *c) {
+  const char *keys[] = {"connect_timeout", "application_name", "dbname",
+                        NULL};
+  const char *vals[] = {"10", "claimer", c->dsn, NULL};
+  c->prepared = 0;
+  c->pg = PQconnectdbParams(keys, vals, 1);
+  if (c->pg == NULL) {
+    cl__set_error(c, NULL, "out of memory");
+    return CL_ENOMEM;
+  }
+  if (PQstatus(c->pg) == CONNECTION_OK) {
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    c->error[0] = c->sqlstate[0] = '\0';
+    return 0;
+  }
+  const char *msg = PQerrorMessage(c->pg);
+  /* libpq gives no SQLSTATE for a failed connection; its message is the
+   * only place that says the password or role was refused, and those
+   * must not be retried. */
+  int auth = strstr(msg, "password authentication failed") != NULL ||
+             strstr(msg, "no password supplied") != NULL ||
+             strstr(msg, "authentication failed for user") != NULL ||
+             (strstr(msg, "role \"") != NULL &&
+              strstr(msg, "does not exist") != NULL) ||
+             strstr(msg, "no pg_hba.conf entry") != NULL;
+  cl__set_error(c, auth ? "28P01" : "08001", "%s: %s",
+                auth ? "authentication failed" : "cannot connect", msg);
+  PQfinish(c->pg);
+  c->pg = NULL;
+  return auth ? CL_EAUTH : CL_ECONNECT;
+}
+
+int cl_conn_connect(cl_conn_t *c) {
+  if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK)
+    return 0;
+  if (c->pg != NULL) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  return conn_open(c);
+}
+
+int cl_conn_reset(cl_conn_t *c) {
+  if (c->pg != NULL) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  return conn_open(c);
+}
+
+const char *cl_conn_last_error(const cl_conn_t *c) { return c->error; }
+const char *cl_conn_last_sqlstate(const cl_conn_t *c) { return c->sqlstate; }
+const char *cl_conn_dsn_redacted(const cl_conn_t *c) {
+  return c->dsn_redacted;
+}
+struct pg_conn *cl_conn_pg(cl_conn_t *c) {
+  return c->pg;
+}
+
+int cl__result_error(cl_conn_t *c, const PGresult *res) {
+  if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
+    cl__set_error(c, "08006", "connection lost: %s",
+                  c->pg ? PQerrorMessage(c->pg) : "not connected");
+    return CL_ECONNLOST;
+  }
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg);
+  if (state == NULL || *state == '\0') {
+    /* A result with no SQLSTATE comes from libpq itself: the server went
+     * away mid-statement. */
+    cl__set_error(c, "08006", "connection lost: %s", msg);
+    return CL_ECONNLOST;
+  }
+  /* 3F000: schema missing, 42P01: table missing, 42883: function missing. */
+  if (strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0 ||
+      strcmp(state, "42883") == 0) {
+    cl__set_error(c, state,
+                  "the claimer schema is missing or incomplete (run "
+                  "`claimer migrate`): %s",
+                  msg);
+    return CL_ESCHEMA;
+  }
+  /* Class 08 and the admin-shutdown family: the session is gone. */
+  if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+      strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0) {
+    cl__set_error(c, state, "connection lost: %s", msg);
+    return CL_ECONNLOST;
+  }
+  cl__set_error(c, state, "%s", msg);
+  return CL_EDB;
+}
+
+int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
+             PGresult **res) {
+  *res = NULL;
+  if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
+    int rc = cl_conn_connect(c);
+    if (rc != 0)
+      return rc;
+  }
+  const cl__stmt_t *st = &cl__stmts[id];
+  uint64_t bit = (uint64_t)1 << id;
+  if ((c->prepared & bit) == 0) {
+    PGresult *p = PQprepare(c->pg, st->name, st->sql, st->nparams, NULL);
+    if (PQresultStatus(p) != PGRES_COMMAND_OK) {
+      int rc = cl__result_error(c, p);
+      PQclear(p);
+      return rc;
+    }
+    PQclear(p);
+    c->prepared |= bit;
+  }
+  PGresult *r = PQexecPrepared(c->pg, st->name, st->nparams, params, NULL,
+                               NULL, 0);
+  ExecStatusType s = PQresultStatus(r);
+  if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+    int rc = cl__result_error(c, r);
+    PQclear(r);
+    return rc;
+  }
+  *res = r;
+  return 0;
+}

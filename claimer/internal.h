@@ -1,0 +1,46 @@
+/*
+ * internal.h: what the modules of libclaimer share and the outside does not
+ * see: the connection object's layout, the statement table and the helpers
+ * that run a statement and turn its failure into a CL_E* code.
+ */
+#ifndef CLAIMER_INTERNAL_H
+#define CLAIMER_INTERNAL_H
+
+#include <libpq-fe.h>
+
+#include "claimer.h"
+#include "sql.h"
+
+struct cl_conn {
+  char *dsn;          /* as given; may hold a password, never logged */
+  char *dsn_redacted; /* for messages */
+  PGconn *pg;
+  uint64_t prepared;  /* bit i: statement i prepared on this session */
+  char error[1024];
+  char sqlstate[6];
+};
+
+/* Records a failure on c: msg (copied, secrets never included by callers)
+ * and the SQLSTATE (may be NULL). */
+void cl__set_error(cl_conn_t *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Runs statement id with params (text format) on c, preparing it on first
+ * use in this session.  Returns 0 and the result in *res (caller PQclear()s)
+ * when the statement succeeded; otherwise a CL_E* code with the detail on c
+ * and *res NULL: CL_ECONNLOST when the connection broke (outcome unknown),
+ * CL_ESCHEMA when the claimer schema is missing, CL_EDB for other errors. */
+int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
+             PGresult **res);
+
+/* Maps a failed PGresult (or NULL) on pg to a CL_E* code and records it on
+ * c.  Shared by the blocking calls and by loop drivers. */
+int cl__result_error(cl_conn_t *c, const PGresult *res);
+
+/* Returns a malloc'd copy of s (NULL stays NULL); on failure NULL. */
+char *cl__strdup(const char *s);
+
+/* Formats a double as a decimal for a SQL parameter. */
+void cl__fmt_double(char *buf, size_t n, double v);
+
+#endif

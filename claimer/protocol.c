@@ -1,0 +1,575 @@
+/*
+ * protocol.c: the claim protocol as blocking calls, one statement each (see
+ * sql.c for the statements and why they are shaped so).  Each call builds
+ * its parameters, runs the statement through cl__exec(), and hands the
+ * result to a parser of its own; the parsers are shared with drivers that
+ * run the same statements on an event loop.
+ *
+ * complete, fail and release are safe to send twice with the same token,
+ * so after a lost connection they reconnect and send again: the statement
+ * itself reads back what the first send did (G9).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "protocol.h"
+
+/* ------------------------------------------------------------------------ */
+/* A growable text buffer for array parameters.                             */
+
+typedef struct buf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} buf_t;
+
+static void buf_grow(buf_t *b, size_t extra) {
+  if (b->oom || b->len + extra + 1 <= b->cap)
+    return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (p == NULL) {
+    b->oom = 1;
+    return;
+  }
+  b->p = p;
+  b->cap = cap;
+}
+
+static void buf_add(buf_t *b, const char *s, size_t n) {
+  buf_grow(b, n);
+  if (b->oom)
+    return;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+/* Appends s as one element of a PostgreSQL array literal: NULL as NULL,
+ * anything else double-quoted with '"' and '\' escaped.  The literal goes
+ * out as a bound parameter, so this is about array syntax, not SQL. */
+static void buf_array_elem(buf_t *b, const char *s, int first) {
+  if (!first)
+    buf_add(b, ",", 1);
+  if (s == NULL) {
+    buf_add(b, "NULL", 4);
+    return;
+  }
+  buf_add(b, "\"", 1);
+  for (const char *p = s; *p; p++) {
+    const char *run = p;
+    while (*p && *p != '"' && *p != '\\')
+      p++;
+    buf_add(b, run, (size_t)(p - run));
+    if (*p == '\0')
+      break;
+    char esc[2] = {'\\', *p};
+    buf_add(b, esc, 2);
+  }
+  buf_add(b, "\"", 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Settling ambiguous outcomes                                              */
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Runs an idempotent statement; when the connection breaks before its
+ * outcome is known, reconnects (with backoff, about 15 s in all) and sends
+ * it again.  A refused password is not retried.  Returns as cl__exec, and
+ * counts the reconnects in *retries. */
+static int exec_settled(cl_conn_t *c, cl__stmt_id_t id,
+                        const char *const *params, PGresult **res,
+                        int *retries) {
+  long delay = 100;
+  for (int tries = 0;; tries++) {
+    int rc = cl__exec(c, id, params, res);
+    if ((rc != CL_ECONNLOST && rc != CL_ECONNECT) || tries == 8)
+      return rc;
+    sleep_ms(delay);
+    delay = delay * 2 > 4000 ? 4000 : delay * 2;
+    (*retries)++;
+    rc = cl_conn_reset(c);
+    if (rc == CL_EAUTH)
+      return rc;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Enqueue                                                                   */
+
+static int check_items(cl_conn_t *c, const cl_item_t *items, size_t n) {
+  char why[512];
+  for (size_t i = 0; i < n; i++) {
+    const cl_item_t *it = &items[i];
+    int rc = 0;
+    if (it->item_id == NULL) {
+      snprintf(why, sizeof why, "item id is missing");
+      rc = CL_EINVAL;
+    }
+    if (rc == 0)
+      rc = cl_check_item_id(it->item_id, why, sizeof why);
+    if (rc == 0)
+      rc = cl_check_queue(it->queue ? it->queue : "", why, sizeof why);
+    if (rc == 0 && it->payload != NULL)
+      rc = cl_check_json(it->payload, strlen(it->payload), why, sizeof why);
+    if (rc == 0 && (it->max_attempts < 0 || it->max_attempts > 1000000)) {
+      snprintf(why, sizeof why, "max attempts %d is out of range 1..1000000",
+               it->max_attempts);
+      rc = CL_EINVAL;
+    }
+    if (rc == 0 && (!isfinite(it->run_in) || it->run_in < 0 ||
+                    it->run_in > 3.2e9)) {
+      snprintf(why, sizeof why, "run_in %g is not a number of seconds >= 0",
+               it->run_in);
+      rc = CL_EINVAL;
+    }
+    if (rc != 0) {
+      cl__set_error(c, NULL, "item %zu: %s", i + 1, why);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int cl__parse_enqueue(PGresult *r, size_t n, int *outcome) {
+  if (outcome != NULL)
+    for (size_t i = 0; i < n; i++)
+      outcome[i] = CL_ENQ_EXISTED;
+  int created = PQntuples(r);
+  for (int row = 0; row < created && outcome != NULL; row++) {
+    long ord = atol(PQgetvalue(r, row, 0));
+    if (ord >= 1 && (size_t)ord <= n)
+      outcome[ord - 1] = CL_ENQ_CREATED;
+  }
+  return created;
+}
+
+int cl_enqueue(cl_conn_t *c, const cl_item_t *items, size_t n,
+               int *outcome) {
+  if (n == 0)
+    return 0;
+  int rc = check_items(c, items, n);
+  if (rc != 0)
+    return rc;
+  buf_t arr[6] = {{0}};
+  for (int k = 0; k < 6; k++)
+    buf_add(&arr[k], "{", 1);
+  char num[64];
+  for (size_t i = 0; i < n; i++) {
+    const cl_item_t *it = &items[i];
+    buf_array_elem(&arr[0], it->item_id, i == 0);
+    buf_array_elem(&arr[1], it->queue, i == 0);
+    buf_array_elem(&arr[2], it->payload, i == 0);
+    snprintf(num, sizeof num, "%d", it->priority);
+    buf_array_elem(&arr[3], num, i == 0);
+    snprintf(num, sizeof num, "%d", it->max_attempts ? it->max_attempts : 25);
+    buf_array_elem(&arr[4], num, i == 0);
+    cl__fmt_double(num, sizeof num, it->run_in);
+    buf_array_elem(&arr[5], num, i == 0);
+  }
+  int oom = 0;
+  for (int k = 0; k < 6; k++) {
+    buf_add(&arr[k], "}", 1);
+    oom |= arr[k].oom;
+  }
+  if (oom) {
+    rc = CL_ENOMEM;
+  } else {
+    const char *params[6] = {arr[0].p, arr[1].p, arr[2].p,
+                             arr[3].p, arr[4].p, arr[5].p};
+    PGresult *r = NULL;
+    rc = cl__exec(c, CL__STMT_ENQUEUE, params, &r);
+    if (rc == 0) {
+      rc = cl__parse_enqueue(r, n, outcome);
+      PQclear(r);
+    }
+  }
+  for (int k = 0; k < 6; k++)
+    free(arr[k].p);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Claim                                                                     */
+
+void cl_leases_free(cl_lease_t *leases, size_t count) {
+  if (leases == NULL)
+    return;
+  for (size_t i = 0; i < count; i++) {
+    free(leases[i].item_id);
+    free(leases[i].queue);
+    free(leases[i].token);
+    free(leases[i].payload);
+    free(leases[i].lease_until);
+  }
+  free(leases);
+}
+
+int cl__parse_claim(PGresult *r, const char *queue, cl_lease_t **leases,
+                    size_t *count) {
+  int n = PQntuples(r);
+  *leases = NULL;
+  *count = 0;
+  if (n == 0)
+    return 0;
+  cl_lease_t *out = calloc((size_t)n, sizeof *out);
+  if (out == NULL)
+    return CL_ENOMEM;
+  int oom = 0;
+  for (int i = 0; i < n; i++) {
+    out[i].item_id = cl__strdup(PQgetvalue(r, i, 0));
+    out[i].token = cl__strdup(PQgetvalue(r, i, 1));
+    out[i].attempt = atoi(PQgetvalue(r, i, 2));
+    out[i].max_attempts = atoi(PQgetvalue(r, i, 3));
+    out[i].payload = cl__strdup(PQgetvalue(r, i, 4));
+    out[i].lease_until = cl__strdup(PQgetvalue(r, i, 5));
+    out[i].queue = cl__strdup(queue);
+    oom |= !out[i].item_id || !out[i].token || !out[i].payload ||
+           !out[i].lease_until || !out[i].queue;
+  }
+  if (oom) {
+    cl_leases_free(out, (size_t)n);
+    return CL_ENOMEM;
+  }
+  *leases = out;
+  *count = (size_t)n;
+  return 0;
+}
+
+static int check_lease_args(cl_conn_t *c, double lease_s) {
+  if (!isfinite(lease_s) || lease_s <= 0 || lease_s > 7 * 86400) {
+    cl__set_error(c, NULL, "lease of %g seconds is out of range (0, 604800]",
+                  lease_s);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+int cl_claim(cl_conn_t *c, const char *queue, const char *worker, int n,
+             double lease_s, cl_lease_t **leases, size_t *count) {
+  char why[256];
+  *leases = NULL;
+  *count = 0;
+  if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0 ||
+      cl_check_worker(worker ? worker : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "%s", why);
+    return CL_EINVAL;
+  }
+  if (n < 1 || n > 10000) {
+    cl__set_error(c, NULL, "claim count %d is out of range 1..10000", n);
+    return CL_EINVAL;
+  }
+  int rc = check_lease_args(c, lease_s);
+  if (rc != 0)
+    return rc;
+  char nbuf[16], lbuf[64];
+  snprintf(nbuf, sizeof nbuf, "%d", n);
+  cl__fmt_double(lbuf, sizeof lbuf, lease_s);
+  const char *params[] = {queue, nbuf, worker, lbuf};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_CLAIM, params, &r);
+  if (rc != 0)
+    return rc;
+  rc = cl__parse_claim(r, queue, leases, count);
+  PQclear(r);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Complete, fail, release                                                   */
+
+/* Tokens are 16 hex digits, '-', 16 hex digits (see claimer.new_token()). */
+static int check_token(cl_conn_t *c, const char *item_id, const char *token) {
+  char why[256];
+  if (cl_check_item_id(item_id ? item_id : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "%s", why);
+    return CL_EINVAL;
+  }
+  int ok = token != NULL && strlen(token) == 33 && token[16] == '-';
+  for (int i = 0; ok && i < 33; i++)
+    if (i != 16 && !strchr("0123456789abcdef", token[i]))
+      ok = 0;
+  if (!ok) {
+    cl__set_error(c, NULL,
+                  "token is not a claimer token (16 hex digits, '-', 16 hex "
+                  "digits)");
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+int cl__parse_complete(PGresult *r, cl_complete_info_t *info) {
+  int completed = atoi(PQgetvalue(r, 0, 0));
+  int exists = PQgetvalue(r, 0, 1)[0] == 't';
+  if (completed == 1)
+    return 0;
+  if (exists) {
+    info->already = 1;
+    return 0;
+  }
+  return CL_ELEASE_LOST;
+}
+
+int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
+                const char *result, cl_complete_info_t *info) {
+  cl_complete_info_t local;
+  if (info == NULL)
+    info = &local;
+  memset(info, 0, sizeof *info);
+  int rc = check_token(c, item_id, token);
+  if (rc != 0)
+    return rc;
+  if (result != NULL) {
+    char why[256];
+    rc = cl_check_json(result, strlen(result), why, sizeof why);
+    if (rc != 0) {
+      cl__set_error(c, NULL, "result: %s", why);
+      return rc;
+    }
+  }
+  const char *params[] = {item_id, token, result};
+  PGresult *r = NULL;
+  rc = exec_settled(c, CL__STMT_COMPLETE, params, &r, &info->retries);
+  if (rc != 0)
+    return rc;
+  rc = cl__parse_complete(r, info);
+  PQclear(r);
+  if (rc == CL_ELEASE_LOST)
+    cl__set_error(c, NULL,
+                  "lease lost: token %s no longer holds item %s (it expired "
+                  "and was reaped, or the item was completed by another "
+                  "lease); nothing was written",
+                  token, item_id);
+  return rc;
+}
+
+int cl__parse_fail(PGresult *r, cl_fail_info_t *info) {
+  if (PQntuples(r) == 0)
+    return CL_ELEASE_LOST;
+  info->dead = strcmp(PQgetvalue(r, 0, 0), "dead") == 0;
+  info->attempts = atoi(PQgetvalue(r, 0, 1));
+  if (info->dead)
+    info->retry_at[0] = '\0';
+  else
+    snprintf(info->retry_at, sizeof info->retry_at, "%s",
+             PQgetvalue(r, 0, 2));
+  info->already = PQgetvalue(r, 0, 3)[0] == 't';
+  return 0;
+}
+
+int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
+            const char *error, int retry, double retry_in,
+            cl_fail_info_t *info) {
+  cl_fail_info_t local;
+  if (info == NULL)
+    info = &local;
+  memset(info, 0, sizeof *info);
+  int rc = check_token(c, item_id, token);
+  if (rc != 0)
+    return rc;
+  if (!isfinite(retry_in) || retry_in > 3.2e9) {
+    cl__set_error(c, NULL, "retry delay %g is not a number of seconds",
+                  retry_in);
+    return CL_EINVAL;
+  }
+  /* Error texts come from handlers' stderr: keep them bounded and valid. */
+  char *err = cl__strdup(error ? error : "");
+  if (err == NULL)
+    return CL_ENOMEM;
+  if (strlen(err) > CL_ERROR_TEXT_MAX)
+    err[CL_ERROR_TEXT_MAX] = '\0';
+  for (long bad; (bad = cl_utf8_invalid_at(err, strlen(err))) >= 0;)
+    err[bad] = '?';
+  char rbuf[64];
+  cl__fmt_double(rbuf, sizeof rbuf, retry_in < 0 ? -1.0 : retry_in);
+  const char *params[] = {item_id, token, err, retry ? "true" : "false",
+                          rbuf};
+  PGresult *r = NULL;
+  int retries = 0;
+  rc = exec_settled(c, CL__STMT_FAIL, params, &r, &retries);
+  free(err);
+  if (rc != 0)
+    return rc;
+  rc = cl__parse_fail(r, info);
+  PQclear(r);
+  if (rc == CL_ELEASE_LOST)
+    cl__set_error(c, NULL,
+                  "lease lost: token %s no longer holds item %s; nothing was "
+                  "written",
+                  token, item_id);
+  return rc;
+}
+
+int cl_release(cl_conn_t *c, const char *item_id, const char *token) {
+  int rc = check_token(c, item_id, token);
+  if (rc != 0)
+    return rc;
+  const char *params[] = {item_id, token};
+  PGresult *r = NULL;
+  int retries = 0;
+  rc = exec_settled(c, CL__STMT_RELEASE, params, &r, &retries);
+  if (rc != 0)
+    return rc;
+  int n = PQntuples(r);
+  PQclear(r);
+  if (n == 0) {
+    cl__set_error(c, NULL,
+                  "lease lost: token %s does not hold item %s%s", token,
+                  item_id,
+                  retries ? " (or an earlier try released it before the "
+                            "connection dropped)"
+                          : "");
+    return CL_ELEASE_LOST;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heartbeat                                                                 */
+
+void cl_held_free(cl_held_t *held, size_t count) {
+  if (held == NULL)
+    return;
+  for (size_t i = 0; i < count; i++) {
+    free(held[i].item_id);
+    free(held[i].token);
+    free(held[i].lease_until);
+  }
+  free(held);
+}
+
+int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count) {
+  int n = PQntuples(r);
+  *held = NULL;
+  *count = 0;
+  if (n == 0)
+    return 0;
+  cl_held_t *out = calloc((size_t)n, sizeof *out);
+  if (out == NULL)
+    return CL_ENOMEM;
+  int oom = 0;
+  for (int i = 0; i < n; i++) {
+    out[i].item_id = cl__strdup(PQgetvalue(r, i, 0));
+    out[i].token = cl__strdup(PQgetvalue(r, i, 1));
+    out[i].lease_until = cl__strdup(PQgetvalue(r, i, 2));
+    oom |= !out[i].item_id || !out[i].token || !out[i].lease_until;
+  }
+  if (oom) {
+    cl_held_free(out, (size_t)n);
+    return CL_ENOMEM;
+  }
+  *held = out;
+  *count = (size_t)n;
+  return 0;
+}
+
+int cl_heartbeat(cl_conn_t *c, const char *worker, double lease_s,
+                 cl_held_t **held, size_t *count) {
+  char why[256];
+  *held = NULL;
+  *count = 0;
+  if (cl_check_worker(worker ? worker : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "%s", why);
+    return CL_EINVAL;
+  }
+  int rc = check_lease_args(c, lease_s);
+  if (rc != 0)
+    return rc;
+  char lbuf[64];
+  cl__fmt_double(lbuf, sizeof lbuf, lease_s);
+  const char *params[] = {worker, lbuf};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_HEARTBEAT, params, &r);
+  if (rc != 0)
+    return rc;
+  rc = cl__parse_heartbeat(r, held, count);
+  PQclear(r);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reap                                                                      */
+
+void cl__parse_reap(PGresult *r, cl_reap_info_t *info) {
+  int n = PQntuples(r);
+  for (int i = 0; i < n; i++) {
+    info->expired++;
+    if (strcmp(PQgetvalue(r, i, 2), "dead") == 0)
+      info->dead++;
+    else
+      info->requeued++;
+  }
+}
+
+int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info) {
+  if (limit < 1 || limit > 100000) {
+    cl__set_error(c, NULL, "reap limit %d is out of range 1..100000", limit);
+    return CL_EINVAL;
+  }
+  char lbuf[16];
+  snprintf(lbuf, sizeof lbuf, "%d", limit);
+  const char *params[] = {lbuf};
+  PGresult *r = NULL;
+  int rc = cl__exec(c, CL__STMT_REAP, params, &r);
+  if (rc != 0)
+    return rc;
+  cl__parse_reap(r, info);
+  PQclear(r);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+
+void cl_status_free(cl_queue_status_t *rows, size_t count) {
+  if (rows == NULL)
+    return;
+  for (size_t i = 0; i < count; i++)
+    free(rows[i].queue);
+  free(rows);
+}
+
+int cl_status(cl_conn_t *c, cl_queue_status_t **rows, size_t *count) {
+  *rows = NULL;
+  *count = 0;
+  PGresult *r = NULL;
+  int rc = cl__exec(c, CL__STMT_STATUS, NULL, &r);
+  if (rc != 0)
+    return rc;
+  int n = PQntuples(r);
+  cl_queue_status_t *out = n ? calloc((size_t)n, sizeof *out) : NULL;
+  if (n && out == NULL) {
+    PQclear(r);
+    return CL_ENOMEM;
+  }
+  for (int i = 0; i < n; i++) {
+    out[i].queue = cl__strdup(PQgetvalue(r, i, 0));
+    out[i].ready = atol(PQgetvalue(r, i, 1));
+    out[i].scheduled = atol(PQgetvalue(r, i, 2));
+    out[i].leased = atol(PQgetvalue(r, i, 3));
+    out[i].done = atol(PQgetvalue(r, i, 4));
+    out[i].dead = atol(PQgetvalue(r, i, 5));
+    out[i].oldest_ready_s = atof(PQgetvalue(r, i, 6));
+    out[i].stale = atol(PQgetvalue(r, i, 7));
+    if (out[i].queue == NULL) {
+      cl_status_free(out, (size_t)n);
+      PQclear(r);
+      return CL_ENOMEM;
+    }
+  }
+  PQclear(r);
+  *rows = out;
+  *count = (size_t)n;
+  return 0;
+}

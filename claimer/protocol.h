@@ -1,0 +1,30 @@
+/*
+ * protocol.h: the result parsers of the claim protocol's statements, shared
+ * by the blocking calls in protocol.c and by event-loop drivers that send
+ * the statements of sql.h themselves.  Each takes a successful PGresult of
+ * its statement; none takes ownership of it.
+ */
+#ifndef CLAIMER_PROTOCOL_H
+#define CLAIMER_PROTOCOL_H
+
+#include <libpq-fe.h>
+
+#include "claimer.h"
+
+/* Marks outcome[0..n) created or existed; returns the number created. */
+int cl__parse_enqueue(PGresult *r, size_t n, int *outcome);
+/* Returns 0 with a malloc'd array of leases (cl_leases_free), or
+ * CL_ENOMEM. */
+int cl__parse_claim(PGresult *r, const char *queue, cl_lease_t **leases,
+                    size_t *count);
+/* Returns 0 (info->already set when an earlier send had completed it) or
+ * CL_ELEASE_LOST. */
+int cl__parse_complete(PGresult *r, cl_complete_info_t *info);
+/* Returns 0 with info filled, or CL_ELEASE_LOST. */
+int cl__parse_fail(PGresult *r, cl_fail_info_t *info);
+/* Returns 0 with a malloc'd array (cl_held_free), or CL_ENOMEM. */
+int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count);
+/* Adds the reaped rows to info. */
+void cl__parse_reap(PGresult *r, cl_reap_info_t *info);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * sql.h: every statement libclaimer sends on the hot path, in one table.
+ * The blocking calls (protocol.c) and the event-loop drivers run the same
+ * statements by id, so the SQL lives in one place (sql.c) and each
+ * statement's result has one parser (protocol.c).
+ */
+#ifndef CLAIMER_SQL_H
+#define CLAIMER_SQL_H
+
+#define CL__STMT_MAP(XX)                                                      \
+  XX(ENQUEUE, 6)                                                             \
+  XX(CLAIM, 4)                                                               \
+  XX(COMPLETE, 3)                                                            \
+  XX(FAIL, 5)                                                                \
+  XX(RELEASE, 2)                                                             \
+  XX(HEARTBEAT, 2)                                                           \
+  XX(REAP, 1)                                                                \
+  XX(STATUS, 0)
+
+typedef enum cl__stmt_id {
+#define CL__STMT_ENUM(name, nparams) CL__STMT_##name,
+  CL__STMT_MAP(CL__STMT_ENUM)
+#undef CL__STMT_ENUM
+  CL__STMT_COUNT
+} cl__stmt_id_t;
+
+typedef struct cl__stmt {
+  const char *name; /* prepared statement name, "claimer_claim" */
+  int nparams;
+  const char *sql;
+} cl__stmt_t;
+
+extern const cl__stmt_t cl__stmts[CL__STMT_COUNT];
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * harness.h: the integration tests' fixture.  th_pg_start() starts one
+ * throwaway PostgreSQL for a test program (initdb into a temp dir, fsync
+ * off, a unix socket and a free TCP port on 127.0.0.1, as the unprivileged
+ * server user when run as root), or uses the server named by
+ * CLAIMER_TEST_DSN when set.  Each test then makes a fresh database of its
+ * own with th_db_create().  On failure the server's log is printed.
+ *
+ * The TCP side's pg_hba.conf trusts every role except claimer_pw, which
+ * must give its password (scram-sha-256): the wrong-password tests use it.
+ */
+#ifndef CLAIMER_TEST_HARNESS_H
+#define CLAIMER_TEST_HARNESS_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+typedef struct th_pg {
+  int own;             /* 1: this process started the server */
+  char dir[512];       /* temp dir holding data/, sock/, log */
+  char sockdir[600];
+  char log[600];
+  char bindir[512];
+  char user[64];       /* the server's superuser */
+  int port;            /* TCP port on 127.0.0.1 (0 when external) */
+  char admin_dsn[1024];/* the postgres database */
+} th_pg_t;
+
+/* Starts (or attaches to) the server.  Returns 0, or -1 after printing why. */
+int th_pg_start(th_pg_t *pg);
+/* Stops a server th_pg_start() started and removes its files. */
+void th_pg_stop(th_pg_t *pg);
+
+/* Creates database name afresh (dropping an old one), migrated to the
+ * current schema when migrate is 1, and writes a unix-socket DSN for it into
+ * dsn.  Returns 0 or -1 after printing why. */
+int th_db_create(th_pg_t *pg, const char *name, int migrate, char *dsn,
+                 size_t n);
+/* The same database over TCP on 127.0.0.1 (for proxies and password
+ * tests).  Returns 0, or -1 when the server has no TCP port (external). */
+int th_db_tcp_dsn(th_pg_t *pg, const char *name, int port, char *dsn,
+                  size_t n);
+
+/* Connects or fails the test. */
+PGconn *th_connect(const char *dsn);
+/* Runs sql (no parameters) or fails the test. */
+void th_exec(PGconn *pg, const char *sql);
+/* Runs sql and returns the first column of its first row as a long, or
+ * fails the test. */
+long th_long(PGconn *pg, const char *sql);
+
+/* Runs the program argv (argv[0] a path) with stdin_data on its stdin (NULL:
+ * /dev/null) and returns its exit status (128 + signal when killed);
+ * stdout and stderr together go to a malloc'd string in *output when output
+ * is not NULL.  The environment is the caller's less CLAIMER_DSN. */
+int th_run(const char *const argv[], const char *stdin_data, char **output);
+
+/* The path of the claimer binary (CLAIMER_BIN from meson). */
+const char *th_claimer_bin(void);
+
+/* Monotonic seconds. */
+double th_now(void);
+
+#endif

@@ -1,0 +1,408 @@
+/*
+ * test_protocol.c: the claim protocol call by call against a real
+ * PostgreSQL: idempotent enqueue (G1), claim, complete and its idempotent
+ * retry, fencing of complete, fail and heartbeat after a lease was reaped
+ * and taken by another worker (G3), fail with backoff until dead, release
+ * without spending an attempt, and the shape of tokens (G10).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer.h"
+#include "harness.h"
+
+static th_pg_t pg;
+
+typedef struct fixture {
+  char dsn[1024];
+  cl_conn_t *c;
+  PGconn *raw;
+} fixture_t;
+
+static int group_setup(void **state) {
+  (void)state;
+  return th_pg_start(&pg);
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  th_pg_stop(&pg);
+  return 0;
+}
+
+static int setup(void **state) {
+  static int n;
+  fixture_t *f = calloc(1, sizeof *f);
+  char name[64];
+  snprintf(name, sizeof name, "proto_%d", ++n);
+  if (th_db_create(&pg, name, 1, f->dsn, sizeof f->dsn) != 0)
+    return -1;
+  if (cl_conn_new(&f->c, f->dsn) != 0 || cl_conn_connect(f->c) != 0)
+    return -1;
+  f->raw = th_connect(f->dsn);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture_t *f = *state;
+  cl_conn_free(&f->c);
+  PQfinish(f->raw);
+  free(f);
+  return 0;
+}
+
+static void enqueue_one(cl_conn_t *c, const char *id, const char *queue,
+                        const char *payload, int max_attempts) {
+  cl_item_t it = {.item_id = id, .queue = queue, .payload = payload,
+                  .max_attempts = max_attempts};
+  int outcome = 0;
+  assert_int_equal(cl_enqueue(c, &it, 1, &outcome), 1);
+  assert_int_equal(outcome, CL_ENQ_CREATED);
+}
+
+/* Claims exactly one lease or fails the test. */
+static cl_lease_t *claim_one(cl_conn_t *c, const char *queue,
+                             const char *worker, double lease) {
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(c, queue, worker, 1, lease, &l, &n), 0);
+  assert_int_equal(n, 1);
+  return l;
+}
+
+/* Makes every lease of the database stale and reaps it. */
+static void expire_and_reap(fixture_t *f, long expect) {
+  th_exec(f->raw, "UPDATE claimer.claims SET lease_until = now() - "
+                  "interval '1 second'");
+  cl_reap_info_t ri = {0};
+  assert_int_equal(cl_reap(f->c, 100, &ri), 0);
+  assert_int_equal(ri.expired, expect);
+}
+
+static void test_enqueue_idempotent(void **state) {
+  fixture_t *f = *state;
+  cl_item_t it = {.item_id = "a", .queue = "q", .payload = "{\"x\":1}"};
+  int outcome = 0;
+  assert_int_equal(cl_enqueue(f->c, &it, 1, &outcome), 1);
+  assert_int_equal(outcome, CL_ENQ_CREATED);
+  /* The same id again, even with another payload, creates nothing. */
+  it.payload = "{\"x\":2}";
+  assert_int_equal(cl_enqueue(f->c, &it, 1, &outcome), 0);
+  assert_int_equal(outcome, CL_ENQ_EXISTED);
+  assert_int_equal(th_long(f->raw, "SELECT (payload->>'x')::int FROM "
+                                   "claimer.items WHERE item_id = 'a'"),
+                   1);
+  /* A batch: per item, including a duplicate inside the batch. */
+  cl_item_t batch[4] = {{.item_id = "a", .queue = "q"},
+                        {.item_id = "b", .queue = "q"},
+                        {.item_id = "c", .queue = "q", .payload = "[1,2]"},
+                        {.item_id = "b", .queue = "q"}};
+  int outs[4];
+  assert_int_equal(cl_enqueue(f->c, batch, 4, outs), 2);
+  assert_int_equal(outs[0], CL_ENQ_EXISTED);
+  assert_int_equal(outs[1], CL_ENQ_CREATED);
+  assert_int_equal(outs[2], CL_ENQ_CREATED);
+  assert_int_equal(outs[3], CL_ENQ_EXISTED);
+  assert_int_equal(cl_enqueue(f->c, batch, 4, outs), 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items"), 3);
+  /* Ids with quotes and backslashes survive the array encoding. */
+  enqueue_one(f->c, "we\"ird\\id,{x}", "q", "\"s\\\"\"", 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "item_id = E'we\"ird\\\\id,{x}' AND "
+                                   "payload = '\"s\\\"\"'::jsonb"),
+                   1);
+}
+
+static void test_enqueue_rejects_bad_batch_whole(void **state) {
+  fixture_t *f = *state;
+  cl_item_t batch[2] = {{.item_id = "ok", .queue = "q"},
+                        {.item_id = "bad", .queue = "q", .payload = "{"}};
+  assert_int_equal(cl_enqueue(f->c, batch, 2, NULL), CL_EJSON);
+  assert_non_null(strstr(cl_conn_last_error(f->c), "item 2"));
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items"), 0);
+}
+
+static void test_claim_complete(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "i1", "q", "{\"n\":1}", 0);
+  cl_lease_t *l = claim_one(f->c, "q", "w1", 30);
+  assert_string_equal(l->item_id, "i1");
+  assert_int_equal(l->attempt, 1);
+  assert_string_equal(l->payload, "{\"n\": 1}");
+  assert_non_null(strchr(l->lease_until, 'T'));
+  /* Leased: nobody else gets it. */
+  cl_lease_t *none = NULL;
+  size_t n = 9;
+  assert_int_equal(cl_claim(f->c, "q", "w2", 5, 30, &none, &n), 0);
+  assert_int_equal(n, 0);
+  cl_complete_info_t info;
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":1}",
+                               &info),
+                   0);
+  assert_int_equal(info.already, 0);
+  /* The same call again (a retry) is ok and writes nothing new. */
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":2}",
+                               &info),
+                   0);
+  assert_int_equal(info.already, 1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 1);
+  assert_int_equal(th_long(f->raw, "SELECT (result->>'ok')::int FROM "
+                                   "claimer.results"),
+                   1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "state = 'done' AND attempts = 1"),
+                   1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims"), 0);
+  /* A done item is never claimed again. */
+  assert_int_equal(cl_claim(f->c, "q", "w2", 5, 30, &none, &n), 0);
+  assert_int_equal(n, 0);
+  cl_leases_free(l, 1);
+}
+
+static void test_fencing_complete(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "i1", "q", NULL, 0);
+  cl_lease_t *first = claim_one(f->c, "q", "slow", 0.2);
+  expire_and_reap(f, 1);
+  cl_lease_t *second = claim_one(f->c, "q", "fast", 30);
+  assert_int_equal(second->attempt, 2);
+  assert_string_not_equal(first->token, second->token);
+  /* The first holder's complete is fenced off and writes nothing. */
+  assert_int_equal(cl_complete(f->c, first->item_id, first->token, "1", NULL),
+                   CL_ELEASE_LOST);
+  assert_non_null(strstr(cl_conn_last_error(f->c), "lease lost"));
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items "
+                                   "WHERE state = 'leased'"),
+                   1);
+  assert_int_equal(cl_complete(f->c, second->item_id, second->token, "2",
+                               NULL),
+                   0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results "
+                                   "WHERE result = '2'"),
+                   1);
+  /* After the item is done, the first token is still refused. */
+  assert_int_equal(cl_complete(f->c, first->item_id, first->token, "1", NULL),
+                   CL_ELEASE_LOST);
+  cl_leases_free(first, 1);
+  cl_leases_free(second, 1);
+}
+
+static void test_fencing_fail_and_heartbeat(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "i1", "q", NULL, 0);
+  cl_lease_t *first = claim_one(f->c, "q", "slow", 0.2);
+  expire_and_reap(f, 1);
+  cl_lease_t *second = claim_one(f->c, "q", "fast", 30);
+  cl_fail_info_t fi;
+  assert_int_equal(cl_fail(f->c, first->item_id, first->token, "late", 1, -1,
+                           &fi),
+                   CL_ELEASE_LOST);
+  assert_int_equal(th_long(f->raw, "SELECT attempts FROM claimer.items"), 1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "last_error = 'late'"),
+                   0);
+  /* The slow worker's heartbeat no longer lists the item. */
+  cl_held_t *held = NULL;
+  size_t n = 9;
+  assert_int_equal(cl_heartbeat(f->c, "slow", 30, &held, &n), 0);
+  assert_int_equal(n, 0);
+  /* The holder's heartbeat does, and extends it. */
+  th_exec(f->raw, "UPDATE claimer.claims SET lease_until = now() + "
+                  "interval '2 seconds'");
+  assert_int_equal(cl_heartbeat(f->c, "fast", 60, &held, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(held[0].token, second->token);
+  assert_true(th_long(f->raw, "SELECT extract(epoch FROM lease_until - now())"
+                              "::int FROM claimer.claims") >= 55);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.workers "
+                                   "WHERE worker_id IN ('slow', 'fast')"),
+                   2);
+  cl_held_free(held, n);
+  cl_leases_free(first, 1);
+  cl_leases_free(second, 1);
+}
+
+static void test_fail_backoff_then_dead(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "poison", "q", NULL, 3);
+  for (int attempt = 1; attempt <= 3; attempt++) {
+    cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+    assert_int_equal(l->attempt, attempt);
+    cl_fail_info_t fi;
+    assert_int_equal(cl_fail(f->c, l->item_id, l->token, "boom", 1, -1, &fi),
+                     0);
+    assert_int_equal(fi.attempts, attempt);
+    assert_int_equal(fi.already, 0);
+    /* A retry of the same fail is recognised, not counted twice. */
+    cl_fail_info_t again;
+    assert_int_equal(cl_fail(f->c, l->item_id, l->token, "boom", 1, -1,
+                             &again),
+                     0);
+    assert_int_equal(again.already, 1);
+    assert_int_equal(again.attempts, attempt);
+    if (attempt < 3) {
+      assert_int_equal(fi.dead, 0);
+      /* Backoff: 2^(attempt-1) s times a jitter in [0.5, 1). */
+      double lo = 0.5 * (1 << (attempt - 1)) - 0.2;
+      double hi = 1.0 * (1 << (attempt - 1)) + 0.2;
+      PGresult *r = PQexec(f->raw, "SELECT extract(epoch FROM run_at - now())"
+                                   " FROM claimer.items");
+      double delay = atof(PQgetvalue(r, 0, 0));
+      PQclear(r);
+      assert_true(delay >= lo && delay <= hi);
+      /* Not claimable before its time. */
+      cl_lease_t *none = NULL;
+      size_t n = 9;
+      assert_int_equal(cl_claim(f->c, "q", "w", 1, 30, &none, &n), 0);
+      assert_int_equal(n, 0);
+      th_exec(f->raw, "UPDATE claimer.items SET run_at = now()");
+    } else {
+      assert_int_equal(fi.dead, 1);
+    }
+    cl_leases_free(l, 1);
+  }
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.dead_items "
+                                   "WHERE attempts = 3 AND last_error = "
+                                   "'boom'"),
+                   1);
+  /* fail without retry sends an item straight to dead. */
+  enqueue_one(f->c, "once", "q", NULL, 0);
+  cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+  cl_fail_info_t fi;
+  assert_int_equal(cl_fail(f->c, l->item_id, l->token, "no", 0, -1, &fi), 0);
+  assert_int_equal(fi.dead, 1);
+  cl_leases_free(l, 1);
+}
+
+static void test_release_spends_no_attempt(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "r", "q", NULL, 0);
+  for (int i = 0; i < 3; i++) {
+    cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+    assert_int_equal(l->attempt, 1);
+    assert_int_equal(cl_release(f->c, l->item_id, l->token), 0);
+    assert_int_equal(cl_release(f->c, l->item_id, l->token), CL_ELEASE_LOST);
+    cl_leases_free(l, 1);
+  }
+  assert_int_equal(th_long(f->raw, "SELECT attempts FROM claimer.items"), 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "state = 'ready'"),
+                   1);
+}
+
+static void test_reap_dead_after_max_attempts(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "crashy", "q", NULL, 2);
+  for (int attempt = 1; attempt <= 2; attempt++) {
+    cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+    assert_int_equal(l->attempt, attempt);
+    expire_and_reap(f, 1);
+    cl_leases_free(l, 1);
+  }
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "state = 'dead' AND attempts = 2 AND "
+                                   "last_error LIKE 'lease expired%'"),
+                   1);
+}
+
+static void test_order_and_schedule(void **state) {
+  fixture_t *f = *state;
+  cl_item_t items[3] = {{.item_id = "low", .queue = "q", .priority = 0},
+                        {.item_id = "high", .queue = "q", .priority = 5},
+                        {.item_id = "later", .queue = "q", .priority = 9,
+                         .run_in = 3600}};
+  assert_int_equal(cl_enqueue(f->c, items, 3, NULL), 3);
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "q", "w", 10, 30, &l, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(l[0].item_id, "high");
+  assert_string_equal(l[1].item_id, "low");
+  cl_leases_free(l, n);
+  /* Other queues are untouched. */
+  assert_int_equal(cl_claim(f->c, "other", "w", 10, 30, &l, &n), 0);
+  assert_int_equal(n, 0);
+}
+
+static void test_tokens(void **state) {
+  fixture_t *f = *state;
+  char prev[64] = "";
+  for (int i = 0; i < 20; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "t%d", i);
+    enqueue_one(f->c, id, "q", NULL, 0);
+    cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+    /* 16 hex digits of sequence, '-', 16 random hex digits. */
+    assert_int_equal(strlen(l->token), 33);
+    assert_int_equal(l->token[16], '-');
+    /* The sequence part orders tokens by issue. */
+    assert_true(strncmp(prev, l->token, 16) < 0);
+    snprintf(prev, sizeof prev, "%s", l->token);
+    assert_int_equal(cl_complete(f->c, l->item_id, l->token, NULL, NULL), 0);
+    cl_leases_free(l, 1);
+  }
+  assert_int_equal(th_long(f->raw, "SELECT count(DISTINCT substr(token, 18)) "
+                                   "FROM claimer.results"),
+                   20);
+  /* A malformed token is bad input, not a lost lease. */
+  assert_int_equal(cl_complete(f->c, "t1", "nope", NULL, NULL), CL_EINVAL);
+}
+
+static void test_status_view(void **state) {
+  fixture_t *f = *state;
+  cl_item_t items[3] = {{.item_id = "s1", .queue = "sq"},
+                        {.item_id = "s2", .queue = "sq"},
+                        {.item_id = "s3", .queue = "sq", .run_in = 600}};
+  assert_int_equal(cl_enqueue(f->c, items, 3, NULL), 3);
+  cl_lease_t *l = claim_one(f->c, "sq", "w", 30);
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, NULL, NULL), 0);
+  cl_leases_free(l, 1);
+  l = claim_one(f->c, "sq", "w", 30);
+  cl_queue_status_t *rows = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_status(f->c, &rows, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].queue, "sq");
+  assert_int_equal(rows[0].ready, 0);
+  assert_int_equal(rows[0].scheduled, 1);
+  assert_int_equal(rows[0].leased, 1);
+  assert_int_equal(rows[0].done, 1);
+  assert_int_equal(rows[0].dead, 0);
+  cl_status_free(rows, n);
+  cl_leases_free(l, 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_enqueue_idempotent, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_enqueue_rejects_bad_batch_whole,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_claim_complete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fencing_complete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fencing_fail_and_heartbeat, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_fail_backoff_then_dead, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_release_spends_no_attempt, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_reap_dead_after_max_attempts,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_order_and_schedule, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_status_view, setup, teardown),
+  };
+  return cmocka_run_group_tests_name("protocol", tests, group_setup,
+                                     group_teardown);
+}

@@ -1,0 +1,176 @@
+/*
+ * test_reap.c: several reapers at once.  Three processes reap the same
+ * 3,000 stale leases concurrently: each lease is ended exactly once, so
+ * every item's attempts went up by exactly one.  Then reapers race a
+ * heartbeat of the leases' worker: each lease ends up either extended and
+ * held (attempts unchanged) or reaped once, never both.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer.h"
+#include "harness.h"
+
+enum { ITEMS = 3000 };
+
+static th_pg_t pg;
+
+static int group_setup(void **state) {
+  (void)state;
+  return th_pg_start(&pg);
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  th_pg_stop(&pg);
+  return 0;
+}
+
+/* Enqueues ITEMS items and claims them all for worker w. */
+static void lease_all(PGconn *p, const char *dsn) {
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue) "
+             "SELECT 'item-' || g, 'q' FROM generate_series(1, 3000) g");
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  size_t total = 0;
+  for (;;) {
+    cl_lease_t *l = NULL;
+    size_t n = 0;
+    assert_int_equal(cl_claim(c, "q", "w", 500, 300, &l, &n), 0);
+    cl_leases_free(l, n);
+    if (n == 0)
+      break;
+    total += n;
+  }
+  assert_int_equal(total, ITEMS);
+  cl_conn_free(&c);
+}
+
+/* A reaper process: reaps in batches of 50 until a pass finds nothing,
+ * writes how many it expired to fd. */
+static int reaper(const char *dsn, int fd) {
+  cl_conn_t *c = NULL;
+  if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
+    return 1;
+  cl_reap_info_t ri = {0};
+  long before;
+  do {
+    before = ri.expired;
+    if (cl_reap(c, 50, &ri) != 0) {
+      fprintf(stderr, "reaper: %s\n", cl_conn_last_error(c));
+      return 1;
+    }
+  } while (ri.expired > before);
+  cl_conn_free(&c);
+  return write(fd, &ri.expired, sizeof ri.expired) == sizeof ri.expired ? 0
+                                                                        : 1;
+}
+
+/* Forks n reapers and returns the sum of what they expired. */
+static long run_reapers(const char *dsn, int n) {
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pids[8];
+  for (int i = 0; i < n; i++) {
+    fflush(NULL);
+    pids[i] = fork();
+    if (pids[i] == 0) {
+      close(fds[0]);
+      _exit(reaper(dsn, fds[1]));
+    }
+  }
+  close(fds[1]);
+  long sum = 0, one;
+  int reports = 0;
+  while (read(fds[0], &one, sizeof one) == sizeof one) {
+    printf("# reaper expired %ld\n", one);
+    sum += one;
+    reports++;
+  }
+  close(fds[0]);
+  for (int i = 0; i < n; i++) {
+    int st = 0;
+    waitpid(pids[i], &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  assert_int_equal(reports, n);
+  return sum;
+}
+
+static void test_three_reapers_each_lease_once(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&pg, "reap3", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  lease_all(p, dsn);
+  th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
+             "interval '1 second'");
+  assert_int_equal(run_reapers(dsn, 3), ITEMS);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "attempts = 1 AND state = 'ready' AND "
+                              "last_error LIKE 'lease expired%'"),
+                   ITEMS);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  PQfinish(p);
+}
+
+static void test_reapers_race_heartbeat(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&pg, "reap_hb", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  lease_all(p, dsn);
+  th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
+             "interval '1 second'");
+  fflush(NULL);
+  pid_t hb = fork();
+  if (hb == 0) {
+    cl_conn_t *c = NULL;
+    if (cl_conn_new(&c, dsn) != 0)
+      _exit(1);
+    for (int i = 0; i < 20; i++) {
+      cl_held_t *h = NULL;
+      size_t n = 0;
+      if (cl_heartbeat(c, "w", 300, &h, &n) != 0)
+        _exit(1);
+      cl_held_free(h, n);
+    }
+    cl_conn_free(&c);
+    _exit(0);
+  }
+  long reaped = run_reapers(dsn, 2);
+  int st = 0;
+  waitpid(hb, &st, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  long held = th_long(p, "SELECT count(*) FROM claimer.claims");
+  printf("# heartbeat kept %ld leases, reapers ended %ld\n", held, reaped);
+  assert_int_equal(held + reaped, ITEMS);
+  /* Held: leased, attempts 0.  Reaped: ready, attempts 1.  Nothing else. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items i WHERE "
+                              "(EXISTS (SELECT 1 FROM claimer.claims c WHERE "
+                              "c.item_id = i.item_id) AND i.attempts = 0 AND "
+                              "i.state = 'leased') OR (NOT EXISTS (SELECT 1 "
+                              "FROM claimer.claims c WHERE c.item_id = "
+                              "i.item_id) AND i.attempts = 1 AND i.state = "
+                              "'ready')"),
+                   ITEMS);
+  PQfinish(p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_three_reapers_each_lease_once),
+      cmocka_unit_test(test_reapers_race_heartbeat),
+  };
+  return cmocka_run_group_tests_name("reap", tests, group_setup,
+                                     group_teardown);
+}

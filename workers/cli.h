@@ -1,0 +1,66 @@
+/*
+ * cli.h: what the subcommands of the `claimer` binary share: exit codes,
+ * strict parsing of numbers and JSON arguments, the choice of database
+ * (--dsn, CLAIMER_DSN, or the embedded default), and error reporting that
+ * maps a library code to an exit status.
+ */
+#ifndef CLAIMER_CLI_H
+#define CLAIMER_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "claimer.h"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_ERROR = 1,     /* the database or the system failed */
+  EXIT_USAGE = 2,     /* bad usage or bad input; nothing was changed */
+  EXIT_LEASE_LOST = 3 /* the token no longer holds the lease */
+};
+
+/* The name of the running subcommand, for messages ("claimer enqueue"). */
+extern const char *cli_cmd;
+
+/* Prints "claimer CMD: message" on stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints a usage error and returns EXIT_USAGE. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Reports an unknown option or a missing argument from getopt_long(). */
+int cli_bad_option(char *const argv[], int optopt_value);
+
+/* Strict parsers: the whole text must be the number, within [min, max].
+ * On failure they print "claimer CMD: --name: ..." and return -1. */
+int cli_parse_double(const char *text, const char *name, double min,
+                     double max, double *out);
+int cli_parse_int(const char *text, const char *name, long min, long max,
+                  int *out);
+/* Checks a JSON argument; prints the problem and returns -1 if bad. */
+int cli_check_json_arg(const char *text, const char *name);
+
+/* Connects to the database the user chose: dsn_opt (from --dsn), else
+ * CLAIMER_DSN, else the embedded PostgreSQL, started when needed.  Returns
+ * EXIT_OK with *out set, or an exit status after printing why. */
+int cli_connect(const char *dsn_opt, cl_conn_t **out);
+
+/* Prints the failure rc of a library call on c and returns its exit
+ * status: 2 for bad input, 3 for a lost lease, 1 otherwise. */
+int cli_fail(cl_conn_t *c, int rc, const char *what);
+
+/* Writes "host:pid" into buf as a default worker name. */
+void cli_default_worker(char *buf, size_t n);
+
+/* Subcommands. */
+int cmd_migrate(int argc, char **argv);
+int cmd_enqueue(int argc, char **argv);
+int cmd_claim(int argc, char **argv);
+int cmd_complete(int argc, char **argv);
+int cmd_fail(int argc, char **argv);
+int cmd_heartbeat(int argc, char **argv);
+int cmd_release(int argc, char **argv);
+int cmd_reap(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_db(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif
