@@ -62,7 +62,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 
-/* XX(NAME, message).  Our own codes live below -1000, away from errno. */
+/* XX(NAME, value, message).  Our own codes live below -1000, away from
+ * errno; cl_strerror() and cl_err_name() also describe 0 ("CL_OK") and
+ * negated errno values -1..-999 ("CL_ESYSTEM" when glibc has no name). */
 #define CL_ERRNO_MAP(XX)                                                      \
   XX(INVAL, -1001, "invalid argument")                                       \
   XX(NOMEM, -1002, "out of memory")                                          \
@@ -94,8 +96,11 @@ CL_EXTERN const char *cl_err_name(int err);
 /* ------------------------------------------------------------------------ */
 /* Input validation (pure C, no database)                                    */
 
-/* Each returns 0 when the value is acceptable, or CL_EINVAL / CL_EJSON and
- * writes a sentence naming the problem into err (err may be NULL). */
+/* Each returns 0 when the value is acceptable, or a negative code
+ * (CL_EINVAL for ids, queues and workers; CL_EJSON, or CL_ENOMEM, for JSON;
+ * CL_EDSN for connection strings) and writes a sentence naming the problem
+ * into err (err may be NULL).  Byte offsets in messages are 0-based.
+ * Worker names and item ids reject control characters (C0, DEL, C1). */
 CL_EXTERN int cl_check_item_id(const char *id, char *err, size_t errlen);
 CL_EXTERN int cl_check_queue(const char *queue, char *err, size_t errlen);
 CL_EXTERN int cl_check_worker(const char *worker, char *err, size_t errlen);
@@ -109,8 +114,8 @@ CL_EXTERN long cl_utf8_invalid_at(const char *s, size_t len);
 /* Checks a libpq connection string (URI or key=value).  On failure writes a
  * message that never contains the password. */
 CL_EXTERN int cl_check_dsn(const char *dsn, char *err, size_t errlen);
-/* Returns a malloc'd copy of dsn safe for logs: any password replaced by
- * "***".  Returns NULL only when out of memory; a malformed dsn yields the
+/* Returns a malloc'd key=value rewrite of dsn safe for logs: any password
+ * (and sslpassword) replaced by "***".  Returns NULL only when out of memory; a malformed dsn yields the
  * placeholder "(malformed connection string)". */
 CL_EXTERN char *cl_dsn_redact(const char *dsn);
 
@@ -311,7 +316,8 @@ typedef struct cl_embedded_info {
 
 /* Fills info with the paths for state_dir (NULL: CLAIMER_HOME, else
  * $XDG_STATE_HOME/claimer, else ~/.local/state/claimer; as root
- * /var/lib/claimer) and whether the server runs.  Returns 0. */
+ * /var/lib/claimer) and whether the server runs.  Returns 0, CL_EINVAL for
+ * a NULL info, or CL_EEMBEDDED when no state dir can be chosen. */
 CL_EXTERN int cl_embedded_locate(const char *state_dir,
                                  cl_embedded_info_t *info);
 /* Creates the cluster when missing (initdb, as an unprivileged user when
