@@ -94,8 +94,12 @@ static int exec_settled(cl_conn_t *c, cl__stmt_id_t id,
   long delay = 100;
   for (int tries = 0;; tries++) {
     int rc = cl__exec(c, id, params, res);
-    if ((rc != CL_ECONNLOST && rc != CL_ECONNECT) || tries == 8)
+    if (rc != CL_ECONNLOST && rc != CL_ECONNECT)
       return rc;
+    /* Something may have been sent: the outcome is unknown, not "cannot
+     * connect". */
+    if (tries == 8)
+      return CL_ECONNLOST;
     sleep_ms(delay);
     delay = delay * 2 > 4000 ? 4000 : delay * 2;
     (*retries)++;
@@ -103,6 +107,25 @@ static int exec_settled(cl_conn_t *c, cl__stmt_id_t id,
     if (rc == CL_EAUTH)
       return rc;
   }
+}
+
+/* Reads back, in a fresh statement (so a fresh snapshot), whether sql with
+ * (item_id, token) finds a row: the settling read of G9 after a statement
+ * that found no claim, since a first send that committed while the resend
+ * waited on its row lock is invisible to the resend's own snapshot.
+ * Returns 1, 0, or a CL_E* code. */
+static int read_back(cl_conn_t *c, const char *sql, const char *item_id,
+                     const char *token) {
+  const char *params[] = {item_id, token};
+  PGresult *r = PQexecParams(c->pg, sql, 2, NULL, params, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    int rc = cl__result_error(c, r);
+    PQclear(r);
+    return rc;
+  }
+  int found = PQntuples(r) > 0;
+  PQclear(r);
+  return found;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -345,6 +368,18 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
     return rc;
   rc = cl__parse_complete(r, info);
   PQclear(r);
+  if (rc == CL_ELEASE_LOST && info->retries > 0) {
+    int found = read_back(c,
+                          "SELECT 1 FROM claimer.results WHERE item_id = $1 "
+                          "AND token = $2",
+                          item_id, token);
+    if (found < 0)
+      return found;
+    if (found) {
+      info->already = 1;
+      return 0;
+    }
+  }
   if (rc == CL_ELEASE_LOST)
     cl__set_error(c, NULL,
                   "lease lost: token %s no longer holds item %s (it expired "
@@ -403,6 +438,21 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
     return rc;
   rc = cl__parse_fail(r, info);
   PQclear(r);
+  if (rc == CL_ELEASE_LOST && retries > 0) {
+    const char *params2[] = {item_id, token};
+    PGresult *b = PQexecParams(
+        c->pg,
+        "SELECT state, attempts, claimer.rfc3339(run_at), true FROM "
+        "claimer.items WHERE item_id = $1 AND last_token = $2",
+        2, NULL, params2, NULL, NULL, 0);
+    if (PQresultStatus(b) != PGRES_TUPLES_OK) {
+      rc = cl__result_error(c, b);
+      PQclear(b);
+      return rc;
+    }
+    rc = cl__parse_fail(b, info);
+    PQclear(b);
+  }
   if (rc == CL_ELEASE_LOST)
     cl__set_error(c, NULL,
                   "lease lost: token %s no longer holds item %s; nothing was "
