@@ -37,6 +37,19 @@ const char *th_claimer_bin(void) {
   return bin ? bin : "claimer";
 }
 
+th_pg_t th_pg;
+
+int th_group_setup(void **state) {
+  (void)state;
+  return th_pg_start(&th_pg);
+}
+
+int th_group_teardown(void **state) {
+  (void)state;
+  th_pg_stop(&th_pg);
+  return 0;
+}
+
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {0};

@@ -26,6 +26,12 @@ typedef struct th_pg {
   char admin_dsn[1024];/* the postgres database */
 } th_pg_t;
 
+/* The server of this test program, started by th_group_setup(). */
+extern th_pg_t th_pg;
+/* cmocka group setup and teardown: start and stop th_pg. */
+int th_group_setup(void **state);
+int th_group_teardown(void **state);
+
 /* Starts (or attaches to) the server.  Returns 0, or -1 after printing why. */
 int th_pg_start(th_pg_t *pg);
 /* Stops a server th_pg_start() started and removes its files. */

@@ -34,7 +34,6 @@
 
 enum { BATCH = 1000 };
 
-static th_pg_t pg;
 
 typedef struct proxy {
   pid_t pid;
@@ -73,7 +72,7 @@ static void proxy_start(proxy_t *p, int port, const char *trigger,
     fail_msg("pipe: %s", strerror(errno));
   char sport[16], upport[16], scount[16];
   snprintf(sport, sizeof sport, "%d", port);
-  snprintf(upport, sizeof upport, "%d", pg.port);
+  snprintf(upport, sizeof upport, "%d", th_pg.port);
   snprintf(scount, sizeof scount, "%d", count);
   fflush(NULL);
   pid_t pid = fork();
@@ -122,7 +121,7 @@ static void proxy_start(proxy_t *p, int port, const char *trigger,
     snprintf(probe, sizeof probe,
              "host=127.0.0.1 port=%d dbname=postgres user=%s "
              "connect_timeout=2",
-             port, pg.user);
+             port, th_pg.user);
     double until = th_now() + 10;
     for (;;) {
       PGconn *t = PQconnectdb(probe);
@@ -181,27 +180,16 @@ static void proxy_stop(proxy_t *p) {
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                   */
 
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
-
 static int setup(void **state) {
   static int n;
   fixture_t *f = calloc(1, sizeof *f);
   if (f == NULL)
     return -1;
   *state = f;
-  if (!pg.own)
+  if (!th_pg.own)
     return 0;
   snprintf(f->name, sizeof f->name, "ambiguous_%d", ++n);
-  if (th_db_create(&pg, f->name, 1, f->dsn, sizeof f->dsn) != 0)
+  if (th_db_create(&th_pg, f->name, 1, f->dsn, sizeof f->dsn) != 0)
     return -1;
   if (cl_conn_new(&f->c, f->dsn) != 0 || cl_conn_connect(f->c) != 0)
     return -1;
@@ -225,7 +213,7 @@ static int teardown(void **state) {
 
 /* Skips the test when the server is not the harness's own. */
 static void require_own_server(void) {
-  if (!pg.own) {
+  if (!th_pg.own) {
     print_message("skipped: cutproxy needs the harness's own PostgreSQL "
                   "(its TCP port); CLAIMER_TEST_DSN is set\n");
     skip();
@@ -237,7 +225,7 @@ static void start_proxy(fixture_t *f, const char *trigger, const char *mode,
                         int count) {
   proxy_start(&f->proxy, 0, trigger, mode, count);
   char base[1024];
-  assert_int_equal(th_db_tcp_dsn(&pg, f->name, f->proxy.port, base,
+  assert_int_equal(th_db_tcp_dsn(&th_pg, f->name, f->proxy.port, base,
                                  sizeof base),
                    0);
   /* In the clear, so that the proxy sees the trigger and the framing. */
@@ -664,6 +652,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_before_send,
                                       setup, teardown),
   };
-  return cmocka_run_group_tests_name("ambiguous", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("ambiguous", tests, th_group_setup,
+                                     th_group_teardown);
 }

@@ -26,24 +26,12 @@
 
 enum { MAX_ARGS = 32, NDJSON_LINES = 2000 };
 
-static th_pg_t pg;
 
 typedef struct fixture {
   char name[64];
   char dsn[1024];
   PGconn *raw;
 } fixture_t;
-
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
 
 static int setup_db(void **state, int migrated) {
   static int n;
@@ -52,7 +40,7 @@ static int setup_db(void **state, int migrated) {
     return -1;
   *state = f;
   snprintf(f->name, sizeof f->name, "cli_%d", ++n);
-  if (th_db_create(&pg, f->name, migrated, f->dsn, sizeof f->dsn) != 0)
+  if (th_db_create(&th_pg, f->name, migrated, f->dsn, sizeof f->dsn) != 0)
     return -1;
   f->raw = th_connect(f->dsn);
   return 0;
@@ -447,7 +435,7 @@ static void test_unreachable_host(void **state) {
 
 static void test_wrong_password(void **state) {
   fixture_t *f = *state;
-  if (!pg.own) {
+  if (!th_pg.own) {
     print_message("skipped: the password tests need the harness's own "
                   "PostgreSQL (its claimer_pw role and pg_hba.conf); "
                   "CLAIMER_TEST_DSN is set\n");
@@ -459,7 +447,7 @@ static void test_wrong_password(void **state) {
   snprintf(dsn, sizeof dsn,
            "host=127.0.0.1 port=%d dbname=%s user=claimer_pw "
            "password=wrong-password",
-           pg.port, f->name);
+           th_pg.port, f->name);
   char *out = NULL;
   double t0 = th_now();
   int ex = run(&out, NULL, "enqueue", "--dsn", dsn, "-q", "q", "--id",
@@ -478,7 +466,7 @@ static void test_wrong_password(void **state) {
   snprintf(dsn, sizeof dsn,
            "host=127.0.0.1 port=%d dbname=%s user=claimer_pw "
            "password=right-password",
-           pg.port, f->name);
+           th_pg.port, f->name);
   ex = run(&out, NULL, "enqueue", "--dsn", dsn, "-q", "q", "--id", "pw-item",
            NULL);
   if (ex != 0)
@@ -873,6 +861,6 @@ int main(void) {
                                       teardown),
       T(test_ndjson_bulk),
   };
-  return cmocka_run_group_tests_name("cli", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("cli", tests, th_group_setup,
+                                     th_group_teardown);
 }

@@ -19,18 +19,6 @@
 #include "claimer.h"
 #include "harness.h"
 
-static th_pg_t pg;
-
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
 
 static cl_conn_t *open_conn(const char *dsn) {
   cl_conn_t *c = NULL;
@@ -42,7 +30,7 @@ static cl_conn_t *open_conn(const char *dsn) {
 static void test_empty_then_noop(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "m_empty", 0, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "m_empty", 0, dsn, sizeof dsn), 0);
   cl_conn_t *c = open_conn(dsn);
   assert_int_equal(cl_schema_check(c), CL_ESCHEMA);
   assert_int_equal(cl_migrate(c, NULL, NULL), cl_schema_version());
@@ -69,7 +57,7 @@ static void test_empty_then_noop(void **state) {
 static void test_concurrent_runs_apply_once(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "m_concurrent", 0, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "m_concurrent", 0, dsn, sizeof dsn), 0);
   enum { N = 4 };
   pid_t pids[N];
   for (int i = 0; i < N; i++) {
@@ -101,7 +89,7 @@ static void test_concurrent_runs_apply_once(void **state) {
 static void test_tampered_checksum_refused(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "m_tamper", 1, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "m_tamper", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "UPDATE claimer.schema_migrations SET checksum = "
              "'0123456789abcdef' WHERE version = 1");
@@ -126,7 +114,7 @@ static void test_tampered_checksum_refused(void **state) {
 static void test_unknown_migration_refused(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "m_future", 1, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "m_future", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "INSERT INTO claimer.schema_migrations (version, name, "
              "checksum) VALUES (99, '099_future', 'x')");
@@ -140,7 +128,7 @@ static void test_unknown_migration_refused(void **state) {
 static void test_missing_schema_is_named(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "m_missing", 0, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "m_missing", 0, dsn, sizeof dsn), 0);
   cl_conn_t *c = open_conn(dsn);
   cl_lease_t *leases = NULL;
   size_t n = 0;
@@ -157,6 +145,6 @@ int main(void) {
       cmocka_unit_test(test_unknown_migration_refused),
       cmocka_unit_test(test_missing_schema_is_named),
   };
-  return cmocka_run_group_tests_name("migrate", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("migrate", tests, th_group_setup,
+                                     th_group_teardown);
 }

@@ -19,7 +19,6 @@
 #include "claimer.h"
 #include "harness.h"
 
-static th_pg_t pg;
 
 typedef struct fixture {
   char dsn[1024];
@@ -27,23 +26,12 @@ typedef struct fixture {
   PGconn *raw;
 } fixture_t;
 
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
-
 static int setup(void **state) {
   static int n;
   fixture_t *f = calloc(1, sizeof *f);
   char name[64];
   snprintf(name, sizeof name, "proto_%d", ++n);
-  if (th_db_create(&pg, name, 1, f->dsn, sizeof f->dsn) != 0)
+  if (th_db_create(&th_pg, name, 1, f->dsn, sizeof f->dsn) != 0)
     return -1;
   if (cl_conn_new(&f->c, f->dsn) != 0 || cl_conn_connect(f->c) != 0)
     return -1;
@@ -403,6 +391,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_status_view, setup, teardown),
   };
-  return cmocka_run_group_tests_name("protocol", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("protocol", tests, th_group_setup,
+                                     th_group_teardown);
 }

@@ -23,18 +23,6 @@
 
 enum { ITEMS = 10000, PROCS = 8, BATCH = 8 };
 
-static th_pg_t pg;
-
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
 
 /* One racer: claim up to BATCH, complete each, until nothing is ready.
  * Exits 0, or 1 on any unexpected outcome. */
@@ -74,7 +62,7 @@ static int racer(const char *dsn, int index) {
 static void test_eight_processes_ten_thousand_items(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "race", 1, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "race", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "CREATE TABLE grants (seq bigserial, item_id text, token text,"
              " at timestamptz DEFAULT clock_timestamp())");
@@ -139,6 +127,6 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_eight_processes_ten_thousand_items),
   };
-  return cmocka_run_group_tests_name("race", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("race", tests, th_group_setup,
+                                     th_group_teardown);
 }

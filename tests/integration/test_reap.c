@@ -22,18 +22,6 @@
 
 enum { ITEMS = 3000 };
 
-static th_pg_t pg;
-
-static int group_setup(void **state) {
-  (void)state;
-  return th_pg_start(&pg);
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  th_pg_stop(&pg);
-  return 0;
-}
 
 /* Enqueues ITEMS items and claims them all for worker w. */
 static void lease_all(PGconn *p, const char *dsn) {
@@ -109,7 +97,7 @@ static long run_reapers(const char *dsn, int n) {
 static void test_three_reapers_each_lease_once(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "reap3", 1, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "reap3", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   lease_all(p, dsn);
   th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
@@ -126,7 +114,7 @@ static void test_three_reapers_each_lease_once(void **state) {
 static void test_reapers_race_heartbeat(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&pg, "reap_hb", 1, dsn, sizeof dsn), 0);
+  assert_int_equal(th_db_create(&th_pg, "reap_hb", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   lease_all(p, dsn);
   th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
@@ -171,6 +159,6 @@ int main(void) {
       cmocka_unit_test(test_three_reapers_each_lease_once),
       cmocka_unit_test(test_reapers_race_heartbeat),
   };
-  return cmocka_run_group_tests_name("reap", tests, group_setup,
-                                     group_teardown);
+  return cmocka_run_group_tests_name("reap", tests, th_group_setup,
+                                     th_group_teardown);
 }
