@@ -71,11 +71,26 @@ void cl_conn_free(cl_conn_t **cp) {
   *cp = NULL;
 }
 
-/* libpq prints server notices on stderr by default; a library must not. */
-static void ignore_notice(void *arg, const char *message) {
+int cl__connect_error(cl_conn_t *c, const char *msg) {
+  /* libpq gives no SQLSTATE for a failed connection; its message is the
+   * only place that says the password or role was refused, and those
+   * must not be retried. */
+  int auth = strstr(msg, "password authentication failed") != NULL ||
+             strstr(msg, "no password supplied") != NULL ||
+             strstr(msg, "authentication failed for user") != NULL ||
+             (strstr(msg, "role \"") != NULL &&
+              strstr(msg, "does not exist") != NULL) ||
+             strstr(msg, "no pg_hba.conf entry") != NULL;
+  cl__set_error(c, auth ? "28P01" : "08001", "%s: %s",
+                auth ? "authentication failed" : "cannot connect", msg);
+  return auth ? CL_EAUTH : CL_ECONNECT;
+}
+
+void cl__ignore_notice(void *arg, const char *message) {
   (void)arg;
   (void)message;
 }
+
 
 /* Opens the libpq connection.  The dsn's own options win; we only add a
  * connect_timeout when it has none, and an application_name, by passing
@@ -91,25 +106,14 @@ static int conn_open(cl_conn_t *c) {
     return CL_ENOMEM;
   }
   if (PQstatus(c->pg) == CONNECTION_OK) {
-    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    PQsetNoticeProcessor(c->pg, cl__ignore_notice, NULL);
     c->error[0] = c->sqlstate[0] = '\0';
     return 0;
   }
-  const char *msg = PQerrorMessage(c->pg);
-  /* libpq gives no SQLSTATE for a failed connection; its message is the
-   * only place that says the password or role was refused, and those
-   * must not be retried. */
-  int auth = strstr(msg, "password authentication failed") != NULL ||
-             strstr(msg, "no password supplied") != NULL ||
-             strstr(msg, "authentication failed for user") != NULL ||
-             (strstr(msg, "role \"") != NULL &&
-              strstr(msg, "does not exist") != NULL) ||
-             strstr(msg, "no pg_hba.conf entry") != NULL;
-  cl__set_error(c, auth ? "28P01" : "08001", "%s: %s",
-                auth ? "authentication failed" : "cannot connect", msg);
+  int rc = cl__connect_error(c, PQerrorMessage(c->pg));
   PQfinish(c->pg);
   c->pg = NULL;
-  return auth ? CL_EAUTH : CL_ECONNECT;
+  return rc;
 }
 
 int cl_conn_connect(cl_conn_t *c) {

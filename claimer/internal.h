@@ -37,6 +37,15 @@ int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
  * c.  Shared by the blocking calls and by loop drivers. */
 int cl__result_error(cl_conn_t *c, const PGresult *res);
 
+/* Classifies a failed connection attempt by libpq's message msg, records
+ * it on c, and returns CL_EAUTH (a refused password or role: do not retry)
+ * or CL_ECONNECT. */
+int cl__connect_error(cl_conn_t *c, const char *msg);
+
+/* A libpq notice processor that drops notices (a library must not write on
+ * stderr). */
+void cl__ignore_notice(void *arg, const char *message);
+
 /* Returns a malloc'd copy of s (NULL stays NULL); on failure NULL. */
 char *cl__strdup(const char *s);
 

@@ -109,23 +109,15 @@ static int exec_settled(cl_conn_t *c, cl__stmt_id_t id,
   }
 }
 
-/* Reads back, in a fresh statement (so a fresh snapshot), whether sql with
- * (item_id, token) finds a row: the settling read of G9 after a statement
- * that found no claim, since a first send that committed while the resend
- * waited on its row lock is invisible to the resend's own snapshot.
- * Returns 1, 0, or a CL_E* code. */
-static int read_back(cl_conn_t *c, const char *sql, const char *item_id,
-                     const char *token) {
+/* Reads back, in a fresh statement (so a fresh snapshot), what a resent
+ * complete or fail found no claim for: the settling read of G9, since a
+ * first send that committed while the resend waited on its row lock is
+ * invisible to the resend's own snapshot.  Returns 0 with the result in
+ * *res, or a CL_E* code. */
+static int read_back(cl_conn_t *c, cl__stmt_id_t id, const char *item_id,
+                     const char *token, PGresult **res) {
   const char *params[] = {item_id, token};
-  PGresult *r = PQexecParams(c->pg, sql, 2, NULL, params, NULL, NULL, 0);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    int rc = cl__result_error(c, r);
-    PQclear(r);
-    return rc;
-  }
-  int found = PQntuples(r) > 0;
-  PQclear(r);
-  return found;
+  return cl__exec(c, id, params, res);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -369,12 +361,13 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
   rc = cl__parse_complete(r, info);
   PQclear(r);
   if (rc == CL_ELEASE_LOST && info->retries > 0) {
-    int found = read_back(c,
-                          "SELECT 1 FROM claimer.results WHERE item_id = $1 "
-                          "AND token = $2",
-                          item_id, token);
-    if (found < 0)
-      return found;
+    PGresult *b = NULL;
+    rc = read_back(c, CL__STMT_COMPLETE_CHECK, item_id, token, &b);
+    if (rc != 0)
+      return rc;
+    int found = PQntuples(b) > 0;
+    PQclear(b);
+    rc = CL_ELEASE_LOST;
     if (found) {
       info->already = 1;
       return 0;
@@ -439,17 +432,10 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
   rc = cl__parse_fail(r, info);
   PQclear(r);
   if (rc == CL_ELEASE_LOST && retries > 0) {
-    const char *params2[] = {item_id, token};
-    PGresult *b = PQexecParams(
-        c->pg,
-        "SELECT state, attempts, claimer.rfc3339(run_at), true FROM "
-        "claimer.items WHERE item_id = $1 AND last_token = $2",
-        2, NULL, params2, NULL, NULL, 0);
-    if (PQresultStatus(b) != PGRES_TUPLES_OK) {
-      rc = cl__result_error(c, b);
-      PQclear(b);
+    PGresult *b = NULL;
+    rc = read_back(c, CL__STMT_FAIL_CHECK, item_id, token, &b);
+    if (rc != 0)
       return rc;
-    }
     rc = cl__parse_fail(b, info);
     PQclear(b);
   }

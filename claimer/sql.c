@@ -91,6 +91,15 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       EXISTS (SELECT 1 FROM claimer.results r"
     "                WHERE r.item_id = $1 AND r.token = $2)"},
 
+  /* The settling reads of G9, sent as their own statements (so with a
+   * fresh snapshot) after a resend found no claim. */
+  [CL__STMT_COMPLETE_CHECK] = {"claimer_complete_check", 2,
+    "SELECT 1 FROM claimer.results WHERE item_id = $1 AND token = $2"},
+
+  [CL__STMT_FAIL_CHECK] = {"claimer_fail_check", 2,
+    "SELECT state, attempts, claimer.rfc3339(run_at), true"
+    "  FROM claimer.items WHERE item_id = $1 AND last_token = $2"},
+
   [CL__STMT_FAIL] = {"claimer_fail", 5,
     "WITH del AS ("
     "  DELETE FROM claimer.claims WHERE item_id = $1 AND token = $2"
@@ -167,4 +176,18 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_STATUS] = {"claimer_status", 0,
     "SELECT queue, ready, scheduled, leased, done, dead, oldest_ready_s, stale"
     "  FROM claimer.queue_status ORDER BY queue"},
+
+  /* A worker daemon's row: who it is, for dashboards and for the reaper,
+   * which reaps workers whose heartbeat stopped. */
+  [CL__STMT_REGISTER] = {"claimer_register", 6,
+    "INSERT INTO claimer.workers (worker_id, host, pid, version, concurrency,"
+    "                             queues)"
+    " VALUES ($1, $2, $3::int, $4, $5::int, $6::text[])"
+    " ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host,"
+    "   pid = EXCLUDED.pid, version = EXCLUDED.version,"
+    "   concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues,"
+    "   heartbeat_at = now()"},
+
+  [CL__STMT_DEREGISTER] = {"claimer_deregister", 1,
+    "DELETE FROM claimer.workers WHERE worker_id = $1"},
 };

@@ -11,11 +11,15 @@
   XX(ENQUEUE, 6)                                                             \
   XX(CLAIM, 4)                                                               \
   XX(COMPLETE, 3)                                                            \
+  XX(COMPLETE_CHECK, 2)                                                      \
   XX(FAIL, 5)                                                                \
+  XX(FAIL_CHECK, 2)                                                          \
   XX(RELEASE, 2)                                                             \
   XX(HEARTBEAT, 2)                                                           \
   XX(REAP, 1)                                                                \
-  XX(STATUS, 0)
+  XX(STATUS, 0)                                                              \
+  XX(REGISTER, 6)                                                            \
+  XX(DEREGISTER, 1)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

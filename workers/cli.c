@@ -87,7 +87,13 @@ int cli_check_json_arg(const char *text, const char *name) {
 }
 
 int cli_connect(const char *dsn_opt, cl_conn_t **out) {
+  return cli_connect_dsn(dsn_opt, out, NULL);
+}
+
+int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used) {
   *out = NULL;
+  if (dsn_used != NULL)
+    *dsn_used = NULL;
   const char *dsn = dsn_opt;
   const char *source = "--dsn";
   if (dsn == NULL && (dsn = getenv("CLAIMER_DSN")) != NULL)
@@ -133,6 +139,11 @@ int cli_connect(const char *dsn_opt, cl_conn_t **out) {
       cl_conn_free(&c);
       return ex;
     }
+  }
+  if (dsn_used != NULL && (*dsn_used = strdup(dsn)) == NULL) {
+    cli_err("out of memory");
+    cl_conn_free(&c);
+    return EXIT_ERROR;
   }
   *out = c;
   return EXIT_OK;

@@ -42,6 +42,8 @@ int cli_check_json_arg(const char *text, const char *name);
  * CLAIMER_DSN, else the embedded PostgreSQL, started when needed.  Returns
  * EXIT_OK with *out set, or an exit status after printing why. */
 int cli_connect(const char *dsn_opt, cl_conn_t **out);
+/* The same, and also writes the dsn it used (malloc'd) into *dsn_used. */
+int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used);
 
 /* Prints the failure rc of a library call on c and returns its exit
  * status: 2 for bad input, 3 for a lost lease, 1 otherwise. */
@@ -62,5 +64,7 @@ int cmd_reap(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_db(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_work(int argc, char **argv);
 
 #endif

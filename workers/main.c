@@ -17,6 +17,7 @@ typedef struct command {
 static const command_t commands[] = {
     {"migrate", cmd_migrate, "apply the pending schema migrations"},
     {"enqueue", cmd_enqueue, "add items (one, or NDJSON from stdin)"},
+    {"work", cmd_work, "the worker daemon: claim items and run a handler"},
     {"claim", cmd_claim, "claim ready items; prints one JSON line per lease"},
     {"complete", cmd_complete, "record an item's result and end its lease"},
     {"fail", cmd_fail, "end a lease as a failed attempt (retry or dead)"},
@@ -26,6 +27,8 @@ static const command_t commands[] = {
     {"status", cmd_status, "per-queue counts and the oldest ready item"},
     {"db", cmd_db, "the embedded PostgreSQL: start, stop, status, url"},
     {"demo", cmd_demo, "race several workers over a few thousand items"},
+    {"config", cmd_config,
+     "check a YAML config file and print the effective config"},
 };
 
 static void usage(FILE *out) {

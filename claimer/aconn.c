@@ -1,0 +1,614 @@
+/*
+ * aconn.c: a libpq connection on a libuv loop (see aconn.h for the
+ * contract).  The connection is one explicit state machine:
+ *
+ *   IDLE --start--> CONNECTING --ok--> UP --break--> WAITING --timer-->
+ *   CONNECTING ...; a refused password ends in GAVE_UP; close() ends in
+ *   CLOSED from any state.
+ *
+ * In UP every request goes out as Parse-less Bind/Execute of a statement
+ * prepared on this session, followed by its own Sync.  Results come back
+ * strictly in order, so the sent requests form a FIFO: each expects its
+ * result, the NULL that ends it, then PGRES_PIPELINE_SYNC.  A request is
+ * answered only at its Sync, because the implicit transaction commits
+ * there: a result seen before its Sync is not yet durable.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aconn.h"
+#include "internal.h"
+
+enum state { IDLE, CONNECTING, UP, WAITING, GAVE_UP, CLOSED };
+enum kind { REQ_STMT, REQ_PREPARE, REQ_SQL };
+
+typedef struct req {
+  struct req *next;
+  enum kind kind;
+  cl__stmt_id_t id;
+  char **params; /* one allocation: pointers then the strings */
+  char *sql;       /* REQ_SQL: the text, owned */
+  cl__aconn_cb cb;
+  void *arg;
+  PGresult *res;
+  int synced_wait; /* 1: result complete, waiting for the Sync */
+} req_t;
+
+typedef struct reqq {
+  req_t *head, *tail;
+  size_t n;
+} reqq_t;
+
+typedef struct pollh {
+  uv_poll_t h;
+  cl__aconn_t *a;
+} pollh_t;
+
+struct cl__aconn {
+  uv_loop_t *loop;
+  cl_conn_t *c; /* dsn, redacted dsn, the PGconn, the last error */
+  char **channels;
+  cl__aconn_hooks_t hooks;
+  void *arg;
+  enum state state;
+  pollh_t *poll;
+  int poll_fd;
+  int poll_events;
+  uv_timer_t timer;
+  int handles_open;
+  unsigned failures;
+  reqq_t queued; /* not yet sent */
+  reqq_t sent;   /* sent, waiting for results */
+  void (*closed_cb)(void *);
+  void *closed_arg;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+
+static void q_push(reqq_t *q, req_t *r) {
+  r->next = NULL;
+  if (q->tail)
+    q->tail->next = r;
+  else
+    q->head = r;
+  q->tail = r;
+  q->n++;
+}
+
+static void q_push_front(reqq_t *q, req_t *r) {
+  r->next = q->head;
+  q->head = r;
+  if (q->tail == NULL)
+    q->tail = r;
+  q->n++;
+}
+
+static req_t *q_pop(reqq_t *q) {
+  req_t *r = q->head;
+  if (r == NULL)
+    return NULL;
+  q->head = r->next;
+  if (q->head == NULL)
+    q->tail = NULL;
+  q->n--;
+  r->next = NULL;
+  return r;
+}
+
+static void req_free(req_t *r) {
+  if (r->res)
+    PQclear(r->res);
+  free(r->params);
+  free(r->sql);
+  free(r);
+}
+
+/* Answers r and frees it.  The callback may send more requests or close
+ * the connection; the caller re-checks the state afterwards. */
+static void req_answer(req_t *r, int rc) {
+  if (r->cb != NULL)
+    r->cb(r->arg, rc, rc == 0 ? r->res : NULL);
+  req_free(r);
+}
+
+unsigned cl__backoff_ms(unsigned failures, double unit_random) {
+  double ms = 100.0;
+  for (unsigned i = 1; i < failures && ms < 10000.0; i++)
+    ms *= 2;
+  if (ms > 10000.0)
+    ms = 10000.0;
+  if (unit_random < 0 || unit_random >= 1)
+    unit_random = 0.5;
+  return (unsigned)(ms * (0.5 + unit_random / 2));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handles                                                                   */
+
+static void maybe_free(cl__aconn_t *a) {
+  if (a->state != CLOSED || a->handles_open > 0)
+    return;
+  void (*cb)(void *) = a->closed_cb;
+  void *arg = a->closed_arg;
+  for (char **ch = a->channels; ch && *ch; ch++)
+    free(*ch);
+  free(a->channels);
+  cl_conn_free(&a->c);
+  free(a);
+  if (cb)
+    cb(arg);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  pollh_t *p = h->data;
+  cl__aconn_t *a = p->a;
+  free(p);
+  a->handles_open--;
+  maybe_free(a);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  cl__aconn_t *a = h->data;
+  a->handles_open--;
+  maybe_free(a);
+}
+
+static void poll_drop(cl__aconn_t *a) {
+  if (a->poll == NULL)
+    return;
+  uv_poll_stop(&a->poll->h);
+  uv_close((uv_handle_t *)&a->poll->h, on_poll_closed);
+  a->poll = NULL;
+  a->poll_fd = -1;
+  a->poll_events = 0;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Watches the connection's current socket for events; a new socket (libpq
+ * may move to another host) gets a new poll handle. */
+static int poll_watch(cl__aconn_t *a, int events) {
+  int fd = PQsocket(a->c->pg);
+  if (fd < 0)
+    return -1;
+  if (a->poll != NULL && a->poll_fd != fd)
+    poll_drop(a);
+  if (a->poll == NULL) {
+    pollh_t *p = calloc(1, sizeof *p);
+    if (p == NULL)
+      return -1;
+    p->a = a;
+    p->h.data = p;
+    if (uv_poll_init(a->loop, &p->h, fd) != 0) {
+      free(p);
+      return -1;
+    }
+    a->handles_open++;
+    a->poll = p;
+    a->poll_fd = fd;
+    a->poll_events = 0;
+  }
+  if (events != a->poll_events) {
+    if (uv_poll_start(&a->poll->h, events, on_poll) != 0)
+      return -1;
+    a->poll_events = events;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Losing and making the session                                            */
+
+static void begin_connect(cl__aconn_t *a);
+
+static void on_retry_timer(uv_timer_t *t) {
+  cl__aconn_t *a = t->data;
+  if (a->state == WAITING)
+    begin_connect(a);
+}
+
+/* Ends the session: every sent request is answered CL_ECONNLOST (queued
+ * ones wait for the next session), then the down hook runs and, unless
+ * given up, a reconnect is scheduled. */
+static void session_lost(cl__aconn_t *a, int rc) {
+  poll_drop(a);
+  uv_timer_stop(&a->timer);
+  if (a->c->pg != NULL) {
+    PQfinish(a->c->pg);
+    a->c->pg = NULL;
+  }
+  a->c->prepared = 0;
+  int give_up = rc == CL_EAUTH || rc == CL_ESCHEMA;
+  a->state = give_up ? GAVE_UP : WAITING;
+  a->failures++;
+  unsigned delay =
+      give_up ? 0 : cl__backoff_ms(a->failures, (double)rand() / RAND_MAX);
+  /* Internal requests of the lost session are not carried over. */
+  reqq_t keep = {0};
+  for (req_t *r; (r = q_pop(&a->queued)) != NULL;) {
+    if (r->kind == REQ_STMT)
+      q_push(&keep, r);
+    else
+      req_free(r);
+  }
+  a->queued = keep;
+  char why[sizeof a->c->error];
+  memcpy(why, a->c->error, sizeof why);
+  for (req_t *r; (r = q_pop(&a->sent)) != NULL;) {
+    req_answer(r, CL_ECONNLOST);
+    if (a->state == CLOSED)
+      return;
+  }
+  if (a->hooks.down)
+    a->hooks.down(a->arg, rc, why, delay);
+  if (a->state == WAITING)
+    uv_timer_start(&a->timer, on_retry_timer, delay, 0);
+}
+
+static void on_connect_deadline(uv_timer_t *t) {
+  cl__aconn_t *a = t->data;
+  if (a->state != CONNECTING)
+    return;
+  cl__set_error(a->c, "08001", "cannot connect: no answer within 10 s");
+  session_lost(a, CL_ECONNECT);
+}
+
+static void pump(cl__aconn_t *a);
+
+static void session_up(cl__aconn_t *a) {
+  PGconn *pg = a->c->pg;
+  uv_timer_stop(&a->timer);
+  PQsetNoticeProcessor(pg, cl__ignore_notice, NULL);
+  if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
+    cl__set_error(a->c, "08006", "cannot enter pipeline mode: %s",
+                  PQerrorMessage(pg));
+    session_lost(a, CL_ECONNLOST);
+    return;
+  }
+  a->state = UP;
+  a->failures = 0;
+  a->c->error[0] = a->c->sqlstate[0] = '\0';
+  /* LISTEN goes first, before anything queued while we were away. */
+  size_t nch = 0;
+  while (a->channels && a->channels[nch])
+    nch++;
+  for (size_t i = nch; i-- > 0;) {
+    req_t *r = calloc(1, sizeof *r);
+    size_t len = strlen(a->channels[i]) + 16;
+    char *sql = r ? malloc(len) : NULL;
+    if (sql == NULL) {
+      free(r);
+      continue;
+    }
+    /* Channel names are ours (fixed identifiers), never user input. */
+    snprintf(sql, len, "LISTEN %s", a->channels[i]);
+    r->kind = REQ_SQL;
+    r->sql = sql;
+    q_push_front(&a->queued, r);
+  }
+  if (a->hooks.up)
+    a->hooks.up(a->arg);
+  if (a->state == UP)
+    pump(a);
+}
+
+static void connect_step(cl__aconn_t *a) {
+  PostgresPollingStatusType st = PQconnectPoll(a->c->pg);
+  switch (st) {
+  case PGRES_POLLING_READING:
+    if (poll_watch(a, UV_READABLE) != 0)
+      goto fail;
+    return;
+  case PGRES_POLLING_WRITING:
+    if (poll_watch(a, UV_WRITABLE) != 0)
+      goto fail;
+    return;
+  case PGRES_POLLING_OK:
+    if (poll_watch(a, UV_READABLE) != 0)
+      goto fail;
+    session_up(a);
+    return;
+  default:
+    break;
+  }
+fail:;
+  int rc = cl__connect_error(a->c, PQerrorMessage(a->c->pg));
+  session_lost(a, rc);
+}
+
+static void begin_connect(cl__aconn_t *a) {
+  const char *keys[] = {"application_name", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count",
+                        "dbname", NULL};
+  const char *vals[] = {"claimer-worker", "1", "10", "5", "3", a->c->dsn,
+                        NULL};
+  a->state = CONNECTING;
+  a->c->pg = PQconnectStartParams(keys, vals, 1);
+  if (a->c->pg == NULL || PQstatus(a->c->pg) == CONNECTION_BAD) {
+    int rc = a->c->pg ? cl__connect_error(a->c, PQerrorMessage(a->c->pg))
+                      : CL_ECONNECT;
+    session_lost(a, rc);
+    return;
+  }
+  uv_timer_start(&a->timer, on_connect_deadline, 10000, 0);
+  /* As if PQconnectPoll had said "writing". */
+  if (poll_watch(a, UV_WRITABLE) != 0) {
+    cl__set_error(a->c, "08001", "cannot connect: cannot watch the socket");
+    session_lost(a, CL_ECONNECT);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The session                                                               */
+
+/* Sends what is queued, then flushes; watches for writable while libpq
+ * still holds output. */
+static void pump(cl__aconn_t *a) {
+  PGconn *pg = a->c->pg;
+  while (a->state == UP && a->queued.head != NULL) {
+    req_t *r = q_pop(&a->queued);
+    int ok = 1;
+    if (r->kind == REQ_STMT) {
+      const cl__stmt_t *st = &cl__stmts[r->id];
+      uint64_t bit = (uint64_t)1 << r->id;
+      if ((a->c->prepared & bit) == 0) {
+        req_t *p = calloc(1, sizeof *p);
+        ok = p != NULL &&
+             PQsendPrepare(pg, st->name, st->sql, st->nparams, NULL) == 1 &&
+             PQpipelineSync(pg) == 1;
+        if (p != NULL) {
+          p->kind = REQ_PREPARE;
+          p->id = r->id;
+          if (ok)
+            q_push(&a->sent, p);
+          else
+            free(p);
+        }
+        if (ok)
+          a->c->prepared |= bit;
+      }
+      ok = ok && PQsendQueryPrepared(pg, st->name, st->nparams,
+                                     (const char *const *)r->params, NULL,
+                                     NULL, 0) == 1;
+    } else {
+      ok = PQsendQueryParams(pg, r->sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    }
+    ok = ok && PQpipelineSync(pg) == 1;
+    if (!ok) {
+      /* Not sent (or not wholly): the session is unusable.  The request
+       * may have reached the server, so it counts as sent. */
+      q_push(&a->sent, r);
+      cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
+      session_lost(a, CL_ECONNLOST);
+      return;
+    }
+    q_push(&a->sent, r);
+  }
+  if (a->state != UP)
+    return;
+  int f = PQflush(pg);
+  if (f < 0) {
+    cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
+    session_lost(a, CL_ECONNLOST);
+    return;
+  }
+  if (poll_watch(a, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE) != 0) {
+    cl__set_error(a->c, "08006", "connection lost: cannot watch the socket");
+    session_lost(a, CL_ECONNLOST);
+  }
+}
+
+/* Hands out the NOTIFYs that have arrived. */
+static void drain_notifies(cl__aconn_t *a) {
+  for (PGnotify *n; a->state == UP && (n = PQnotifies(a->c->pg)) != NULL;) {
+    if (a->hooks.notify)
+      a->hooks.notify(a->arg, n->relname, n->extra);
+    PQfreemem(n);
+  }
+}
+
+/* Consumes the results that are complete, strictly in the order sent. */
+static void drain_results(cl__aconn_t *a) {
+  PGconn *pg = a->c->pg;
+  while (a->state == UP && a->sent.head != NULL && !PQisBusy(pg)) {
+    req_t *r = a->sent.head;
+    PGresult *res = PQgetResult(pg);
+    if (!r->synced_wait) {
+      if (res == NULL) {
+        r->synced_wait = 1;
+        continue;
+      }
+      if (r->res == NULL)
+        r->res = res;
+      else
+        PQclear(res);
+      continue;
+    }
+    if (res == NULL)
+      break; /* the Sync's answer has not arrived */
+    ExecStatusType s = PQresultStatus(res);
+    PQclear(res);
+    if (s != PGRES_PIPELINE_SYNC)
+      continue;
+    q_pop(&a->sent);
+    ExecStatusType rs = r->res ? PQresultStatus(r->res) : PGRES_FATAL_ERROR;
+    int rc = 0;
+    if (rs != PGRES_TUPLES_OK && rs != PGRES_COMMAND_OK)
+      rc = cl__result_error(a->c, r->res);
+    if (r->kind == REQ_PREPARE && rc != 0) {
+      /* The statement that follows will fail and say why; a missing schema
+       * is not worth reconnecting for. */
+      a->c->prepared &= ~((uint64_t)1 << r->id);
+    }
+    if (rc == CL_ECONNLOST) {
+      q_push_front(&a->sent, r);
+      session_lost(a, CL_ECONNLOST);
+      return;
+    }
+    if (rc == CL_ESCHEMA && r->kind != REQ_STMT) {
+      req_free(r);
+      session_lost(a, CL_ESCHEMA);
+      return;
+    }
+    req_answer(r, rc);
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  pollh_t *p = h->data;
+  cl__aconn_t *a = p->a;
+  if (a->poll != p)
+    return;
+  if (a->state == CONNECTING) {
+    connect_step(a);
+    return;
+  }
+  if (a->state != UP)
+    return;
+  PGconn *pg = a->c->pg;
+  if (status < 0) {
+    cl__set_error(a->c, "08006", "connection lost: %s", uv_strerror(status));
+    session_lost(a, CL_ECONNLOST);
+    return;
+  }
+  if (events & UV_READABLE) {
+    if (PQconsumeInput(pg) != 1) {
+      cl__set_error(a->c, "08006", "connection lost: %s",
+                    PQerrorMessage(pg));
+      session_lost(a, CL_ECONNLOST);
+      return;
+    }
+    drain_notifies(a);
+    drain_results(a);
+    if (a->state == UP && PQstatus(pg) == CONNECTION_BAD) {
+      cl__set_error(a->c, "08006", "connection lost: %s",
+                    PQerrorMessage(pg));
+      session_lost(a, CL_ECONNLOST);
+      return;
+    }
+  }
+  if (a->state == UP)
+    pump(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The interface                                                             */
+
+int cl__aconn_new(cl__aconn_t **out, uv_loop_t *loop, const char *dsn,
+                  const char *const *channels, const cl__aconn_hooks_t *hooks,
+                  void *arg) {
+  *out = NULL;
+  cl__aconn_t *a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return CL_ENOMEM;
+  int rc = cl_conn_new(&a->c, dsn);
+  if (rc != 0) {
+    free(a);
+    return rc;
+  }
+  size_t nch = 0;
+  while (channels && channels[nch])
+    nch++;
+  a->channels = calloc(nch + 1, sizeof *a->channels);
+  for (size_t i = 0; a->channels && i < nch; i++)
+    if ((a->channels[i] = cl__strdup(channels[i])) == NULL)
+      rc = CL_ENOMEM;
+  if (a->channels == NULL || rc != 0) {
+    for (size_t i = 0; a->channels && i < nch; i++)
+      free(a->channels[i]);
+    free(a->channels);
+    cl_conn_free(&a->c);
+    free(a);
+    return CL_ENOMEM;
+  }
+  a->loop = loop;
+  if (hooks)
+    a->hooks = *hooks;
+  a->arg = arg;
+  a->poll_fd = -1;
+  uv_timer_init(loop, &a->timer);
+  a->timer.data = a;
+  a->handles_open = 1;
+  *out = a;
+  return 0;
+}
+
+void cl__aconn_start(cl__aconn_t *a) {
+  if (a->state == IDLE)
+    begin_connect(a);
+}
+
+int cl__aconn_send(cl__aconn_t *a, cl__stmt_id_t id,
+                   const char *const *params, cl__aconn_cb cb, void *arg) {
+  if (a->state == CLOSED || a->state == GAVE_UP)
+    return CL_EINVAL;
+  int n = cl__stmts[id].nparams;
+  size_t size = (size_t)(n + 1) * sizeof(char *);
+  for (int i = 0; i < n; i++)
+    size += params[i] ? strlen(params[i]) + 1 : 0;
+  req_t *r = calloc(1, sizeof *r);
+  char **pp = malloc(size);
+  if (r == NULL || pp == NULL) {
+    free(r);
+    free(pp);
+    return CL_ENOMEM;
+  }
+  char *s = (char *)(pp + n + 1);
+  for (int i = 0; i < n; i++) {
+    if (params[i] == NULL) {
+      pp[i] = NULL;
+      continue;
+    }
+    size_t len = strlen(params[i]) + 1;
+    memcpy(s, params[i], len);
+    pp[i] = s;
+    s += len;
+  }
+  pp[n] = NULL;
+  r->kind = REQ_STMT;
+  r->id = id;
+  r->params = pp;
+  r->cb = cb;
+  r->arg = arg;
+  q_push(&a->queued, r);
+  if (a->state == UP)
+    pump(a);
+  return 0;
+}
+
+int cl__aconn_is_up(const cl__aconn_t *a) { return a->state == UP; }
+
+size_t cl__aconn_pending(const cl__aconn_t *a) {
+  return a->queued.n + a->sent.n;
+}
+
+const char *cl__aconn_error(const cl__aconn_t *a) { return a->c->error; }
+
+const char *cl__aconn_dsn_redacted(const cl__aconn_t *a) {
+  return cl_conn_dsn_redacted(a->c);
+}
+
+void cl__aconn_close(cl__aconn_t *a, void (*closed_cb)(void *), void *arg) {
+  if (a->state == CLOSED)
+    return;
+  a->state = CLOSED;
+  a->closed_cb = closed_cb;
+  a->closed_arg = arg;
+  a->hooks.up = NULL;
+  a->hooks.down = NULL;
+  a->hooks.notify = NULL;
+  poll_drop(a);
+  uv_timer_stop(&a->timer);
+  if (a->c->pg != NULL) {
+    PQfinish(a->c->pg);
+    a->c->pg = NULL;
+  }
+  cl__set_error(a->c, "08006", "connection closed");
+  for (req_t *r; (r = q_pop(&a->sent)) != NULL;)
+    req_answer(r, CL_ECONNLOST);
+  for (req_t *r; (r = q_pop(&a->queued)) != NULL;)
+    req_answer(r, CL_ECONNLOST);
+  uv_close((uv_handle_t *)&a->timer, on_timer_closed);
+}

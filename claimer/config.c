@@ -1,0 +1,1802 @@
+/*
+ * config.c: the configuration of claimer's daemons: a table with one row
+ * per key, and the four ways in and one way out that go through it.  The
+ * YAML loader turns libyaml's events into a small tree (so that every node
+ * keeps its line and column, and duplicate keys can be caught), then walks
+ * the tree against the table; the environment, cl_config_set() and the
+ * validator parse and check text with the same per-kind code; the printer
+ * writes the table back out as YAML.  Adding a key, or a whole section
+ * ("reaper.interval", say), is adding a field to cl_config_t and a row to
+ * the table: the path's dots make the sections, and the environment name
+ * is derived from the path.  Every change is all-or-nothing: the work is
+ * done on a scratch copy that replaces the caller's configuration only once
+ * all of it succeeded.  Messages quote bad values escaped (control
+ * characters and invalid UTF-8 as \xNN), never quote a connection string,
+ * and so never show a password.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "config.h"
+
+/* How much of a bad value a message quotes back. */
+#define ECHO_MAX 40
+/* How deep YAML may nest; the deepest real config is 4 levels (top, worker,
+ * queues, one queue), so this only stops a hostile file from eating the
+ * stack. */
+#define DEPTH_MAX 16
+/* The longest key path, and the longest key the suggestion looks at. */
+#define PATH_MAX_LEN 128
+/* The column where the printer's origin comments start. */
+#define COMMENT_COL 40
+#define COMMAND_MAX 4096
+#define WEIGHT_MAX 1000
+
+/* ------------------------------------------------------------------------ */
+/* The key table                                                             */
+
+typedef enum kind {
+  K_STRING,   /* char *, NULL when unset; checked by the row's check */
+  K_DSN,      /* char *, a libpq connection string; never echoed */
+  K_ENUM,     /* an enum stored as int; the row's names by value */
+  K_INT,      /* int in [min, max] */
+  K_DURATION, /* double seconds in [min, max] (min excluded if min_open) */
+  K_SIZE,     /* size_t bytes in [min, max] */
+  K_QUEUES,   /* cl_config_queue_t *, with the count right after it */
+} kind_t;
+
+typedef struct keydef {
+  const char *path; /* "worker.lease": sections, then the key */
+  kind_t kind;
+  size_t offset; /* of the field in cl_config_t */
+  double def;    /* the default of numeric and enum kinds */
+  double min, max;
+  bool min_open;
+  const char *const *names; /* K_ENUM */
+  /* K_STRING: returns 0 or an error with a message; NULL: check_text */
+  int (*check)(const char *s, char *err, size_t errlen);
+  const char *zero; /* what 0 (or unset) means, for the printer */
+} keydef_t;
+
+static int check_text(const char *s, char *err, size_t errlen);
+
+static const char *const format_names[] = {"logfmt", "json", NULL};
+static const char *const level_names[] = {"debug", "info", "warning", "error",
+                                          NULL};
+
+#define OFF(field) offsetof(cl_config_t, field)
+
+/* The environment name of a row is CLAIMER_ and its path in upper case
+ * with dots as underscores, so a new key must not land on a name other
+ * tools use (CLAIMER_HOME, CLAIMER_CONFIG, CLAIMER_TEST_DSN, CLAIMER_PG_USER,
+ * CLAIMER_ITEM_*). */
+static const keydef_t keys[] = {
+    {"dsn", K_DSN, OFF(dsn), .zero = "the embedded PostgreSQL"},
+    {"log.format", K_ENUM, OFF(log_format), CL_LOG_LOGFMT,
+     .names = format_names},
+    {"log.level", K_ENUM, OFF(log_level), CL_LOG_INFO, .names = level_names},
+    {"worker.name", K_STRING, OFF(worker.name), .check = cl_check_worker,
+     .zero = "host:pid"},
+    {"worker.queues", K_QUEUES, OFF(worker.queues),
+     .zero = "none; the worker needs one"},
+    {"worker.concurrency", K_INT, OFF(worker.concurrency), 8, 1, 10000},
+    {"worker.lease", K_DURATION, OFF(worker.lease_s), 30, 0, 604800,
+     .min_open = true},
+    {"worker.heartbeat", K_DURATION, OFF(worker.heartbeat_s), 0, 0, 604800,
+     .zero = "lease/3"},
+    {"worker.poll_interval", K_DURATION, OFF(worker.poll_s), 2, 0.01, 3600},
+    {"worker.command", K_STRING, OFF(worker.command), .check = check_text,
+     .zero = "no handler"},
+    {"worker.timeout", K_DURATION, OFF(worker.timeout_s), 300, 0, 604800,
+     .zero = "no timeout"},
+    {"worker.result_max", K_SIZE, OFF(worker.result_max), 1048576, 1, 1048576},
+    {"worker.stderr_max", K_SIZE, OFF(worker.stderr_max), 4096, 0, 65536,
+     .zero = "nothing kept"},
+    {"worker.drain_timeout", K_DURATION, OFF(worker.drain_s), 30, 0, 86400,
+     .zero = "no waiting"},
+    {"worker.kill_grace", K_DURATION, OFF(worker.kill_grace_s), 5, 0, 3600,
+     .zero = "SIGKILL at once"},
+    {"worker.prefetch", K_INT, OFF(worker.prefetch), 0, 0, 10000,
+     .zero = "concurrency/4, rounded up"},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+_Static_assert(NKEYS <= CL_CONFIG_KEYS_MAX, "raise CL_CONFIG_KEYS_MAX");
+_Static_assert(sizeof(cl_log_format_t) == sizeof(int) &&
+                   sizeof(cl_log_level_t) == sizeof(int),
+               "K_ENUM fields are accessed as int");
+
+/* A queue inside a YAML list is checked against this row. */
+static const keydef_t weight_key = {"weight", K_INT, 0, 1, 1, WEIGHT_MAX};
+
+_Static_assert(offsetof(cl_config_t, worker.nqueues) ==
+                   offsetof(cl_config_t, worker.queues) +
+                       sizeof(cl_config_queue_t *),
+               "a K_QUEUES count follows its array");
+
+static void *field(const cl_config_t *cfg, const keydef_t *k) {
+  return (char *)cfg + k->offset;
+}
+
+/* The count that follows the array of a K_QUEUES field f. */
+static size_t *queue_count(void *f) {
+  return (size_t *)((char *)f + sizeof(cl_config_queue_t *));
+}
+
+static size_t key_index(const keydef_t *k) { return (size_t)(k - keys); }
+
+static const keydef_t *find_key(const char *path) {
+  for (size_t i = 0; i < NKEYS; i++)
+    if (strcmp(keys[i].path, path) == 0)
+      return &keys[i];
+  return NULL;
+}
+
+/* Returns true when some key lives under path (a section such as
+ * "worker"). */
+static bool is_section(const char *path) {
+  size_t n = strlen(path);
+  for (size_t i = 0; i < NKEYS; i++)
+    if (strncmp(keys[i].path, path, n) == 0 && keys[i].path[n] == '.')
+      return true;
+  return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Messages                                                                  */
+
+__attribute__((format(printf, 3, 4))) static void
+set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (err == NULL || errlen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Returns the length of the valid UTF-8 sequence at s[0..len), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t len) {
+  size_t n = s[0] < 0x80 ? 1 : s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
+  if (n > len || cl_utf8_invalid_at((const char *)s, n) != -1)
+    return 0;
+  return n;
+}
+
+/* Writes s[0..len) into out (outlen >= 8) as printable text: control
+ * characters (C0, DEL, C1) and invalid bytes as \xNN, '"' and '\' escaped
+ * when quoted, at most ECHO_MAX bytes of s, "..." marking a cut. */
+static void echo_n(char *out, size_t outlen, const char *s, size_t len,
+                   bool quoted) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t o = 0, i = 0;
+  while (i < len) {
+    char piece[16];
+    size_t plen, used = 1;
+    size_t n = utf8_len(p + i, len - i);
+    if (n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7F))) {
+      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
+    } else if (n == 2 && p[i] == 0xC2 && p[i + 1] <= 0x9F) {
+      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x\\x%02x", p[i],
+                              p[i + 1]);
+      used = 2;
+    } else if (quoted && (p[i] == '"' || p[i] == '\\')) {
+      piece[0] = '\\';
+      piece[1] = (char)p[i];
+      plen = 2;
+    } else {
+      memcpy(piece, p + i, n);
+      plen = used = n;
+    }
+    if (i + used > ECHO_MAX || o + plen + 4 > outlen) {
+      memcpy(out + o, "...", 3);
+      o += 3;
+      break;
+    }
+    memcpy(out + o, piece, plen);
+    o += plen;
+    i += used;
+  }
+  out[o] = '\0';
+}
+
+/* Room for an echo of ECHO_MAX bytes: 8 output bytes per input byte at
+ * worst, "..." and the NUL. */
+#define ECHO_LEN (8 * ECHO_MAX + 8)
+
+static void echo(char out[ECHO_LEN], const char *s, bool quoted) {
+  echo_n(out, ECHO_LEN, s, strlen(s), quoted);
+}
+
+/* The optimal string alignment distance between a[0..an) and b[0..bn)
+ * (edits, counting a swap of neighbours as one), both at most
+ * PATH_MAX_LEN. */
+static size_t edit_distance(const char *a, size_t an, const char *b,
+                            size_t bn) {
+  size_t d[3][PATH_MAX_LEN + 1]; /* rows i-2, i-1, i, used in turn */
+  for (size_t j = 0; j <= bn; j++)
+    d[0][j] = j;
+  for (size_t i = 1; i <= an; i++) {
+    size_t *cur = d[i % 3], *prev = d[(i - 1) % 3], *pp = d[(i - 2) % 3];
+    cur[0] = i;
+    for (size_t j = 1; j <= bn; j++) {
+      size_t cost = a[i - 1] != b[j - 1];
+      size_t v = prev[j - 1] + cost;
+      if (prev[j] + 1 < v)
+        v = prev[j] + 1;
+      if (cur[j - 1] + 1 < v)
+        v = cur[j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          pp[j - 2] + 1 < v)
+        v = pp[j - 2] + 1;
+      cur[j] = v;
+    }
+  }
+  return d[an % 3][bn];
+}
+
+typedef struct span {
+  const char *p;
+  size_t n;
+} span_t;
+
+/* Returns the index of the candidate word most likely meant, or -1: one
+ * within two edits (one for words of three letters or fewer, so "foo" is
+ * not taken for "log"), or one that word is the start of ("conc"). */
+static int suggest(const char *word, const span_t *cand, size_t ncand) {
+  size_t wn = strlen(word);
+  int best = -1;
+  size_t best_d = SIZE_MAX;
+  if (wn == 0 || wn > PATH_MAX_LEN)
+    return -1;
+  for (size_t i = 0; i < ncand; i++) {
+    if (cand[i].n > PATH_MAX_LEN)
+      continue;
+    size_t d = edit_distance(word, wn, cand[i].p, cand[i].n);
+    size_t longer = wn > cand[i].n ? wn : cand[i].n;
+    bool near = d <= 2 && 2 * d < longer;
+    bool prefix = wn >= 3 && wn < cand[i].n && !strncmp(word, cand[i].p, wn);
+    if ((near || prefix) && d < best_d) {
+      best = (int)i;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+/* Writes ` (did you mean "X"?)` into out when a candidate is close to
+ * word, "" otherwise. */
+static void did_you_mean(char *out, size_t outlen, const char *word,
+                         const span_t *cand, size_t ncand) {
+  int s = suggest(word, cand, ncand);
+  if (s < 0)
+    out[0] = '\0';
+  else
+    snprintf(out, outlen, " (did you mean \"%.*s\"?)", (int)cand[s].n,
+             cand[s].p);
+}
+
+/* Fills cand with the distinct names one level below section ("" for the
+ * top) and returns how many. */
+static size_t children(const char *section, span_t cand[NKEYS]) {
+  size_t sn = strlen(section), n = 0;
+  for (size_t i = 0; i < NKEYS; i++) {
+    const char *p = keys[i].path;
+    if (sn > 0) {
+      if (strncmp(p, section, sn) != 0 || p[sn] != '.')
+        continue;
+      p += sn + 1;
+    }
+    size_t len = strcspn(p, ".");
+    bool seen = false;
+    for (size_t j = 0; j < n && !seen; j++)
+      seen = cand[j].n == len && strncmp(cand[j].p, p, len) == 0;
+    if (!seen)
+      cand[n++] = (span_t){p, len};
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Values in text form                                                       */
+
+typedef struct value {
+  long long i;          /* K_INT, K_ENUM */
+  double d;             /* K_DURATION */
+  size_t z;             /* K_SIZE */
+  char *s;              /* K_STRING, K_DSN; NULL: unset */
+  cl_config_queue_t *q; /* K_QUEUES */
+  size_t nq;
+} value_t;
+
+static void queues_free(cl_config_queue_t *q, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(q[i].name);
+  free(q);
+}
+
+static void value_free(value_t *v) {
+  free(v->s);
+  queues_free(v->q, v->nq);
+  *v = (value_t){0};
+}
+
+/* Returns the index of the queue called name in v, or -1. */
+static long queue_find(const value_t *v, const char *name) {
+  for (size_t i = 0; i < v->nq; i++)
+    if (strcmp(v->q[i].name, name) == 0)
+      return (long)i;
+  return -1;
+}
+
+/* Appends a copy of name with weight to v.  Returns 0 or CL_ENOMEM. */
+static int queue_push(value_t *v, const char *name, int weight) {
+  cl_config_queue_t *q = realloc(v->q, (v->nq + 1) * sizeof *q);
+  if (q == NULL)
+    return CL_ENOMEM;
+  v->q = q;
+  if ((q[v->nq].name = strdup(name)) == NULL)
+    return CL_ENOMEM;
+  q[v->nq++].weight = weight;
+  return 0;
+}
+
+/* Parses an optional '-' and decimal digits.  Returns 0, -1 when text is
+ * not such a number, -2 when it does not fit. */
+static int parse_ll(const char *text, long long *out) {
+  const char *p = text + (text[0] == '-');
+  if (*p == '\0' || strspn(p, "0123456789") != strlen(p))
+    return -1;
+  errno = 0;
+  long long v = strtoll(text, NULL, 10);
+  if (errno == ERANGE)
+    return -2;
+  *out = v;
+  return 0;
+}
+
+/* Parses "DIGITS[.DIGITS]" at the start of text into *out (without
+ * strtod, whose decimal point follows the locale) and returns the length
+ * read, or 0 when text does not start with one. */
+static size_t parse_decimal(const char *text, double *out) {
+  size_t n = strspn(text, "0123456789");
+  if (n == 0)
+    return 0;
+  double v = 0;
+  for (size_t i = 0; i < n; i++)
+    v = v * 10 + (text[i] - '0');
+  if (text[n] == '.') {
+    size_t f = strspn(text + n + 1, "0123456789");
+    if (f == 0)
+      return 0;
+    double scale = 1;
+    double frac = 0;
+    for (size_t i = 0; i < f && i < 17; i++) {
+      frac = frac * 10 + (text[n + 1 + i] - '0');
+      scale *= 10;
+    }
+    v += frac / scale;
+    n += 1 + f;
+  }
+  *out = v;
+  return n;
+}
+
+/* Parses a duration ("1.5", "250ms", "30s", "5m", "1h") into seconds.
+ * Returns 0 or -1. */
+static int parse_duration(const char *text, double *out) {
+  static const struct {
+    const char *unit;
+    double div, mul;
+  } units[] = {
+      {"", 1, 1}, {"ms", 1000, 1}, {"s", 1, 1}, {"m", 1, 60}, {"h", 1, 3600}};
+  double v;
+  size_t n = parse_decimal(text, &v);
+  if (n == 0)
+    return -1;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(text + n, units[i].unit) == 0) {
+      *out = v / units[i].div * units[i].mul;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Parses a size ("4096", "64KiB", "1MB") into bytes.  Returns 0, -1 when
+ * text is not a size, -2 when it does not fit. */
+static int parse_size(const char *text, size_t *out) {
+  static const struct {
+    const char *unit;
+    unsigned long long mul;
+  } units[] = {{"", 1},
+               {"B", 1},
+               {"KiB", 1ULL << 10},
+               {"MiB", 1ULL << 20},
+               {"GiB", 1ULL << 30},
+               {"kB", 1000},
+               {"KB", 1000},
+               {"MB", 1000000},
+               {"GB", 1000000000}};
+  size_t n = strspn(text, "0123456789");
+  if (n == 0)
+    return -1;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(text + n, units[i].unit) != 0)
+      continue;
+    errno = 0;
+    unsigned long long v = strtoull(text, NULL, 10);
+    if (errno == ERANGE || v > SIZE_MAX / units[i].mul)
+      return -2;
+    *out = (size_t)(v * units[i].mul);
+    return 0;
+  }
+  return -1;
+}
+
+/* Writes seconds in the largest unit that shows it exactly: "250ms",
+ * "30s", "5m", "1h"; what parse_duration() reads back. */
+static void format_duration(char *out, size_t n, double s) {
+  if (s >= 3600 && fmod(s, 3600) == 0)
+    snprintf(out, n, "%.15gh", s / 3600);
+  else if (s >= 60 && fmod(s, 60) == 0)
+    snprintf(out, n, "%.15gm", s / 60);
+  else if (s > 0 && s < 1 && fabs(s * 1000 - nearbyint(s * 1000)) < 1e-9)
+    snprintf(out, n, "%.15gms", nearbyint(s * 1000));
+  else
+    snprintf(out, n, "%.15gs", s);
+}
+
+static void format_size(char *out, size_t n, size_t z) {
+  if (z > 0 && z % (1u << 30) == 0)
+    snprintf(out, n, "%zuGiB", z >> 30);
+  else if (z > 0 && z % (1u << 20) == 0)
+    snprintf(out, n, "%zuMiB", z >> 20);
+  else if (z > 0 && z % (1u << 10) == 0)
+    snprintf(out, n, "%zuKiB", z >> 10);
+  else
+    snprintf(out, n, "%zu", z);
+}
+
+/* Writes "one of a, b, c" for an enum row. */
+static void enum_list(char *out, size_t n, const keydef_t *k) {
+  size_t o = (size_t)snprintf(out, n, "one of");
+  for (size_t i = 0; k->names[i] != NULL && o < n; i++)
+    o += (size_t)snprintf(out + o, n - o, "%s %s", i ? "," : "", k->names[i]);
+}
+
+/* Describes what a value of row k looks like, for "expected X". */
+static void expected(char *out, size_t n, const keydef_t *k) {
+  switch (k->kind) {
+  case K_STRING:
+    snprintf(out, n, "a string");
+    break;
+  case K_DSN:
+    snprintf(out, n, "a connection string");
+    break;
+  case K_ENUM:
+    enum_list(out, n, k);
+    break;
+  case K_INT:
+    snprintf(out, n, "an integer");
+    break;
+  case K_DURATION:
+    snprintf(out, n, "a duration");
+    break;
+  case K_SIZE:
+    snprintf(out, n, "a size");
+    break;
+  case K_QUEUES:
+    snprintf(out, n, "a list of queues");
+    break;
+  }
+}
+
+/* Returns true when v is inside row k's range. */
+static bool in_range(const keydef_t *k, const value_t *v) {
+  switch (k->kind) {
+  case K_INT:
+    return v->i >= (long long)k->min && v->i <= (long long)k->max;
+  case K_DURATION:
+    return (k->min_open ? v->d > k->min : v->d >= k->min) && v->d <= k->max;
+  case K_SIZE:
+    return v->z >= (size_t)k->min && v->z <= (size_t)k->max;
+  default:
+    return true;
+  }
+}
+
+/* Writes "SHOWN is out of range MIN..MAX" for row k. */
+static void range_why(char *why, size_t n, const keydef_t *k,
+                      const char *shown) {
+  char lo[32], hi[32];
+  switch (k->kind) {
+  case K_DURATION:
+    format_duration(lo, sizeof lo, k->min);
+    format_duration(hi, sizeof hi, k->max);
+    break;
+  case K_SIZE:
+    format_size(lo, sizeof lo, (size_t)k->min);
+    format_size(hi, sizeof hi, (size_t)k->max);
+    break;
+  default:
+    snprintf(lo, sizeof lo, "%.0f", k->min);
+    snprintf(hi, sizeof hi, "%.0f", k->max);
+    break;
+  }
+  if (k->min_open)
+    set_err(why, n, "%s is out of range (more than %s, at most %s)", shown, lo,
+            hi);
+  else
+    set_err(why, n, "%s is out of range %s..%s", shown, lo, hi);
+}
+
+/* The rule for free text such as a handler command (and for any K_STRING
+ * row without a check of its own): 1..COMMAND_MAX bytes of UTF-8 without
+ * control characters, which in a command line or a log would only hide
+ * what is really there. */
+static int check_text(const char *s, char *err, size_t errlen) {
+  size_t len = strlen(s);
+  if (len == 0) {
+    set_err(err, errlen, "is empty");
+    return CL_EINVAL;
+  }
+  if (len > COMMAND_MAX) {
+    set_err(err, errlen, "is %zu bytes; the limit is %d", len, COMMAND_MAX);
+    return CL_EINVAL;
+  }
+  long bad = cl_utf8_invalid_at(s, len);
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0; i < (bad < 0 ? len : (size_t)bad); i++) {
+    if (p[i] < 0x20 || p[i] == 0x7F ||
+        (p[i] == 0xC2 && i + 1 < len && p[i + 1] <= 0x9F)) {
+      set_err(err, errlen, "contains a control character at byte %zu", i);
+      return CL_EINVAL;
+    }
+  }
+  if (bad >= 0) {
+    set_err(err, errlen, "is not valid UTF-8 (byte %ld)", bad);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+static int parse_queue_text(const char *text, value_t *v, char *why, size_t n);
+
+/* Parses text as a value of row k into *v (which the caller frees).
+ * Returns 0, CL_ECONFIG with the reason in why (without the key's name),
+ * or CL_ENOMEM. */
+static int parse_text(const keydef_t *k, const char *text, value_t *v,
+                      char *why, size_t n) {
+  char shown[ECHO_LEN];
+  int r = 0;
+  switch (k->kind) {
+  case K_STRING:
+    if ((k->check != NULL ? k->check : check_text)(text, why, n) != 0)
+      return CL_ECONFIG;
+    return (v->s = strdup(text)) == NULL ? CL_ENOMEM : 0;
+  case K_DSN:
+    r = cl_check_dsn(text, why, n);
+    if (r != 0)
+      return r == CL_ENOMEM ? r : CL_ECONFIG;
+    return (v->s = strdup(text)) == NULL ? CL_ENOMEM : 0;
+  case K_ENUM: {
+    span_t cand[8];
+    size_t nc = 0;
+    for (; nc < 8 && k->names[nc] != NULL; nc++) {
+      cand[nc] = (span_t){k->names[nc], strlen(k->names[nc])};
+      if (strcmp(text, k->names[nc]) == 0) {
+        v->i = (long long)nc;
+        return 0;
+      }
+    }
+    char list[128], hint[80];
+    enum_list(list, sizeof list, k);
+    did_you_mean(hint, sizeof hint, text, cand, nc);
+    echo(shown, text, true);
+    set_err(why, n, "expected %s, got \"%s\"%s", list, shown, hint);
+    return CL_ECONFIG;
+  }
+  case K_INT:
+    r = parse_ll(text, &v->i);
+    if (r == -1) {
+      echo(shown, text, true);
+      set_err(why, n, "expected an integer, got \"%s\"", shown);
+      return CL_ECONFIG;
+    }
+    break;
+  case K_DURATION:
+    if (parse_duration(text, &v->d) != 0) {
+      echo(shown, text, true);
+      set_err(why, n,
+              "\"%s\" is not a duration (a number of seconds >= 0, or a "
+              "number with ms, s, m or h)",
+              shown);
+      return CL_ECONFIG;
+    }
+    r = 0;
+    break;
+  case K_SIZE:
+    r = parse_size(text, &v->z);
+    if (r == -1) {
+      echo(shown, text, true);
+      set_err(why, n,
+              "\"%s\" is not a size (a whole number of bytes, or one with "
+              "B, KiB, MiB, GiB, kB, MB or GB)",
+              shown);
+      return CL_ECONFIG;
+    }
+    break;
+  case K_QUEUES:
+    return parse_queue_text(text, v, why, n);
+  }
+  if (r == -2 || !in_range(k, v)) {
+    echo(shown, text, false);
+    range_why(why, n, k, shown);
+    return CL_ECONFIG;
+  }
+  return 0;
+}
+
+/* Checks a queue name, and that v has room for one more.  Returns 0 or
+ * CL_ECONFIG with the reason in why. */
+static int check_queue(const value_t *v, const char *name, char *why,
+                       size_t n) {
+  if (cl_check_queue(name, why, n) != 0)
+    return CL_ECONFIG;
+  if (v->nq >= CL_CONFIG_QUEUES_MAX) {
+    set_err(why, n, "more than %d queues", CL_CONFIG_QUEUES_MAX);
+    return CL_ECONFIG;
+  }
+  return 0;
+}
+
+/* Parses "NAME[:WEIGHT],..." (spaces around items allowed; "" is no
+ * queues).  The weight is what follows the last ':' when that is all
+ * digits. */
+static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
+  const char *p = text;
+  if (*p == '\0')
+    return 0;
+  for (;;) {
+    size_t len = strcspn(p, ",");
+    const char *s = p, *e = p + len;
+    while (s < e && *s == ' ')
+      s++;
+    while (e > s && e[-1] == ' ')
+      e--;
+    char *item = strndup(s, (size_t)(e - s));
+    if (item == NULL)
+      return CL_ENOMEM;
+    int weight = 1, rc = 0;
+    char *colon = strrchr(item, ':');
+    if (colon != NULL && colon[1] != '\0' &&
+        strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
+      value_t w = {0};
+      char wwhy[256], shown[ECHO_LEN];
+      *colon = '\0';
+      if (parse_text(&weight_key, colon + 1, &w, wwhy, sizeof wwhy) != 0) {
+        echo(shown, item, true);
+        set_err(why, n, "queue \"%s\": weight %s", shown, wwhy);
+        rc = CL_ECONFIG;
+      }
+      weight = (int)w.i;
+    }
+    if (rc == 0 && check_queue(v, item, why, n) != 0)
+      rc = CL_ECONFIG;
+    if (rc == 0 && queue_find(v, item) >= 0) {
+      char shown[ECHO_LEN];
+      echo(shown, item, true);
+      set_err(why, n, "queue \"%s\" is listed twice", shown);
+      rc = CL_ECONFIG;
+    }
+    if (rc == 0)
+      rc = queue_push(v, item, weight);
+    free(item);
+    if (rc != 0 || p[len] == '\0')
+      return rc;
+    p += len + 1;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The configuration object                                                  */
+
+void cl_config_init(cl_config_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  for (size_t i = 0; i < NKEYS; i++) {
+    const keydef_t *k = &keys[i];
+    void *f = field(cfg, k);
+    switch (k->kind) {
+    case K_ENUM:
+    case K_INT:
+      *(int *)f = (int)k->def;
+      break;
+    case K_DURATION:
+      *(double *)f = k->def;
+      break;
+    case K_SIZE:
+      *(size_t *)f = (size_t)k->def;
+      break;
+    default:
+      break; /* strings NULL, no queues */
+    }
+  }
+}
+
+/* Frees the value of row k in cfg, leaving the field zero. */
+static void field_free(cl_config_t *cfg, const keydef_t *k) {
+  void *f = field(cfg, k);
+  if (k->kind == K_STRING || k->kind == K_DSN) {
+    free(*(char **)f);
+    *(char **)f = NULL;
+  } else if (k->kind == K_QUEUES) {
+    queues_free(*(cl_config_queue_t **)f, *queue_count(f));
+    *(cl_config_queue_t **)f = NULL;
+    *queue_count(f) = 0;
+  }
+}
+
+void cl_config_free(cl_config_t *cfg) {
+  if (cfg == NULL)
+    return;
+  for (size_t i = 0; i < NKEYS; i++) {
+    field_free(cfg, &keys[i]);
+    free(cfg->origin_[i]);
+  }
+  cl_config_init(cfg);
+}
+
+/* Moves v into row k's field of cfg (v is left empty), freeing what was
+ * there. */
+static void store(cl_config_t *cfg, const keydef_t *k, value_t *v) {
+  void *f = field(cfg, k);
+  field_free(cfg, k);
+  switch (k->kind) {
+  case K_STRING:
+  case K_DSN:
+    *(char **)f = v->s;
+    v->s = NULL;
+    break;
+  case K_ENUM:
+  case K_INT:
+    *(int *)f = (int)v->i;
+    break;
+  case K_DURATION:
+    *(double *)f = v->d;
+    break;
+  case K_SIZE:
+    *(size_t *)f = v->z;
+    break;
+  case K_QUEUES:
+    *(cl_config_queue_t **)f = v->q;
+    *queue_count(f) = v->nq;
+    v->q = NULL;
+    v->nq = 0;
+    break;
+  }
+}
+
+/* Stores v under row k with a copy of origin.  Returns 0 or CL_ENOMEM
+ * (nothing changed; v still the caller's). */
+static int assign(cl_config_t *cfg, const keydef_t *k, value_t *v,
+                  const char *origin) {
+  char *o = strdup(origin);
+  if (o == NULL)
+    return CL_ENOMEM;
+  free(cfg->origin_[key_index(k)]);
+  cfg->origin_[key_index(k)] = o;
+  store(cfg, k, v);
+  return 0;
+}
+
+int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
+  /* Take the numbers, then detach dst from src's memory before copying
+   * any of it, so that a failure halfway frees only dst's own copies. */
+  *dst = *src;
+  for (size_t i = 0; i < NKEYS; i++) {
+    void *f = field(dst, &keys[i]);
+    dst->origin_[i] = NULL;
+    if (keys[i].kind == K_STRING || keys[i].kind == K_DSN) {
+      *(char **)f = NULL;
+    } else if (keys[i].kind == K_QUEUES) {
+      *(cl_config_queue_t **)f = NULL;
+      *queue_count(f) = 0;
+    }
+  }
+  for (size_t i = 0; i < NKEYS; i++) {
+    const keydef_t *k = &keys[i];
+    void *sf = field(src, k);
+    value_t v = {0};
+    bool ok = true;
+    if (k->kind == K_STRING || k->kind == K_DSN) {
+      const char *s = *(char **)sf;
+      ok = s == NULL || (v.s = strdup(s)) != NULL;
+    } else if (k->kind == K_QUEUES) {
+      const cl_config_queue_t *q = *(cl_config_queue_t **)sf;
+      for (size_t j = 0; ok && j < *queue_count(sf); j++)
+        ok = queue_push(&v, q[j].name, q[j].weight) == 0;
+    }
+    if (ok && (k->kind == K_STRING || k->kind == K_DSN || k->kind == K_QUEUES))
+      store(dst, k, &v);
+    if (ok && src->origin_[i] != NULL)
+      ok = (dst->origin_[i] = strdup(src->origin_[i])) != NULL;
+    if (!ok) {
+      value_free(&v);
+      cl_config_free(dst);
+      return CL_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Replaces *cfg by *scratch (whose contents move). */
+static void swap_in(cl_config_t *cfg, cl_config_t *scratch) {
+  cl_config_free(cfg);
+  *cfg = *scratch;
+  cl_config_init(scratch);
+}
+
+const char *cl_config_origin(const cl_config_t *cfg, const char *path) {
+  const keydef_t *k = find_key(path);
+  if (k == NULL)
+    return NULL;
+  const char *o = cfg->origin_[key_index(k)];
+  return o != NULL ? o : "default";
+}
+
+double cl_config_heartbeat_s(const cl_config_t *cfg) {
+  return cfg->worker.heartbeat_s > 0 ? cfg->worker.heartbeat_s
+                                     : cfg->worker.lease_s / 3;
+}
+
+int cl_config_prefetch(const cl_config_t *cfg) {
+  return cfg->worker.prefetch > 0 ? cfg->worker.prefetch
+                                  : (cfg->worker.concurrency + 3) / 4;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Text: cl_config_set() and the environment                                */
+
+/* Writes "unknown key "X" (did you mean "Y"?)" for a whole path. */
+static void unknown_path(char *err, size_t errlen, const char *where,
+                         const char *path) {
+  span_t cand[NKEYS];
+  for (size_t i = 0; i < NKEYS; i++)
+    cand[i] = (span_t){keys[i].path, strlen(keys[i].path)};
+  char shown[ECHO_LEN], hint[PATH_MAX_LEN + 32];
+  echo(shown, path, true);
+  did_you_mean(hint, sizeof hint, path, cand, NKEYS);
+  set_err(err, errlen, "%s%sunknown key \"%s\"%s", where, *where ? ": " : "",
+          shown, hint);
+}
+
+int cl_config_set(cl_config_t *cfg, const char *path, const char *value,
+                  const char *origin, char *err, size_t errlen) {
+  const keydef_t *k = path != NULL ? find_key(path) : NULL;
+  if (k == NULL) {
+    unknown_path(err, errlen, origin != NULL ? origin : "",
+                 path != NULL ? path : "");
+    return CL_ECONFIG;
+  }
+  const char *where = origin != NULL ? origin : path;
+  if (value == NULL) {
+    set_err(err, errlen, "%s: no value", where);
+    return CL_ECONFIG;
+  }
+  value_t v = {0};
+  char why[512] = "out of memory";
+  int rc = parse_text(k, value, &v, why, sizeof why);
+  if (rc == 0 && assign(cfg, k, &v, origin != NULL ? origin : "set") != 0)
+    rc = CL_ENOMEM;
+  if (rc != 0)
+    set_err(err, errlen, "%s: %s", where,
+            rc == CL_ENOMEM ? "out of memory" : why);
+  value_free(&v);
+  return rc;
+}
+
+/* Writes row k's environment name into out. */
+static void env_name(char *out, size_t n, const keydef_t *k) {
+  size_t o = (size_t)snprintf(out, n, "CLAIMER_");
+  for (const char *p = k->path; *p != '\0' && o + 1 < n; p++)
+    out[o++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+  out[o] = '\0';
+}
+
+int cl_config_apply_env(cl_config_t *cfg, char *err, size_t errlen) {
+  cl_config_t scratch;
+  if (cl_config_copy(&scratch, cfg) != 0) {
+    set_err(err, errlen, "out of memory");
+    return CL_ENOMEM;
+  }
+  for (size_t i = 0; i < NKEYS; i++) {
+    char name[PATH_MAX_LEN + 16], origin[PATH_MAX_LEN + 32];
+    env_name(name, sizeof name, &keys[i]);
+    const char *text = getenv(name);
+    if (text == NULL)
+      continue;
+    snprintf(origin, sizeof origin, "env %s", name);
+    int rc = cl_config_set(&scratch, keys[i].path, text, origin, err, errlen);
+    if (rc != 0) {
+      cl_config_free(&scratch);
+      return rc;
+    }
+  }
+  swap_in(cfg, &scratch);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* YAML                                                                      */
+
+typedef enum ntype { N_SCALAR, N_SEQ, N_MAP } ntype_t;
+
+/* A node of the document, with its 1-based position.  A map's kids are
+ * key, value, key, value... */
+typedef struct node {
+  ntype_t type;
+  size_t line, col;
+  char *text; /* N_SCALAR: NUL-terminated, len bytes (may hold a NUL) */
+  size_t len;
+  bool plain; /* an unquoted scalar, so "null" and "true" mean that */
+  struct node **kids;
+  size_t nkids;
+} node_t;
+
+static void node_free(node_t *n) {
+  if (n == NULL)
+    return;
+  for (size_t i = 0; i < n->nkids; i++)
+    node_free(n->kids[i]);
+  free(n->kids);
+  free(n->text);
+  free(n);
+}
+
+typedef struct loader {
+  yaml_parser_t parser;
+  const char *name;
+  const char *text;
+  size_t len;
+  char *err;
+  size_t errlen;
+  cl_config_t *cfg; /* the scratch copy */
+} loader_t;
+
+/* Writes "NAME:LINE:COL: message" and returns CL_ECONFIG. */
+__attribute__((format(printf, 4, 5))) static int
+fail_at(loader_t *L, size_t line, size_t col, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  set_err(L->err, L->errlen, "%s:%zu:%zu: %s", L->name, line, col, msg);
+  return CL_ECONFIG;
+}
+
+/* Turns a byte offset of the text into a 1-based line and column (in
+ * characters), for the reader's errors, which carry only the offset. */
+static void offset_mark(const loader_t *L, size_t off, size_t *line,
+                        size_t *col) {
+  *line = 1;
+  *col = 1;
+  for (size_t i = 0; i < off && i < L->len; i++) {
+    unsigned char c = (unsigned char)L->text[i];
+    if (c == '\n') {
+      (*line)++;
+      *col = 1;
+    } else if ((c & 0xC0) != 0x80) {
+      (*col)++;
+    }
+  }
+}
+
+/* Reports libyaml's failure: its problem, where, and what it was doing. */
+static int parser_error(loader_t *L) {
+  yaml_parser_t *p = &L->parser;
+  size_t line, col;
+  if (p->error == YAML_MEMORY_ERROR) {
+    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    return CL_ENOMEM;
+  }
+  if (p->error == YAML_READER_ERROR) {
+    offset_mark(L, p->problem_offset, &line, &col);
+    if (p->problem_value != -1)
+      return fail_at(L, line, col, "%s (byte 0x%02x)",
+                     p->problem ? p->problem : "cannot read",
+                     (unsigned)p->problem_value & 0xFF);
+    return fail_at(L, line, col, "%s", p->problem ? p->problem : "bad input");
+  }
+  line = p->problem_mark.line + 1;
+  col = p->problem_mark.column + 1;
+  if (p->context != NULL)
+    return fail_at(L, line, col, "%s (%s that starts at %zu:%zu)",
+                   p->problem ? p->problem : "syntax error", p->context,
+                   p->context_mark.line + 1, p->context_mark.column + 1);
+  return fail_at(L, line, col, "%s", p->problem ? p->problem : "syntax error");
+}
+
+static int next_event(loader_t *L, yaml_event_t *ev) {
+  if (!yaml_parser_parse(&L->parser, ev))
+    return parser_error(L);
+  return 0;
+}
+
+/* Refuses an event's anchor or tag: a config is plain data. */
+static int plain_only(loader_t *L, const yaml_event_t *ev,
+                      const yaml_char_t *anchor, const yaml_char_t *tag) {
+  size_t line = ev->start_mark.line + 1, col = ev->start_mark.column + 1;
+  if (anchor != NULL)
+    return fail_at(L, line, col, "anchors and aliases are not supported");
+  if (tag != NULL) {
+    static const char std[] = "tag:yaml.org,2002:";
+    const char *t = (const char *)tag;
+    char shown[ECHO_LEN];
+    bool is_std = strncmp(t, std, sizeof std - 1) == 0;
+    echo(shown, is_std ? t + sizeof std - 1 : t, true);
+    return fail_at(L, line, col, "tags are not supported (remove \"%s%s\")",
+                   is_std ? "!!" : "", shown);
+  }
+  return 0;
+}
+
+static int build(loader_t *L, const yaml_event_t *ev, int depth, node_t **out);
+
+/* Reads the children of a sequence or map into n, up to its end event. */
+static int build_kids(loader_t *L, node_t *n, yaml_event_type_t end,
+                      int depth) {
+  size_t cap = 0;
+  for (;;) {
+    yaml_event_t ev;
+    int rc = next_event(L, &ev);
+    if (rc != 0)
+      return rc;
+    if (ev.type == end) {
+      yaml_event_delete(&ev);
+      return 0;
+    }
+    if (n->nkids == cap) {
+      size_t ncap = cap ? 2 * cap : 8;
+      node_t **k = realloc(n->kids, ncap * sizeof *k);
+      if (k == NULL) {
+        yaml_event_delete(&ev);
+        set_err(L->err, L->errlen, "%s: out of memory", L->name);
+        return CL_ENOMEM;
+      }
+      n->kids = k;
+      cap = ncap;
+    }
+    node_t *kid = NULL;
+    rc = build(L, &ev, depth + 1, &kid);
+    yaml_event_delete(&ev);
+    if (kid != NULL)
+      n->kids[n->nkids++] = kid;
+    if (rc != 0)
+      return rc;
+  }
+}
+
+/* Builds the node that starts with ev (a scalar, a sequence or map start,
+ * or an alias) into *out.  On failure *out may hold a partial node, which
+ * the caller frees. */
+static int build(loader_t *L, const yaml_event_t *ev, int depth, node_t **out) {
+  size_t line = ev->start_mark.line + 1, col = ev->start_mark.column + 1;
+  int rc;
+  switch (ev->type) {
+  case YAML_ALIAS_EVENT:
+    return fail_at(L, line, col, "anchors and aliases are not supported");
+  case YAML_SCALAR_EVENT:
+    rc = plain_only(L, ev, ev->data.scalar.anchor, ev->data.scalar.tag);
+    break;
+  case YAML_SEQUENCE_START_EVENT:
+    rc = plain_only(L, ev, ev->data.sequence_start.anchor,
+                    ev->data.sequence_start.tag);
+    break;
+  case YAML_MAPPING_START_EVENT:
+    rc = plain_only(L, ev, ev->data.mapping_start.anchor,
+                    ev->data.mapping_start.tag);
+    break;
+  default:
+    return fail_at(L, line, col, "unexpected YAML event");
+  }
+  if (rc != 0)
+    return rc;
+  if (depth >= DEPTH_MAX)
+    return fail_at(L, line, col, "nested deeper than %d levels", DEPTH_MAX);
+  node_t *n = calloc(1, sizeof *n);
+  if (n == NULL) {
+    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    return CL_ENOMEM;
+  }
+  *out = n;
+  n->line = line;
+  n->col = col;
+  if (ev->type == YAML_SCALAR_EVENT) {
+    n->type = N_SCALAR;
+    n->len = ev->data.scalar.length;
+    n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    n->text = malloc(n->len + 1);
+    if (n->text == NULL) {
+      set_err(L->err, L->errlen, "%s: out of memory", L->name);
+      return CL_ENOMEM;
+    }
+    memcpy(n->text, ev->data.scalar.value, n->len);
+    n->text[n->len] = '\0';
+    return 0;
+  }
+  if (ev->type == YAML_SEQUENCE_START_EVENT) {
+    n->type = N_SEQ;
+    return build_kids(L, n, YAML_SEQUENCE_END_EVENT, depth);
+  }
+  n->type = N_MAP;
+  return build_kids(L, n, YAML_MAPPING_END_EVENT, depth);
+}
+
+/* Reads the one document of the stream into *root (NULL for an empty
+ * stream). */
+static int parse_document(loader_t *L, node_t **root) {
+  yaml_event_t ev;
+  int rc;
+  *root = NULL;
+  if ((rc = next_event(L, &ev)) != 0) /* the stream start */
+    return rc;
+  yaml_event_delete(&ev);
+  if ((rc = next_event(L, &ev)) != 0)
+    return rc;
+  bool empty = ev.type == YAML_STREAM_END_EVENT;
+  yaml_event_delete(&ev);
+  if (empty)
+    return 0;
+  if ((rc = next_event(L, &ev)) != 0)
+    return rc;
+  rc = build(L, &ev, 0, root);
+  yaml_event_delete(&ev);
+  if (rc != 0)
+    return rc;
+  if ((rc = next_event(L, &ev)) != 0) /* the document end */
+    return rc;
+  yaml_event_delete(&ev);
+  if ((rc = next_event(L, &ev)) != 0)
+    return rc;
+  if (ev.type == YAML_DOCUMENT_START_EVENT)
+    rc = fail_at(L, ev.start_mark.line + 1, ev.start_mark.column + 1,
+                 "more than one YAML document (a config file holds one map)");
+  yaml_event_delete(&ev);
+  return rc;
+}
+
+static bool is_null(const node_t *n) {
+  return n->type == N_SCALAR && n->plain &&
+         (n->len == 0 || strcmp(n->text, "~") == 0 ||
+          strcmp(n->text, "null") == 0 || strcmp(n->text, "Null") == 0 ||
+          strcmp(n->text, "NULL") == 0);
+}
+
+static bool is_bool(const node_t *n) {
+  static const char *const words[] = {"true",  "True",  "TRUE",
+                                      "false", "False", "FALSE"};
+  if (n->type != N_SCALAR || !n->plain)
+    return false;
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+    if (strcmp(n->text, words[i]) == 0)
+      return true;
+  return false;
+}
+
+/* Describes what a node is, for "got X": a map, a list, nothing, null, or
+ * its text quoted.  Callers never pass a connection string's text. */
+static void got(char *out, size_t n, const node_t *node) {
+  char shown[ECHO_LEN];
+  if (node->type == N_MAP)
+    snprintf(out, n, "a map");
+  else if (node->type == N_SEQ)
+    snprintf(out, n, "a list");
+  else if (is_null(node))
+    snprintf(out, n, node->len == 0 ? "nothing" : "null");
+  else {
+    echo_n(shown, sizeof shown, node->text, node->len, true);
+    snprintf(out, n, "\"%s\"", shown);
+  }
+}
+
+/* Checks that node is a scalar that can be read as text for label: not a
+ * map or list, not a plain boolean where text is wanted (quote it), no NUL.
+ * Returns 1 for a null the caller accepts (nullable), 0 for text, or
+ * CL_ECONFIG. */
+static int scalar_of(loader_t *L, const node_t *node, const char *label,
+                     const char *want, bool text, bool nullable) {
+  char what[ECHO_LEN + 16];
+  if (nullable && is_null(node))
+    return 1;
+  if (node->type != N_SCALAR || is_null(node)) {
+    got(what, sizeof what, node);
+    return fail_at(L, node->line, node->col, "%s: expected %s, got %s", label,
+                   want, what);
+  }
+  if (text && is_bool(node))
+    return fail_at(L, node->line, node->col,
+                   "%s: expected %s, got the boolean %s (quote it to mean "
+                   "the text)",
+                   label, want, node->text);
+  if (memchr(node->text, '\0', node->len) != NULL)
+    return fail_at(L, node->line, node->col, "%s: contains a NUL character",
+                   label);
+  return 0;
+}
+
+/* Reads one item of worker.queues (a name, or a map of name and weight)
+ * and adds it to v. */
+static int queue_item(loader_t *L, const node_t *item, size_t index,
+                      const char *path, value_t *v,
+                      size_t first_line[CL_CONFIG_QUEUES_MAX]) {
+  char label[PATH_MAX_LEN + 32], why[512];
+  snprintf(label, sizeof label, "%s[%zu]", path, index);
+  const node_t *name = NULL;
+  int weight = 1;
+  if (item->type == N_MAP) {
+    static const span_t cand[] = {{"name", 4}, {"weight", 6}};
+    for (size_t i = 0; i + 1 < item->nkids; i += 2) {
+      const node_t *k = item->kids[i], *val = item->kids[i + 1];
+      char shown[ECHO_LEN], hint[64];
+      if (k->type != N_SCALAR)
+        return fail_at(L, k->line, k->col, "%s: a key must be a string", label);
+      for (size_t j = 0; j < i; j += 2)
+        if (item->kids[j]->type == N_SCALAR && item->kids[j]->len == k->len &&
+            memcmp(item->kids[j]->text, k->text, k->len) == 0) {
+          echo_n(shown, sizeof shown, k->text, k->len, true);
+          return fail_at(L, k->line, k->col,
+                         "duplicate key \"%s\" in %s (first at line %zu)",
+                         shown, label, item->kids[j]->line);
+        }
+      if (strcmp(k->text, "name") == 0 && k->len == 4) {
+        int rc = scalar_of(L, val, label, "a queue name", true, false);
+        if (rc != 0)
+          return rc;
+        name = val;
+      } else if (strcmp(k->text, "weight") == 0 && k->len == 6) {
+        char wlabel[PATH_MAX_LEN + 48];
+        snprintf(wlabel, sizeof wlabel, "%s.weight", label);
+        int rc = scalar_of(L, val, wlabel, "an integer", false, false);
+        if (rc != 0)
+          return rc;
+        value_t w = {0};
+        if (parse_text(&weight_key, val->text, &w, why, sizeof why) != 0)
+          return fail_at(L, val->line, val->col, "%s: %s", wlabel, why);
+        weight = (int)w.i;
+      } else {
+        echo_n(shown, sizeof shown, k->text, k->len, true);
+        did_you_mean(hint, sizeof hint, k->text, cand, 2);
+        return fail_at(L, k->line, k->col, "unknown key \"%s\" in %s%s", shown,
+                       label, hint);
+      }
+    }
+    if (name == NULL)
+      return fail_at(L, item->line, item->col,
+                     "%s: a queue needs a name (name: NAME)", label);
+  } else {
+    int rc = scalar_of(L, item, label, "a queue name or {name: N, weight: W}",
+                       true, false);
+    if (rc != 0)
+      return rc;
+    name = item;
+  }
+  if (check_queue(v, name->text, why, sizeof why) != 0)
+    return fail_at(L, name->line, name->col, "%s: %s", label, why);
+  long dup = queue_find(v, name->text);
+  if (dup >= 0) {
+    char shown[ECHO_LEN];
+    echo(shown, name->text, true);
+    return fail_at(L, name->line, name->col,
+                   "%s: queue \"%s\" is listed twice (first at line %zu)",
+                   label, shown, first_line[dup]);
+  }
+  first_line[v->nq] = name->line;
+  if (queue_push(v, name->text, weight) != 0) {
+    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    return CL_ENOMEM;
+  }
+  return 0;
+}
+
+/* Reads node as the value of row k into *v. */
+static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
+                      value_t *v) {
+  char want[128], why[512];
+  expected(want, sizeof want, k);
+  if (k->kind == K_QUEUES) {
+    if (is_null(node))
+      return 0;
+    if (node->type != N_SEQ) {
+      char what[ECHO_LEN + 16];
+      got(what, sizeof what, node);
+      return fail_at(L, node->line, node->col,
+                     "%s: expected a list of queue names, got %s", k->path,
+                     what);
+    }
+    size_t first_line[CL_CONFIG_QUEUES_MAX];
+    for (size_t i = 0; i < node->nkids; i++) {
+      int rc = queue_item(L, node->kids[i], i, k->path, v, first_line);
+      if (rc != 0)
+        return rc;
+    }
+    return 0;
+  }
+  bool text = k->kind == K_STRING || k->kind == K_DSN || k->kind == K_ENUM;
+  bool nullable = k->kind == K_STRING || k->kind == K_DSN;
+  int rc = scalar_of(L, node, k->path, want, text, nullable);
+  if (rc == 1)
+    return 0; /* null: unset */
+  if (rc != 0)
+    return rc;
+  rc = parse_text(k, node->text, v, why, sizeof why);
+  if (rc == CL_ENOMEM) {
+    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    return rc;
+  }
+  if (rc != 0)
+    return fail_at(L, node->line, node->col, "%s: %s", k->path, why);
+  return 0;
+}
+
+/* Applies the keys of map, found under section ("" at the top). */
+static int apply_map(loader_t *L, const node_t *map, const char *section) {
+  for (size_t i = 0; i + 1 < map->nkids; i += 2) {
+    const node_t *key = map->kids[i], *val = map->kids[i + 1];
+    char shown[ECHO_LEN], in[PATH_MAX_LEN + 8];
+    snprintf(in, sizeof in, "%s%s", *section ? " in " : "", section);
+    if (key->type != N_SCALAR) {
+      char what[32];
+      got(what, sizeof what, key);
+      return fail_at(L, key->line, key->col,
+                     "a key must be a plain string, got %s", what);
+    }
+    echo_n(shown, sizeof shown, key->text, key->len, true);
+    for (size_t j = 0; j < i; j += 2) {
+      const node_t *prev = map->kids[j];
+      if (prev->type == N_SCALAR && prev->len == key->len &&
+          memcmp(prev->text, key->text, key->len) == 0)
+        return fail_at(L, key->line, key->col,
+                       "duplicate key \"%s\"%s (first at line %zu)", shown, in,
+                       prev->line);
+    }
+    /* A key with a dot or a NUL in it is nobody's: "worker.lease" at the
+     * top must not pass for worker: {lease}. */
+    char path[PATH_MAX_LEN + 1];
+    const keydef_t *k = NULL;
+    bool section_key = false;
+    size_t sn = strlen(section);
+    bool usable = key->len > 0 && strlen(key->text) == key->len &&
+                  strchr(key->text, '.') == NULL &&
+                  sn + 1 + key->len <= PATH_MAX_LEN;
+    if (usable) {
+      snprintf(path, sizeof path, "%s%s%s", section, sn ? "." : "", key->text);
+      k = find_key(path);
+      section_key = k == NULL && is_section(path);
+    }
+    if (k != NULL) {
+      value_t v = {0};
+      int rc = node_value(L, k, val, &v);
+      if (rc == 0) {
+        char *origin = NULL;
+        if (asprintf(&origin, "%s:%zu", L->name, key->line) < 0)
+          origin = NULL;
+        if (origin == NULL || assign(L->cfg, k, &v, origin) != 0) {
+          set_err(L->err, L->errlen, "%s: out of memory", L->name);
+          rc = CL_ENOMEM;
+        }
+        free(origin);
+      }
+      value_free(&v);
+      if (rc != 0)
+        return rc;
+    } else if (section_key) {
+      if (is_null(val))
+        continue; /* "worker:" with nothing under it */
+      if (val->type != N_MAP) {
+        char what[ECHO_LEN + 16];
+        got(what, sizeof what, val);
+        return fail_at(L, val->line, val->col, "%s: expected a map, got %s",
+                       path, what);
+      }
+      int rc = apply_map(L, val, path);
+      if (rc != 0)
+        return rc;
+    } else {
+      span_t cand[NKEYS];
+      size_t nc = children(section, cand);
+      char hint[PATH_MAX_LEN + 32];
+      did_you_mean(hint, sizeof hint, key->text, cand, nc);
+      return fail_at(L, key->line, key->col, "unknown key \"%s\"%s%s", shown,
+                     in, hint);
+    }
+  }
+  return 0;
+}
+
+int cl_config_load_string(cl_config_t *cfg, const char *text, size_t len,
+                          const char *name, char *err, size_t errlen) {
+  if (name == NULL)
+    name = "(config)";
+  if (text == NULL) {
+    text = "";
+    len = 0;
+  }
+  if (len > CL_CONFIG_FILE_MAX) {
+    set_err(err, errlen,
+            "%s: file is %zu bytes, over the %d-byte limit for a config "
+            "file",
+            name, len, CL_CONFIG_FILE_MAX);
+    return CL_ECONFIG;
+  }
+  loader_t L = {
+      .name = name, .text = text, .len = len, .err = err, .errlen = errlen};
+  cl_config_t scratch;
+  if (cl_config_copy(&scratch, cfg) != 0) {
+    set_err(err, errlen, "%s: out of memory", name);
+    return CL_ENOMEM;
+  }
+  L.cfg = &scratch;
+  if (!yaml_parser_initialize(&L.parser)) {
+    cl_config_free(&scratch);
+    set_err(err, errlen, "%s: out of memory", name);
+    return CL_ENOMEM;
+  }
+  yaml_parser_set_input_string(&L.parser, (const unsigned char *)text, len);
+  node_t *root = NULL;
+  int rc = parse_document(&L, &root);
+  yaml_parser_delete(&L.parser);
+  if (rc == 0 && root != NULL && !is_null(root)) {
+    if (root->type != N_MAP) {
+      char what[ECHO_LEN + 16];
+      got(what, sizeof what, root);
+      rc = fail_at(&L, root->line, root->col,
+                   "the top level must be a map of keys, got %s", what);
+    } else {
+      rc = apply_map(&L, root, "");
+    }
+  }
+  node_free(root);
+  if (rc != 0) {
+    cl_config_free(&scratch);
+    return rc;
+  }
+  swap_in(cfg, &scratch);
+  return 0;
+}
+
+int cl_config_load_file(cl_config_t *cfg, const char *path, char *err,
+                        size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return CL_ECONFIG;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    close(fd);
+    return CL_ECONFIG;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    set_err(err, errlen, "%s: cannot read: it is a directory", path);
+    close(fd);
+    return CL_ECONFIG;
+  }
+  if (S_ISREG(st.st_mode) && st.st_size > CL_CONFIG_FILE_MAX) {
+    set_err(err, errlen,
+            "%s: file is %lld bytes, over the %d-byte limit for a config "
+            "file",
+            path, (long long)st.st_size, CL_CONFIG_FILE_MAX);
+    close(fd);
+    return CL_ECONFIG;
+  }
+  /* Read one byte past the limit, so that a pipe or a growing file that
+   * is too long is caught too. */
+  char *buf = malloc(CL_CONFIG_FILE_MAX + 1);
+  if (buf == NULL) {
+    close(fd);
+    set_err(err, errlen, "%s: out of memory", path);
+    return CL_ENOMEM;
+  }
+  size_t got_n = 0;
+  while (got_n < CL_CONFIG_FILE_MAX + 1) {
+    ssize_t r = read(fd, buf + got_n, CL_CONFIG_FILE_MAX + 1 - got_n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+      free(buf);
+      close(fd);
+      return CL_ECONFIG;
+    }
+    if (r == 0)
+      break;
+    got_n += (size_t)r;
+  }
+  close(fd);
+  int rc;
+  if (got_n > CL_CONFIG_FILE_MAX) {
+    set_err(err, errlen, "%s: file is over the %d-byte limit for a config file",
+            path, CL_CONFIG_FILE_MAX);
+    rc = CL_ECONFIG;
+  } else {
+    rc = cl_config_load_string(cfg, buf, got_n, path, err, errlen);
+  }
+  free(buf);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation                                                                */
+
+/* Reads row k's field of cfg into v (strings and queues borrowed, not
+ * copied: v must not be freed). */
+static void peek(const cl_config_t *cfg, const keydef_t *k, value_t *v) {
+  const void *f = field(cfg, k);
+  *v = (value_t){0};
+  switch (k->kind) {
+  case K_STRING:
+  case K_DSN:
+    v->s = *(char *const *)f;
+    break;
+  case K_ENUM:
+  case K_INT:
+    v->i = *(const int *)f;
+    break;
+  case K_DURATION:
+    v->d = *(const double *)f;
+    break;
+  case K_SIZE:
+    v->z = *(const size_t *)f;
+    break;
+  case K_QUEUES:
+    v->q = *(cl_config_queue_t *const *)f;
+    v->nq = *(const size_t *)((const char *)f + sizeof(void *));
+    break;
+  }
+}
+
+/* Writes row k's value v in YAML into a malloc'd string (NULL when out of
+ * memory); queues are the printer's business. */
+static char *format_value(const keydef_t *k, const value_t *v);
+
+/* Checks row k's value v.  Returns 0 or CL_ECONFIG with the reason in
+ * why. */
+static int check_value(const keydef_t *k, const value_t *v, char *why,
+                       size_t n) {
+  switch (k->kind) {
+  case K_STRING:
+    if (v->s == NULL)
+      return 0;
+    return (k->check != NULL ? k->check : check_text)(v->s, why, n) != 0
+               ? CL_ECONFIG
+               : 0;
+  case K_DSN:
+    return v->s != NULL && cl_check_dsn(v->s, why, n) != 0 ? CL_ECONFIG : 0;
+  case K_ENUM: {
+    long long count = 0;
+    while (k->names[count] != NULL)
+      count++;
+    if (v->i >= 0 && v->i < count)
+      return 0;
+    set_err(why, n, "%lld is not a valid value", v->i);
+    return CL_ECONFIG;
+  }
+  case K_QUEUES: {
+    value_t seen = {0};
+    for (size_t i = 0; i < v->nq; i++) {
+      int rc = 0;
+      char shown[ECHO_LEN];
+      seen.nq = i;
+      seen.q = v->q;
+      if (v->q[i].name == NULL || check_queue(&seen, v->q[i].name, why, n))
+        rc = CL_ECONFIG;
+      else if (queue_find(&seen, v->q[i].name) >= 0) {
+        echo(shown, v->q[i].name, true);
+        set_err(why, n, "queue \"%s\" is listed twice", shown);
+        rc = CL_ECONFIG;
+      } else if (v->q[i].weight < 1 || v->q[i].weight > WEIGHT_MAX) {
+        echo(shown, v->q[i].name, true);
+        set_err(why, n, "queue \"%s\": weight %d is out of range 1..%d", shown,
+                v->q[i].weight, WEIGHT_MAX);
+        rc = CL_ECONFIG;
+      }
+      if (rc != 0)
+        return rc;
+    }
+    return 0;
+  }
+  default:
+    if (in_range(k, v) && !(k->kind == K_DURATION && isnan(v->d)))
+      return 0;
+    char *shown = format_value(k, v);
+    range_why(why, n, k, shown != NULL ? shown : "the value");
+    free(shown);
+    return CL_ECONFIG;
+  }
+}
+
+int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
+  char why[512];
+  for (size_t i = 0; i < NKEYS; i++) {
+    value_t v;
+    peek(cfg, &keys[i], &v);
+    if (check_value(&keys[i], &v, why, sizeof why) != 0) {
+      set_err(err, errlen, "%s: %s (from %s)", keys[i].path, why,
+              cl_config_origin(cfg, keys[i].path));
+      return CL_ECONFIG;
+    }
+  }
+  /* A heartbeat as long as the lease would let every lease lapse between
+   * two beats. */
+  if (cfg->worker.heartbeat_s > 0 &&
+      cfg->worker.heartbeat_s >= cfg->worker.lease_s) {
+    char hb[32], lease[32];
+    format_duration(hb, sizeof hb, cfg->worker.heartbeat_s);
+    format_duration(lease, sizeof lease, cfg->worker.lease_s);
+    set_err(err, errlen,
+            "worker.heartbeat (%s, from %s) must be shorter than "
+            "worker.lease (%s, from %s)",
+            hb, cl_config_origin(cfg, "worker.heartbeat"), lease,
+            cl_config_origin(cfg, "worker.lease"));
+    return CL_ECONFIG;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Printing                                                                  */
+
+/* Returns s as a malloc'd YAML double-quoted scalar. */
+static char *yaml_quote(const char *s) {
+  size_t len = strlen(s);
+  char *out = malloc(4 * len + 3), *o = out;
+  if (out == NULL)
+    return NULL;
+  *o++ = '"';
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      *o++ = '\\';
+      *o++ = (char)*p;
+    } else if (*p < 0x20 || *p == 0x7F) {
+      o += sprintf(o, "\\x%02x", *p);
+    } else {
+      *o++ = (char)*p;
+    }
+  }
+  *o++ = '"';
+  *o = '\0';
+  return out;
+}
+
+static char *format_value(const keydef_t *k, const value_t *v) {
+  char buf[64];
+  switch (k->kind) {
+  case K_STRING:
+    return v->s != NULL ? yaml_quote(v->s) : strdup("null");
+  case K_DSN: {
+    if (v->s == NULL)
+      return strdup("null");
+    char *red = cl_dsn_redact(v->s);
+    char *q = red != NULL ? yaml_quote(red) : NULL;
+    free(red);
+    return q;
+  }
+  case K_ENUM:
+    for (long long i = 0; k->names[i] != NULL; i++)
+      if (i == v->i)
+        return strdup(k->names[i]);
+    snprintf(buf, sizeof buf, "%lld", v->i);
+    break;
+  case K_INT:
+    snprintf(buf, sizeof buf, "%lld", v->i);
+    break;
+  case K_DURATION:
+    format_duration(buf, sizeof buf, v->d);
+    break;
+  case K_SIZE:
+    format_size(buf, sizeof buf, v->z);
+    break;
+  case K_QUEUES:
+    snprintf(buf, sizeof buf, "%s", v->nq == 0 ? "[]" : "");
+    break;
+  }
+  return strdup(buf);
+}
+
+/* A queue name can go unquoted when it cannot be read as anything else. */
+static bool plain_name(const char *s) {
+  if (!isalpha((unsigned char)s[0]) && s[0] != '_')
+    return false;
+  if (strchr(s, ':') != NULL)
+    return false;
+  return strcasecmp(s, "null") != 0 && strcasecmp(s, "true") != 0 &&
+         strcasecmp(s, "false") != 0;
+}
+
+/* Writes one "key: value   # comment" line, the comments lined up. */
+static void emit(FILE *out, int indent, const char *key, const char *value,
+                 const char *origin, const char *note) {
+  int w = fprintf(out, "%*s%s:%s%s", indent, "", key, *value ? " " : "", value);
+  int pad = w < COMMENT_COL - 2 ? COMMENT_COL - w : 2;
+  fprintf(out, "%*s# %s%s\n", pad, "", origin, note);
+}
+
+/* Returns the length of the first n+1 components of path ("worker" for
+ * n = 0 in "worker.lease"). */
+static size_t components_len(const char *path, int n) {
+  size_t len = strcspn(path, ".");
+  for (; n > 0 && path[len] == '.'; n--)
+    len += 1 + strcspn(path + len + 1, ".");
+  return len;
+}
+
+int cl_config_print(const cl_config_t *cfg, FILE *out) {
+  const char *prev = NULL;
+  for (size_t i = 0; i < NKEYS; i++) {
+    const keydef_t *k = &keys[i];
+    /* Open the sections of this key that the previous key was not in. */
+    int depth = 0;
+    for (const char *dot = strchr(k->path, '.'); dot != NULL;
+         dot = strchr(dot + 1, '.'), depth++) {
+      size_t len = components_len(k->path, depth);
+      size_t start = depth == 0 ? 0 : components_len(k->path, depth - 1) + 1;
+      if (prev == NULL || strncmp(prev, k->path, len) != 0 || prev[len] != '.')
+        fprintf(out, "%*s%.*s:\n", 2 * depth, "", (int)(len - start),
+                k->path + start);
+    }
+    prev = k->path;
+    const char *last_dot = strrchr(k->path, '.');
+    value_t v;
+    peek(cfg, k, &v);
+    char *text = format_value(k, &v);
+    if (text == NULL)
+      return CL_ENOMEM;
+    const char *origin = cl_config_origin(cfg, k->path);
+    bool is_zero = (k->kind == K_STRING || k->kind == K_DSN) ? v.s == NULL
+                   : k->kind == K_QUEUES                     ? v.nq == 0
+                   : k->kind == K_INT                        ? v.i == 0
+                   : k->kind == K_DURATION                   ? v.d == 0
+                   : k->kind == K_SIZE                       ? v.z == 0
+                                                             : false;
+    const char *zero_text = k->kind == K_STRING || k->kind == K_DSN ? "null"
+                            : k->kind == K_QUEUES                   ? "[]"
+                                                                    : "0";
+    char note[128] = "";
+    if (is_zero && k->zero != NULL)
+      snprintf(note, sizeof note, " (%s: %s)", zero_text, k->zero);
+    emit(out, 2 * depth, last_dot ? last_dot + 1 : k->path, text, origin, note);
+    free(text);
+    for (size_t j = 0; k->kind == K_QUEUES && j < v.nq; j++) {
+      char *name = plain_name(v.q[j].name) ? strdup(v.q[j].name)
+                                           : yaml_quote(v.q[j].name);
+      if (name == NULL)
+        return CL_ENOMEM;
+      if (v.q[j].weight == 1)
+        fprintf(out, "%*s- %s\n", 2 * depth + 2, "", name);
+      else
+        fprintf(out, "%*s- {name: %s, weight: %d}\n", 2 * depth + 2, "", name,
+                v.q[j].weight);
+      free(name);
+    }
+  }
+  if (fflush(out) != 0 || ferror(out))
+    return CL_EIO;
+  return 0;
+}

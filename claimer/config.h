@@ -1,0 +1,149 @@
+/*
+ * config.h: the configuration of claimer's daemons, read from a YAML file,
+ * then overridden by CLAIMER_* environment variables, then by command-line
+ * flags, in that order.  Every key is one row of a table in config.c, which
+ * the YAML loader, the environment, the flags and the printer all go
+ * through, so a key is named the same way everywhere: "worker.lease" in
+ * the file is `worker: {lease: ...}`, CLAIMER_WORKER_LEASE in the
+ * environment, and what cl_config_set() takes.  The configuration records
+ * where each value came from, so `claimer config check` can say why a value
+ * is what it is.
+ *
+ * Values in text form (environment, flags, and YAML scalars alike):
+ *   durations  a number of seconds (may be fractional: 0.5), or a number
+ *              with a unit: 250ms, 30s, 5m, 1h.  Never negative.
+ *   sizes      a whole number of bytes, or one with a unit: B; KiB, MiB,
+ *              GiB (1024-based); kB or KB, MB, GB (1000-based).
+ *   queues     in YAML a list whose items are a name or {name: N, weight:
+ *              W}; as text a comma-separated list of NAME or NAME:WEIGHT
+ *              ("emails,payments:3").  A name that itself ends in ":DIGITS"
+ *              needs its weight spelled out as text ("v:2:1").  Weights are
+ *              1..1000 (default 1).
+ * An empty file (or one with only comments, or a lone null document) means
+ * all defaults.  Anchors, aliases, tags and multiple documents are refused.
+ * Strings may not hold control characters.
+ */
+#ifndef CLAIMER_CONFIG_H
+#define CLAIMER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "claimer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest config file accepted, in bytes. */
+#define CL_CONFIG_FILE_MAX 65536
+/* Room for the per-key origins; config.c checks its table fits. */
+#define CL_CONFIG_KEYS_MAX 64
+/* The most queues one worker may serve. */
+#define CL_CONFIG_QUEUES_MAX 256
+
+typedef enum cl_log_format { CL_LOG_LOGFMT, CL_LOG_JSON } cl_log_format_t;
+typedef enum cl_log_level {
+  CL_LOG_DEBUG,
+  CL_LOG_INFO,
+  CL_LOG_WARNING,
+  CL_LOG_ERROR
+} cl_log_level_t;
+
+typedef struct cl_config_queue {
+  char *name;
+  int weight; /* 1..1000 */
+} cl_config_queue_t;
+
+typedef struct cl_config {
+  char *dsn;                  /* NULL: not set (CLAIMER_DSN is read by
+                                 cl_config_apply_env; with neither, the
+                                 caller picks the embedded PostgreSQL) */
+  cl_log_format_t log_format; /* default logfmt */
+  cl_log_level_t log_level;   /* default info */
+  struct {
+    char *name;                /* NULL: the caller picks host:pid */
+    cl_config_queue_t *queues; /* default: none (the worker needs >= 1) */
+    size_t nqueues;
+    int concurrency;     /* default 8, 1..10000 */
+    double lease_s;      /* default 30, (0, 604800] */
+    double heartbeat_s;  /* default 0 = lease/3; else < lease */
+    double poll_s;       /* default 2, [0.01, 3600] */
+    char *command;       /* the exec handler; NULL: none */
+    double timeout_s;    /* per item, default 300; 0 = none */
+    size_t result_max;   /* stdout kept, default 1 MiB, 1..1 MiB */
+    size_t stderr_max;   /* stderr tail kept, default 4096, 0..65536 */
+    double drain_s;      /* graceful drain, default 30, [0, 86400] */
+    double kill_grace_s; /* SIGTERM to SIGKILL, default 5, [0, 3600] */
+    int prefetch;        /* default 0 = concurrency/4 rounded up */
+  } worker;
+  /* Private: where each value came from, one malloc'd string per row of
+   * the key table (NULL: the default).  Read it with cl_config_origin(). */
+  char *origin_[CL_CONFIG_KEYS_MAX];
+} cl_config_t;
+
+/* Fills cfg with the defaults (no allocation; cl_config_free() is still
+ * the way to dispose of it once anything has been loaded). */
+CL_EXTERN void cl_config_init(cl_config_t *cfg);
+/* Frees what cfg owns and leaves it holding the defaults.  Accepts NULL. */
+CL_EXTERN void cl_config_free(cl_config_t *cfg);
+/* Makes dst (uninitialised) a deep copy of src.  Returns 0 or CL_ENOMEM
+ * (dst then holds the defaults). */
+CL_EXTERN CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
+                                           const cl_config_t *src);
+
+/* The loaders, cl_config_apply_env() and cl_config_set() all leave cfg
+ * untouched when they fail; they return 0, CL_ECONFIG or CL_ENOMEM, and
+ * write a message into err (may be NULL).  Messages never hold a password,
+ * and start with where the fault is: "FILE:LINE:COLUMN: " (1-based, the
+ * offending node) for YAML, "env CLAIMER_X: " for the environment, and the
+ * caller's origin for cl_config_set(). */
+
+/* Reads the YAML file at path (at most CL_CONFIG_FILE_MAX bytes) over cfg:
+ * keys the file sets replace the values in cfg, the others stay. */
+CL_EXTERN CL_MUST_CHECK int cl_config_load_file(cl_config_t *cfg,
+                                                const char *path, char *err,
+                                                size_t errlen);
+/* The same for the YAML text[0..len); name stands for the file's path in
+ * messages and origins. */
+CL_EXTERN CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg,
+                                                  const char *text, size_t len,
+                                                  const char *name, char *err,
+                                                  size_t errlen);
+/* Applies every CLAIMER_<PATH> variable of the environment that names a
+ * key (CLAIMER_DSN, CLAIMER_WORKER_LEASE, ...).  Other CLAIMER_* variables
+ * are none of its business and are ignored.  An empty value is a value
+ * (and usually a bad one), not an absence. */
+CL_EXTERN CL_MUST_CHECK int cl_config_apply_env(cl_config_t *cfg, char *err,
+                                                size_t errlen);
+/* Sets the key at path (such as "worker.concurrency") from its text form,
+ * recording origin (copied; such as "flag --concurrency"; NULL: "set"). */
+CL_EXTERN CL_MUST_CHECK int cl_config_set(cl_config_t *cfg, const char *path,
+                                          const char *value, const char *origin,
+                                          char *err, size_t errlen);
+/* Checks every value against its range and the rules between keys (the
+ * heartbeat shorter than the lease).  Returns 0 or CL_ECONFIG. */
+CL_EXTERN CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
+                                               char *err, size_t errlen);
+
+/* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
+ * comment saying where its value came from: "default", "FILE:LINE",
+ * "env CLAIMER_X" or the origin given to cl_config_set().  The dsn is shown
+ * with its password replaced by "***".  Returns 0, CL_EIO when out could
+ * not be written, or CL_ENOMEM. */
+CL_EXTERN int cl_config_print(const cl_config_t *cfg, FILE *out);
+
+/* Returns where the value of the key at path came from ("default" when
+ * never set), owned by cfg; NULL when there is no such key. */
+CL_EXTERN const char *cl_config_origin(const cl_config_t *cfg,
+                                       const char *path);
+/* The values the worker runs with when a key says "0 = automatic": the
+ * heartbeat interval (lease/3 when unset) and the prefetch (concurrency/4
+ * rounded up when unset). */
+CL_EXTERN double cl_config_heartbeat_s(const cl_config_t *cfg);
+CL_EXTERN int cl_config_prefetch(const cl_config_t *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLAIMER_CONFIG_H */

@@ -1,0 +1,1072 @@
+/*
+ * worker.c: the in-process worker (see worker.h for the handler contract).
+ *
+ * A job moves WAITING (claimed, not started) -> RUNNING (its handler has
+ * it) -> ACKING (its outcome was sent) -> freed.  Everything goes over one
+ * pipelined connection (aconn.c), so the answers come back in the order
+ * the statements went out; the heartbeat relies on it: a job claimed by a
+ * statement sent before the heartbeat is known when the heartbeat's answer
+ * arrives, and a job whose ack went out after the heartbeat is still
+ * known, so "held by the database but unknown here" means a claim whose
+ * answer was lost with a connection, and "known here but not held" means a
+ * lost lease.  The first kind is released, the second stopped.
+ *
+ * Local deadlines run on uv_now(), the loop's monotonic clock, and count
+ * from before the statement that granted or extended the lease was sent,
+ * so they always end before the lease does on the database clock (G6, G7).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aconn.h"
+#include "internal.h"
+#include "log.h"
+#include "protocol.h"
+#include "worker.h"
+
+enum jstate { J_WAITING, J_RUNNING, J_ACKING };
+enum ack { ACK_COMPLETE, ACK_FAIL, ACK_RELEASE };
+
+typedef struct wqueue {
+  char *name;
+  int weight;
+  int credit; /* smooth weighted round robin */
+  int hint;   /* 1: may have ready items */
+  cl_job_start_cb start;
+  void *arg;
+} wqueue_t;
+
+struct cl_job {
+  cl_worker_t *w;
+  struct cl_job *prev, *next; /* all live jobs */
+  struct cl_job *wnext;       /* the waiting FIFO */
+  cl_lease_t lease;
+  wqueue_t *q;
+  enum jstate state;
+  int lost, fenced, unlinked;
+  cl_stop_reason_t stopped; /* 0: not asked to stop */
+  uint64_t expiry_ms;       /* local lease end, uv_now() clock */
+  uint64_t timeout_at;      /* 0: none */
+  uint64_t started_ms;
+  uv_timer_t timer;
+  cl_job_stop_cb stop_cb;
+  void *stop_arg;
+  enum ack ack;
+  int checking; /* the settling read of G9 is in flight */
+  char *result, *error;
+  int retry;
+  double retry_in;
+  int resends;
+};
+
+typedef struct claim_ctx {
+  cl_worker_t *w;
+  wqueue_t *q;
+  int n;
+  uint64_t sent_ms;
+} claim_ctx_t;
+
+struct cl_worker {
+  uv_loop_t *loop;
+  cl__aconn_t *a;
+  cl_worker_opts_t o;
+  char *dsn, *name;
+  wqueue_t *queues;
+  size_t nqueues;
+  cl_job_t *jobs; /* doubly linked, all live jobs */
+  cl_job_t *wait_head, *wait_tail;
+  int nwaiting, running, acking;
+  int claim_inflight, hb_inflight, registered;
+  int started, stopping, closing, dereg_sent;
+  int fatal_rc;
+  char fatal_why[1024];
+  uv_timer_t hb_timer, poll_timer, drain_timer, hard_timer;
+  int handles_open;
+  uint64_t lease_ms, margin_ms;
+  long n_claimed, n_completed, n_failed, n_lost, n_released, n_orphans;
+};
+
+static const char *const channels[] = {"claimer_enqueue", NULL};
+
+static void maybe_claim(cl_worker_t *w);
+static void fill(cl_worker_t *w);
+static void maybe_finish(cl_worker_t *w);
+static void send_ack(cl_job_t *job);
+
+/* ------------------------------------------------------------------------ */
+/* Jobs                                                                      */
+
+const char *cl_job_item_id(const cl_job_t *job) { return job->lease.item_id; }
+const char *cl_job_queue(const cl_job_t *job) { return job->lease.queue; }
+const char *cl_job_token(const cl_job_t *job) { return job->lease.token; }
+const char *cl_job_payload(const cl_job_t *job) { return job->lease.payload; }
+int cl_job_attempt(const cl_job_t *job) { return job->lease.attempt; }
+int cl_job_max_attempts(const cl_job_t *job) {
+  return job->lease.max_attempts;
+}
+
+void cl_job_on_stop(cl_job_t *job, cl_job_stop_cb cb, void *arg) {
+  job->stop_cb = cb;
+  job->stop_arg = arg;
+}
+
+static void on_job_closed(uv_handle_t *h) {
+  cl_job_t *job = h->data;
+  cl_worker_t *w = job->w;
+  free(job->lease.item_id);
+  free(job->lease.queue);
+  free(job->lease.token);
+  free(job->lease.payload);
+  free(job->lease.lease_until);
+  free(job->result);
+  free(job->error);
+  free(job);
+  w->handles_open--;
+  maybe_finish(w);
+}
+
+static void job_unlink(cl_job_t *job) {
+  cl_worker_t *w = job->w;
+  if (job->unlinked)
+    return;
+  job->unlinked = 1;
+  if (job->prev)
+    job->prev->next = job->next;
+  else
+    w->jobs = job->next;
+  if (job->next)
+    job->next->prev = job->prev;
+}
+
+/* The job is over for this process: forget it and free it once its timer
+ * has closed. */
+static void job_done(cl_job_t *job) {
+  cl_worker_t *w = job->w;
+  if (job->state == J_ACKING)
+    w->acking--;
+  job_unlink(job);
+  uv_timer_stop(&job->timer);
+  uv_close((uv_handle_t *)&job->timer, on_job_closed);
+}
+
+static void on_job_timer(uv_timer_t *t);
+
+/* Arms the job's one timer for its next local deadline: the fence (lease
+ * minus margin) and, while running, the per-job timeout. */
+static void job_arm(cl_job_t *job) {
+  cl_worker_t *w = job->w;
+  if (job->state == J_ACKING || job->fenced)
+    return;
+  uint64_t at = job->expiry_ms > w->margin_ms ? job->expiry_ms - w->margin_ms
+                                              : 0;
+  if (job->state == J_RUNNING && job->timeout_at && job->timeout_at < at)
+    at = job->timeout_at;
+  uint64_t now = uv_now(w->loop);
+  uv_timer_start(&job->timer, on_job_timer, at > now ? at - now : 0, 0);
+}
+
+static const char *stop_name(cl_stop_reason_t why) {
+  switch (why) {
+  case CL_STOP_LEASE_LOST:
+    return "lease_lost";
+  case CL_STOP_FENCED:
+    return "fenced";
+  case CL_STOP_TIMEOUT:
+    return "timeout";
+  default:
+    return "shutdown";
+  }
+}
+
+static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
+  if (job->stopped == why)
+    return;
+  job->stopped = why;
+  if (cl_log_enabled(CL_LOG_DEBUG))
+    cl_log(CL_LOG_DEBUG, "stopping", "item", job->lease.item_id, "reason",
+           stop_name(why), NULL);
+  if (job->stop_cb)
+    job->stop_cb(job, job->stop_arg, why);
+}
+
+static void on_job_timer(uv_timer_t *t) {
+  cl_job_t *job = t->data;
+  cl_worker_t *w = job->w;
+  uint64_t now = uv_now(w->loop);
+  int fence = now + w->margin_ms >= job->expiry_ms;
+  if (job->state == J_WAITING && fence) {
+    /* Never started and its lease is nearly out: give it back. */
+    cl_log(CL_LOG_WARNING, "fenced_unstarted", "item", job->lease.item_id,
+           "token", job->lease.token, NULL);
+    job->fenced = 1;
+    cl_job_t **pp = &w->wait_head;
+    for (cl_job_t *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
+      if (*pp == job) {
+        *pp = job->wnext;
+        if (w->wait_tail == job)
+          w->wait_tail = prev;
+        break;
+      }
+    }
+    w->nwaiting--;
+    job->state = J_ACKING;
+    w->acking++;
+    job->ack = ACK_RELEASE;
+    send_ack(job);
+    return;
+  }
+  if (job->state != J_RUNNING)
+    return;
+  if (fence) {
+    job->fenced = 1;
+    cl_log(CL_LOG_WARNING, "fenced", "item", job->lease.item_id, "token",
+           job->lease.token, "queue", job->lease.queue, "reason",
+           "lease minus margin passed on the local clock", NULL);
+    job_stop(job, CL_STOP_FENCED);
+    return;
+  }
+  if (job->timeout_at && now >= job->timeout_at) {
+    job->timeout_at = 0;
+    cl_log(CL_LOG_WARNING, "timeout", "item", job->lease.item_id, "queue",
+           job->lease.queue, "after_s", CL_LOG_NUM(w->o.timeout_s), NULL);
+    job_stop(job, CL_STOP_TIMEOUT);
+  }
+  job_arm(job);
+}
+
+static void job_start(cl_job_t *job) {
+  cl_worker_t *w = job->w;
+  job->state = J_RUNNING;
+  w->running++;
+  job->started_ms = uv_now(w->loop);
+  if (w->o.timeout_s > 0)
+    job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
+  job_arm(job);
+  if (cl_log_enabled(CL_LOG_DEBUG))
+    cl_log(CL_LOG_DEBUG, "started", "item", job->lease.item_id, "queue",
+           job->lease.queue, "attempt", CL_LOG_INT(job->lease.attempt),
+           NULL);
+  job->q->start(job, job->q->arg);
+}
+
+/* Starts waiting jobs while there is room. */
+static void fill(cl_worker_t *w) {
+  while (w->wait_head && w->running < w->o.concurrency && !w->closing) {
+    cl_job_t *job = w->wait_head;
+    w->wait_head = job->wnext;
+    if (w->wait_head == NULL)
+      w->wait_tail = NULL;
+    job->wnext = NULL;
+    w->nwaiting--;
+    job_start(job);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Acks: complete, fail, release, each settled after a lost connection     */
+
+static void on_ack(void *arg, int rc, PGresult *res);
+
+static void send_ack(cl_job_t *job) {
+  cl_worker_t *w = job->w;
+  char rbuf[64];
+  cl__stmt_id_t id;
+  const char *params[5] = {job->lease.item_id, job->lease.token};
+  if (job->checking) {
+    id = job->ack == ACK_COMPLETE ? CL__STMT_COMPLETE_CHECK
+                                  : CL__STMT_FAIL_CHECK;
+  } else if (job->ack == ACK_COMPLETE) {
+    id = CL__STMT_COMPLETE;
+    params[2] = job->result;
+  } else if (job->ack == ACK_FAIL) {
+    id = CL__STMT_FAIL;
+    params[2] = job->error ? job->error : "";
+    params[3] = job->retry ? "true" : "false";
+    cl__fmt_double(rbuf, sizeof rbuf, job->retry_in < 0 ? -1.0 : job->retry_in);
+    params[4] = rbuf;
+  } else {
+    id = CL__STMT_RELEASE;
+  }
+  if (cl__aconn_send(w->a, id, params, on_ack, job) != 0) {
+    cl_log(CL_LOG_WARNING, "ack_dropped", "item", job->lease.item_id,
+           "reason", "the connection is closed; the lease will expire", NULL);
+    job_done(job);
+  }
+}
+
+static void ack_settled(cl_job_t *job, int rc, int already) {
+  cl_worker_t *w = job->w;
+  const char *item = job->lease.item_id;
+  double took = (double)(uv_now(w->loop) - job->started_ms) / 1000.0;
+  if (rc == CL_ELEASE_LOST) {
+    w->n_lost++;
+    cl_log(CL_LOG_WARNING, "lease_lost", "item", item, "token",
+           job->lease.token, "outcome",
+           job->ack == ACK_COMPLETE ? "result discarded"
+                                    : "nothing written",
+           NULL);
+  } else if (rc != 0) {
+    cl_log(CL_LOG_ERROR, "ack_failed", "item", item, "error",
+           cl__aconn_error(w->a), NULL);
+  } else if (job->ack == ACK_COMPLETE) {
+    w->n_completed++;
+    if (cl_log_enabled(CL_LOG_DEBUG))
+      cl_log(CL_LOG_DEBUG, "completed", "item", item, "queue",
+             job->lease.queue, "attempt", CL_LOG_INT(job->lease.attempt),
+             "took_s", CL_LOG_NUM(took), "already", already ? "true" : "false",
+             NULL);
+  } else if (job->ack == ACK_FAIL) {
+    w->n_failed++;
+  } else {
+    w->n_released++;
+    if (cl_log_enabled(CL_LOG_DEBUG))
+      cl_log(CL_LOG_DEBUG, "released", "item", item, NULL);
+  }
+  job_done(job);
+  fill(w);
+  maybe_claim(w);
+}
+
+static void on_ack(void *arg, int rc, PGresult *res) {
+  cl_job_t *job = arg;
+  cl_worker_t *w = job->w;
+  if (rc == CL_ECONNLOST) {
+    if (w->closing) {
+      job_done(job);
+      return;
+    }
+    /* Outcome unknown: send it again with the same token (G9). */
+    job->resends++;
+    send_ack(job);
+    return;
+  }
+  if (rc != 0) {
+    ack_settled(job, rc, 0);
+    return;
+  }
+  if (job->checking) {
+    int found = PQntuples(res) > 0;
+    if (found && job->ack == ACK_FAIL) {
+      cl_fail_info_t info = {0};
+      cl__parse_fail(res, &info);
+      cl_log(CL_LOG_INFO, "failed", "item", job->lease.item_id, "state",
+             info.dead ? "dead" : "ready", "attempts",
+             CL_LOG_INT(info.attempts), "already", "true", NULL);
+    }
+    ack_settled(job, found ? 0 : CL_ELEASE_LOST, found);
+    return;
+  }
+  int already = 0;
+  if (job->ack == ACK_COMPLETE) {
+    cl_complete_info_t info = {0};
+    rc = cl__parse_complete(res, &info);
+    already = info.already;
+  } else if (job->ack == ACK_FAIL) {
+    cl_fail_info_t info = {0};
+    rc = cl__parse_fail(res, &info);
+    if (rc == 0)
+      cl_log(info.dead ? CL_LOG_WARNING : CL_LOG_INFO, "failed", "item",
+             job->lease.item_id, "queue", job->lease.queue, "state",
+             info.dead ? "dead" : "ready", "attempts",
+             CL_LOG_INT(info.attempts), "retry_at", info.retry_at, "error",
+             job->error, NULL);
+  } else {
+    rc = PQntuples(res) > 0 ? 0 : CL_ELEASE_LOST;
+  }
+  if (rc == CL_ELEASE_LOST && job->resends > 0 && job->ack != ACK_RELEASE) {
+    /* A resend found no claim: did the first send commit?  Ask in a
+     * statement of its own, with a fresh snapshot. */
+    job->checking = 1;
+    send_ack(job);
+    return;
+  }
+  ack_settled(job, rc, already);
+}
+
+/* The handler's report. */
+static int job_report(cl_job_t *job, enum ack kind) {
+  cl_worker_t *w = job->w;
+  w->running--;
+  job->state = J_ACKING;
+  w->acking++;
+  uv_timer_stop(&job->timer);
+  if (job->lost) {
+    cl_log(CL_LOG_WARNING, "discarded", "item", job->lease.item_id, "token",
+           job->lease.token, "reason", "lease lost while the handler ran",
+           NULL);
+    w->n_lost++;
+    job_done(job);
+  } else {
+    if (job->fenced && kind == ACK_COMPLETE) {
+      /* The lease may be gone: the result is not trusted to it.  End the
+       * attempt as a failure, fenced by the token like any other. */
+      free(job->result);
+      job->result = NULL;
+      kind = ACK_FAIL;
+      job->retry = 1;
+      job->retry_in = -1;
+    }
+    if (job->fenced) {
+      free(job->error);
+      job->error = cl__strdup("stopped by the worker: its lease was about "
+                              "to expire (fenced)");
+    }
+    job->ack = kind;
+    send_ack(job);
+  }
+  fill(w);
+  maybe_claim(w);
+  maybe_finish(w);
+  return 0;
+}
+
+int cl_job_complete(cl_job_t *job, const char *result) {
+  if (job == NULL || job->state != J_RUNNING)
+    return CL_EINVAL;
+  if (result != NULL) {
+    char why[256];
+    if (cl_check_json(result, strlen(result), why, sizeof why) != 0)
+      return CL_EJSON;
+    job->result = cl__strdup(result);
+    if (job->result == NULL)
+      return CL_ENOMEM;
+  }
+  return job_report(job, ACK_COMPLETE);
+}
+
+int cl_job_fail(cl_job_t *job, const char *error, int retry,
+                double retry_in) {
+  if (job == NULL || job->state != J_RUNNING)
+    return CL_EINVAL;
+  char *e = cl__strdup(error ? error : "");
+  if (e == NULL)
+    return CL_ENOMEM;
+  size_t len = strlen(e);
+  if (len > CL_ERROR_TEXT_MAX)
+    e[len = CL_ERROR_TEXT_MAX] = '\0';
+  for (long bad; (bad = cl_utf8_invalid_at(e, strlen(e))) >= 0;)
+    e[bad] = '?';
+  job->error = e;
+  job->retry = retry;
+  job->retry_in = isfinite(retry_in) ? retry_in : -1;
+  return job_report(job, ACK_FAIL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Claiming                                                                  */
+
+/* Picks the queue to claim from: smooth weighted round robin over the
+ * queues that may have work. */
+static wqueue_t *pick_queue(cl_worker_t *w) {
+  int total = 0;
+  wqueue_t *best = NULL;
+  for (size_t i = 0; i < w->nqueues; i++) {
+    wqueue_t *q = &w->queues[i];
+    if (!q->hint)
+      continue;
+    q->credit += q->weight;
+    total += q->weight;
+    if (best == NULL || q->credit > best->credit)
+      best = q;
+  }
+  if (best)
+    best->credit -= total;
+  return best;
+}
+
+static void on_claim(void *arg, int rc, PGresult *res) {
+  claim_ctx_t *ctx = arg;
+  cl_worker_t *w = ctx->w;
+  w->claim_inflight = 0;
+  if (rc != 0) {
+    if (rc != CL_ECONNLOST) {
+      cl_log(CL_LOG_ERROR, "claim_failed", "queue", ctx->q->name, "error",
+             cl__aconn_error(w->a), NULL);
+      /* Wait for the poll tick rather than spin on an error. */
+      for (size_t i = 0; i < w->nqueues; i++)
+        w->queues[i].hint = 0;
+    }
+    free(ctx);
+    return;
+  }
+  cl_lease_t *leases = NULL;
+  size_t n = 0;
+  if (cl__parse_claim(res, ctx->q->name, &leases, &n) != 0) {
+    cl_log(CL_LOG_ERROR, "claim_failed", "queue", ctx->q->name, "error",
+           "out of memory", NULL);
+    free(ctx);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    cl_job_t *job = calloc(1, sizeof *job);
+    if (job == NULL) {
+      /* The lease expires and the reaper hands the item back. */
+      cl_log(CL_LOG_ERROR, "out_of_memory", "item", leases[i].item_id, NULL);
+      continue;
+    }
+    job->w = w;
+    job->lease = leases[i];
+    memset(&leases[i], 0, sizeof leases[i]);
+    job->q = ctx->q;
+    job->state = J_WAITING;
+    job->expiry_ms = ctx->sent_ms + w->lease_ms;
+    uv_timer_init(w->loop, &job->timer);
+    job->timer.data = job;
+    w->handles_open++;
+    job->next = w->jobs;
+    if (w->jobs)
+      w->jobs->prev = job;
+    w->jobs = job;
+    if (w->wait_tail)
+      w->wait_tail->wnext = job;
+    else
+      w->wait_head = job;
+    w->wait_tail = job;
+    w->nwaiting++;
+    w->n_claimed++;
+    job_arm(job);
+  }
+  cl_leases_free(leases, n);
+  if ((int)n < ctx->n)
+    ctx->q->hint = 0;
+  if (n > 0 && cl_log_enabled(CL_LOG_DEBUG))
+    cl_log(CL_LOG_DEBUG, "claimed", "queue", ctx->q->name, "n",
+           CL_LOG_INT(n), "asked", CL_LOG_INT(ctx->n), NULL);
+  free(ctx);
+  if (w->stopping) {
+    /* Claimed while a stop began: give them straight back. */
+    for (cl_job_t *job; (job = w->wait_head) != NULL;) {
+      w->wait_head = job->wnext;
+      w->nwaiting--;
+      job->state = J_ACKING;
+      w->acking++;
+      job->ack = ACK_RELEASE;
+      send_ack(job);
+    }
+    w->wait_tail = NULL;
+    return;
+  }
+  fill(w);
+  maybe_claim(w);
+}
+
+static void maybe_claim(cl_worker_t *w) {
+  if (w->stopping || w->closing || w->claim_inflight ||
+      !cl__aconn_is_up(w->a))
+    return;
+  int want = w->o.concurrency + w->o.prefetch - w->running - w->nwaiting;
+  if (want <= 0)
+    return;
+  if (want > 10000)
+    want = 10000;
+  wqueue_t *q = pick_queue(w);
+  if (q == NULL)
+    return;
+  claim_ctx_t *ctx = calloc(1, sizeof *ctx);
+  if (ctx == NULL)
+    return;
+  ctx->w = w;
+  ctx->q = q;
+  ctx->n = want;
+  ctx->sent_ms = uv_now(w->loop);
+  char nbuf[16], lbuf[64];
+  snprintf(nbuf, sizeof nbuf, "%d", want);
+  cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
+  const char *params[] = {q->name, nbuf, w->name, lbuf};
+  if (cl__aconn_send(w->a, CL__STMT_CLAIM, params, on_claim, ctx) != 0) {
+    free(ctx);
+    return;
+  }
+  w->claim_inflight = 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heartbeat                                                                 */
+
+typedef struct hb_ctx {
+  cl_worker_t *w;
+  uint64_t sent_ms;
+} hb_ctx_t;
+
+static int cmp_held(const void *x, const void *y) {
+  return strcmp(((const cl_held_t *)x)->token, ((const cl_held_t *)y)->token);
+}
+
+static void on_release_orphan(void *arg, int rc, PGresult *res) {
+  (void)arg;
+  (void)rc;
+  (void)res;
+}
+
+static void on_heartbeat(void *arg, int rc, PGresult *res) {
+  hb_ctx_t *ctx = arg;
+  cl_worker_t *w = ctx->w;
+  uint64_t sent = ctx->sent_ms;
+  free(ctx);
+  w->hb_inflight = 0;
+  if (rc != 0) {
+    if (rc != CL_ECONNLOST)
+      cl_log(CL_LOG_ERROR, "heartbeat_failed", "error", cl__aconn_error(w->a),
+             NULL);
+    return;
+  }
+  cl_held_t *held = NULL;
+  size_t n = 0;
+  if (cl__parse_heartbeat(res, &held, &n) != 0)
+    return;
+  qsort(held, n, sizeof *held, cmp_held);
+  char *seen = calloc(n + 1, 1);
+  for (cl_job_t *job = w->jobs, *next; job; job = next) {
+    next = job->next;
+    cl_held_t key = {.token = job->lease.token};
+    cl_held_t *h = n ? bsearch(&key, held, n, sizeof *held, cmp_held) : NULL;
+    if (h != NULL) {
+      if (seen)
+        seen[h - held] = 1;
+      if (job->state != J_ACKING && !job->fenced) {
+        job->expiry_ms = sent + w->lease_ms;
+        job_arm(job);
+      }
+      continue;
+    }
+    if (job->state == J_ACKING || job->lost)
+      continue;
+    job->lost = 1;
+    cl_log(CL_LOG_WARNING, "lease_lost", "item", job->lease.item_id, "token",
+           job->lease.token, "seen_by", "heartbeat", NULL);
+    if (job->state == J_RUNNING) {
+      job_stop(job, CL_STOP_LEASE_LOST);
+    } else {
+      /* Waiting: never started; just forget it. */
+      cl_job_t **pp = &w->wait_head;
+      for (cl_job_t *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
+        if (*pp == job) {
+          *pp = job->wnext;
+          if (w->wait_tail == job)
+            w->wait_tail = prev;
+          break;
+        }
+      }
+      w->nwaiting--;
+      w->n_lost++;
+      job_done(job);
+    }
+  }
+  /* Held by the database, unknown here: a claim whose answer was lost with
+   * a connection.  Give it back without spending an attempt. */
+  for (size_t i = 0; seen && i < n; i++) {
+    if (seen[i])
+      continue;
+    w->n_orphans++;
+    cl_log(CL_LOG_INFO, "orphan_released", "item", held[i].item_id, "token",
+           held[i].token, NULL);
+    const char *params[] = {held[i].item_id, held[i].token};
+    (void)cl__aconn_send(w->a, CL__STMT_RELEASE, params, on_release_orphan,
+                         NULL);
+  }
+  free(seen);
+  cl_held_free(held, n);
+  fill(w);
+  maybe_claim(w);
+}
+
+static void send_heartbeat(cl_worker_t *w) {
+  if (w->hb_inflight || w->closing || !cl__aconn_is_up(w->a))
+    return;
+  hb_ctx_t *ctx = calloc(1, sizeof *ctx);
+  if (ctx == NULL)
+    return;
+  ctx->w = w;
+  ctx->sent_ms = uv_now(w->loop);
+  char lbuf[64];
+  cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
+  const char *params[] = {w->name, lbuf};
+  if (cl__aconn_send(w->a, CL__STMT_HEARTBEAT, params, on_heartbeat, ctx) !=
+      0) {
+    free(ctx);
+    return;
+  }
+  w->hb_inflight = 1;
+}
+
+static void on_hb_timer(uv_timer_t *t) { send_heartbeat(t->data); }
+
+/* ------------------------------------------------------------------------ */
+/* Connection events                                                         */
+
+static void on_register(void *arg, int rc, PGresult *res) {
+  cl_worker_t *w = arg;
+  (void)res;
+  if (rc == 0)
+    w->registered = 1;
+  else if (rc != CL_ECONNLOST)
+    cl_log(CL_LOG_ERROR, "register_failed", "error", cl__aconn_error(w->a),
+           NULL);
+}
+
+static void send_register(cl_worker_t *w) {
+  char host[256] = "";
+  if (gethostname(host, sizeof host) != 0)
+    host[0] = '\0';
+  host[sizeof host - 1] = '\0';
+  char pid[16], conc[16];
+  snprintf(pid, sizeof pid, "%ld", (long)getpid());
+  snprintf(conc, sizeof conc, "%d", w->o.concurrency);
+  /* The queue names passed cl_check_queue(): no quotes or commas. */
+  size_t len = 3;
+  for (size_t i = 0; i < w->nqueues; i++)
+    len += strlen(w->queues[i].name) + 1;
+  char *arr = malloc(len);
+  if (arr == NULL)
+    return;
+  strcpy(arr, "{");
+  for (size_t i = 0; i < w->nqueues; i++) {
+    if (i)
+      strcat(arr, ",");
+    strcat(arr, w->queues[i].name);
+  }
+  strcat(arr, "}");
+  const char *params[] = {w->name, host, pid, CL_VERSION_STRING, conc, arr};
+  (void)cl__aconn_send(w->a, CL__STMT_REGISTER, params, on_register, w);
+  free(arr);
+}
+
+static void on_up(void *arg) {
+  cl_worker_t *w = arg;
+  cl_log(CL_LOG_INFO, "db_connected", "dsn", cl__aconn_dsn_redacted(w->a),
+         NULL);
+  if (!w->stopping)
+    send_register(w);
+  for (size_t i = 0; i < w->nqueues; i++)
+    w->queues[i].hint = 1;
+  /* Reconcile at once: extend what we hold, release orphans. */
+  send_heartbeat(w);
+  maybe_claim(w);
+}
+
+static void begin_stop(cl_worker_t *w);
+
+static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
+  cl_worker_t *w = arg;
+  w->claim_inflight = 0;
+  w->hb_inflight = 0;
+  if (rc == CL_EAUTH || rc == CL_ESCHEMA) {
+    cl_log(CL_LOG_ERROR, "db_fatal", "error", why, "dsn",
+           cl__aconn_dsn_redacted(w->a), NULL);
+    w->fatal_rc = rc;
+    snprintf(w->fatal_why, sizeof w->fatal_why, "%s", why);
+    begin_stop(w);
+    return;
+  }
+  cl_log(CL_LOG_WARNING, "db_disconnected", "error", why, "retry_in_ms",
+         CL_LOG_INT(retry_ms), "running", CL_LOG_INT(w->running), NULL);
+}
+
+static void on_notify(void *arg, const char *channel, const char *payload) {
+  cl_worker_t *w = arg;
+  (void)channel;
+  for (size_t i = 0; i < w->nqueues; i++) {
+    if (strcmp(w->queues[i].name, payload) == 0) {
+      w->queues[i].hint = 1;
+      maybe_claim(w);
+      return;
+    }
+  }
+}
+
+static void on_poll_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  for (size_t i = 0; i < w->nqueues; i++)
+    w->queues[i].hint = 1;
+  maybe_claim(w);
+  double jitter = 0.8 + 0.4 * ((double)rand() / RAND_MAX);
+  uv_timer_start(t, on_poll_timer, (uint64_t)(w->o.poll_s * 1000 * jitter),
+                 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stopping                                                                  */
+
+static void on_handle_closed(uv_handle_t *h) {
+  cl_worker_t *w = h->data;
+  w->handles_open--;
+  maybe_finish(w);
+}
+
+static void on_aconn_closed(void *arg) {
+  cl_worker_t *w = arg;
+  w->a = NULL;
+  w->handles_open--;
+  maybe_finish(w);
+}
+
+static void close_all(cl_worker_t *w) {
+  if (w->closing)
+    return;
+  w->closing = 1;
+  cl_log(CL_LOG_INFO, "stopped", "worker", w->name, "claimed",
+         CL_LOG_INT(w->n_claimed), "completed", CL_LOG_INT(w->n_completed),
+         "failed", CL_LOG_INT(w->n_failed), "lost", CL_LOG_INT(w->n_lost),
+         "released", CL_LOG_INT(w->n_released), NULL);
+  uv_close((uv_handle_t *)&w->hb_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->poll_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
+  cl__aconn_close(w->a, on_aconn_closed, w);
+}
+
+static void on_deregister(void *arg, int rc, PGresult *res) {
+  cl_worker_t *w = arg;
+  (void)res;
+  if (rc != 0 && rc != CL_ECONNLOST)
+    cl_log(CL_LOG_WARNING, "deregister_failed", "error",
+           cl__aconn_error(w->a), NULL);
+  close_all(w);
+}
+
+static void free_worker(cl_worker_t *w) {
+  for (size_t i = 0; i < w->nqueues; i++)
+    free(w->queues[i].name);
+  free(w->queues);
+  free(w->dsn);
+  free(w->name);
+  free(w);
+}
+
+/* Ends the stop once no job is running or being acknowledged. */
+static void maybe_finish(cl_worker_t *w) {
+  if (w->closing) {
+    if (w->handles_open == 0) {
+      cl_worker_exit_cb cb = w->o.on_exit;
+      void *arg = w->o.arg;
+      int rc = w->fatal_rc;
+      char why[sizeof w->fatal_why];
+      memcpy(why, w->fatal_why, sizeof why);
+      free_worker(w);
+      if (cb)
+        cb(arg, rc, why);
+    }
+    return;
+  }
+  if (!w->stopping || w->running > 0 || w->acking > 0 || w->nwaiting > 0)
+    return;
+  if (w->dereg_sent)
+    return;
+  w->dereg_sent = 1;
+  if (w->fatal_rc == 0 && w->registered) {
+    const char *params[] = {w->name};
+    if (cl__aconn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister, w) ==
+        0)
+      return;
+  }
+  close_all(w);
+}
+
+static void on_drain_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  cl_log(CL_LOG_WARNING, "drain_timeout", "running", CL_LOG_INT(w->running),
+         "after_s", CL_LOG_NUM(w->o.drain_s), NULL);
+  for (cl_job_t *job = w->jobs, *next; job; job = next) {
+    next = job->next;
+    if (job->state == J_RUNNING)
+      job_stop(job, CL_STOP_SHUTDOWN);
+  }
+}
+
+/* The last resort: acks that cannot reach the database are given up; their
+ * leases expire and the reaper hands the items back. */
+static void on_hard_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  if (w->running > 0) {
+    uv_timer_start(t, on_hard_timer, 1000, 0);
+    return;
+  }
+  cl_log(CL_LOG_WARNING, "stop_forced", "unacknowledged",
+         CL_LOG_INT(w->acking), "reason",
+         "the database stayed unreachable; those leases will expire", NULL);
+  close_all(w);
+}
+
+static void begin_stop(cl_worker_t *w) {
+  if (w->stopping)
+    return;
+  w->stopping = 1;
+  uv_timer_stop(&w->poll_timer);
+  /* Claimed but never started: back to ready, no attempt spent. */
+  for (cl_job_t *job; (job = w->wait_head) != NULL;) {
+    w->wait_head = job->wnext;
+    w->nwaiting--;
+    job->state = J_ACKING;
+    w->acking++;
+    job->ack = ACK_RELEASE;
+    uv_timer_stop(&job->timer);
+    send_ack(job);
+  }
+  w->wait_tail = NULL;
+  if (w->fatal_rc != 0) {
+    on_drain_timer(&w->drain_timer);
+  } else {
+    cl_log(CL_LOG_INFO, "draining", "running", CL_LOG_INT(w->running),
+           "drain_timeout_s", CL_LOG_NUM(w->o.drain_s), NULL);
+    uv_timer_start(&w->drain_timer, on_drain_timer,
+                   (uint64_t)(w->o.drain_s * 1000), 0);
+  }
+  uv_timer_start(&w->hard_timer, on_hard_timer,
+                 (uint64_t)(w->o.drain_s * 1000) + 15000, 0);
+  maybe_finish(w);
+}
+
+void cl_worker_stop(cl_worker_t *w) {
+  if (w->started)
+    begin_stop(w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+
+void cl_worker_opts_init(cl_worker_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->concurrency = 8;
+  o->prefetch = -1;
+  o->lease_s = 30;
+  o->poll_s = 2;
+  o->drain_s = 30;
+}
+
+int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
+                  const cl_worker_opts_t *opts, char *err, size_t errlen) {
+  *out = NULL;
+  char why[256] = "";
+  int rc = 0;
+  if (opts->dsn == NULL)
+    snprintf(why, sizeof why, "no dsn given"), rc = CL_EINVAL;
+  else if (opts->concurrency < 1 || opts->concurrency > 10000)
+    snprintf(why, sizeof why, "concurrency %d is out of range 1..10000",
+             opts->concurrency),
+        rc = CL_EINVAL;
+  else if (!(opts->lease_s > 0 && opts->lease_s <= 604800))
+    snprintf(why, sizeof why, "lease %g s is out of range (0, 604800]",
+             opts->lease_s),
+        rc = CL_EINVAL;
+  else if (opts->heartbeat_s < 0 ||
+           (opts->heartbeat_s > 0 && opts->heartbeat_s >= opts->lease_s))
+    snprintf(why, sizeof why,
+             "heartbeat %g s must be shorter than the lease (%g s)",
+             opts->heartbeat_s, opts->lease_s),
+        rc = CL_EINVAL;
+  else if (!(opts->poll_s >= 0.01 && opts->poll_s <= 3600))
+    snprintf(why, sizeof why, "poll interval %g s is out of range "
+             "[0.01, 3600]", opts->poll_s),
+        rc = CL_EINVAL;
+  else if (opts->timeout_s < 0 || opts->drain_s < 0)
+    snprintf(why, sizeof why, "timeouts must be >= 0"), rc = CL_EINVAL;
+  else if (opts->name && cl_check_worker(opts->name, why, sizeof why) != 0)
+    rc = CL_EINVAL;
+  else if (cl_check_dsn(opts->dsn, why, sizeof why) != 0)
+    rc = CL_EDSN;
+  if (rc != 0) {
+    if (err)
+      snprintf(err, errlen, "%s", why);
+    return rc;
+  }
+  cl_worker_t *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return CL_ENOMEM;
+  w->loop = loop;
+  w->o = *opts;
+  if (w->o.prefetch < 0)
+    w->o.prefetch = (w->o.concurrency + 3) / 4;
+  if (w->o.heartbeat_s <= 0)
+    w->o.heartbeat_s = w->o.lease_s / 3;
+  w->lease_ms = (uint64_t)(w->o.lease_s * 1000);
+  w->margin_ms = w->lease_ms / 10;
+  if (w->margin_ms < 200)
+    w->margin_ms = 200;
+  if (w->margin_ms > 5000)
+    w->margin_ms = 5000;
+  w->dsn = cl__strdup(opts->dsn);
+  char name[CL_WORKER_MAX + 1];
+  if (opts->name == NULL) {
+    char host[128] = "localhost";
+    if (gethostname(host, sizeof host) != 0)
+      snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
+  } else {
+    snprintf(name, sizeof name, "%s", opts->name);
+  }
+  w->name = cl__strdup(name);
+  w->o.dsn = w->dsn;
+  w->o.name = w->name;
+  cl__aconn_hooks_t hooks = {on_up, on_down, on_notify};
+  if (w->dsn == NULL || w->name == NULL ||
+      (rc = cl__aconn_new(&w->a, loop, w->dsn, channels, &hooks, w)) != 0) {
+    free_worker(w);
+    return rc ? rc : CL_ENOMEM;
+  }
+  uv_timer_init(loop, &w->hb_timer);
+  uv_timer_init(loop, &w->poll_timer);
+  uv_timer_init(loop, &w->drain_timer);
+  uv_timer_init(loop, &w->hard_timer);
+  w->hb_timer.data = w->poll_timer.data = w;
+  w->drain_timer.data = w->hard_timer.data = w;
+  w->handles_open = 5; /* four timers and the connection */
+  *out = w;
+  return 0;
+}
+
+int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
+                        cl_job_start_cb start, void *arg) {
+  if (w->started || start == NULL || weight < 1 || weight > 1000 ||
+      cl_check_queue(queue ? queue : "", NULL, 0) != 0)
+    return CL_EINVAL;
+  for (size_t i = 0; i < w->nqueues; i++)
+    if (strcmp(w->queues[i].name, queue) == 0)
+      return CL_EINVAL;
+  wqueue_t *qs = realloc(w->queues, (w->nqueues + 1) * sizeof *qs);
+  if (qs == NULL)
+    return CL_ENOMEM;
+  w->queues = qs;
+  wqueue_t *q = &qs[w->nqueues];
+  memset(q, 0, sizeof *q);
+  q->name = cl__strdup(queue);
+  if (q->name == NULL)
+    return CL_ENOMEM;
+  q->weight = weight;
+  q->hint = 1;
+  q->start = start;
+  q->arg = arg;
+  w->nqueues++;
+  return 0;
+}
+
+int cl_worker_start(cl_worker_t *w) {
+  if (w->started || w->nqueues == 0)
+    return CL_EINVAL;
+  w->started = 1;
+  cl_log(CL_LOG_INFO, "worker_started", "worker", w->name, "concurrency",
+         CL_LOG_INT(w->o.concurrency), "prefetch", CL_LOG_INT(w->o.prefetch),
+         "lease_s", CL_LOG_NUM(w->o.lease_s), "heartbeat_s",
+         CL_LOG_NUM(w->o.heartbeat_s), "dsn", cl__aconn_dsn_redacted(w->a),
+         NULL);
+  uint64_t hb = (uint64_t)(w->o.heartbeat_s * 1000);
+  uv_timer_start(&w->hb_timer, on_hb_timer, hb, hb);
+  uv_timer_start(&w->poll_timer, on_poll_timer,
+                 (uint64_t)(w->o.poll_s * 1000), 0);
+  cl__aconn_start(w->a);
+  return 0;
+}
+
+const char *cl_worker_name(const cl_worker_t *w) { return w->name; }
+int cl_worker_running(const cl_worker_t *w) { return w->running; }
+
+void cl_worker_set_concurrency(cl_worker_t *w, int concurrency) {
+  if (concurrency < 1 || concurrency > 10000)
+    return;
+  w->o.concurrency = concurrency;
+  fill(w);
+  maybe_claim(w);
+}

@@ -1,0 +1,524 @@
+/*
+ * test_work.c: `claimer work`, the daemon, as real processes against a
+ * real PostgreSQL: four workers draining 20,000 items through an exec
+ * handler; kill -9 of a worker mid-run; a worker SIGSTOPped past its lease
+ * whose late completions are refused; SIGTERM draining; a database restart
+ * mid-run; a refused password and a missing schema stopping the daemon
+ * with a clear message.  Every run ends by checking the tables: every item
+ * done, one result each, from the lease that held it.
+ *
+ * CLAIMER_TEST_WORK_ITEMS overrides the 20,000 of the drain test.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer.h"
+#include "harness.h"
+#include "proc.h"
+
+/* The handler: reads the payload (one line, no newline at its end) and
+ * answers with it, the item and the attempt; shell builtins only, so one
+ * process per item. */
+#define HANDLER                                                               \
+  "IFS= read -r p; printf '{\"item\":\"%s\",\"attempt\":%s,"                \
+  "\"payload\":%s}' \"$CLAIMER_ITEM_ID\" \"$CLAIMER_ATTEMPT\" \"$p\""
+
+static char logdir[] = "/tmp/claimer-work-XXXXXX";
+
+/* Starts `claimer work` with args (NULL-terminated) after the common ones,
+ * its output in logdir/NAME.log.  Returns the pid. */
+static pid_t start_worker(const char *dsn, const char *name,
+                          const char *const *args) {
+  const char *argv[40];
+  int n = 0;
+  argv[n++] = th_claimer_bin();
+  argv[n++] = "work";
+  argv[n++] = "--dsn";
+  argv[n++] = dsn;
+  argv[n++] = "--name";
+  argv[n++] = name;
+  argv[n++] = "--log-level";
+  argv[n++] = "info";
+  for (; args && *args && n < 38; args++)
+    argv[n++] = *args;
+  argv[n] = NULL;
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s.log", logdir, name);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int in = open("/dev/null", O_RDONLY);
+    dup2(in, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setpgid(0, 0);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  assert_true(pid > 0);
+  return pid;
+}
+
+/* Waits for pid up to timeout_s; returns its exit status (128 + signal),
+ * or -1 on timeout. */
+static int wait_exit(pid_t pid, double timeout_s) {
+  double end = th_now() + timeout_s;
+  while (th_now() < end) {
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  return -1;
+}
+
+static char *read_log(const char *name) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s.log", logdir, name);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return strdup("");
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)size + 1);
+  size_t got = fread(buf, 1, (size_t)size, f);
+  buf[got] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static void print_log(const char *name) {
+  char *s = read_log(name);
+  size_t len = strlen(s);
+  fprintf(stderr, "---- %s.log (last 3000 bytes) ----\n%s\n", name,
+          len > 3000 ? s + len - 3000 : s);
+  free(s);
+}
+
+static void enqueue_n(PGconn *p, const char *queue, long n) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO claimer.items (item_id, queue, payload) "
+           "SELECT '%s-' || g, '%s', jsonb_build_object('n', g) "
+           "FROM generate_series(1, %ld) g",
+           queue, queue, n);
+  th_exec(p, sql);
+}
+
+/* Waits until count(sql) reaches want, printing progress; fails the test
+ * after timeout_s. */
+static void wait_count(PGconn *p, const char *sql, long want,
+                       double timeout_s, const char *what) {
+  double start = th_now(), last = start;
+  long v = 0;
+  while ((v = th_long(p, sql)) < want) {
+    double now = th_now();
+    if (now - start > timeout_s)
+      fail_msg("%s: %ld of %ld after %.0f s", what, v, want, timeout_s);
+    if (now - last >= 5) {
+      fprintf(stderr, "  %s: %ld of %ld (%.0f s)\n", what, v, want,
+              now - start);
+      last = now;
+    }
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* The invariants of every run: all n items of queue done, one result per
+ * item, each result from the token that last held the item and naming its
+ * own item; no claim left. */
+static void check_all_done(PGconn *p, const char *queue, long n) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.items WHERE queue = '%s' AND "
+           "state = 'done'",
+           queue);
+  assert_int_equal(th_long(p, sql), n);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.results WHERE queue = '%s'", queue);
+  assert_int_equal(th_long(p, sql), n);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.results r JOIN claimer.items i "
+           "USING (item_id) WHERE r.queue = '%s' AND r.result->>'item' = "
+           "r.item_id AND (r.result->>'attempt')::int = r.attempt AND "
+           "r.attempt = i.attempts AND r.result->'payload' = i.payload",
+           queue);
+  assert_int_equal(th_long(p, sql), n);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+}
+
+static long env_long(const char *name, long def) {
+  const char *v = getenv(name);
+  return v && *v ? atol(v) : def;
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Four workers, concurrency 8, an exec handler: 20,000 items, each done
+ * once; then SIGTERM: each exits 0 and removes its worker row. */
+static void test_drain_four_workers(void **state) {
+  (void)state;
+  long items = env_long("CLAIMER_TEST_WORK_ITEMS", 20000);
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_drain", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "drain", items);
+  const char *args[] = {"-q", "drain", "--concurrency", "8", "--exec",
+                        HANDLER, NULL};
+  char names[4][16];
+  pid_t pids[4];
+  double start = th_now();
+  for (int i = 0; i < 4; i++) {
+    snprintf(names[i], sizeof names[i], "drain-%d", i);
+    pids[i] = start_worker(dsn, names[i], args);
+  }
+  wait_count(p,
+             "SELECT count(*) FROM claimer.items WHERE queue = 'drain' AND "
+             "state = 'done'",
+             items, 600, "drain");
+  double took = th_now() - start;
+  fprintf(stderr, "  drain: %ld items by 4 workers x 8 in %.1f s (%.0f/s)\n",
+          items, took, items / took);
+  for (int i = 0; i < 4; i++)
+    kill(pids[i], SIGTERM);
+  for (int i = 0; i < 4; i++) {
+    int st = wait_exit(pids[i], 60);
+    if (st != 0)
+      print_log(names[i]);
+    assert_int_equal(st, 0);
+  }
+  check_all_done(p, "drain", items);
+  assert_int_equal(th_long(p, "SELECT count(DISTINCT worker_id) FROM "
+                              "claimer.results WHERE queue = 'drain'"),
+                   4);
+  assert_int_equal(th_long(p, "SELECT max(attempts) FROM claimer.items"), 1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.workers"), 0);
+  char *log = read_log("drain-0");
+  assert_non_null(strstr(log, "event=worker_started"));
+  assert_non_null(strstr(log, "event=exit status=0 loop_closed=true"));
+  free(log);
+  PQfinish(p);
+}
+
+/* kill -9 of one worker mid-run: its items come back after lease expiry
+ * (a reaper runs here, as `claimer reap --once` in a loop would) and every
+ * item ends done once. */
+static void test_kill9(void **state) {
+  (void)state;
+  enum { N = 2000 };
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_kill", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "kill", N);
+  const char *args[] = {"-q", "kill", "--concurrency", "8", "--lease", "2",
+                        "--exec", "sleep 0.02; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "kill-a", args);
+  pid_t b = start_worker(dsn, "kill-b", args);
+  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE worker_id = "
+                "'kill-a'", 1, 30, "kill-a holding leases");
+  wait_count(p, "SELECT count(*) FROM claimer.results", N / 4, 120,
+             "first quarter");
+  long held = th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
+                         "worker_id = 'kill-a'");
+  kill(-a, SIGKILL); /* the worker and its handlers */
+  assert_int_equal(wait_exit(a, 10), 128 + SIGKILL);
+  fprintf(stderr, "  kill -9 of kill-a while it held %ld leases\n", held);
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  assert_int_equal(cl_conn_connect(c), 0);
+  cl_reap_info_t reaped = {0};
+  double end = th_now() + 180;
+  while (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = "
+                    "'done'") < N) {
+    if (th_now() > end)
+      fail_msg("not all done after the kill");
+    assert_int_equal(cl_reap(c, 1000, &reaped), 0);
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  cl_conn_free(&c);
+  kill(b, SIGTERM);
+  int st = wait_exit(b, 60);
+  if (st != 0)
+    print_log("kill-b");
+  assert_int_equal(st, 0);
+  fprintf(stderr, "  reaped %ld leases of the killed worker\n",
+          reaped.expired);
+  assert_true(reaped.expired >= 1);
+  check_all_done(p, "kill", N);
+  /* The reaped ones finished on a later attempt, by the survivor. */
+  assert_true(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                         "attempts = 2") >= 1);
+  PQfinish(p);
+}
+
+/* SIGSTOP a worker past its lease; another takes its items; SIGCONT: its
+ * late completions are refused and logged, and no duplicate exists. */
+static void test_sigstop(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_stop", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "stop", 4);
+  const char *args_a[] = {"-q", "stop", "--concurrency", "4", "--prefetch",
+                          "0", "--lease", "2", "--exec",
+                          "sleep 1; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "stop-a", args_a);
+  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE worker_id = "
+                "'stop-a'", 4, 30, "stop-a holding 4 leases");
+  kill(a, SIGSTOP);
+  /* Past the lease; then the reaper hands the items back. */
+  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE lease_until < "
+                "now()", 4, 30, "stop-a's leases expiring");
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  assert_int_equal(cl_conn_connect(c), 0);
+  cl_reap_info_t reaped = {0};
+  assert_int_equal(cl_reap(c, 100, &reaped), 0);
+  assert_int_equal(reaped.expired, 4);
+  cl_conn_free(&c);
+  const char *args_b[] = {"-q", "stop", "--concurrency", "4", "--exec",
+                          HANDLER, NULL};
+  pid_t b = start_worker(dsn, "stop-b", args_b);
+  wait_count(p, "SELECT count(*) FROM claimer.results", 4, 30,
+             "stop-b completing");
+  kill(a, SIGCONT);
+  /* Give A time to wake, see its handlers done, and try. */
+  double end = th_now() + 20;
+  char *log = NULL;
+  for (;;) {
+    free(log);
+    log = read_log("stop-a");
+    int n = 0;
+    for (const char *s = log; (s = strstr(s, "event=lease_lost")); s++)
+      n++;
+    if (n >= 4 || th_now() > end)
+      break;
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  kill(a, SIGTERM);
+  kill(b, SIGTERM);
+  int sa = wait_exit(a, 30), sb = wait_exit(b, 30);
+  if (sa != 0 || sb != 0) {
+    print_log("stop-a");
+    print_log("stop-b");
+  }
+  assert_int_equal(sa, 0);
+  assert_int_equal(sb, 0);
+  int lost = 0;
+  for (const char *s = log; (s = strstr(s, "event=lease_lost")); s++)
+    lost++;
+  if (lost < 4)
+    print_log("stop-a");
+  assert_true(lost >= 4);
+  free(log);
+  check_all_done(p, "stop", 4);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
+                              "worker_id = 'stop-b'"),
+                   4);
+  PQfinish(p);
+}
+
+/* SIGTERM drains: running items complete, unstarted ones are released
+ * with attempts unchanged, the worker row goes, exit 0. */
+static void test_sigterm_drain(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_term", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "term", 10);
+  const char *args[] = {"-q", "term", "--concurrency", "2", "--prefetch", "4",
+                        "--exec", "sleep 1.5; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "term-a", args);
+  wait_count(p, "SELECT count(*) FROM claimer.claims", 6, 30,
+             "2 running and 4 prefetched");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.workers WHERE "
+                              "worker_id = 'term-a'"),
+                   1);
+  kill(a, SIGTERM);
+  int st = wait_exit(a, 30);
+  if (st != 0)
+    print_log("term-a");
+  assert_int_equal(st, 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 2);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "state = 'ready' AND attempts = 0"),
+                   8);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.workers"), 0);
+  char *log = read_log("term-a");
+  assert_non_null(strstr(log, "event=draining"));
+  assert_non_null(strstr(log, "released=4"));
+  free(log);
+  PQfinish(p);
+}
+
+/* pg_ctl restart -m fast mid-run: workers reconnect by themselves. */
+static void test_db_restart(void **state) {
+  (void)state;
+  if (!th_pg.own)
+    skip(); /* an external server is not ours to restart */
+  enum { N = 1500 };
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "restart", N);
+  const char *args[] = {"-q", "restart", "--concurrency", "8", "--exec",
+                        "sleep 0.01; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "restart-a", args);
+  pid_t b = start_worker(dsn, "restart-b", args);
+  wait_count(p, "SELECT count(*) FROM claimer.results", N / 3, 120,
+             "first third");
+  PQfinish(p);
+  char data[700], err[512];
+  snprintf(data, sizeof data, "%s/data", th_pg.dir);
+  const char *as_user = getuid() == 0 ? th_pg.user : NULL;
+  assert_int_equal(cl__pg_stop(th_pg.bindir, data, as_user, "fast", 30, NULL,
+                               err, sizeof err),
+                   0);
+  struct timespec ts = {1, 0};
+  nanosleep(&ts, NULL);
+  assert_int_equal(cl__pg_start(th_pg.bindir, data, as_user, th_pg.log,
+                                th_pg.dir, 60, err, sizeof err),
+                   0);
+  p = th_connect(dsn);
+  wait_count(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'", N,
+             180, "after the restart");
+  kill(a, SIGTERM);
+  kill(b, SIGTERM);
+  int sa = wait_exit(a, 60), sb = wait_exit(b, 60);
+  char *log = read_log("restart-a");
+  if (sa != 0 || sb != 0 || !strstr(log, "event=db_disconnected")) {
+    print_log("restart-a");
+    print_log("restart-b");
+  }
+  assert_int_equal(sa, 0);
+  assert_int_equal(sb, 0);
+  assert_non_null(strstr(log, "event=db_disconnected"));
+  free(log);
+  check_all_done(p, "restart", N);
+  PQfinish(p);
+}
+
+/* A refused password stops the daemon at once with a clear message, and
+ * the password appears in no output. */
+static void test_wrong_password(void **state) {
+  (void)state;
+  char dsn[1024], tcp[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_pw", 1, dsn, sizeof dsn), 0);
+  if (th_db_tcp_dsn(&th_pg, "work_pw", 0, tcp, sizeof tcp) != 0)
+    skip();
+  char bad[1200];
+  snprintf(bad, sizeof bad, "%s user=claimer_pw password=s3cret-Planted",
+           tcp);
+  const char *args[] = {"-q", "pw", "--exec", "true", NULL};
+  double t0 = th_now();
+  pid_t a = start_worker(bad, "pw-a", args);
+  int st = wait_exit(a, 30);
+  char *log = read_log("pw-a");
+  if (st != 1)
+    print_log("pw-a");
+  assert_int_equal(st, 1);
+  assert_true(th_now() - t0 < 10);
+  assert_non_null(strstr(log, "password authentication failed"));
+  assert_null(strstr(log, "s3cret-Planted"));
+  free(log);
+}
+
+/* A database without the schema: a clear message, exit 1. */
+static void test_missing_schema(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_noschema", 0, dsn, sizeof dsn),
+                   0);
+  const char *args[] = {"-q", "x", "--exec", "true", NULL};
+  pid_t a = start_worker(dsn, "noschema", args);
+  int st = wait_exit(a, 30);
+  char *log = read_log("noschema");
+  if (st != 1)
+    print_log("noschema");
+  assert_int_equal(st, 1);
+  assert_non_null(strstr(log, "claimer migrate"));
+  free(log);
+}
+
+/* The in-process API: a C handler on the worker's loop (the example
+ * program), 500 items, SIGTERM, every item done once. */
+static void test_in_process(void **state) {
+  (void)state;
+  enum { N = 500 };
+  const char *bin = getenv("EXAMPLE_WORKER_BIN");
+  if (bin == NULL)
+    skip();
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_inproc", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "inproc", N);
+  char path[256];
+  snprintf(path, sizeof path, "%s/inproc.log", logdir);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(bin, bin, dsn, "inproc", "16", "5", (char *)NULL);
+    _exit(127);
+  }
+  wait_count(p, "SELECT count(*) FROM claimer.results", N, 120, "in-process");
+  kill(pid, SIGTERM);
+  int st = wait_exit(pid, 30);
+  if (st != 0)
+    print_log("inproc");
+  assert_int_equal(st, 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results r JOIN "
+                              "claimer.items i USING (item_id) WHERE "
+                              "r.result->>'item' = r.item_id AND "
+                              "i.state = 'done' AND i.attempts = 1"),
+                   N);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  PQfinish(p);
+}
+
+int main(void) {
+  if (mkdtemp(logdir) == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sigterm_drain),
+      cmocka_unit_test(test_in_process),
+      cmocka_unit_test(test_wrong_password),
+      cmocka_unit_test(test_missing_schema),
+      cmocka_unit_test(test_sigstop),
+      cmocka_unit_test(test_kill9),
+      cmocka_unit_test(test_db_restart),
+      cmocka_unit_test(test_drain_four_workers),
+  };
+  int failed = cmocka_run_group_tests_name("work", tests, th_group_setup,
+                                           th_group_teardown);
+  if (failed == 0 && getenv("CLAIMER_TEST_KEEP") == NULL)
+    cl__rmtree(logdir);
+  return failed;
+}

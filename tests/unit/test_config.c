@@ -1,0 +1,1019 @@
+/*
+ * test_config.c: unit tests of the configuration module (config.c): the
+ * defaults, the YAML loader and every message it gives for a bad file (each
+ * checked word for word, with its line and column), the CLAIMER_*
+ * environment, cl_config_set() as the flags use it, the checks between keys,
+ * and the printer, whose output must load back to the same values.  Files
+ * that must exist on disk (the size cap, a missing file) go into a mkdtemp
+ * directory made by the group fixture; everything else is loaded from
+ * strings.  Where a message must not show a password the test looks for its
+ * absence explicitly.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer.h"
+#include "config.h"
+
+#define ERRLEN 1024
+
+#define assert_contains(hay, needle)                                           \
+  do {                                                                         \
+    const char *hay_ = (hay), *needle_ = (needle);                             \
+    if (strstr(hay_, needle_) == NULL)                                         \
+      fail_msg("\"%s\" does not contain \"%s\"", hay_, needle_);               \
+  } while (0)
+
+#define assert_not_contains(hay, needle)                                       \
+  do {                                                                         \
+    const char *hay_ = (hay), *needle_ = (needle);                             \
+    if (strstr(hay_, needle_) != NULL)                                         \
+      fail_msg("\"%s\" contains \"%s\"", hay_, needle_);                       \
+  } while (0)
+
+/* The group's scratch directory. */
+typedef struct fixture {
+  char dir[64];
+} fixture_t;
+
+static int group_setup(void **state) {
+  fixture_t *f = calloc(1, sizeof *f);
+  if (f == NULL)
+    return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/test_config.XXXXXX");
+  if (mkdtemp(f->dir) == NULL) {
+    free(f);
+    return -1;
+  }
+  *state = f;
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  fixture_t *f = *state;
+  char path[128];
+  snprintf(path, sizeof path, "%s/big.yaml", f->dir);
+  unlink(path);
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+/* The variables a test may set; cleared before and after each test so that
+ * one test's environment never leaks into the next (or comes from the
+ * shell that runs the tests). */
+static const char *const env_vars[] = {
+    "CLAIMER_DSN",
+    "CLAIMER_LOG_FORMAT",
+    "CLAIMER_LOG_LEVEL",
+    "CLAIMER_WORKER_NAME",
+    "CLAIMER_WORKER_QUEUES",
+    "CLAIMER_WORKER_CONCURRENCY",
+    "CLAIMER_WORKER_LEASE",
+    "CLAIMER_WORKER_HEARTBEAT",
+    "CLAIMER_WORKER_POLL_INTERVAL",
+    "CLAIMER_WORKER_COMMAND",
+    "CLAIMER_WORKER_TIMEOUT",
+    "CLAIMER_WORKER_RESULT_MAX",
+    "CLAIMER_WORKER_STDERR_MAX",
+    "CLAIMER_WORKER_DRAIN_TIMEOUT",
+    "CLAIMER_WORKER_KILL_GRACE",
+    "CLAIMER_WORKER_PREFETCH",
+    "CLAIMER_HOME",
+    "CLAIMER_TEST_DSN",
+    "CLAIMER_ITEM_ID",
+};
+
+static int clear_env(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++)
+    unsetenv(env_vars[i]);
+  return 0;
+}
+
+/* Loads yaml (as "cfg.yaml") over a fresh default config, expects it to
+ * fail, and checks the message word for word.  The config must come out
+ * as it went in: all defaults. */
+static void expect_error(const char *yaml, const char *message) {
+  cl_config_t cfg;
+  char err[ERRLEN] = "";
+  cl_config_init(&cfg);
+  int rc = cl_config_load_string(&cfg, yaml, strlen(yaml), "cfg.yaml", err,
+                                 sizeof err);
+  if (rc != CL_ECONFIG)
+    fail_msg("rc %d (%s) for:\n%s", rc, err, yaml);
+  assert_string_equal(err, message);
+  assert_int_equal(cfg.worker.concurrency, 8);
+  assert_null(cfg.dsn);
+  assert_int_equal(cfg.worker.nqueues, 0);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"), "default");
+  cl_config_free(&cfg);
+}
+
+/* Loads yaml (as "cfg.yaml") into cfg, which must succeed. */
+static void load_ok(cl_config_t *cfg, const char *yaml) {
+  char err[ERRLEN] = "";
+  int rc = cl_config_load_string(cfg, yaml, strlen(yaml), "cfg.yaml", err,
+                                 sizeof err);
+  if (rc != 0)
+    fail_msg("rc %d: %s", rc, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Defaults and a full file                                                  */
+
+static void defaults(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_null(cfg.dsn);
+  assert_int_equal(cfg.log_format, CL_LOG_LOGFMT);
+  assert_int_equal(cfg.log_level, CL_LOG_INFO);
+  assert_null(cfg.worker.name);
+  assert_null(cfg.worker.queues);
+  assert_int_equal(cfg.worker.nqueues, 0);
+  assert_int_equal(cfg.worker.concurrency, 8);
+  assert_true(cfg.worker.lease_s == 30);
+  assert_true(cfg.worker.heartbeat_s == 0);
+  assert_true(cfg.worker.poll_s == 2);
+  assert_null(cfg.worker.command);
+  assert_true(cfg.worker.timeout_s == 300);
+  assert_int_equal(cfg.worker.result_max, 1048576);
+  assert_int_equal(cfg.worker.stderr_max, 4096);
+  assert_true(cfg.worker.drain_s == 30);
+  assert_true(cfg.worker.kill_grace_s == 5);
+  assert_int_equal(cfg.worker.prefetch, 0);
+  assert_true(cl_config_heartbeat_s(&cfg) == 10);
+  assert_int_equal(cl_config_prefetch(&cfg), 2);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_string_equal(cl_config_origin(&cfg, "worker.lease"), "default");
+  assert_null(cl_config_origin(&cfg, "worker.nope"));
+  cl_config_free(&cfg);
+  cl_config_free(NULL);
+}
+
+static const char full_yaml[] = "dsn: \"postgresql://user:secret@db1/claims\"\n"
+                                "log:\n"
+                                "  format: json   # or logfmt\n"
+                                "  level: debug\n"
+                                "worker:\n"
+                                "  name: web-1\n"
+                                "  queues:\n"
+                                "    - emails\n"
+                                "    - name: payments\n"
+                                "      weight: 3\n"
+                                "  concurrency: 16\n"
+                                "  lease: 45s\n"
+                                "  heartbeat: 10s\n"
+                                "  poll_interval: 250ms\n"
+                                "  command: \"./handler.sh --flag\"\n"
+                                "  timeout: 5m\n"
+                                "  result_max: 64KiB\n"
+                                "  stderr_max: 4KB\n"
+                                "  drain_timeout: 1h\n"
+                                "  kill_grace: 1.5\n"
+                                "  prefetch: 2\n";
+
+static void full_file(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, full_yaml);
+  assert_string_equal(cfg.dsn, "postgresql://user:secret@db1/claims");
+  assert_int_equal(cfg.log_format, CL_LOG_JSON);
+  assert_int_equal(cfg.log_level, CL_LOG_DEBUG);
+  assert_string_equal(cfg.worker.name, "web-1");
+  assert_int_equal(cfg.worker.nqueues, 2);
+  assert_string_equal(cfg.worker.queues[0].name, "emails");
+  assert_int_equal(cfg.worker.queues[0].weight, 1);
+  assert_string_equal(cfg.worker.queues[1].name, "payments");
+  assert_int_equal(cfg.worker.queues[1].weight, 3);
+  assert_int_equal(cfg.worker.concurrency, 16);
+  assert_true(cfg.worker.lease_s == 45);
+  assert_true(cfg.worker.heartbeat_s == 10);
+  assert_true(cfg.worker.poll_s == 0.25);
+  assert_string_equal(cfg.worker.command, "./handler.sh --flag");
+  assert_true(cfg.worker.timeout_s == 300);
+  assert_int_equal(cfg.worker.result_max, 65536);
+  assert_int_equal(cfg.worker.stderr_max, 4000);
+  assert_true(cfg.worker.drain_s == 3600);
+  assert_true(cfg.worker.kill_grace_s == 1.5);
+  assert_int_equal(cfg.worker.prefetch, 2);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_string_equal(cl_config_origin(&cfg, "dsn"), "cfg.yaml:1");
+  assert_string_equal(cl_config_origin(&cfg, "worker.queues"), "cfg.yaml:7");
+  assert_string_equal(cl_config_origin(&cfg, "worker.prefetch"), "cfg.yaml:21");
+  cl_config_free(&cfg);
+}
+
+/* A second file only changes what it names. */
+static void layered_files(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  load_ok(&cfg, full_yaml);
+  char err[ERRLEN];
+  const char *second = "worker:\n  concurrency: 3\n  name: null\n";
+  assert_int_equal(cl_config_load_string(&cfg, second, strlen(second),
+                                         "second.yaml", err, sizeof err),
+                   0);
+  assert_int_equal(cfg.worker.concurrency, 3);
+  assert_null(cfg.worker.name);
+  assert_true(cfg.worker.lease_s == 45);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
+                      "second.yaml:2");
+  assert_string_equal(cl_config_origin(&cfg, "worker.lease"), "cfg.yaml:12");
+  cl_config_free(&cfg);
+}
+
+/* Empty input means all defaults, and so do a file of comments, a lone
+ * "---", an explicit null document and an empty section. */
+static void empty_means_defaults(void **state) {
+  (void)state;
+  static const char *const texts[] = {
+      "", "# nothing here\n\n", "---\n", "~\n", "worker:\nlog: ~\n",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    cl_config_t cfg;
+    cl_config_init(&cfg);
+    load_ok(&cfg, texts[i]);
+    assert_int_equal(cfg.worker.concurrency, 8);
+    assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
+                        "default");
+    cl_config_free(&cfg);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Keys                                                                      */
+
+static void unknown_keys(void **state) {
+  (void)state;
+  expect_error("worker:\n  lease: 30s\n  concurency: 4\n",
+               "cfg.yaml:3:3: unknown key \"concurency\" in worker "
+               "(did you mean \"concurrency\"?)");
+  expect_error("dsn: \"host=x\"\nwroker:\n  lease: 30s\n",
+               "cfg.yaml:2:1: unknown key \"wroker\" (did you mean "
+               "\"worker\"?)");
+  expect_error("log:\n  colour: red\n", "cfg.yaml:2:3: unknown key \"colour\" "
+                                        "in log");
+  expect_error("foo: 1\n", "cfg.yaml:1:1: unknown key \"foo\"");
+  /* A prefix of a key is taken as that key misspelled. */
+  expect_error("worker:\n  conc: 4\n",
+               "cfg.yaml:2:3: unknown key \"conc\" in worker (did you mean "
+               "\"concurrency\"?)");
+  /* A dotted key is not a path. */
+  expect_error("worker.lease: 30s\n",
+               "cfg.yaml:1:1: unknown key \"worker.lease\"");
+  /* A key may not be a map or a list. */
+  expect_error("? [a, b]\n: 1\n",
+               "cfg.yaml:1:3: a key must be a plain string, got a list");
+}
+
+static void duplicate_keys(void **state) {
+  (void)state;
+  expect_error("worker:\n  lease: 30s\n  concurrency: 4\n"
+               "  heartbeat: 5s\n  lease: 60s\n",
+               "cfg.yaml:5:3: duplicate key \"lease\" in worker (first at "
+               "line 2)");
+  expect_error("dsn: \"host=a\"\nlog: {}\ndsn: \"host=b\"\n",
+               "cfg.yaml:3:1: duplicate key \"dsn\" (first at line 1)");
+  /* Even when the section is repeated whole. */
+  expect_error("worker:\n  lease: 30s\nworker:\n  poll_interval: 1s\n",
+               "cfg.yaml:3:1: duplicate key \"worker\" (first at line 1)");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                     */
+
+static void wrong_types(void **state) {
+  (void)state;
+  expect_error("worker:\n  lease: 30s\n  name: w\n  concurrency: eight\n",
+               "cfg.yaml:4:16: worker.concurrency: expected an integer, got "
+               "\"eight\"");
+  expect_error("worker:\n  concurrency: {a: 1}\n",
+               "cfg.yaml:2:16: worker.concurrency: expected an integer, got "
+               "a map");
+  expect_error("worker:\n  concurrency: 8.5\n",
+               "cfg.yaml:2:16: worker.concurrency: expected an integer, got "
+               "\"8.5\"");
+  expect_error("worker:\n  concurrency:\n",
+               "cfg.yaml:2:15: worker.concurrency: expected an integer, got "
+               "nothing");
+  expect_error("worker:\n  lease: ~\n",
+               "cfg.yaml:2:10: worker.lease: expected a duration, got null");
+  expect_error("worker: [a, b]\n",
+               "cfg.yaml:1:9: worker: expected a map, got a list");
+  expect_error("log: loud\n",
+               "cfg.yaml:1:6: log: expected a map, got \"loud\"");
+  expect_error("worker:\n  name: [a]\n",
+               "cfg.yaml:2:9: worker.name: expected a string, got a list");
+  expect_error("worker:\n  command: true\n",
+               "cfg.yaml:2:12: worker.command: expected a string, got the "
+               "boolean true (quote it to mean the text)");
+  expect_error("dsn:\n  host: db1\n",
+               "cfg.yaml:2:3: dsn: expected a connection string, got a map");
+  expect_error("worker:\n  queues: emails\n",
+               "cfg.yaml:2:11: worker.queues: expected a list of queue "
+               "names, got \"emails\"");
+  expect_error("log:\n  level: warn\n",
+               "cfg.yaml:2:10: log.level: expected one of debug, info, "
+               "warning, error, got \"warn\" (did you mean \"warning\"?)");
+  expect_error("log:\n  format: xml\n",
+               "cfg.yaml:2:11: log.format: expected one of logfmt, json, got "
+               "\"xml\"");
+  /* A quoted "true" is text. */
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n  command: \"true\"\n  concurrency: \"12\"\n");
+  assert_string_equal(cfg.worker.command, "true");
+  assert_int_equal(cfg.worker.concurrency, 12);
+  cl_config_free(&cfg);
+}
+
+static void ranges(void **state) {
+  (void)state;
+  expect_error("worker:\n  concurrency: 0\n",
+               "cfg.yaml:2:16: worker.concurrency: 0 is out of range "
+               "1..10000");
+  expect_error("worker:\n  concurrency: 99999999999999999999999\n",
+               "cfg.yaml:2:16: worker.concurrency: 99999999999999999999999 is "
+               "out of range 1..10000");
+  expect_error("worker:\n  prefetch: -1\n",
+               "cfg.yaml:2:13: worker.prefetch: -1 is out of range 0..10000");
+  expect_error("worker:\n  lease: 0s\n",
+               "cfg.yaml:2:10: worker.lease: 0s is out of range (more than "
+               "0s, at most 168h)");
+  expect_error("worker:\n  lease: 169h\n",
+               "cfg.yaml:2:10: worker.lease: 169h is out of range (more than "
+               "0s, at most 168h)");
+  expect_error("worker:\n  poll_interval: 5ms\n",
+               "cfg.yaml:2:18: worker.poll_interval: 5ms is out of range "
+               "10ms..1h");
+  expect_error("worker:\n  result_max: 2MiB\n",
+               "cfg.yaml:2:15: worker.result_max: 2MiB is out of range "
+               "1..1MiB");
+  expect_error("worker:\n  result_max: 0\n",
+               "cfg.yaml:2:15: worker.result_max: 0 is out of range 1..1MiB");
+  expect_error("worker:\n  stderr_max: 65537\n",
+               "cfg.yaml:2:15: worker.stderr_max: 65537 is out of range "
+               "0..64KiB");
+}
+
+static void durations(void **state) {
+  (void)state;
+  static const char tail[] =
+      " is not a duration (a number of seconds >= 0, or a number with ms, "
+      "s, m or h)";
+  static const char *const bad[] = {"-5s", "-5", "5x", "5 s",  "1e3",
+                                    ".5",  "5.", "s",  "1h30m"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char yaml[64], msg[256];
+    snprintf(yaml, sizeof yaml, "worker:\n  lease: %s\n", bad[i]);
+    snprintf(msg, sizeof msg, "cfg.yaml:2:10: worker.lease: \"%s\"%s", bad[i],
+             tail);
+    expect_error(yaml, msg);
+  }
+  static const struct {
+    const char *text;
+    double s;
+  } good[] = {{"1.5", 1.5}, {"250ms", 0.25}, {"30s", 30},     {"5m", 300},
+              {"2h", 7200}, {"0.5m", 30},    {"\"10s\"", 10}, {"45", 45}};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char yaml[64];
+    cl_config_t cfg;
+    cl_config_init(&cfg);
+    snprintf(yaml, sizeof yaml, "worker:\n  lease: %s\n", good[i].text);
+    load_ok(&cfg, yaml);
+    if (fabs(cfg.worker.lease_s - good[i].s) > 1e-12)
+      fail_msg("%s read as %g", good[i].text, cfg.worker.lease_s);
+    cl_config_free(&cfg);
+  }
+}
+
+static void sizes(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    size_t bytes;
+  } good[] = {{"100", 100},  {"100B", 100}, {"64KiB", 65536}, {"1MiB", 1048576},
+              {"4kB", 4000}, {"4KB", 4000}, {"1MB", 1000000}};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char yaml[64];
+    cl_config_t cfg;
+    cl_config_init(&cfg);
+    snprintf(yaml, sizeof yaml, "worker:\n  result_max: %s\n", good[i].text);
+    load_ok(&cfg, yaml);
+    assert_int_equal(cfg.worker.result_max, good[i].bytes);
+    cl_config_free(&cfg);
+  }
+  expect_error("worker:\n  result_max: 1.5KiB\n",
+               "cfg.yaml:2:15: worker.result_max: \"1.5KiB\" is not a size "
+               "(a whole number of bytes, or one with B, KiB, MiB, GiB, kB, "
+               "MB or GB)");
+  expect_error("worker:\n  stderr_max: 4kib\n",
+               "cfg.yaml:2:15: worker.stderr_max: \"4kib\" is not a size (a "
+               "whole number of bytes, or one with B, KiB, MiB, GiB, kB, MB "
+               "or GB)");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Strings                                                                   */
+
+static void strings(void **state) {
+  (void)state;
+  expect_error("worker:\n  command: \"run\\tit\"\n",
+               "cfg.yaml:2:12: worker.command: contains a control character "
+               "at byte 3");
+  expect_error("worker:\n  command: \"\"\n",
+               "cfg.yaml:2:12: worker.command: is empty");
+  expect_error("worker:\n  name: \"a\\0b\"\n",
+               "cfg.yaml:2:9: worker.name: contains a NUL character");
+  expect_error("worker:\n  name: \"web\\e[31m\"\n",
+               "cfg.yaml:2:9: worker.name: worker name contains a control "
+               "character at byte 3");
+  /* A C1 control arrives as valid UTF-8 from an escape. */
+  expect_error("worker:\n  command: \"a\\x85b\"\n",
+               "cfg.yaml:2:12: worker.command: contains a control character "
+               "at byte 1");
+  /* Raw control characters and bad UTF-8 are libyaml's to refuse. */
+  expect_error("worker:\n  name: \"a\x01\"\n",
+               "cfg.yaml:2:11: control characters are not allowed (byte "
+               "0x01)");
+  expect_error("worker:\n  name: \"w\xff\"\n",
+               "cfg.yaml:2:11: invalid leading UTF-8 octet (byte 0xff)");
+  /* Unknown keys are echoed escaped, never raw. */
+  expect_error("worker:\n  \"na\\tme\": x\n",
+               "cfg.yaml:2:3: unknown key \"na\\x09me\" in worker (did you "
+               "mean \"name\"?)");
+  /* Non-ASCII text is fine. */
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n  name: \"caf\xc3\xa9-1\"\n");
+  assert_string_equal(cfg.worker.name, "caf\xc3\xa9-1");
+  cl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Queues                                                                    */
+
+static void queues(void **state) {
+  (void)state;
+  expect_error("worker:\n  queues:\n    - emails\n    - \"bad name\"\n",
+               "cfg.yaml:4:7: worker.queues[1]: queue name \"bad name\" has a "
+               "character not allowed at byte 3 (allowed: letters, digits, "
+               "_ . : -)");
+  expect_error("worker:\n  queues:\n    - emails\n    - name: emails\n",
+               "cfg.yaml:4:13: worker.queues[1]: queue \"emails\" is listed "
+               "twice (first at line 3)");
+  expect_error("worker:\n  queues:\n    - name: payments\n      wieght: 3\n",
+               "cfg.yaml:4:7: unknown key \"wieght\" in worker.queues[0] "
+               "(did you mean \"weight\"?)");
+  expect_error("worker:\n  queues:\n    - weight: 3\n",
+               "cfg.yaml:3:7: worker.queues[0]: a queue needs a name (name: "
+               "NAME)");
+  expect_error("worker:\n  queues:\n    - {name: a, weight: 0}\n",
+               "cfg.yaml:3:25: worker.queues[0].weight: 0 is out of range "
+               "1..1000");
+  expect_error("worker:\n  queues:\n    - {name: a, weight: x}\n",
+               "cfg.yaml:3:25: worker.queues[0].weight: expected an integer, "
+               "got \"x\"");
+  expect_error("worker:\n  queues:\n    - [a]\n",
+               "cfg.yaml:3:7: worker.queues[0]: expected a queue name or "
+               "{name: N, weight: W}, got a list");
+  expect_error("worker:\n  queues:\n    - null\n",
+               "cfg.yaml:3:7: worker.queues[0]: expected a queue name or "
+               "{name: N, weight: W}, got null");
+  expect_error("worker:\n  queues:\n    - {name: a, name: b}\n",
+               "cfg.yaml:3:17: duplicate key \"name\" in worker.queues[0] "
+               "(first at line 3)");
+  /* Numbers are names too; the flow form works. */
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n  queues: [2024, {name: \"a:b\", weight: 1000}]\n");
+  assert_int_equal(cfg.worker.nqueues, 2);
+  assert_string_equal(cfg.worker.queues[0].name, "2024");
+  assert_string_equal(cfg.worker.queues[1].name, "a:b");
+  assert_int_equal(cfg.worker.queues[1].weight, 1000);
+  cl_config_free(&cfg);
+}
+
+static void too_many_queues(void **state) {
+  (void)state;
+  size_t cap = 32 + 16 * (CL_CONFIG_QUEUES_MAX + 1);
+  char *yaml = malloc(cap);
+  assert_non_null(yaml);
+  size_t o = (size_t)snprintf(yaml, cap, "worker:\n  queues:\n");
+  for (int i = 0; i <= CL_CONFIG_QUEUES_MAX; i++)
+    o += (size_t)snprintf(yaml + o, cap - o, "    - q%d\n", i);
+  char msg[128];
+  snprintf(msg, sizeof msg,
+           "cfg.yaml:%d:7: worker.queues[%d]: more than %d "
+           "queues",
+           CL_CONFIG_QUEUES_MAX + 3, CL_CONFIG_QUEUES_MAX,
+           CL_CONFIG_QUEUES_MAX);
+  expect_error(yaml, msg);
+  free(yaml);
+}
+
+/* ------------------------------------------------------------------------ */
+/* YAML features that are refused                                            */
+
+static void anchors_aliases_tags(void **state) {
+  (void)state;
+  expect_error("worker:\n  lease: &x 30s\n  heartbeat: 10s\n",
+               "cfg.yaml:2:10: anchors and aliases are not supported");
+  expect_error("a: &x\n  b: 1\n",
+               "cfg.yaml:1:4: anchors and aliases are not supported");
+  expect_error("worker:\n  queues:\n    - emails\n    - *q\n",
+               "cfg.yaml:4:7: anchors and aliases are not supported");
+  expect_error("worker:\n  lease: !!str 30s\n",
+               "cfg.yaml:2:10: tags are not supported (remove \"!!str\")");
+  expect_error("worker: !mine\n  lease: 30s\n",
+               "cfg.yaml:1:9: tags are not supported (remove \"!mine\")");
+}
+
+static void documents(void **state) {
+  (void)state;
+  expect_error("worker:\n  lease: 30s\n---\nworker:\n  lease: 60s\n",
+               "cfg.yaml:3:1: more than one YAML document (a config file "
+               "holds one map)");
+  expect_error("- a\n- b\n",
+               "cfg.yaml:1:1: the top level must be a map of keys, got a "
+               "list");
+  expect_error("just text\n", "cfg.yaml:1:1: the top level must be a map of "
+                              "keys, got \"just text\"");
+}
+
+static void syntax_errors(void **state) {
+  (void)state;
+  expect_error("worker: lease: 30s\n",
+               "cfg.yaml:1:14: mapping values are not allowed in this "
+               "context");
+  expect_error("worker:\n  queues: [a, b\n",
+               "cfg.yaml:3:1: did not find expected ',' or ']' (while "
+               "parsing a flow sequence that starts at 2:11)");
+  expect_error("worker:\n\tlease: 30s\n",
+               "cfg.yaml:2:1: found character that cannot start any token "
+               "(while scanning for the next token that starts at 2:1)");
+  expect_error("dsn: \"unterminated\n",
+               "cfg.yaml:2:1: found unexpected end of stream (while scanning "
+               "a quoted scalar that starts at 1:6)");
+  /* Nesting is bounded before anything else is looked at. */
+  char deep[64];
+  memset(deep, '[', 20);
+  memset(deep + 20, ']', 20);
+  deep[40] = '\0';
+  char yaml[96];
+  snprintf(yaml, sizeof yaml, "worker: %s\n", deep);
+  expect_error(yaml, "cfg.yaml:1:24: nested deeper than 16 levels");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                     */
+
+static void file_limits(void **state) {
+  fixture_t *f = *state;
+  char path[128], err[ERRLEN], msg[256];
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+
+  snprintf(path, sizeof path, "%s/big.yaml", f->dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs("worker:\n  lease: 30s\n", fp);
+  for (long n = 21; n < 70000 - 1; n++)
+    fputc(n % 64 == 0 ? '\n' : '#', fp);
+  fputc('\n', fp);
+  assert_int_equal(fclose(fp), 0);
+  assert_int_equal(cl_config_load_file(&cfg, path, err, sizeof err),
+                   CL_ECONFIG);
+  snprintf(msg, sizeof msg,
+           "%s: file is 70000 bytes, over the 65536-byte limit for a config "
+           "file",
+           path);
+  assert_string_equal(err, msg);
+
+  /* At the limit itself it loads. */
+  fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs("worker:\n  concurrency: 3\n", fp);
+  for (long n = 25; n < CL_CONFIG_FILE_MAX - 1; n++)
+    fputc(n % 64 == 0 ? '\n' : '#', fp);
+  fputc('\n', fp);
+  assert_int_equal(fclose(fp), 0);
+  assert_int_equal(cl_config_load_file(&cfg, path, err, sizeof err), 0);
+  assert_int_equal(cfg.worker.concurrency, 3);
+  snprintf(msg, sizeof msg, "%s:2", path);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"), msg);
+
+  snprintf(path, sizeof path, "%s/missing.yaml", f->dir);
+  assert_int_equal(cl_config_load_file(&cfg, path, err, sizeof err),
+                   CL_ECONFIG);
+  snprintf(msg, sizeof msg, "%s: cannot open: No such file or directory", path);
+  assert_string_equal(err, msg);
+
+  assert_int_equal(cl_config_load_file(&cfg, f->dir, err, sizeof err),
+                   CL_ECONFIG);
+  snprintf(msg, sizeof msg, "%s: cannot read: it is a directory", f->dir);
+  assert_string_equal(err, msg);
+
+  /* A string over the limit is refused the same way. */
+  char *big = malloc(CL_CONFIG_FILE_MAX + 2);
+  assert_non_null(big);
+  memset(big, '#', CL_CONFIG_FILE_MAX + 1);
+  assert_int_equal(cl_config_load_string(&cfg, big, CL_CONFIG_FILE_MAX + 1,
+                                         "cfg.yaml", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "cfg.yaml: file is 65537 bytes, over the "
+                           "65536-byte limit for a config file");
+  free(big);
+  assert_int_equal(cfg.worker.concurrency, 3);
+  cl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection strings never show their password                             */
+
+static void dsn_secrets(void **state) {
+  (void)state;
+  static const char pw[] = "s3cr3tpw";
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  const char *bad = "dsn: \"postgresql://alice:s3cr3tpw@db1:99999/claims\"\n";
+  assert_int_equal(cl_config_load_string(&cfg, bad, strlen(bad), "cfg.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "cfg.yaml:1:6: dsn: malformed connection string: "
+                           "port \"99999\" is not a number from 1 to 65535");
+  assert_not_contains(err, pw);
+
+  bad = "dsn: \"host=db1 password=s3cr3tpw port='\"\n";
+  assert_int_equal(cl_config_load_string(&cfg, bad, strlen(bad), "cfg.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_contains(err, "cfg.yaml:1:6: dsn: malformed connection string");
+  assert_not_contains(err, pw);
+
+  /* A good dsn next to a bad key stays out of the message. */
+  bad = "dsn: \"postgresql://alice:s3cr3tpw@db1/claims\"\nworker:\n  "
+        "lease: -1\n";
+  assert_int_equal(cl_config_load_string(&cfg, bad, strlen(bad), "cfg.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_not_contains(err, pw);
+  assert_null(cfg.dsn);
+
+  /* From the environment, too. */
+  setenv("CLAIMER_DSN", "postgresql://alice:s3cr3tpw@db1:0/claims", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_DSN: malformed connection string: "
+                           "port \"0\" is not a number from 1 to 65535");
+  assert_not_contains(err, pw);
+  unsetenv("CLAIMER_DSN");
+
+  /* And the printer redacts it. */
+  load_ok(&cfg, "dsn: \"postgresql://alice:s3cr3tpw@db1/claims\"\n");
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  assert_non_null(out);
+  assert_int_equal(cl_config_print(&cfg, out), 0);
+  fclose(out);
+  assert_not_contains(text, pw);
+  assert_contains(text, "password=***");
+  free(text);
+  cl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* All or nothing                                                            */
+
+static void all_or_nothing(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, full_yaml);
+  /* Several keys are read before the fault on the last line. */
+  const char *bad = "dsn: \"host=other\"\nworker:\n  name: other\n"
+                    "  queues: [x, y, z]\n  concurrency: 2\n  lease: nope\n";
+  assert_int_equal(cl_config_load_string(&cfg, bad, strlen(bad), "bad.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(cfg.dsn, "postgresql://user:secret@db1/claims");
+  assert_string_equal(cfg.worker.name, "web-1");
+  assert_int_equal(cfg.worker.nqueues, 2);
+  assert_int_equal(cfg.worker.concurrency, 16);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
+                      "cfg.yaml:11");
+
+  setenv("CLAIMER_WORKER_CONCURRENCY", "5", 1);
+  setenv("CLAIMER_WORKER_LEASE", "-5s", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_LEASE: \"-5s\" is not a "
+                           "duration (a number of seconds >= 0, or a number "
+                           "with ms, s, m or h)");
+  assert_int_equal(cfg.worker.concurrency, 16);
+
+  assert_int_equal(
+      cl_config_set(&cfg, "worker.queues", "a,a", "flag -q", err, sizeof err),
+      CL_ECONFIG);
+  assert_string_equal(err, "flag -q: queue \"a\" is listed twice");
+  assert_int_equal(cfg.worker.nqueues, 2);
+  cl_config_free(&cfg);
+}
+
+/* A copy owns its own memory. */
+static void copy(void **state) {
+  (void)state;
+  cl_config_t a, b;
+  cl_config_init(&a);
+  load_ok(&a, full_yaml);
+  assert_int_equal(cl_config_copy(&b, &a), 0);
+  cl_config_free(&a);
+  assert_string_equal(b.worker.name, "web-1");
+  assert_string_equal(b.worker.queues[1].name, "payments");
+  assert_string_equal(cl_config_origin(&b, "worker.name"), "cfg.yaml:6");
+  cl_config_free(&b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Environment and flags                                                     */
+
+static void environment(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n  concurrency: 4\n  lease: 60s\n");
+  setenv("CLAIMER_WORKER_CONCURRENCY", "12", 1);
+  setenv("CLAIMER_WORKER_QUEUES", "emails, payments:3,v:2:1", 1);
+  setenv("CLAIMER_LOG_LEVEL", "debug", 1);
+  setenv("CLAIMER_WORKER_POLL_INTERVAL", "500ms", 1);
+  setenv("CLAIMER_WORKER_RESULT_MAX", "64KiB", 1);
+  /* Not ours: ignored, whatever they hold. */
+  setenv("CLAIMER_HOME", "/nowhere", 1);
+  setenv("CLAIMER_TEST_DSN", "not a dsn '", 1);
+  setenv("CLAIMER_ITEM_ID", "x", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.worker.concurrency, 12);
+  assert_true(cfg.worker.lease_s == 60);
+  assert_int_equal(cfg.log_level, CL_LOG_DEBUG);
+  assert_true(cfg.worker.poll_s == 0.5);
+  assert_int_equal(cfg.worker.result_max, 65536);
+  assert_int_equal(cfg.worker.nqueues, 3);
+  assert_string_equal(cfg.worker.queues[0].name, "emails");
+  assert_int_equal(cfg.worker.queues[0].weight, 1);
+  assert_string_equal(cfg.worker.queues[1].name, "payments");
+  assert_int_equal(cfg.worker.queues[1].weight, 3);
+  assert_string_equal(cfg.worker.queues[2].name, "v:2");
+  assert_int_equal(cfg.worker.queues[2].weight, 1);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
+                      "env CLAIMER_WORKER_CONCURRENCY");
+  assert_string_equal(cl_config_origin(&cfg, "worker.lease"), "cfg.yaml:3");
+
+  setenv("CLAIMER_WORKER_CONCURRENCY", "eight", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_CONCURRENCY: expected an "
+                           "integer, got \"eight\"");
+  setenv("CLAIMER_WORKER_CONCURRENCY", "", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_CONCURRENCY: expected an "
+                           "integer, got \"\"");
+  unsetenv("CLAIMER_WORKER_CONCURRENCY");
+  setenv("CLAIMER_WORKER_QUEUES", "a,,b", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_QUEUES: queue name is empty");
+  setenv("CLAIMER_WORKER_QUEUES", "a:0", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_QUEUES: queue \"a\": weight 0 "
+                           "is out of range 1..1000");
+  setenv("CLAIMER_WORKER_QUEUES", "", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.worker.nqueues, 0);
+  cl_config_free(&cfg);
+}
+
+static void set_from_flags(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_set(&cfg, "worker.concurrency", "3",
+                                 "flag --concurrency", err, sizeof err),
+                   0);
+  assert_int_equal(cfg.worker.concurrency, 3);
+  assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
+                      "flag --concurrency");
+  assert_int_equal(
+      cl_config_set(&cfg, "log.format", "json", NULL, err, sizeof err), 0);
+  assert_string_equal(cl_config_origin(&cfg, "log.format"), "set");
+
+  assert_int_equal(cl_config_set(&cfg, "worker.concurrency", "0",
+                                 "flag --concurrency", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --concurrency: 0 is out of range 1..10000");
+  assert_int_equal(cfg.worker.concurrency, 3);
+  assert_int_equal(
+      cl_config_set(&cfg, "worker.lease", "-5s", NULL, err, sizeof err),
+      CL_ECONFIG);
+  assert_string_equal(err, "worker.lease: \"-5s\" is not a duration (a "
+                           "number of seconds >= 0, or a number with ms, s, "
+                           "m or h)");
+  assert_int_equal(cl_config_set(&cfg, "worker.concurency", "4", "flag --x",
+                                 err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --x: unknown key \"worker.concurency\" (did "
+                           "you mean \"worker.concurrency\"?)");
+  assert_int_equal(
+      cl_config_set(&cfg, "nothing.like.it", "4", NULL, err, sizeof err),
+      CL_ECONFIG);
+  assert_string_equal(err, "unknown key \"nothing.like.it\"");
+  cl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rules between keys                                                        */
+
+static void validate_rules(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n  heartbeat: 30s\n");
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "worker.heartbeat (30s, from cfg.yaml:2) must be "
+                           "shorter than worker.lease (30s, from default)");
+  assert_int_equal(cl_config_set(&cfg, "worker.lease", "2m", "flag --lease",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_true(cl_config_heartbeat_s(&cfg) == 30);
+
+  /* Values set behind the loader's back are checked too. */
+  cfg.worker.concurrency = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "worker.concurrency: 0 is out of range 1..10000 "
+                           "(from default)");
+  cfg.worker.concurrency = 8;
+  cfg.worker.timeout_s = -1;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "worker.timeout: -1s is out of range 0s..168h "
+                           "(from default)");
+  cfg.worker.timeout_s = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  cl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Printing                                                                  */
+
+static char *print(const cl_config_t *cfg) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  assert_non_null(out);
+  assert_int_equal(cl_config_print(cfg, out), 0);
+  fclose(out);
+  return text;
+}
+
+static void print_defaults(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  char *text = print(&cfg);
+  assert_string_equal(
+      text,
+      "dsn: null                               # default (null: the embedded "
+      "PostgreSQL)\n"
+      "log:\n"
+      "  format: logfmt                        # default\n"
+      "  level: info                           # default\n"
+      "worker:\n"
+      "  name: null                            # default (null: host:pid)\n"
+      "  queues: []                            # default ([]: none; the "
+      "worker needs one)\n"
+      "  concurrency: 8                        # default\n"
+      "  lease: 30s                            # default\n"
+      "  heartbeat: 0s                         # default (0: lease/3)\n"
+      "  poll_interval: 2s                     # default\n"
+      "  command: null                         # default (null: no handler)\n"
+      "  timeout: 5m                           # default\n"
+      "  result_max: 1MiB                      # default\n"
+      "  stderr_max: 4KiB                      # default\n"
+      "  drain_timeout: 30s                    # default\n"
+      "  kill_grace: 5s                        # default\n"
+      "  prefetch: 0                           # default (0: concurrency/4, "
+      "rounded up)\n");
+  free(text);
+  cl_config_free(&cfg);
+}
+
+/* What the printer writes loads back to the same values. */
+static void print_round_trip(void **state) {
+  (void)state;
+  cl_config_t a, b;
+  char err[ERRLEN];
+  cl_config_init(&a);
+  load_ok(&a, full_yaml);
+  assert_int_equal(cl_config_set(&a, "worker.queues",
+                                 "emails,payments:3,true,2024,a:b:7", "flag",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_set(&a, "worker.command",
+                                 "sh -c 'echo \"hi\" \\\\'", "flag", err,
+                                 sizeof err),
+                   0);
+  assert_int_equal(cl_config_set(&a, "worker.poll_interval", "0.01", "flag",
+                                 err, sizeof err),
+                   0);
+  char *text = print(&a);
+  assert_contains(text, "  queues:                               # flag\n"
+                        "    - emails\n"
+                        "    - {name: payments, weight: 3}\n"
+                        "    - \"true\"\n"
+                        "    - \"2024\"\n"
+                        "    - {name: \"a:b\", weight: 7}\n");
+  assert_contains(text, "  lease: 45s                            # "
+                        "cfg.yaml:12\n");
+  assert_contains(text, "  poll_interval: 10ms                   # flag\n");
+  assert_contains(text, "  kill_grace: 1.5s                      # "
+                        "cfg.yaml:20\n");
+  cl_config_init(&b);
+  if (cl_config_load_string(&b, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_int_equal(b.log_format, a.log_format);
+  assert_int_equal(b.log_level, a.log_level);
+  assert_string_equal(b.worker.name, a.worker.name);
+  assert_int_equal(b.worker.nqueues, a.worker.nqueues);
+  for (size_t i = 0; i < a.worker.nqueues; i++) {
+    assert_string_equal(b.worker.queues[i].name, a.worker.queues[i].name);
+    assert_int_equal(b.worker.queues[i].weight, a.worker.queues[i].weight);
+  }
+  assert_int_equal(b.worker.concurrency, a.worker.concurrency);
+  assert_true(b.worker.lease_s == a.worker.lease_s);
+  assert_true(b.worker.heartbeat_s == a.worker.heartbeat_s);
+  assert_true(b.worker.poll_s == a.worker.poll_s);
+  assert_string_equal(b.worker.command, a.worker.command);
+  assert_true(b.worker.timeout_s == a.worker.timeout_s);
+  assert_int_equal(b.worker.result_max, a.worker.result_max);
+  assert_int_equal(b.worker.stderr_max, a.worker.stderr_max);
+  assert_true(b.worker.drain_s == a.worker.drain_s);
+  assert_true(b.worker.kill_grace_s == a.worker.kill_grace_s);
+  assert_int_equal(b.worker.prefetch, a.worker.prefetch);
+  /* The dsn comes back redacted, which is still a valid dsn. */
+  assert_string_equal(b.dsn, "user=user password=*** dbname=claims "
+                             "host=db1");
+  free(text);
+  cl_config_free(&a);
+  cl_config_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(defaults, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(full_file, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(layered_files, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(empty_means_defaults, clear_env,
+                                      clear_env),
+      cmocka_unit_test_setup_teardown(unknown_keys, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(duplicate_keys, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(wrong_types, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(ranges, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(durations, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(sizes, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(strings, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(queues, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(too_many_queues, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(anchors_aliases_tags, clear_env,
+                                      clear_env),
+      cmocka_unit_test_setup_teardown(documents, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(syntax_errors, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(file_limits, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(dsn_secrets, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(all_or_nothing, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(copy, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(environment, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(set_from_flags, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(validate_rules, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(print_defaults, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(print_round_trip, clear_env, clear_env),
+  };
+  return cmocka_run_group_tests_name("config", tests, group_setup,
+                                     group_teardown);
+}

@@ -1,0 +1,383 @@
+/*
+ * cmd_work.c: `claimer work`, the worker daemon.  It reads the config (a
+ * YAML file, then CLAIMER_* variables, then flags), checks the database
+ * once before it starts (a wrong password or a missing schema stops it
+ * here with a clear message instead of a reconnect loop), then runs one
+ * libuv loop: the in-process worker of libclaimer with the exec handler,
+ * and the signals.  SIGTERM or SIGINT drains (a second one exits at once);
+ * SIGHUP reloads the config file.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "exec_handler.h"
+#include "log.h"
+#include "worker.h"
+
+typedef struct flagset {
+  const char *path[64];
+  const char *value[64];
+  const char *origin[64];
+  int n;
+} flagset_t;
+
+typedef struct daemon {
+  uv_loop_t loop;
+  cl_worker_t *w;
+  xhandler_t xh;
+  cl_config_t cfg;
+  const char *config_path;
+  flagset_t *flags;
+  uv_signal_t sigterm, sigint, sighup;
+  int signals_seen;
+  int exit_rc;
+  char dsn_origin[64];
+} daemon_t;
+
+static const struct {
+  const char *flag; /* long option */
+  const char *path; /* config key */
+} flag_keys[] = {
+    {"dsn", "dsn"},
+    {"name", "worker.name"},
+    {"concurrency", "worker.concurrency"},
+    {"lease", "worker.lease"},
+    {"heartbeat", "worker.heartbeat"},
+    {"poll", "worker.poll_interval"},
+    {"exec", "worker.command"},
+    {"timeout", "worker.timeout"},
+    {"result-max", "worker.result_max"},
+    {"stderr-max", "worker.stderr_max"},
+    {"drain-timeout", "worker.drain_timeout"},
+    {"kill-grace", "worker.kill_grace"},
+    {"prefetch", "worker.prefetch"},
+    {"log-format", "log.format"},
+    {"log-level", "log.level"},
+};
+#define NFLAGS (sizeof flag_keys / sizeof flag_keys[0])
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: claimer work -q QUEUE[:WEIGHT] [-q ...] --exec COMMAND "
+          "[OPTIONS]\n"
+          "\n"
+          "Claims items of the queues and runs COMMAND (by /bin/sh -c) once "
+          "per item:\n"
+          "the payload on stdin; CLAIMER_ITEM_ID, CLAIMER_ATTEMPT, "
+          "CLAIMER_TOKEN,\n"
+          "CLAIMER_QUEUE and CLAIMER_IDEMPOTENCY_KEY in the environment.  "
+          "Exit 0:\n"
+          "complete, stdout is the result (JSON, or stored as a JSON "
+          "string).  Exit 75:\n"
+          "retry with backoff.  Any other exit or a signal: failed for good "
+          "(dead),\n"
+          "stderr's tail kept as the error.\n"
+          "\n"
+          "Options (each also a config key; see `claimer config check`):\n"
+          "  -c, --config FILE      YAML config (default: CLAIMER_CONFIG)\n"
+          "  -q, --queue Q[:W]      a queue, with a weight when several "
+          "(repeatable)\n"
+          "  --exec COMMAND         the handler command\n"
+          "  --concurrency N        items handled at once (default 8)\n"
+          "  --lease DUR            lease length (default 30s)\n"
+          "  --heartbeat DUR        heartbeat interval (default lease/3)\n"
+          "  --poll DUR             poll interval when no NOTIFY comes "
+          "(default 2s)\n"
+          "  --timeout DUR          per-item handler timeout (default 5m; 0: "
+          "none)\n"
+          "  --result-max SIZE      stdout kept as the result (default "
+          "1MiB)\n"
+          "  --stderr-max SIZE      stderr tail kept as the error (default "
+          "4KiB)\n"
+          "  --drain-timeout DUR    on SIGTERM, wait this long for running "
+          "items (30s)\n"
+          "  --kill-grace DUR       SIGTERM to SIGKILL for a stopped handler "
+          "(5s)\n"
+          "  --prefetch N           items claimed ahead (default "
+          "concurrency/4)\n"
+          "  --name NAME            worker id (default host:pid)\n"
+          "  --dsn DSN              the database (default: CLAIMER_DSN, else "
+          "embedded)\n"
+          "  --log-format F         logfmt (default) or json\n"
+          "  --log-level L          debug, info (default), warning, error\n"
+          "\n"
+          "Signals: SIGTERM or SIGINT stops claiming, releases unstarted "
+          "items, lets\n"
+          "running ones finish up to the drain timeout, and exits 0; a "
+          "second one exits\n"
+          "at once (leases then expire).  SIGHUP reloads the config file "
+          "(concurrency,\n"
+          "command, timeouts, limits, logging; the rest needs a restart).\n"
+          "\n"
+          "Exit status: 0 after a drain, 1 on a database or system error, 2 "
+          "on bad\n"
+          "usage or config.\n");
+}
+
+/* Loads file, environment and flags into cfg and validates.  Returns 0 or
+ * prints the problem and returns EXIT_USAGE. */
+static int load_config(cl_config_t *cfg, const char *path,
+                       const flagset_t *fs) {
+  char err[1024];
+  cl_config_init(cfg);
+  int rc = 0;
+  if (path != NULL)
+    rc = cl_config_load_file(cfg, path, err, sizeof err);
+  if (rc == 0)
+    rc = cl_config_apply_env(cfg, err, sizeof err);
+  for (int i = 0; rc == 0 && i < fs->n; i++)
+    rc = cl_config_set(cfg, fs->path[i], fs->value[i], fs->origin[i], err,
+                       sizeof err);
+  if (rc == 0)
+    rc = cl_config_validate(cfg, err, sizeof err);
+  if (rc == 0 && cfg->worker.nqueues == 0) {
+    snprintf(err, sizeof err,
+             "no queue to work on (give -q QUEUE, CLAIMER_WORKER_QUEUES or "
+             "worker.queues)");
+    rc = CL_ECONFIG;
+  }
+  if (rc == 0 && (cfg->worker.command == NULL || !*cfg->worker.command)) {
+    snprintf(err, sizeof err,
+             "no handler command (give --exec COMMAND, CLAIMER_WORKER_COMMAND "
+             "or worker.command)");
+    rc = CL_ECONFIG;
+  }
+  if (rc != 0) {
+    cli_err("%s", err);
+    cl_config_free(cfg);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+static void close_signals(daemon_t *d) {
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+static void on_worker_exit(void *arg, int rc, const char *why) {
+  daemon_t *d = arg;
+  d->w = NULL;
+  if (rc != 0) {
+    cli_err("%s", why);
+    d->exit_rc = EXIT_ERROR;
+  }
+  close_signals(d);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum) {
+  daemon_t *d = s->data;
+  if (d->w == NULL)
+    return;
+  if (++d->signals_seen == 1) {
+    cl_log(CL_LOG_INFO, "signal", "signal", strsignal(signum), "action",
+           "drain", NULL);
+    cl_worker_stop(d->w);
+    return;
+  }
+  cl_log(CL_LOG_WARNING, "signal", "signal", strsignal(signum), "action",
+         "exit now; running handlers killed, their leases will expire",
+         "running", CL_LOG_INT(cl_worker_running(d->w)), NULL);
+  xhandler_kill_all(&d->xh);
+  _exit(EXIT_ERROR);
+}
+
+/* SIGHUP: what can change on the fly does; the rest is reported. */
+static void on_hup(uv_signal_t *s, int signum) {
+  daemon_t *d = s->data;
+  (void)signum;
+  if (d->w == NULL)
+    return;
+  cl_config_t fresh;
+  if (load_config(&fresh, d->config_path, d->flags) != EXIT_OK) {
+    cl_log(CL_LOG_ERROR, "reload_failed", "file",
+           d->config_path ? d->config_path : "(none)", "action",
+           "kept the running config", NULL);
+    return;
+  }
+  cl_config_t *old = &d->cfg;
+  const char *needs_restart = NULL;
+  if ((old->dsn == NULL) != (fresh.dsn == NULL) ||
+      (old->dsn && strcmp(old->dsn, fresh.dsn) != 0))
+    needs_restart = "dsn";
+  else if (old->worker.lease_s != fresh.worker.lease_s)
+    needs_restart = "worker.lease";
+  else if (old->worker.nqueues != fresh.worker.nqueues)
+    needs_restart = "worker.queues";
+  for (size_t i = 0; !needs_restart && i < old->worker.nqueues; i++)
+    if (strcmp(old->worker.queues[i].name, fresh.worker.queues[i].name) ||
+        old->worker.queues[i].weight != fresh.worker.queues[i].weight)
+      needs_restart = "worker.queues";
+  cl_log_setup(fresh.log_format, fresh.log_level, 2);
+  cl_worker_set_concurrency(d->w, fresh.worker.concurrency);
+  /* The handler reads these per job; the strings move to the new config. */
+  d->xh.command = fresh.worker.command;
+  d->xh.result_max = fresh.worker.result_max;
+  d->xh.stderr_max = fresh.worker.stderr_max;
+  d->xh.kill_grace_s = fresh.worker.kill_grace_s;
+  cl_config_free(old);
+  d->cfg = fresh;
+  cl_log(CL_LOG_INFO, "reloaded", "file",
+         d->config_path ? d->config_path : "(none)", "concurrency",
+         CL_LOG_INT(fresh.worker.concurrency), "needs_restart",
+         needs_restart ? needs_restart : "nothing", NULL);
+}
+
+/* Connects once, blocking, before the loop starts: a refused password or
+ * a missing schema is reported now and is not retried forever.  Writes
+ * the dsn to use (malloc'd; the embedded one when none was given). */
+static int preflight(const char *dsn_opt, char **dsn_out) {
+  cl_conn_t *c = NULL;
+  int ex = cli_connect_dsn(dsn_opt, &c, dsn_out);
+  if (ex != EXIT_OK)
+    return ex;
+  int rc = cl_schema_check(c);
+  if (rc != 0) {
+    ex = cli_fail(c, rc, "schema");
+    free(*dsn_out);
+    *dsn_out = NULL;
+  }
+  cl_conn_free(&c);
+  return ex;
+}
+
+int cmd_work(int argc, char **argv) {
+  static const struct option base_opts[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"config", required_argument, NULL, 'c'},
+      {"queue", required_argument, NULL, 'q'},
+  };
+  enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
+  struct option opts[NBASE + NFLAGS + 1];
+  memcpy(opts, base_opts, sizeof base_opts);
+  for (size_t i = 0; i < NFLAGS; i++)
+    opts[NBASE + i] = (struct option){flag_keys[i].flag, required_argument,
+                                      NULL, 1000 + (int)i};
+  memset(&opts[NBASE + NFLAGS], 0, sizeof opts[0]);
+
+  static flagset_t fs;
+  static char origins[64][48];
+  char *queues = NULL;
+  const char *config_path = getenv("CLAIMER_CONFIG");
+  int ch;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, ":hc:q:", opts, NULL)) != -1) {
+    if (ch == 'h') {
+      usage(stdout);
+      free(queues);
+      return EXIT_OK;
+    } else if (ch == 'c') {
+      config_path = optarg;
+    } else if (ch == 'q') {
+      size_t len = (queues ? strlen(queues) + 1 : 0) + strlen(optarg) + 1;
+      char *q = malloc(len);
+      if (q == NULL) {
+        free(queues);
+        return EXIT_ERROR;
+      }
+      snprintf(q, len, "%s%s%s", queues ? queues : "", queues ? "," : "",
+               optarg);
+      free(queues);
+      queues = q;
+    } else if (ch >= 1000 && ch < 1000 + (int)NFLAGS && fs.n < 63) {
+      snprintf(origins[fs.n], sizeof origins[0], "flag --%s",
+               flag_keys[ch - 1000].flag);
+      fs.path[fs.n] = flag_keys[ch - 1000].path;
+      fs.value[fs.n] = optarg;
+      fs.origin[fs.n] = origins[fs.n];
+      fs.n++;
+    } else {
+      free(queues);
+      return cli_bad_option(argv, optopt);
+    }
+  }
+  if (optind < argc) {
+    free(queues);
+    return cli_usage_error("unexpected argument \"%s\"", argv[optind]);
+  }
+  if (queues != NULL) {
+    fs.path[fs.n] = "worker.queues";
+    fs.value[fs.n] = queues;
+    fs.origin[fs.n] = "flag --queue";
+    fs.n++;
+  }
+
+  static daemon_t d;
+  d.config_path = config_path;
+  d.flags = &fs;
+  int ex = load_config(&d.cfg, config_path, &fs);
+  if (ex != EXIT_OK) {
+    free(queues);
+    return ex;
+  }
+  cl_log_setup(d.cfg.log_format, d.cfg.log_level, 2);
+  char *dsn = NULL;
+  ex = preflight(d.cfg.dsn, &dsn);
+  if (ex != EXIT_OK) {
+    cl_config_free(&d.cfg);
+    free(queues);
+    return ex;
+  }
+
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(&d.loop);
+  d.xh.loop = &d.loop;
+  d.xh.command = d.cfg.worker.command;
+  d.xh.result_max = d.cfg.worker.result_max;
+  d.xh.stderr_max = d.cfg.worker.stderr_max;
+  d.xh.kill_grace_s = d.cfg.worker.kill_grace_s;
+
+  cl_worker_opts_t wo;
+  cl_worker_opts_init(&wo);
+  wo.dsn = dsn;
+  wo.name = d.cfg.worker.name;
+  wo.concurrency = d.cfg.worker.concurrency;
+  wo.prefetch = cl_config_prefetch(&d.cfg);
+  wo.lease_s = d.cfg.worker.lease_s;
+  wo.heartbeat_s = cl_config_heartbeat_s(&d.cfg);
+  wo.poll_s = d.cfg.worker.poll_s;
+  wo.timeout_s = d.cfg.worker.timeout_s;
+  wo.drain_s = d.cfg.worker.drain_s;
+  wo.on_exit = on_worker_exit;
+  wo.arg = &d;
+  char err[512];
+  int rc = cl_worker_new(&d.w, &d.loop, &wo, err, sizeof err);
+  free(dsn);
+  if (rc != 0) {
+    cli_err("%s", err);
+    uv_loop_close(&d.loop);
+    cl_config_free(&d.cfg);
+    free(queues);
+    return EXIT_USAGE;
+  }
+  for (size_t i = 0; i < d.cfg.worker.nqueues; i++)
+    (void)cl_worker_add_queue(d.w, d.cfg.worker.queues[i].name,
+                              d.cfg.worker.queues[i].weight, xhandler_start,
+                              &d.xh);
+  uv_signal_init(&d.loop, &d.sigterm);
+  uv_signal_init(&d.loop, &d.sigint);
+  uv_signal_init(&d.loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_hup, SIGHUP);
+  (void)cl_worker_start(d.w);
+  uv_run(&d.loop, UV_RUN_DEFAULT);
+  rc = uv_loop_close(&d.loop);
+  if (rc != 0) {
+    cli_err("internal error: the loop still had handles open at exit (%s)",
+            uv_err_name(rc));
+    d.exit_rc = EXIT_ERROR;
+  } else {
+    cl_log(CL_LOG_INFO, "exit", "status", CL_LOG_INT(d.exit_rc),
+           "loop_closed", "true", NULL);
+  }
+  cl_config_free(&d.cfg);
+  free(queues);
+  return d.exit_rc;
+}

@@ -1,0 +1,377 @@
+/*
+ * exec_handler.c: the handler of `claimer work --exec`: one child process
+ * per job.  The child is `/bin/sh -c COMMAND` in a session of its own (so a
+ * stop can signal the whole group), with the payload on stdin and
+ * CLAIMER_ITEM_ID, CLAIMER_ATTEMPT, CLAIMER_TOKEN, CLAIMER_QUEUE and
+ * CLAIMER_IDEMPOTENCY_KEY in its environment.  Its exit says the outcome:
+ *
+ *   0           complete; stdout (at most result_max bytes) is the result,
+ *               stored as is when it is JSON, else as a JSON string;
+ *   75          EX_TEMPFAIL: retry with backoff (an attempt is spent);
+ *   other, or a signal it did not get from us: fail for good (dead), the
+ *               tail of stderr kept as the error.
+ *
+ * A child we stop (timeout, lost or fenced lease, drain timeout) gets
+ * SIGTERM, then SIGKILL after the grace; a timed-out or drained job is
+ * retried with backoff.
+ */
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "claimer.h"
+#include "exec_handler.h"
+#include "log.h"
+
+extern char **environ;
+
+typedef struct xjob {
+  struct xjob *prev, *next;
+  xhandler_t *h;
+  cl_job_t *job;
+  uv_process_t proc;
+  uv_pipe_t in, out, err;
+  uv_timer_t timer;
+  uv_write_t wreq;
+  int handles;
+  int proc_init, spawned, exited, out_eof, err_eof, reported;
+  int64_t status;
+  int term_signal;
+  cl_stop_reason_t stopped;
+  char *outbuf;
+  size_t outlen;
+  int out_over;
+  char *errbuf; /* a ring of the last stderr_max bytes */
+  size_t errlen, errpos;
+  char *env_block;
+  char **env;
+  char *payload;
+} xjob_t;
+
+static char scratch[65536];
+
+static void on_closed(uv_handle_t *hd) {
+  xjob_t *x = hd->data;
+  if (--x->handles > 0)
+    return;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    x->h->jobs = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  free(x->outbuf);
+  free(x->errbuf);
+  free(x->env_block);
+  free(x->env);
+  free(x->payload);
+  free(x);
+}
+
+static void close_all(xjob_t *x) {
+  uv_handle_t *hs[] = {(uv_handle_t *)&x->proc, (uv_handle_t *)&x->in,
+                       (uv_handle_t *)&x->out, (uv_handle_t *)&x->err,
+                       (uv_handle_t *)&x->timer};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+    if (hs[i] == (uv_handle_t *)&x->proc && !x->proc_init) {
+      x->handles--;
+      continue;
+    }
+    if (!uv_is_closing(hs[i]))
+      uv_close(hs[i], on_closed);
+  }
+}
+
+/* The stderr tail, oldest byte first, as a C string (malloc'd). */
+static char *err_tail(const xjob_t *x) {
+  size_t n = x->errlen;
+  char *s = malloc(n + 1);
+  if (s == NULL)
+    return NULL;
+  size_t cap = x->h->stderr_max;
+  size_t start = n < cap ? 0 : x->errpos;
+  for (size_t i = 0; i < n; i++)
+    s[i] = x->errbuf[(start + i) % (cap ? cap : 1)];
+  s[n] = '\0';
+  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+    s[--n] = '\0';
+  return s;
+}
+
+/* stdout as a JSON value: as is when it is one, else a JSON string of its
+ * text (invalid UTF-8 replaced).  NULL result means JSON null. */
+static int make_result(xjob_t *x, char **out) {
+  *out = NULL;
+  size_t n = x->outlen;
+  while (n > 0 && (x->outbuf[n - 1] == '\n' || x->outbuf[n - 1] == '\r'))
+    n--;
+  if (n == 0)
+    return 0;
+  x->outbuf[n] = '\0';
+  if (strlen(x->outbuf) == n && cl_check_json(x->outbuf, n, NULL, 0) == 0) {
+    *out = strdup(x->outbuf);
+    return *out ? 0 : CL_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (x->outbuf[i] == '\0')
+      x->outbuf[i] = '?';
+  for (long bad; (bad = cl_utf8_invalid_at(x->outbuf, n)) >= 0;)
+    x->outbuf[bad] = '?';
+  json_object *o = json_object_new_string_len(x->outbuf, (int)n);
+  if (o == NULL)
+    return CL_ENOMEM;
+  *out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+  json_object_put(o);
+  return *out ? 0 : CL_ENOMEM;
+}
+
+static void report(xjob_t *x) {
+  if (x->reported)
+    return;
+  x->reported = 1;
+  uv_timer_stop(&x->timer);
+  cl_job_t *job = x->job;
+  char *tail = err_tail(x);
+  char why[512];
+  if (x->stopped == CL_STOP_TIMEOUT || x->stopped == CL_STOP_SHUTDOWN ||
+      x->stopped == CL_STOP_LEASE_LOST || x->stopped == CL_STOP_FENCED) {
+    snprintf(why, sizeof why, "handler stopped (%s)%s%s",
+             x->stopped == CL_STOP_TIMEOUT    ? "timeout"
+             : x->stopped == CL_STOP_SHUTDOWN ? "worker shutting down"
+             : x->stopped == CL_STOP_FENCED   ? "lease about to expire"
+                                              : "lease lost",
+             tail && *tail ? ": " : "", tail ? tail : "");
+    (void)cl_job_fail(job, why, 1, -1);
+  } else if (x->term_signal != 0) {
+    snprintf(why, sizeof why, "handler killed by signal %d%s%s",
+             x->term_signal, tail && *tail ? ": " : "", tail ? tail : "");
+    (void)cl_job_fail(job, why, 0, 0);
+  } else if (x->status == 0 && x->out_over) {
+    snprintf(why, sizeof why,
+             "handler output is over the %zu-byte result limit",
+             x->h->result_max);
+    (void)cl_job_fail(job, why, 0, 0);
+  } else if (x->status == 0) {
+    char *result = NULL;
+    if (make_result(x, &result) != 0 || cl_job_complete(job, result) != 0)
+      (void)cl_job_fail(job, "out of memory while storing the result", 1, -1);
+    free(result);
+  } else if (x->status == 75) {
+    snprintf(why, sizeof why, "handler asked for a retry (exit 75)%s%s",
+             tail && *tail ? ": " : "", tail ? tail : "");
+    (void)cl_job_fail(job, why, 1, -1);
+  } else {
+    snprintf(why, sizeof why, "handler exited with status %lld%s%s",
+             (long long)x->status, tail && *tail ? ": " : "",
+             tail ? tail : "");
+    (void)cl_job_fail(job, why, 0, 0);
+  }
+  free(tail);
+  x->job = NULL;
+  close_all(x);
+}
+
+static void maybe_report(xjob_t *x) {
+  if (x->exited && x->out_eof && x->err_eof)
+    report(x);
+}
+
+/* After the child exits, its stdout may stay open in a grandchild it left
+ * behind: do not wait for that longer than a second. */
+static void on_linger(uv_timer_t *t) { report(t->data); }
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
+  xjob_t *x = p->data;
+  x->exited = 1;
+  x->status = status;
+  x->term_signal = term_signal;
+  uv_timer_stop(&x->timer);
+  if (!(x->out_eof && x->err_eof))
+    uv_timer_start(&x->timer, on_linger, 1000, 0);
+  maybe_report(x);
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
+  (void)hd;
+  (void)suggested;
+  *buf = uv_buf_init(scratch, sizeof scratch);
+}
+
+static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  xjob_t *x = s->data;
+  if (n < 0) {
+    uv_read_stop(s);
+    x->out_eof = 1;
+    maybe_report(x);
+    return;
+  }
+  size_t cap = x->h->result_max;
+  size_t take = (size_t)n;
+  if (x->outlen + take > cap) {
+    x->out_over = 1;
+    take = cap - x->outlen;
+  }
+  memcpy(x->outbuf + x->outlen, buf->base, take);
+  x->outlen += take;
+}
+
+static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  xjob_t *x = s->data;
+  if (n < 0) {
+    uv_read_stop(s);
+    x->err_eof = 1;
+    maybe_report(x);
+    return;
+  }
+  size_t cap = x->h->stderr_max;
+  for (ssize_t i = 0; i < n && cap > 0; i++) {
+    x->errbuf[x->errpos] = buf->base[i];
+    x->errpos = (x->errpos + 1) % cap;
+    if (x->errlen < cap)
+      x->errlen++;
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  xjob_t *x = req->data;
+  (void)status; /* a child that does not read its stdin is its business */
+  if (!uv_is_closing((uv_handle_t *)&x->in))
+    uv_close((uv_handle_t *)&x->in, on_closed);
+}
+
+static void on_kill_timer(uv_timer_t *t) {
+  xjob_t *x = t->data;
+  if (!x->exited && x->spawned)
+    uv_kill(-x->proc.pid, SIGKILL);
+}
+
+static void on_stop(cl_job_t *job, void *arg, cl_stop_reason_t why) {
+  xjob_t *x = arg;
+  (void)job;
+  if (x->exited || !x->spawned)
+    return;
+  x->stopped = why;
+  uv_kill(-x->proc.pid, SIGTERM);
+  uv_timer_start(&x->timer, on_kill_timer,
+                 (uint64_t)(x->h->kill_grace_s * 1000), 0);
+}
+
+/* The child's environment: ours plus the job's five variables. */
+static int make_env(xjob_t *x, cl_job_t *job) {
+  size_t n = 0;
+  while (environ[n])
+    n++;
+  char attempt[16];
+  snprintf(attempt, sizeof attempt, "%d", cl_job_attempt(job));
+  const char *names[] = {"CLAIMER_ITEM_ID", "CLAIMER_ATTEMPT",
+                         "CLAIMER_TOKEN", "CLAIMER_QUEUE",
+                         "CLAIMER_IDEMPOTENCY_KEY"};
+  /* The idempotency key is the item_id: the same on every attempt, never
+   * derived from a token (G10). */
+  const char *vals[] = {cl_job_item_id(job), attempt, cl_job_token(job),
+                        cl_job_queue(job), cl_job_item_id(job)};
+  size_t size = 0;
+  for (int i = 0; i < 5; i++)
+    size += strlen(names[i]) + strlen(vals[i]) + 2;
+  x->env = calloc(n + 6, sizeof *x->env);
+  x->env_block = malloc(size);
+  if (x->env == NULL || x->env_block == NULL)
+    return -1;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    /* Drop inherited values of the job's variables. */
+    int ours = 0;
+    for (int j = 0; j < 5 && !ours; j++) {
+      size_t len = strlen(names[j]);
+      ours = strncmp(environ[i], names[j], len) == 0 &&
+             environ[i][len] == '=';
+    }
+    if (!ours)
+      x->env[k++] = environ[i];
+  }
+  char *p = x->env_block;
+  for (int i = 0; i < 5; i++) {
+    x->env[k++] = p;
+    p += sprintf(p, "%s=%s", names[i], vals[i]) + 1;
+  }
+  x->env[k] = NULL;
+  return 0;
+}
+
+void xhandler_start(cl_job_t *job, void *arg) {
+  xhandler_t *h = arg;
+  xjob_t *x = calloc(1, sizeof *x);
+  if (x == NULL) {
+    (void)cl_job_fail(job, "out of memory starting the handler", 1, -1);
+    return;
+  }
+  x->h = h;
+  x->job = job;
+  x->outbuf = malloc(h->result_max + 1);
+  x->errbuf = malloc(h->stderr_max ? h->stderr_max : 1);
+  x->next = h->jobs;
+  if (h->jobs)
+    h->jobs->prev = x;
+  h->jobs = x;
+  uv_loop_t *loop = h->loop;
+  uv_pipe_init(loop, &x->in, 0);
+  uv_pipe_init(loop, &x->out, 0);
+  uv_pipe_init(loop, &x->err, 0);
+  uv_timer_init(loop, &x->timer);
+  x->in.data = x->out.data = x->err.data = x->timer.data = x;
+  x->proc.data = x;
+  x->handles = 5;
+  x->wreq.data = x;
+  x->payload = strdup(cl_job_payload(job));
+  if (x->outbuf == NULL || x->errbuf == NULL || x->payload == NULL ||
+      make_env(x, job) != 0) {
+    (void)cl_job_fail(job, "out of memory starting the handler", 1, -1);
+    x->reported = 1;
+    close_all(x);
+    return;
+  }
+  char *args[] = {"/bin/sh", "-c", h->command, NULL};
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+  stdio[0].data.stream = (uv_stream_t *)&x->in;
+  stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[1].data.stream = (uv_stream_t *)&x->out;
+  stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[2].data.stream = (uv_stream_t *)&x->err;
+  uv_process_options_t opts = {0};
+  opts.file = "/bin/sh";
+  opts.args = args;
+  opts.env = x->env;
+  opts.exit_cb = on_exit_cb;
+  opts.flags = UV_PROCESS_DETACHED; /* its own process group */
+  opts.stdio_count = 3;
+  opts.stdio = stdio;
+  int rc = uv_spawn(loop, &x->proc, &opts);
+  x->proc_init = 1;
+  if (rc != 0) {
+    char why[256];
+    snprintf(why, sizeof why, "cannot start the handler: %s",
+             uv_strerror(rc));
+    x->reported = 1;
+    (void)cl_job_fail(job, why, 1, -1);
+    close_all(x); /* a failed spawn's handle is closed too */
+    return;
+  }
+  x->spawned = 1;
+  cl_job_on_stop(job, on_stop, x);
+  uv_read_start((uv_stream_t *)&x->out, on_alloc, on_out);
+  uv_read_start((uv_stream_t *)&x->err, on_alloc, on_err);
+  uv_buf_t b = uv_buf_init(x->payload, (unsigned)strlen(x->payload));
+  /* A child that exits without reading gets its pipe closed: EPIPE,
+   * ignored. */
+  if (uv_write(&x->wreq, (uv_stream_t *)&x->in, &b, 1, on_written) != 0)
+    uv_close((uv_handle_t *)&x->in, on_closed);
+}
+
+void xhandler_kill_all(xhandler_t *h) {
+  for (xjob_t *x = h->jobs; x; x = x->next)
+    if (x->spawned && !x->exited)
+      uv_kill(-x->proc.pid, SIGKILL);
+}
