@@ -617,7 +617,8 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
   size_t n = 0;
   if (cl__parse_heartbeat(res, &held, &n) != 0)
     return;
-  qsort(held, n, sizeof *held, cmp_held);
+  if (n > 1)
+    qsort(held, n, sizeof *held, cmp_held);
   char *seen = calloc(n + 1, 1);
   for (cl_job_t *job = w->jobs, *next; job; job = next) {
     next = job->next;

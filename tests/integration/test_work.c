@@ -38,6 +38,20 @@
 
 static char logdir[] = "/tmp/claimer-work-XXXXXX";
 
+/* Every worker started, so that none outlives a failed test. */
+static pid_t started[64];
+static int nstarted;
+
+static void kill_leftovers(void) {
+  for (int i = 0; i < nstarted; i++) {
+    if (kill(started[i], 0) == 0) {
+      kill(-started[i], SIGKILL);
+      kill(-started[i], SIGCONT);
+      waitpid(started[i], NULL, WNOHANG);
+    }
+  }
+}
+
 /* Starts `claimer work` with args (NULL-terminated) after the common ones,
  * its output in logdir/NAME.log.  Returns the pid. */
 static pid_t start_worker(const char *dsn, const char *name,
@@ -70,6 +84,8 @@ static pid_t start_worker(const char *dsn, const char *name,
     _exit(127);
   }
   assert_true(pid > 0);
+  if (nstarted < 64)
+    started[nstarted++] = pid;
   return pid;
 }
 
@@ -110,6 +126,34 @@ static void print_log(const char *name) {
   fprintf(stderr, "---- %s.log (last 3000 bytes) ----\n%s\n", name,
           len > 3000 ? s + len - 3000 : s);
   free(s);
+}
+
+/* SIGTERMs the worker and asserts that it drains and exits 0 (its log is
+ * printed when not). */
+static void stop_ok(pid_t pid, const char *name) {
+  kill(pid, SIGTERM);
+  int st = wait_exit(pid, 60);
+  if (st != 0)
+    print_log(name);
+  assert_int_equal(st, 0);
+}
+
+/* Waits up to timeout_s until the log of name holds needle at least n
+ * times; returns the log (malloc'd) either way. */
+static char *wait_log(const char *name, const char *needle, int n,
+                      double timeout_s) {
+  double end = th_now() + timeout_s;
+  for (;;) {
+    char *log = read_log(name);
+    int seen = 0;
+    for (const char *s = log; (s = strstr(s, needle)) != NULL; s++)
+      seen++;
+    if (seen >= n || th_now() > end)
+      return log;
+    free(log);
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
 }
 
 static void enqueue_n(PGconn *p, const char *queue, long n) {
@@ -198,13 +242,7 @@ static void test_drain_four_workers(void **state) {
   fprintf(stderr, "  drain: %ld items by 4 workers x 8 in %.1f s (%.0f/s)\n",
           items, took, items / took);
   for (int i = 0; i < 4; i++)
-    kill(pids[i], SIGTERM);
-  for (int i = 0; i < 4; i++) {
-    int st = wait_exit(pids[i], 60);
-    if (st != 0)
-      print_log(names[i]);
-    assert_int_equal(st, 0);
-  }
+    stop_ok(pids[i], names[i]);
   check_all_done(p, "drain", items);
   assert_int_equal(th_long(p, "SELECT count(DISTINCT worker_id) FROM "
                               "claimer.results WHERE queue = 'drain'"),
@@ -255,11 +293,7 @@ static void test_kill9(void **state) {
     nanosleep(&ts, NULL);
   }
   cl_conn_free(&c);
-  kill(b, SIGTERM);
-  int st = wait_exit(b, 60);
-  if (st != 0)
-    print_log("kill-b");
-  assert_int_equal(st, 0);
+  stop_ok(b, "kill-b");
   fprintf(stderr, "  reaped %ld leases of the killed worker\n",
           reaped.expired);
   assert_true(reaped.expired >= 1);
@@ -302,28 +336,9 @@ static void test_sigstop(void **state) {
              "stop-b completing");
   kill(a, SIGCONT);
   /* Give A time to wake, see its handlers done, and try. */
-  double end = th_now() + 20;
-  char *log = NULL;
-  for (;;) {
-    free(log);
-    log = read_log("stop-a");
-    int n = 0;
-    for (const char *s = log; (s = strstr(s, "event=lease_lost")); s++)
-      n++;
-    if (n >= 4 || th_now() > end)
-      break;
-    struct timespec ts = {0, 100 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-  kill(a, SIGTERM);
-  kill(b, SIGTERM);
-  int sa = wait_exit(a, 30), sb = wait_exit(b, 30);
-  if (sa != 0 || sb != 0) {
-    print_log("stop-a");
-    print_log("stop-b");
-  }
-  assert_int_equal(sa, 0);
-  assert_int_equal(sb, 0);
+  char *log = wait_log("stop-a", "event=lease_lost", 4, 20);
+  stop_ok(a, "stop-a");
+  stop_ok(b, "stop-b");
   int lost = 0;
   for (const char *s = log; (s = strstr(s, "event=lease_lost")); s++)
     lost++;
@@ -354,11 +369,7 @@ static void test_sigterm_drain(void **state) {
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.workers WHERE "
                               "worker_id = 'term-a'"),
                    1);
-  kill(a, SIGTERM);
-  int st = wait_exit(a, 30);
-  if (st != 0)
-    print_log("term-a");
-  assert_int_equal(st, 0);
+  stop_ok(a, "term-a");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 2);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "state = 'ready' AND attempts = 0"),
@@ -404,16 +415,11 @@ static void test_db_restart(void **state) {
   p = th_connect(dsn);
   wait_count(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'", N,
              180, "after the restart");
-  kill(a, SIGTERM);
-  kill(b, SIGTERM);
-  int sa = wait_exit(a, 60), sb = wait_exit(b, 60);
+  stop_ok(a, "restart-a");
+  stop_ok(b, "restart-b");
   char *log = read_log("restart-a");
-  if (sa != 0 || sb != 0 || !strstr(log, "event=db_disconnected")) {
+  if (!strstr(log, "event=db_disconnected"))
     print_log("restart-a");
-    print_log("restart-b");
-  }
-  assert_int_equal(sa, 0);
-  assert_int_equal(sb, 0);
   assert_non_null(strstr(log, "event=db_disconnected"));
   free(log);
   check_all_done(p, "restart", N);
@@ -487,17 +493,131 @@ static void test_in_process(void **state) {
     _exit(127);
   }
   wait_count(p, "SELECT count(*) FROM claimer.results", N, 120, "in-process");
-  kill(pid, SIGTERM);
-  int st = wait_exit(pid, 30);
-  if (st != 0)
-    print_log("inproc");
-  assert_int_equal(st, 0);
+  stop_ok(pid, "inproc");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results r JOIN "
                               "claimer.items i USING (item_id) WHERE "
                               "r.result->>'item' = r.item_id AND "
                               "i.state = 'done' AND i.attempts = 1"),
                    N);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  PQfinish(p);
+}
+
+/* A worker on a DSN holding the right password: the password appears in
+ * no log line, at debug level, through a whole run. */
+static void test_password_never_logged(void **state) {
+  (void)state;
+  char dsn[1024], tcp[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_pwlog", 1, dsn, sizeof dsn), 0);
+  if (th_db_tcp_dsn(&th_pg, "work_pwlog", 0, tcp, sizeof tcp) != 0)
+    skip();
+  char good[1200];
+  snprintf(good, sizeof good, "%s user=claimer_pw password=right-password",
+           tcp);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "pwlog", 20);
+  const char *args[] = {"-q", "pwlog", "--log-level", "debug", "--exec",
+                        HANDLER, NULL};
+  pid_t a = start_worker(good, "pwlog", args);
+  wait_count(p, "SELECT count(*) FROM claimer.results", 20, 30, "pwlog");
+  stop_ok(a, "pwlog");
+  char *log = read_log("pwlog");
+  assert_non_null(strstr(log, "event=completed"));
+  assert_non_null(strstr(log, "password=***"));
+  assert_null(strstr(log, "right-password"));
+  free(log);
+  PQfinish(p);
+}
+
+/* Bad config for `claimer work`: exit 2 with the exact message, before
+ * anything connects. */
+static void test_config_errors(void **state) {
+  (void)state;
+  char path[256];
+  snprintf(path, sizeof path, "%s/bad.yaml", logdir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("worker:\n  queues: [a]\n  concurency: 8\n", f);
+  fclose(f);
+  char want[512];
+  snprintf(want, sizeof want,
+           "claimer work: %s:3:3: unknown key \"concurency\" in worker (did "
+           "you mean \"concurrency\"?)\n",
+           path);
+  const char *argv1[] = {th_claimer_bin(), "work", "--config", path,
+                         "--exec", "true", "--dsn", "host=/nonexistent",
+                         NULL};
+  char *out = NULL;
+  assert_int_equal(th_run(argv1, NULL, &out), 2);
+  assert_string_equal(out, want);
+  free(out);
+  const char *argv2[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
+                         "true", "--lease", "-5s", NULL};
+  assert_int_equal(th_run(argv2, NULL, &out), 2);
+  assert_string_equal(out,
+                      "claimer work: flag --lease: \"-5s\" is not a duration "
+                      "(a number of seconds >= 0, or a number with ms, s, m "
+                      "or h)\n");
+  free(out);
+  const char *argv3[] = {th_claimer_bin(), "work", "--exec", "true", NULL};
+  assert_int_equal(th_run(argv3, NULL, &out), 2);
+  assert_string_equal(out, "claimer work: no queue to work on (give -q "
+                           "QUEUE, CLAIMER_WORKER_QUEUES or worker.queues)\n");
+  free(out);
+  const char *argv4[] = {th_claimer_bin(), "work", "-q", "a", NULL};
+  assert_int_equal(th_run(argv4, NULL, &out), 2);
+  assert_string_equal(out, "claimer work: no handler command (give --exec "
+                           "COMMAND, CLAIMER_WORKER_COMMAND or "
+                           "worker.command)\n");
+  free(out);
+  const char *argv5[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
+                         "true", "--heartbeat", "40s", NULL};
+  assert_int_equal(th_run(argv5, NULL, &out), 2);
+  assert_string_equal(out, "claimer work: worker.heartbeat (40s, from flag "
+                           "--heartbeat) must be shorter than worker.lease "
+                           "(30s, from default)\n");
+  free(out);
+  /* config check prints the effective config, secrets redacted. */
+  snprintf(path, sizeof path, "%s/good.yaml", logdir);
+  f = fopen(path, "w");
+  fputs("dsn: \"host=db1 password=s3cret\"\nworker:\n  queues: [a, "
+        "{name: b, weight: 3}]\n  lease: 1m\n",
+        f);
+  fclose(f);
+  const char *argv6[] = {th_claimer_bin(), "config", "check", path, NULL};
+  assert_int_equal(th_run(argv6, NULL, &out), 0);
+  assert_non_null(strstr(out, "password=***"));
+  assert_null(strstr(out, "s3cret"));
+  assert_non_null(strstr(out, "weight: 3"));
+  free(out);
+}
+
+/* SIGHUP reloads the file: a new concurrency takes effect, a changed
+ * lease is reported as needing a restart. */
+static void test_sighup_reload(void **state) {
+  (void)state;
+  char dsn[1024], path[256];
+  assert_int_equal(th_db_create(&th_pg, "work_hup", 1, dsn, sizeof dsn), 0);
+  snprintf(path, sizeof path, "%s/hup.yaml", logdir);
+  FILE *f = fopen(path, "w");
+  fputs("worker:\n  queues: [hup]\n  concurrency: 2\n  command: \"true\"\n", f);
+  fclose(f);
+  const char *args[] = {"--config", path, NULL};
+  pid_t a = start_worker(dsn, "hup", args);
+  PGconn *p = th_connect(dsn);
+  wait_count(p, "SELECT count(*) FROM claimer.workers WHERE concurrency = 2",
+             1, 30, "registered");
+  f = fopen(path, "w");
+  fputs("worker:\n  queues: [hup]\n  concurrency: 5\n  command: \"true\"\n"
+        "  lease: 45s\n",
+        f);
+  fclose(f);
+  kill(a, SIGHUP);
+  char *log = wait_log("hup", "event=reloaded", 1, 10);
+  stop_ok(a, "hup");
+  assert_non_null(strstr(log, "event=reloaded"));
+  assert_non_null(strstr(log, "concurrency=5 needs_restart=worker.lease"));
+  free(log);
   PQfinish(p);
 }
 
@@ -510,6 +630,9 @@ int main(void) {
       cmocka_unit_test(test_sigterm_drain),
       cmocka_unit_test(test_in_process),
       cmocka_unit_test(test_wrong_password),
+      cmocka_unit_test(test_password_never_logged),
+      cmocka_unit_test(test_config_errors),
+      cmocka_unit_test(test_sighup_reload),
       cmocka_unit_test(test_missing_schema),
       cmocka_unit_test(test_sigstop),
       cmocka_unit_test(test_kill9),
@@ -518,6 +641,7 @@ int main(void) {
   };
   int failed = cmocka_run_group_tests_name("work", tests, th_group_setup,
                                            th_group_teardown);
+  kill_leftovers();
   if (failed == 0 && getenv("CLAIMER_TEST_KEEP") == NULL)
     cl__rmtree(logdir);
   return failed;
