@@ -225,15 +225,20 @@ static void session_lost(cl__aconn_t *a, int rc) {
   a->failures++;
   unsigned delay =
       give_up ? 0 : cl__backoff_ms(a->failures, (double)rand() / RAND_MAX);
-  /* Internal requests of the lost session are not carried over. */
-  reqq_t keep = {0};
+  /* Internal requests of the lost session are not carried over; after
+   * giving up, nothing is. */
+  reqq_t keep = {0}, drop = {0};
   for (req_t *r; (r = q_pop(&a->queued)) != NULL;) {
-    if (r->kind == REQ_STMT)
+    if (r->kind == REQ_STMT && !give_up)
       q_push(&keep, r);
+    else if (r->kind == REQ_STMT)
+      q_push(&drop, r);
     else
       req_free(r);
   }
   a->queued = keep;
+  while (drop.head != NULL)
+    q_push(&a->sent, q_pop(&drop)); /* answered CL_ECONNLOST below */
   char why[sizeof a->c->error];
   memcpy(why, a->c->error, sizeof why);
   for (req_t *r; (r = q_pop(&a->sent)) != NULL;) {
@@ -296,6 +301,12 @@ static void session_up(cl__aconn_t *a) {
 
 static void connect_step(cl__aconn_t *a) {
   PostgresPollingStatusType st = PQconnectPoll(a->c->pg);
+  /* libpq may have closed the socket and opened another for the next host
+   * or address, possibly under the same number: watch it afresh. */
+  if (a->poll != NULL) {
+    uv_poll_stop(&a->poll->h);
+    a->poll_events = 0;
+  }
   switch (st) {
   case PGRES_POLLING_READING:
     if (poll_watch(a, UV_READABLE) != 0)
@@ -319,11 +330,14 @@ fail:;
 }
 
 static void begin_connect(cl__aconn_t *a) {
+  /* Keepalives find a silent peer when idle; tcp_user_timeout when data
+   * is unacknowledged (a half-open connection after a partition).  The
+   * dsn, expanded last, may override them all. */
   const char *keys[] = {"application_name", "keepalives", "keepalives_idle",
                         "keepalives_interval", "keepalives_count",
-                        "dbname", NULL};
-  const char *vals[] = {"claimer-worker", "1", "10", "5", "3", a->c->dsn,
-                        NULL};
+                        "tcp_user_timeout", "dbname", NULL};
+  const char *vals[] = {"claimer-worker", "1", "10", "5", "3", "20000",
+                        a->c->dsn, NULL};
   a->state = CONNECTING;
   a->c->pg = PQconnectStartParams(keys, vals, 1);
   if (a->c->pg == NULL || PQstatus(a->c->pg) == CONNECTION_BAD) {
@@ -482,6 +496,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
     drain_notifies(a);
     drain_results(a);
+    /* Parsing results may have read NOTIFYs queued behind them. */
+    drain_notifies(a);
     if (a->state == UP && PQstatus(pg) == CONNECTION_BAD) {
       cl__set_error(a->c, "08006", "connection lost: %s",
                     PQerrorMessage(pg));

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aconn.h"
@@ -60,6 +61,7 @@ struct cl_job {
   int retry;
   double retry_in;
   int resends;
+  int db_errors;
 };
 
 typedef struct claim_ctx {
@@ -343,6 +345,30 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     send_ack(job);
     return;
   }
+  if (rc != 0 && job->db_errors++ < 2 && job->ack != ACK_RELEASE) {
+    /* A deadlock, a lock or statement timeout: the same token may simply
+     * try again. */
+    cl_log(CL_LOG_WARNING, "ack_retry", "item", job->lease.item_id, "error",
+           cl__aconn_error(w->a), NULL);
+    send_ack(job);
+    return;
+  }
+  if (rc != 0 && job->ack == ACK_COMPLETE && !job->checking) {
+    /* The result cannot be stored: end the attempt as a failure rather
+     * than leave the lease to be released for free, so a result the
+     * database keeps refusing ends dead after max_attempts (G4). */
+    char *e = malloc(strlen(cl__aconn_error(w->a)) + 64);
+    if (e != NULL)
+      sprintf(e, "the result could not be stored: %s", cl__aconn_error(w->a));
+    free(job->error);
+    job->error = e;
+    job->ack = ACK_FAIL;
+    job->retry = 1;
+    job->retry_in = -1;
+    job->db_errors = 0;
+    send_ack(job);
+    return;
+  }
   if (rc != 0) {
     ack_settled(job, rc, 0);
     return;
@@ -439,7 +465,8 @@ int cl_job_complete(cl_job_t *job, const char *result) {
 
 int cl_job_fail(cl_job_t *job, const char *error, int retry,
                 double retry_in) {
-  if (job == NULL || job->state != J_RUNNING)
+  if (job == NULL || job->state != J_RUNNING ||
+      (isfinite(retry_in) && retry_in > 3.2e9))
     return CL_EINVAL;
   char *e = cl__strdup(error ? error : "");
   if (e == NULL)
@@ -477,7 +504,17 @@ static wqueue_t *pick_queue(cl_worker_t *w) {
   return best;
 }
 
+static void claim_answered(void *arg, int rc, PGresult *res);
+
+/* A claim's answer; a stop waits for it (what it granted must be released,
+ * not left to expire). */
 static void on_claim(void *arg, int rc, PGresult *res) {
+  cl_worker_t *w = ((claim_ctx_t *)arg)->w;
+  claim_answered(arg, rc, res);
+  maybe_finish(w);
+}
+
+static void claim_answered(void *arg, int rc, PGresult *res) {
   claim_ctx_t *ctx = arg;
   cl_worker_t *w = ctx->w;
   w->claim_inflight = 0;
@@ -852,7 +889,8 @@ static void maybe_finish(cl_worker_t *w) {
     }
     return;
   }
-  if (!w->stopping || w->running > 0 || w->acking > 0 || w->nwaiting > 0)
+  if (!w->stopping || w->running > 0 || w->acking > 0 || w->nwaiting > 0 ||
+      w->claim_inflight)
     return;
   if (w->dereg_sent)
     return;
@@ -888,6 +926,13 @@ static void on_hard_timer(uv_timer_t *t) {
   cl_log(CL_LOG_WARNING, "stop_forced", "unacknowledged",
          CL_LOG_INT(w->acking), "reason",
          "the database stayed unreachable; those leases will expire", NULL);
+  if (w->fatal_rc == 0) {
+    w->fatal_rc = CL_ECONNLOST;
+    snprintf(w->fatal_why, sizeof w->fatal_why,
+             "stopped with %d outcomes not recorded (the database stayed "
+             "unreachable); their leases will expire",
+             w->acking);
+  }
   close_all(w);
 }
 
@@ -995,7 +1040,14 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
     if (gethostname(host, sizeof host) != 0)
       snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';
-    snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
+    /* host:pid alone can repeat (containers sharing a hostname, each
+     * with pid 1); two workers under one id would extend and release each
+     * other's leases. */
+    char uuid[37];
+    if (cl_uuid4(uuid) != 0)
+      snprintf(uuid, sizeof uuid, "%08lx", (unsigned long)time(NULL));
+    uuid[8] = '\0';
+    snprintf(name, sizeof name, "%s:%ld:%s", host, (long)getpid(), uuid);
   } else {
     snprintf(name, sizeof name, "%s", opts->name);
   }

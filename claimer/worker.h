@@ -55,7 +55,8 @@ typedef void (*cl_worker_exit_cb)(void *arg, int rc, const char *why);
 
 typedef struct cl_worker_opts {
   const char *dsn;     /* required; copied */
-  const char *name;    /* worker id; NULL: "host:pid" */
+  const char *name;    /* worker id, unique among live workers; NULL:
+                          "host:pid:" and 8 random hex digits */
   int concurrency;     /* jobs running at once, >= 1 (default 8) */
   int prefetch;        /* claimed but not started, beyond concurrency;
                           -1: concurrency / 4 rounded up (default) */
@@ -110,8 +111,9 @@ CL_EXTERN void cl_job_on_stop(cl_job_t *job, cl_job_stop_cb cb, void *arg);
  * is not valid JSON (the job stays the caller's). */
 CL_EXTERN int cl_job_complete(cl_job_t *job, const char *result);
 /* Reports failure with error (copied; may be NULL).  retry: back to ready
- * after retry_in seconds (< 0: exponential backoff) while attempts remain,
- * else dead.  Returns 0; job is no longer the caller's. */
+ * after retry_in seconds (< 0: exponential backoff; at most 3.2e9) while
+ * attempts remain, else dead.  Returns 0, after which job is no longer the
+ * caller's, or CL_EINVAL for a retry_in out of range. */
 CL_EXTERN int cl_job_fail(cl_job_t *job, const char *error, int retry,
                           double retry_in);
 

@@ -99,7 +99,7 @@ static void usage(FILE *out) {
           "(5s)\n"
           "  --prefetch N           items claimed ahead (default "
           "concurrency/4)\n"
-          "  --name NAME            worker id (default host:pid)\n"
+          "  --name NAME            worker id, unique (default host:pid:random)\n"
           "  --dsn DSN              the database (default: CLAIMER_DSN, else "
           "embedded)\n"
           "  --log-format F         logfmt (default) or json\n"
@@ -109,9 +109,11 @@ static void usage(FILE *out) {
           "items, lets\n"
           "running ones finish up to the drain timeout, and exits 0; a "
           "second one exits\n"
-          "at once (leases then expire).  SIGHUP reloads the config file "
-          "(concurrency,\n"
-          "command, timeouts, limits, logging; the rest needs a restart).\n"
+          "at once (leases then expire).  SIGHUP reloads the config file: "
+          "concurrency,\n"
+          "command, result and stderr limits, kill grace and logging change "
+          "at once;\n"
+          "a change to anything else is logged as needing a restart.\n"
           "\n"
           "Exit status: 0 after a drain, 1 on a database or system error, 2 "
           "on bad\n"
@@ -207,6 +209,19 @@ static void on_hup(uv_signal_t *s, int signum) {
     needs_restart = "dsn";
   else if (old->worker.lease_s != fresh.worker.lease_s)
     needs_restart = "worker.lease";
+  else if (old->worker.heartbeat_s != fresh.worker.heartbeat_s)
+    needs_restart = "worker.heartbeat";
+  else if (old->worker.poll_s != fresh.worker.poll_s)
+    needs_restart = "worker.poll_interval";
+  else if (old->worker.timeout_s != fresh.worker.timeout_s)
+    needs_restart = "worker.timeout";
+  else if (old->worker.drain_s != fresh.worker.drain_s)
+    needs_restart = "worker.drain_timeout";
+  else if (old->worker.prefetch != fresh.worker.prefetch)
+    needs_restart = "worker.prefetch";
+  else if ((old->worker.name == NULL) != (fresh.worker.name == NULL) ||
+           (old->worker.name && strcmp(old->worker.name, fresh.worker.name)))
+    needs_restart = "worker.name";
   else if (old->worker.nqueues != fresh.worker.nqueues)
     needs_restart = "worker.queues";
   for (size_t i = 0; !needs_restart && i < old->worker.nqueues; i++)

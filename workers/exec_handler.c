@@ -48,6 +48,8 @@ typedef struct xjob {
   char *env_block;
   char **env;
   char *payload;
+  size_t result_max, stderr_max; /* the limits this job started with */
+  int spawn_error;
 } xjob_t;
 
 static char scratch[65536];
@@ -90,7 +92,7 @@ static char *err_tail(const xjob_t *x) {
   char *s = malloc(n + 1);
   if (s == NULL)
     return NULL;
-  size_t cap = x->h->stderr_max;
+  size_t cap = x->stderr_max;
   size_t start = n < cap ? 0 : x->errpos;
   for (size_t i = 0; i < n; i++)
     s[i] = x->errbuf[(start + i) % (cap ? cap : 1)];
@@ -134,10 +136,23 @@ static void report(xjob_t *x) {
   uv_timer_stop(&x->timer);
   cl_job_t *job = x->job;
   char *tail = err_tail(x);
-  char why[512];
+  size_t whylen = (tail ? strlen(tail) : 0) + 128;
+  char *why = malloc(whylen);
+  if (why == NULL) {
+    free(tail);
+    tail = NULL;
+    whylen = 128;
+    why = malloc(whylen);
+  }
+  if (why == NULL) {
+    (void)cl_job_fail(job, "out of memory", 1, -1);
+    x->job = NULL;
+    close_all(x);
+    return;
+  }
   if (x->stopped == CL_STOP_TIMEOUT || x->stopped == CL_STOP_SHUTDOWN ||
       x->stopped == CL_STOP_LEASE_LOST || x->stopped == CL_STOP_FENCED) {
-    snprintf(why, sizeof why, "handler stopped (%s)%s%s",
+    snprintf(why, whylen, "handler stopped (%s)%s%s",
              x->stopped == CL_STOP_TIMEOUT    ? "timeout"
              : x->stopped == CL_STOP_SHUTDOWN ? "worker shutting down"
              : x->stopped == CL_STOP_FENCED   ? "lease about to expire"
@@ -145,13 +160,13 @@ static void report(xjob_t *x) {
              tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 1, -1);
   } else if (x->term_signal != 0) {
-    snprintf(why, sizeof why, "handler killed by signal %d%s%s",
+    snprintf(why, whylen, "handler killed by signal %d%s%s",
              x->term_signal, tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 0, 0);
   } else if (x->status == 0 && x->out_over) {
-    snprintf(why, sizeof why,
+    snprintf(why, whylen,
              "handler output is over the %zu-byte result limit",
-             x->h->result_max);
+             x->result_max);
     (void)cl_job_fail(job, why, 0, 0);
   } else if (x->status == 0) {
     char *result = NULL;
@@ -159,23 +174,29 @@ static void report(xjob_t *x) {
       (void)cl_job_fail(job, "out of memory while storing the result", 1, -1);
     free(result);
   } else if (x->status == 75) {
-    snprintf(why, sizeof why, "handler asked for a retry (exit 75)%s%s",
+    snprintf(why, whylen, "handler asked for a retry (exit 75)%s%s",
              tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 1, -1);
   } else {
-    snprintf(why, sizeof why, "handler exited with status %lld%s%s",
+    snprintf(why, whylen, "handler exited with status %lld%s%s",
              (long long)x->status, tail && *tail ? ": " : "",
              tail ? tail : "");
     (void)cl_job_fail(job, why, 0, 0);
   }
   free(tail);
+  free(why);
   x->job = NULL;
   close_all(x);
 }
 
 static void maybe_report(xjob_t *x) {
-  if (x->exited && x->out_eof && x->err_eof)
-    report(x);
+  if (!(x->exited && x->out_eof && x->err_eof))
+    return;
+  /* A stopped job's group may outlive its shell: end it before the lease
+   * goes back, so no straggler works on an item someone else now holds. */
+  if (x->stopped != 0)
+    uv_kill(-x->proc.pid, SIGKILL);
+  report(x);
 }
 
 /* After the child exits, its stdout may stay open in a grandchild it left
@@ -187,9 +208,13 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
   x->exited = 1;
   x->status = status;
   x->term_signal = term_signal;
-  uv_timer_stop(&x->timer);
-  if (!(x->out_eof && x->err_eof))
-    uv_timer_start(&x->timer, on_linger, 1000, 0);
+  if (x->stopped == 0) {
+    uv_timer_stop(&x->timer);
+    if (!(x->out_eof && x->err_eof))
+      uv_timer_start(&x->timer, on_linger, 1000, 0);
+  }
+  /* A stopped job keeps its SIGKILL timer: the shell may be gone while
+   * what it started still runs in the group, holding the pipes. */
   maybe_report(x);
 }
 
@@ -207,7 +232,7 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     maybe_report(x);
     return;
   }
-  size_t cap = x->h->result_max;
+  size_t cap = x->result_max;
   size_t take = (size_t)n;
   if (x->outlen + take > cap) {
     x->out_over = 1;
@@ -225,13 +250,24 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     maybe_report(x);
     return;
   }
-  size_t cap = x->h->stderr_max;
+  size_t cap = x->stderr_max;
   for (ssize_t i = 0; i < n && cap > 0; i++) {
     x->errbuf[x->errpos] = buf->base[i];
     x->errpos = (x->errpos + 1) % cap;
     if (x->errlen < cap)
       x->errlen++;
   }
+}
+
+static void on_spawn_failed(uv_timer_t *t) {
+  xjob_t *x = t->data;
+  char why[256];
+  snprintf(why, sizeof why, "cannot start the handler: %s",
+           uv_strerror(x->spawn_error));
+  x->reported = 1;
+  (void)cl_job_fail(x->job, why, 1, -1);
+  x->job = NULL;
+  close_all(x); /* a failed spawn's handle is closed too */
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -243,17 +279,25 @@ static void on_written(uv_write_t *req, int status) {
 
 static void on_kill_timer(uv_timer_t *t) {
   xjob_t *x = t->data;
-  if (!x->exited && x->spawned)
-    uv_kill(-x->proc.pid, SIGKILL);
+  if (x->spawned)
+    uv_kill(-x->proc.pid, SIGKILL); /* the group, even if its leader is gone */
+  if (x->exited)
+    report(x);
+  else
+    uv_timer_start(&x->timer, on_linger, 1000, 0);
 }
 
 static void on_stop(cl_job_t *job, void *arg, cl_stop_reason_t why) {
   xjob_t *x = arg;
   (void)job;
-  if (x->exited || !x->spawned)
+  if (!x->spawned || x->reported)
     return;
+  int first = x->stopped == 0;
   x->stopped = why;
+  if (!first)
+    return; /* the SIGKILL is already due; a new reason does not delay it */
   uv_kill(-x->proc.pid, SIGTERM);
+  uv_timer_stop(&x->timer);
   uv_timer_start(&x->timer, on_kill_timer,
                  (uint64_t)(x->h->kill_grace_s * 1000), 0);
 }
@@ -309,8 +353,11 @@ void xhandler_start(cl_job_t *job, void *arg) {
   }
   x->h = h;
   x->job = job;
-  x->outbuf = malloc(h->result_max + 1);
-  x->errbuf = malloc(h->stderr_max ? h->stderr_max : 1);
+  /* A SIGHUP may change the handler's limits; this job keeps its own. */
+  x->result_max = h->result_max;
+  x->stderr_max = h->stderr_max;
+  x->outbuf = malloc(x->result_max + 1);
+  x->errbuf = malloc(x->stderr_max ? x->stderr_max : 1);
   x->next = h->jobs;
   if (h->jobs)
     h->jobs->prev = x;
@@ -351,12 +398,10 @@ void xhandler_start(cl_job_t *job, void *arg) {
   int rc = uv_spawn(loop, &x->proc, &opts);
   x->proc_init = 1;
   if (rc != 0) {
-    char why[256];
-    snprintf(why, sizeof why, "cannot start the handler: %s",
-             uv_strerror(rc));
-    x->reported = 1;
-    (void)cl_job_fail(job, why, 1, -1);
-    close_all(x); /* a failed spawn's handle is closed too */
+    /* Reported from a timer, not from inside the start callback: failing
+     * here would start the next job, and fail it, recursively. */
+    x->spawn_error = rc;
+    uv_timer_start(&x->timer, on_spawn_failed, 0, 0);
     return;
   }
   x->spawned = 1;
@@ -372,6 +417,6 @@ void xhandler_start(cl_job_t *job, void *arg) {
 
 void xhandler_kill_all(xhandler_t *h) {
   for (xjob_t *x = h->jobs; x; x = x->next)
-    if (x->spawned && !x->exited)
+    if (x->spawned)
       uv_kill(-x->proc.pid, SIGKILL);
 }

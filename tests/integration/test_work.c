@@ -555,6 +555,105 @@ static void test_weights(void **state) {
   PQfinish(p);
 }
 
+/* What each way of ending does, through the exec handler: plain text on
+ * stdout is stored as a JSON string; exit 75 retries; any other exit is
+ * dead with stderr's tail as the error; a handler past its timeout is
+ * killed and retried; stdout over the cap fails the item. */
+static void test_exec_outcomes(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_outcomes", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue) VALUES "
+             "('text', 'out'), ('tempfail', 'out'), ('broken', 'out'), "
+             "('slow', 'out'), ('big', 'out')");
+  const char *args[] = {
+      "-q", "out", "--timeout", "1", "--kill-grace", "1", "--result-max",
+      "100", "--exec",
+      "case $CLAIMER_ITEM_ID in "
+      "text) echo 'hello \"world\"';; "
+      "tempfail) echo 'try later' >&2; exit 75;; "
+      "broken) echo 'first line' >&2; echo 'it broke' >&2; exit 3;; "
+      "slow) exec sleep 30;; "
+      "big) head -c 500 /dev/zero | tr '\\0' x;; "
+      "esac",
+      NULL};
+  pid_t a = start_worker(dsn, "out", args);
+  wait_count(p, "SELECT count(*) FROM claimer.items WHERE last_error IS NOT "
+                "NULL OR state = 'done'", 5, 30, "outcomes");
+  stop_ok(a, "out");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
+                              "item_id = 'text' AND result = "
+                              "to_jsonb('hello \"world\"'::text)"),
+                   1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'tempfail' AND state = 'ready' AND "
+                              "attempts = 1 AND last_error LIKE '%exit 75%' "
+                              "AND last_error LIKE '%try later%'"),
+                   1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'broken' AND state = 'dead' AND "
+                              "last_error = 'handler exited with status 3: "
+                              "first line\nit broke'"),
+                   1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'slow' AND state = 'ready' AND "
+                              "attempts = 1 AND last_error LIKE "
+                              "'handler stopped (timeout)%'"),
+                   1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'big' AND state = 'dead' AND "
+                              "last_error LIKE '%over the 100-byte result "
+                              "limit%'"),
+                   1);
+  PQfinish(p);
+}
+
+/* A lease taken away while its handler runs (expired and reaped behind the
+ * worker's back): the next heartbeat sees it gone, the handler is killed,
+ * and nothing it would have said is written. */
+static void test_lease_lost_by_heartbeat(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_hblost", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "hbl", 1);
+  const char *args[] = {"-q", "hbl", "--lease", "6", "--heartbeat", "1",
+                        "--kill-grace", "1", "--exec",
+                        "sleep 30; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "hbl", args);
+  wait_count(p, "SELECT count(*) FROM claimer.claims", 1, 30, "claimed");
+  double t0 = th_now();
+  th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
+             "interval '1 second'");
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  assert_int_equal(cl_conn_connect(c), 0);
+  cl_reap_info_t info = {0};
+  assert_int_equal(cl_reap(c, 10, &info), 0);
+  assert_int_equal(info.expired, 1);
+  cl_conn_free(&c);
+  char *log = wait_log("hbl", "event=discarded", 1, 15);
+  double took = th_now() - t0;
+  fprintf(stderr, "  lease lost: handler stopped and discarded in %.1f s\n",
+          took);
+  if (strstr(log, "event=discarded") == NULL)
+    print_log("hbl");
+  assert_non_null(strstr(log, "event=lease_lost"));
+  assert_non_null(strstr(log, "seen_by=heartbeat"));
+  assert_non_null(strstr(log, "event=discarded"));
+  assert_true(took < 10); /* not the handler's 30 s */
+  free(log);
+  stop_ok(a, "hbl");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "state = 'ready' AND attempts = 1"),
+                   1);
+  PQfinish(p);
+}
+
 /* The in-process API: a C handler on the worker's loop (the example
  * program), 500 items, SIGTERM, every item done once. */
 static void test_in_process(void **state) {
@@ -720,6 +819,8 @@ int main(void) {
       cmocka_unit_test(test_notify_wakeup),
       cmocka_unit_test(test_weights),
       cmocka_unit_test(test_sigterm_drain),
+      cmocka_unit_test(test_exec_outcomes),
+      cmocka_unit_test(test_lease_lost_by_heartbeat),
       cmocka_unit_test(test_in_process),
       cmocka_unit_test(test_wrong_password),
       cmocka_unit_test(test_password_never_logged),
