@@ -281,6 +281,38 @@ typedef struct cl_reap_info {
 CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
 
 /* ------------------------------------------------------------------------ */
+/* Dead letters                                                              */
+
+typedef struct cl_dead {
+  char *item_id;
+  char *queue;
+  int attempts;
+  int max_attempts;
+  char *last_error;  /* the error it died with ("" when none) */
+  char *finished_at; /* RFC 3339, when it died */
+  char *payload;     /* JSON text */
+} cl_dead_t;
+
+/* Lists up to limit (1..100000) dead items of queue (NULL: all queues),
+ * oldest first.  Stores a malloc'd array (free with cl_dead_free) and
+ * returns 0. */
+CL_EXTERN int cl_dead_list(cl_conn_t *c, const char *queue, int limit,
+                           cl_dead_t **rows, size_t *count);
+CL_EXTERN void cl_dead_free(cl_dead_t *rows, size_t count);
+/* Puts dead items back to ready for a new round, attempts reset to 0 and
+ * the error they died with kept in their history: the n items named in ids
+ * (n >= 1), or, when ids is NULL, every dead item of queue.  Items that are
+ * not dead are left as they are.  Returns the number put back, or an error.
+ * Workers of the queue are woken. */
+CL_EXTERN int cl_dead_retry(cl_conn_t *c, const char *const *ids, size_t n,
+                            const char *queue);
+/* Takes dead items out of the dead letters for good (state 'discarded';
+ * the row stays so its item_id stays taken).  Arguments and return as
+ * cl_dead_retry(). */
+CL_EXTERN int cl_dead_discard(cl_conn_t *c, const char *const *ids,
+                              size_t n, const char *queue);
+
+/* ------------------------------------------------------------------------ */
 /* Status                                                                    */
 
 typedef struct cl_queue_status {

@@ -46,6 +46,10 @@ int cl__connect_error(cl_conn_t *c, const char *msg);
  * stderr). */
 void cl__ignore_notice(void *arg, const char *message);
 
+/* Returns elems[0..n) as a malloc'd PostgreSQL array literal (for a bound
+ * text[] parameter), or NULL when out of memory. */
+char *cl__array_literal(const char *const *elems, size_t n);
+
 /* Returns a malloc'd copy of s (NULL stays NULL); on failure NULL. */
 char *cl__strdup(const char *s);
 

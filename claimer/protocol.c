@@ -75,6 +75,19 @@ static void buf_array_elem(buf_t *b, const char *s, int first) {
   buf_add(b, "\"", 1);
 }
 
+char *cl__array_literal(const char *const *elems, size_t n) {
+  buf_t b = {0};
+  buf_add(&b, "{", 1);
+  for (size_t i = 0; i < n; i++)
+    buf_array_elem(&b, elems[i], i == 0);
+  buf_add(&b, "}", 1);
+  if (b.oom) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Settling ambiguous outcomes                                              */
 

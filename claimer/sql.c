@@ -190,4 +190,45 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   [CL__STMT_DEREGISTER] = {"claimer_deregister", 1,
     "DELETE FROM claimer.workers WHERE worker_id = $1"},
+
+  /* Dead letters.  $1 a queue (NULL: all), $2 a limit. */
+  [CL__STMT_DEAD_LIST] = {"claimer_dead_list", 2,
+    "SELECT item_id, queue, attempts, max_attempts, coalesce(last_error, ''),"
+    "       claimer.rfc3339(finished_at), payload::text"
+    "  FROM claimer.items"
+    " WHERE state = 'dead' AND ($1::text IS NULL OR queue = $1)"
+    " ORDER BY finished_at, item_id LIMIT $2::int"},
+
+  /* Back to ready for a new round: attempts reset, the error it died with
+   * appended to its history.  $1 item ids (NULL: every dead item of the
+   * queue $2).  Wakes the queue's workers. */
+  [CL__STMT_DEAD_RETRY] = {"claimer_dead_retry", 2,
+    "WITH upd AS ("
+    "  UPDATE claimer.items SET state = 'ready', run_at = now(),"
+    "         finished_at = NULL, last_token = NULL, last_error = NULL,"
+    "         attempts = 0,"
+    "         history = history || jsonb_build_object("
+    "             'event', 'dead_retried', 'at', claimer.rfc3339(now()),"
+    "             'attempts', attempts, 'error', last_error)"
+    "   WHERE state = 'dead'"
+    "     AND CASE WHEN $1::text[] IS NULL THEN queue = $2"
+    "              ELSE item_id = ANY ($1::text[]) END"
+    "  RETURNING item_id, queue"
+    "), wake AS ("
+    "  SELECT count(pg_notify('claimer_enqueue', q)) AS n"
+    "    FROM (SELECT DISTINCT queue AS q FROM upd) d"
+    ")"
+    "SELECT item_id FROM upd, wake ORDER BY item_id"},
+
+  /* Out of the dead letters for good; the row stays, so its item_id is
+   * still taken (G1). */
+  [CL__STMT_DEAD_DISCARD] = {"claimer_dead_discard", 2,
+    "UPDATE claimer.items SET state = 'discarded',"
+    "       history = history || jsonb_build_object("
+    "           'event', 'discarded', 'at', claimer.rfc3339(now()),"
+    "           'attempts', attempts, 'error', last_error)"
+    " WHERE state = 'dead'"
+    "   AND CASE WHEN $1::text[] IS NULL THEN queue = $2"
+    "            ELSE item_id = ANY ($1::text[]) END"
+    " RETURNING item_id"},
 };

@@ -19,7 +19,10 @@
   XX(REAP, 1)                                                                \
   XX(STATUS, 0)                                                              \
   XX(REGISTER, 6)                                                            \
-  XX(DEREGISTER, 1)
+  XX(DEREGISTER, 1)                                                          \
+  XX(DEAD_LIST, 2)                                                           \
+  XX(DEAD_RETRY, 2)                                                          \
+  XX(DEAD_DISCARD, 2)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

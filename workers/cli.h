@@ -66,5 +66,6 @@ int cmd_db(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_work(int argc, char **argv);
+int cmd_dead(int argc, char **argv);
 
 #endif

@@ -24,6 +24,7 @@ static const command_t commands[] = {
     {"heartbeat", cmd_heartbeat, "extend every lease of a worker"},
     {"release", cmd_release, "give a lease back without spending an attempt"},
     {"reap", cmd_reap, "expire stale leases (--once for cron)"},
+    {"dead", cmd_dead, "the dead letters: list, retry, discard"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},
     {"db", cmd_db, "the embedded PostgreSQL: start, stop, status, url"},
     {"demo", cmd_demo, "race several workers over a few thousand items"},
