@@ -9,7 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "cli.h"
+
+void cli_put_json_string(FILE *out, const char *s) {
+  json_object *o = json_object_new_string(s);
+  fputs(json_object_to_json_string_ext(
+            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        out);
+  json_object_put(o);
+}
 
 const char *cli_cmd = "claimer";
 

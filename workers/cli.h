@@ -38,6 +38,9 @@ int cli_parse_int(const char *text, const char *name, long min, long max,
 /* Checks a JSON argument; prints the problem and returns -1 if bad. */
 int cli_check_json_arg(const char *text, const char *name);
 
+/* Writes s as a JSON string (quoted, escaped by json-c) to out. */
+void cli_put_json_string(FILE *out, const char *s);
+
 /* Connects to the database the user chose: dsn_opt (from --dsn), else
  * CLAIMER_DSN, else the embedded PostgreSQL, started when needed.  Returns
  * EXIT_OK with *out set, or an exit status after printing why. */

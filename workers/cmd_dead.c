@@ -4,7 +4,6 @@
  * reset, the old error kept in the item's history), or drop them for good.
  * Arguments are checked before connecting, so a bad one changes nothing.
  */
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,11 +34,8 @@ static void usage(FILE *out) {
 }
 
 static void put_json(FILE *out, const char *key, const char *s, int first) {
-  json_object *o = json_object_new_string(s);
-  fprintf(out, "%s\"%s\":%s", first ? "{" : ",", key,
-          json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                JSON_C_TO_STRING_NOSLASHESCAPE));
-  json_object_put(o);
+  fprintf(out, "%s\"%s\":", first ? "{" : ",", key);
+  cli_put_json_string(out, s);
 }
 
 static int dead_list(const char *dsn, const char *queue, int limit,

@@ -18,14 +18,6 @@
 #define COMMON_OPTIONS                                                        \
   {"dsn", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'}
 
-/* Writes s as a JSON string (quoted, escaped) to out. */
-static void put_json_string(FILE *out, const char *s) {
-  json_object *o = json_object_new_string(s);
-  fputs(json_object_to_json_string_ext(
-            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-        out);
-  json_object_put(o);
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -557,7 +549,7 @@ int cmd_claim(int argc, char **argv) {
     ex = cli_fail(c, rc, "claim");
   for (size_t i = 0; i < count; i++) {
     fputs("{\"item_id\":", stdout);
-    put_json_string(stdout, leases[i].item_id);
+    cli_put_json_string(stdout, leases[i].item_id);
     printf(",\"token\":\"%s\",\"attempt\":%d,\"payload\":%s,"
            "\"lease_until\":\"%s\"}\n",
            leases[i].token, leases[i].attempt, leases[i].payload,
@@ -700,7 +692,7 @@ int cmd_fail(int argc, char **argv) {
     ex = cli_fail(c, rc, "fail");
   } else {
     fputs("{\"item_id\":", stdout);
-    put_json_string(stdout, a.id);
+    cli_put_json_string(stdout, a.id);
     printf(",\"state\":\"%s\",\"attempts\":%d", info.dead ? "dead" : "ready",
            info.attempts);
     if (!info.dead)
@@ -793,7 +785,7 @@ int cmd_heartbeat(int argc, char **argv) {
     ex = cli_fail(c, rc, "heartbeat");
   for (size_t i = 0; i < count; i++) {
     fputs("{\"item_id\":", stdout);
-    put_json_string(stdout, held[i].item_id);
+    cli_put_json_string(stdout, held[i].item_id);
     printf(",\"token\":\"%s\",\"lease_until\":\"%s\"}\n", held[i].token,
            held[i].lease_until);
   }
@@ -952,7 +944,7 @@ int cmd_status(int argc, char **argv) {
   } else if (json) {
     for (size_t i = 0; i < n; i++) {
       fputs("{\"queue\":", stdout);
-      put_json_string(stdout, rows[i].queue);
+      cli_put_json_string(stdout, rows[i].queue);
       printf(",\"ready\":%ld,\"scheduled\":%ld,\"leased\":%ld,\"done\":%ld,"
              "\"dead\":%ld,\"stale\":%ld,\"oldest_ready_s\":%.3f}\n",
              rows[i].ready, rows[i].scheduled, rows[i].leased, rows[i].done,
