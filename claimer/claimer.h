@@ -272,6 +272,8 @@ typedef struct cl_reap_info {
   long expired;   /* stale leases ended in this call */
   long requeued;  /* of those, items back to ready */
   long dead;      /* of those, items dead (attempts spent) */
+  long alerts_expired; /* lease_expired alerts raised */
+  long alerts_dead;    /* item_dead alerts raised */
 } cl_reap_info_t;
 
 /* Ends up to limit leases whose lease_until has passed on the database
@@ -279,6 +281,66 @@ typedef struct cl_reap_info {
  * Each stale lease is handled by exactly one caller even when several
  * reapers run at once.  Returns 0 and fills info (adds to it). */
 CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
+
+/* The kinds of alert, in the order of cl_cycle_info_t.raised[]. */
+#define CL_ALERT_KIND_MAP(XX)                                                 \
+  XX(ITEM_OVERDUE, "item_overdue")                                           \
+  XX(LEASE_EXPIRED, "lease_expired")                                         \
+  XX(ITEM_DEAD, "item_dead")                                                 \
+  XX(WORKER_LOST, "worker_lost")                                             \
+  XX(DELIVERY_IN_DOUBT, "delivery_in_doubt")
+
+typedef enum cl_alert_kind {
+#define CL__ALERT_ENUM(name, text) CL_ALERT_##name,
+  CL_ALERT_KIND_MAP(CL__ALERT_ENUM)
+#undef CL__ALERT_ENUM
+  CL_ALERT_KINDS
+} cl_alert_kind_t;
+
+/* "item_overdue", ...; NULL for a value out of range. */
+CL_EXTERN const char *cl_alert_kind_name(int kind);
+
+typedef struct cl_reaper_opts {
+  int batch;                   /* rows per statement, 1..100000 (1000) */
+  double worker_lost_after;    /* heartbeat intervals without one (3) */
+  double default_heartbeat_s;  /* for workers that did not record theirs (10) */
+  double default_sla_s;        /* item_overdue after this (3600) */
+  const char *const *sla_queues; /* per-queue SLAs: nsla names ... */
+  const double *sla_s;           /* ... and seconds */
+  size_t nsla;
+  /* Retention, in seconds; 0 keeps forever.  Done and discarded items
+   * (with their results and deliveries) are deleted this long after they
+   * finished, unless a subscriber is still owed the result (7 days). */
+  double retention_done_s;
+  double retention_dead_s;    /* dead letters (0: kept) */
+  double retention_alerts_s;  /* resolved alerts (30 days) */
+  double retention_workers_s; /* silent workers holding no lease (1 day) */
+} cl_reaper_opts_t;
+
+typedef struct cl_cycle_info {
+  cl_reap_info_t reap;         /* leases expired in the cycle */
+  long workers_lost;           /* workers found lost (new or still lost) */
+  long leases_released;        /* their leases made due at once */
+  long raised[CL_ALERT_KINDS]; /* new alerts, by kind */
+  long raised_total;
+  long resolved;               /* alerts whose condition cleared */
+  long deleted_items;          /* retention: done and discarded items */
+  long deleted_dead;           /* retention: dead items */
+  long deleted_alerts;         /* retention: resolved alerts */
+  long deleted_workers;        /* retention: long-silent workers */
+} cl_cycle_info_t;
+
+CL_EXTERN void cl_reaper_opts_init(cl_reaper_opts_t *o);
+/* One full reaper cycle, each step in bounded batches (each its own short
+ * transaction) until done: lost workers (alert, leases due now), stale
+ * leases (attempts + 1, back to ready or dead; lease_expired and item_dead
+ * alerts), overdue items, deliveries in doubt, resolving the alerts whose
+ * condition cleared, then retention.  It does not announce alerts (log
+ * lines, hooks): the reaper daemon does (reaper.h).  Safe to run on several hosts at once: every
+ * row is handled by one of them and each alert raised once.  Fills info
+ * (zeroed first) and returns 0, or an error from the step that failed. */
+CL_EXTERN int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
+                            cl_cycle_info_t *info);
 
 /* ------------------------------------------------------------------------ */
 /* Dead letters                                                              */

@@ -11,8 +11,8 @@
  * is derived from the path.  Every change is all-or-nothing: the work is
  * done on a scratch copy that replaces the caller's configuration only once
  * all of it succeeded.  Messages quote bad values escaped (control
- * characters and invalid UTF-8 as \xNN), never quote a connection string,
- * and so never show a password.
+ * characters and invalid UTF-8 as \xNN), never quote a connection string
+ * or a URL, and so never show a password.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -35,8 +35,8 @@
 /* How much of a bad value a message quotes back. */
 #define ECHO_MAX 40
 /* How deep YAML may nest; the deepest real config is 4 levels (top, worker,
- * queues, one queue), so this only stops a hostile file from eating the
- * stack. */
+ * queues, one queue; or top, reaper, hook, url), so this only stops a
+ * hostile file from eating the stack. */
 #define DEPTH_MAX 16
 /* The longest key path, and the longest key the suggestion looks at. */
 #define PATH_MAX_LEN 128
@@ -44,6 +44,11 @@
 #define COMMENT_COL 40
 #define COMMAND_MAX 4096
 #define WEIGHT_MAX 1000
+/* The longest SLA or retention, in seconds (about a century): far past any
+ * real need, and well inside what PostgreSQL's intervals and a double's
+ * exact seconds hold. */
+#define LONG_MAX_S 3.2e9
+#define DAY_S 86400
 
 /* ------------------------------------------------------------------------ */
 /* The key table                                                             */
@@ -56,6 +61,8 @@ typedef enum kind {
   K_DURATION, /* double seconds in [min, max] (min excluded if min_open) */
   K_SIZE,     /* size_t bytes in [min, max] */
   K_QUEUES,   /* cl_config_queue_t *, with the count right after it */
+  K_URL,      /* char *, an http(s) URL; its password never echoed */
+  K_SLAS,     /* char **names, double *seconds, size_t count, in a row */
 } kind_t;
 
 typedef struct keydef {
@@ -72,6 +79,7 @@ typedef struct keydef {
 } keydef_t;
 
 static int check_text(const char *s, char *err, size_t errlen);
+static int check_url(const char *s, char *err, size_t errlen);
 
 static const char *const format_names[] = {"logfmt", "json", NULL};
 static const char *const level_names[] = {"debug", "info", "warning", "error",
@@ -111,6 +119,29 @@ static const keydef_t keys[] = {
      .zero = "SIGKILL at once"},
     {"worker.prefetch", K_INT, OFF(worker.prefetch), 0, 0, 10000,
      .zero = "concurrency/4, rounded up"},
+    {"reaper.interval", K_DURATION, OFF(reaper.interval_s), 5, 0.05, DAY_S},
+    {"reaper.batch", K_INT, OFF(reaper.batch), 1000, 1, 100000},
+    {"reaper.worker_lost_after", K_INT, OFF(reaper.worker_lost_after), 3, 1,
+     1000},
+    {"reaper.sla", K_DURATION, OFF(reaper.sla_s), 3600, 0, LONG_MAX_S,
+     .min_open = true},
+    {"reaper.queue_sla", K_SLAS, OFF(reaper.queue_sla_names),
+     .zero = "reaper.sla for every queue"},
+    {"reaper.retention.done", K_DURATION, OFF(reaper.retention.done_s),
+     7 * DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
+    {"reaper.retention.dead", K_DURATION, OFF(reaper.retention.dead_s), 0, 0,
+     LONG_MAX_S, .zero = "keep forever"},
+    {"reaper.retention.alerts", K_DURATION, OFF(reaper.retention.alerts_s),
+     30 * DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
+    {"reaper.retention.workers", K_DURATION, OFF(reaper.retention.workers_s),
+     DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
+    {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec), .check = check_text,
+     .zero = "no command"},
+    {"reaper.hook.url", K_URL, OFF(reaper.hook.url), .zero = "no URL"},
+    {"reaper.hook.timeout", K_DURATION, OFF(reaper.hook.timeout_s), 10, 0, 3600,
+     .min_open = true},
+    {"reaper.hook.max_attempts", K_INT, OFF(reaper.hook.max_attempts), 10, 1,
+     1000},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -120,13 +151,23 @@ _Static_assert(sizeof(cl_log_format_t) == sizeof(int) &&
                    sizeof(cl_log_level_t) == sizeof(int),
                "K_ENUM fields are accessed as int");
 
-/* A queue inside a YAML list is checked against this row. */
+/* A queue inside a YAML list is checked against this row, and the SLA of
+ * one queue in reaper.queue_sla against the other. */
 static const keydef_t weight_key = {"weight", K_INT, 0, 1, 1, WEIGHT_MAX};
+static const keydef_t sla_key = {
+    .path = "SLA", .kind = K_DURATION, .max = LONG_MAX_S, .min_open = true};
 
 _Static_assert(offsetof(cl_config_t, worker.nqueues) ==
                    offsetof(cl_config_t, worker.queues) +
                        sizeof(cl_config_queue_t *),
                "a K_QUEUES count follows its array");
+_Static_assert(offsetof(cl_config_t, reaper.queue_sla_s) ==
+                       offsetof(cl_config_t, reaper.queue_sla_names) +
+                           sizeof(char **) &&
+                   offsetof(cl_config_t, reaper.nqueue_sla) ==
+                       offsetof(cl_config_t, reaper.queue_sla_s) +
+                           sizeof(double *),
+               "a K_SLAS field is names, seconds and count in a row");
 
 static void *field(const cl_config_t *cfg, const keydef_t *k) {
   return (char *)cfg + k->offset;
@@ -135,6 +176,25 @@ static void *field(const cl_config_t *cfg, const keydef_t *k) {
 /* The count that follows the array of a K_QUEUES field f. */
 static size_t *queue_count(void *f) {
   return (size_t *)((char *)f + sizeof(cl_config_queue_t *));
+}
+
+/* The parts of a K_SLAS field f. */
+static char ***sla_names(void *f) { return (char ***)f; }
+static double **sla_secs(void *f) {
+  return (double **)((char *)f + sizeof(char **));
+}
+static size_t *sla_count(void *f) {
+  return (size_t *)((char *)f + sizeof(char **) + sizeof(double *));
+}
+
+/* Returns true for the kinds held as one malloc'd string. */
+static bool is_string(const keydef_t *k) {
+  return k->kind == K_STRING || k->kind == K_DSN || k->kind == K_URL;
+}
+
+/* Returns true for the kinds that own memory. */
+static bool is_owned(const keydef_t *k) {
+  return is_string(k) || k->kind == K_QUEUES || k->kind == K_SLAS;
 }
 
 static size_t key_index(const keydef_t *k) { return (size_t)(k - keys); }
@@ -318,9 +378,12 @@ typedef struct value {
   long long i;          /* K_INT, K_ENUM */
   double d;             /* K_DURATION */
   size_t z;             /* K_SIZE */
-  char *s;              /* K_STRING, K_DSN; NULL: unset */
+  char *s;              /* K_STRING, K_DSN, K_URL; NULL: unset */
   cl_config_queue_t *q; /* K_QUEUES */
   size_t nq;
+  char **sn;  /* K_SLAS: the queue names ... */
+  double *sd; /* ... and their seconds */
+  size_t ns;
 } value_t;
 
 static void queues_free(cl_config_queue_t *q, size_t n) {
@@ -329,9 +392,17 @@ static void queues_free(cl_config_queue_t *q, size_t n) {
   free(q);
 }
 
+static void slas_free(char **names, double *secs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+  free(secs);
+}
+
 static void value_free(value_t *v) {
   free(v->s);
   queues_free(v->q, v->nq);
+  slas_free(v->sn, v->sd, v->ns);
   *v = (value_t){0};
 }
 
@@ -352,6 +423,31 @@ static int queue_push(value_t *v, const char *name, int weight) {
   if ((q[v->nq].name = strdup(name)) == NULL)
     return CL_ENOMEM;
   q[v->nq++].weight = weight;
+  return 0;
+}
+
+/* Returns the index of the SLA of the queue called name in v, or -1. */
+static long sla_find(const value_t *v, const char *name) {
+  for (size_t i = 0; i < v->ns; i++)
+    if (strcmp(v->sn[i], name) == 0)
+      return (long)i;
+  return -1;
+}
+
+/* Appends a copy of name with its SLA of seconds to v.  Returns 0 or
+ * CL_ENOMEM. */
+static int sla_push(value_t *v, const char *name, double seconds) {
+  char **sn = realloc(v->sn, (v->ns + 1) * sizeof *sn);
+  if (sn == NULL)
+    return CL_ENOMEM;
+  v->sn = sn;
+  double *sd = realloc(v->sd, (v->ns + 1) * sizeof *sd);
+  if (sd == NULL)
+    return CL_ENOMEM;
+  v->sd = sd;
+  if ((sn[v->ns] = strdup(name)) == NULL)
+    return CL_ENOMEM;
+  sd[v->ns++] = seconds;
   return 0;
 }
 
@@ -396,14 +492,14 @@ static size_t parse_decimal(const char *text, double *out) {
   return n;
 }
 
-/* Parses a duration ("1.5", "250ms", "30s", "5m", "1h") into seconds.
- * Returns 0 or -1. */
+/* Parses a duration ("1.5", "250ms", "30s", "5m", "1h", "7d") into
+ * seconds.  Returns 0 or -1. */
 static int parse_duration(const char *text, double *out) {
   static const struct {
     const char *unit;
     double div, mul;
-  } units[] = {
-      {"", 1, 1}, {"ms", 1000, 1}, {"s", 1, 1}, {"m", 1, 60}, {"h", 1, 3600}};
+  } units[] = {{"", 1, 1},   {"ms", 1000, 1}, {"s", 1, 1},
+               {"m", 1, 60}, {"h", 1, 3600},  {"d", 1, DAY_S}};
   double v;
   size_t n = parse_decimal(text, &v);
   if (n == 0)
@@ -449,9 +545,11 @@ static int parse_size(const char *text, size_t *out) {
 }
 
 /* Writes seconds in the largest unit that shows it exactly: "250ms",
- * "30s", "5m", "1h"; what parse_duration() reads back. */
+ * "30s", "5m", "1h", "7d"; what parse_duration() reads back. */
 static void format_duration(char *out, size_t n, double s) {
-  if (s >= 3600 && fmod(s, 3600) == 0)
+  if (s >= DAY_S && fmod(s, DAY_S) == 0)
+    snprintf(out, n, "%.15gd", s / DAY_S);
+  else if (s >= 3600 && fmod(s, 3600) == 0)
     snprintf(out, n, "%.15gh", s / 3600);
   else if (s >= 60 && fmod(s, 60) == 0)
     snprintf(out, n, "%.15gm", s / 60);
@@ -502,6 +600,12 @@ static void expected(char *out, size_t n, const keydef_t *k) {
     break;
   case K_QUEUES:
     snprintf(out, n, "a list of queues");
+    break;
+  case K_URL:
+    snprintf(out, n, "a URL");
+    break;
+  case K_SLAS:
+    snprintf(out, n, "a map of queue names to durations");
     break;
   }
 }
@@ -575,7 +679,117 @@ static int check_text(const char *s, char *err, size_t errlen) {
   return 0;
 }
 
+/* Returns true when s[0..n) is a port: 1..65535 in decimal. */
+static bool is_port(const char *s, size_t n) {
+  if (n == 0 || n > 5 || strspn(s, "0123456789") < n)
+    return false;
+  long v = strtol(s, NULL, 10);
+  return v >= 1 && v <= 65535;
+}
+
+/* Finds the authority of url (what follows "SCHEME://" up to the path,
+ * query or fragment): sets *auth and *alen and returns true, or returns
+ * false when url has no "SCHEME://". */
+static bool url_authority(const char *url, const char **auth, size_t *alen) {
+  static const char scheme_chars[] = "abcdefghijklmnopqrstuvwxyz"
+                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-";
+  size_t sl = strspn(url, scheme_chars);
+  if (sl == 0 || !isalpha((unsigned char)url[0]) ||
+      strncmp(url + sl, "://", 3) != 0)
+    return false;
+  *auth = url + sl + 3;
+  *alen = strcspn(*auth, "/?#");
+  return true;
+}
+
+/* The rule for a webhook URL: text as check_text() takes it, without
+ * spaces, "http://" or "https://", a host, and if a port then a good one.
+ * Messages never quote the URL (its userinfo may hold a password), only
+ * the scheme. */
+static int check_url(const char *s, char *err, size_t errlen) {
+  if (check_text(s, err, errlen) != 0)
+    return CL_EINVAL;
+  const char *space = strchr(s, ' ');
+  if (space != NULL) {
+    set_err(err, errlen, "contains a space at byte %zu", (size_t)(space - s));
+    return CL_EINVAL;
+  }
+  const char *auth;
+  size_t alen;
+  if (!url_authority(s, &auth, &alen)) {
+    set_err(err, errlen,
+            "is not a URL (expected http://HOST/PATH or https://HOST/PATH)");
+    return CL_EINVAL;
+  }
+  size_t sl = (size_t)(auth - 3 - s);
+  if (!(sl == 4 && strncasecmp(s, "http", 4) == 0) &&
+      !(sl == 5 && strncasecmp(s, "https", 5) == 0)) {
+    char shown[ECHO_LEN];
+    echo_n(shown, sizeof shown, s, sl, true);
+    set_err(err, errlen,
+            "scheme \"%s\" is not supported (expected http:// or https://)",
+            shown);
+    return CL_EINVAL;
+  }
+  /* The host follows the userinfo, which ends at the last '@'. */
+  const char *host = auth, *end = auth + alen;
+  for (const char *p = auth; p < end; p++)
+    if (*p == '@')
+      host = p + 1;
+  const char *port = NULL;
+  if (host < end && *host == '[') {
+    const char *close = memchr(host, ']', (size_t)(end - host));
+    if (close == NULL || close == host + 1) {
+      set_err(err, errlen, "has a malformed IPv6 host");
+      return CL_EINVAL;
+    }
+    if (close + 1 < end) {
+      if (close[1] != ':') {
+        set_err(err, errlen, "has a malformed IPv6 host");
+        return CL_EINVAL;
+      }
+      port = close + 2;
+    }
+  } else {
+    const char *colon = memchr(host, ':', (size_t)(end - host));
+    if (colon == host || host == end) {
+      set_err(err, errlen, "has no host");
+      return CL_EINVAL;
+    }
+    if (colon != NULL)
+      port = colon + 1;
+  }
+  if (port != NULL && !is_port(port, (size_t)(end - port))) {
+    set_err(err, errlen, "has a bad port (expected a number from 1 to 65535)");
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+/* Returns a malloc'd copy of url with the password of its userinfo (what
+ * follows the first ':' before the last '@' of the authority) replaced by
+ * "***"; NULL when out of memory.  The query is left as it is. */
+static char *url_redact(const char *url) {
+  const char *auth;
+  size_t alen;
+  if (!url_authority(url, &auth, &alen))
+    return strdup(url);
+  const char *at = NULL;
+  for (const char *p = auth; p < auth + alen; p++)
+    if (*p == '@')
+      at = p;
+  const char *colon =
+      at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+  if (colon == NULL)
+    return strdup(url);
+  char *out = NULL;
+  if (asprintf(&out, "%.*s***%s", (int)(colon + 1 - url), url, at) < 0)
+    return NULL;
+  return out;
+}
+
 static int parse_queue_text(const char *text, value_t *v, char *why, size_t n);
+static int parse_sla_text(const char *text, value_t *v, char *why, size_t n);
 
 /* Parses text as a value of row k into *v (which the caller frees).
  * Returns 0, CL_ECONFIG with the reason in why (without the key's name),
@@ -594,6 +808,12 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
     if (r != 0)
       return r == CL_ENOMEM ? r : CL_ECONFIG;
     return (v->s = strdup(text)) == NULL ? CL_ENOMEM : 0;
+  case K_URL:
+    if (check_url(text, why, n) != 0)
+      return CL_ECONFIG;
+    return (v->s = strdup(text)) == NULL ? CL_ENOMEM : 0;
+  case K_SLAS:
+    return parse_sla_text(text, v, why, n);
   case K_ENUM: {
     span_t cand[8];
     size_t nc = 0;
@@ -624,7 +844,7 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
       echo(shown, text, true);
       set_err(why, n,
               "\"%s\" is not a duration (a number of seconds >= 0, or a "
-              "number with ms, s, m or h)",
+              "number with ms, s, m, h or d)",
               shown);
       return CL_ECONFIG;
     }
@@ -652,13 +872,13 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
   return 0;
 }
 
-/* Checks a queue name, and that v has room for one more.  Returns 0 or
- * CL_ECONFIG with the reason in why. */
+/* Checks a queue name, and that v has room for one more queue (or SLA).
+ * Returns 0 or CL_ECONFIG with the reason in why. */
 static int check_queue(const value_t *v, const char *name, char *why,
                        size_t n) {
   if (cl_check_queue(name, why, n) != 0)
     return CL_ECONFIG;
-  if (v->nq >= CL_CONFIG_QUEUES_MAX) {
+  if (v->nq >= CL_CONFIG_QUEUES_MAX || v->ns >= CL_CONFIG_QUEUES_MAX) {
     set_err(why, n, "more than %d queues", CL_CONFIG_QUEUES_MAX);
     return CL_ECONFIG;
   }
@@ -713,6 +933,57 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
   }
 }
 
+/* Parses "NAME:DURATION,..." (spaces around items allowed; "" is no SLAs).
+ * The duration is what follows the last ':', since a duration never holds
+ * one and a queue name may. */
+static int parse_sla_text(const char *text, value_t *v, char *why, size_t n) {
+  const char *p = text;
+  if (*p == '\0')
+    return 0;
+  for (;;) {
+    size_t len = strcspn(p, ",");
+    const char *s = p, *e = p + len;
+    while (s < e && *s == ' ')
+      s++;
+    while (e > s && e[-1] == ' ')
+      e--;
+    char *item = strndup(s, (size_t)(e - s));
+    if (item == NULL)
+      return CL_ENOMEM;
+    char *colon = strrchr(item, ':');
+    char shown[ECHO_LEN];
+    value_t d = {0};
+    int rc = 0;
+    if (colon != NULL)
+      *colon = '\0';
+    if (check_queue(v, item, why, n) != 0) {
+      rc = CL_ECONFIG;
+    } else if (colon == NULL || colon[1] == '\0') {
+      echo(shown, item, true);
+      set_err(why, n, "queue \"%s\" has no SLA (expected NAME:DURATION)",
+              shown);
+      rc = CL_ECONFIG;
+    } else if (sla_find(v, item) >= 0) {
+      echo(shown, item, true);
+      set_err(why, n, "queue \"%s\" is listed twice", shown);
+      rc = CL_ECONFIG;
+    } else {
+      char dwhy[256];
+      if (parse_text(&sla_key, colon + 1, &d, dwhy, sizeof dwhy) != 0) {
+        echo(shown, item, true);
+        set_err(why, n, "queue \"%s\": SLA %s", shown, dwhy);
+        rc = CL_ECONFIG;
+      }
+    }
+    if (rc == 0)
+      rc = sla_push(v, item, d.d);
+    free(item);
+    if (rc != 0 || p[len] == '\0')
+      return rc;
+    p += len + 1;
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* The configuration object                                                  */
 
@@ -733,7 +1004,7 @@ void cl_config_init(cl_config_t *cfg) {
       *(size_t *)f = (size_t)k->def;
       break;
     default:
-      break; /* strings NULL, no queues */
+      break; /* strings NULL, no queues, no SLAs */
     }
   }
 }
@@ -741,13 +1012,18 @@ void cl_config_init(cl_config_t *cfg) {
 /* Frees the value of row k in cfg, leaving the field zero. */
 static void field_free(cl_config_t *cfg, const keydef_t *k) {
   void *f = field(cfg, k);
-  if (k->kind == K_STRING || k->kind == K_DSN) {
+  if (is_string(k)) {
     free(*(char **)f);
     *(char **)f = NULL;
   } else if (k->kind == K_QUEUES) {
     queues_free(*(cl_config_queue_t **)f, *queue_count(f));
     *(cl_config_queue_t **)f = NULL;
     *queue_count(f) = 0;
+  } else if (k->kind == K_SLAS) {
+    slas_free(*sla_names(f), *sla_secs(f), *sla_count(f));
+    *sla_names(f) = NULL;
+    *sla_secs(f) = NULL;
+    *sla_count(f) = 0;
   }
 }
 
@@ -769,6 +1045,7 @@ static void store(cl_config_t *cfg, const keydef_t *k, value_t *v) {
   switch (k->kind) {
   case K_STRING:
   case K_DSN:
+  case K_URL:
     *(char **)f = v->s;
     v->s = NULL;
     break;
@@ -787,6 +1064,14 @@ static void store(cl_config_t *cfg, const keydef_t *k, value_t *v) {
     *queue_count(f) = v->nq;
     v->q = NULL;
     v->nq = 0;
+    break;
+  case K_SLAS:
+    *sla_names(f) = v->sn;
+    *sla_secs(f) = v->sd;
+    *sla_count(f) = v->ns;
+    v->sn = NULL;
+    v->sd = NULL;
+    v->ns = 0;
     break;
   }
 }
@@ -811,11 +1096,15 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
   for (size_t i = 0; i < NKEYS; i++) {
     void *f = field(dst, &keys[i]);
     dst->origin_[i] = NULL;
-    if (keys[i].kind == K_STRING || keys[i].kind == K_DSN) {
+    if (is_string(&keys[i])) {
       *(char **)f = NULL;
     } else if (keys[i].kind == K_QUEUES) {
       *(cl_config_queue_t **)f = NULL;
       *queue_count(f) = 0;
+    } else if (keys[i].kind == K_SLAS) {
+      *sla_names(f) = NULL;
+      *sla_secs(f) = NULL;
+      *sla_count(f) = 0;
     }
   }
   for (size_t i = 0; i < NKEYS; i++) {
@@ -823,15 +1112,18 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
     void *sf = field(src, k);
     value_t v = {0};
     bool ok = true;
-    if (k->kind == K_STRING || k->kind == K_DSN) {
+    if (is_string(k)) {
       const char *s = *(char **)sf;
       ok = s == NULL || (v.s = strdup(s)) != NULL;
     } else if (k->kind == K_QUEUES) {
       const cl_config_queue_t *q = *(cl_config_queue_t **)sf;
       for (size_t j = 0; ok && j < *queue_count(sf); j++)
         ok = queue_push(&v, q[j].name, q[j].weight) == 0;
+    } else if (k->kind == K_SLAS) {
+      for (size_t j = 0; ok && j < *sla_count(sf); j++)
+        ok = sla_push(&v, (*sla_names(sf))[j], (*sla_secs(sf))[j]) == 0;
     }
-    if (ok && (k->kind == K_STRING || k->kind == K_DSN || k->kind == K_QUEUES))
+    if (ok && is_owned(k))
       store(dst, k, &v);
     if (ok && src->origin_[i] != NULL)
       ok = (dst->origin_[i] = strdup(src->origin_[i])) != NULL;
@@ -1314,11 +1606,57 @@ static int queue_item(loader_t *L, const node_t *item, size_t index,
   return 0;
 }
 
+/* Reads the map of reaper.queue_sla (queue name: duration) into v. */
+static int sla_map(loader_t *L, const keydef_t *k, const node_t *map,
+                   value_t *v) {
+  char why[512];
+  size_t first_line[CL_CONFIG_QUEUES_MAX];
+  for (size_t i = 0; i + 1 < map->nkids; i += 2) {
+    const node_t *name = map->kids[i], *val = map->kids[i + 1];
+    int rc = scalar_of(L, name, k->path, "a queue name", true, false);
+    if (rc != 0)
+      return rc;
+    if (check_queue(v, name->text, why, sizeof why) != 0)
+      return fail_at(L, name->line, name->col, "%s: %s", k->path, why);
+    char shown[ECHO_LEN], label[PATH_MAX_LEN + ECHO_LEN + 2];
+    echo(shown, name->text, true);
+    long dup = sla_find(v, name->text);
+    if (dup >= 0)
+      return fail_at(L, name->line, name->col,
+                     "%s: queue \"%s\" is listed twice (first at line %zu)",
+                     k->path, shown, first_line[dup]);
+    snprintf(label, sizeof label, "%s.%s", k->path, shown);
+    rc = scalar_of(L, val, label, "a duration", false, false);
+    if (rc != 0)
+      return rc;
+    value_t d = {0};
+    if (parse_text(&sla_key, val->text, &d, why, sizeof why) != 0)
+      return fail_at(L, val->line, val->col, "%s: %s", label, why);
+    first_line[v->ns] = name->line;
+    if (sla_push(v, name->text, d.d) != 0) {
+      set_err(L->err, L->errlen, "%s: out of memory", L->name);
+      return CL_ENOMEM;
+    }
+  }
+  return 0;
+}
+
 /* Reads node as the value of row k into *v. */
 static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
                       value_t *v) {
   char want[128], why[512];
   expected(want, sizeof want, k);
+  if (k->kind == K_SLAS) {
+    if (is_null(node))
+      return 0;
+    if (node->type != N_MAP) {
+      char what[ECHO_LEN + 16];
+      got(what, sizeof what, node);
+      return fail_at(L, node->line, node->col, "%s: expected %s, got %s",
+                     k->path, want, what);
+    }
+    return sla_map(L, k, node, v);
+  }
   if (k->kind == K_QUEUES) {
     if (is_null(node))
       return 0;
@@ -1337,8 +1675,8 @@ static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
     }
     return 0;
   }
-  bool text = k->kind == K_STRING || k->kind == K_DSN || k->kind == K_ENUM;
-  bool nullable = k->kind == K_STRING || k->kind == K_DSN;
+  bool text = is_string(k) || k->kind == K_ENUM;
+  bool nullable = is_string(k);
   int rc = scalar_of(L, node, k->path, want, text, nullable);
   if (rc == 1)
     return 0; /* null: unset */
@@ -1553,6 +1891,7 @@ static void peek(const cl_config_t *cfg, const keydef_t *k, value_t *v) {
   switch (k->kind) {
   case K_STRING:
   case K_DSN:
+  case K_URL:
     v->s = *(char *const *)f;
     break;
   case K_ENUM:
@@ -1568,6 +1907,11 @@ static void peek(const cl_config_t *cfg, const keydef_t *k, value_t *v) {
   case K_QUEUES:
     v->q = *(cl_config_queue_t *const *)f;
     v->nq = *(const size_t *)((const char *)f + sizeof(void *));
+    break;
+  case K_SLAS:
+    v->sn = *sla_names((void *)f);
+    v->sd = *sla_secs((void *)f);
+    v->ns = *sla_count((void *)f);
     break;
   }
 }
@@ -1589,6 +1933,32 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
                : 0;
   case K_DSN:
     return v->s != NULL && cl_check_dsn(v->s, why, n) != 0 ? CL_ECONFIG : 0;
+  case K_URL:
+    return v->s != NULL && check_url(v->s, why, n) != 0 ? CL_ECONFIG : 0;
+  case K_SLAS: {
+    value_t seen = {0};
+    for (size_t i = 0; i < v->ns; i++) {
+      char shown[ECHO_LEN], d[32];
+      seen.ns = i;
+      seen.sn = v->sn;
+      if (v->sn[i] == NULL || check_queue(&seen, v->sn[i], why, n) != 0)
+        return CL_ECONFIG;
+      echo(shown, v->sn[i], true);
+      if (sla_find(&seen, v->sn[i]) >= 0) {
+        set_err(why, n, "queue \"%s\" is listed twice", shown);
+        return CL_ECONFIG;
+      }
+      value_t one = {.d = v->sd[i]};
+      if (!in_range(&sla_key, &one) || isnan(one.d)) {
+        char rwhy[256];
+        format_duration(d, sizeof d, one.d);
+        range_why(rwhy, sizeof rwhy, &sla_key, d);
+        set_err(why, n, "queue \"%s\": SLA %s", shown, rwhy);
+        return CL_ECONFIG;
+      }
+    }
+    return 0;
+  }
   case K_ENUM: {
     long long count = 0;
     while (k->names[count] != NULL)
@@ -1698,6 +2068,17 @@ static char *format_value(const keydef_t *k, const value_t *v) {
     free(red);
     return q;
   }
+  case K_URL: {
+    if (v->s == NULL)
+      return strdup("null");
+    char *red = url_redact(v->s);
+    char *q = red != NULL ? yaml_quote(red) : NULL;
+    free(red);
+    return q;
+  }
+  case K_SLAS:
+    snprintf(buf, sizeof buf, "%s", v->ns == 0 ? "{}" : "");
+    break;
   case K_ENUM:
     for (long long i = 0; k->names[i] != NULL; i++)
       if (i == v->i)
@@ -1769,15 +2150,17 @@ int cl_config_print(const cl_config_t *cfg, FILE *out) {
     if (text == NULL)
       return CL_ENOMEM;
     const char *origin = cl_config_origin(cfg, k->path);
-    bool is_zero = (k->kind == K_STRING || k->kind == K_DSN) ? v.s == NULL
-                   : k->kind == K_QUEUES                     ? v.nq == 0
-                   : k->kind == K_INT                        ? v.i == 0
-                   : k->kind == K_DURATION                   ? v.d == 0
-                   : k->kind == K_SIZE                       ? v.z == 0
-                                                             : false;
-    const char *zero_text = k->kind == K_STRING || k->kind == K_DSN ? "null"
-                            : k->kind == K_QUEUES                   ? "[]"
-                                                                    : "0";
+    bool is_zero = is_string(k)            ? v.s == NULL
+                   : k->kind == K_QUEUES   ? v.nq == 0
+                   : k->kind == K_SLAS     ? v.ns == 0
+                   : k->kind == K_INT      ? v.i == 0
+                   : k->kind == K_DURATION ? v.d == 0
+                   : k->kind == K_SIZE     ? v.z == 0
+                                           : false;
+    const char *zero_text = is_string(k)          ? "null"
+                            : k->kind == K_QUEUES ? "[]"
+                            : k->kind == K_SLAS   ? "{}"
+                                                  : "0";
     char note[128] = "";
     if (is_zero && k->zero != NULL)
       snprintf(note, sizeof note, " (%s: %s)", zero_text, k->zero);
@@ -1793,6 +2176,15 @@ int cl_config_print(const cl_config_t *cfg, FILE *out) {
       else
         fprintf(out, "%*s- {name: %s, weight: %d}\n", 2 * depth + 2, "", name,
                 v.q[j].weight);
+      free(name);
+    }
+    for (size_t j = 0; k->kind == K_SLAS && j < v.ns; j++) {
+      char *name = plain_name(v.sn[j]) ? strdup(v.sn[j]) : yaml_quote(v.sn[j]);
+      if (name == NULL)
+        return CL_ENOMEM;
+      char d[32];
+      format_duration(d, sizeof d, v.sd[j]);
+      fprintf(out, "%*s%s: %s\n", 2 * depth + 2, "", name, d);
       free(name);
     }
   }

@@ -11,7 +11,8 @@
  *
  * Values in text form (environment, flags, and YAML scalars alike):
  *   durations  a number of seconds (may be fractional: 0.5), or a number
- *              with a unit: 250ms, 30s, 5m, 1h.  Never negative.
+ *              with a unit: 250ms, 30s, 5m, 1h, 7d (a day is 86400 s).
+ *              Never negative.
  *   sizes      a whole number of bytes, or one with a unit: B; KiB, MiB,
  *              GiB (1024-based); kB or KB, MB, GB (1000-based).
  *   queues     in YAML a list whose items are a name or {name: N, weight:
@@ -19,6 +20,12 @@
  *              ("emails,payments:3").  A name that itself ends in ":DIGITS"
  *              needs its weight spelled out as text ("v:2:1").  Weights are
  *              1..1000 (default 1).
+ *   SLAs       (reaper.queue_sla) in YAML a map from queue name to duration
+ *              ({emails: 5m, payments: 30s}); as text a comma-separated
+ *              list of NAME:DURATION ("emails:5m,payments:30s"), split at
+ *              the last ':' so that a name may hold one ("v:2:1h").
+ *   URLs       (reaper.hook.url) http:// or https:// with a host; shown
+ *              with the password of their userinfo as "***".
  * An empty file (or one with only comments, or a lone null document) means
  * all defaults.  Anchors, aliases, tags and multiple documents are refused.
  * Strings may not hold control characters.
@@ -39,7 +46,7 @@ extern "C" {
 #define CL_CONFIG_FILE_MAX 65536
 /* Room for the per-key origins; config.c checks its table fits. */
 #define CL_CONFIG_KEYS_MAX 64
-/* The most queues one worker may serve. */
+/* The most queues one worker may serve, and the most per-queue SLAs. */
 #define CL_CONFIG_QUEUES_MAX 256
 
 typedef enum cl_log_format { CL_LOG_LOGFMT, CL_LOG_JSON } cl_log_format_t;
@@ -77,6 +84,28 @@ typedef struct cl_config {
     double kill_grace_s; /* SIGTERM to SIGKILL, default 5, [0, 3600] */
     int prefetch;        /* default 0 = concurrency/4 rounded up */
   } worker;
+  struct {
+    double interval_s;      /* between cycles, default 5, [0.05, 86400] */
+    int batch;              /* rows per statement, default 1000, 1..100000 */
+    int worker_lost_after;  /* heartbeat intervals, default 3, 1..1000 */
+    double sla_s;           /* item_overdue after, default 3600, (0, 3.2e9] */
+    char **queue_sla_names; /* per-queue SLAs: nqueue_sla names ... */
+    double *queue_sla_s;    /* ... and their seconds, (0, 3.2e9] */
+    size_t nqueue_sla;      /* default 0: sla_s for every queue */
+    struct {
+      double done_s;   /* done and discarded items, default 7 d; 0 = keep */
+      double dead_s;   /* dead letters, default 0 = keep forever */
+      double alerts_s; /* resolved alerts, default 30 d; 0 = keep */
+      double workers_s; /* silent workers holding no lease, default 1 d;
+                           0 = keep */
+    } retention;
+    struct {
+      char *exec;       /* run per new alert, JSON on stdin; NULL: none */
+      char *url;        /* POSTed each new alert's JSON; NULL: none */
+      double timeout_s; /* per attempt, default 10, (0, 3600] */
+      int max_attempts; /* default 10, 1..1000 */
+    } hook;
+  } reaper;
   /* Private: where each value came from, one malloc'd string per row of
    * the key table (NULL: the default).  Read it with cl_config_origin(). */
   char *origin_[CL_CONFIG_KEYS_MAX];
@@ -128,9 +157,9 @@ CL_EXTERN CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
 
 /* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
  * comment saying where its value came from: "default", "FILE:LINE",
- * "env CLAIMER_X" or the origin given to cl_config_set().  The dsn is shown
- * with its password replaced by "***".  Returns 0, CL_EIO when out could
- * not be written, or CL_ENOMEM. */
+ * "env CLAIMER_X" or the origin given to cl_config_set().  The dsn and
+ * reaper.hook.url are shown with their passwords replaced by "***".
+ * Returns 0, CL_EIO when out could not be written, or CL_ENOMEM. */
 CL_EXTERN int cl_config_print(const cl_config_t *cfg, FILE *out);
 
 /* Returns where the value of the key at path came from ("default" when

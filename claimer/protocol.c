@@ -558,6 +558,8 @@ void cl__parse_reap(PGresult *r, cl_reap_info_t *info) {
       info->dead++;
     else
       info->requeued++;
+    info->alerts_expired += !PQgetisnull(r, i, 5);
+    info->alerts_dead += !PQgetisnull(r, i, 6);
   }
 }
 

@@ -117,9 +117,16 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "         finished_at = CASE WHEN $4::bool AND del.attempt < i.max_attempts"
     "                       THEN NULL ELSE now() END"
     "    FROM del WHERE i.item_id = del.item_id"
-    "  RETURNING i.state, i.attempts, i.run_at"
+    "  RETURNING i.item_id, i.queue, i.state, i.attempts, i.max_attempts,"
+    "            i.run_at"
+    "), dead AS ("
+    "  SELECT claimer.raise_alert('item_dead', item_id, jsonb_build_object("
+    "             'item_id', item_id, 'queue', queue, 'attempts', attempts,"
+    "             'max_attempts', max_attempts, 'error', $3::text)) AS alert"
+    "    FROM upd WHERE state = 'dead'"
     ")"
-    "SELECT state, attempts, claimer.rfc3339(run_at), false FROM upd "
+    "SELECT state, attempts, claimer.rfc3339(run_at), false"
+    "  FROM upd, (SELECT count(alert) FROM dead) d "
     "UNION ALL "
     "SELECT state, attempts, claimer.rfc3339(run_at), true FROM claimer.items"
     " WHERE item_id = $1 AND last_token = $2"
@@ -169,9 +176,24 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "         finished_at = CASE WHEN del.attempt >= i.max_attempts"
     "                       THEN now() ELSE NULL END"
     "    FROM del WHERE i.item_id = del.item_id"
-    "  RETURNING i.item_id, i.queue, i.state, del.worker_id, del.token"
+    "  RETURNING i.item_id, i.queue, i.state, i.attempts, i.max_attempts,"
+    "            del.worker_id, del.token, del.lease_until"
+    "), al AS ("
+    "  SELECT item_id,"
+    "         claimer.raise_alert('lease_expired', item_id, jsonb_build_object("
+    "             'item_id', item_id, 'queue', queue, 'worker_id', worker_id,"
+    "             'attempt', attempts, 'lease_until',"
+    "             claimer.rfc3339(lease_until), 'outcome', state)) AS expired,"
+    "         CASE WHEN state = 'dead' THEN"
+    "           claimer.raise_alert('item_dead', item_id, jsonb_build_object("
+    "             'item_id', item_id, 'queue', queue, 'attempts', attempts,"
+    "             'max_attempts', max_attempts, 'error',"
+    "             'lease expired on its last attempt')) END AS dead"
+    "    FROM upd"
     ")"
-    "SELECT item_id, queue, state, worker_id, token FROM upd"},
+    "SELECT upd.item_id, upd.queue, upd.state, upd.worker_id, upd.token,"
+    "       al.expired, al.dead"
+    "  FROM upd JOIN al USING (item_id)"},
 
   [CL__STMT_STATUS] = {"claimer_status", 0,
     "SELECT queue, ready, scheduled, leased, done, dead, oldest_ready_s, stale"
@@ -179,14 +201,14 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* A worker daemon's row: who it is, for dashboards and for the reaper,
    * which reaps workers whose heartbeat stopped. */
-  [CL__STMT_REGISTER] = {"claimer_register", 6,
+  [CL__STMT_REGISTER] = {"claimer_register", 7,
     "INSERT INTO claimer.workers (worker_id, host, pid, version, concurrency,"
-    "                             queues)"
-    " VALUES ($1, $2, $3::int, $4, $5::int, $6::text[])"
+    "                             queues, heartbeat_s)"
+    " VALUES ($1, $2, $3::int, $4, $5::int, $6::text[], $7::float8)"
     " ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host,"
     "   pid = EXCLUDED.pid, version = EXCLUDED.version,"
     "   concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues,"
-    "   heartbeat_at = now()"},
+    "   heartbeat_s = EXCLUDED.heartbeat_s, heartbeat_at = now()"},
 
   [CL__STMT_DEREGISTER] = {"claimer_deregister", 1,
     "DELETE FROM claimer.workers WHERE worker_id = $1"},
@@ -231,4 +253,207 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "   AND CASE WHEN $1::text[] IS NULL THEN queue = $2"
     "            ELSE item_id = ANY ($1::text[]) END"
     " RETURNING item_id"},
+
+  /* The reaper's scans.  Workers whose heartbeat is older than $1 times
+   * their interval ($2 when they did not say) are lost: an alert, and
+   * their leases made due now, so the reap that follows hands the items
+   * back at once instead of at expiry.  $3 a limit. */
+  [CL__STMT_REAP_WORKERS] = {"claimer_reap_workers", 3,
+    "WITH lost AS ("
+    "  SELECT worker_id, heartbeat_at, heartbeat_s FROM claimer.workers w"
+    "   WHERE heartbeat_at < now() - make_interval(secs =>"
+    "             $1::float8 * coalesce(heartbeat_s, $2::float8))"
+    /* Not again once alerted and holding no live lease: a batch loop
+     * would otherwise see the same lost workers forever. */
+    "     AND (NOT EXISTS (SELECT 1 FROM claimer.alerts a"
+    "                       WHERE a.kind = 'worker_lost'"
+    "                         AND a.subject = w.worker_id"
+    "                         AND a.resolved_at IS NULL)"
+    "          OR EXISTS (SELECT 1 FROM claimer.claims c"
+    "                      WHERE c.worker_id = w.worker_id"
+    "                        AND c.lease_until > now()))"
+    "   ORDER BY heartbeat_at LIMIT $3::int"
+    "   FOR UPDATE SKIP LOCKED"
+    "), rel AS ("
+    "  UPDATE claimer.claims c SET lease_until = now()"
+    "    FROM lost WHERE c.worker_id = lost.worker_id"
+    "     AND c.lease_until > now()"
+    "  RETURNING c.worker_id"
+    "), al AS ("
+    "  SELECT worker_id, claimer.raise_alert('worker_lost', worker_id,"
+    "           jsonb_build_object('worker_id', worker_id, 'last_heartbeat',"
+    "             claimer.rfc3339(heartbeat_at), 'heartbeat_s', heartbeat_s,"
+    "             'leases_released', (SELECT count(*) FROM rel"
+    "                                  WHERE rel.worker_id = lost.worker_id)))"
+    "           AS alert"
+    "    FROM lost"
+    ")"
+    "SELECT al.worker_id, al.alert,"
+    "       (SELECT count(*) FROM rel WHERE rel.worker_id = al.worker_id)"
+    "  FROM al"},
+
+  /* Items older than their SLA with no result: the item's own sla, else
+   * its queue's ($3 queues, $4 seconds), else $1 seconds.  $2 a limit. */
+  [CL__STMT_ALERT_OVERDUE] = {"claimer_alert_overdue", 4,
+    "WITH q AS ("
+    "  SELECT * FROM unnest($3::text[], $4::float8[]) AS t(queue, sla_s)"
+    "), cand AS ("
+    "  SELECT i.item_id, i.queue, i.state, i.enqueued_at,"
+    "         coalesce(i.sla, make_interval(secs => coalesce(q.sla_s,"
+    "                                                     $1::float8))) AS sla"
+    "    FROM claimer.items i LEFT JOIN q ON q.queue = i.queue"
+    "   WHERE i.state IN ('ready', 'leased')"
+    "     AND i.enqueued_at < now() - coalesce(i.sla, make_interval(secs =>"
+    "             coalesce(q.sla_s, $1::float8)))"
+    "     AND NOT EXISTS (SELECT 1 FROM claimer.alerts a"
+    "                      WHERE a.kind = 'item_overdue'"
+    "                        AND a.subject = i.item_id"
+    "                        AND a.resolved_at IS NULL)"
+    "   ORDER BY i.enqueued_at LIMIT $2::int"
+    ")"
+    "SELECT item_id, claimer.raise_alert('item_overdue', item_id,"
+    "         jsonb_build_object('item_id', item_id, 'queue', queue,"
+    "           'state', state, 'enqueued_at', claimer.rfc3339(enqueued_at),"
+    "           'sla_s', extract(epoch FROM sla)))"
+    "  FROM cand"},
+
+  /* Deliveries a sender left in 'sending' past its lease: it may have
+   * crashed between sending and recording "sent".  $1 a limit. */
+  [CL__STMT_ALERT_IN_DOUBT] = {"claimer_alert_in_doubt", 1,
+    "WITH cand AS ("
+    "  SELECT d.subscriber, d.item_id, d.attempts, d.lease_until,"
+    "         d.idempotency_key FROM claimer.deliveries d"
+    "   WHERE d.state = 'sending' AND d.lease_until < now()"
+    "     AND NOT EXISTS (SELECT 1 FROM claimer.alerts a"
+    "                      WHERE a.kind = 'delivery_in_doubt'"
+    "                        AND a.subject = d.subscriber || '/' || d.item_id"
+    "                        AND a.resolved_at IS NULL)"
+    "   ORDER BY d.lease_until LIMIT $1::int"
+    ")"
+    "SELECT item_id, claimer.raise_alert('delivery_in_doubt',"
+    "         subscriber || '/' || item_id, jsonb_build_object("
+    "           'subscriber', subscriber, 'item_id', item_id,"
+    "           'attempts', attempts, 'idempotency_key', idempotency_key,"
+    "           'lease_until', claimer.rfc3339(lease_until)))"
+    "  FROM cand"},
+
+  /* Open alerts whose condition has cleared.  $1 a limit. */
+  [CL__STMT_ALERT_RESOLVE] = {"claimer_alert_resolve", 1,
+    "WITH clear AS ("
+    "  SELECT a.alert_id FROM claimer.alerts a"
+    "    LEFT JOIN claimer.items i"
+    "      ON a.kind IN ('item_overdue', 'lease_expired', 'item_dead')"
+    "     AND i.item_id = a.subject"
+    "    LEFT JOIN claimer.workers w"
+    "      ON a.kind = 'worker_lost' AND w.worker_id = a.subject"
+    "    LEFT JOIN claimer.deliveries d"
+    "      ON a.kind = 'delivery_in_doubt'"
+    "     AND d.subscriber = a.detail->>'subscriber'"
+    "     AND d.item_id = a.detail->>'item_id'"
+    "   WHERE a.resolved_at IS NULL AND CASE a.kind"
+    "     WHEN 'item_overdue' THEN i.item_id IS NULL"
+    "                           OR i.state NOT IN ('ready', 'leased')"
+    "     WHEN 'lease_expired' THEN i.item_id IS NULL"
+    "                           OR i.state IN ('done', 'dead', 'discarded')"
+    "     WHEN 'item_dead' THEN i.item_id IS NULL OR i.state <> 'dead'"
+    "     WHEN 'worker_lost' THEN w.worker_id IS NULL"
+    "                          OR w.heartbeat_at > a.raised_at"
+    "     WHEN 'delivery_in_doubt' THEN d.item_id IS NULL"
+    "                          OR d.state <> 'sending'"
+    "                          OR d.lease_until >= now()"
+    "     END"
+    "   ORDER BY a.alert_id LIMIT $1::int"
+    "   FOR UPDATE OF a SKIP LOCKED"
+    ")"
+    "UPDATE claimer.alerts a SET resolved_at = now() FROM clear"
+    " WHERE a.alert_id = clear.alert_id"
+    " RETURNING a.alert_id, a.kind, a.subject"},
+
+  /* Announcing new alerts (the outbox of 003): up to $1 pending alerts
+   * that are due, leased to this reaper for $2 seconds.  hook_attempts,
+   * counted up here, fences ANNOUNCE_DONE: a reaper whose lease ran out
+   * and was taken over cannot settle the alert any more. */
+  [CL__STMT_ANNOUNCE_CLAIM] = {"claimer_announce_claim", 2,
+    "WITH due AS ("
+    "  SELECT alert_id FROM claimer.alerts"
+    "   WHERE hook_state = 'pending' AND hook_next_at <= now()"
+    "   ORDER BY hook_next_at, alert_id LIMIT $1::int"
+    "   FOR UPDATE SKIP LOCKED"
+    ")"
+    "UPDATE claimer.alerts a SET hook_attempts = a.hook_attempts + 1,"
+    "       hook_next_at = now() + make_interval(secs => $2::float8)"
+    "  FROM due WHERE a.alert_id = due.alert_id"
+    " RETURNING a.alert_id, a.hook_attempts, a.kind, a.subject,"
+    "           claimer.alert_json(a)::text"},
+
+  /* Settles announced alerts $1 (ids) at their attempts $2: $3 'sent'
+   * (the hooks took it), 'none' (no hook configured), or 'error' ($4 the
+   * error): then again after a backoff capped at 5 minutes, or 'failed'
+   * once $5 attempts are spent.  Returns the rows settled. */
+  [CL__STMT_ANNOUNCE_DONE] = {"claimer_announce_done", 5,
+    "UPDATE claimer.alerts a"
+    "   SET hook_state = CASE WHEN $3 <> 'error' THEN $3"
+    "                         WHEN a.hook_attempts >= $5::int THEN 'failed'"
+    "                         ELSE 'pending' END,"
+    "       hook_error = CASE WHEN $3 = 'error' THEN $4 END,"
+    "       hook_next_at = CASE WHEN $3 = 'error' THEN now() + least("
+    "           claimer.backoff(a.hook_attempts), interval '5 minutes')"
+    "         ELSE a.hook_next_at END"
+    "  FROM unnest($1::bigint[], $2::int[]) AS s(alert_id, attempt)"
+    " WHERE a.alert_id = s.alert_id AND a.hook_attempts = s.attempt"
+    "   AND a.hook_state = 'pending'"
+    " RETURNING a.alert_id, a.hook_state"},
+
+  /* Retention, each a bounded batch: done and discarded items finished
+   * more than $1 seconds ago, with their results and deliveries (ON
+   * DELETE CASCADE), unless a subscriber is still owed the result.
+   * $2 a limit. */
+  [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", 2,
+    "WITH old AS ("
+    "  SELECT i.item_id FROM claimer.items i"
+    "   WHERE i.state IN ('done', 'discarded')"
+    "     AND i.finished_at < now() - make_interval(secs => $1::float8)"
+    "     AND NOT claimer.result_undelivered(i.item_id)"
+    "   ORDER BY i.finished_at LIMIT $2::int"
+    "   FOR UPDATE SKIP LOCKED"
+    ")"
+    "DELETE FROM claimer.items i USING old WHERE i.item_id = old.item_id"
+    " RETURNING i.item_id"},
+
+  /* Dead items that died more than $1 seconds ago.  $2 a limit. */
+  [CL__STMT_RETAIN_DEAD] = {"claimer_retain_dead", 2,
+    "WITH old AS ("
+    "  SELECT item_id FROM claimer.items"
+    "   WHERE state = 'dead'"
+    "     AND finished_at < now() - make_interval(secs => $1::float8)"
+    "   ORDER BY finished_at LIMIT $2::int"
+    "   FOR UPDATE SKIP LOCKED"
+    ")"
+    "DELETE FROM claimer.items i USING old WHERE i.item_id = old.item_id"
+    " RETURNING i.item_id"},
+
+  /* Alerts resolved more than $1 seconds ago.  $2 a limit. */
+  [CL__STMT_RETAIN_ALERTS] = {"claimer_retain_alerts", 2,
+    "WITH old AS ("
+    "  SELECT alert_id FROM claimer.alerts"
+    "   WHERE resolved_at < now() - make_interval(secs => $1::float8)"
+    "   ORDER BY resolved_at LIMIT $2::int"
+    "   FOR UPDATE SKIP LOCKED"
+    ")"
+    "DELETE FROM claimer.alerts a USING old WHERE a.alert_id = old.alert_id"
+    " RETURNING a.alert_id"},
+
+  /* Workers silent for more than $1 seconds that hold no lease any more:
+   * gone for good (their worker_lost alert then resolves).  $2 a limit. */
+  [CL__STMT_RETAIN_WORKERS] = {"claimer_retain_workers", 2,
+    "WITH old AS ("
+    "  SELECT w.worker_id FROM claimer.workers w"
+    "   WHERE w.heartbeat_at < now() - make_interval(secs => $1::float8)"
+    "     AND NOT EXISTS (SELECT 1 FROM claimer.claims c"
+    "                      WHERE c.worker_id = w.worker_id)"
+    "   ORDER BY w.heartbeat_at LIMIT $2::int"
+    "   FOR UPDATE SKIP LOCKED"
+    ")"
+    "DELETE FROM claimer.workers w USING old WHERE w.worker_id = old.worker_id"
+    " RETURNING w.worker_id"},
 };

@@ -18,11 +18,21 @@
   XX(HEARTBEAT, 2)                                                           \
   XX(REAP, 1)                                                                \
   XX(STATUS, 0)                                                              \
-  XX(REGISTER, 6)                                                            \
+  XX(REGISTER, 7)                                                            \
   XX(DEREGISTER, 1)                                                          \
   XX(DEAD_LIST, 2)                                                           \
   XX(DEAD_RETRY, 2)                                                          \
-  XX(DEAD_DISCARD, 2)
+  XX(DEAD_DISCARD, 2)                                                        \
+  XX(REAP_WORKERS, 3)                                                        \
+  XX(ALERT_OVERDUE, 4)                                                       \
+  XX(ALERT_IN_DOUBT, 1)                                                      \
+  XX(ALERT_RESOLVE, 1)                                                       \
+  XX(ANNOUNCE_CLAIM, 2)                                                      \
+  XX(ANNOUNCE_DONE, 5)                                                       \
+  XX(RETAIN_DONE, 2)                                                         \
+  XX(RETAIN_DEAD, 2)                                                         \
+  XX(RETAIN_ALERTS, 2)                                                       \
+  XX(RETAIN_WORKERS, 2)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

@@ -767,7 +767,10 @@ static void send_register(cl_worker_t *w) {
     strcat(arr, w->queues[i].name);
   }
   strcat(arr, "}");
-  const char *params[] = {w->name, host, pid, CL_VERSION_STRING, conc, arr};
+  char hb[64];
+  cl__fmt_double(hb, sizeof hb, w->o.heartbeat_s);
+  const char *params[] = {w->name, host, pid, CL_VERSION_STRING, conc, arr,
+                          hb};
   (void)cl__aconn_send(w->a, CL__STMT_REGISTER, params, on_register, w);
   free(arr);
 }

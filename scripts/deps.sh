@@ -2,7 +2,8 @@
 # claimer needs when any is missing (apt-get update first), quietly when
 # all are there already.
 claimer_packages="gcc pkg-config meson ninja-build libpq-dev libuv1-dev
-  libyaml-dev libjson-c-dev libcmocka-dev postgresql postgresql-server-dev-15
+  libyaml-dev libjson-c-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev
+  postgresql postgresql-server-dev-15
   valgrind"
 
 claimer_install_deps() {

@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "config.h"
 
 void cli_put_json_string(FILE *out, const char *s) {
   json_object *o = json_object_new_string(s);
@@ -185,4 +186,39 @@ void cli_default_worker(char *buf, size_t n) {
     snprintf(host, sizeof host, "localhost");
   host[sizeof host - 1] = '\0';
   snprintf(buf, n, "%s:%ld", host, (long)getpid());
+}
+
+int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
+                 const char *value) {
+  if (fs->n >= 64)
+    return -1;
+  snprintf(fs->origin_buf[fs->n], sizeof fs->origin_buf[0], "flag --%s",
+           flag);
+  fs->path[fs->n] = path;
+  fs->value[fs->n] = value;
+  fs->origin[fs->n] = fs->origin_buf[fs->n];
+  fs->n++;
+  return 0;
+}
+
+int cli_load_config(cl_config_t *cfg, const char *path,
+                    const cli_flags_t *fs) {
+  char err[1024];
+  cl_config_init(cfg);
+  int rc = 0;
+  if (path != NULL)
+    rc = cl_config_load_file(cfg, path, err, sizeof err);
+  if (rc == 0)
+    rc = cl_config_apply_env(cfg, err, sizeof err);
+  for (int i = 0; rc == 0 && i < fs->n; i++)
+    rc = cl_config_set(cfg, fs->path[i], fs->value[i], fs->origin[i], err,
+                       sizeof err);
+  if (rc == 0)
+    rc = cl_config_validate(cfg, err, sizeof err);
+  if (rc != 0) {
+    cli_err("%s", err);
+    cl_config_free(cfg);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
 }

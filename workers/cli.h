@@ -52,6 +52,26 @@ int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used);
  * status: 2 for bad input, 3 for a lost lease, 1 otherwise. */
 int cli_fail(cl_conn_t *c, int rc, const char *what);
 
+/* Config keys set by flags, in the order given, with their origins. */
+typedef struct cli_flags {
+  const char *path[64];
+  const char *value[64];
+  const char *origin[64];
+  char origin_buf[64][48];
+  int n;
+} cli_flags_t;
+
+/* Records flag --flag (setting key path) with value.  -1 when full. */
+int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
+                 const char *value);
+
+/* Loads the config: defaults, the YAML file path (may be NULL), CLAIMER_*
+ * variables, then the flags, and validates it.  Returns 0, or prints the
+ * problem, leaves cfg holding the defaults and returns EXIT_USAGE. */
+struct cl_config;
+int cli_load_config(struct cl_config *cfg, const char *path,
+                    const cli_flags_t *fs);
+
 /* Writes "host:pid" into buf as a default worker name. */
 void cli_default_worker(char *buf, size_t n);
 

@@ -18,20 +18,13 @@
 #include "log.h"
 #include "worker.h"
 
-typedef struct flagset {
-  const char *path[64];
-  const char *value[64];
-  const char *origin[64];
-  int n;
-} flagset_t;
-
 typedef struct daemon {
   uv_loop_t loop;
   cl_worker_t *w;
   xhandler_t xh;
   cl_config_t cfg;
   const char *config_path;
-  flagset_t *flags;
+  cli_flags_t *flags;
   uv_signal_t sigterm, sigint, sighup;
   int signals_seen;
   int exit_rc;
@@ -123,19 +116,11 @@ static void usage(FILE *out) {
 /* Loads file, environment and flags into cfg and validates.  Returns 0 or
  * prints the problem and returns EXIT_USAGE. */
 static int load_config(cl_config_t *cfg, const char *path,
-                       const flagset_t *fs) {
-  char err[1024];
-  cl_config_init(cfg);
+                       const cli_flags_t *fs) {
+  if (cli_load_config(cfg, path, fs) != EXIT_OK)
+    return EXIT_USAGE;
+  char err[256];
   int rc = 0;
-  if (path != NULL)
-    rc = cl_config_load_file(cfg, path, err, sizeof err);
-  if (rc == 0)
-    rc = cl_config_apply_env(cfg, err, sizeof err);
-  for (int i = 0; rc == 0 && i < fs->n; i++)
-    rc = cl_config_set(cfg, fs->path[i], fs->value[i], fs->origin[i], err,
-                       sizeof err);
-  if (rc == 0)
-    rc = cl_config_validate(cfg, err, sizeof err);
   if (rc == 0 && cfg->worker.nqueues == 0) {
     snprintf(err, sizeof err,
              "no queue to work on (give -q QUEUE, CLAIMER_WORKER_QUEUES or "
@@ -275,8 +260,7 @@ int cmd_work(int argc, char **argv) {
                                       NULL, 1000 + (int)i};
   memset(&opts[NBASE + NFLAGS], 0, sizeof opts[0]);
 
-  static flagset_t fs;
-  static char origins[64][48];
+  static cli_flags_t fs;
   char *queues = NULL;
   const char *config_path = getenv("CLAIMER_CONFIG");
   int ch;
@@ -300,12 +284,8 @@ int cmd_work(int argc, char **argv) {
       free(queues);
       queues = q;
     } else if (ch >= 1000 && ch < 1000 + (int)NFLAGS && fs.n < 63) {
-      snprintf(origins[fs.n], sizeof origins[0], "flag --%s",
-               flag_keys[ch - 1000].flag);
-      fs.path[fs.n] = flag_keys[ch - 1000].path;
-      fs.value[fs.n] = optarg;
-      fs.origin[fs.n] = origins[fs.n];
-      fs.n++;
+      (void)cli_flag_add(&fs, flag_keys[ch - 1000].flag,
+                         flag_keys[ch - 1000].path, optarg);
     } else {
       free(queues);
       return cli_bad_option(argv, optopt);
@@ -316,10 +296,7 @@ int cmd_work(int argc, char **argv) {
     return cli_usage_error("unexpected argument \"%s\"", argv[optind]);
   }
   if (queues != NULL) {
-    fs.path[fs.n] = "worker.queues";
-    fs.value[fs.n] = queues;
-    fs.origin[fs.n] = "flag --queue";
-    fs.n++;
+    (void)cli_flag_add(&fs, "queue", "worker.queues", queues);
   }
 
   static daemon_t d;

@@ -712,9 +712,15 @@ static void test_worker_flow(void **state) {
   assert_string_equal(out, "");
   free(out);
 
-  /* Nothing is stale. */
-  assert_int_equal(run(&out, NULL, "reap", "--dsn", d, "--once", NULL), 0);
+  /* Nothing is stale; job-2's death raised an item_dead alert, which this
+   * run announces first: exit 4 says so.  A second run has nothing new. */
+  assert_int_equal(run(&out, NULL, "reap", "--dsn", d, "--once", NULL), 4);
   assert_contains(out, "reaped 0 stale leases");
+  assert_contains(out, "event=alert kind=item_dead subject=job-2");
+  assert_contains(out, "1 announced");
+  free(out);
+  assert_int_equal(run(&out, NULL, "reap", "--dsn", d, "--once", NULL), 0);
+  assert_contains(out, "0 raised, 0 resolved, 0 announced");
   free(out);
   assert_int_equal(
       q_long(f, "SELECT count(*) FROM claimer.claims WHERE item_id = "

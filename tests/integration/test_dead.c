@@ -173,9 +173,9 @@ static void test_dead_bad_usage(void **state) {
   PQfinish(p);
 }
 
-/* 002 as an upgrade: a version-1 database holding items (dead ones among
- * them) gains the history column and the 'discarded' state without losing
- * a row. */
+/* 002 and 003 as an upgrade: a version-1 database holding items (dead
+ * ones among them) gains the history column, the 'discarded' state and the
+ * alert machinery without losing a row. */
 static void test_upgrade_from_v1(void **state) {
   (void)state;
   assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn),
@@ -183,6 +183,18 @@ static void test_upgrade_from_v1(void **state) {
   PGconn *p = th_connect(dsn);
   make_dead(p);
   /* Back to version 1, with the data in place. */
+  th_exec(p, "DROP FUNCTION claimer.result_undelivered(text)");
+  th_exec(p, "DROP TABLE claimer.subscribers");
+  th_exec(p, "DROP INDEX claimer.items_retain, claimer.alerts_resolved");
+  th_exec(p, "DROP VIEW claimer.open_alerts");
+  th_exec(p, "DROP FUNCTION claimer.raise_alert(text, text, jsonb)");
+  th_exec(p, "DROP FUNCTION claimer.alert_json(claimer.alerts)");
+  th_exec(p, "ALTER TABLE claimer.alerts DROP COLUMN hook_state, DROP COLUMN "
+             "hook_attempts, DROP COLUMN hook_next_at, DROP COLUMN "
+             "hook_error");
+  th_exec(p, "ALTER TABLE claimer.workers DROP COLUMN heartbeat_s");
+  th_exec(p, "DELETE FROM claimer.alerts");
+  th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 3");
   th_exec(p, "DROP INDEX claimer.items_dead");
   th_exec(p, "ALTER TABLE claimer.items DROP CONSTRAINT items_state");
   th_exec(p, "ALTER TABLE claimer.items ADD CONSTRAINT items_state CHECK "
@@ -192,7 +204,7 @@ static void test_upgrade_from_v1(void **state) {
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
   assert_int_equal(cl_conn_connect(c), 0);
-  assert_int_equal(cl_migrate(c, NULL, NULL), 1);
+  assert_int_equal(cl_migrate(c, NULL, NULL), 2);
   assert_int_equal(cl_schema_check(c), 0);
   cl_conn_free(&c);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "

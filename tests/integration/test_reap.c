@@ -1,6 +1,6 @@
 /*
  * test_reap.c: several reapers at once.  Three processes reap the same
- * 3,000 stale leases concurrently: each lease is ended exactly once, so
+ * 10,000 stale leases concurrently: each lease is ended exactly once, so
  * every item's attempts went up by exactly one.  Then reapers race a
  * heartbeat of the leases' worker: each lease ends up either extended and
  * held (attempts unchanged) or reaped once, never both.
@@ -20,13 +20,13 @@
 #include "claimer.h"
 #include "harness.h"
 
-enum { ITEMS = 3000 };
+enum { ITEMS = 10000 };
 
 
 /* Enqueues ITEMS items and claims them all for worker w. */
 static void lease_all(PGconn *p, const char *dsn) {
   th_exec(p, "INSERT INTO claimer.items (item_id, queue) "
-             "SELECT 'item-' || g, 'q' FROM generate_series(1, 3000) g");
+             "SELECT 'item-' || g, 'q' FROM generate_series(1, 10000) g");
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
   size_t total = 0;
@@ -108,6 +108,13 @@ static void test_three_reapers_each_lease_once(void **state) {
                               "last_error LIKE 'lease expired%'"),
                    ITEMS);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  /* One lease_expired alert per lease, however many reapers saw it. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.alerts WHERE "
+                              "kind = 'lease_expired'"),
+                   ITEMS);
+  assert_int_equal(th_long(p, "SELECT count(DISTINCT subject) FROM "
+                              "claimer.alerts"),
+                   ITEMS);
   PQfinish(p);
 }
 

@@ -742,8 +742,8 @@ static void test_config_errors(void **state) {
   assert_int_equal(th_run(argv2, NULL, &out), 2);
   assert_string_equal(out,
                       "claimer work: flag --lease: \"-5s\" is not a duration "
-                      "(a number of seconds >= 0, or a number with ms, s, m "
-                      "or h)\n");
+                      "(a number of seconds >= 0, or a number with ms, s, m, "
+                      "h or d)\n");
   free(out);
   const char *argv3[] = {th_claimer_bin(), "work", "--exec", "true", NULL};
   assert_int_equal(th_run(argv3, NULL, &out), 2);

@@ -3,7 +3,8 @@
  * defaults, the YAML loader and every message it gives for a bad file (each
  * checked word for word, with its line and column), the CLAIMER_*
  * environment, cl_config_set() as the flags use it, the checks between keys,
- * and the printer, whose output must load back to the same values.  Files
+ * the printer, whose output must load back to the same values, and the
+ * reaper's section (nested maps, per-queue SLAs, the hook URL).  Files
  * that must exist on disk (the size cap, a missing file) go into a mkdtemp
  * directory made by the group fixture; everything else is loaded from
  * strings.  Where a message must not show a password the test looks for its
@@ -88,6 +89,18 @@ static const char *const env_vars[] = {
     "CLAIMER_WORKER_DRAIN_TIMEOUT",
     "CLAIMER_WORKER_KILL_GRACE",
     "CLAIMER_WORKER_PREFETCH",
+    "CLAIMER_REAPER_INTERVAL",
+    "CLAIMER_REAPER_BATCH",
+    "CLAIMER_REAPER_WORKER_LOST_AFTER",
+    "CLAIMER_REAPER_SLA",
+    "CLAIMER_REAPER_QUEUE_SLA",
+    "CLAIMER_REAPER_RETENTION_DONE",
+    "CLAIMER_REAPER_RETENTION_DEAD",
+    "CLAIMER_REAPER_RETENTION_ALERTS",
+    "CLAIMER_REAPER_HOOK_EXEC",
+    "CLAIMER_REAPER_HOOK_URL",
+    "CLAIMER_REAPER_HOOK_TIMEOUT",
+    "CLAIMER_REAPER_HOOK_MAX_ATTEMPTS",
     "CLAIMER_HOME",
     "CLAIMER_TEST_DSN",
     "CLAIMER_ITEM_ID",
@@ -115,6 +128,9 @@ static void expect_error(const char *yaml, const char *message) {
   assert_int_equal(cfg.worker.concurrency, 8);
   assert_null(cfg.dsn);
   assert_int_equal(cfg.worker.nqueues, 0);
+  assert_true(cfg.reaper.interval_s == 5);
+  assert_int_equal(cfg.reaper.nqueue_sla, 0);
+  assert_null(cfg.reaper.hook.url);
   assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"), "default");
   cl_config_free(&cfg);
 }
@@ -354,10 +370,10 @@ static void ranges(void **state) {
                "cfg.yaml:2:13: worker.prefetch: -1 is out of range 0..10000");
   expect_error("worker:\n  lease: 0s\n",
                "cfg.yaml:2:10: worker.lease: 0s is out of range (more than "
-               "0s, at most 168h)");
+               "0s, at most 7d)");
   expect_error("worker:\n  lease: 169h\n",
                "cfg.yaml:2:10: worker.lease: 169h is out of range (more than "
-               "0s, at most 168h)");
+               "0s, at most 7d)");
   expect_error("worker:\n  poll_interval: 5ms\n",
                "cfg.yaml:2:18: worker.poll_interval: 5ms is out of range "
                "10ms..1h");
@@ -375,7 +391,7 @@ static void durations(void **state) {
   (void)state;
   static const char tail[] =
       " is not a duration (a number of seconds >= 0, or a number with ms, "
-      "s, m or h)";
+      "s, m, h or d)";
   static const char *const bad[] = {"-5s", "-5", "5x", "5 s",  "1e3",
                                     ".5",  "5.", "s",  "1h30m"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -388,8 +404,9 @@ static void durations(void **state) {
   static const struct {
     const char *text;
     double s;
-  } good[] = {{"1.5", 1.5}, {"250ms", 0.25}, {"30s", 30},     {"5m", 300},
-              {"2h", 7200}, {"0.5m", 30},    {"\"10s\"", 10}, {"45", 45}};
+  } good[] = {{"1.5", 1.5},   {"250ms", 0.25}, {"30s", 30},     {"5m", 300},
+              {"2h", 7200},   {"0.5m", 30},    {"\"10s\"", 10}, {"45", 45},
+              {"7d", 604800}, {"0.5d", 43200}};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     char yaml[64];
     cl_config_t cfg;
@@ -725,7 +742,7 @@ static void all_or_nothing(void **state) {
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
   assert_string_equal(err, "env CLAIMER_WORKER_LEASE: \"-5s\" is not a "
                            "duration (a number of seconds >= 0, or a number "
-                           "with ms, s, m or h)");
+                           "with ms, s, m, h or d)");
   assert_int_equal(cfg.worker.concurrency, 16);
 
   assert_int_equal(
@@ -832,7 +849,7 @@ static void set_from_flags(void **state) {
       CL_ECONFIG);
   assert_string_equal(err, "worker.lease: \"-5s\" is not a duration (a "
                            "number of seconds >= 0, or a number with ms, s, "
-                           "m or h)");
+                           "m, h or d)");
   assert_int_equal(cl_config_set(&cfg, "worker.concurency", "4", "flag --x",
                                  err, sizeof err),
                    CL_ECONFIG);
@@ -871,7 +888,7 @@ static void validate_rules(void **state) {
   cfg.worker.concurrency = 8;
   cfg.worker.timeout_s = -1;
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
-  assert_string_equal(err, "worker.timeout: -1s is out of range 0s..168h "
+  assert_string_equal(err, "worker.timeout: -1s is out of range 0s..7d "
                            "(from default)");
   cfg.worker.timeout_s = 0;
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
@@ -918,7 +935,24 @@ static void print_defaults(void **state) {
       "  drain_timeout: 30s                    # default\n"
       "  kill_grace: 5s                        # default\n"
       "  prefetch: 0                           # default (0: concurrency/4, "
-      "rounded up)\n");
+      "rounded up)\n"
+      "reaper:\n"
+      "  interval: 5s                          # default\n"
+      "  batch: 1000                           # default\n"
+      "  worker_lost_after: 3                  # default\n"
+      "  sla: 1h                               # default\n"
+      "  queue_sla: {}                         # default ({}: reaper.sla for "
+      "every queue)\n"
+      "  retention:\n"
+      "    done: 7d                            # default\n"
+      "    dead: 0s                            # default (0: keep forever)\n"
+      "    alerts: 30d                         # default\n"
+      "    workers: 1d                         # default\n"
+      "  hook:\n"
+      "    exec: null                          # default (null: no command)\n"
+      "    url: null                           # default (null: no URL)\n"
+      "    timeout: 10s                        # default\n"
+      "    max_attempts: 10                    # default\n");
   free(text);
   cl_config_free(&cfg);
 }
@@ -984,6 +1018,465 @@ static void print_round_trip(void **state) {
   cl_config_free(&b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The reaper's keys                                                         */
+
+static void reaper_defaults(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_true(cfg.reaper.interval_s == 5);
+  assert_int_equal(cfg.reaper.batch, 1000);
+  assert_int_equal(cfg.reaper.worker_lost_after, 3);
+  assert_true(cfg.reaper.sla_s == 3600);
+  assert_null(cfg.reaper.queue_sla_names);
+  assert_null(cfg.reaper.queue_sla_s);
+  assert_int_equal(cfg.reaper.nqueue_sla, 0);
+  assert_true(cfg.reaper.retention.done_s == 7 * 86400);
+  assert_true(cfg.reaper.retention.dead_s == 0);
+  assert_true(cfg.reaper.retention.alerts_s == 30 * 86400);
+  assert_true(cfg.reaper.retention.workers_s == 86400);
+  assert_null(cfg.reaper.hook.exec);
+  assert_null(cfg.reaper.hook.url);
+  assert_true(cfg.reaper.hook.timeout_s == 10);
+  assert_int_equal(cfg.reaper.hook.max_attempts, 10);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.retention.done"),
+                      "default");
+  assert_null(cl_config_origin(&cfg, "reaper.retention"));
+  cl_config_free(&cfg);
+}
+
+static const char reaper_yaml[] =
+    "reaper:\n"
+    "  interval: 250ms\n"
+    "  batch: 500\n"
+    "  worker_lost_after: 5\n"
+    "  sla: 2h\n"
+    "  queue_sla:\n"
+    "    emails: 5m\n"
+    "    payments: 30s\n"
+    "    \"v:2\": 1d\n"
+    "  retention:\n"
+    "    done: 14d\n"
+    "    dead: 90d\n"
+    "    alerts: 0\n"
+    "  hook:\n"
+    "    exec: \"./alert.sh --page\"\n"
+    "    url: \"https://alice:s3cr3tpw@hooks.example:8443/a?token=t0k\"\n"
+    "    timeout: 2.5\n"
+    "    max_attempts: 1000\n";
+
+static void reaper_full(void **state) {
+  (void)state;
+  cl_config_t cfg, copy_;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, reaper_yaml);
+  assert_true(cfg.reaper.interval_s == 0.25);
+  assert_int_equal(cfg.reaper.batch, 500);
+  assert_int_equal(cfg.reaper.worker_lost_after, 5);
+  assert_true(cfg.reaper.sla_s == 7200);
+  assert_int_equal(cfg.reaper.nqueue_sla, 3);
+  assert_string_equal(cfg.reaper.queue_sla_names[0], "emails");
+  assert_true(cfg.reaper.queue_sla_s[0] == 300);
+  assert_string_equal(cfg.reaper.queue_sla_names[1], "payments");
+  assert_true(cfg.reaper.queue_sla_s[1] == 30);
+  assert_string_equal(cfg.reaper.queue_sla_names[2], "v:2");
+  assert_true(cfg.reaper.queue_sla_s[2] == 86400);
+  assert_true(cfg.reaper.retention.done_s == 14 * 86400);
+  assert_true(cfg.reaper.retention.dead_s == 90 * 86400);
+  assert_true(cfg.reaper.retention.alerts_s == 0);
+  assert_string_equal(cfg.reaper.hook.exec, "./alert.sh --page");
+  assert_string_equal(cfg.reaper.hook.url,
+                      "https://alice:s3cr3tpw@hooks.example:8443/a?token=t0k");
+  assert_true(cfg.reaper.hook.timeout_s == 2.5);
+  assert_int_equal(cfg.reaper.hook.max_attempts, 1000);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_sla"), "cfg.yaml:6");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.retention.dead"),
+                      "cfg.yaml:12");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.hook.url"), "cfg.yaml:16");
+
+  /* The flow form, nested, works the same. */
+  load_ok(&cfg, "reaper: {retention: {done: 7d}, hook: {url: "
+                "\"http://h/x\"}, queue_sla: {emails: 1m}}\n");
+  assert_true(cfg.reaper.retention.done_s == 604800);
+  assert_string_equal(cfg.reaper.hook.url, "http://h/x");
+  assert_int_equal(cfg.reaper.nqueue_sla, 1);
+  assert_true(cfg.reaper.queue_sla_s[0] == 60);
+  /* And a null queue_sla or url clears it. */
+  load_ok(&cfg, "reaper:\n  queue_sla: ~\n  hook:\n    url: null\n");
+  assert_int_equal(cfg.reaper.nqueue_sla, 0);
+  assert_null(cfg.reaper.queue_sla_names);
+  assert_null(cfg.reaper.hook.url);
+  assert_string_equal(cfg.reaper.hook.exec, "./alert.sh --page");
+
+  /* A copy owns its own SLAs and hook strings. */
+  load_ok(&cfg, reaper_yaml);
+  assert_int_equal(cl_config_copy(&copy_, &cfg), 0);
+  cl_config_free(&cfg);
+  assert_int_equal(copy_.reaper.nqueue_sla, 3);
+  assert_string_equal(copy_.reaper.queue_sla_names[2], "v:2");
+  assert_true(copy_.reaper.queue_sla_s[1] == 30);
+  assert_string_equal(copy_.reaper.hook.exec, "./alert.sh --page");
+  assert_string_equal(copy_.reaper.hook.url,
+                      "https://alice:s3cr3tpw@hooks.example:8443/a?token=t0k");
+  assert_string_equal(cl_config_origin(&copy_, "reaper.hook.exec"),
+                      "cfg.yaml:15");
+  cl_config_free(&copy_);
+}
+
+static void reaper_environment(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, "reaper:\n  batch: 10\n  sla: 1h\n");
+  setenv("CLAIMER_REAPER_INTERVAL", "2s", 1);
+  setenv("CLAIMER_REAPER_BATCH", "250", 1);
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:5m, payments:30s,a:b:1.5d", 1);
+  setenv("CLAIMER_REAPER_RETENTION_DONE", "3d", 1);
+  setenv("CLAIMER_REAPER_HOOK_URL", "http://hooks.example/alert", 1);
+  setenv("CLAIMER_REAPER_HOOK_MAX_ATTEMPTS", "3", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_true(cfg.reaper.interval_s == 2);
+  assert_int_equal(cfg.reaper.batch, 250);
+  assert_true(cfg.reaper.sla_s == 3600);
+  assert_int_equal(cfg.reaper.nqueue_sla, 3);
+  assert_string_equal(cfg.reaper.queue_sla_names[0], "emails");
+  assert_true(cfg.reaper.queue_sla_s[0] == 300);
+  assert_string_equal(cfg.reaper.queue_sla_names[1], "payments");
+  assert_true(cfg.reaper.queue_sla_s[1] == 30);
+  assert_string_equal(cfg.reaper.queue_sla_names[2], "a:b");
+  assert_true(cfg.reaper.queue_sla_s[2] == 129600);
+  assert_true(cfg.reaper.retention.done_s == 3 * 86400);
+  assert_string_equal(cfg.reaper.hook.url, "http://hooks.example/alert");
+  assert_int_equal(cfg.reaper.hook.max_attempts, 3);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_sla"),
+                      "env CLAIMER_REAPER_QUEUE_SLA");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.retention.done"),
+                      "env CLAIMER_REAPER_RETENTION_DONE");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.hook.url"),
+                      "env CLAIMER_REAPER_HOOK_URL");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.sla"), "cfg.yaml:3");
+
+  /* Each kind's errors, and nothing changes when one fails. */
+  setenv("CLAIMER_REAPER_INTERVAL", "-1s", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_INTERVAL: \"-1s\" is not a "
+                           "duration (a number of seconds >= 0, or a number "
+                           "with ms, s, m, h or d)");
+  unsetenv("CLAIMER_REAPER_INTERVAL");
+  setenv("CLAIMER_REAPER_BATCH", "0", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_BATCH: 0 is out of range "
+                           "1..100000");
+  unsetenv("CLAIMER_REAPER_BATCH");
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:5m,emails:1m", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue \"emails\" is "
+                           "listed twice");
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue \"emails\" "
+                           "has no SLA (expected NAME:DURATION)");
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "bad name:5m", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue name \"bad "
+                           "name\" has a character not allowed at byte 3 "
+                           "(allowed: letters, digits, _ . : -)");
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:soon", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue \"emails\": "
+                           "SLA \"soon\" is not a duration (a number of "
+                           "seconds >= 0, or a number with ms, s, m, h or d)");
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "a:1m,,b:1m", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue name is empty");
+  unsetenv("CLAIMER_REAPER_QUEUE_SLA");
+  setenv("CLAIMER_REAPER_HOOK_URL", "ftp://alice:s3cr3tpw@files/x", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_HOOK_URL: scheme \"ftp\" is "
+                           "not supported (expected http:// or https://)");
+  assert_not_contains(err, "s3cr3tpw");
+  unsetenv("CLAIMER_REAPER_HOOK_URL");
+  assert_int_equal(cfg.reaper.batch, 250);
+  assert_int_equal(cfg.reaper.nqueue_sla, 3);
+  assert_string_equal(cfg.reaper.hook.url, "http://hooks.example/alert");
+
+  /* An empty list is no per-queue SLAs. */
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.reaper.nqueue_sla, 0);
+  cl_config_free(&cfg);
+}
+
+static void reaper_errors(void **state) {
+  (void)state;
+  expect_error("reaper:\n  interval: -1s\n",
+               "cfg.yaml:2:13: reaper.interval: \"-1s\" is not a duration (a "
+               "number of seconds >= 0, or a number with ms, s, m, h or d)");
+  expect_error("reaper:\n  interval: 10ms\n",
+               "cfg.yaml:2:13: reaper.interval: 10ms is out of range "
+               "50ms..1d");
+  expect_error("reaper:\n  interval: 2d\n",
+               "cfg.yaml:2:13: reaper.interval: 2d is out of range 50ms..1d");
+  expect_error("reaper:\n  batch: 0\n",
+               "cfg.yaml:2:10: reaper.batch: 0 is out of range 1..100000");
+  expect_error("reaper:\n  worker_lost_after: 1001\n",
+               "cfg.yaml:2:22: reaper.worker_lost_after: 1001 is out of range "
+               "1..1000");
+  expect_error("reaper:\n  sla: 0s\n",
+               "cfg.yaml:2:8: reaper.sla: 0s is out of range (more than 0s, at "
+               "most 3200000000s)");
+  expect_error("reaper:\n  retention:\n    dead: -7d\n",
+               "cfg.yaml:3:11: reaper.retention.dead: \"-7d\" is not a "
+               "duration (a number of seconds >= 0, or a number with ms, s, "
+               "m, h or d)");
+  expect_error("reaper:\n  hook:\n    timeout: 0\n",
+               "cfg.yaml:3:14: reaper.hook.timeout: 0 is out of range (more "
+               "than 0s, at most 1h)");
+  expect_error("reaper:\n  hook:\n    max_attempts: 0\n",
+               "cfg.yaml:3:19: reaper.hook.max_attempts: 0 is out of range "
+               "1..1000");
+  expect_error("reaper:\n  hook:\n    exec: \"\"\n",
+               "cfg.yaml:3:11: reaper.hook.exec: is empty");
+  /* Misspelled keys, at each level. */
+  expect_error("reaper:\n  intervall: 5s\n",
+               "cfg.yaml:2:3: unknown key \"intervall\" in reaper (did you "
+               "mean \"interval\"?)");
+  expect_error("reaper:\n  retention:\n    done: 7d\n    alert: 90d\n",
+               "cfg.yaml:4:5: unknown key \"alert\" in reaper.retention (did "
+               "you mean \"alerts\"?)");
+  expect_error("reaper:\n  hook:\n    uri: \"http://h/\"\n",
+               "cfg.yaml:3:5: unknown key \"uri\" in reaper.hook (did you mean "
+               "\"url\"?)");
+  expect_error("reaper:\n  retension:\n    done: 7d\n",
+               "cfg.yaml:2:3: unknown key \"retension\" in reaper (did you "
+               "mean \"retention\"?)");
+  expect_error("reaper:\n  retention: 7d\n",
+               "cfg.yaml:2:14: reaper.retention: expected a map, got \"7d\"");
+  expect_error("reaper:\n  hook:\n    exec: \"a\"\n    exec: \"b\"\n",
+               "cfg.yaml:4:5: duplicate key \"exec\" in reaper.hook (first at "
+               "line 3)");
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_set(&cfg, "reaper.intervall", "5s", "flag --x",
+                                 err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --x: unknown key \"reaper.intervall\" (did "
+                           "you mean \"reaper.interval\"?)");
+  assert_int_equal(cl_config_set(&cfg, "reaper.retention.done", "1d",
+                                 "flag --keep-done", err, sizeof err),
+                   0);
+  assert_true(cfg.reaper.retention.done_s == 86400);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.retention.done"),
+                      "flag --keep-done");
+  cl_config_free(&cfg);
+}
+
+static void reaper_queue_sla(void **state) {
+  (void)state;
+  expect_error("reaper:\n  queue_sla:\n    emails: 5m\n    \"bad name\": 1m\n",
+               "cfg.yaml:4:5: reaper.queue_sla: queue name \"bad name\" has a "
+               "character not allowed at byte 3 (allowed: letters, digits, "
+               "_ . : -)");
+  expect_error("reaper:\n  queue_sla:\n    emails: 5m\n    emails: 1m\n",
+               "cfg.yaml:4:5: reaper.queue_sla: queue \"emails\" is listed "
+               "twice (first at line 3)");
+  expect_error("reaper:\n  queue_sla:\n    emails: 0\n",
+               "cfg.yaml:3:13: reaper.queue_sla.emails: 0 is out of range "
+               "(more than 0s, at most 3200000000s)");
+  expect_error("reaper:\n  queue_sla: {emails: 5x}\n",
+               "cfg.yaml:2:23: reaper.queue_sla.emails: \"5x\" is not a "
+               "duration (a number of seconds >= 0, or a number with ms, s, "
+               "m, h or d)");
+  expect_error("reaper:\n  queue_sla: {emails: }\n",
+               "cfg.yaml:2:23: reaper.queue_sla.emails: expected a duration, "
+               "got nothing");
+  expect_error("reaper:\n  queue_sla: [emails]\n",
+               "cfg.yaml:2:14: reaper.queue_sla: expected a map of queue "
+               "names to durations, got a list");
+  expect_error("reaper:\n  queue_sla: {true: 5m}\n",
+               "cfg.yaml:2:15: reaper.queue_sla: expected a queue name, got "
+               "the boolean true (quote it to mean the text)");
+
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_sla", "emails:0s",
+                                 "flag --queue-sla", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --queue-sla: queue \"emails\": SLA 0s is out "
+                           "of range (more than 0s, at most 3200000000s)");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_sla", "emails:",
+                                 "flag --queue-sla", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --queue-sla: queue \"emails\" has no SLA "
+                           "(expected NAME:DURATION)");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_sla", "emails:5m",
+                                 "flag --queue-sla", err, sizeof err),
+                   0);
+  assert_int_equal(cfg.reaper.nqueue_sla, 1);
+
+  /* Values set behind the loader's back are checked too. */
+  cfg.reaper.queue_sla_s[0] = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.queue_sla: queue \"emails\": SLA 0s is out "
+                           "of range (more than 0s, at most 3200000000s) "
+                           "(from flag --queue-sla)");
+  cfg.reaper.queue_sla_s[0] = 60;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  cl_config_free(&cfg);
+
+  /* At most CL_CONFIG_QUEUES_MAX of them. */
+  size_t cap = 16 + 12 * (CL_CONFIG_QUEUES_MAX + 1);
+  char *text = malloc(cap);
+  assert_non_null(text);
+  size_t o = 0;
+  for (int i = 0; i <= CL_CONFIG_QUEUES_MAX; i++)
+    o += (size_t)snprintf(text + o, cap - o, "%sq%d:1m", i ? "," : "", i);
+  cl_config_init(&cfg);
+  assert_int_equal(
+      cl_config_set(&cfg, "reaper.queue_sla", text, NULL, err, sizeof err),
+      CL_ECONFIG);
+  char msg[128];
+  snprintf(msg, sizeof msg, "reaper.queue_sla: more than %d queues",
+           CL_CONFIG_QUEUES_MAX);
+  assert_string_equal(err, msg);
+  free(text);
+  cl_config_free(&cfg);
+}
+
+static void reaper_hook_url(void **state) {
+  (void)state;
+  static const char pw[] = "s3cr3tpw";
+  static const struct {
+    const char *url, *why;
+  } bad[] = {
+      {"ftp://alice:s3cr3tpw@files.example/x",
+       "scheme \"ftp\" is not supported (expected http:// or https://)"},
+      {"alice:s3cr3tpw@hooks.example",
+       "is not a URL (expected http://HOST/PATH or https://HOST/PATH)"},
+      {"https://alice:s3cr3tpw@/x", "has no host"},
+      {"https://alice:s3cr3tpw@h:99999/x",
+       "has a bad port (expected a number from 1 to 65535)"},
+      {"https://h/a b", "contains a space at byte 11"},
+      {"", "is empty"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char yaml[128], msg[256];
+    snprintf(yaml, sizeof yaml, "reaper:\n  hook:\n    url: \"%s\"\n",
+             bad[i].url);
+    snprintf(msg, sizeof msg, "cfg.yaml:3:10: reaper.hook.url: %s", bad[i].why);
+    expect_error(yaml, msg);
+  }
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  const char *yaml =
+      "reaper:\n  hook:\n    url: \"ftp://alice:s3cr3tpw@files.example/x\"\n";
+  assert_int_equal(cl_config_load_string(&cfg, yaml, strlen(yaml), "cfg.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_not_contains(err, pw);
+  /* The good ones: both schemes in any case, ports, IPv6, a query. */
+  static const char *const good[] = {
+      "http://h",
+      "HTTPS://hooks.example/alert",
+      "https://alice:s3cr3tpw@hooks.example:8443/a?token=t0k#f",
+      "http://[::1]:8080/x",
+      "https://token@hooks.example/x",
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    if (cl_config_set(&cfg, "reaper.hook.url", good[i], NULL, err,
+                      sizeof err) != 0)
+      fail_msg("%s: %s", good[i], err);
+    assert_string_equal(cfg.reaper.hook.url, good[i]);
+  }
+  /* Values set behind the loader's back are checked too. */
+  free(cfg.reaper.hook.url);
+  cfg.reaper.hook.url = strdup("gopher://alice:s3cr3tpw@h/");
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.hook.url: scheme \"gopher\" is not "
+                           "supported (expected http:// or https://) (from "
+                           "set)");
+  cl_config_free(&cfg);
+}
+
+/* The printer shows the hook URL without its password, and what it prints
+ * loads back to the same values. */
+static void reaper_print(void **state) {
+  (void)state;
+  static const char pw[] = "s3cr3tpw";
+  cl_config_t a, b;
+  char err[ERRLEN];
+  cl_config_init(&a);
+  load_ok(&a, reaper_yaml);
+  char *text = print(&a);
+  assert_not_contains(text, pw);
+  assert_contains(
+      text, "reaper:\n"
+            "  interval: 250ms                       # cfg.yaml:2\n"
+            "  batch: 500                            # cfg.yaml:3\n"
+            "  worker_lost_after: 5                  # cfg.yaml:4\n"
+            "  sla: 2h                               # cfg.yaml:5\n"
+            "  queue_sla:                            # cfg.yaml:6\n"
+            "    emails: 5m\n"
+            "    payments: 30s\n"
+            "    \"v:2\": 1d\n"
+            "  retention:\n"
+            "    done: 14d                           # cfg.yaml:11\n"
+            "    dead: 90d                           # cfg.yaml:12\n"
+            "    alerts: 0s                          # cfg.yaml:13 (0: "
+            "keep forever)\n"
+            "    workers: 1d                         # default\n"
+            "  hook:\n"
+            "    exec: \"./alert.sh --page\"           # cfg.yaml:15\n"
+            "    url: \"https://alice:***@hooks.example:8443/a?token=t0k\""
+            "  # cfg.yaml:16\n"
+            "    timeout: 2.5s                       # cfg.yaml:17\n"
+            "    max_attempts: 1000                  # cfg.yaml:18\n");
+  cl_config_init(&b);
+  if (cl_config_load_string(&b, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_true(b.reaper.interval_s == a.reaper.interval_s);
+  assert_int_equal(b.reaper.batch, a.reaper.batch);
+  assert_int_equal(b.reaper.worker_lost_after, a.reaper.worker_lost_after);
+  assert_true(b.reaper.sla_s == a.reaper.sla_s);
+  assert_int_equal(b.reaper.nqueue_sla, a.reaper.nqueue_sla);
+  for (size_t i = 0; i < a.reaper.nqueue_sla; i++) {
+    assert_string_equal(b.reaper.queue_sla_names[i],
+                        a.reaper.queue_sla_names[i]);
+    assert_true(b.reaper.queue_sla_s[i] == a.reaper.queue_sla_s[i]);
+  }
+  assert_true(b.reaper.retention.done_s == a.reaper.retention.done_s);
+  assert_true(b.reaper.retention.dead_s == a.reaper.retention.dead_s);
+  assert_true(b.reaper.retention.alerts_s == a.reaper.retention.alerts_s);
+  assert_string_equal(b.reaper.hook.exec, a.reaper.hook.exec);
+  assert_true(b.reaper.hook.timeout_s == a.reaper.hook.timeout_s);
+  assert_int_equal(b.reaper.hook.max_attempts, a.reaper.hook.max_attempts);
+  /* The url comes back redacted, which is still a valid url. */
+  assert_string_equal(b.reaper.hook.url,
+                      "https://alice:***@hooks.example:8443/a?token=t0k");
+  free(text);
+
+  /* Without a password (or a userinfo) the url is shown as it is. */
+  assert_int_equal(cl_config_set(&a, "reaper.hook.url",
+                                 "http://hooks.example/a?pass=x:y@z", "flag",
+                                 err, sizeof err),
+                   0);
+  text = print(&a);
+  assert_contains(text, "    url: \"http://hooks.example/a?pass=x:y@z\"");
+  free(text);
+  cl_config_free(&a);
+  cl_config_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(defaults, clear_env, clear_env),
@@ -1013,6 +1506,13 @@ int main(void) {
       cmocka_unit_test_setup_teardown(validate_rules, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(print_defaults, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(print_round_trip, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_defaults, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_full, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_environment, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_errors, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_queue_sla, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_hook_url, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(reaper_print, clear_env, clear_env),
   };
   return cmocka_run_group_tests_name("config", tests, group_setup,
                                      group_teardown);

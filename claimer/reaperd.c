@@ -1,0 +1,569 @@
+/*
+ * reaperd.c: the reaper on a libuv loop (reaper.h).  Two activities share
+ * one pipelined connection and never wait for each other:
+ *
+ *   the cycle      on a repeating timer: the steps of reap_steps.h, each a
+ *                  statement sent again while its batches come back full;
+ *                  a tick that finds the previous cycle still running is
+ *                  skipped;
+ *   the announcer  after every cycle: claims due alerts from the outbox
+ *                  (ANNOUNCE_CLAIM leases them to this reaper), logs each,
+ *                  runs the hooks (a few at a time) and settles each alert
+ *                  (ANNOUNCE_DONE, fenced by its attempt count).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aconn.h"
+#include "hook.h"
+#include "internal.h"
+#include "log.h"
+#include "reap_steps.h"
+#include "reaper.h"
+
+enum {
+  HOOK_BATCH = 16,   /* alerts claimed at a time when hooks run */
+  HOOK_PARALLEL = 4, /* hook runs at once */
+};
+
+typedef struct alert {
+  char *id;
+  char *attempt;
+  char *kind;
+  char *subject;
+  char *json;
+  int stage; /* 0 exec next, 1 http next, 2 settle */
+  struct cl_reaper *r;
+} alert_t;
+
+struct cl_reaper {
+  uv_loop_t *loop;
+  cl__aconn_t *a;
+  cl_reaper_config_t c;
+  char *dsn, *hook_exec, *hook_url;
+  char **sla_names;
+  double *sla_s;
+  cl__rparams_t rp;
+  uv_timer_t timer;
+  int handles_open;
+  int started, stopping, closing;
+  int a_closing; /* the connection is being closed (or was) */
+  int fatal_rc;
+  char fatal_why[512];
+
+  /* The cycle. */
+  int in_cycle;
+  int cycle_done; /* with once: the one cycle ended */
+  int step;
+  cl_cycle_info_t info;
+  uint64_t t0;
+
+  /* The announcer. */
+  int ann_running;
+  int ann_more; /* the last claim came back full */
+  alert_t *alerts;
+  size_t nalerts, next, busy; /* busy: running or settling */
+  cl_reaper_stats_t st;
+};
+
+static void maybe_finish(cl_reaper_t *r);
+static void ann_start(cl_reaper_t *r);
+
+static void on_aconn_closed(void *arg);
+
+/* Stops for good: the connection closes now, so requests waiting in it for
+ * a reconnect are answered at once. */
+static void fatal(cl_reaper_t *r, int rc, const char *why) {
+  if (r->fatal_rc == 0 || rc == CL_EAUTH || rc == CL_ESCHEMA) {
+    r->fatal_rc = rc;
+    snprintf(r->fatal_why, sizeof r->fatal_why, "%s", why);
+  }
+  cl_reaper_stop(r);
+  if (!r->a_closing) {
+    r->a_closing = 1;
+    cl__aconn_close(r->a, on_aconn_closed, r);
+  }
+}
+
+/* Sends on the connection unless it is closing (then CL_ECONNLOST, and
+ * cb is not called). */
+static int rsend(cl_reaper_t *r, cl__stmt_id_t id, const char *const *p,
+                 cl__aconn_cb cb) {
+  if (r->a_closing)
+    return CL_ECONNLOST;
+  return cl__aconn_send(r->a, id, p, cb, r);
+}
+
+/* The connection's last error; the connection may be gone. */
+static const char *aerr(const cl_reaper_t *r) {
+  return r->a_closing ? "connection closed" : aerr(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cycle                                                                 */
+
+static void send_step(cl_reaper_t *r);
+
+static void end_cycle(cl_reaper_t *r, int rc) {
+  r->in_cycle = 0;
+  r->st.cycles++;
+  double secs = (double)(uv_hrtime() - r->t0) / 1e9;
+  const cl_cycle_info_t *in = &r->info;
+  if (rc != 0) {
+    cl_log(CL_LOG_ERROR, "reap_cycle_failed", "step",
+           cl__rstep_name((cl__rstep_t)r->step), "error",
+           aerr(r), NULL);
+  } else if (in->reap.expired || in->workers_lost || in->raised_total ||
+             in->resolved || in->deleted_items || in->deleted_dead ||
+             in->deleted_alerts || in->deleted_workers) {
+    cl_log(CL_LOG_INFO, "reap_cycle", "expired",
+           CL_LOG_INT(in->reap.expired), "requeued",
+           CL_LOG_INT(in->reap.requeued), "dead", CL_LOG_INT(in->reap.dead),
+           "workers_lost", CL_LOG_INT(in->workers_lost), "leases_released",
+           CL_LOG_INT(in->leases_released), "alerts_raised",
+           CL_LOG_INT(in->raised_total), "alerts_resolved",
+           CL_LOG_INT(in->resolved), "deleted_items",
+           CL_LOG_INT(in->deleted_items + in->deleted_dead), "deleted_alerts",
+           CL_LOG_INT(in->deleted_alerts), "deleted_workers",
+           CL_LOG_INT(in->deleted_workers), "seconds", CL_LOG_NUM(secs),
+           NULL);
+  } else {
+    cl_log(CL_LOG_DEBUG, "reap_cycle", "seconds", CL_LOG_NUM(secs), NULL);
+  }
+  if (r->c.on_cycle)
+    r->c.on_cycle(r->c.arg, rc, in, secs);
+  if (r->c.once) {
+    r->cycle_done = 1;
+    if (rc != 0) {
+      fatal(r, rc, aerr(r));
+      return;
+    }
+  }
+  if (!r->stopping)
+    ann_start(r);
+  maybe_finish(r);
+}
+
+static void next_step(cl_reaper_t *r) {
+  do
+    r->step++;
+  while (r->step < CL__RS_COUNT && !r->rp.enabled[r->step]);
+  if (r->step >= CL__RS_COUNT || r->stopping)
+    end_cycle(r, 0);
+  else
+    send_step(r);
+}
+
+static void on_step(void *arg, int rc, PGresult *res) {
+  cl_reaper_t *r = arg;
+  if (rc != 0) {
+    end_cycle(r, rc);
+    return;
+  }
+  int n = cl__rstep_rows((cl__rstep_t)r->step, res, &r->info);
+  if (n >= r->rp.batch && !r->stopping)
+    send_step(r);
+  else
+    next_step(r);
+}
+
+static void send_step(cl_reaper_t *r) {
+  int rc = rsend(r, cl__rstep_stmt((cl__rstep_t)r->step), r->rp.p[r->step],
+                 on_step);
+  if (rc != 0)
+    end_cycle(r, rc);
+}
+
+static void on_timer(uv_timer_t *t) {
+  cl_reaper_t *r = t->data;
+  if (r->stopping || (r->c.once && r->cycle_done))
+    return;
+  if (r->in_cycle) {
+    cl_log(CL_LOG_DEBUG, "reap_cycle_skipped", "reason",
+           "previous cycle still running", NULL);
+    return;
+  }
+  memset(&r->info, 0, sizeof r->info);
+  r->in_cycle = 1;
+  r->t0 = uv_hrtime();
+  r->step = -1;
+  next_step(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The announcer                                                             */
+
+static int has_hooks(const cl_reaper_t *r) {
+  return r->hook_exec != NULL || r->hook_url != NULL;
+}
+
+static void free_alerts(cl_reaper_t *r) {
+  for (size_t i = 0; i < r->nalerts; i++) {
+    alert_t *al = &r->alerts[i];
+    free(al->id);
+    free(al->attempt);
+    free(al->kind);
+    free(al->subject);
+    free(al->json);
+  }
+  free(r->alerts);
+  r->alerts = NULL;
+  r->nalerts = r->next = r->busy = 0;
+}
+
+static void ann_claim(cl_reaper_t *r);
+static void run_next(cl_reaper_t *r);
+
+static void ann_end(cl_reaper_t *r) {
+  free_alerts(r);
+  if (r->ann_more && !r->stopping) {
+    ann_claim(r);
+    return;
+  }
+  r->ann_running = 0;
+  maybe_finish(r);
+}
+
+static void on_settled(void *arg, int rc, PGresult *res) {
+  cl_reaper_t *r = arg;
+  if (rc != 0) {
+    cl_log(CL_LOG_WARNING, "alert_settle_failed", "error",
+           aerr(r), NULL);
+  } else {
+    for (int i = 0; i < PQntuples(res); i++) {
+      if (strcmp(PQgetvalue(res, i, 1), "failed") == 0) {
+        r->st.gave_up++;
+        cl_log(CL_LOG_ERROR, "alert_hook_gave_up", "alert_id",
+               PQgetvalue(res, i, 0), "max_attempts",
+               CL_LOG_INT(r->c.hook_max_attempts), NULL);
+      }
+    }
+  }
+  if (has_hooks(r)) {
+    r->busy--;
+    run_next(r);
+    if (r->busy > 0 || (r->next < r->nalerts && !r->stopping))
+      return;
+  }
+  ann_end(r);
+}
+
+/* Records an alert's outcome: "sent", "none" or "error". */
+static void settle(cl_reaper_t *r, const char *ids, const char *attempts,
+                   const char *outcome, const char *error) {
+  char maxa[16];
+  snprintf(maxa, sizeof maxa, "%d", r->c.hook_max_attempts);
+  const char *p[] = {ids, attempts, outcome, error, maxa};
+  if (rsend(r, CL__STMT_ANNOUNCE_DONE, p, on_settled) != 0)
+    on_settled(r, CL_ENOMEM, NULL);
+}
+
+static void on_hook(void *arg, int ok, const char *error);
+
+/* Runs the alert's next hook, or settles it once all have run. */
+static void hook_step(cl_reaper_t *r, alert_t *al) {
+  int rc;
+  al->r = r;
+  switch (al->stage++) {
+  case 0:
+    if (r->hook_exec == NULL)
+      break;
+    rc = cl__hook_exec(r->loop, r->hook_exec, al->json, al->id, al->kind,
+                       al->subject, r->c.hook_timeout_s, on_hook, al);
+    if (rc != 0)
+      on_hook(al, 0, "exec hook: out of memory");
+    return;
+  case 1:
+    if (r->hook_url == NULL)
+      break;
+    rc = cl__hook_http(r->loop, r->hook_url, al->json, r->c.hook_timeout_s,
+                       on_hook, al);
+    if (rc != 0)
+      on_hook(al, 0, "http hook: out of memory");
+    return;
+  default: {
+    char ids[40], att[24];
+    snprintf(ids, sizeof ids, "{%s}", al->id);
+    snprintf(att, sizeof att, "{%s}", al->attempt);
+    r->st.hooks_ok++;
+    cl_log(CL_LOG_DEBUG, "alert_hook_ok", "alert_id", al->id, NULL);
+    settle(r, ids, att, "sent", NULL);
+    return;
+  }
+  }
+  hook_step(r, al);
+}
+
+static void on_hook(void *arg, int ok, const char *error) {
+  alert_t *al = arg;
+  cl_reaper_t *r = al->r;
+  if (ok) {
+    hook_step(r, al);
+    return;
+  }
+  r->st.hooks_failed++;
+  cl_log(CL_LOG_WARNING, "alert_hook_failed", "alert_id", al->id, "kind",
+         al->kind, "attempt", al->attempt, "error", error, NULL);
+  char ids[40], att[24];
+  snprintf(ids, sizeof ids, "{%s}", al->id);
+  snprintf(att, sizeof att, "{%s}", al->attempt);
+  settle(r, ids, att, "error", error);
+}
+
+static void run_next(cl_reaper_t *r) {
+  while (r->busy < HOOK_PARALLEL && r->next < r->nalerts && !r->stopping) {
+    alert_t *al = &r->alerts[r->next++];
+    r->busy++;
+    hook_step(r, al);
+  }
+}
+
+static void on_ann_claimed(void *arg, int rc, PGresult *res) {
+  cl_reaper_t *r = arg;
+  if (rc != 0) {
+    cl_log(CL_LOG_WARNING, "alert_claim_failed", "error",
+           aerr(r), NULL);
+    r->ann_more = 0;
+    if (r->c.once)
+      r->fatal_rc = r->fatal_rc ? r->fatal_rc : rc;
+    ann_end(r);
+    return;
+  }
+  int n = PQntuples(res);
+  int want = has_hooks(r) ? HOOK_BATCH : r->rp.batch;
+  r->ann_more = n >= want;
+  if (n == 0) {
+    ann_end(r);
+    return;
+  }
+  r->alerts = calloc((size_t)n, sizeof *r->alerts);
+  if (r->alerts == NULL) {
+    r->ann_more = 0;
+    ann_end(r);
+    return;
+  }
+  r->nalerts = (size_t)n;
+  for (int i = 0; i < n; i++) {
+    alert_t *al = &r->alerts[i];
+    al->id = cl__strdup(PQgetvalue(res, i, 0));
+    al->attempt = cl__strdup(PQgetvalue(res, i, 1));
+    al->kind = cl__strdup(PQgetvalue(res, i, 2));
+    al->subject = cl__strdup(PQgetvalue(res, i, 3));
+    al->json = cl__strdup(PQgetvalue(res, i, 4));
+    if (atoi(al->attempt) == 1) {
+      r->st.announced++;
+      cl_log(CL_LOG_WARNING, "alert", "kind", al->kind, "subject",
+             al->subject, "alert_id", al->id, "alert", al->json, NULL);
+    }
+  }
+  if (!has_hooks(r)) {
+    /* Nothing to run: mark them all announced in one statement. */
+    const char **ids = calloc((size_t)n, sizeof *ids);
+    const char **att = calloc((size_t)n, sizeof *att);
+    char *ids_lit = NULL, *att_lit = NULL;
+    if (ids && att) {
+      for (int i = 0; i < n; i++) {
+        ids[i] = r->alerts[i].id ? r->alerts[i].id : "0";
+        att[i] = r->alerts[i].attempt ? r->alerts[i].attempt : "0";
+      }
+      ids_lit = cl__array_literal(ids, (size_t)n);
+      att_lit = cl__array_literal(att, (size_t)n);
+    }
+    free(ids);
+    free(att);
+    if (ids_lit && att_lit)
+      settle(r, ids_lit, att_lit, "none", NULL);
+    else
+      on_settled(r, CL_ENOMEM, NULL);
+    free(ids_lit);
+    free(att_lit);
+    return;
+  }
+  run_next(r);
+}
+
+static void ann_claim(cl_reaper_t *r) {
+  int want = has_hooks(r) ? HOOK_BATCH : r->rp.batch;
+  /* Long enough to run the batch's hooks, each up to its timeout. */
+  double lease = 60;
+  if (has_hooks(r))
+    lease = 30 + (double)(HOOK_BATCH / HOOK_PARALLEL + 1) *
+                     r->c.hook_timeout_s *
+                     ((r->hook_exec != NULL) + (r->hook_url != NULL));
+  char nb[16], lb[48];
+  snprintf(nb, sizeof nb, "%d", want);
+  cl__fmt_double(lb, sizeof lb, lease);
+  const char *p[] = {nb, lb};
+  if (rsend(r, CL__STMT_ANNOUNCE_CLAIM, p, on_ann_claimed) != 0)
+    on_ann_claimed(r, CL_ENOMEM, NULL);
+}
+
+static void ann_start(cl_reaper_t *r) {
+  if (r->ann_running)
+    return;
+  r->ann_running = 1;
+  ann_claim(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life                                                                      */
+
+static void on_up(void *arg) {
+  cl_reaper_t *r = arg;
+  cl_log(CL_LOG_INFO, "db_connected", "dsn", cl__aconn_dsn_redacted(r->a),
+         NULL);
+}
+
+static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
+  cl_reaper_t *r = arg;
+  if (rc == CL_EAUTH || rc == CL_ESCHEMA || r->c.once) {
+    cl_log(CL_LOG_ERROR, "db_fatal", "error", why, "dsn",
+           cl__aconn_dsn_redacted(r->a), NULL);
+    fatal(r, rc, why);
+    return;
+  }
+  cl_log(CL_LOG_WARNING, "db_disconnected", "error", why, "retry_in_ms",
+         CL_LOG_INT(retry_ms), NULL);
+}
+
+static void free_reaper(cl_reaper_t *r) {
+  free_alerts(r);
+  cl__rparams_free(&r->rp);
+  for (size_t i = 0; i < r->c.cycle.nsla; i++)
+    free(r->sla_names[i]);
+  free(r->sla_names);
+  free(r->sla_s);
+  free(r->dsn);
+  free(r->hook_exec);
+  free(r->hook_url);
+  free(r);
+}
+
+static void on_closed_part(cl_reaper_t *r) {
+  if (--r->handles_open > 0)
+    return;
+  cl_reaper_exit_cb cb = r->c.on_exit;
+  void *arg = r->c.arg;
+  int rc = r->fatal_rc;
+  const char *why = r->fatal_why;
+  cl_log(CL_LOG_INFO, "reaper_stopped", "cycles", CL_LOG_INT(r->st.cycles),
+         "announced", CL_LOG_INT(r->st.announced), NULL);
+  if (cb)
+    cb(arg, rc, why); /* may still read the stats */
+  free_reaper(r);
+}
+
+static void on_timer_closed(uv_handle_t *h) { on_closed_part(h->data); }
+static void on_aconn_closed(void *arg) { on_closed_part(arg); }
+
+static void maybe_finish(cl_reaper_t *r) {
+  if (r->c.once && r->cycle_done && !r->in_cycle && !r->ann_running)
+    r->stopping = 1;
+  if (!r->stopping || r->closing || r->in_cycle || r->ann_running)
+    return;
+  r->closing = 1;
+  uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+  if (!r->a_closing) {
+    r->a_closing = 1;
+    cl__aconn_close(r->a, on_aconn_closed, r);
+  }
+}
+
+void cl_reaper_config_init(cl_reaper_config_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cl_reaper_opts_init(&cfg->cycle);
+  cfg->interval_s = 5;
+  cfg->hook_timeout_s = 10;
+  cfg->hook_max_attempts = 10;
+}
+
+int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
+                  const cl_reaper_config_t *cfg, char *err, size_t errlen) {
+  *out = NULL;
+  if (cfg->dsn == NULL) {
+    snprintf(err, errlen, "no DSN");
+    return CL_EINVAL;
+  }
+  if (!(cfg->interval_s >= 0.01 && cfg->interval_s <= 86400) ||
+      !(cfg->hook_timeout_s > 0 && cfg->hook_timeout_s <= 3600) ||
+      cfg->hook_max_attempts < 1 || cfg->hook_max_attempts > 1000) {
+    snprintf(err, errlen, "interval, hook timeout or hook attempts out of "
+                          "range");
+    return CL_EINVAL;
+  }
+  cl_reaper_t *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return CL_ENOMEM;
+  r->loop = loop;
+  r->c = *cfg;
+  r->dsn = cl__strdup(cfg->dsn);
+  r->hook_exec = cl__strdup(cfg->hook_exec);
+  r->hook_url = cl__strdup(cfg->hook_url);
+  size_t nsla = cfg->cycle.nsla;
+  r->sla_names = calloc(nsla + 1, sizeof *r->sla_names);
+  r->sla_s = calloc(nsla + 1, sizeof *r->sla_s);
+  int ok = r->dsn && r->sla_names && r->sla_s &&
+           (cfg->hook_exec == NULL || r->hook_exec) &&
+           (cfg->hook_url == NULL || r->hook_url);
+  for (size_t i = 0; ok && i < nsla; i++) {
+    r->sla_names[i] = cl__strdup(cfg->cycle.sla_queues[i]);
+    r->sla_s[i] = cfg->cycle.sla_s[i];
+    ok = r->sla_names[i] != NULL;
+  }
+  r->c.cycle.nsla = nsla;
+  r->c.cycle.sla_queues = (const char *const *)r->sla_names;
+  r->c.cycle.sla_s = r->sla_s;
+  r->c.dsn = r->dsn;
+  r->c.hook_exec = r->hook_exec;
+  r->c.hook_url = r->hook_url;
+  if (!ok) {
+    free_reaper(r);
+    return CL_ENOMEM;
+  }
+  int rc = cl__rparams_init(&r->rp, &r->c.cycle, err, errlen);
+  if (rc == 0 && r->hook_url != NULL && cl__hook_http_init() != 0) {
+    snprintf(err, errlen, "cannot set up libcurl");
+    rc = CL_ENOMEM;
+  }
+  cl__aconn_hooks_t hooks = {on_up, on_down, NULL};
+  if (rc == 0 && (rc = cl__aconn_new(&r->a, loop, r->dsn, NULL, &hooks, r)) !=
+                     0)
+    snprintf(err, errlen, "%s", rc == CL_EDSN ? "bad DSN" : "out of memory");
+  if (rc != 0) {
+    free_reaper(r);
+    return rc;
+  }
+  uv_timer_init(loop, &r->timer);
+  r->timer.data = r;
+  r->handles_open = 2;
+  *out = r;
+  return 0;
+}
+
+int cl_reaper_start(cl_reaper_t *r) {
+  if (r->started)
+    return CL_EINVAL;
+  r->started = 1;
+  cl_log(CL_LOG_INFO, "reaper_started", "once", r->c.once ? "true" : "false",
+         "interval_s", CL_LOG_NUM(r->c.interval_s), "batch",
+         CL_LOG_INT(r->rp.batch), "hook_exec", r->hook_exec ? "yes" : "no",
+         "hook_url", r->hook_url ? "yes" : "no", "dsn",
+         cl__aconn_dsn_redacted(r->a), NULL);
+  cl__aconn_start(r->a);
+  uint64_t every = (uint64_t)(r->c.interval_s * 1000);
+  uv_timer_start(&r->timer, on_timer, 0, r->c.once ? 0 : every);
+  return 0;
+}
+
+void cl_reaper_stop(cl_reaper_t *r) {
+  if (r->stopping)
+    return;
+  r->stopping = 1;
+  uv_timer_stop(&r->timer);
+  maybe_finish(r);
+}
+
+void cl_reaper_stats(const cl_reaper_t *r, cl_reaper_stats_t *out) {
+  *out = r->st;
+}

@@ -1,0 +1,104 @@
+-- 003_alerts: what the reaper needs to tell people what needs them.
+--
+-- A worker records its heartbeat interval, so that the reaper can call it
+-- lost after a configured multiple of it.  An alert is raised once per
+-- (kind, subject) while open (the unique index of 001), by the statement
+-- that sees its cause: the reap that expires a lease, the fail or reap that
+-- kills an item, the reaper's scans for overdue items, lost workers and
+-- deliveries in doubt.  Each raise also goes out as NOTIFY claimer_alerts.
+-- Announcing an alert (a warning log line, the exec and HTTP hooks) is an
+-- outbox: hook_state says whether a reaper has done it yet ('pending'),
+-- and hook_next_at leases a pending alert to the reaper announcing it.
+--
+-- Retention: the reaper deletes finished items (with their results and
+-- deliveries), resolved alerts and long-lost workers by age, in bounded
+-- batches, never a result some subscriber has not recorded as sent.
+
+ALTER TABLE claimer.workers ADD COLUMN heartbeat_s float8;
+
+ALTER TABLE claimer.alerts
+    ADD COLUMN hook_state text NOT NULL DEFAULT 'pending',
+    ADD COLUMN hook_attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN hook_next_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN hook_error text,
+    ADD CONSTRAINT alerts_hook_state
+        CHECK (hook_state IN ('pending', 'sent', 'failed', 'none'));
+
+CREATE INDEX alerts_hook_pending ON claimer.alerts (hook_next_at)
+    WHERE hook_state = 'pending';
+
+-- The alert's JSON, as NOTIFY and the hooks carry it.
+CREATE FUNCTION claimer.alert_json(a claimer.alerts) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('alert_id', a.alert_id, 'kind', a.kind,
+                            'subject', a.subject, 'detail', a.detail,
+                            'raised_at', claimer.rfc3339(a.raised_at))
+$$;
+
+-- Raises an alert unless one is open for (kind, subject); returns the new
+-- alert's id, or NULL when it was already open.  Notifies on a raise.
+CREATE FUNCTION claimer.raise_alert(p_kind text, p_subject text,
+                                    p_detail jsonb) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  a claimer.alerts;
+BEGIN
+  INSERT INTO claimer.alerts (kind, subject, detail)
+  VALUES (p_kind, p_subject, p_detail)
+  ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO NOTHING
+  RETURNING * INTO a;
+  IF a.alert_id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  PERFORM pg_notify('claimer_alerts', claimer.alert_json(a)::text);
+  RETURN a.alert_id;
+END
+$$;
+
+-- Open alerts, newest first, for dashboards.
+CREATE VIEW claimer.open_alerts AS
+SELECT a.alert_id, a.kind, a.subject, a.detail, a.raised_at,
+       extract(epoch FROM now() - a.raised_at)::float8 AS open_s,
+       a.hook_state
+  FROM claimer.alerts a
+ WHERE a.resolved_at IS NULL;
+
+-- Retention removes resolved alerts by age.
+CREATE INDEX alerts_resolved ON claimer.alerts (resolved_at)
+    WHERE resolved_at IS NOT NULL;
+
+-- Retention ---------------------------------------------------------------
+
+-- Finished items by age, for retention: done and discarded ones (dead ones
+-- have their own retention, through items_finished).
+CREATE INDEX items_retain ON claimer.items (finished_at)
+    WHERE state IN ('done', 'discarded');
+
+-- The subscribers that consume results (the senders).  Retention keeps a
+-- result until every subscriber it is owed to has recorded it as sent: a
+-- subscriber is owed the results of its queues (NULL: all queues) from
+-- position from_pos on.
+CREATE TABLE claimer.subscribers (
+    subscriber  text        NOT NULL,
+    queues      text[],
+    from_pos    bigint      NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT subscribers_pkey PRIMARY KEY (subscriber)
+);
+
+-- 1 when item_id's result (if any) is still owed to some subscriber, or a
+-- delivery of it is not settled: retention must keep the item.
+CREATE FUNCTION claimer.result_undelivered(p_item_id text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM claimer.deliveries d
+                  WHERE d.item_id = p_item_id AND d.state <> 'sent')
+      OR EXISTS (SELECT 1 FROM claimer.results r
+                   JOIN claimer.subscribers s
+                     ON (s.queues IS NULL OR r.queue = ANY (s.queues))
+                    AND r.pos >= s.from_pos
+                  WHERE r.item_id = p_item_id
+                    AND NOT EXISTS (SELECT 1 FROM claimer.deliveries d
+                                     WHERE d.subscriber = s.subscriber
+                                       AND d.item_id = r.item_id
+                                       AND d.state = 'sent'))
+$$;

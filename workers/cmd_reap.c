@@ -1,0 +1,278 @@
+/*
+ * cmd_reap.c: `claimer reap`, the reaper.  It reads the config (a YAML
+ * file, CLAIMER_* variables, flags; the reaper: section), checks the
+ * database once, then runs the reaper of libclaimer (reaper.h) on a libuv
+ * loop: a cycle every interval as a daemon, or one cycle and its alert
+ * announcements with --once (for cron and systemd timers), whose exit
+ * status says whether new alerts came up.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "reaper.h"
+
+enum { EXIT_NEW_ALERTS = 4 };
+
+static const struct {
+  const char *flag;
+  const char *path;
+} flag_keys[] = {
+    {"dsn", "dsn"},
+    {"interval", "reaper.interval"},
+    {"batch", "reaper.batch"},
+    {"limit", "reaper.batch"}, /* the older name */
+    {"sla", "reaper.sla"},
+    {"queue-sla", "reaper.queue_sla"},
+    {"worker-lost-after", "reaper.worker_lost_after"},
+    {"hook-exec", "reaper.hook.exec"},
+    {"hook-url", "reaper.hook.url"},
+    {"hook-timeout", "reaper.hook.timeout"},
+    {"log-format", "log.format"},
+    {"log-level", "log.level"},
+};
+#define NFLAGS (sizeof flag_keys / sizeof flag_keys[0])
+
+typedef struct reapd {
+  uv_loop_t loop;
+  cl_reaper_t *r;
+  uv_signal_t sigterm, sigint;
+  int once;
+  int exit_rc;
+  long raised;
+  cl_reaper_stats_t st;
+} reapd_t;
+
+static void usage(FILE *out) {
+  fprintf(
+      out,
+      "usage: claimer reap [--once] [OPTIONS]\n"
+      "\n"
+      "The reaper.  Each cycle, in batches of --batch rows:\n"
+      "  - workers whose heartbeat is older than N of their intervals are "
+      "lost:\n"
+      "    a worker_lost alert, and their leases are due at once;\n"
+      "  - leases past lease_until (database clock) end: attempts + 1, back "
+      "to\n"
+      "    ready with backoff or dead; a lease_expired alert (item_dead too "
+      "when\n"
+      "    it died);\n"
+      "  - items unfinished past their SLA raise item_overdue; deliveries "
+      "left in\n"
+      "    'sending' past their lease raise delivery_in_doubt;\n"
+      "  - alerts whose condition cleared are resolved;\n"
+      "  - retention: finished items, resolved alerts and long-gone workers "
+      "older\n"
+      "    than reaper.retention.* are deleted (never a result a subscriber "
+      "is\n"
+      "    still owed).\n"
+      "Each alert is raised once per (kind, subject), however many reapers "
+      "run, and\n"
+      "goes out as NOTIFY claimer_alerts; after the cycle, one reaper "
+      "announces it:\n"
+      "a warning log line, then the hooks (JSON on stdin of --hook-exec, "
+      "POSTed to\n"
+      "--hook-url), retried with backoff when they fail.\n"
+      "\n"
+      "Options (each also a config key; see `claimer config check`):\n"
+      "  --once                  one cycle and its announcements, then exit\n"
+      "  -c, --config FILE       YAML config (default: CLAIMER_CONFIG)\n"
+      "  --interval DUR          between cycles (default 5s)\n"
+      "  --batch N               rows per statement (default 1000)\n"
+      "  --sla DUR               item_overdue after this (default 1h)\n"
+      "  --queue-sla Q:DUR,...   per-queue SLAs\n"
+      "  --worker-lost-after N   heartbeat intervals (default 3)\n"
+      "  --hook-exec COMMAND     run per new alert, its JSON on stdin\n"
+      "  --hook-url URL          POST each new alert's JSON here\n"
+      "  --hook-timeout DUR      per hook run (default 10s)\n"
+      "  --dsn DSN               the database (default: CLAIMER_DSN, else "
+      "embedded)\n"
+      "  --log-format F          logfmt (default) or json\n"
+      "  --log-level L           debug, info (default), warning, error\n"
+      "\n"
+      "Output with --once (stdout, one line each):\n"
+      "  reaped N stale leases: R back to ready, D dead\n"
+      "  workers lost: N (M leases made due)\n"
+      "  alerts: N raised (KIND n, ...), M resolved, A announced\n"
+      "  retention: deleted N items, M alerts, W workers\n"
+      "Exit status with --once: 0 no new alert, 4 new alerts (raised or "
+      "first\n"
+      "announced by this run), 1 database or system error, 2 bad usage or "
+      "config.\n"
+      "As a daemon: SIGTERM or SIGINT stops after the statement in flight "
+      "and\n"
+      "waits for running hooks; exit 0.\n");
+}
+
+static void print_cycle(const cl_cycle_info_t *in, long announced) {
+  const cl_reap_info_t *r = &in->reap;
+  printf("reaped %ld stale lease%s: %ld back to ready, %ld dead\n",
+         r->expired, r->expired == 1 ? "" : "s", r->requeued, r->dead);
+  printf("workers lost: %ld (%ld lease%s made due)\n", in->workers_lost,
+         in->leases_released, in->leases_released == 1 ? "" : "s");
+  printf("alerts: %ld raised", in->raised_total);
+  const char *sep = " (";
+  for (int k = 0; k < CL_ALERT_KINDS; k++) {
+    if (in->raised[k] == 0)
+      continue;
+    printf("%s%s %ld", sep, cl_alert_kind_name(k), in->raised[k]);
+    sep = ", ";
+  }
+  printf("%s, %ld resolved, %ld announced\n", *sep == ',' ? ")" : "",
+         in->resolved, announced);
+  printf("retention: deleted %ld items, %ld alerts, %ld workers\n",
+         in->deleted_items + in->deleted_dead, in->deleted_alerts,
+         in->deleted_workers);
+  fflush(stdout);
+}
+
+static cl_cycle_info_t last_info;
+
+static void on_cycle(void *arg, int rc, const cl_cycle_info_t *info,
+                     double seconds) {
+  reapd_t *d = arg;
+  (void)seconds;
+  if (rc == 0) {
+    d->raised += info->raised_total;
+    last_info = *info;
+  }
+}
+
+static void on_exit_cb(void *arg, int rc, const char *why) {
+  reapd_t *d = arg;
+  cl_reaper_stats(d->r, &d->st);
+  d->r = NULL;
+  if (rc != 0) {
+    cli_err("%s", why && *why ? why : "the reaper stopped on an error");
+    d->exit_rc = EXIT_ERROR;
+  }
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum) {
+  reapd_t *d = s->data;
+  if (d->r == NULL)
+    return;
+  cl_log(CL_LOG_INFO, "signal", "signal", strsignal(signum), "action",
+         "stop", NULL);
+  cl_reaper_stop(d->r);
+}
+
+int cmd_reap(int argc, char **argv) {
+  static const struct option base_opts[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"once", no_argument, NULL, 'o'},
+      {"config", required_argument, NULL, 'c'},
+  };
+  enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
+  struct option opts[NBASE + NFLAGS + 1];
+  memcpy(opts, base_opts, sizeof base_opts);
+  for (size_t i = 0; i < NFLAGS; i++)
+    opts[NBASE + i] = (struct option){flag_keys[i].flag, required_argument,
+                                      NULL, 1000 + (int)i};
+  memset(&opts[NBASE + NFLAGS], 0, sizeof opts[0]);
+
+  static cli_flags_t fs;
+  static reapd_t d;
+  const char *config_path = getenv("CLAIMER_CONFIG");
+  int ch;
+  opterr = 0;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, ":hc:", opts, NULL)) != -1) {
+    if (ch == 'h') {
+      usage(stdout);
+      return EXIT_OK;
+    } else if (ch == 'o') {
+      d.once = 1;
+    } else if (ch == 'c') {
+      config_path = optarg;
+    } else if (ch >= 1000 && ch < 1000 + (int)NFLAGS) {
+      if (cli_flag_add(&fs, flag_keys[ch - 1000].flag,
+                       flag_keys[ch - 1000].path, optarg) != 0)
+        return cli_usage_error("too many flags");
+    } else {
+      return cli_bad_option(argv, optopt);
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error("unexpected argument \"%s\"", argv[optind]);
+
+  cl_config_t cfg;
+  if (cli_load_config(&cfg, config_path, &fs) != EXIT_OK)
+    return EXIT_USAGE;
+  cl_log_setup(cfg.log_format, cfg.log_level, 2);
+
+  /* Connect once, blocking: a refused password or a missing schema is
+   * reported now, not retried forever. */
+  cl_conn_t *c = NULL;
+  char *dsn = NULL;
+  int ex = cli_connect_dsn(cfg.dsn, &c, &dsn);
+  if (ex == EXIT_OK) {
+    int rc = cl_schema_check(c);
+    if (rc != 0)
+      ex = cli_fail(c, rc, "schema");
+    cl_conn_free(&c);
+  }
+  if (ex != EXIT_OK) {
+    free(dsn);
+    cl_config_free(&cfg);
+    return ex;
+  }
+
+  cl_reaper_config_t rc_;
+  cl_reaper_config_init(&rc_);
+  rc_.dsn = dsn;
+  rc_.once = d.once;
+  rc_.interval_s = cfg.reaper.interval_s;
+  rc_.cycle.batch = cfg.reaper.batch;
+  rc_.cycle.worker_lost_after = cfg.reaper.worker_lost_after;
+  rc_.cycle.default_sla_s = cfg.reaper.sla_s;
+  rc_.cycle.sla_queues = (const char *const *)cfg.reaper.queue_sla_names;
+  rc_.cycle.sla_s = cfg.reaper.queue_sla_s;
+  rc_.cycle.nsla = cfg.reaper.nqueue_sla;
+  rc_.cycle.retention_done_s = cfg.reaper.retention.done_s;
+  rc_.cycle.retention_dead_s = cfg.reaper.retention.dead_s;
+  rc_.cycle.retention_alerts_s = cfg.reaper.retention.alerts_s;
+  rc_.cycle.retention_workers_s = cfg.reaper.retention.workers_s;
+  rc_.hook_exec = cfg.reaper.hook.exec;
+  rc_.hook_url = cfg.reaper.hook.url;
+  rc_.hook_timeout_s = cfg.reaper.hook.timeout_s;
+  rc_.hook_max_attempts = cfg.reaper.hook.max_attempts;
+  rc_.on_cycle = on_cycle;
+  rc_.on_exit = on_exit_cb;
+  rc_.arg = &d;
+
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(&d.loop);
+  char err[512];
+  int rc = cl_reaper_new(&d.r, &d.loop, &rc_, err, sizeof err);
+  free(dsn);
+  cl_config_free(&cfg); /* the reaper copied what it keeps */
+  if (rc != 0) {
+    cli_err("%s", err);
+    uv_loop_close(&d.loop);
+    return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
+  }
+  uv_signal_init(&d.loop, &d.sigterm);
+  uv_signal_init(&d.loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  (void)cl_reaper_start(d.r);
+  uv_run(&d.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&d.loop) != 0) {
+    cli_err("internal error: the loop still had handles open at exit");
+    d.exit_rc = EXIT_ERROR;
+  }
+  if (d.once && d.exit_rc == EXIT_OK) {
+    print_cycle(&last_info, d.st.announced);
+    if (d.raised > 0 || d.st.announced > 0)
+      d.exit_rc = EXIT_NEW_ALERTS;
+  }
+  return d.exit_rc;
+}
