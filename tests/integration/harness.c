@@ -314,7 +314,7 @@ int th_run(const char *const argv[], const char *stdin_data, char **output) {
     dup2(out, 1);
     dup2(out, 2);
     unsetenv("CLAIMER_DSN");
-    execv(argv[0], (char *const *)argv);
+    execvp(argv[0], (char *const *)argv);
     _exit(127);
   }
   int st = 0;
@@ -332,4 +332,70 @@ int th_run(const char *const argv[], const char *stdin_data, char **output) {
   close(out);
   unlink(outpath);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+pid_t th_spawn(const char *const argv[], const char *log_path) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int in = open("/dev/null", O_RDONLY);
+    if (fd < 0 || in < 0)
+      _exit(126);
+    dup2(in, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setpgid(0, 0);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  if (pid < 0)
+    fail_msg("fork: %s", strerror(errno));
+  return pid;
+}
+
+int th_wait_exit(pid_t pid, double timeout_s) {
+  double end = th_now() + timeout_s;
+  while (th_now() < end) {
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  return -1;
+}
+
+char *th_read_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return strdup("");
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)(size > 0 ? size : 0) + 1);
+  size_t got = size > 0 ? fread(buf, 1, (size_t)size, f) : 0;
+  buf[got] = '\0';
+  fclose(f);
+  return buf;
+}
+
+int th_count(const char *s, const char *needle) {
+  int n = 0;
+  for (; (s = strstr(s, needle)) != NULL; s++)
+    n++;
+  return n;
+}
+
+int th_wrap(const char **argv, int max) {
+  static char wrap[512];
+  const char *w = getenv("CLAIMER_TEST_WRAP");
+  int n = 0;
+  if (w == NULL || !*w)
+    return 0;
+  snprintf(wrap, sizeof wrap, "%s", w);
+  for (char *t = strtok(wrap, " "); t && n < max; t = strtok(NULL, " "))
+    argv[n++] = t;
+  return n;
 }

@@ -13,6 +13,7 @@
 #define CLAIMER_TEST_HARNESS_H
 
 #include <libpq-fe.h>
+#include <sys/types.h>
 #include <stddef.h>
 
 typedef struct th_pg {
@@ -60,6 +61,23 @@ long th_long(PGconn *pg, const char *sql);
  * stdout and stderr together go to a malloc'd string in *output when output
  * is not NULL.  The environment is the caller's less CLAIMER_DSN. */
 int th_run(const char *const argv[], const char *stdin_data, char **output);
+
+/* Starts argv (argv[0] a path, or a name found in PATH) in a process
+ * group of its own, stdin from /dev/null, stdout and stderr written to
+ * log_path (truncated first).  Returns its pid, or fails the test. */
+pid_t th_spawn(const char *const argv[], const char *log_path);
+/* Waits for pid up to timeout_s; returns its exit status (128 + signal),
+ * or -1 on timeout. */
+int th_wait_exit(pid_t pid, double timeout_s);
+/* The whole file at path (malloc'd; "" when it does not exist). */
+char *th_read_file(const char *path);
+/* Counts the occurrences of needle in s. */
+int th_count(const char *s, const char *needle);
+
+/* Writes the words of CLAIMER_TEST_WRAP (a tool to run the daemons under,
+ * such as valgrind; split on spaces) into argv[0..max) and returns how
+ * many; 0 when it is not set. */
+int th_wrap(const char **argv, int max);
 
 /* The path of the claimer binary (CLAIMER_BIN from meson). */
 const char *th_claimer_bin(void);

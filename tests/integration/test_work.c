@@ -59,15 +59,7 @@ static pid_t start_worker(const char *dsn, const char *name,
                           const char *const *args) {
   const char *argv[60];
   int n = 0;
-  /* CLAIMER_TEST_WRAP runs the daemon under a tool (valgrind), split on
-   * spaces. */
-  static char wrap[512];
-  const char *w = getenv("CLAIMER_TEST_WRAP");
-  if (w != NULL && *w) {
-    snprintf(wrap, sizeof wrap, "%s", w);
-    for (char *t = strtok(wrap, " "); t && n < 16; t = strtok(NULL, " "))
-      argv[n++] = t;
-  }
+  n = th_wrap(argv, 16); /* valgrind, when CLAIMER_TEST_WRAP says so */
   argv[n++] = th_claimer_bin();
   argv[n++] = "work";
   argv[n++] = "--dsn";
@@ -81,53 +73,16 @@ static pid_t start_worker(const char *dsn, const char *name,
   argv[n] = NULL;
   char path[256];
   snprintf(path, sizeof path, "%s/%s.log", logdir, name);
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int in = open("/dev/null", O_RDONLY);
-    dup2(in, 0);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    setpgid(0, 0);
-    execvp(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  assert_true(pid > 0);
+  pid_t pid = th_spawn(argv, path);
   if (nstarted < 64)
     started[nstarted++] = pid;
   return pid;
 }
 
-/* Waits for pid up to timeout_s; returns its exit status (128 + signal),
- * or -1 on timeout. */
-static int wait_exit(pid_t pid, double timeout_s) {
-  double end = th_now() + timeout_s;
-  while (th_now() < end) {
-    int st = 0;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid)
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    struct timespec ts = {0, 20 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-  return -1;
-}
-
 static char *read_log(const char *name) {
   char path[256];
   snprintf(path, sizeof path, "%s/%s.log", logdir, name);
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return strdup("");
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)size + 1);
-  size_t got = fread(buf, 1, (size_t)size, f);
-  buf[got] = '\0';
-  fclose(f);
-  return buf;
+  return th_read_file(path);
 }
 
 static void print_log(const char *name) {
@@ -142,7 +97,7 @@ static void print_log(const char *name) {
  * printed when not). */
 static void stop_ok(pid_t pid, const char *name) {
   kill(pid, SIGTERM);
-  int st = wait_exit(pid, 60);
+  int st = th_wait_exit(pid, 60);
   if (st != 0)
     print_log(name);
   assert_int_equal(st, 0);
@@ -155,10 +110,7 @@ static char *wait_log(const char *name, const char *needle, int n,
   double end = th_now() + timeout_s;
   for (;;) {
     char *log = read_log(name);
-    int seen = 0;
-    for (const char *s = log; (s = strstr(s, needle)) != NULL; s++)
-      seen++;
-    if (seen >= n || th_now() > end)
+    if (th_count(log, needle) >= n || th_now() > end)
       return log;
     free(log);
     struct timespec ts = {0, 50 * 1000000L};
@@ -287,7 +239,7 @@ static void test_kill9(void **state) {
   long held = th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
                          "worker_id = 'kill-a'");
   kill(-a, SIGKILL); /* the worker and its handlers */
-  assert_int_equal(wait_exit(a, 10), 128 + SIGKILL);
+  assert_int_equal(th_wait_exit(a, 10), 128 + SIGKILL);
   fprintf(stderr, "  kill -9 of kill-a while it held %ld leases\n", held);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
@@ -453,7 +405,7 @@ static void test_wrong_password(void **state) {
   const char *args[] = {"-q", "pw", "--exec", "true", NULL};
   double t0 = th_now();
   pid_t a = start_worker(bad, "pw-a", args);
-  int st = wait_exit(a, 30);
+  int st = th_wait_exit(a, 30);
   char *log = read_log("pw-a");
   if (st != 1)
     print_log("pw-a");
@@ -472,7 +424,7 @@ static void test_missing_schema(void **state) {
                    0);
   const char *args[] = {"-q", "x", "--exec", "true", NULL};
   pid_t a = start_worker(dsn, "noschema", args);
-  int st = wait_exit(a, 30);
+  int st = th_wait_exit(a, 30);
   char *log = read_log("noschema");
   if (st != 1)
     print_log("noschema");

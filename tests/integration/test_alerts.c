@@ -1,0 +1,462 @@
+/*
+ * test_alerts.c: each alert kind raised by a real scenario, with real
+ * processes: a worker killed with SIGKILL mid-item (worker_lost and
+ * lease_expired), a worker SIGSTOPped past its heartbeat (worker_lost, its
+ * lease released long before it would expire; SIGCONT resolves it), an
+ * item left unclaimed past its SLA (item_overdue), a poison item failing to
+ * dead (item_dead, raised by the worker's fail), a delivery left in
+ * 'sending' (delivery_in_doubt).  For each: `claimer reap --once` exits 4
+ * on the run that raises it and 0 on the next (raised once), the alert
+ * came as NOTIFY claimer_alerts, reached the exec hook and a real HTTP
+ * endpoint (tests/tools/hookd) exactly once, and is resolved once its
+ * condition clears.  Also: an HTTP hook that fails is retried with backoff
+ * until it takes the alert, and the reaping goes on meanwhile.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer.h"
+#include "harness.h"
+
+static char tmpdir[] = "/tmp/claimer-alerts-XXXXXX";
+
+/* One scenario's world: a database, a LISTEN connection, the hook
+ * endpoint and the exec hook's file. */
+typedef struct world {
+  char dsn[1024];
+  PGconn *p;
+  PGconn *listen;
+  pid_t hookd;
+  char url[128];
+  char http_out[256], exec_out[256], exec_cmd[600];
+  pid_t workers[4];
+  int nworkers;
+} world_t;
+
+static void sleep_s(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
+static void world_up(world_t *w, const char *name, int hook_fails) {
+  memset(w, 0, sizeof *w);
+  assert_int_equal(th_db_create(&th_pg, name, 1, w->dsn, sizeof w->dsn), 0);
+  w->p = th_connect(w->dsn);
+  w->listen = th_connect(w->dsn);
+  th_exec(w->listen, "LISTEN claimer_alerts");
+  snprintf(w->http_out, sizeof w->http_out, "%s/%s.http", tmpdir, name);
+  snprintf(w->exec_out, sizeof w->exec_out, "%s/%s.exec", tmpdir, name);
+  snprintf(w->exec_cmd, sizeof w->exec_cmd, "cat >> %s; echo >> %s",
+           w->exec_out, w->exec_out);
+  char port_file[256], log[256], fails[16];
+  snprintf(port_file, sizeof port_file, "%s/%s.port", tmpdir, name);
+  snprintf(log, sizeof log, "%s/%s.hookd.log", tmpdir, name);
+  snprintf(fails, sizeof fails, "%d", hook_fails);
+  const char *argv[] = {getenv("HOOKD_BIN"), "--out", w->http_out,
+                        "--port-file", port_file, "--fail", fails, NULL};
+  assert_non_null(argv[0]);
+  w->hookd = th_spawn(argv, log);
+  double end = th_now() + 10;
+  char *port = NULL;
+  while ((port = th_read_file(port_file))[0] == '\0' && th_now() < end) {
+    free(port);
+    sleep_s(0.02);
+  }
+  assert_true(atoi(port) > 0);
+  snprintf(w->url, sizeof w->url, "http://127.0.0.1:%d/alerts", atoi(port));
+  free(port);
+}
+
+static void world_down(world_t *w) {
+  for (int i = 0; i < w->nworkers; i++) {
+    kill(-w->workers[i], SIGCONT);
+    kill(-w->workers[i], SIGKILL);
+    th_wait_exit(w->workers[i], 10);
+  }
+  kill(w->hookd, SIGTERM);
+  assert_int_equal(th_wait_exit(w->hookd, 10), 0);
+  PQfinish(w->listen);
+  PQfinish(w->p);
+}
+
+/* `claimer reap --once` with both hooks and extra args; returns the exit
+ * status and the output in *out. */
+static int reap_once(world_t *w, char **out, ...) {
+  const char *argv[48];
+  int n = th_wrap(argv, 16); /* valgrind, when CLAIMER_TEST_WRAP says so */
+  argv[n++] = th_claimer_bin();
+  argv[n++] = "reap";
+  argv[n++] = "--once";
+  argv[n++] = "--dsn";
+  argv[n++] = w->dsn;
+  argv[n++] = "--hook-exec";
+  argv[n++] = w->exec_cmd;
+  argv[n++] = "--hook-url";
+  argv[n++] = w->url;
+  argv[n++] = "--hook-timeout";
+  argv[n++] = "5s";
+  va_list ap;
+  va_start(ap, out);
+  for (const char *a; (a = va_arg(ap, const char *)) != NULL && n < 47;)
+    argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return th_run(argv, NULL, out);
+}
+
+/* Runs reap --once and asserts its exit status and that its output holds
+ * each of the NULL-terminated needles. */
+static void reap_expect(world_t *w, int status, const char *const *args,
+                        ...) {
+  char *out = NULL;
+  const char *a[6] = {NULL};
+  for (int i = 0; args && args[i] && i < 5; i++)
+    a[i] = args[i];
+  int st = reap_once(w, &out, a[0], a[1], a[2], a[3], a[4], NULL);
+  if (st != status)
+    fail_msg("reap --once exited %d, not %d:\n%s", st, status, out);
+  va_list ap;
+  va_start(ap, args);
+  for (const char *needle; (needle = va_arg(ap, const char *)) != NULL;)
+    if (strstr(out, needle) == NULL)
+      fail_msg("reap --once output lacks \"%s\":\n%s", needle, out);
+  va_end(ap);
+  free(out);
+}
+
+/* NOTIFY claimer_alerts payloads received so far naming kind. */
+static int notified(world_t *w, const char *kind) {
+  static char seen[64][2048];
+  static int nseen;
+  static PGconn *of;
+  if (of != w->listen) {
+    of = w->listen;
+    nseen = 0;
+  }
+  PQconsumeInput(w->listen);
+  for (PGnotify *n; (n = PQnotifies(w->listen)) != NULL; PQfreemem(n))
+    if (nseen < 64)
+      snprintf(seen[nseen++], sizeof seen[0], "%s", n->extra);
+  char want[64];
+  snprintf(want, sizeof want, "\"kind\": \"%s\"", kind);
+  int count = 0;
+  for (int i = 0; i < nseen; i++)
+    count += strstr(seen[i], want) != NULL;
+  return count;
+}
+
+/* Asserts that exactly one alert of kind for subject was raised and reached
+ * NOTIFY, the exec hook and the HTTP endpoint once each. */
+static void delivered_once(world_t *w, const char *kind, const char *subject) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.alerts WHERE kind = '%s' AND "
+           "subject = '%s'",
+           kind, subject);
+  assert_int_equal(th_long(w->p, sql), 1);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.alerts WHERE kind = '%s' AND "
+           "subject = '%s' AND hook_state = 'sent'",
+           kind, subject);
+  assert_int_equal(th_long(w->p, sql), 1);
+  assert_int_equal(notified(w, kind), 1);
+  char needle[256];
+  snprintf(needle, sizeof needle, "\"kind\": \"%s\", \"detail\"", kind);
+  char *http = th_read_file(w->http_out);
+  char *exec = th_read_file(w->exec_out);
+  if (th_count(http, needle) != 1 || th_count(exec, needle) != 1)
+    fail_msg("%s: http hook saw it %d times, exec hook %d times\n%s\n%s",
+             kind, th_count(http, needle), th_count(exec, needle), http,
+             exec);
+  free(http);
+  free(exec);
+}
+
+static void assert_resolved(world_t *w, const char *kind, const char *subject,
+                            int resolved) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.alerts WHERE kind = '%s' AND "
+           "subject = '%s' AND resolved_at IS %s NULL",
+           kind, subject, resolved ? "NOT" : "");
+  assert_int_equal(th_long(w->p, sql), 1);
+}
+
+/* Starts `claimer work` on queue q with handler cmd; extra args after. */
+static pid_t start_worker(world_t *w, const char *name, const char *q,
+                          const char *cmd, const char *lease) {
+  char log[256];
+  snprintf(log, sizeof log, "%s/%s.log", tmpdir, name);
+  const char *argv[] = {th_claimer_bin(), "work",        "--dsn", w->dsn,
+                        "--name",         name,          "-q",    q,
+                        "--exec",         cmd,           "--lease", lease,
+                        "--heartbeat",    "0.3s",        "--poll", "0.2s",
+                        NULL};
+  pid_t pid = th_spawn(argv, log);
+  w->workers[w->nworkers++] = pid;
+  return pid;
+}
+
+static void wait_sql(world_t *w, const char *sql, long want, double secs) {
+  double end = th_now() + secs;
+  long v;
+  while ((v = th_long(w->p, sql)) != want) {
+    if (th_now() > end)
+      fail_msg("%s: %ld, not %ld, after %.0f s", sql, v, want, secs);
+    sleep_s(0.05);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* kill -9 of a worker mid-item: one cycle finds it lost (worker_lost), makes
+ * its lease due at once and reaps it (lease_expired); the item is back to
+ * ready with attempts 1.  When the worker comes back (same name) and the
+ * item is done, both alerts resolve. */
+static void test_killed_worker(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "killed", 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "VALUES ('k-1', 'kq')");
+  pid_t pid = start_worker(&w, "wk", "kq", "sleep 60", "60s");
+  wait_sql(&w, "SELECT count(*) FROM claimer.claims WHERE item_id = 'k-1'", 1,
+           20);
+  kill(-pid, SIGKILL);
+  assert_int_equal(th_wait_exit(pid, 10), 128 + SIGKILL);
+  w.nworkers = 0;
+  sleep_s(1.2); /* > 2 heartbeats of 0.3 s */
+  const char *args[] = {"--worker-lost-after", "2", NULL};
+  reap_expect(&w, 4, args, "reaped 1 stale lease: 1 back to ready",
+              "workers lost: 1 (1 lease made due)",
+              "lease_expired 1", "worker_lost 1", "2 announced", NULL);
+  assert_int_equal(th_long(w.p, "SELECT attempts FROM claimer.items WHERE "
+                                "item_id = 'k-1' AND state = 'ready'"),
+                   1);
+  delivered_once(&w, "worker_lost", "wk");
+  delivered_once(&w, "lease_expired", "k-1");
+  /* Raised once: the next run has nothing new. */
+  reap_expect(&w, 0, args, "alerts: 0 raised", NULL);
+  assert_resolved(&w, "worker_lost", "wk", 0);
+  assert_resolved(&w, "lease_expired", "k-1", 0);
+
+  /* The worker comes back and finishes the item. */
+  start_worker(&w, "wk", "kq", "echo '{}'", "60s");
+  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE item_id = 'k-1' "
+               "AND state = 'done'",
+           1, 30);
+  reap_expect(&w, 0, args, "2 resolved", NULL);
+  assert_resolved(&w, "worker_lost", "wk", 1);
+  assert_resolved(&w, "lease_expired", "k-1", 1);
+  world_down(&w);
+}
+
+/* A worker SIGSTOPped past its heartbeat: its 60 s lease is released within
+ * a second or two, not after 60 s; SIGCONT brings its heartbeat back and
+ * the worker_lost alert resolves. */
+static void test_stopped_worker(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "stopped", 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "VALUES ('s-1', 'sq')");
+  pid_t pid = start_worker(&w, "ws", "sq", "sleep 3", "60s");
+  wait_sql(&w, "SELECT count(*) FROM claimer.claims WHERE item_id = 's-1'", 1,
+           20);
+  kill(-pid, SIGSTOP);
+  double t0 = th_now();
+  sleep_s(1.2);
+  const char *args[] = {"--worker-lost-after", "2", NULL};
+  reap_expect(&w, 4, args, "workers lost: 1 (1 lease made due)",
+              "worker_lost 1", NULL);
+  double took = th_now() - t0;
+  assert_true(took < 30); /* far from the 60 s lease */
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(w.p, "SELECT attempts FROM claimer.items WHERE "
+                                "item_id = 's-1'"),
+                   1);
+  delivered_once(&w, "worker_lost", "ws");
+  reap_expect(&w, 0, args, "alerts: 0 raised", NULL);
+  assert_resolved(&w, "worker_lost", "ws", 0);
+
+  kill(-pid, SIGCONT);
+  /* Its next heartbeat is newer than the alert. */
+  wait_sql(&w, "SELECT count(*) FROM claimer.workers w JOIN claimer.alerts "
+               "a ON a.subject = w.worker_id WHERE a.kind = 'worker_lost' "
+               "AND w.heartbeat_at > a.raised_at",
+           1, 20);
+  reap_expect(&w, 0, args, "resolved", NULL);
+  assert_resolved(&w, "worker_lost", "ws", 1);
+  world_down(&w);
+}
+
+/* An item nobody claims, past its queue's SLA. */
+static void test_overdue(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "overdue", 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "VALUES ('o-1', 'slow'), ('o-2', 'other')");
+  sleep_s(1.2);
+  /* The default SLA (1 h) spares o-2; slow's own SLA of 1 s does not. */
+  const char *args[] = {"--queue-sla", "slow:1s", NULL};
+  reap_expect(&w, 4, args, "item_overdue 1", NULL);
+  delivered_once(&w, "item_overdue", "o-1");
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.alerts WHERE "
+                                "subject = 'o-2'"),
+                   0);
+  reap_expect(&w, 0, args, "alerts: 0 raised", NULL);
+
+  /* Claimed and still not done: still overdue. */
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, w.dsn), 0);
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(c, "slow", "by-hand", 1, 60, &l, &n), 0);
+  assert_int_equal(n, 1);
+  reap_expect(&w, 0, args, "0 resolved", NULL);
+  assert_resolved(&w, "item_overdue", "o-1", 0);
+  assert_int_equal(cl_complete(c, l[0].item_id, l[0].token, "{}", NULL), 0);
+  cl_leases_free(l, n);
+  cl_conn_free(&c);
+  reap_expect(&w, 0, args, "1 resolved", NULL);
+  assert_resolved(&w, "item_overdue", "o-1", 1);
+  world_down(&w);
+}
+
+/* A poison item: its handler exits 3, the worker fails it for good, and
+ * that fail raises item_dead (a NOTIFY at once); the next reaper run
+ * announces it.  `claimer dead retry` clears it. */
+static void test_poison(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "poison", 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "VALUES ('p-1', 'pq')");
+  start_worker(&w, "wp", "pq", "echo bad input >&2; exit 3", "60s");
+  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE item_id = 'p-1' "
+               "AND state = 'dead'",
+           1, 30);
+  reap_expect(&w, 4, NULL, "alerts: 0 raised", "1 announced",
+              "event=alert kind=item_dead subject=p-1", NULL);
+  delivered_once(&w, "item_dead", "p-1");
+  char *exec = th_read_file(w.exec_out);
+  assert_non_null(strstr(exec, "bad input"));
+  free(exec);
+  reap_expect(&w, 0, NULL, "0 announced", NULL);
+  assert_resolved(&w, "item_dead", "p-1", 0);
+
+  /* Stop the worker (SIGTERM: it drains and removes its row), retry the
+   * item: no longer dead, so the alert resolves. */
+  kill(w.workers[0], SIGTERM);
+  assert_int_equal(th_wait_exit(w.workers[0], 30), 0);
+  w.nworkers = 0;
+  char *out = NULL;
+  const char *retry[] = {th_claimer_bin(), "dead", "retry", "--dsn", w.dsn,
+                         "--id", "p-1", NULL};
+  assert_int_equal(th_run(retry, NULL, &out), 0);
+  free(out);
+  reap_expect(&w, 0, NULL, "1 resolved", NULL);
+  assert_resolved(&w, "item_dead", "p-1", 1);
+  world_down(&w);
+}
+
+/* A sender that crashed between sending and recording "sent": its delivery
+ * row stays in 'sending' past its lease. */
+static void test_delivery_in_doubt(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "doubt", 0);
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, w.dsn), 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "VALUES ('d-1', 'dq')");
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(c, "dq", "by-hand", 1, 60, &l, &n), 0);
+  assert_int_equal(cl_complete(c, l[0].item_id, l[0].token, "{}", NULL), 0);
+  cl_leases_free(l, n);
+  cl_conn_free(&c);
+  th_exec(w.p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
+               "attempts, idempotency_key, lease_until) VALUES ('email', "
+               "'d-1', 'sending', 1, 'email/d-1', now() + interval '1 h')");
+  /* Its lease still holds: not in doubt yet. */
+  reap_expect(&w, 0, NULL, "alerts: 0 raised", NULL);
+  /* The sender died; its lease runs out. */
+  th_exec(w.p, "UPDATE claimer.deliveries SET lease_until = now() - "
+               "interval '1 s'");
+  reap_expect(&w, 4, NULL, "delivery_in_doubt 1", NULL);
+  delivered_once(&w, "delivery_in_doubt", "email/d-1");
+  reap_expect(&w, 0, NULL, "alerts: 0 raised", NULL);
+  th_exec(w.p, "UPDATE claimer.deliveries SET state = 'sent', sent_at = "
+               "now() WHERE item_id = 'd-1'");
+  reap_expect(&w, 0, NULL, "1 resolved", NULL);
+  assert_resolved(&w, "delivery_in_doubt", "email/d-1", 1);
+  world_down(&w);
+}
+
+/* The HTTP endpoint refuses the first two posts: the reaping is done all
+ * the same, the alert is tried again after a backoff and taken on the
+ * third attempt, exactly once; the exec hook ran for every attempt (a hook
+ * may see an alert again: alert_id tells). */
+static void test_hook_retry(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "retry", 2);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+               "VALUES ('r-1', 'rq', 'leased', 1)");
+  th_exec(w.p, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
+               "token, attempt, lease_until) VALUES ('r-1', 'rq', 'gone', "
+               "'t', 1, now() - interval '1 s')");
+  reap_expect(&w, 4, NULL, "reaped 1 stale lease", NULL);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.alerts WHERE "
+                                "hook_state = 'pending' AND hook_attempts = 1 "
+                                "AND hook_error LIKE 'http hook: HTTP status "
+                                "500%'"),
+                   1);
+  double end = th_now() + 30;
+  while (th_long(w.p, "SELECT count(*) FROM claimer.alerts WHERE "
+                      "hook_state = 'sent'") == 0) {
+    assert_true(th_now() < end);
+    sleep_s(0.5);
+    char *out = NULL;
+    (void)reap_once(&w, &out, NULL);
+    free(out);
+  }
+  assert_int_equal(th_long(w.p, "SELECT hook_attempts FROM claimer.alerts"),
+                   3);
+  char *http = th_read_file(w.http_out);
+  assert_int_equal(th_count(http, "\"kind\": \"lease_expired\""), 1);
+  free(http);
+  world_down(&w);
+}
+
+static int setup(void **state) {
+  if (mkdtemp(tmpdir) == NULL)
+    return -1;
+  return th_group_setup(state);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_killed_worker),
+      cmocka_unit_test(test_stopped_worker),
+      cmocka_unit_test(test_overdue),
+      cmocka_unit_test(test_poison),
+      cmocka_unit_test(test_delivery_in_doubt),
+      cmocka_unit_test(test_hook_retry),
+  };
+  return cmocka_run_group_tests(tests, setup, th_group_teardown);
+}
