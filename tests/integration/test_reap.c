@@ -161,10 +161,88 @@ static void test_reapers_race_heartbeat(void **state) {
   PQfinish(p);
 }
 
+/* Retention deletes old finished items with their results, in batches, and
+ * never an unfinished item, a dead letter (kept by default), or a result a
+ * subscriber is still owed: one it has no delivery of yet, or whose
+ * delivery is not settled as sent. */
+static void test_retention_keeps_what_is_owed(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "retain", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  /* 250 plain old done items with results (three batches of 100). */
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, state, attempts, "
+             "finished_at, enqueued_at) SELECT 'old-' || g, 'q', 'done', 1, "
+             "now() - interval '2 days', now() - interval '3 days' "
+             "FROM generate_series(1, 250) g");
+  th_exec(p, "INSERT INTO claimer.results (item_id, queue, token, worker_id, "
+             "attempt) SELECT item_id, queue, 't', 'w', 1 FROM claimer.items");
+  /* Owed to subscriber 'audit' (queue a only): no delivery yet; one
+   * delivered; one still sending. */
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, state, attempts, "
+             "finished_at) VALUES "
+             "('owed', 'a', 'done', 1, now() - interval '2 days'), "
+             "('sent', 'a', 'done', 1, now() - interval '2 days'), "
+             "('sending', 'b', 'done', 1, now() - interval '2 days'), "
+             "('fresh', 'q', 'done', 1, now()), "
+             "('ready', 'q', 'ready', 0, NULL), "
+             "('dead', 'q', 'dead', 3, now() - interval '2 days'), "
+             "('gone', 'q', 'discarded', 3, now() - interval '2 days')");
+  th_exec(p, "UPDATE claimer.items SET enqueued_at = now() - interval "
+             "'3 days' WHERE item_id = 'ready'");
+  th_exec(p, "INSERT INTO claimer.results (item_id, queue, token, worker_id, "
+             "attempt) SELECT item_id, queue, 't', 'w', 1 FROM claimer.items "
+             "WHERE item_id IN ('owed', 'sent', 'sending', 'fresh')");
+  th_exec(p, "INSERT INTO claimer.subscribers (subscriber, queues) VALUES "
+             "('audit', '{a}')");
+  th_exec(p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
+             "idempotency_key) VALUES ('audit', 'sent', 'sent', 'k1'), "
+             "('email', 'sending', 'sending', 'k2')");
+
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  cl_reaper_opts_t o;
+  cl_reaper_opts_init(&o);
+  o.batch = 100;
+  o.retention_done_s = 86400;
+  cl_cycle_info_t info;
+  assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
+  /* 250 old ones, 'sent' (its one subscriber has it), 'gone'. */
+  assert_int_equal(info.deleted_items, 252);
+  assert_int_equal(info.deleted_dead, 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id LIKE 'old-%' OR item_id IN ('sent', "
+                              "'gone')"),
+                   0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
+                              "item_id LIKE 'old-%' OR item_id = 'sent'"),
+                   0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id IN ('owed', 'sending', 'fresh', "
+                              "'ready', 'dead')"),
+                   5);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 3);
+  /* 'owed' goes once audit records it as sent; dead letters go when their
+   * own retention says so. */
+  th_exec(p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
+             "idempotency_key) VALUES ('audit', 'owed', 'sent', 'k3')");
+  o.retention_dead_s = 86400;
+  assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
+  assert_int_equal(info.deleted_items, 1);
+  assert_int_equal(info.deleted_dead, 1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id IN ('sending', 'fresh', 'ready')"),
+                   3);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items"), 3);
+  cl_conn_free(&c);
+  PQfinish(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_reapers_each_lease_once),
       cmocka_unit_test(test_reapers_race_heartbeat),
+      cmocka_unit_test(test_retention_keeps_what_is_owed),
   };
   return cmocka_run_group_tests_name("reap", tests, th_group_setup,
                                      th_group_teardown);
