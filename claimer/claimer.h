@@ -277,7 +277,9 @@ typedef struct cl_reap_info {
 } cl_reap_info_t;
 
 /* Ends up to limit leases whose lease_until has passed on the database
- * clock: the item's attempts + 1, back to ready (with backoff) or dead.
+ * clock: the attempt the lease held is spent (attempts counts claims), and
+ * the item is ready again at once (no backoff: a crashed worker's items
+ * should not wait), or dead when that was its last attempt.
  * Each stale lease is handled by exactly one caller even when several
  * reapers run at once.  Returns 0 and fills info (adds to it). */
 CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
@@ -333,7 +335,7 @@ typedef struct cl_cycle_info {
 CL_EXTERN void cl_reaper_opts_init(cl_reaper_opts_t *o);
 /* One full reaper cycle, each step in bounded batches (each its own short
  * transaction) until done: lost workers (alert, leases due now), stale
- * leases (attempts + 1, back to ready or dead; lease_expired and item_dead
+ * leases (the attempt spent, ready again or dead; lease_expired and item_dead
  * alerts), overdue items, deliveries in doubt, resolving the alerts whose
  * condition cleared, then retention.  It does not announce alerts (log
  * lines, hooks): the reaper daemon does (reaper.h).  Safe to run on several hosts at once: every

@@ -399,3 +399,9 @@ int th_wrap(const char **argv, int max) {
     argv[n++] = t;
   return n;
 }
+
+void th_filter_from_env(void) {
+  const char *f = getenv("CLAIMER_TEST_FILTER");
+  if (f != NULL && *f)
+    cmocka_set_test_filter(f);
+}

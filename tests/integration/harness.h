@@ -31,6 +31,9 @@ typedef struct th_pg {
 extern th_pg_t th_pg;
 /* cmocka group setup and teardown: start and stop th_pg. */
 int th_group_setup(void **state);
+/* Applies CLAIMER_TEST_FILTER (a cmocka pattern such as test_sigstop) to
+ * the tests run next; call before cmocka_run_group_tests(). */
+void th_filter_from_env(void);
 int th_group_teardown(void **state);
 
 /* Starts (or attaches to) the server.  Returns 0, or -1 after printing why. */

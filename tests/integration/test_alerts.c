@@ -28,6 +28,7 @@
 
 #include "claimer.h"
 #include "harness.h"
+#include "proc.h"
 
 static char tmpdir[] = "/tmp/claimer-alerts-XXXXXX";
 
@@ -40,7 +41,7 @@ typedef struct world {
   pid_t hookd;
   char url[128];
   char http_out[256], exec_out[256], exec_cmd[600];
-  pid_t workers[4];
+  pid_t workers[8];
   int nworkers;
 } world_t;
 
@@ -443,6 +444,185 @@ static void test_hook_retry(void **state) {
   world_down(&w);
 }
 
+/* Starts a `claimer reap` daemon with both hooks; its log in tmpdir. */
+static pid_t start_reaper(world_t *w, const char *name, const char *interval,
+                          const char *lost_after) {
+  char log[256];
+  snprintf(log, sizeof log, "%s/%s.log", tmpdir, name);
+  const char *argv[48];
+  int n = th_wrap(argv, 16);
+  const char *rest[] = {th_claimer_bin(), "reap", "--dsn", w->dsn,
+                        "--interval", interval, "--worker-lost-after",
+                        lost_after, "--hook-exec", w->exec_cmd,
+                        "--hook-url", w->url, NULL};
+  for (int i = 0; rest[i]; i++)
+    argv[n++] = rest[i];
+  argv[n] = NULL;
+  pid_t pid = th_spawn(argv, log);
+  w->workers[w->nworkers++] = pid;
+  return pid;
+}
+
+static void stop_reaper(world_t *w, pid_t pid, const char *name) {
+  kill(pid, SIGTERM);
+  int st = th_wait_exit(pid, 60);
+  if (st != 0) {
+    char log[256];
+    snprintf(log, sizeof log, "%s/%s.log", tmpdir, name);
+    char *text = th_read_file(log);
+    fail_msg("%s exited %d:\n%s", name, st, text);
+  }
+  for (int i = 0; i < w->nworkers; i++)
+    if (w->workers[i] == pid)
+      w->workers[i] = w->workers[--w->nworkers];
+}
+
+/* Three reaper daemons at once on 1,000 expired leases: every lease is
+ * reaped once, every alert raised once, announced
+ * once (one warning line among the three logs) and handed to each hook
+ * once; each daemon exits 0 on SIGTERM. */
+static void test_three_daemons(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "daemons", 0);
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+               "SELECT 'm-' || g, 'mq', 'leased', 1 "
+               "FROM generate_series(1, 1000) g");
+  th_exec(w.p, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
+               "token, attempt, lease_until) SELECT item_id, 'mq', 'gone', "
+               "'t-' || item_id, 1, now() - interval '1 s' "
+               "FROM claimer.items");
+  const char *names[] = {"reaper-a", "reaper-b", "reaper-c"};
+  pid_t pids[3];
+  for (int i = 0; i < 3; i++)
+    pids[i] = start_reaper(&w, names[i], "0.2s", "3");
+  wait_sql(&w, "SELECT count(*) FROM claimer.alerts WHERE hook_state = "
+               "'sent'",
+           1000, 240);
+  for (int i = 0; i < 3; i++)
+    stop_reaper(&w, pids[i], names[i]);
+  /* attempts counts claims: the reaped lease spent attempt 1. */
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.items WHERE "
+                                "attempts = 1 AND state = 'ready'"),
+                   1000);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(w.p, "SELECT count(DISTINCT subject) FROM "
+                                "claimer.alerts WHERE kind = "
+                                "'lease_expired' AND hook_attempts = 1"),
+                   1000);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.alerts"), 1000);
+  int lines = 0, used = 0;
+  for (int i = 0; i < 3; i++) {
+    char log[256];
+    snprintf(log, sizeof log, "%s/%s.log", tmpdir, names[i]);
+    char *text = th_read_file(log);
+    int n = th_count(text, "event=alert ");
+    lines += n;
+    used += n > 0;
+    assert_int_equal(th_count(text, "event=reaper_stopped"), 1);
+    free(text);
+  }
+  assert_int_equal(lines, 1000);
+  char *http = th_read_file(w.http_out);
+  char *exec = th_read_file(w.exec_out);
+  assert_int_equal(th_count(http, "\"kind\": \"lease_expired\""), 1000);
+  assert_int_equal(th_count(exec, "\"kind\": \"lease_expired\""), 1000);
+  free(http);
+  free(exec);
+  fprintf(stderr, "  1000 alerts announced by %d of 3 daemons\n", used);
+  world_down(&w);
+}
+
+/* The latency bound, with the reaper as a daemon: a worker killed with
+ * SIGKILL while holding 8 items with a 20 s lease.  Its heartbeat (0.3 s)
+ * stops; after 3 missed ones the reaper (every 1 s) finds it lost and
+ * hands the items back (ready at once), so each is claimable again within
+ * lost-after x heartbeat + interval + slack, long before the lease would
+ * have run out.
+ * The figures are in bench/bench_reap (latency). */
+static void test_kill_latency(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "latency", 0);
+  pid_t reaper = start_reaper(&w, "reaper-lat", "1s", "3");
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
+               "SELECT 'l-' || g, 'lq' FROM generate_series(1, 8) g");
+  pid_t worker = start_worker(&w, "wl", "lq", "sleep 60", "20s");
+  wait_sql(&w, "SELECT count(*) FROM claimer.claims WHERE worker_id = 'wl'",
+           8, 30);
+  th_exec(w.p, "CREATE TEMP TABLE kill_at AS SELECT clock_timestamp() AS t");
+  kill(-worker, SIGKILL);
+  assert_int_equal(th_wait_exit(worker, 10), 128 + SIGKILL);
+  for (int i = 0; i < w.nworkers; i++)
+    if (w.workers[i] == worker)
+      w.workers[i] = w.workers[--w.nworkers];
+  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE state = 'ready' "
+               "AND attempts = 1",
+           8, 30);
+  const double bound = 3 * 0.3 + 1 + 3; /* slack 3 s */
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT (1000 * max(extract(epoch FROM greatest(a.raised_at, "
+           "i.run_at) - k.t)))::bigint FROM claimer.items i JOIN "
+           "claimer.alerts a ON a.kind = 'lease_expired' AND a.subject = "
+           "i.item_id, kill_at k");
+  long worst_ms = th_long(w.p, sql);
+  fprintf(stderr, "  killed worker's 8 items claimable again within %.2f s "
+                  "(bound %.1f s, lease 20 s)\n",
+          (double)worst_ms / 1000, bound);
+  assert_true(worst_ms > 0);
+  assert_true((double)worst_ms / 1000 < bound);
+  stop_reaper(&w, reaper, "reaper-lat");
+  world_down(&w);
+}
+
+/* The reaper daemon rides out a database restart: it logs the loss,
+ * reconnects by itself and goes on reaping. */
+static void test_reaper_db_restart(void **state) {
+  (void)state;
+  if (!th_pg.own)
+    skip(); /* an external server is not ours to restart */
+  world_t w;
+  world_up(&w, "reaper_restart", 0);
+  pid_t reaper = start_reaper(&w, "reaper-rs", "0.2s", "3");
+  char log[256];
+  snprintf(log, sizeof log, "%s/reaper-rs.log", tmpdir);
+  double end = th_now() + 30;
+  for (char *t; th_count(t = th_read_file(log), "event=db_connected") == 0;
+       free(t)) {
+    assert_true(th_now() < end);
+    sleep_s(0.05);
+  }
+  char data[700], err[512];
+  snprintf(data, sizeof data, "%s/data", th_pg.dir);
+  const char *as_user = getuid() == 0 ? th_pg.user : NULL;
+  assert_int_equal(cl__pg_stop(th_pg.bindir, data, as_user, "fast", 30, NULL,
+                               err, sizeof err),
+                   0);
+  sleep_s(1);
+  assert_int_equal(cl__pg_start(th_pg.bindir, data, as_user, th_pg.log,
+                                th_pg.dir, 60, err, sizeof err),
+                   0);
+  PQreset(w.p);
+  PQreset(w.listen);
+  th_exec(w.listen, "LISTEN claimer_alerts");
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+               "VALUES ('rs-1', 'rq', 'leased', 1)");
+  th_exec(w.p, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
+               "token, attempt, lease_until) VALUES ('rs-1', 'rq', 'gone', "
+               "'t', 1, now() - interval '1 s')");
+  wait_sql(&w, "SELECT count(*) FROM claimer.alerts WHERE subject = 'rs-1' "
+               "AND hook_state = 'sent'",
+           1, 60);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
+  stop_reaper(&w, reaper, "reaper-rs");
+  char *text = th_read_file(log);
+  assert_true(th_count(text, "event=db_disconnected") >= 1);
+  assert_true(th_count(text, "event=db_connected") >= 2);
+  free(text);
+  world_down(&w);
+}
+
 static int setup(void **state) {
   if (mkdtemp(tmpdir) == NULL)
     return -1;
@@ -450,6 +630,7 @@ static int setup(void **state) {
 }
 
 int main(void) {
+  th_filter_from_env();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_killed_worker),
       cmocka_unit_test(test_stopped_worker),
@@ -457,6 +638,9 @@ int main(void) {
       cmocka_unit_test(test_poison),
       cmocka_unit_test(test_delivery_in_doubt),
       cmocka_unit_test(test_hook_retry),
+      cmocka_unit_test(test_three_daemons),
+      cmocka_unit_test(test_kill_latency),
+      cmocka_unit_test(test_reaper_db_restart),
   };
   return cmocka_run_group_tests(tests, setup, th_group_teardown);
 }

@@ -357,6 +357,43 @@ static void test_unknown_flag(void **state) {
                                         NULL});
 }
 
+/* The reaper's bad settings: exit 2 with the key named, nothing reaped
+ * (a stale lease stays), nothing written. */
+static void test_reap_bad_config(void **state) {
+  fixture_t *f = *state;
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue, state, "
+                  "attempts) VALUES ('stale', 'q', 'leased', 1) "
+                  "ON CONFLICT (item_id) DO NOTHING");
+  th_exec(f->raw, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
+                  "token, attempt, lease_until) VALUES ('stale', 'q', 'w', "
+                  "'t', 1, now() - interval '1 h') ON CONFLICT DO NOTHING");
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"claimer reap: flag --interval: \"-1\" is not a "
+                            "duration",
+                            NULL},
+      (const char *const[]){"reap", "--once", "--dsn", f->dsn, "--interval",
+                            "-1", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"claimer reap: flag --hook-url: scheme \"ftp\" "
+                            "is not supported (expected http:// or https://)",
+                            NULL},
+      (const char *const[]){"reap", "--once", "--dsn", f->dsn, "--hook-url",
+                            "ftp://alerts.example/", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"claimer reap: flag --queue-sla: queue \"a\": "
+                            "SLA 0 is out of range",
+                            NULL},
+      (const char *const[]){"reap", "--once", "--dsn", f->dsn, "--queue-sla",
+                            "a:0", NULL});
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims "
+                                   "WHERE item_id = 'stale'"),
+                   1);
+  th_exec(f->raw, "DELETE FROM claimer.items WHERE item_id = 'stale'");
+}
+
 static void test_missing_required(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL,
@@ -856,6 +893,7 @@ int main(void) {
       T(test_injection_queue),
       T(test_negative_lease),
       T(test_unknown_flag),
+      T(test_reap_bad_config),
       T(test_missing_required),
       T(test_ndjson_bad_line),
       T(test_ndjson_skip_invalid),

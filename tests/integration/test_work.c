@@ -764,9 +764,7 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
-  /* CLAIMER_TEST_FILTER=test_sigstop runs one case (cmocka's pattern). */
-  if (getenv("CLAIMER_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("CLAIMER_TEST_FILTER"));
+  th_filter_from_env(); /* CLAIMER_TEST_FILTER=test_sigstop: one case */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notify_wakeup),
       cmocka_unit_test(test_weights),
