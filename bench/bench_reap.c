@@ -19,6 +19,21 @@
  *            the cycle prepared, run on the reaper's own connection (so with
  *            the plan it uses) inside a transaction that is rolled back.
  *            What grows with H is the cost of retained history.
+ *   latency  the reaper's latency bound, with real processes: one
+ *            `claimer reap` daemon (--interval 1s) and, K times, one
+ *            `claimer work` holding 8 items (`sleep 600` each) that is
+ *            SIGKILLed.  The kill instant is taken on the database clock
+ *            (clock_timestamp() just before kill()); an item is claimable
+ *            again at greatest(raised_at of its lease_expired alert, its
+ *            run_at), the reap and any retry backoff.  Twice: with
+ *            worker-loss detection (heartbeat 0.5 s, lost after 3 of them)
+ *            and with it off (--worker-lost-after 1000, lease 3 s), so
+ *            that only lease expiry frees the items.  Each is held against
+ *            min(lease, lost_after x heartbeat) + interval + 1 s (the
+ *            largest backoff of attempt 1).  Needs --claimer; the
+ *            handlers live in sessions of their own, so this process
+ *            becomes their subreaper (Linux) and kills them after each
+ *            round.  The daemons' logs are kept in a temporary directory.
  *
  * It WIPES claimer.items, claims, results, deliveries, alerts and workers
  * (TRUNCATE ... CASCADE) before each case.  Without --dsn (and without
@@ -26,8 +41,12 @@
  * PostgreSQL, dropped and created afresh, and never the embedded claimer
  * database; given a DSN it refuses to run without --yes-wipe.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +55,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "claimer.h"
 
@@ -48,7 +70,8 @@ static const char usage_text[] =
     "usage: bench_reap [--dsn DSN --yes-wipe] [--leases N[,N...]]\n"
     "                  [--reapers P[,P...]] [--history H[,H...]]\n"
     "                  [--alert-history R] [--cycles K]\n"
-    "                  [--only backlog|history] [--plans]\n"
+    "                  [--claimer PATH] [--kills K]\n"
+    "                  [--only backlog|history|latency] [--plans]\n"
     "\n"
     "  --leases   backlog sizes of expired leases (100000,1000000)\n"
     "  --reapers  reaper processes at once, one run each (1)\n"
@@ -57,6 +80,9 @@ static const char usage_text[] =
     "  --alert-history  resolved alerts kept too, with each history (0)\n"
     "  --cycles   reaper cycles timed per history size, median shown (5)\n"
     "  --plans    print the whole EXPLAIN output, not just its summary\n"
+    "  --claimer  the claimer binary: runs the latency mode too, which\n"
+    "             SIGKILLs `claimer work` processes under `claimer reap`\n"
+    "  --kills    workers killed per latency variant, 8 items each (20)\n"
     "\n"
     "Before each case this WIPES the tables claimer.items, claims, results,\n"
     "deliveries, alerts and workers (TRUNCATE ... CASCADE).  Without --dsn\n"
@@ -594,6 +620,444 @@ static int bench_history(PGconn *p, const char *dsn, long h, int cycles) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* latency: from a killed worker to its items claimable again                */
+
+#define LAT_ITEMS 8
+
+/* One way the reaper frees a dead worker's items: the worker's options and
+ * the reaper's. */
+typedef struct lat_variant {
+  const char *name;
+  double lease_s, heartbeat_s, lost_after, interval_s;
+} lat_variant_t;
+
+static const lat_variant_t lat_variants[] = {
+    {"worker lost", 10, 0.5, 3, 1},
+    {"lease expiry", 3, 0.5, 1000, 1},
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Forks and runs argv[0] with stdin from /dev/null and stdout and stderr
+ * appended to log, in a process group of its own so that one kill() ends
+ * it and nothing else.  Returns the pid, or -1. */
+static pid_t spawn_logged(char *const argv[], const char *log) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
+        dup2(out, 2) < 0)
+      _exit(127);
+    execv(argv[0], argv);
+    dprintf(2, "bench_reap: cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  if (pid > 0)
+    setpgid(pid, pid); /* also here, so that no kill() can come first */
+  return pid;
+}
+
+/* Returns 1 when the file at path contains needle. */
+static int log_has(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  char line[4096];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f) != NULL)
+    found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
+/* Waits up to secs for pid to exit.  Returns 1 with its status in *st, or
+ * 0 when it is still running. */
+static int wait_exit(pid_t pid, double secs, int *st) {
+  double end = mono() + secs;
+  do {
+    if (waitpid(pid, st, WNOHANG) == pid)
+      return 1;
+    sleep_ms(20);
+  } while (mono() < end);
+  return 0;
+}
+
+/* Kills and waits for every child of this process but keep: the handlers
+ * of a killed worker, which run in sessions of their own and were handed
+ * to this process, their subreaper.  Scans again until none is left, as a
+ * handler's own children are handed over when it dies.  Returns how many
+ * it ended, or -1 where it cannot tell (not Linux). */
+static int end_orphans(pid_t keep) {
+#ifdef __linux__
+  int ended = 0;
+  for (int pass = 0; pass < 100; pass++) {
+    int found = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+      char *end;
+      long pid = strtol(e->d_name, &end, 10);
+      if (*end != '\0' || pid <= 0 || pid == (long)keep)
+        continue;
+      char path[64], buf[512];
+      snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+      FILE *f = fopen(path, "r");
+      if (f == NULL)
+        continue;
+      size_t n = fread(buf, 1, sizeof buf - 1, f);
+      fclose(f);
+      buf[n] = '\0';
+      /* The command name, in parentheses, may hold spaces and ')'. */
+      char *rp = strrchr(buf, ')'), state;
+      long ppid;
+      if (rp == NULL || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 ||
+          ppid != (long)getpid())
+        continue;
+      found++;
+      kill(-(pid_t)pid, SIGKILL); /* its group: a handler leads one */
+      kill((pid_t)pid, SIGKILL);
+      if (waitpid((pid_t)pid, NULL, 0) == (pid_t)pid)
+        ended++;
+    }
+    if (d != NULL)
+      closedir(d);
+    if (found == 0)
+      break;
+  }
+  return ended;
+#else
+  (void)keep;
+  return -1;
+#endif
+}
+
+/* The round's outcome: the latency of each item and when worker_lost was
+ * raised (seconds after the kill; lost < 0 when it was not). */
+typedef struct lat_round {
+  double lat[LAT_ITEMS];
+  double lost;
+  int n, missing_alerts, orphans;
+} lat_round_t;
+
+/* Polls sql (one text parameter, one count) until it gives want or secs
+ * pass.  Returns 0, or -1 on timeout, error or interruption (said). */
+static int wait_count(PGconn *p, const char *sql, const char *param, long want,
+                      double secs, const char *what) {
+  const char *pr[] = {param};
+  double end = mono() + secs;
+  long got = -1;
+  while (!interrupted) {
+    PGresult *r = q(p, sql, 1, pr);
+    if (r == NULL)
+      return -1;
+    got = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (got == want)
+      return 0;
+    if (mono() > end) {
+      fprintf(stderr, "bench_reap: %s: %ld, not %ld, after %.0f s\n", what, got,
+              want, secs);
+      return -1;
+    }
+    sleep_ms(20);
+  }
+  return -1;
+}
+
+/* One round: enqueues LAT_ITEMS items, starts worker lat-R on them, waits
+ * until it holds them all, kills it and waits until the reaper made them
+ * ready again.  Returns 0 with *out filled, or -1 (said). */
+static int lat_round(PGconn *p, const char *dsn, const char *claimer,
+                     const lat_variant_t *v, int round, pid_t reaper,
+                     const char *wlog, lat_round_t *out) {
+  char name[32], like[40], lease[32], hb[32];
+  snprintf(name, sizeof name, "lat-%d", round);
+  snprintf(like, sizeof like, "lat-%d-%%", round);
+  snprintf(lease, sizeof lease, "%gs", v->lease_s);
+  snprintf(hb, sizeof hb, "%gs", v->heartbeat_s);
+  memset(out, 0, sizeof *out);
+  out->lost = -1;
+  const char *pn[] = {name};
+  if (run(p,
+          "INSERT INTO claimer.items (item_id, queue)"
+          " SELECT $1 || '-' || g, 'lat' FROM generate_series(1, 8) g",
+          1, pn) != 0)
+    return -1;
+  char *argv[] = {(char *)claimer,
+                  "work",
+                  "--dsn",
+                  (char *)dsn,
+                  "-q",
+                  "lat",
+                  "--exec",
+                  "sleep 600",
+                  "--concurrency",
+                  "8",
+                  "--lease",
+                  lease,
+                  "--heartbeat",
+                  hb,
+                  "--poll",
+                  "0.2s",
+                  "--name",
+                  name,
+                  NULL};
+  pid_t w = spawn_logged(argv, wlog);
+  if (w < 0) {
+    perror("bench_reap: fork");
+    return -1;
+  }
+  int rc = wait_count(p,
+                      "SELECT count(*) FROM claimer.claims"
+                      " WHERE worker_id = $1",
+                      name, LAT_ITEMS, 30, "claims of the worker");
+  /* In its steady state: a heartbeat since its claims, then a random part
+   * of a heartbeat interval, so that the kill falls anywhere in it. */
+  if (rc == 0)
+    rc = wait_count(p,
+                    "SELECT count(*) FROM claimer.workers"
+                    " WHERE worker_id = $1 AND heartbeat_at >"
+                    "       (SELECT max(claimed_at) FROM claimer.claims"
+                    "         WHERE worker_id = $1)",
+                    name, 1, 10, "heartbeats of the worker after its claims");
+  if (rc == 0)
+    sleep_ms(random() % (long)(v->heartbeat_s * 1000));
+  char kill_at[64] = "";
+  if (rc == 0 && !interrupted) {
+    /* The kill instant on the database clock, which the alerts and run_at
+     * are on too: a round trip before the kill, so a little early. */
+    PGresult *r = q(p, "SELECT clock_timestamp()::text", 0, NULL);
+    if (r != NULL)
+      snprintf(kill_at, sizeof kill_at, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    rc = r != NULL ? 0 : -1;
+  }
+  kill(-w, SIGKILL);
+  int st;
+  waitpid(w, &st, 0);
+  if (rc == 0 && WIFEXITED(st)) {
+    fprintf(stderr,
+            "bench_reap: the worker exited (%d) before the kill; "
+            "see %s\n",
+            WEXITSTATUS(st), wlog);
+    rc = -1;
+  }
+  if (rc == 0) {
+    double bound = (v->lost_after * v->heartbeat_s < v->lease_s
+                        ? v->lost_after * v->heartbeat_s
+                        : v->lease_s) +
+                   v->interval_s + 1;
+    rc = wait_count(p,
+                    "SELECT count(*) FROM claimer.items"
+                    " WHERE item_id LIKE $1 AND state = 'ready'",
+                    like, LAT_ITEMS, bound + 30, "items ready again");
+  }
+  if (rc == 0) {
+    const char *pr[] = {like, kill_at};
+    PGresult *r = q(p,
+                    "SELECT extract(epoch FROM greatest(a.raised_at, i.run_at)"
+                    "                          - $2::timestamptz)::float8,"
+                    "       a.alert_id IS NULL"
+                    "  FROM claimer.items i"
+                    "  LEFT JOIN claimer.alerts a"
+                    "    ON a.kind = 'lease_expired' AND a.subject = i.item_id"
+                    "   AND a.raised_at >= $2::timestamptz"
+                    " WHERE i.item_id LIKE $1",
+                    2, pr);
+    for (int k = 0; r != NULL && k < PQntuples(r) && k < LAT_ITEMS; k++) {
+      out->lat[out->n++] = atof(PQgetvalue(r, k, 0));
+      out->missing_alerts += PQgetvalue(r, k, 1)[0] == 't';
+    }
+    PQclear(r);
+    const char *pl[] = {name, kill_at};
+    r = q(p,
+          "SELECT extract(epoch FROM raised_at - $2::timestamptz)::float8"
+          "  FROM claimer.alerts WHERE kind = 'worker_lost' AND subject = $1"
+          "   AND raised_at >= $2::timestamptz",
+          2, pl);
+    if (r != NULL && PQntuples(r) > 0)
+      out->lost = atof(PQgetvalue(r, 0, 0));
+    PQclear(r);
+  }
+  out->orphans = end_orphans(reaper);
+  /* Out of the way of the next round's worker, which takes queue lat. */
+  if (run(p, "DELETE FROM claimer.items WHERE item_id LIKE $1", 1,
+          (const char *const[]){like}) != 0)
+    rc = -1;
+  return rc;
+}
+
+/* Runs one variant: a reaper daemon, kills rounds, the figures.  Returns
+ * 0, or -1 when something failed (said). */
+static int bench_latency_variant(PGconn *p, const char *dsn,
+                                 const char *claimer, const lat_variant_t *v,
+                                 int kills, const char *dir, int tag) {
+  if (wipe(p) != 0)
+    return -1;
+  double detect = v->lost_after * v->heartbeat_s < v->lease_s
+                      ? v->lost_after * v->heartbeat_s
+                      : v->lease_s;
+  double bound = detect + v->interval_s + 1;
+  char rlog[600], wlog[600], every[32], lost[32];
+  snprintf(rlog, sizeof rlog, "%s/reap-%d.log", dir, tag);
+  snprintf(wlog, sizeof wlog, "%s/work-%d.log", dir, tag);
+  snprintf(every, sizeof every, "%gs", v->interval_s);
+  snprintf(lost, sizeof lost, "%g", v->lost_after);
+  printf("latency  %s: lease %g s, heartbeat %g s, reaper --interval %s "
+         "--worker-lost-after %s; %d kills of %d items; logs %s\n",
+         v->name, v->lease_s, v->heartbeat_s, every, lost, kills, LAT_ITEMS,
+         dir);
+  fflush(stdout);
+  char *argv[] = {(char *)claimer,       "reap",       "--dsn",
+                  (char *)dsn,           "--interval", every,
+                  "--worker-lost-after", lost,         NULL};
+  pid_t reaper = spawn_logged(argv, rlog);
+  if (reaper < 0) {
+    perror("bench_reap: fork");
+    return -1;
+  }
+  int rc = 0, st = 0, exited = 0;
+  double end = mono() + 15;
+  while (!log_has(rlog, "db_connected") && !interrupted) {
+    if ((exited = waitpid(reaper, &st, WNOHANG) == reaper) || mono() > end) {
+      fprintf(stderr, "bench_reap: the reaper did not connect; see %s\n", rlog);
+      rc = -1;
+      break;
+    }
+    sleep_ms(20);
+  }
+
+  double *lat = calloc((size_t)kills * LAT_ITEMS, sizeof *lat);
+  double *lostv = calloc((size_t)kills, sizeof *lostv);
+  int n = 0, nlost = 0, missing = 0, orphans = 0;
+  for (int k = 1; k <= kills && rc == 0 && !interrupted; k++) {
+    lat_round_t o;
+    if (lat_round(p, dsn, claimer, v, k, reaper, wlog, &o) != 0) {
+      rc = -1;
+      break;
+    }
+    double lo = o.lat[0], hi = o.lat[0];
+    for (int i = 0; i < o.n; i++) {
+      lat[n++] = o.lat[i];
+      lo = o.lat[i] < lo ? o.lat[i] : lo;
+      hi = o.lat[i] > hi ? o.lat[i] : hi;
+    }
+    if (o.lost >= 0)
+      lostv[nlost++] = o.lost;
+    missing += o.missing_alerts;
+    orphans += o.orphans > 0 ? o.orphans : 0;
+    char losts[48] = "no worker_lost";
+    if (o.lost >= 0)
+      snprintf(losts, sizeof losts, "worker_lost +%.2f s", o.lost);
+    printf("  %s  kill %2d/%d: %s, %d items claimable again "
+           "+%.2f..%.2f s%s\n",
+           v->name, k, kills, losts, o.n, lo, hi, hi > bound ? "  OVER" : "");
+    fflush(stdout);
+  }
+  if (interrupted) {
+    fprintf(stderr, "bench_reap: interrupted\n");
+    rc = -1;
+  }
+
+  /* The reaper ends on SIGTERM after the statement in flight, exits 0 and
+   * logs reaper_stopped. */
+  if (!exited) {
+    kill(reaper, SIGTERM);
+    if (!wait_exit(reaper, 15, &st)) {
+      fprintf(stderr, "bench_reap: the reaper ignored SIGTERM for 15 s\n");
+      kill(-reaper, SIGKILL);
+      waitpid(reaper, &st, 0);
+    }
+  }
+  int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  int stopped = log_has(rlog, "reaper_stopped");
+  end_orphans(0);
+
+  if (n > 0) {
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    int over = 0;
+    for (int i = 0; i < n; i++)
+      over += lat[i] > bound;
+    int i99 = (int)(n * 0.99) < n ? (int)(n * 0.99) : n - 1;
+    printf("latency  %s: samples=%d  p50=%.2f s  p99=%.2f s  max=%.2f s  "
+           "bound %.2f s = min(lease %g, %g x heartbeat %g) + interval %g + "
+           "backoff 1; over the bound: %d\n",
+           v->name, n, lat[n / 2], lat[i99], lat[n - 1], bound, v->lease_s,
+           v->lost_after, v->heartbeat_s, v->interval_s, over);
+    if (nlost > 0) {
+      qsort(lostv, (size_t)nlost, sizeof *lostv, cmp_double);
+      printf("  worker_lost raised after the kill: p50=%.2f s  max=%.2f s "
+             "(%d of %d kills)\n",
+             lostv[nlost / 2], lostv[nlost - 1], nlost, kills);
+    } else {
+      printf("  worker_lost raised after the kill: never\n");
+    }
+    printf("  %d items without a lease_expired alert; %d orphaned handler "
+           "processes (sh, sleep) killed\n",
+           missing, orphans);
+  }
+  printf("  reaper: %s, %s (%s)\n", clean ? "exit 0" : "DID NOT EXIT 0",
+         stopped ? "reaper_stopped logged" : "NO reaper_stopped IN ITS LOG",
+         rlog);
+  fflush(stdout);
+  free(lat);
+  free(lostv);
+  return rc == 0 && clean && stopped && missing == 0 ? 0 : -1;
+}
+
+/* The latency mode: both variants, under SIGINT and SIGTERM handlers so
+ * that an interrupted run still ends what it started. */
+static int bench_latency(PGconn *p, const char *dsn, const char *claimer,
+                         int kills) {
+  char dir[512];
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/bench_reap.XXXXXX",
+           tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+  if (mkdtemp(dir) == NULL) {
+    perror("bench_reap: mkdtemp");
+    return -1;
+  }
+#ifdef __linux__
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+    perror("bench_reap: PR_SET_CHILD_SUBREAPER");
+#else
+  printf("latency  (the handlers of killed workers, sleep 600, are left to "
+         "finish by themselves here)\n");
+#endif
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  srandom((unsigned)getpid() ^ (unsigned)time(NULL));
+  int failed = 0;
+  for (size_t i = 0;
+       i < sizeof lat_variants / sizeof lat_variants[0] && !interrupted; i++)
+    failed |= bench_latency_variant(p, dsn, claimer, &lat_variants[i], kills,
+                                    dir, (int)i + 1) != 0;
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+#ifdef __linux__
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+#endif
+  return failed || interrupted ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
 
 /* Parses "a,b,c" into up to MAX_LIST values >= min.  Returns the count, or
  * 0 when malformed. */
@@ -640,10 +1104,11 @@ static int embedded_db(char *out, size_t n) {
 }
 
 int main(int argc, char **argv) {
-  const char *dsn = getenv("CLAIMER_DSN"), *only = NULL;
+  const char *dsn = getenv("CLAIMER_DSN"), *only = NULL, *claimer = NULL;
   long leases[MAX_LIST] = {100000, 1000000}, reapers[MAX_LIST] = {1};
   long history[MAX_LIST] = {100000};
   int nleases = 2, nreapers = 1, nhistory = 1, cycles = 5, yes_wipe = 0;
+  int kills = 20;
   static const struct option opts[] = {
       {"dsn", required_argument, NULL, 'd'},
       {"yes-wipe", no_argument, NULL, 'Y'},
@@ -654,6 +1119,8 @@ int main(int argc, char **argv) {
       {"alert-history", required_argument, NULL, 'A'},
       {"only", required_argument, NULL, 'o'},
       {"plans", no_argument, NULL, 'p'},
+      {"claimer", required_argument, NULL, 'c'},
+      {"kills", required_argument, NULL, 'K'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -689,6 +1156,13 @@ int main(int argc, char **argv) {
     case 'p':
       show_plans = 1;
       break;
+    case 'c':
+      claimer = optarg;
+      break;
+    case 'K':
+      kills = atoi(optarg);
+      bad |= kills < 1 || kills > 1000;
+      break;
     case 'h':
       fputs(usage_text, stdout);
       return 0;
@@ -698,8 +1172,17 @@ int main(int argc, char **argv) {
   }
   for (int i = 0; i < nreapers; i++)
     bad |= reapers[i] > 64;
-  if (only && strcmp(only, "backlog") != 0 && strcmp(only, "history") != 0)
+  if (only && strcmp(only, "backlog") != 0 && strcmp(only, "history") != 0 &&
+      strcmp(only, "latency") != 0)
     bad = 1;
+  if (only && strcmp(only, "latency") == 0 && claimer == NULL) {
+    fprintf(stderr, "bench_reap: --only latency needs --claimer PATH\n");
+    bad = 1;
+  }
+  if (claimer != NULL && access(claimer, X_OK) != 0) {
+    fprintf(stderr, "bench_reap: %s: %s\n", claimer, strerror(errno));
+    bad = 1;
+  }
   if (bad || optind != argc) {
     fputs(usage_text, stderr);
     return 2;
@@ -742,6 +1225,8 @@ int main(int argc, char **argv) {
   if (only == NULL || strcmp(only, "history") == 0)
     for (int i = 0; i < nhistory; i++)
       failed |= bench_history(p, dsn, history[i], cycles) != 0;
+  if (claimer != NULL && (only == NULL || strcmp(only, "latency") == 0))
+    failed |= bench_latency(p, dsn, claimer, kills) != 0;
   wipe(p);
   cl_conn_free(&c);
   return failed;

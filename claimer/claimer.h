@@ -176,7 +176,8 @@ typedef struct cl_item {
   const char *queue;    /* required */
   const char *payload;  /* JSON text, NULL for JSON null */
   int priority;         /* higher is claimed first */
-  int max_attempts;     /* 0: the default (25) */
+  int max_attempts;     /* 0: the queue's policy (claimer.queue_policy,
+                           which the reaper writes; 25 when none) */
   double run_in;        /* seconds from now (database clock), >= 0 */
 } cl_item_t;
 

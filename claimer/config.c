@@ -49,6 +49,8 @@
  * exact seconds hold. */
 #define LONG_MAX_S 3.2e9
 #define DAY_S 86400
+/* The most attempts an item may be given, as the enqueue checks it too. */
+#define ATTEMPTS_MAX 1000000
 
 /* ------------------------------------------------------------------------ */
 /* The key table                                                             */
@@ -62,7 +64,9 @@ typedef enum kind {
   K_SIZE,     /* size_t bytes in [min, max] */
   K_QUEUES,   /* cl_config_queue_t *, with the count right after it */
   K_URL,      /* char *, an http(s) URL; its password never echoed */
-  K_SLAS,     /* char **names, double *seconds, size_t count, in a row */
+  K_QMAP,     /* a per-queue map: char **names, then the values (double *
+                 or int *, each checked against the row's item), then
+                 size_t count, in a row */
 } kind_t;
 
 typedef struct keydef {
@@ -76,6 +80,10 @@ typedef struct keydef {
   /* K_STRING: returns 0 or an error with a message; NULL: check_text */
   int (*check)(const char *s, char *err, size_t errlen);
   const char *zero; /* what 0 (or unset) means, for the printer */
+  /* K_QMAP: the row each value is checked against, a K_DURATION or a
+   * K_INT whose path names the value in messages ("queue "q": SLA ...") */
+  const struct keydef *item;
+  bool policy; /* part of the queue retry policy the reaper stores */
 } keydef_t;
 
 static int check_text(const char *s, char *err, size_t errlen);
@@ -86,6 +94,14 @@ static const char *const level_names[] = {"debug", "info", "warning", "error",
                                           NULL};
 
 #define OFF(field) offsetof(cl_config_t, field)
+
+/* The values of the per-queue maps. */
+static const keydef_t sla_item = {
+    .path = "SLA", .kind = K_DURATION, .max = LONG_MAX_S, .min_open = true};
+static const keydef_t attempts_item = {
+    .path = "max_attempts", .kind = K_INT, .min = 1, .max = ATTEMPTS_MAX};
+static const keydef_t backoff_item = {
+    .path = "backoff", .kind = K_DURATION, .max = DAY_S, .min_open = true};
 
 /* The environment name of a row is CLAIMER_ and its path in upper case
  * with dots as underscores, so a new key must not land on a name other
@@ -125,8 +141,20 @@ static const keydef_t keys[] = {
      1000},
     {"reaper.sla", K_DURATION, OFF(reaper.sla_s), 3600, 0, LONG_MAX_S,
      .min_open = true},
-    {"reaper.queue_sla", K_SLAS, OFF(reaper.queue_sla_names),
+    {"reaper.queue_sla", K_QMAP, OFF(reaper.queue_sla_names), .item = &sla_item,
      .zero = "reaper.sla for every queue"},
+    {"reaper.max_attempts", K_INT, OFF(reaper.max_attempts), 25, 1,
+     ATTEMPTS_MAX, .policy = true},
+    {"reaper.backoff", K_DURATION, OFF(reaper.backoff_s), 1, 0, DAY_S,
+     .min_open = true, .policy = true},
+    {"reaper.backoff_max", K_DURATION, OFF(reaper.backoff_max_s), 3600, 0,
+     31 * DAY_S, .min_open = true, .policy = true},
+    {"reaper.queue_max_attempts", K_QMAP, OFF(reaper.queue_max_attempts_names),
+     .item = &attempts_item, .zero = "reaper.max_attempts for every queue",
+     .policy = true},
+    {"reaper.queue_backoff", K_QMAP, OFF(reaper.queue_backoff_names),
+     .item = &backoff_item, .zero = "reaper.backoff for every queue",
+     .policy = true},
     {"reaper.retention.done", K_DURATION, OFF(reaper.retention.done_s),
      7 * DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
     {"reaper.retention.dead", K_DURATION, OFF(reaper.retention.dead_s), 0, 0,
@@ -151,23 +179,27 @@ _Static_assert(sizeof(cl_log_format_t) == sizeof(int) &&
                    sizeof(cl_log_level_t) == sizeof(int),
                "K_ENUM fields are accessed as int");
 
-/* A queue inside a YAML list is checked against this row, and the SLA of
- * one queue in reaper.queue_sla against the other. */
+/* The weight of a queue inside a YAML list is checked against this row. */
 static const keydef_t weight_key = {"weight", K_INT, 0, 1, 1, WEIGHT_MAX};
-static const keydef_t sla_key = {
-    .path = "SLA", .kind = K_DURATION, .max = LONG_MAX_S, .min_open = true};
 
 _Static_assert(offsetof(cl_config_t, worker.nqueues) ==
                    offsetof(cl_config_t, worker.queues) +
                        sizeof(cl_config_queue_t *),
                "a K_QUEUES count follows its array");
-_Static_assert(offsetof(cl_config_t, reaper.queue_sla_s) ==
-                       offsetof(cl_config_t, reaper.queue_sla_names) +
-                           sizeof(char **) &&
-                   offsetof(cl_config_t, reaper.nqueue_sla) ==
-                       offsetof(cl_config_t, reaper.queue_sla_s) +
-                           sizeof(double *),
-               "a K_SLAS field is names, seconds and count in a row");
+#define QMAP_LAYOUT(names, values, count)                                      \
+  _Static_assert(offsetof(cl_config_t, values) ==                              \
+                         offsetof(cl_config_t, names) + sizeof(char **) &&     \
+                     offsetof(cl_config_t, count) ==                           \
+                         offsetof(cl_config_t, values) + sizeof(void *),       \
+                 "a K_QMAP field is names, values and count in a row")
+QMAP_LAYOUT(reaper.queue_sla_names, reaper.queue_sla_s, reaper.nqueue_sla);
+QMAP_LAYOUT(reaper.queue_max_attempts_names, reaper.queue_max_attempts,
+            reaper.nqueue_max_attempts);
+QMAP_LAYOUT(reaper.queue_backoff_names, reaper.queue_backoff_s,
+            reaper.nqueue_backoff);
+_Static_assert(sizeof(double *) == sizeof(void *) &&
+                   sizeof(int *) == sizeof(void *),
+               "a K_QMAP field's values are one pointer");
 
 static void *field(const cl_config_t *cfg, const keydef_t *k) {
   return (char *)cfg + k->offset;
@@ -178,13 +210,17 @@ static size_t *queue_count(void *f) {
   return (size_t *)((char *)f + sizeof(cl_config_queue_t *));
 }
 
-/* The parts of a K_SLAS field f. */
-static char ***sla_names(void *f) { return (char ***)f; }
-static double **sla_secs(void *f) {
+/* The parts of a K_QMAP field f: the values are secs or ints as the
+ * row's item is a K_DURATION or a K_INT. */
+static char ***qmap_names(void *f) { return (char ***)f; }
+static double **qmap_secs(void *f) {
   return (double **)((char *)f + sizeof(char **));
 }
-static size_t *sla_count(void *f) {
-  return (size_t *)((char *)f + sizeof(char **) + sizeof(double *));
+static int **qmap_ints(void *f) {
+  return (int **)((char *)f + sizeof(char **));
+}
+static size_t *qmap_count(void *f) {
+  return (size_t *)((char *)f + sizeof(char **) + sizeof(void *));
 }
 
 /* Returns true for the kinds held as one malloc'd string. */
@@ -194,7 +230,7 @@ static bool is_string(const keydef_t *k) {
 
 /* Returns true for the kinds that own memory. */
 static bool is_owned(const keydef_t *k) {
-  return is_string(k) || k->kind == K_QUEUES || k->kind == K_SLAS;
+  return is_string(k) || k->kind == K_QUEUES || k->kind == K_QMAP;
 }
 
 static size_t key_index(const keydef_t *k) { return (size_t)(k - keys); }
@@ -381,9 +417,10 @@ typedef struct value {
   char *s;              /* K_STRING, K_DSN, K_URL; NULL: unset */
   cl_config_queue_t *q; /* K_QUEUES */
   size_t nq;
-  char **sn;  /* K_SLAS: the queue names ... */
-  double *sd; /* ... and their seconds */
-  size_t ns;
+  char **mn;  /* K_QMAP: the queue names ... */
+  double *md; /* ... and their values: seconds (a K_DURATION item) ... */
+  int *mi;    /* ... or integers (a K_INT item) */
+  size_t nm;
 } value_t;
 
 static void queues_free(cl_config_queue_t *q, size_t n) {
@@ -392,17 +429,14 @@ static void queues_free(cl_config_queue_t *q, size_t n) {
   free(q);
 }
 
-static void slas_free(char **names, double *secs, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
-  free(secs);
-}
-
 static void value_free(value_t *v) {
   free(v->s);
   queues_free(v->q, v->nq);
-  slas_free(v->sn, v->sd, v->ns);
+  for (size_t i = 0; i < v->nm; i++)
+    free(v->mn[i]);
+  free(v->mn);
+  free(v->md);
+  free(v->mi);
   *v = (value_t){0};
 }
 
@@ -426,29 +460,68 @@ static int queue_push(value_t *v, const char *name, int weight) {
   return 0;
 }
 
-/* Returns the index of the SLA of the queue called name in v, or -1. */
-static long sla_find(const value_t *v, const char *name) {
-  for (size_t i = 0; i < v->ns; i++)
-    if (strcmp(v->sn[i], name) == 0)
+/* Returns the index of the queue called name in the per-queue map v, or
+ * -1. */
+static long qmap_find(const value_t *v, const char *name) {
+  for (size_t i = 0; i < v->nm; i++)
+    if (strcmp(v->mn[i], name) == 0)
       return (long)i;
   return -1;
 }
 
-/* Appends a copy of name with its SLA of seconds to v.  Returns 0 or
- * CL_ENOMEM. */
-static int sla_push(value_t *v, const char *name, double seconds) {
-  char **sn = realloc(v->sn, (v->ns + 1) * sizeof *sn);
-  if (sn == NULL)
+/* Returns entry i of the per-queue map v as a value of row item. */
+static value_t qmap_get(const value_t *v, const keydef_t *item, size_t i) {
+  value_t one = {0};
+  if (item->kind == K_INT)
+    one.i = v->mi[i];
+  else
+    one.d = v->md[i];
+  return one;
+}
+
+/* Appends a copy of name with one (a value of row item) to the per-queue
+ * map v.  Returns 0 or CL_ENOMEM. */
+static int qmap_push(value_t *v, const keydef_t *item, const char *name,
+                     const value_t *one) {
+  char **mn = realloc(v->mn, (v->nm + 1) * sizeof *mn);
+  if (mn == NULL)
     return CL_ENOMEM;
-  v->sn = sn;
-  double *sd = realloc(v->sd, (v->ns + 1) * sizeof *sd);
-  if (sd == NULL)
+  v->mn = mn;
+  if (item->kind == K_INT) {
+    int *mi = realloc(v->mi, (v->nm + 1) * sizeof *mi);
+    if (mi == NULL)
+      return CL_ENOMEM;
+    v->mi = mi;
+    mi[v->nm] = (int)one->i;
+  } else {
+    double *md = realloc(v->md, (v->nm + 1) * sizeof *md);
+    if (md == NULL)
+      return CL_ENOMEM;
+    v->md = md;
+    md[v->nm] = one->d;
+  }
+  if ((mn[v->nm] = strdup(name)) == NULL)
     return CL_ENOMEM;
-  v->sd = sd;
-  if ((sn[v->ns] = strdup(name)) == NULL)
-    return CL_ENOMEM;
-  sd[v->ns++] = seconds;
+  v->nm++;
   return 0;
+}
+
+/* Reads the K_QMAP field f of row k into v, borrowing its arrays. */
+static void qmap_load(const keydef_t *k, void *f, value_t *v) {
+  v->mn = *qmap_names(f);
+  v->md = k->item->kind == K_INT ? NULL : *qmap_secs(f);
+  v->mi = k->item->kind == K_INT ? *qmap_ints(f) : NULL;
+  v->nm = *qmap_count(f);
+}
+
+/* Points the K_QMAP field f of row k at v's arrays. */
+static void qmap_save(const keydef_t *k, void *f, const value_t *v) {
+  *qmap_names(f) = v->mn;
+  if (k->item->kind == K_INT)
+    *qmap_ints(f) = v->mi;
+  else
+    *qmap_secs(f) = v->md;
+  *qmap_count(f) = v->nm;
 }
 
 /* Parses an optional '-' and decimal digits.  Returns 0, -1 when text is
@@ -604,8 +677,9 @@ static void expected(char *out, size_t n, const keydef_t *k) {
   case K_URL:
     snprintf(out, n, "a URL");
     break;
-  case K_SLAS:
-    snprintf(out, n, "a map of queue names to durations");
+  case K_QMAP:
+    snprintf(out, n, "a map of queue names to %s",
+             k->item->kind == K_INT ? "integers" : "durations");
     break;
   }
 }
@@ -789,7 +863,8 @@ static char *url_redact(const char *url) {
 }
 
 static int parse_queue_text(const char *text, value_t *v, char *why, size_t n);
-static int parse_sla_text(const char *text, value_t *v, char *why, size_t n);
+static int parse_qmap_text(const keydef_t *item, const char *text, value_t *v,
+                           char *why, size_t n);
 
 /* Parses text as a value of row k into *v (which the caller frees).
  * Returns 0, CL_ECONFIG with the reason in why (without the key's name),
@@ -812,8 +887,8 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
     if (check_url(text, why, n) != 0)
       return CL_ECONFIG;
     return (v->s = strdup(text)) == NULL ? CL_ENOMEM : 0;
-  case K_SLAS:
-    return parse_sla_text(text, v, why, n);
+  case K_QMAP:
+    return parse_qmap_text(k->item, text, v, why, n);
   case K_ENUM: {
     span_t cand[8];
     size_t nc = 0;
@@ -872,13 +947,13 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
   return 0;
 }
 
-/* Checks a queue name, and that v has room for one more queue (or SLA).
- * Returns 0 or CL_ECONFIG with the reason in why. */
+/* Checks a queue name, and that v has room for one more queue (or entry
+ * of a per-queue map).  Returns 0 or CL_ECONFIG with the reason in why. */
 static int check_queue(const value_t *v, const char *name, char *why,
                        size_t n) {
   if (cl_check_queue(name, why, n) != 0)
     return CL_ECONFIG;
-  if (v->nq >= CL_CONFIG_QUEUES_MAX || v->ns >= CL_CONFIG_QUEUES_MAX) {
+  if (v->nq >= CL_CONFIG_QUEUES_MAX || v->nm >= CL_CONFIG_QUEUES_MAX) {
     set_err(why, n, "more than %d queues", CL_CONFIG_QUEUES_MAX);
     return CL_ECONFIG;
   }
@@ -933,10 +1008,23 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
   }
 }
 
-/* Parses "NAME:DURATION,..." (spaces around items allowed; "" is no SLAs).
- * The duration is what follows the last ':', since a duration never holds
- * one and a queue name may. */
-static int parse_sla_text(const char *text, value_t *v, char *why, size_t n) {
+/* Writes "queue "SHOWN": LABEL REASON" into why, for a bad value of the
+ * per-queue map whose values are rows like item; the label takes a colon
+ * when the reason does not start with the value ("expected an integer,
+ * got ..."). */
+static void qmap_why(char *why, size_t n, const char *shown,
+                     const keydef_t *item, const char *reason) {
+  bool bare = strncmp(reason, "expected ", 9) == 0;
+  set_err(why, n, "queue \"%s\": %s%s%s", shown, item->path, bare ? ": " : " ",
+          reason);
+}
+
+/* Parses "NAME:VALUE,..." (spaces around items allowed; "" is an empty
+ * map), each VALUE a value of row item.  The value is what follows the
+ * last ':', since a duration or an integer never holds one and a queue
+ * name may. */
+static int parse_qmap_text(const keydef_t *item, const char *text, value_t *v,
+                           char *why, size_t n) {
   const char *p = text;
   if (*p == '\0')
     return 0;
@@ -947,37 +1035,37 @@ static int parse_sla_text(const char *text, value_t *v, char *why, size_t n) {
       s++;
     while (e > s && e[-1] == ' ')
       e--;
-    char *item = strndup(s, (size_t)(e - s));
-    if (item == NULL)
+    char *name = strndup(s, (size_t)(e - s));
+    if (name == NULL)
       return CL_ENOMEM;
-    char *colon = strrchr(item, ':');
+    char *colon = strrchr(name, ':');
     char shown[ECHO_LEN];
     value_t d = {0};
     int rc = 0;
     if (colon != NULL)
       *colon = '\0';
-    if (check_queue(v, item, why, n) != 0) {
+    if (check_queue(v, name, why, n) != 0) {
       rc = CL_ECONFIG;
     } else if (colon == NULL || colon[1] == '\0') {
-      echo(shown, item, true);
-      set_err(why, n, "queue \"%s\" has no SLA (expected NAME:DURATION)",
-              shown);
+      echo(shown, name, true);
+      set_err(why, n, "queue \"%s\" has no %s (expected NAME:%s)", shown,
+              item->path, item->kind == K_INT ? "INTEGER" : "DURATION");
       rc = CL_ECONFIG;
-    } else if (sla_find(v, item) >= 0) {
-      echo(shown, item, true);
+    } else if (qmap_find(v, name) >= 0) {
+      echo(shown, name, true);
       set_err(why, n, "queue \"%s\" is listed twice", shown);
       rc = CL_ECONFIG;
     } else {
       char dwhy[256];
-      if (parse_text(&sla_key, colon + 1, &d, dwhy, sizeof dwhy) != 0) {
-        echo(shown, item, true);
-        set_err(why, n, "queue \"%s\": SLA %s", shown, dwhy);
+      if (parse_text(item, colon + 1, &d, dwhy, sizeof dwhy) != 0) {
+        echo(shown, name, true);
+        qmap_why(why, n, shown, item, dwhy);
         rc = CL_ECONFIG;
       }
     }
     if (rc == 0)
-      rc = sla_push(v, item, d.d);
-    free(item);
+      rc = qmap_push(v, item, name, &d);
+    free(name);
     if (rc != 0 || p[len] == '\0')
       return rc;
     p += len + 1;
@@ -1019,11 +1107,11 @@ static void field_free(cl_config_t *cfg, const keydef_t *k) {
     queues_free(*(cl_config_queue_t **)f, *queue_count(f));
     *(cl_config_queue_t **)f = NULL;
     *queue_count(f) = 0;
-  } else if (k->kind == K_SLAS) {
-    slas_free(*sla_names(f), *sla_secs(f), *sla_count(f));
-    *sla_names(f) = NULL;
-    *sla_secs(f) = NULL;
-    *sla_count(f) = 0;
+  } else if (k->kind == K_QMAP) {
+    value_t m = {0};
+    qmap_load(k, f, &m);
+    value_free(&m);
+    qmap_save(k, f, &m);
   }
 }
 
@@ -1065,13 +1153,12 @@ static void store(cl_config_t *cfg, const keydef_t *k, value_t *v) {
     v->q = NULL;
     v->nq = 0;
     break;
-  case K_SLAS:
-    *sla_names(f) = v->sn;
-    *sla_secs(f) = v->sd;
-    *sla_count(f) = v->ns;
-    v->sn = NULL;
-    v->sd = NULL;
-    v->ns = 0;
+  case K_QMAP:
+    qmap_save(k, f, v);
+    v->mn = NULL;
+    v->md = NULL;
+    v->mi = NULL;
+    v->nm = 0;
     break;
   }
 }
@@ -1101,10 +1188,8 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
     } else if (keys[i].kind == K_QUEUES) {
       *(cl_config_queue_t **)f = NULL;
       *queue_count(f) = 0;
-    } else if (keys[i].kind == K_SLAS) {
-      *sla_names(f) = NULL;
-      *sla_secs(f) = NULL;
-      *sla_count(f) = 0;
+    } else if (keys[i].kind == K_QMAP) {
+      qmap_save(&keys[i], f, &(value_t){0});
     }
   }
   for (size_t i = 0; i < NKEYS; i++) {
@@ -1119,9 +1204,13 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
       const cl_config_queue_t *q = *(cl_config_queue_t **)sf;
       for (size_t j = 0; ok && j < *queue_count(sf); j++)
         ok = queue_push(&v, q[j].name, q[j].weight) == 0;
-    } else if (k->kind == K_SLAS) {
-      for (size_t j = 0; ok && j < *sla_count(sf); j++)
-        ok = sla_push(&v, (*sla_names(sf))[j], (*sla_secs(sf))[j]) == 0;
+    } else if (k->kind == K_QMAP) {
+      value_t m = {0};
+      qmap_load(k, sf, &m);
+      for (size_t j = 0; ok && j < m.nm; j++) {
+        value_t one = qmap_get(&m, k->item, j);
+        ok = qmap_push(&v, k->item, m.mn[j], &one) == 0;
+      }
     }
     if (ok && is_owned(k))
       store(dst, k, &v);
@@ -1159,6 +1248,13 @@ double cl_config_heartbeat_s(const cl_config_t *cfg) {
 int cl_config_prefetch(const cl_config_t *cfg) {
   return cfg->worker.prefetch > 0 ? cfg->worker.prefetch
                                   : (cfg->worker.concurrency + 3) / 4;
+}
+
+int cl_config_queue_policy_set(const cl_config_t *cfg) {
+  for (size_t i = 0; i < NKEYS; i++)
+    if (keys[i].policy && cfg->origin_[i] != NULL)
+      return 1;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1606,10 +1702,11 @@ static int queue_item(loader_t *L, const node_t *item, size_t index,
   return 0;
 }
 
-/* Reads the map of reaper.queue_sla (queue name: duration) into v. */
-static int sla_map(loader_t *L, const keydef_t *k, const node_t *map,
-                   value_t *v) {
-  char why[512];
+/* Reads the map of the per-queue row k (queue name: value) into v. */
+static int qmap_yaml(loader_t *L, const keydef_t *k, const node_t *map,
+                     value_t *v) {
+  char why[512], want[64];
+  expected(want, sizeof want, k->item);
   size_t first_line[CL_CONFIG_QUEUES_MAX];
   for (size_t i = 0; i + 1 < map->nkids; i += 2) {
     const node_t *name = map->kids[i], *val = map->kids[i + 1];
@@ -1620,20 +1717,20 @@ static int sla_map(loader_t *L, const keydef_t *k, const node_t *map,
       return fail_at(L, name->line, name->col, "%s: %s", k->path, why);
     char shown[ECHO_LEN], label[PATH_MAX_LEN + ECHO_LEN + 2];
     echo(shown, name->text, true);
-    long dup = sla_find(v, name->text);
+    long dup = qmap_find(v, name->text);
     if (dup >= 0)
       return fail_at(L, name->line, name->col,
                      "%s: queue \"%s\" is listed twice (first at line %zu)",
                      k->path, shown, first_line[dup]);
     snprintf(label, sizeof label, "%s.%s", k->path, shown);
-    rc = scalar_of(L, val, label, "a duration", false, false);
+    rc = scalar_of(L, val, label, want, false, false);
     if (rc != 0)
       return rc;
     value_t d = {0};
-    if (parse_text(&sla_key, val->text, &d, why, sizeof why) != 0)
+    if (parse_text(k->item, val->text, &d, why, sizeof why) != 0)
       return fail_at(L, val->line, val->col, "%s: %s", label, why);
-    first_line[v->ns] = name->line;
-    if (sla_push(v, name->text, d.d) != 0) {
+    first_line[v->nm] = name->line;
+    if (qmap_push(v, k->item, name->text, &d) != 0) {
       set_err(L->err, L->errlen, "%s: out of memory", L->name);
       return CL_ENOMEM;
     }
@@ -1646,7 +1743,7 @@ static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
                       value_t *v) {
   char want[128], why[512];
   expected(want, sizeof want, k);
-  if (k->kind == K_SLAS) {
+  if (k->kind == K_QMAP) {
     if (is_null(node))
       return 0;
     if (node->type != N_MAP) {
@@ -1655,7 +1752,7 @@ static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
       return fail_at(L, node->line, node->col, "%s: expected %s, got %s",
                      k->path, want, what);
     }
-    return sla_map(L, k, node, v);
+    return qmap_yaml(L, k, node, v);
   }
   if (k->kind == K_QUEUES) {
     if (is_null(node))
@@ -1908,10 +2005,8 @@ static void peek(const cl_config_t *cfg, const keydef_t *k, value_t *v) {
     v->q = *(cl_config_queue_t *const *)f;
     v->nq = *(const size_t *)((const char *)f + sizeof(void *));
     break;
-  case K_SLAS:
-    v->sn = *sla_names((void *)f);
-    v->sd = *sla_secs((void *)f);
-    v->ns = *sla_count((void *)f);
+  case K_QMAP:
+    qmap_load(k, (void *)f, v);
     break;
   }
 }
@@ -1935,25 +2030,22 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
     return v->s != NULL && cl_check_dsn(v->s, why, n) != 0 ? CL_ECONFIG : 0;
   case K_URL:
     return v->s != NULL && check_url(v->s, why, n) != 0 ? CL_ECONFIG : 0;
-  case K_SLAS: {
+  case K_QMAP: {
     value_t seen = {0};
-    for (size_t i = 0; i < v->ns; i++) {
-      char shown[ECHO_LEN], d[32];
-      seen.ns = i;
-      seen.sn = v->sn;
-      if (v->sn[i] == NULL || check_queue(&seen, v->sn[i], why, n) != 0)
+    for (size_t i = 0; i < v->nm; i++) {
+      char shown[ECHO_LEN], rwhy[256];
+      seen.nm = i;
+      seen.mn = v->mn;
+      if (v->mn[i] == NULL || check_queue(&seen, v->mn[i], why, n) != 0)
         return CL_ECONFIG;
-      echo(shown, v->sn[i], true);
-      if (sla_find(&seen, v->sn[i]) >= 0) {
+      echo(shown, v->mn[i], true);
+      if (qmap_find(&seen, v->mn[i]) >= 0) {
         set_err(why, n, "queue \"%s\" is listed twice", shown);
         return CL_ECONFIG;
       }
-      value_t one = {.d = v->sd[i]};
-      if (!in_range(&sla_key, &one) || isnan(one.d)) {
-        char rwhy[256];
-        format_duration(d, sizeof d, one.d);
-        range_why(rwhy, sizeof rwhy, &sla_key, d);
-        set_err(why, n, "queue \"%s\": SLA %s", shown, rwhy);
+      value_t one = qmap_get(v, k->item, i);
+      if (check_value(k->item, &one, rwhy, sizeof rwhy) != 0) {
+        qmap_why(why, n, shown, k->item, rwhy);
         return CL_ECONFIG;
       }
     }
@@ -2027,6 +2119,28 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
             cl_config_origin(cfg, "worker.lease"));
     return CL_ECONFIG;
   }
+  /* The cap bounds every retry's delay, so a cap below the first delay
+   * (the default one or a queue's) would quietly replace that delay. */
+  char cap[32], d[32];
+  format_duration(cap, sizeof cap, cfg->reaper.backoff_max_s);
+  if (cfg->reaper.backoff_max_s < cfg->reaper.backoff_s) {
+    format_duration(d, sizeof d, cfg->reaper.backoff_s);
+    set_err(err, errlen,
+            "reaper.backoff_max: %s is less than reaper.backoff (%s)", cap, d);
+    return CL_ECONFIG;
+  }
+  for (size_t i = 0; i < cfg->reaper.nqueue_backoff; i++) {
+    if (cfg->reaper.queue_backoff_s[i] <= cfg->reaper.backoff_max_s)
+      continue;
+    char shown[ECHO_LEN];
+    echo(shown, cfg->reaper.queue_backoff_names[i], true);
+    format_duration(d, sizeof d, cfg->reaper.queue_backoff_s[i]);
+    set_err(err, errlen,
+            "reaper.queue_backoff: queue \"%s\": backoff %s is more than "
+            "reaper.backoff_max (%s)",
+            shown, d, cap);
+    return CL_ECONFIG;
+  }
   return 0;
 }
 
@@ -2076,8 +2190,8 @@ static char *format_value(const keydef_t *k, const value_t *v) {
     free(red);
     return q;
   }
-  case K_SLAS:
-    snprintf(buf, sizeof buf, "%s", v->ns == 0 ? "{}" : "");
+  case K_QMAP:
+    snprintf(buf, sizeof buf, "%s", v->nm == 0 ? "{}" : "");
     break;
   case K_ENUM:
     for (long long i = 0; k->names[i] != NULL; i++)
@@ -2152,14 +2266,14 @@ int cl_config_print(const cl_config_t *cfg, FILE *out) {
     const char *origin = cl_config_origin(cfg, k->path);
     bool is_zero = is_string(k)            ? v.s == NULL
                    : k->kind == K_QUEUES   ? v.nq == 0
-                   : k->kind == K_SLAS     ? v.ns == 0
+                   : k->kind == K_QMAP     ? v.nm == 0
                    : k->kind == K_INT      ? v.i == 0
                    : k->kind == K_DURATION ? v.d == 0
                    : k->kind == K_SIZE     ? v.z == 0
                                            : false;
     const char *zero_text = is_string(k)          ? "null"
                             : k->kind == K_QUEUES ? "[]"
-                            : k->kind == K_SLAS   ? "{}"
+                            : k->kind == K_QMAP   ? "{}"
                                                   : "0";
     char note[128] = "";
     if (is_zero && k->zero != NULL)
@@ -2178,14 +2292,18 @@ int cl_config_print(const cl_config_t *cfg, FILE *out) {
                 v.q[j].weight);
       free(name);
     }
-    for (size_t j = 0; k->kind == K_SLAS && j < v.ns; j++) {
-      char *name = plain_name(v.sn[j]) ? strdup(v.sn[j]) : yaml_quote(v.sn[j]);
-      if (name == NULL)
+    for (size_t j = 0; k->kind == K_QMAP && j < v.nm; j++) {
+      value_t one = qmap_get(&v, k->item, j);
+      char *name = plain_name(v.mn[j]) ? strdup(v.mn[j]) : yaml_quote(v.mn[j]);
+      char *val = format_value(k->item, &one);
+      if (name == NULL || val == NULL) {
+        free(name);
+        free(val);
         return CL_ENOMEM;
-      char d[32];
-      format_duration(d, sizeof d, v.sd[j]);
-      fprintf(out, "%*s%s: %s\n", 2 * depth + 2, "", name, d);
+      }
+      fprintf(out, "%*s%s: %s\n", 2 * depth + 2, "", name, val);
       free(name);
+      free(val);
     }
   }
   if (fflush(out) != 0 || ferror(out))

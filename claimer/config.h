@@ -20,10 +20,12 @@
  *              ("emails,payments:3").  A name that itself ends in ":DIGITS"
  *              needs its weight spelled out as text ("v:2:1").  Weights are
  *              1..1000 (default 1).
- *   SLAs       (reaper.queue_sla) in YAML a map from queue name to duration
- *              ({emails: 5m, payments: 30s}); as text a comma-separated
- *              list of NAME:DURATION ("emails:5m,payments:30s"), split at
- *              the last ':' so that a name may hold one ("v:2:1h").
+ *   per-queue  (reaper.queue_sla, reaper.queue_backoff: durations;
+ *   maps       reaper.queue_max_attempts: integers) in YAML a map from
+ *              queue name to value ({emails: 5m, payments: 30s}); as text
+ *              a comma-separated list of NAME:VALUE ("emails:5m,
+ *              payments:30s"), split at the last ':' so that a name may
+ *              hold one ("v:2:1h").  A queue is named at most once.
  *   URLs       (reaper.hook.url) http:// or https:// with a host; shown
  *              with the password of their userinfo as "***".
  * An empty file (or one with only comments, or a lone null document) means
@@ -46,7 +48,8 @@ extern "C" {
 #define CL_CONFIG_FILE_MAX 65536
 /* Room for the per-key origins; config.c checks its table fits. */
 #define CL_CONFIG_KEYS_MAX 64
-/* The most queues one worker may serve, and the most per-queue SLAs. */
+/* The most queues one worker may serve, and the most entries of one
+ * per-queue map (such as reaper.queue_sla). */
 #define CL_CONFIG_QUEUES_MAX 256
 
 typedef enum cl_log_format { CL_LOG_LOGFMT, CL_LOG_JSON } cl_log_format_t;
@@ -92,6 +95,19 @@ typedef struct cl_config {
     char **queue_sla_names; /* per-queue SLAs: nqueue_sla names ... */
     double *queue_sla_s;    /* ... and their seconds, (0, 3.2e9] */
     size_t nqueue_sla;      /* default 0: sla_s for every queue */
+    /* The retry policy of items whose enqueue did not give their own:
+     * attempts in all, and the delay before a retry, backoff_s after the
+     * first failure, doubling per attempt, capped at backoff_max_s. */
+    int max_attempts;                /* default 25, 1..1000000 */
+    double backoff_s;                /* default 1, (0, 86400] */
+    double backoff_max_s;            /* default 3600, (0, 31 d]; >= backoff_s */
+    char **queue_max_attempts_names; /* per-queue max_attempts: names ... */
+    int *queue_max_attempts;         /* ... and theirs, 1..1000000 */
+    size_t nqueue_max_attempts;      /* default 0: max_attempts for all */
+    char **queue_backoff_names;      /* per-queue backoff: names ... */
+    double *queue_backoff_s;         /* ... and seconds, (0, 86400], each
+                                        <= backoff_max_s */
+    size_t nqueue_backoff;           /* default 0: backoff_s for every queue */
     struct {
       double done_s;   /* done and discarded items, default 7 d; 0 = keep */
       double dead_s;   /* dead letters, default 0 = keep forever */
@@ -171,6 +187,13 @@ CL_EXTERN const char *cl_config_origin(const cl_config_t *cfg,
  * rounded up when unset). */
 CL_EXTERN double cl_config_heartbeat_s(const cl_config_t *cfg);
 CL_EXTERN int cl_config_prefetch(const cl_config_t *cfg);
+/* Returns 1 when cfg carries a queue retry policy: any of reaper.
+ * max_attempts, backoff, backoff_max, queue_max_attempts or queue_backoff
+ * was set by a file, the environment or cl_config_set() (even to its
+ * default value); 0 when all five are defaults.  The reaper writes the
+ * policy to the database only then, so that a reaper without one never
+ * overwrites another's. */
+CL_EXTERN int cl_config_queue_policy_set(const cl_config_t *cfg);
 
 #ifdef __cplusplus
 }

@@ -201,7 +201,8 @@ int cl_enqueue(cl_conn_t *c, const cl_item_t *items, size_t n,
     buf_array_elem(&arr[2], it->payload, i == 0);
     snprintf(num, sizeof num, "%d", it->priority);
     buf_array_elem(&arr[3], num, i == 0);
-    snprintf(num, sizeof num, "%d", it->max_attempts ? it->max_attempts : 25);
+    /* 0: the queue's policy decides (claimer.queue_max_attempts). */
+    snprintf(num, sizeof num, "%d", it->max_attempts);
     buf_array_elem(&arr[4], num, i == 0);
     cl__fmt_double(num, sizeof num, it->run_in);
     buf_array_elem(&arr[5], num, i == 0);

@@ -47,6 +47,20 @@ typedef struct cl_reaper_config {
   const char *hook_url;   /* http(s) URL to POST the JSON to; NULL */
   double hook_timeout_s;  /* per hook run (10) */
   int hook_max_attempts;  /* then 'failed' (10) */
+  /* The retry policy (claimer.queue_policy), written once at start when
+   * policy is 1: max_attempts for items enqueued without one, backoff_s
+   * doubling to backoff_max_s after a failure, and per-queue exceptions.
+   * Rows of queues not named here are removed. */
+  int policy;
+  int max_attempts;             /* (25) */
+  double backoff_s;             /* (1) */
+  double backoff_max_s;         /* (3600) */
+  const char *const *qma_names; /* per-queue max attempts: nqma names ... */
+  const int *qma;               /* ... and values */
+  size_t nqma;
+  const char *const *qb_names;  /* per-queue first backoff: nqb names ... */
+  const double *qb_s;           /* ... and seconds */
+  size_t nqb;
   cl_reaper_cycle_cb on_cycle;
   cl_reaper_exit_cb on_exit;
   void *arg;

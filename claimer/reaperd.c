@@ -51,6 +51,7 @@ struct cl_reaper {
   int a_closing; /* the connection is being closed (or was) */
   int fatal_rc;
   char fatal_why[512];
+  char *policy[4]; /* POLICY_SYNC's array literals; NULL: no policy */
 
   /* The cycle. */
   int in_cycle;
@@ -407,6 +408,81 @@ static void ann_start(cl_reaper_t *r) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The retry policy                                                          */
+
+/* Index of name in names[0..n), or -1. */
+static long find_name(const char *const *names, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(names[i], name) == 0)
+      return (long)i;
+  return -1;
+}
+
+/* Builds POLICY_SYNC's parameters: the row '*' with the defaults, then a
+ * row per queue named in either per-queue map.  0 or CL_ENOMEM. */
+static int build_policy(cl_reaper_t *r, const cl_reaper_config_t *cfg) {
+  size_t cap = 1 + cfg->nqma + cfg->nqb, n = 0;
+  const char **q = calloc(cap, sizeof *q);
+  const char **v[3];
+  char(*num)[3][48] = calloc(cap, sizeof *num);
+  for (int k = 0; k < 3; k++)
+    v[k] = calloc(cap, sizeof *v[k]);
+  int rc = CL_ENOMEM;
+  if (q == NULL || num == NULL || !v[0] || !v[1] || !v[2])
+    goto out;
+  q[n] = "*";
+  snprintf(num[n][0], sizeof num[n][0], "%d", cfg->max_attempts);
+  cl__fmt_double(num[n][1], sizeof num[n][1], cfg->backoff_s);
+  cl__fmt_double(num[n][2], sizeof num[n][2], cfg->backoff_max_s);
+  for (int k = 0; k < 3; k++)
+    v[k][n] = num[n][k];
+  n++;
+  for (size_t i = 0; i < cfg->nqma + cfg->nqb; i++) {
+    const char *name =
+        i < cfg->nqma ? cfg->qma_names[i] : cfg->qb_names[i - cfg->nqma];
+    if (find_name(q, n, name) >= 0)
+      continue;
+    q[n] = name;
+    long m = find_name(cfg->qma_names, cfg->nqma, name);
+    long b = find_name(cfg->qb_names, cfg->nqb, name);
+    if (m >= 0) {
+      snprintf(num[n][0], sizeof num[n][0], "%d", cfg->qma[m]);
+      v[0][n] = num[n][0];
+    }
+    if (b >= 0) {
+      cl__fmt_double(num[n][1], sizeof num[n][1], cfg->qb_s[b]);
+      v[1][n] = num[n][1];
+    }
+    n++;
+  }
+  r->policy[0] = cl__array_literal(q, n);
+  for (int k = 0; k < 3; k++)
+    r->policy[k + 1] = cl__array_literal(v[k], n);
+  rc = r->policy[0] && r->policy[1] && r->policy[2] && r->policy[3]
+           ? 0
+           : CL_ENOMEM;
+out:
+  free(q);
+  free(num);
+  for (int k = 0; k < 3; k++)
+    free(v[k]);
+  return rc;
+}
+
+static void on_policy(void *arg, int rc, PGresult *res) {
+  cl_reaper_t *r = arg;
+  if (rc != 0) {
+    cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", aerr(r), NULL);
+    if (r->c.once)
+      fatal(r, rc, aerr(r));
+    return;
+  }
+  cl_log(CL_LOG_INFO, "queue_policy", "rows_written",
+         PQgetvalue(res, 0, 0), "rows_removed", PQgetvalue(res, 0, 1),
+         NULL);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Life                                                                      */
 
 static void on_up(void *arg) {
@@ -429,6 +505,8 @@ static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
 
 static void free_reaper(cl_reaper_t *r) {
   free_alerts(r);
+  for (int i = 0; i < 4; i++)
+    free(r->policy[i]);
   cl__rparams_free(&r->rp);
   for (size_t i = 0; i < r->c.cycle.nsla; i++)
     free(r->sla_names[i]);
@@ -476,6 +554,9 @@ void cl_reaper_config_init(cl_reaper_config_t *cfg) {
   cfg->interval_s = 5;
   cfg->hook_timeout_s = 10;
   cfg->hook_max_attempts = 10;
+  cfg->max_attempts = 25;
+  cfg->backoff_s = 1;
+  cfg->backoff_max_s = 3600;
 }
 
 int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
@@ -522,6 +603,20 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
     return CL_ENOMEM;
   }
   int rc = cl__rparams_init(&r->rp, &r->c.cycle, err, errlen);
+  if (rc == 0 && cfg->policy) {
+    if (cfg->max_attempts < 1 || !(cfg->backoff_s > 0) ||
+        !(cfg->backoff_max_s >= cfg->backoff_s)) {
+      snprintf(err, errlen, "retry policy out of range");
+      rc = CL_EINVAL;
+    } else if ((rc = build_policy(r, cfg)) != 0) {
+      snprintf(err, errlen, "out of memory");
+    }
+  }
+  /* The per-queue maps were only needed for the literals. */
+  r->c.qma_names = r->c.qb_names = NULL;
+  r->c.qma = NULL;
+  r->c.qb_s = NULL;
+  r->c.nqma = r->c.nqb = 0;
   if (rc == 0 && r->hook_url != NULL && cl__hook_http_init() != 0) {
     snprintf(err, errlen, "cannot set up libcurl");
     rc = CL_ENOMEM;
@@ -551,6 +646,13 @@ int cl_reaper_start(cl_reaper_t *r) {
          "hook_url", r->hook_url ? "yes" : "no", "dsn",
          cl__aconn_dsn_redacted(r->a), NULL);
   cl__aconn_start(r->a);
+  if (r->policy[0] != NULL) {
+    const char *p[] = {r->policy[0], r->policy[1], r->policy[2],
+                       r->policy[3]};
+    if (rsend(r, CL__STMT_POLICY_SYNC, p, on_policy) != 0)
+      cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", "out of memory",
+             NULL);
+  }
   uint64_t every = (uint64_t)(r->c.interval_s * 1000);
   uv_timer_start(&r->timer, on_timer, 0, r->c.once ? 0 : every);
   return 0;

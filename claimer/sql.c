@@ -33,7 +33,9 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  INSERT INTO claimer.items (item_id, queue, payload, priority,"
     "                             max_attempts, run_at)"
     "  SELECT item_id, queue, coalesce(payload, 'null'), priority,"
-    "         max_attempts, now() + run_in * interval '1 second'"
+    "         CASE WHEN max_attempts > 0 THEN max_attempts"
+    "              ELSE claimer.queue_max_attempts(queue) END,"
+    "         now() + run_in * interval '1 second'"
     "    FROM input ORDER BY ord"
     "  ON CONFLICT (item_id) DO NOTHING"
     "  RETURNING item_id, queue"
@@ -112,7 +114,9 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "         run_at = CASE WHEN $4::bool AND del.attempt < i.max_attempts"
     "                  THEN now() + CASE WHEN $5::float8 >= 0"
     "                                    THEN $5::float8 * interval '1 second'"
-    "                                    ELSE claimer.backoff(del.attempt) END"
+    "                                    ELSE claimer.retry_delay(i.queue,"
+    "                                                             del.attempt)"
+    "                               END"
     "                  ELSE i.run_at END,"
     "         finished_at = CASE WHEN $4::bool AND del.attempt < i.max_attempts"
     "                       THEN NULL ELSE now() END"
@@ -456,4 +460,29 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     ")"
     "DELETE FROM claimer.workers w USING old WHERE w.worker_id = old.worker_id"
     " RETURNING w.worker_id"},
+
+  /* The retry policy from a reaper's config: rows for the queues $1 (and
+   * '*' for the defaults) with $2 max attempts, $3 backoff and $4 cap
+   * (NULL elements: not set); rows of other queues go. */
+  [CL__STMT_POLICY_SYNC] = {"claimer_policy_sync", 4,
+    "WITH input AS ("
+    "  SELECT * FROM unnest($1::text[], $2::int[], $3::float8[],"
+    "                       $4::float8[]) AS t(queue, m, b, c)"
+    "), gone AS ("
+    "  DELETE FROM claimer.queue_policy p"
+    "   WHERE NOT EXISTS (SELECT 1 FROM input WHERE input.queue = p.queue)"
+    "  RETURNING p.queue"
+    "), up AS ("
+    "  INSERT INTO claimer.queue_policy AS p (queue, max_attempts, backoff_s,"
+    "                                         backoff_max_s)"
+    "  SELECT queue, m, b, c FROM input"
+    "  ON CONFLICT (queue) DO UPDATE SET max_attempts = EXCLUDED.max_attempts,"
+    "     backoff_s = EXCLUDED.backoff_s,"
+    "     backoff_max_s = EXCLUDED.backoff_max_s, updated_at = now()"
+    "   WHERE (p.max_attempts, p.backoff_s, p.backoff_max_s) IS DISTINCT FROM"
+    "         (EXCLUDED.max_attempts, EXCLUDED.backoff_s,"
+    "          EXCLUDED.backoff_max_s)"
+    "  RETURNING p.queue"
+    ")"
+    "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM gone)"},
 };

@@ -32,7 +32,8 @@
   XX(RETAIN_DONE, 2)                                                         \
   XX(RETAIN_DEAD, 2)                                                         \
   XX(RETAIN_ALERTS, 2)                                                       \
-  XX(RETAIN_WORKERS, 2)
+  XX(RETAIN_WORKERS, 2)                                                      \
+  XX(POLICY_SYNC, 4)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

@@ -102,3 +102,47 @@ LANGUAGE sql STABLE AS $$
                                        AND d.item_id = r.item_id
                                        AND d.state = 'sent'))
 $$;
+
+-- Retry policy per queue --------------------------------------------------
+
+-- How many tries an item gets when its enqueue did not say, and how long a
+-- failed try waits: backoff_s doubling per attempt up to backoff_max_s,
+-- times a jitter in [0.5, 1).  The row '*' (not a valid queue name) holds
+-- the defaults for queues without a row.  The reaper writes it from its
+-- config (reaper.max_attempts, reaper.backoff, reaper.queue_*).
+CREATE TABLE claimer.queue_policy (
+    queue         text        NOT NULL,
+    max_attempts  integer,
+    backoff_s     float8,
+    backoff_max_s float8,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT queue_policy_pkey PRIMARY KEY (queue),
+    CONSTRAINT queue_policy_values CHECK (
+        (max_attempts IS NULL OR max_attempts >= 1) AND
+        (backoff_s IS NULL OR backoff_s > 0) AND
+        (backoff_max_s IS NULL OR backoff_max_s > 0))
+);
+
+CREATE FUNCTION claimer.queue_max_attempts(p_queue text) RETURNS integer
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(
+      (SELECT max_attempts FROM claimer.queue_policy WHERE queue = p_queue),
+      (SELECT max_attempts FROM claimer.queue_policy WHERE queue = '*'),
+      25)
+$$;
+
+-- The wait before the try after `attempts` spent ones, by queue.
+CREATE FUNCTION claimer.retry_delay(p_queue text, attempts integer)
+RETURNS interval
+LANGUAGE sql VOLATILE AS $$
+  WITH p AS (
+    SELECT coalesce(q.backoff_s, d.backoff_s, 1.0) AS base,
+           coalesce(q.backoff_max_s, d.backoff_max_s, 3600.0) AS cap
+      FROM (SELECT 1) one
+      LEFT JOIN claimer.queue_policy q ON q.queue = p_queue
+      LEFT JOIN claimer.queue_policy d ON d.queue = '*'
+  )
+  SELECT make_interval(secs => least(p.cap, p.base * power(2.0,
+             greatest(least(attempts, 30), 1) - 1)) * (0.5 + random() / 2))
+    FROM p
+$$;

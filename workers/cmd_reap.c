@@ -32,6 +32,11 @@ static const struct {
     {"hook-exec", "reaper.hook.exec"},
     {"hook-url", "reaper.hook.url"},
     {"hook-timeout", "reaper.hook.timeout"},
+    {"max-attempts", "reaper.max_attempts"},
+    {"queue-max-attempts", "reaper.queue_max_attempts"},
+    {"backoff", "reaper.backoff"},
+    {"backoff-max", "reaper.backoff_max"},
+    {"queue-backoff", "reaper.queue_backoff"},
     {"log-format", "log.format"},
     {"log-level", "log.level"},
 };
@@ -89,6 +94,15 @@ static void usage(FILE *out) {
       "  --hook-exec COMMAND     run per new alert, its JSON on stdin\n"
       "  --hook-url URL          POST each new alert's JSON here\n"
       "  --hook-timeout DUR      per hook run (default 10s)\n"
+      "  --max-attempts N        retry policy: tries for items enqueued "
+      "without one\n"
+      "  --queue-max-attempts Q:N,...  the same per queue\n"
+      "  --backoff DUR           first retry delay, doubling (default 1s)\n"
+      "  --backoff-max DUR       its cap (default 1h)\n"
+      "  --queue-backoff Q:DUR,...     first retry delay per queue\n"
+      "                          (the policy is written to "
+      "claimer.queue_policy at\n"
+      "                          start, only when one of these is set)\n"
       "  --dsn DSN               the database (default: CLAIMER_DSN, else "
       "embedded)\n"
       "  --log-format F          logfmt (default) or json\n"
@@ -243,6 +257,16 @@ int cmd_reap(int argc, char **argv) {
   rc_.hook_url = cfg.reaper.hook.url;
   rc_.hook_timeout_s = cfg.reaper.hook.timeout_s;
   rc_.hook_max_attempts = cfg.reaper.hook.max_attempts;
+  rc_.policy = cl_config_queue_policy_set(&cfg);
+  rc_.max_attempts = cfg.reaper.max_attempts;
+  rc_.backoff_s = cfg.reaper.backoff_s;
+  rc_.backoff_max_s = cfg.reaper.backoff_max_s;
+  rc_.qma_names = (const char *const *)cfg.reaper.queue_max_attempts_names;
+  rc_.qma = cfg.reaper.queue_max_attempts;
+  rc_.nqma = cfg.reaper.nqueue_max_attempts;
+  rc_.qb_names = (const char *const *)cfg.reaper.queue_backoff_names;
+  rc_.qb_s = cfg.reaper.queue_backoff_s;
+  rc_.nqb = cfg.reaper.nqueue_backoff;
   rc_.on_cycle = on_cycle;
   rc_.on_exit = on_exit_cb;
   rc_.arg = &d;

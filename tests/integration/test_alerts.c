@@ -121,10 +121,11 @@ static int reap_once(world_t *w, char **out, ...) {
 static void reap_expect(world_t *w, int status, const char *const *args,
                         ...) {
   char *out = NULL;
-  const char *a[6] = {NULL};
-  for (int i = 0; args && args[i] && i < 5; i++)
+  const char *a[9] = {NULL};
+  for (int i = 0; args && args[i] && i < 8; i++)
     a[i] = args[i];
-  int st = reap_once(w, &out, a[0], a[1], a[2], a[3], a[4], NULL);
+  int st = reap_once(w, &out, a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+                     a[7], NULL);
   if (st != status)
     fail_msg("reap --once exited %d, not %d:\n%s", st, status, out);
   va_list ap;
@@ -623,6 +624,70 @@ static void test_reaper_db_restart(void **state) {
   world_down(&w);
 }
 
+/* The retry policy in the reaper's config reaches the database: items
+ * enqueued without max_attempts take their queue's (or the default), a
+ * failed try waits its queue's backoff; a reaper whose config has no
+ * policy leaves it alone; a policy-free queue keeps the defaults. */
+static void test_retry_policy(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "policy", 0);
+  char *out = NULL;
+  const char *args[] = {"--max-attempts", "7", "--queue-max-attempts",
+                        "payments:2", "--queue-backoff", "mail:20s", NULL};
+  reap_expect(&w, 0, args, "alerts: 0 raised", NULL);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.queue_policy"),
+                   3);
+  /* A reaper without a policy writes nothing. */
+  reap_expect(&w, 0, NULL, "alerts: 0 raised", NULL);
+  assert_int_equal(th_long(w.p, "SELECT max_attempts FROM "
+                                "claimer.queue_policy WHERE queue = "
+                                "'payments'"),
+                   2);
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, w.dsn), 0);
+  const cl_item_t items[] = {{.item_id = "pay-1", .queue = "payments"},
+                             {.item_id = "mail-1", .queue = "mail"},
+                             {.item_id = "misc-1", .queue = "misc"},
+                             {.item_id = "own-1", .queue = "payments",
+                              .max_attempts = 9}};
+  assert_int_equal(cl_enqueue(c, items, 4, NULL), 4); /* all created */
+  assert_int_equal(th_long(w.p, "SELECT sum(max_attempts) FROM claimer.items"),
+                   2 + 7 + 7 + 9);
+  /* mail's first retry waits 20 s x [0.5, 1); misc's the default 1 s x
+   * [0.5, 1). */
+  const char *qs[] = {"mail", "misc"};
+  for (int i = 0; i < 2; i++) {
+    cl_lease_t *l = NULL;
+    size_t n = 0;
+    assert_int_equal(cl_claim(c, qs[i], "by-hand", 1, 60, &l, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(cl_fail(c, l[0].item_id, l[0].token, "no", 1, -1, NULL),
+                     0);
+    cl_leases_free(l, n);
+  }
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.items WHERE "
+                                "item_id = 'mail-1' AND run_at - now() "
+                                "BETWEEN interval '9 s' AND interval '20 s'"),
+                   1);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.items WHERE "
+                                "item_id = 'misc-1' AND run_at - now() "
+                                "< interval '1 s'"),
+                   1);
+  /* A new policy replaces the old one whole. */
+  const char *args2[] = {"--queue-backoff", "mail:5s", NULL};
+  reap_expect(&w, 0, args2, "alerts: 0 raised", NULL);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.queue_policy "
+                                "WHERE queue = 'payments'"),
+                   0);
+  assert_int_equal(th_long(w.p, "SELECT max_attempts FROM "
+                                "claimer.queue_policy WHERE queue = '*'"),
+                   25);
+  cl_conn_free(&c);
+  free(out);
+  world_down(&w);
+}
+
 static int setup(void **state) {
   if (mkdtemp(tmpdir) == NULL)
     return -1;
@@ -641,6 +706,7 @@ int main(void) {
       cmocka_unit_test(test_three_daemons),
       cmocka_unit_test(test_kill_latency),
       cmocka_unit_test(test_reaper_db_restart),
+      cmocka_unit_test(test_retry_policy),
   };
   return cmocka_run_group_tests(tests, setup, th_group_teardown);
 }

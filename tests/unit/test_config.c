@@ -4,7 +4,8 @@
  * checked word for word, with its line and column), the CLAIMER_*
  * environment, cl_config_set() as the flags use it, the checks between keys,
  * the printer, whose output must load back to the same values, and the
- * reaper's section (nested maps, per-queue SLAs, the hook URL).  Files
+ * reaper's section (nested maps, per-queue SLAs, the hook URL, the queue
+ * retry policy and whether one was given).  Files
  * that must exist on disk (the size cap, a missing file) go into a mkdtemp
  * directory made by the group fixture; everything else is loaded from
  * strings.  Where a message must not show a password the test looks for its
@@ -94,9 +95,15 @@ static const char *const env_vars[] = {
     "CLAIMER_REAPER_WORKER_LOST_AFTER",
     "CLAIMER_REAPER_SLA",
     "CLAIMER_REAPER_QUEUE_SLA",
+    "CLAIMER_REAPER_MAX_ATTEMPTS",
+    "CLAIMER_REAPER_BACKOFF",
+    "CLAIMER_REAPER_BACKOFF_MAX",
+    "CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS",
+    "CLAIMER_REAPER_QUEUE_BACKOFF",
     "CLAIMER_REAPER_RETENTION_DONE",
     "CLAIMER_REAPER_RETENTION_DEAD",
     "CLAIMER_REAPER_RETENTION_ALERTS",
+    "CLAIMER_REAPER_RETENTION_WORKERS",
     "CLAIMER_REAPER_HOOK_EXEC",
     "CLAIMER_REAPER_HOOK_URL",
     "CLAIMER_REAPER_HOOK_TIMEOUT",
@@ -943,6 +950,13 @@ static void print_defaults(void **state) {
       "  sla: 1h                               # default\n"
       "  queue_sla: {}                         # default ({}: reaper.sla for "
       "every queue)\n"
+      "  max_attempts: 25                      # default\n"
+      "  backoff: 1s                           # default\n"
+      "  backoff_max: 1h                       # default\n"
+      "  queue_max_attempts: {}                # default ({}: "
+      "reaper.max_attempts for every queue)\n"
+      "  queue_backoff: {}                     # default ({}: reaper.backoff "
+      "for every queue)\n"
       "  retention:\n"
       "    done: 7d                            # default\n"
       "    dead: 0s                            # default (0: keep forever)\n"
@@ -1428,6 +1442,13 @@ static void reaper_print(void **state) {
             "    emails: 5m\n"
             "    payments: 30s\n"
             "    \"v:2\": 1d\n"
+            "  max_attempts: 25                      # default\n"
+            "  backoff: 1s                           # default\n"
+            "  backoff_max: 1h                       # default\n"
+            "  queue_max_attempts: {}                # default ({}: "
+            "reaper.max_attempts for every queue)\n"
+            "  queue_backoff: {}                     # default ({}: "
+            "reaper.backoff for every queue)\n"
             "  retention:\n"
             "    done: 14d                           # cfg.yaml:11\n"
             "    dead: 90d                           # cfg.yaml:12\n"
@@ -1477,6 +1498,363 @@ static void reaper_print(void **state) {
   cl_config_free(&b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The queue retry policy                                                    */
+
+static void retry_defaults(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cfg.reaper.max_attempts, 25);
+  assert_true(cfg.reaper.backoff_s == 1);
+  assert_true(cfg.reaper.backoff_max_s == 3600);
+  assert_null(cfg.reaper.queue_max_attempts_names);
+  assert_null(cfg.reaper.queue_max_attempts);
+  assert_int_equal(cfg.reaper.nqueue_max_attempts, 0);
+  assert_null(cfg.reaper.queue_backoff_names);
+  assert_null(cfg.reaper.queue_backoff_s);
+  assert_int_equal(cfg.reaper.nqueue_backoff, 0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_int_equal(cl_config_queue_policy_set(&cfg), 0);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_backoff"),
+                      "default");
+  cl_config_free(&cfg);
+}
+
+static const char retry_yaml[] = "reaper:\n"
+                                 "  max_attempts: 7\n"
+                                 "  backoff: 500ms\n"
+                                 "  backoff_max: 2h\n"
+                                 "  queue_max_attempts:\n"
+                                 "    payments: 5\n"
+                                 "    mail: 1000000\n"
+                                 "    \"v:2\": 1\n"
+                                 "  queue_backoff: {mail: 10s, payments: 1m}\n";
+
+static void retry_full(void **state) {
+  (void)state;
+  cl_config_t cfg, copy_;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, retry_yaml);
+  assert_int_equal(cfg.reaper.max_attempts, 7);
+  assert_true(cfg.reaper.backoff_s == 0.5);
+  assert_true(cfg.reaper.backoff_max_s == 7200);
+  assert_int_equal(cfg.reaper.nqueue_max_attempts, 3);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[0], "payments");
+  assert_int_equal(cfg.reaper.queue_max_attempts[0], 5);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[1], "mail");
+  assert_int_equal(cfg.reaper.queue_max_attempts[1], 1000000);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "v:2");
+  assert_int_equal(cfg.reaper.queue_max_attempts[2], 1);
+  assert_int_equal(cfg.reaper.nqueue_backoff, 2);
+  assert_string_equal(cfg.reaper.queue_backoff_names[0], "mail");
+  assert_true(cfg.reaper.queue_backoff_s[0] == 10);
+  assert_string_equal(cfg.reaper.queue_backoff_names[1], "payments");
+  assert_true(cfg.reaper.queue_backoff_s[1] == 60);
+  /* The SLAs are untouched by their neighbours. */
+  assert_int_equal(cfg.reaper.nqueue_sla, 0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_int_equal(cl_config_queue_policy_set(&cfg), 1);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_max_attempts"),
+                      "cfg.yaml:5");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_backoff"),
+                      "cfg.yaml:9");
+
+  /* A copy owns its own maps. */
+  assert_int_equal(cl_config_copy(&copy_, &cfg), 0);
+  cl_config_free(&cfg);
+  assert_int_equal(copy_.reaper.nqueue_max_attempts, 3);
+  assert_string_equal(copy_.reaper.queue_max_attempts_names[2], "v:2");
+  assert_int_equal(copy_.reaper.queue_max_attempts[1], 1000000);
+  assert_int_equal(copy_.reaper.nqueue_backoff, 2);
+  assert_string_equal(copy_.reaper.queue_backoff_names[1], "payments");
+  assert_true(copy_.reaper.queue_backoff_s[1] == 60);
+  assert_int_equal(cl_config_queue_policy_set(&copy_), 1);
+  /* And a null map clears it. */
+  load_ok(&copy_, "reaper:\n  queue_max_attempts: ~\n  queue_backoff: {}\n");
+  assert_int_equal(copy_.reaper.nqueue_max_attempts, 0);
+  assert_null(copy_.reaper.queue_max_attempts_names);
+  assert_null(copy_.reaper.queue_max_attempts);
+  assert_int_equal(copy_.reaper.nqueue_backoff, 0);
+  assert_null(copy_.reaper.queue_backoff_s);
+  cl_config_free(&copy_);
+}
+
+static void retry_environment(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, retry_yaml);
+  setenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "payments:3, mail:10,a:b:2", 1);
+  setenv("CLAIMER_REAPER_BACKOFF_MAX", "1d", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.reaper.nqueue_max_attempts, 3);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[0], "payments");
+  assert_int_equal(cfg.reaper.queue_max_attempts[0], 3);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[1], "mail");
+  assert_int_equal(cfg.reaper.queue_max_attempts[1], 10);
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "a:b");
+  assert_int_equal(cfg.reaper.queue_max_attempts[2], 2);
+  assert_true(cfg.reaper.backoff_max_s == 86400);
+  /* What the environment does not name stays as the file had it. */
+  assert_int_equal(cfg.reaper.max_attempts, 7);
+  assert_int_equal(cfg.reaper.nqueue_backoff, 2);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_max_attempts"),
+                      "env CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS");
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_backoff"),
+                      "cfg.yaml:9");
+
+  setenv("CLAIMER_REAPER_QUEUE_BACKOFF", "mail:10s,payments:1m", 1);
+  setenv("CLAIMER_REAPER_MAX_ATTEMPTS", "100", 1);
+  setenv("CLAIMER_REAPER_BACKOFF", "2s", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.reaper.max_attempts, 100);
+  assert_true(cfg.reaper.backoff_s == 2);
+  assert_string_equal(cl_config_origin(&cfg, "reaper.queue_backoff"),
+                      "env CLAIMER_REAPER_QUEUE_BACKOFF");
+
+  /* A failure changes nothing. */
+  setenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "payments:5,payments:6", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS: queue "
+                           "\"payments\" is listed twice");
+  assert_int_equal(cfg.reaper.queue_max_attempts[0], 3);
+  setenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "mail", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS: queue "
+                           "\"mail\" has no max_attempts (expected "
+                           "NAME:INTEGER)");
+  unsetenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS");
+  setenv("CLAIMER_REAPER_QUEUE_BACKOFF", "mail:2d", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_BACKOFF: queue \"mail\": "
+                           "backoff 2d is out of range (more than 0s, at most "
+                           "1d)");
+  assert_true(cfg.reaper.queue_backoff_s[0] == 10);
+  cl_config_free(&cfg);
+}
+
+static void retry_errors(void **state) {
+  (void)state;
+  expect_error("reaper:\n  max_attempts: 0\n",
+               "cfg.yaml:2:17: reaper.max_attempts: 0 is out of range "
+               "1..1000000");
+  expect_error("reaper:\n  backoff: 0\n",
+               "cfg.yaml:2:12: reaper.backoff: 0 is out of range (more than "
+               "0s, at most 1d)");
+  expect_error("reaper:\n  backoff_max: 32d\n",
+               "cfg.yaml:2:16: reaper.backoff_max: 32d is out of range (more "
+               "than 0s, at most 31d)");
+  expect_error("reaper:\n  queue_max_attempts:\n    payments: 5\n"
+               "    payments: 6\n",
+               "cfg.yaml:4:5: reaper.queue_max_attempts: queue \"payments\" is "
+               "listed twice (first at line 3)");
+  expect_error("reaper:\n  queue_max_attempts: {payments: five}\n",
+               "cfg.yaml:2:34: reaper.queue_max_attempts.payments: expected an "
+               "integer, got \"five\"");
+  expect_error("reaper:\n  queue_max_attempts: {payments: 0}\n",
+               "cfg.yaml:2:34: reaper.queue_max_attempts.payments: 0 is out of "
+               "range 1..1000000");
+  expect_error("reaper:\n  queue_max_attempts: {\"bad name\": 5}\n",
+               "cfg.yaml:2:24: reaper.queue_max_attempts: queue name \"bad "
+               "name\" has a character not allowed at byte 3 (allowed: "
+               "letters, digits, _ . : -)");
+  expect_error("reaper:\n  queue_max_attempts: [payments]\n",
+               "cfg.yaml:2:23: reaper.queue_max_attempts: expected a map of "
+               "queue names to integers, got a list");
+  expect_error("reaper:\n  queue_backoff:\n    mail: 2d\n",
+               "cfg.yaml:3:11: reaper.queue_backoff.mail: 2d is out of range "
+               "(more than 0s, at most 1d)");
+  expect_error("reaper:\n  max_attempt: 5\n",
+               "cfg.yaml:2:3: unknown key \"max_attempt\" in reaper (did you "
+               "mean \"max_attempts\"?)");
+
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_max_attempts",
+                                 "payments:five", "flag --queue-max-attempts",
+                                 err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag --queue-max-attempts: queue \"payments\": "
+                           "max_attempts: expected an integer, got \"five\"");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_max_attempts",
+                                 "mail:10,payments:5,mail:3", "flag", err,
+                                 sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag: queue \"mail\" is listed twice");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_max_attempts",
+                                 "payments:1000001", "flag", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag: queue \"payments\": max_attempts 1000001 is "
+                           "out of range 1..1000000");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_backoff", "mail:soon",
+                                 "flag", err, sizeof err),
+                   CL_ECONFIG);
+  assert_string_equal(err, "flag: queue \"mail\": backoff \"soon\" is not a "
+                           "duration (a number of seconds >= 0, or a number "
+                           "with ms, s, m, h or d)");
+  assert_int_equal(cl_config_queue_policy_set(&cfg), 0);
+
+  /* The rules between keys. */
+  assert_int_equal(cl_config_set(&cfg, "reaper.backoff_max", "500ms", "flag",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.backoff_max: 500ms is less than "
+                           "reaper.backoff (1s)");
+  assert_int_equal(
+      cl_config_set(&cfg, "reaper.backoff", "500ms", "flag", err, sizeof err),
+      0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  cl_config_free(&cfg);
+  cl_config_init(&cfg);
+  load_ok(&cfg, "reaper:\n  queue_backoff: {mail: 10s, \"v:2\": 2h}\n");
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.queue_backoff: queue \"v:2\": backoff 2h is "
+                           "more than reaper.backoff_max (1h)");
+  assert_int_equal(
+      cl_config_set(&cfg, "reaper.backoff_max", "2h", "flag", err, sizeof err),
+      0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+
+  /* Values set behind the loader's back are checked too. */
+  load_ok(&cfg, "reaper:\n  queue_max_attempts: {payments: 5}\n");
+  cfg.reaper.queue_max_attempts[0] = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.queue_max_attempts: queue \"payments\": "
+                           "max_attempts 0 is out of range 1..1000000 (from "
+                           "cfg.yaml:2)");
+  cfg.reaper.queue_max_attempts[0] = 5;
+  cfg.reaper.queue_backoff_s[1] = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "reaper.queue_backoff: queue \"v:2\": backoff 0s "
+                           "is out of range (more than 0s, at most 1d) (from "
+                           "cfg.yaml:2)");
+  cl_config_free(&cfg);
+}
+
+/* cl_config_queue_policy_set() says whether any of the five keys was
+ * given, whatever the value and whichever way it came. */
+static void retry_policy_set(void **state) {
+  (void)state;
+  static const char *const files[] = {
+      "reaper:\n  max_attempts: 25\n", /* the default, but given */
+      "reaper:\n  backoff: 1s\n",
+      "reaper:\n  backoff_max: 2h\n",
+      "reaper:\n  queue_max_attempts: {payments: 5}\n",
+      "reaper:\n  queue_backoff: ~\n",
+  };
+  static const char *const keys[][2] = {
+      {"reaper.max_attempts", "3"},
+      {"reaper.backoff", "5s"},
+      {"reaper.backoff_max", "1d"},
+      {"reaper.queue_max_attempts", "mail:3"},
+      {"reaper.queue_backoff", "mail:1m"},
+  };
+  static const char *const env[][2] = {
+      {"CLAIMER_REAPER_MAX_ATTEMPTS", "3"},
+      {"CLAIMER_REAPER_BACKOFF", "5s"},
+      {"CLAIMER_REAPER_BACKOFF_MAX", "1d"},
+      {"CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "mail:3"},
+      {"CLAIMER_REAPER_QUEUE_BACKOFF", "mail:1m"},
+  };
+  cl_config_t cfg;
+  char err[ERRLEN];
+  /* Other keys, the SLAs among them, are no retry policy. */
+  cl_config_init(&cfg);
+  load_ok(&cfg, reaper_yaml);
+  setenv("CLAIMER_REAPER_SLA", "5h", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  unsetenv("CLAIMER_REAPER_SLA");
+  assert_int_equal(cl_config_set(&cfg, "reaper.queue_sla", "mail:1h", "flag",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_queue_policy_set(&cfg), 0);
+  cl_config_free(&cfg);
+  for (size_t i = 0; i < 5; i++) {
+    cl_config_init(&cfg);
+    load_ok(&cfg, files[i]);
+    if (cl_config_queue_policy_set(&cfg) != 1)
+      fail_msg("file: %s", files[i]);
+    cl_config_free(&cfg);
+
+    cl_config_init(&cfg);
+    assert_int_equal(
+        cl_config_set(&cfg, keys[i][0], keys[i][1], NULL, err, sizeof err), 0);
+    if (cl_config_queue_policy_set(&cfg) != 1)
+      fail_msg("set: %s", keys[i][0]);
+    cl_config_free(&cfg);
+
+    cl_config_init(&cfg);
+    setenv(env[i][0], env[i][1], 1);
+    assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+    unsetenv(env[i][0]);
+    if (cl_config_queue_policy_set(&cfg) != 1)
+      fail_msg("env: %s", env[i][0]);
+    /* A copy carries it too. */
+    cl_config_t copy_;
+    assert_int_equal(cl_config_copy(&copy_, &cfg), 0);
+    assert_int_equal(cl_config_queue_policy_set(&copy_), 1);
+    cl_config_free(&copy_);
+    cl_config_free(&cfg);
+  }
+}
+
+/* What the printer writes of the policy loads back to the same values. */
+static void retry_print(void **state) {
+  (void)state;
+  cl_config_t a, b;
+  char err[ERRLEN];
+  cl_config_init(&a);
+  load_ok(&a, retry_yaml);
+  assert_int_equal(cl_config_set(&a, "reaper.queue_backoff",
+                                 "mail:10s,payments:1m,true:1.5,x:y:250ms",
+                                 "flag", err, sizeof err),
+                   0);
+  char *text = print(&a);
+  assert_contains(text, "  max_attempts: 7                       # cfg.yaml:2\n"
+                        "  backoff: 500ms                        # cfg.yaml:3\n"
+                        "  backoff_max: 2h                       # cfg.yaml:4\n"
+                        "  queue_max_attempts:                   # cfg.yaml:5\n"
+                        "    payments: 5\n"
+                        "    mail: 1000000\n"
+                        "    \"v:2\": 1\n"
+                        "  queue_backoff:                        # flag\n"
+                        "    mail: 10s\n"
+                        "    payments: 1m\n"
+                        "    \"true\": 1.5s\n"
+                        "    \"x:y\": 250ms\n"
+                        "  retention:\n");
+  cl_config_init(&b);
+  if (cl_config_load_string(&b, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_int_equal(b.reaper.max_attempts, a.reaper.max_attempts);
+  assert_true(b.reaper.backoff_s == a.reaper.backoff_s);
+  assert_true(b.reaper.backoff_max_s == a.reaper.backoff_max_s);
+  assert_int_equal(b.reaper.nqueue_max_attempts, a.reaper.nqueue_max_attempts);
+  for (size_t i = 0; i < a.reaper.nqueue_max_attempts; i++) {
+    assert_string_equal(b.reaper.queue_max_attempts_names[i],
+                        a.reaper.queue_max_attempts_names[i]);
+    assert_int_equal(b.reaper.queue_max_attempts[i],
+                     a.reaper.queue_max_attempts[i]);
+  }
+  assert_int_equal(b.reaper.nqueue_backoff, a.reaper.nqueue_backoff);
+  for (size_t i = 0; i < a.reaper.nqueue_backoff; i++) {
+    assert_string_equal(b.reaper.queue_backoff_names[i],
+                        a.reaper.queue_backoff_names[i]);
+    assert_true(b.reaper.queue_backoff_s[i] == a.reaper.queue_backoff_s[i]);
+  }
+  assert_int_equal(cl_config_validate(&b, err, sizeof err), 0);
+  free(text);
+  cl_config_free(&a);
+  cl_config_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(defaults, clear_env, clear_env),
@@ -1513,6 +1891,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(reaper_queue_sla, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(reaper_hook_url, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(reaper_print, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_defaults, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_full, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_environment, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_errors, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_policy_set, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(retry_print, clear_env, clear_env),
   };
   return cmocka_run_group_tests_name("config", tests, group_setup,
                                      group_teardown);
