@@ -502,8 +502,7 @@ static void explain_cycle(PGconn *p, PGconn *admin) {
   cl_reaper_opts_init(&o);
   char w[96], b[32], ov[96];
   snprintf(b, sizeof b, "('%d')", o.batch);
-  snprintf(w, sizeof w, "('%.17g', '%.17g', '%d')", o.worker_lost_after,
-           o.default_heartbeat_s, o.batch);
+  snprintf(w, sizeof w, "('%.17g', '%d')", o.worker_lost_after, o.batch);
   snprintf(ov, sizeof ov, "('%.17g', '%d', '{}', '{}')", o.default_sla_s,
            o.batch);
   const stmt_ref_t st[] = {

@@ -305,8 +305,9 @@ CL_EXTERN const char *cl_alert_kind_name(int kind);
 
 typedef struct cl_reaper_opts {
   int batch;                   /* rows per statement, 1..100000 (1000) */
-  double worker_lost_after;    /* heartbeat intervals without one (3) */
-  double default_heartbeat_s;  /* for workers that did not record theirs (10) */
+  double worker_lost_after;    /* heartbeat intervals without one (3);
+                                  workers that did not register their
+                                  interval are left to lease expiry */
   double default_sla_s;        /* item_overdue after this (3600) */
   const char *const *sla_queues; /* per-queue SLAs: nsla names ... */
   const double *sla_s;           /* ... and seconds */

@@ -169,7 +169,11 @@ static char **x_env(const char *id, const char *kind, const char *subject) {
     return NULL;
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
-    if (strncmp(environ[i], "CLAIMER_ALERT_", 14) == 0)
+    /* Its own variables are set below; the database's secrets are none
+     * of a hook's business. */
+    if (strncmp(environ[i], "CLAIMER_ALERT_", 14) == 0 ||
+        strncmp(environ[i], "CLAIMER_DSN=", 12) == 0 ||
+        strncmp(environ[i], "PGPASSWORD=", 11) == 0)
       continue;
     if ((env[k++] = cl__strdup(environ[i])) == NULL)
       goto fail;
@@ -234,8 +238,11 @@ int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
   int rc = uv_spawn(loop, &x->proc, &po);
   if (rc != 0) {
     snprintf(x->spawn_error, sizeof x->spawn_error, "%s", uv_strerror(rc));
-    /* Reported from the close callbacks, never from inside this call. */
+    /* Reported from the close callbacks, never from inside this call.  A
+     * failed uv_spawn has still put the handle on the loop. */
     x->exited = 1;
+    x->open++;
+    x_close((uv_handle_t *)&x->proc);
     x_close((uv_handle_t *)&x->in);
     x_close((uv_handle_t *)&x->err);
     x_close((uv_handle_t *)&x->timer);

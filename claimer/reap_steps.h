@@ -33,7 +33,7 @@ typedef struct cl__rparams {
   int batch;
   int enabled[CL__RS_COUNT]; /* retention steps are off at 0 seconds */
   const char *p[CL__RS_COUNT][4];
-  char batch_s[16], mult[48], hb[48], sla[48];
+  char batch_s[16], mult[48], sla[48];
   char ret[4][48];
   char *queues, *slas; /* array literals of the per-queue SLAs */
 } cl__rparams_t;

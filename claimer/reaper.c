@@ -29,7 +29,6 @@ void cl_reaper_opts_init(cl_reaper_opts_t *o) {
   memset(o, 0, sizeof *o);
   o->batch = 1000;
   o->worker_lost_after = 3;
-  o->default_heartbeat_s = 10;
   o->default_sla_s = 3600;
   o->retention_done_s = 7 * 86400;
   o->retention_dead_s = 0;
@@ -68,7 +67,6 @@ int cl__rparams_init(cl__rparams_t *rp, const cl_reaper_opts_t *o, char *err,
     return CL_EINVAL;
   }
   if (bad_seconds(o->worker_lost_after, 1) ||
-      bad_seconds(o->default_heartbeat_s, 1) ||
       bad_seconds(o->default_sla_s, 1)) {
     snprintf(err, errlen, "reaper durations must be more than 0");
     return CL_EINVAL;
@@ -92,7 +90,6 @@ int cl__rparams_init(cl__rparams_t *rp, const cl_reaper_opts_t *o, char *err,
   rp->batch = o->batch;
   snprintf(rp->batch_s, sizeof rp->batch_s, "%d", o->batch);
   cl__fmt_double(rp->mult, sizeof rp->mult, o->worker_lost_after);
-  cl__fmt_double(rp->hb, sizeof rp->hb, o->default_heartbeat_s);
   cl__fmt_double(rp->sla, sizeof rp->sla, o->default_sla_s);
 
   const char **vals = calloc(o->nsla + 1, sizeof *vals);
@@ -115,7 +112,7 @@ int cl__rparams_init(cl__rparams_t *rp, const cl_reaper_opts_t *o, char *err,
 
   const char *b = rp->batch_s;
   const char *const table[CL__RS_COUNT][4] = {
-      [CL__RS_WORKERS] = {rp->mult, rp->hb, b},
+      [CL__RS_WORKERS] = {rp->mult, b},
       [CL__RS_REAP] = {b},
       [CL__RS_OVERDUE] = {rp->sla, b, rp->queues, rp->slas},
       [CL__RS_IN_DOUBT] = {b},
@@ -209,7 +206,10 @@ int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
     cl__set_error(c, NULL, "%s", err);
     return rc;
   }
-  for (int s = 0; s < CL__RS_COUNT && rc == 0; s++) {
+  /* A step the database refuses (a timeout, say) does not keep the others
+   * from running; a lost connection does. */
+  int first = 0;
+  for (int s = 0; s < CL__RS_COUNT && (rc == 0 || rc == CL_EDB); s++) {
     if (!rp.enabled[s])
       continue;
     for (;;) {
@@ -222,7 +222,9 @@ int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
       if (n < rp.batch)
         break;
     }
+    if (rc == CL_EDB && first == 0)
+      first = rc;
   }
   cl__rparams_free(&rp);
-  return rc;
+  return rc != 0 ? rc : first;
 }

@@ -25,6 +25,7 @@
 enum {
   HOOK_BATCH = 16,   /* alerts claimed at a time when hooks run */
   HOOK_PARALLEL = 4, /* hook runs at once */
+  RETAIN_EVERY_MS = 60000,
 };
 
 typedef struct alert {
@@ -57,6 +58,9 @@ struct cl_reaper {
   int in_cycle;
   int cycle_done; /* with once: the one cycle ended */
   int step;
+  int step_rc;     /* the first step that failed, if any */
+  int retain_now;  /* this cycle runs the retention steps */
+  uint64_t last_retain;
   cl_cycle_info_t info;
   uint64_t t0;
 
@@ -98,7 +102,7 @@ static int rsend(cl_reaper_t *r, cl__stmt_id_t id, const char *const *p,
 
 /* The connection's last error; the connection may be gone. */
 static const char *aerr(const cl_reaper_t *r) {
-  return r->a_closing ? "connection closed" : aerr(r);
+  return r->a_closing ? "connection closed" : cl__aconn_error(r->a);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -149,15 +153,27 @@ static void end_cycle(cl_reaper_t *r, int rc) {
 static void next_step(cl_reaper_t *r) {
   do
     r->step++;
-  while (r->step < CL__RS_COUNT && !r->rp.enabled[r->step]);
+  while (r->step < CL__RS_COUNT &&
+         (!r->rp.enabled[r->step] ||
+          (r->step >= CL__RS_RETAIN_DONE && !r->retain_now)));
   if (r->step >= CL__RS_COUNT || r->stopping)
-    end_cycle(r, 0);
+    end_cycle(r, r->step_rc);
   else
     send_step(r);
 }
 
 static void on_step(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
+  if (rc == CL_EDB) {
+    /* One step refused (a lock or statement timeout, say): the others
+     * still run; the cycle reports the first failure. */
+    cl_log(CL_LOG_ERROR, "reap_step_failed", "step",
+           cl__rstep_name((cl__rstep_t)r->step), "error", aerr(r), NULL);
+    if (r->step_rc == 0)
+      r->step_rc = rc;
+    next_step(r);
+    return;
+  }
   if (rc != 0) {
     end_cycle(r, rc);
     return;
@@ -189,6 +205,12 @@ static void on_timer(uv_timer_t *t) {
   r->in_cycle = 1;
   r->t0 = uv_hrtime();
   r->step = -1;
+  r->step_rc = 0;
+  /* Retention need not run every few seconds: at most once a minute. */
+  r->retain_now = r->c.once || r->last_retain == 0 ||
+                  uv_now(r->loop) - r->last_retain >= RETAIN_EVERY_MS;
+  if (r->retain_now)
+    r->last_retain = uv_now(r->loop);
   next_step(r);
 }
 
@@ -382,6 +404,8 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     return;
   }
   run_next(r);
+  if (r->busy == 0) /* stopping: none started; their leases run out */
+    ann_end(r);
 }
 
 static void ann_claim(cl_reaper_t *r) {

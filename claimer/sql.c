@@ -259,14 +259,19 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     " RETURNING item_id"},
 
   /* The reaper's scans.  Workers whose heartbeat is older than $1 times
-   * their interval ($2 when they did not say) are lost: an alert, and
-   * their leases made due now, so the reap that follows hands the items
-   * back at once instead of at expiry.  $3 a limit. */
-  [CL__STMT_REAP_WORKERS] = {"claimer_reap_workers", 3,
+   * the interval they registered are lost: an alert, and their leases made
+   * due now, so the reap that follows hands the items back at once instead
+   * of at expiry.  Workers that never said their interval (a script
+   * calling `claimer heartbeat`) are left to lease expiry.  No lock here
+   * is waited for (SKIP LOCKED on workers, then on claims): a heartbeat
+   * locks the claims before the worker's row, so waiting in the other
+   * order could deadlock with it.  $2 a limit. */
+  [CL__STMT_REAP_WORKERS] = {"claimer_reap_workers", 2,
     "WITH lost AS ("
     "  SELECT worker_id, heartbeat_at, heartbeat_s FROM claimer.workers w"
-    "   WHERE heartbeat_at < now() - make_interval(secs =>"
-    "             $1::float8 * coalesce(heartbeat_s, $2::float8))"
+    "   WHERE heartbeat_s IS NOT NULL"
+    "     AND heartbeat_at < now() - make_interval(secs =>"
+    "                                              $1::float8 * heartbeat_s)"
     /* Not again once alerted and holding no live lease: a batch loop
      * would otherwise see the same lost workers forever. */
     "     AND (NOT EXISTS (SELECT 1 FROM claimer.alerts a"
@@ -276,12 +281,15 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "          OR EXISTS (SELECT 1 FROM claimer.claims c"
     "                      WHERE c.worker_id = w.worker_id"
     "                        AND c.lease_until > now()))"
-    "   ORDER BY heartbeat_at LIMIT $3::int"
+    "   ORDER BY heartbeat_at, worker_id LIMIT $2::int"
     "   FOR UPDATE SKIP LOCKED"
+    "), held AS ("
+    "  SELECT c.item_id FROM claimer.claims c JOIN lost USING (worker_id)"
+    "   WHERE c.lease_until > now()"
+    "   FOR UPDATE OF c SKIP LOCKED"
     "), rel AS ("
     "  UPDATE claimer.claims c SET lease_until = now()"
-    "    FROM lost WHERE c.worker_id = lost.worker_id"
-    "     AND c.lease_until > now()"
+    "    FROM held WHERE c.item_id = held.item_id"
     "  RETURNING c.worker_id"
     "), al AS ("
     "  SELECT worker_id, claimer.raise_alert('worker_lost', worker_id,"
@@ -290,7 +298,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "             'leases_released', (SELECT count(*) FROM rel"
     "                                  WHERE rel.worker_id = lost.worker_id)))"
     "           AS alert"
-    "    FROM lost"
+    "    FROM lost ORDER BY worker_id"
     ")"
     "SELECT al.worker_id, al.alert,"
     "       (SELECT count(*) FROM rel WHERE rel.worker_id = al.worker_id)"
@@ -309,17 +317,23 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "   WHERE i.state IN ('ready', 'leased')"
     "     AND i.enqueued_at < now() - coalesce(i.sla, make_interval(secs =>"
     "             coalesce(q.sla_s, $1::float8)))"
+    /* An item not tried yet is late from when it was due (run_in, or a
+     * dead letter put back), not from when it was enqueued. */
+    "     AND (i.attempts > 0 OR i.run_at < now() - coalesce(i.sla,"
+    "             make_interval(secs => coalesce(q.sla_s, $1::float8))))"
     "     AND NOT EXISTS (SELECT 1 FROM claimer.alerts a"
     "                      WHERE a.kind = 'item_overdue'"
     "                        AND a.subject = i.item_id"
     "                        AND a.resolved_at IS NULL)"
-    "   ORDER BY i.enqueued_at LIMIT $2::int"
+    "   ORDER BY i.enqueued_at, i.item_id LIMIT $2::int"
     ")"
+    /* In item_id order, so that two reapers raising the same alerts wait
+     * for each other in one order and never deadlock. */
     "SELECT item_id, claimer.raise_alert('item_overdue', item_id,"
     "         jsonb_build_object('item_id', item_id, 'queue', queue,"
     "           'state', state, 'enqueued_at', claimer.rfc3339(enqueued_at),"
     "           'sla_s', extract(epoch FROM sla)))"
-    "  FROM cand"},
+    "  FROM (SELECT * FROM cand ORDER BY item_id) c"},
 
   /* Deliveries a sender left in 'sending' past its lease: it may have
    * crashed between sending and recording "sent".  $1 a limit. */
@@ -332,14 +346,14 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "                      WHERE a.kind = 'delivery_in_doubt'"
     "                        AND a.subject = d.subscriber || '/' || d.item_id"
     "                        AND a.resolved_at IS NULL)"
-    "   ORDER BY d.lease_until LIMIT $1::int"
+    "   ORDER BY d.lease_until, d.subscriber, d.item_id LIMIT $1::int"
     ")"
     "SELECT item_id, claimer.raise_alert('delivery_in_doubt',"
     "         subscriber || '/' || item_id, jsonb_build_object("
     "           'subscriber', subscriber, 'item_id', item_id,"
     "           'attempts', attempts, 'idempotency_key', idempotency_key,"
     "           'lease_until', claimer.rfc3339(lease_until)))"
-    "  FROM cand"},
+    "  FROM (SELECT * FROM cand ORDER BY subscriber, item_id) c"},
 
   /* Open alerts whose condition has cleared.  $1 a limit. */
   [CL__STMT_ALERT_RESOLVE] = {"claimer_alert_resolve", 1,
@@ -408,14 +422,13 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "   AND a.hook_state = 'pending'"
     " RETURNING a.alert_id, a.hook_state"},
 
-  /* Retention, each a bounded batch: done and discarded items finished
-   * more than $1 seconds ago, with their results and deliveries (ON
-   * DELETE CASCADE), unless a subscriber is still owed the result.
-   * $2 a limit. */
+  /* Retention, each a bounded batch: done items finished more than $1
+   * seconds ago, with their results and deliveries (ON DELETE CASCADE),
+   * unless a subscriber is still owed the result.  $2 a limit. */
   [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", 2,
     "WITH old AS ("
     "  SELECT i.item_id FROM claimer.items i"
-    "   WHERE i.state IN ('done', 'discarded')"
+    "   WHERE i.state = 'done'"
     "     AND i.finished_at < now() - make_interval(secs => $1::float8)"
     "     AND NOT claimer.result_undelivered(i.item_id)"
     "   ORDER BY i.finished_at LIMIT $2::int"
@@ -424,11 +437,13 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "DELETE FROM claimer.items i USING old WHERE i.item_id = old.item_id"
     " RETURNING i.item_id"},
 
-  /* Dead items that died more than $1 seconds ago.  $2 a limit. */
+  /* Dead and discarded items that died more than $1 seconds ago (a
+   * discarded item's row keeps its item_id taken, G1, as long as dead
+   * letters are kept).  $2 a limit. */
   [CL__STMT_RETAIN_DEAD] = {"claimer_retain_dead", 2,
     "WITH old AS ("
     "  SELECT item_id FROM claimer.items"
-    "   WHERE state = 'dead'"
+    "   WHERE state IN ('dead', 'discarded')"
     "     AND finished_at < now() - make_interval(secs => $1::float8)"
     "   ORDER BY finished_at LIMIT $2::int"
     "   FOR UPDATE SKIP LOCKED"

@@ -23,7 +23,7 @@
   XX(DEAD_LIST, 2)                                                           \
   XX(DEAD_RETRY, 2)                                                          \
   XX(DEAD_DISCARD, 2)                                                        \
-  XX(REAP_WORKERS, 3)                                                        \
+  XX(REAP_WORKERS, 2)                                                        \
   XX(ALERT_OVERDUE, 4)                                                       \
   XX(ALERT_IN_DOUBT, 1)                                                      \
   XX(ALERT_RESOLVE, 1)                                                       \

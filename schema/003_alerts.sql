@@ -66,13 +66,17 @@ SELECT a.alert_id, a.kind, a.subject, a.detail, a.raised_at,
 -- Retention removes resolved alerts by age.
 CREATE INDEX alerts_resolved ON claimer.alerts (resolved_at)
     WHERE resolved_at IS NOT NULL;
+-- Open alerts, which the reaper re-checks each cycle, without reading the
+-- resolved ones.
+CREATE INDEX alerts_open_id ON claimer.alerts (alert_id)
+    WHERE resolved_at IS NULL;
 
 -- Retention ---------------------------------------------------------------
 
--- Finished items by age, for retention: done and discarded ones (dead ones
--- have their own retention, through items_finished).
+-- Dead and discarded items by age, for their retention (done ones go
+-- through items_finished).
 CREATE INDEX items_retain ON claimer.items (finished_at)
-    WHERE state IN ('done', 'discarded');
+    WHERE state IN ('dead', 'discarded');
 
 -- The subscribers that consume results (the senders).  Retention keeps a
 -- result until every subscriber it is owed to has recorded it as sent: a

@@ -45,7 +45,9 @@ static const struct {
 typedef struct reapd {
   uv_loop_t loop;
   cl_reaper_t *r;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
+  int signals_seen;
+  int interrupted;
   int once;
   int exit_rc;
   long raised;
@@ -119,7 +121,11 @@ static void usage(FILE *out) {
       "config.\n"
       "As a daemon: SIGTERM or SIGINT stops after the statement in flight "
       "and\n"
-      "waits for running hooks; exit 0.\n");
+      "waits for running hooks, exit 0; a second one exits 1 at once.  "
+      "SIGHUP is\n"
+      "logged and ignored (restart to apply a changed config).  An "
+      "interrupted\n"
+      "--once exits 1.\n");
 }
 
 static void print_cycle(const cl_cycle_info_t *in, long announced) {
@@ -166,15 +172,34 @@ static void on_exit_cb(void *arg, int rc, const char *why) {
   }
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
 }
 
 static void on_stop_signal(uv_signal_t *s, int signum) {
   reapd_t *d = s->data;
   if (d->r == NULL)
     return;
+  if (++d->signals_seen > 1) {
+    cl_log(CL_LOG_WARNING, "signal", "signal", strsignal(signum), "action",
+           "exit now; hooks still running are abandoned, their alerts "
+           "announced again later",
+           NULL);
+    _exit(EXIT_ERROR);
+  }
   cl_log(CL_LOG_INFO, "signal", "signal", strsignal(signum), "action",
          "stop", NULL);
+  /* An interrupted --once did not do its job: say so in the status. */
+  if (d->once)
+    d->interrupted = 1;
   cl_reaper_stop(d->r);
+}
+
+/* SIGHUP: nothing to reload on the fly; said, not fatal. */
+static void on_hup(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  cl_log(CL_LOG_WARNING, "reload_unsupported", "action",
+         "restart the reaper to apply a changed config", NULL);
 }
 
 int cmd_reap(int argc, char **argv) {
@@ -284,13 +309,19 @@ int cmd_reap(int argc, char **argv) {
   }
   uv_signal_init(&d.loop, &d.sigterm);
   uv_signal_init(&d.loop, &d.sigint);
-  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_init(&d.loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_hup, SIGHUP);
   (void)cl_reaper_start(d.r);
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&d.loop) != 0) {
     cli_err("internal error: the loop still had handles open at exit");
+    d.exit_rc = EXIT_ERROR;
+  }
+  if (d.interrupted && d.exit_rc == EXIT_OK) {
+    cli_err("interrupted before the cycle and its announcements were done");
     d.exit_rc = EXIT_ERROR;
   }
   if (d.once && d.exit_rc == EXIT_OK) {

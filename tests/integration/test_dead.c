@@ -188,7 +188,8 @@ static void test_upgrade_from_v1(void **state) {
   th_exec(p, "DROP TABLE claimer.queue_policy");
   th_exec(p, "DROP FUNCTION claimer.result_undelivered(text)");
   th_exec(p, "DROP TABLE claimer.subscribers");
-  th_exec(p, "DROP INDEX claimer.items_retain, claimer.alerts_resolved");
+  th_exec(p, "DROP INDEX claimer.items_retain, claimer.alerts_resolved, "
+             "claimer.alerts_open_id");
   th_exec(p, "DROP VIEW claimer.open_alerts");
   th_exec(p, "DROP FUNCTION claimer.raise_alert(text, text, jsonb)");
   th_exec(p, "DROP FUNCTION claimer.alert_json(claimer.alerts)");

@@ -161,10 +161,10 @@ static void test_reapers_race_heartbeat(void **state) {
   PQfinish(p);
 }
 
-/* Retention deletes old finished items with their results, in batches, and
- * never an unfinished item, a dead letter (kept by default), or a result a
- * subscriber is still owed: one it has no delivery of yet, or whose
- * delivery is not settled as sent. */
+/* Retention deletes old done items with their results, in batches, and
+ * never an unfinished item, a dead or discarded one (kept by default: a
+ * discarded item_id stays taken), or a result a subscriber is still owed:
+ * one it has no delivery of yet, or whose delivery is not settled. */
 static void test_retention_keeps_what_is_owed(void **state) {
   (void)state;
   char dsn[1024];
@@ -207,20 +207,19 @@ static void test_retention_keeps_what_is_owed(void **state) {
   o.retention_done_s = 86400;
   cl_cycle_info_t info;
   assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
-  /* 250 old ones, 'sent' (its one subscriber has it), 'gone'. */
-  assert_int_equal(info.deleted_items, 252);
+  /* 250 old ones, and 'sent' (its one subscriber has it). */
+  assert_int_equal(info.deleted_items, 251);
   assert_int_equal(info.deleted_dead, 0);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
-                              "item_id LIKE 'old-%' OR item_id IN ('sent', "
-                              "'gone')"),
+                              "item_id LIKE 'old-%' OR item_id = 'sent'"),
                    0);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
                               "item_id LIKE 'old-%' OR item_id = 'sent'"),
                    0);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "item_id IN ('owed', 'sending', 'fresh', "
-                              "'ready', 'dead')"),
-                   5);
+                              "'ready', 'dead', 'gone')"),
+                   6);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 3);
   /* 'owed' goes once audit records it as sent; dead letters go when their
    * own retention says so. */
@@ -229,7 +228,7 @@ static void test_retention_keeps_what_is_owed(void **state) {
   o.retention_dead_s = 86400;
   assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
   assert_int_equal(info.deleted_items, 1);
-  assert_int_equal(info.deleted_dead, 1);
+  assert_int_equal(info.deleted_dead, 2); /* 'dead' and 'gone' */
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "item_id IN ('sending', 'fresh', 'ready')"),
                    3);
@@ -238,11 +237,67 @@ static void test_retention_keeps_what_is_owed(void **state) {
   PQfinish(p);
 }
 
+/* A lost worker's heartbeat that arrives while the reaper finds it lost:
+ * the heartbeat locks the worker's claims, then its row; the reaper must
+ * not wait on those claims while it holds the row (that order deadlocked),
+ * so it skips them and the heartbeat goes through.  A worker that never
+ * registered its heartbeat interval (a script's `claimer heartbeat`) is
+ * never called lost: its leases run to expiry. */
+static void test_lost_worker_races_heartbeat(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "reap_lost", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  PGconn *hb = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+             "VALUES ('x-1', 'q', 'leased', 1), ('y-1', 'q', 'leased', 1)");
+  th_exec(p, "INSERT INTO claimer.workers (worker_id, heartbeat_at, "
+             "heartbeat_s) VALUES ('late', now() - interval '1 min', 1), "
+             "('script', now() - interval '1 min', NULL)");
+  th_exec(p, "INSERT INTO claimer.claims (item_id, queue, worker_id, token, "
+             "attempt, lease_until) VALUES "
+             "('x-1', 'q', 'late', 'tx', 1, now() + interval '1 h'), "
+             "('y-1', 'q', 'script', 'ty', 1, now() + interval '1 h')");
+  /* The heartbeat's first half: its claims locked. */
+  th_exec(hb, "BEGIN");
+  th_exec(hb, "SELECT 1 FROM claimer.claims WHERE worker_id = 'late' "
+              "FOR UPDATE");
+  cl_conn_t *c = NULL;
+  assert_int_equal(cl_conn_new(&c, dsn), 0);
+  cl_reaper_opts_t o;
+  cl_reaper_opts_init(&o);
+  cl_cycle_info_t info;
+  assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
+  assert_int_equal(info.workers_lost, 1);
+  assert_int_equal(info.raised[CL_ALERT_WORKER_LOST], 1);
+  assert_int_equal(info.leases_released, 0); /* skipped, not waited for */
+  /* Its second half goes through: no deadlock. */
+  th_exec(hb, "UPDATE claimer.workers SET heartbeat_at = now() "
+              "WHERE worker_id = 'late'");
+  th_exec(hb, "COMMIT");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
+                              "lease_until > now()"),
+                   2);
+  /* Its next heartbeat (the one above started before the alert) says it
+   * is back, so the alert resolves; the script worker was never lost. */
+  th_exec(p, "UPDATE claimer.workers SET heartbeat_at = now() "
+             "WHERE worker_id = 'late'");
+  assert_int_equal(cl_reap_cycle(c, &o, &info), 0);
+  assert_int_equal(info.resolved, 1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.alerts WHERE "
+                              "subject = 'script'"),
+                   0);
+  cl_conn_free(&c);
+  PQfinish(hb);
+  PQfinish(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_reapers_each_lease_once),
       cmocka_unit_test(test_reapers_race_heartbeat),
       cmocka_unit_test(test_retention_keeps_what_is_owed),
+      cmocka_unit_test(test_lost_worker_races_heartbeat),
   };
   return cmocka_run_group_tests_name("reap", tests, th_group_setup,
                                      th_group_teardown);
