@@ -36,6 +36,9 @@ typedef struct cl__rparams {
   char batch_s[16], mult[48], sla[48];
   char ret[4][48];
   char *queues, *slas; /* array literals of the per-queue SLAs */
+  /* Where retain_done goes on: the last (finished_at, item_id) looked at.
+   * cl__rstep_start() resets it at the start of a step. */
+  char after_ts[64], after_id[CL_ITEM_ID_MAX + 1];
 } cl__rparams_t;
 
 /* Checks o and fills rp.  Returns 0, or CL_EINVAL with a message in err,
@@ -48,8 +51,11 @@ void cl__rparams_free(cl__rparams_t *rp);
 cl__stmt_id_t cl__rstep_stmt(cl__rstep_t step);
 /* Step's name for logs ("lost_workers", "stale_leases", ...). */
 const char *cl__rstep_name(cl__rstep_t step);
-/* Adds the rows of one batch of step to info; returns the number of rows
- * (a batch shorter than rp->batch ends the step). */
-int cl__rstep_rows(cl__rstep_t step, PGresult *r, cl_cycle_info_t *info);
+/* Called before the first batch of a step. */
+void cl__rstep_start(cl__rparams_t *rp, cl__rstep_t step);
+/* Adds the rows of one batch of step to info; returns how many rows the
+ * batch looked at (a batch shorter than rp->batch ends the step). */
+int cl__rstep_rows(cl__rparams_t *rp, cl__rstep_t step, PGresult *r,
+                   cl_cycle_info_t *info);
 
 #endif

@@ -117,7 +117,7 @@ int cl__rparams_init(cl__rparams_t *rp, const cl_reaper_opts_t *o, char *err,
       [CL__RS_OVERDUE] = {rp->sla, b, rp->queues, rp->slas},
       [CL__RS_IN_DOUBT] = {b},
       [CL__RS_RESOLVE] = {b},
-      [CL__RS_RETAIN_DONE] = {rp->ret[0], b},
+      [CL__RS_RETAIN_DONE] = {rp->ret[0], b, rp->after_ts, rp->after_id},
       [CL__RS_RETAIN_DEAD] = {rp->ret[1], b},
       [CL__RS_RETAIN_ALERTS] = {rp->ret[2], b},
       [CL__RS_RETAIN_WORKERS] = {rp->ret[3], b},
@@ -144,7 +144,15 @@ static void count_raise(cl_cycle_info_t *info, PGresult *r, int i, int col,
   }
 }
 
-int cl__rstep_rows(cl__rstep_t step, PGresult *r, cl_cycle_info_t *info) {
+void cl__rstep_start(cl__rparams_t *rp, cl__rstep_t step) {
+  if (step == CL__RS_RETAIN_DONE) {
+    snprintf(rp->after_ts, sizeof rp->after_ts, "-infinity");
+    rp->after_id[0] = '\0';
+  }
+}
+
+int cl__rstep_rows(cl__rparams_t *rp, cl__rstep_t step, PGresult *r,
+                   cl_cycle_info_t *info) {
   int n = PQntuples(r);
   switch (step) {
   case CL__RS_WORKERS:
@@ -179,7 +187,14 @@ int cl__rstep_rows(cl__rstep_t step, PGresult *r, cl_cycle_info_t *info) {
     info->resolved += n;
     break;
   case CL__RS_RETAIN_DONE:
-    info->deleted_items += n;
+    if (n != 1)
+      return 0;
+    info->deleted_items += atol(PQgetvalue(r, 0, 0));
+    n = atoi(PQgetvalue(r, 0, 1));
+    if (!PQgetisnull(r, 0, 2)) {
+      snprintf(rp->after_ts, sizeof rp->after_ts, "%s", PQgetvalue(r, 0, 2));
+      snprintf(rp->after_id, sizeof rp->after_id, "%s", PQgetvalue(r, 0, 3));
+    }
     break;
   case CL__RS_RETAIN_DEAD:
     info->deleted_dead += n;
@@ -212,12 +227,13 @@ int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
   for (int s = 0; s < CL__RS_COUNT && (rc == 0 || rc == CL_EDB); s++) {
     if (!rp.enabled[s])
       continue;
+    cl__rstep_start(&rp, (cl__rstep_t)s);
     for (;;) {
       PGresult *r = NULL;
       rc = cl__exec(c, steps[s].stmt, rp.p[s], &r);
       if (rc != 0)
         break;
-      int n = cl__rstep_rows((cl__rstep_t)s, r, info);
+      int n = cl__rstep_rows(&rp, (cl__rstep_t)s, r, info);
       PQclear(r);
       if (n < rp.batch)
         break;

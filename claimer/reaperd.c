@@ -156,10 +156,12 @@ static void next_step(cl_reaper_t *r) {
   while (r->step < CL__RS_COUNT &&
          (!r->rp.enabled[r->step] ||
           (r->step >= CL__RS_RETAIN_DONE && !r->retain_now)));
-  if (r->step >= CL__RS_COUNT || r->stopping)
+  if (r->step >= CL__RS_COUNT || r->stopping) {
     end_cycle(r, r->step_rc);
-  else
+  } else {
+    cl__rstep_start(&r->rp, (cl__rstep_t)r->step);
     send_step(r);
+  }
 }
 
 static void on_step(void *arg, int rc, PGresult *res) {
@@ -178,7 +180,7 @@ static void on_step(void *arg, int rc, PGresult *res) {
     end_cycle(r, rc);
     return;
   }
-  int n = cl__rstep_rows((cl__rstep_t)r->step, res, &r->info);
+  int n = cl__rstep_rows(&r->rp, (cl__rstep_t)r->step, res, &r->info);
   if (n >= r->rp.batch && !r->stopping)
     send_step(r);
   else

@@ -424,18 +424,32 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Retention, each a bounded batch: done items finished more than $1
    * seconds ago, with their results and deliveries (ON DELETE CASCADE),
-   * unless a subscriber is still owed the result.  $2 a limit. */
-  [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", 2,
-    "WITH old AS ("
-    "  SELECT i.item_id FROM claimer.items i"
+   * unless a subscriber is still owed the result.  $2 a limit.  The batch
+   * goes on after ($3 finished_at, $4 item_id), the key of the last row
+   * the previous batch looked at, so that results still owed (which stay,
+   * at the old end of the index) are looked at once per run, not once per
+   * batch.  Returns rows deleted, rows looked at and the new key. */
+  [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", 4,
+    "WITH cand AS ("
+    "  SELECT i.item_id, i.finished_at FROM claimer.items i"
     "   WHERE i.state = 'done'"
     "     AND i.finished_at < now() - make_interval(secs => $1::float8)"
-    "     AND NOT claimer.result_undelivered(i.item_id)"
-    "   ORDER BY i.finished_at LIMIT $2::int"
+    "     AND i.finished_at >= $3::timestamptz"
+    "     AND (i.finished_at > $3::timestamptz OR i.item_id > $4)"
+    "   ORDER BY i.finished_at, i.item_id LIMIT $2::int"
     "   FOR UPDATE SKIP LOCKED"
+    "), del AS ("
+    "  DELETE FROM claimer.items i USING cand"
+    "   WHERE i.item_id = cand.item_id"
+    "     AND NOT claimer.result_undelivered(cand.item_id)"
+    "  RETURNING i.item_id"
+    "), last AS ("
+    "  SELECT finished_at, item_id FROM cand"
+    "   ORDER BY finished_at DESC, item_id DESC LIMIT 1"
     ")"
-    "DELETE FROM claimer.items i USING old WHERE i.item_id = old.item_id"
-    " RETURNING i.item_id"},
+    "SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM cand),"
+    "       (SELECT finished_at::text FROM last),"
+    "       (SELECT item_id FROM last)"},
 
   /* Dead and discarded items that died more than $1 seconds ago (a
    * discarded item's row keeps its item_id taken, G1, as long as dead

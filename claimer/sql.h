@@ -29,7 +29,7 @@
   XX(ALERT_RESOLVE, 1)                                                       \
   XX(ANNOUNCE_CLAIM, 2)                                                      \
   XX(ANNOUNCE_DONE, 5)                                                       \
-  XX(RETAIN_DONE, 2)                                                         \
+  XX(RETAIN_DONE, 4)                                                         \
   XX(RETAIN_DEAD, 2)                                                         \
   XX(RETAIN_ALERTS, 2)                                                       \
   XX(RETAIN_WORKERS, 2)                                                      \

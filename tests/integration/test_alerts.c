@@ -593,8 +593,12 @@ static void test_reaper_db_restart(void **state) {
   char log[256];
   snprintf(log, sizeof log, "%s/reaper-rs.log", tmpdir);
   double end = th_now() + 30;
-  for (char *t; th_count(t = th_read_file(log), "event=db_connected") == 0;
-       free(t)) {
+  for (;;) {
+    char *t = th_read_file(log);
+    int up = th_count(t, "event=db_connected");
+    free(t);
+    if (up > 0)
+      break;
     assert_true(th_now() < end);
     sleep_s(0.05);
   }
