@@ -222,3 +222,12 @@ int cli_load_config(cl_config_t *cfg, const char *path,
   }
   return EXIT_OK;
 }
+
+void cli_flag_options(struct option *opts, const struct option *base,
+                      size_t nbase, const cli_flag_key_t *keys, size_t nkeys) {
+  memcpy(opts, base, nbase * sizeof *opts);
+  for (size_t i = 0; i < nkeys; i++)
+    opts[nbase + i] = (struct option){keys[i].flag, required_argument, NULL,
+                                      1000 + (int)i};
+  memset(&opts[nbase + nkeys], 0, sizeof *opts);
+}

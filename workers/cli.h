@@ -52,6 +52,18 @@ int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used);
  * status: 2 for bad input, 3 for a lost lease, 1 otherwise. */
 int cli_fail(cl_conn_t *c, int rc, const char *what);
 
+/* A long option that sets a config key: --flag VALUE sets path. */
+typedef struct cli_flag_key {
+  const char *flag;
+  const char *path;
+} cli_flag_key_t;
+
+/* Fills opts (room for nbase + nkeys + 1) with the base options, then one
+ * required-argument option per key, whose getopt value is 1000 + its
+ * index in keys, then the terminator. */
+void cli_flag_options(struct option *opts, const struct option *base,
+                      size_t nbase, const cli_flag_key_t *keys, size_t nkeys);
+
 /* Config keys set by flags, in the order given, with their origins. */
 typedef struct cli_flags {
   const char *path[64];

@@ -18,10 +18,7 @@
 
 enum { EXIT_NEW_ALERTS = 4 };
 
-static const struct {
-  const char *flag;
-  const char *path;
-} flag_keys[] = {
+static const cli_flag_key_t flag_keys[] = {
     {"dsn", "dsn"},
     {"interval", "reaper.interval"},
     {"batch", "reaper.batch"},
@@ -210,11 +207,7 @@ int cmd_reap(int argc, char **argv) {
   };
   enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
   struct option opts[NBASE + NFLAGS + 1];
-  memcpy(opts, base_opts, sizeof base_opts);
-  for (size_t i = 0; i < NFLAGS; i++)
-    opts[NBASE + i] = (struct option){flag_keys[i].flag, required_argument,
-                                      NULL, 1000 + (int)i};
-  memset(&opts[NBASE + NFLAGS], 0, sizeof opts[0]);
+  cli_flag_options(opts, base_opts, NBASE, flag_keys, NFLAGS);
 
   static cli_flags_t fs;
   static reapd_t d;

@@ -31,10 +31,7 @@ typedef struct daemon {
   char dsn_origin[64];
 } daemon_t;
 
-static const struct {
-  const char *flag; /* long option */
-  const char *path; /* config key */
-} flag_keys[] = {
+static const cli_flag_key_t flag_keys[] = {
     {"dsn", "dsn"},
     {"name", "worker.name"},
     {"concurrency", "worker.concurrency"},
@@ -254,11 +251,7 @@ int cmd_work(int argc, char **argv) {
   };
   enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
   struct option opts[NBASE + NFLAGS + 1];
-  memcpy(opts, base_opts, sizeof base_opts);
-  for (size_t i = 0; i < NFLAGS; i++)
-    opts[NBASE + i] = (struct option){flag_keys[i].flag, required_argument,
-                                      NULL, 1000 + (int)i};
-  memset(&opts[NBASE + NFLAGS], 0, sizeof opts[0]);
+  cli_flag_options(opts, base_opts, NBASE, flag_keys, NFLAGS);
 
   static cli_flags_t fs;
   char *queues = NULL;

@@ -405,3 +405,18 @@ void th_filter_from_env(void) {
   if (f != NULL && *f)
     cmocka_set_test_filter(f);
 }
+
+void th_pg_restart(th_pg_t *pg, double pause_s) {
+  char data[700], err[512];
+  snprintf(data, sizeof data, "%s/data", pg->dir);
+  const char *as_user = getuid() == 0 ? pg->user : NULL;
+  if (cl__pg_stop(pg->bindir, data, as_user, "fast", 30, NULL, err,
+                  sizeof err) != 0)
+    fail_msg("pg_ctl stop: %s", err);
+  struct timespec ts = {(time_t)pause_s,
+                        (long)((pause_s - (double)(time_t)pause_s) * 1e9)};
+  nanosleep(&ts, NULL);
+  if (cl__pg_start(pg->bindir, data, as_user, pg->log, pg->dir, 60, err,
+                   sizeof err) != 0)
+    fail_msg("pg_ctl start: %s", err);
+}

@@ -40,6 +40,9 @@ int th_group_teardown(void **state);
 int th_pg_start(th_pg_t *pg);
 /* Stops a server th_pg_start() started and removes its files. */
 void th_pg_stop(th_pg_t *pg);
+/* Restarts the server the harness started (pg_ctl stop -m fast, a pause of
+ * pause_s, start), or fails the test. */
+void th_pg_restart(th_pg_t *pg, double pause_s);
 
 /* Creates database name afresh (dropping an old one), migrated to the
  * current schema when migrate is 1, and writes a unix-socket DSN for it into

@@ -28,7 +28,6 @@
 
 #include "claimer.h"
 #include "harness.h"
-#include "proc.h"
 
 static char tmpdir[] = "/tmp/claimer-alerts-XXXXXX";
 
@@ -602,16 +601,7 @@ static void test_reaper_db_restart(void **state) {
     assert_true(th_now() < end);
     sleep_s(0.05);
   }
-  char data[700], err[512];
-  snprintf(data, sizeof data, "%s/data", th_pg.dir);
-  const char *as_user = getuid() == 0 ? th_pg.user : NULL;
-  assert_int_equal(cl__pg_stop(th_pg.bindir, data, as_user, "fast", 30, NULL,
-                               err, sizeof err),
-                   0);
-  sleep_s(1);
-  assert_int_equal(cl__pg_start(th_pg.bindir, data, as_user, th_pg.log,
-                                th_pg.dir, 60, err, sizeof err),
-                   0);
+  th_pg_restart(&th_pg, 1);
   PQreset(w.p);
   PQreset(w.listen);
   th_exec(w.listen, "LISTEN claimer_alerts");

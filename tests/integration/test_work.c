@@ -366,17 +366,7 @@ static void test_db_restart(void **state) {
   wait_count(p, "SELECT count(*) FROM claimer.results", N / 3, 120,
              "first third");
   PQfinish(p);
-  char data[700], err[512];
-  snprintf(data, sizeof data, "%s/data", th_pg.dir);
-  const char *as_user = getuid() == 0 ? th_pg.user : NULL;
-  assert_int_equal(cl__pg_stop(th_pg.bindir, data, as_user, "fast", 30, NULL,
-                               err, sizeof err),
-                   0);
-  struct timespec ts = {1, 0};
-  nanosleep(&ts, NULL);
-  assert_int_equal(cl__pg_start(th_pg.bindir, data, as_user, th_pg.log,
-                                th_pg.dir, 60, err, sizeof err),
-                   0);
+  th_pg_restart(&th_pg, 1);
   p = th_connect(dsn);
   wait_count(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'", N,
              180, "after the restart");
