@@ -109,8 +109,8 @@ typedef struct cl_config {
                                         <= backoff_max_s */
     size_t nqueue_backoff;           /* default 0: backoff_s for every queue */
     struct {
-      double done_s;   /* done and discarded items, default 7 d; 0 = keep */
-      double dead_s;   /* dead letters, default 0 = keep forever */
+      double done_s;   /* done items, default 7 d; 0 = keep */
+      double dead_s;   /* dead and discarded items, default 0 = keep */
       double alerts_s; /* resolved alerts, default 30 d; 0 = keep */
       double workers_s; /* silent workers holding no lease, default 1 d;
                            0 = keep */

@@ -192,6 +192,10 @@ int cl__rstep_rows(cl__rparams_t *rp, cl__rstep_t step, PGresult *r,
     info->deleted_items += atol(PQgetvalue(r, 0, 0));
     n = atoi(PQgetvalue(r, 0, 1));
     if (!PQgetisnull(r, 0, 2)) {
+      /* A key that did not move would loop: end the step instead. */
+      if (strcmp(rp->after_ts, PQgetvalue(r, 0, 2)) == 0 &&
+          strcmp(rp->after_id, PQgetvalue(r, 0, 3)) == 0)
+        return 0;
       snprintf(rp->after_ts, sizeof rp->after_ts, "%s", PQgetvalue(r, 0, 2));
       snprintf(rp->after_id, sizeof rp->after_id, "%s", PQgetvalue(r, 0, 3));
     }
@@ -224,6 +228,7 @@ int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
   /* A step the database refuses (a timeout, say) does not keep the others
    * from running; a lost connection does. */
   int first = 0;
+  char first_msg[sizeof c->error];
   for (int s = 0; s < CL__RS_COUNT && (rc == 0 || rc == CL_EDB); s++) {
     if (!rp.enabled[s])
       continue;
@@ -238,9 +243,13 @@ int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
       if (n < rp.batch)
         break;
     }
-    if (rc == CL_EDB && first == 0)
+    if (rc == CL_EDB && first == 0) {
       first = rc;
+      memcpy(first_msg, c->error, sizeof first_msg);
+    }
   }
   cl__rparams_free(&rp);
+  if (rc == 0 && first != 0)
+    memcpy(c->error, first_msg, sizeof c->error);
   return rc != 0 ? rc : first;
 }

@@ -53,12 +53,14 @@ struct cl_reaper {
   int fatal_rc;
   char fatal_why[512];
   char *policy[4]; /* POLICY_SYNC's array literals; NULL: no policy */
+  int policy_pending, policy_inflight;
 
   /* The cycle. */
   int in_cycle;
   int cycle_done; /* with once: the one cycle ended */
   int step;
-  int step_rc;     /* the first step that failed, if any */
+  int step_rc;     /* the first step that failed, if any ... */
+  int fail_step;   /* ... and which */
   int retain_now;  /* this cycle runs the retention steps */
   uint64_t last_retain;
   cl_cycle_info_t info;
@@ -117,7 +119,7 @@ static void end_cycle(cl_reaper_t *r, int rc) {
   const cl_cycle_info_t *in = &r->info;
   if (rc != 0) {
     cl_log(CL_LOG_ERROR, "reap_cycle_failed", "step",
-           cl__rstep_name((cl__rstep_t)r->step), "error",
+           cl__rstep_name((cl__rstep_t)r->fail_step), "error",
            aerr(r), NULL);
   } else if (in->reap.expired || in->workers_lost || in->raised_total ||
              in->resolved || in->deleted_items || in->deleted_dead ||
@@ -166,13 +168,17 @@ static void next_step(cl_reaper_t *r) {
 
 static void on_step(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
+  if (rc != 0 && rc != CL_EDB)
+    r->fail_step = r->step;
   if (rc == CL_EDB) {
     /* One step refused (a lock or statement timeout, say): the others
      * still run; the cycle reports the first failure. */
     cl_log(CL_LOG_ERROR, "reap_step_failed", "step",
            cl__rstep_name((cl__rstep_t)r->step), "error", aerr(r), NULL);
-    if (r->step_rc == 0)
+    if (r->step_rc == 0) {
       r->step_rc = rc;
+      r->fail_step = r->step;
+    }
     next_step(r);
     return;
   }
@@ -190,9 +196,13 @@ static void on_step(void *arg, int rc, PGresult *res) {
 static void send_step(cl_reaper_t *r) {
   int rc = rsend(r, cl__rstep_stmt((cl__rstep_t)r->step), r->rp.p[r->step],
                  on_step);
-  if (rc != 0)
+  if (rc != 0) {
+    r->fail_step = r->step;
     end_cycle(r, rc);
+  }
 }
+
+static void send_policy(cl_reaper_t *r);
 
 static void on_timer(uv_timer_t *t) {
   cl_reaper_t *r = t->data;
@@ -203,6 +213,8 @@ static void on_timer(uv_timer_t *t) {
            "previous cycle still running", NULL);
     return;
   }
+  if (r->policy_pending && !r->policy_inflight)
+    send_policy(r); /* the last try failed: again, before the cycle */
   memset(&r->info, 0, sizeof r->info);
   r->in_cycle = 1;
   r->t0 = uv_hrtime();
@@ -497,15 +509,28 @@ out:
 
 static void on_policy(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
+  r->policy_inflight = 0;
   if (rc != 0) {
-    cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", aerr(r), NULL);
+    cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", aerr(r), "action",
+           r->c.once ? "stop" : "try again next cycle", NULL);
     if (r->c.once)
       fatal(r, rc, aerr(r));
     return;
   }
-  cl_log(CL_LOG_INFO, "queue_policy", "rows_written",
-         PQgetvalue(res, 0, 0), "rows_removed", PQgetvalue(res, 0, 1),
-         NULL);
+  r->policy_pending = 0;
+  /* A change to a policy another reaper wrote is worth a warning: two
+   * configs with different policies would undo each other. */
+  int changed = atol(PQgetvalue(res, 0, 0)) + atol(PQgetvalue(res, 0, 1)) > 0;
+  cl_log(changed ? CL_LOG_WARNING : CL_LOG_INFO, "queue_policy",
+         "rows_written", PQgetvalue(res, 0, 0), "rows_removed",
+         PQgetvalue(res, 0, 1), NULL);
+}
+
+static void send_policy(cl_reaper_t *r) {
+  const char *p[] = {r->policy[0], r->policy[1], r->policy[2], r->policy[3]};
+  r->policy_inflight = 1;
+  if (rsend(r, CL__STMT_POLICY_SYNC, p, on_policy) != 0)
+    on_policy(r, CL_ENOMEM, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -630,9 +655,16 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   }
   int rc = cl__rparams_init(&r->rp, &r->c.cycle, err, errlen);
   if (rc == 0 && cfg->policy) {
-    if (cfg->max_attempts < 1 || !(cfg->backoff_s > 0) ||
-        !(cfg->backoff_max_s >= cfg->backoff_s)) {
-      snprintf(err, errlen, "retry policy out of range");
+    int bad = cfg->max_attempts < 1 || !(cfg->backoff_s > 0) ||
+              !(cfg->backoff_max_s >= cfg->backoff_s);
+    for (size_t i = 0; i < cfg->nqma; i++)
+      bad |= cfg->qma_names[i] == NULL || cfg->qma[i] < 1;
+    for (size_t i = 0; i < cfg->nqb; i++)
+      bad |= cfg->qb_names[i] == NULL || !(cfg->qb_s[i] > 0) ||
+             cfg->qb_s[i] > cfg->backoff_max_s;
+    if (bad) {
+      snprintf(err, errlen, "retry policy out of range (attempts >= 1, "
+                            "0 < backoff <= backoff_max)");
       rc = CL_EINVAL;
     } else if ((rc = build_policy(r, cfg)) != 0) {
       snprintf(err, errlen, "out of memory");
@@ -673,11 +705,8 @@ int cl_reaper_start(cl_reaper_t *r) {
          cl__aconn_dsn_redacted(r->a), NULL);
   cl__aconn_start(r->a);
   if (r->policy[0] != NULL) {
-    const char *p[] = {r->policy[0], r->policy[1], r->policy[2],
-                       r->policy[3]};
-    if (rsend(r, CL__STMT_POLICY_SYNC, p, on_policy) != 0)
-      cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", "out of memory",
-             NULL);
+    r->policy_pending = 1;
+    send_policy(r);
   }
   uint64_t every = (uint64_t)(r->c.interval_s * 1000);
   uv_timer_start(&r->timer, on_timer, 0, r->c.once ? 0 : every);

@@ -32,11 +32,17 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "), ins AS ("
     "  INSERT INTO claimer.items (item_id, queue, payload, priority,"
     "                             max_attempts, run_at)"
-    "  SELECT item_id, queue, coalesce(payload, 'null'), priority,"
-    "         CASE WHEN max_attempts > 0 THEN max_attempts"
-    "              ELSE claimer.queue_max_attempts(queue) END,"
-    "         now() + run_in * interval '1 second'"
-    "    FROM input ORDER BY ord"
+    "  SELECT input.item_id, input.queue, coalesce(input.payload, 'null'),"
+    "         input.priority,"
+    /* 0: the queue's policy, else the default row's, else 25 (joins, not
+     * a function per row: this is the enqueue hot path). */
+    "         coalesce(nullif(input.max_attempts, 0), qp.max_attempts,"
+    "                  dp.max_attempts, 25),"
+    "         now() + input.run_in * interval '1 second'"
+    "    FROM input"
+    "    LEFT JOIN claimer.queue_policy qp ON qp.queue = input.queue"
+    "    LEFT JOIN claimer.queue_policy dp ON dp.queue = '*'"
+    "   ORDER BY input.ord"
     "  ON CONFLICT (item_id) DO NOTHING"
     "  RETURNING item_id, queue"
     "), wake AS ("
@@ -447,8 +453,10 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  SELECT finished_at, item_id FROM cand"
     "   ORDER BY finished_at DESC, item_id DESC LIMIT 1"
     ")"
+    /* RFC 3339 in UTC reads back the same whatever the session's
+     * DateStyle and TimeZone. */
     "SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM cand),"
-    "       (SELECT finished_at::text FROM last),"
+    "       (SELECT claimer.rfc3339(finished_at) FROM last),"
     "       (SELECT item_id FROM last)"},
 
   /* Dead and discarded items that died more than $1 seconds ago (a
@@ -490,28 +498,11 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "DELETE FROM claimer.workers w USING old WHERE w.worker_id = old.worker_id"
     " RETURNING w.worker_id"},
 
-  /* The retry policy from a reaper's config: rows for the queues $1 (and
-   * '*' for the defaults) with $2 max attempts, $3 backoff and $4 cap
-   * (NULL elements: not set); rows of other queues go. */
+  /* The retry policy from a reaper's config (claimer.sync_queue_policy):
+   * rows for the queues $1 (and '*' for the defaults) with $2 max
+   * attempts, $3 backoff and $4 cap (NULL elements: not set).  Returns
+   * rows written and rows removed. */
   [CL__STMT_POLICY_SYNC] = {"claimer_policy_sync", 4,
-    "WITH input AS ("
-    "  SELECT * FROM unnest($1::text[], $2::int[], $3::float8[],"
-    "                       $4::float8[]) AS t(queue, m, b, c)"
-    "), gone AS ("
-    "  DELETE FROM claimer.queue_policy p"
-    "   WHERE NOT EXISTS (SELECT 1 FROM input WHERE input.queue = p.queue)"
-    "  RETURNING p.queue"
-    "), up AS ("
-    "  INSERT INTO claimer.queue_policy AS p (queue, max_attempts, backoff_s,"
-    "                                         backoff_max_s)"
-    "  SELECT queue, m, b, c FROM input"
-    "  ON CONFLICT (queue) DO UPDATE SET max_attempts = EXCLUDED.max_attempts,"
-    "     backoff_s = EXCLUDED.backoff_s,"
-    "     backoff_max_s = EXCLUDED.backoff_max_s, updated_at = now()"
-    "   WHERE (p.max_attempts, p.backoff_s, p.backoff_max_s) IS DISTINCT FROM"
-    "         (EXCLUDED.max_attempts, EXCLUDED.backoff_s,"
-    "          EXCLUDED.backoff_max_s)"
-    "  RETURNING p.queue"
-    ")"
-    "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM gone)"},
+    "SELECT written, removed FROM claimer.sync_queue_policy($1::text[],"
+    "         $2::int[], $3::float8[], $4::float8[])"},
 };

@@ -127,14 +127,6 @@ CREATE TABLE claimer.queue_policy (
         (backoff_max_s IS NULL OR backoff_max_s > 0))
 );
 
-CREATE FUNCTION claimer.queue_max_attempts(p_queue text) RETURNS integer
-LANGUAGE sql STABLE AS $$
-  SELECT coalesce(
-      (SELECT max_attempts FROM claimer.queue_policy WHERE queue = p_queue),
-      (SELECT max_attempts FROM claimer.queue_policy WHERE queue = '*'),
-      25)
-$$;
-
 -- The wait before the try after `attempts` spent ones, by queue.
 CREATE FUNCTION claimer.retry_delay(p_queue text, attempts integer)
 RETURNS interval
@@ -149,4 +141,31 @@ LANGUAGE sql VOLATILE AS $$
   SELECT make_interval(secs => least(p.cap, p.base * power(2.0,
              greatest(least(attempts, 30), 1) - 1)) * (0.5 + random() / 2))
     FROM p
+$$;
+
+-- Replaces the policy with the one given (queues, with '*' for the
+-- defaults; NULL elements: not set): rows of other queues go.  Two
+-- reapers syncing at once take turns (an advisory lock), so the table
+-- ends as one of them wrote it, never a mix.
+CREATE FUNCTION claimer.sync_queue_policy(p_queues text[], p_max integer[],
+                                          p_backoff float8[],
+                                          p_cap float8[],
+                                          OUT written bigint,
+                                          OUT removed bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('claimer.queue_policy'));
+  DELETE FROM claimer.queue_policy p
+   WHERE p.queue <> ALL (p_queues);
+  GET DIAGNOSTICS removed = ROW_COUNT;
+  INSERT INTO claimer.queue_policy AS p (queue, max_attempts, backoff_s,
+                                         backoff_max_s)
+  SELECT * FROM unnest(p_queues, p_max, p_backoff, p_cap)
+  ON CONFLICT (queue) DO UPDATE SET max_attempts = EXCLUDED.max_attempts,
+     backoff_s = EXCLUDED.backoff_s, backoff_max_s = EXCLUDED.backoff_max_s,
+     updated_at = now()
+   WHERE (p.max_attempts, p.backoff_s, p.backoff_max_s) IS DISTINCT FROM
+         (EXCLUDED.max_attempts, EXCLUDED.backoff_s, EXCLUDED.backoff_max_s);
+  GET DIAGNOSTICS written = ROW_COUNT;
+END
 $$;

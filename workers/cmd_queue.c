@@ -418,7 +418,9 @@ int cmd_enqueue(int argc, char **argv) {
           "prints the counts created, existed and rejected.\n\n"
           "  -q, --queue QUEUE    letters, digits, _ . : - (1..63 bytes)\n"
           "  --priority P         higher first (default 0)\n"
-          "  --max-attempts N     tries before the item is dead (default 25)\n"
+          "  --max-attempts N     tries before the item is dead (default: "
+          "the queue's\n"
+          "                       policy, else 25)\n"
           "  --run-in SECONDS     not before this delay (default 0)\n"
           "  --dsn DSN            the database (default: CLAIMER_DSN, else "
           "embedded)\n");

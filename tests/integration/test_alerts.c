@@ -686,6 +686,35 @@ static void test_retry_policy(void **state) {
   world_down(&w);
 }
 
+/* A step the database refuses does not stop the others: with inserts of
+ * item_overdue alerts failing, the stale lease is still reaped; --once
+ * names the step and exits 1. */
+static void test_refused_step(void **state) {
+  (void)state;
+  world_t w;
+  world_up(&w, "refused", 0);
+  th_exec(w.p, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
+               "AS $$BEGIN RAISE EXCEPTION 'refused by a test'; END$$");
+  th_exec(w.p, "CREATE TRIGGER refuse BEFORE INSERT ON claimer.alerts FOR "
+               "EACH ROW WHEN (NEW.kind = 'item_overdue') EXECUTE FUNCTION "
+               "refuse()");
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue, enqueued_at, "
+               "run_at) VALUES ('late', 'q', now() - interval '2 h', "
+               "now() - interval '2 h')");
+  th_exec(w.p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+               "VALUES ('st-1', 'q', 'leased', 1)");
+  th_exec(w.p, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
+               "token, attempt, lease_until) VALUES ('st-1', 'q', 'gone', "
+               "'t', 1, now() - interval '1 s')");
+  reap_expect(&w, 1, NULL, "event=reap_step_failed step=overdue_items",
+              "refused by a test", "step=overdue_items", NULL);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.alerts WHERE "
+                                "kind = 'lease_expired'"),
+                   1);
+  world_down(&w);
+}
+
 static int setup(void **state) {
   if (mkdtemp(tmpdir) == NULL)
     return -1;
@@ -705,6 +734,7 @@ int main(void) {
       cmocka_unit_test(test_kill_latency),
       cmocka_unit_test(test_reaper_db_restart),
       cmocka_unit_test(test_retry_policy),
+      cmocka_unit_test(test_refused_step),
   };
   return cmocka_run_group_tests(tests, setup, th_group_teardown);
 }

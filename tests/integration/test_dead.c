@@ -184,7 +184,8 @@ static void test_upgrade_from_v1(void **state) {
   make_dead(p);
   /* Back to version 1, with the data in place. */
   th_exec(p, "DROP FUNCTION claimer.retry_delay(text, integer)");
-  th_exec(p, "DROP FUNCTION claimer.queue_max_attempts(text)");
+  th_exec(p, "DROP FUNCTION claimer.sync_queue_policy(text[], integer[], "
+             "float8[], float8[])");
   th_exec(p, "DROP TABLE claimer.queue_policy");
   th_exec(p, "DROP FUNCTION claimer.result_undelivered(text)");
   th_exec(p, "DROP TABLE claimer.subscribers");
