@@ -316,12 +316,6 @@ int cmd_work(int argc, char **argv) {
   d.xh.result_max = d.cfg.worker.result_max;
   d.xh.stderr_max = d.cfg.worker.stderr_max;
   d.xh.kill_grace_s = d.cfg.worker.kill_grace_s;
-  d.xh.guard = xhandler_find_guard();
-  if (d.xh.guard == NULL)
-    cl_log(CL_LOG_WARNING, "no_guard", "effect",
-           "claimer-guard is not next to claimer: handlers of a worker "
-           "killed by SIGKILL keep running",
-           NULL);
 
   cl_worker_opts_t wo;
   cl_worker_opts_init(&wo);

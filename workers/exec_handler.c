@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "claimer.h"
 #include "exec_handler.h"
@@ -380,12 +379,7 @@ void xhandler_start(cl_job_t *job, void *arg) {
     close_all(x);
     return;
   }
-  char ppid[24];
-  snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
-  char *plain[] = {"/bin/sh", "-c", h->command, NULL};
-  char *guarded[] = {(char *)h->guard, ppid, "/bin/sh", "-c", h->command,
-                     NULL};
-  char **args = h->guard ? guarded : plain;
+  char *args[] = {"/bin/sh", "-c", h->command, NULL};
   uv_stdio_container_t stdio[3];
   stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
   stdio[0].data.stream = (uv_stream_t *)&x->in;
@@ -394,7 +388,7 @@ void xhandler_start(cl_job_t *job, void *arg) {
   stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
   stdio[2].data.stream = (uv_stream_t *)&x->err;
   uv_process_options_t opts = {0};
-  opts.file = args[0];
+  opts.file = "/bin/sh";
   opts.args = args;
   opts.env = x->env;
   opts.exit_cb = on_exit_cb;
@@ -425,17 +419,4 @@ void xhandler_kill_all(xhandler_t *h) {
   for (xjob_t *x = h->jobs; x; x = x->next)
     if (x->spawned)
       uv_kill(-x->proc.pid, SIGKILL);
-}
-
-const char *xhandler_find_guard(void) {
-  static char path[4096];
-  ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
-  if (n <= 0)
-    return NULL;
-  path[n] = '\0';
-  char *slash = strrchr(path, '/');
-  if (slash == NULL)
-    return NULL;
-  snprintf(slash + 1, 32, "claimer-guard");
-  return access(path, X_OK) == 0 ? path : NULL;
 }

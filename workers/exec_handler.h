@@ -17,14 +17,9 @@ typedef struct xhandler {
   size_t result_max;   /* stdout bytes kept; more fails the job */
   size_t stderr_max;   /* stderr tail kept as the error */
   double kill_grace_s; /* SIGTERM, then SIGKILL after this */
-  const char *guard;   /* claimer-guard's path, or NULL: none (handlers
-                          then outlive a worker killed by SIGKILL) */
   xjob_t *jobs;        /* children alive */
 } xhandler_t;
 
-/* Where claimer-guard is: next to the running binary.  NULL when it is
- * not there (or not executable). */
-const char *xhandler_find_guard(void);
 /* The cl_job_start_cb: arg is the xhandler_t. */
 void xhandler_start(cl_job_t *job, void *arg);
 /* SIGKILLs every child's process group (the second signal). */

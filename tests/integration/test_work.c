@@ -9,7 +9,6 @@
  *
  * CLAIMER_TEST_WORK_ITEMS overrides the 20,000 of the drain test.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -269,64 +268,6 @@ static void test_kill9(void **state) {
 
 /* SIGSTOP a worker past its lease; another takes its items; SIGCONT: its
  * late completions are refused and logged, and no duplicate exists. */
-/* Processes whose command line holds marker. */
-static int count_procs(const char *marker) {
-  int n = 0;
-  DIR *d = opendir("/proc");
-  assert_non_null(d);
-  for (struct dirent *e; (e = readdir(d)) != NULL;) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9')
-      continue;
-    char path[300], buf[4096];
-    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-      continue;
-    size_t got = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    for (size_t i = 0; i < got; i++)
-      if (buf[i] == '\0')
-        buf[i] = ' ';
-    buf[got] = '\0';
-    n += strstr(buf, marker) != NULL;
-  }
-  closedir(d);
-  return n;
-}
-
-/* kill -9 of the worker process alone: its handlers, each in a process
- * group of its own, die with it (claimer-guard), instead of running on
- * beside the items' next holders. */
-static void test_kill9_takes_handlers(void **state) {
-  (void)state;
-  char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_orphans", 1, dsn, sizeof dsn),
-                   0);
-  PGconn *p = th_connect(dsn);
-  enqueue_n(p, "orph", 4);
-  const char *args[] = {"-q", "orph", "--concurrency", "4", "--exec",
-                        "sleep 61.4242; echo done", NULL};
-  pid_t a = start_worker(dsn, "orph-a", args);
-  wait_count(p, "SELECT count(*) FROM claimer.claims", 4, 30, "4 leases");
-  double end = th_now() + 10;
-  while (count_procs("61.4242") < 4) {
-    if (th_now() > end)
-      fail_msg("the 4 handlers did not start");
-    struct timespec ts = {0, 20 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-  kill(a, SIGKILL); /* the worker only, not its group */
-  assert_int_equal(th_wait_exit(a, 10), 128 + SIGKILL);
-  end = th_now() + 5;
-  int left;
-  while ((left = count_procs("61.4242")) > 0 && th_now() < end) {
-    struct timespec ts = {0, 20 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-  assert_int_equal(left, 0);
-  PQfinish(p);
-}
-
 static void test_sigstop(void **state) {
   (void)state;
   char dsn[1024];
@@ -818,7 +759,6 @@ int main(void) {
       cmocka_unit_test(test_notify_wakeup),
       cmocka_unit_test(test_weights),
       cmocka_unit_test(test_sigterm_drain),
-      cmocka_unit_test(test_kill9_takes_handlers),
       cmocka_unit_test(test_exec_outcomes),
       cmocka_unit_test(test_lease_lost_by_heartbeat),
       cmocka_unit_test(test_in_process),
