@@ -194,6 +194,20 @@ static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
     job->stop_cb(job, job->stop_arg, why);
 }
 
+
+/* Takes job, claimed but not started, off the waiting list. */
+static void wait_remove(cl_worker_t *w, cl_job_t *job) {
+  cl_job_t **pp = &w->wait_head;
+  for (cl_job_t *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
+    if (*pp == job) {
+      *pp = job->wnext;
+      if (w->wait_tail == job)
+        w->wait_tail = prev;
+      break;
+    }
+  }
+  w->nwaiting--;
+}
 static void on_job_timer(uv_timer_t *t) {
   cl_job_t *job = t->data;
   cl_worker_t *w = job->w;
@@ -204,16 +218,7 @@ static void on_job_timer(uv_timer_t *t) {
     cl_log(CL_LOG_WARNING, "fenced_unstarted", "item", job->lease.item_id,
            "token", job->lease.token, NULL);
     job->fenced = 1;
-    cl_job_t **pp = &w->wait_head;
-    for (cl_job_t *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
-      if (*pp == job) {
-        *pp = job->wnext;
-        if (w->wait_tail == job)
-          w->wait_tail = prev;
-        break;
-      }
-    }
-    w->nwaiting--;
+    wait_remove(w, job);
     job->state = J_ACKING;
     w->acking++;
     job->ack = ACK_RELEASE;
@@ -679,16 +684,7 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
       job_stop(job, CL_STOP_LEASE_LOST);
     } else {
       /* Waiting: never started; just forget it. */
-      cl_job_t **pp = &w->wait_head;
-      for (cl_job_t *prev = NULL; *pp; prev = *pp, pp = &(*pp)->wnext) {
-        if (*pp == job) {
-          *pp = job->wnext;
-          if (w->wait_tail == job)
-            w->wait_tail = prev;
-          break;
-        }
-      }
-      w->nwaiting--;
+      wait_remove(w, job);
       w->n_lost++;
       job_done(job);
     }
