@@ -80,7 +80,8 @@ extern "C" {
   XX(JSON, -1012, "not valid JSON")                                          \
   XX(IO, -1013, "input/output error")                                        \
   XX(EMBEDDED, -1014, "embedded PostgreSQL failed")                          \
-  XX(DSN, -1015, "malformed connection string")
+  XX(DSN, -1015, "malformed connection string")                             \
+  XX(NAME_TAKEN, -1016, "worker name in use by a live worker")
 
 typedef enum cl_errno {
 #define CL__ERR_ENUM(name, value, msg) CL_E##name = value,

@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "worker.h"
 
 /* How much of a bad value a message quotes back. */
 #define ECHO_MAX 40
@@ -117,8 +118,8 @@ static const keydef_t keys[] = {
     {"worker.queues", K_QUEUES, OFF(worker.queues),
      .zero = "none; the worker needs one"},
     {"worker.concurrency", K_INT, OFF(worker.concurrency), 8, 1, 10000},
-    {"worker.lease", K_DURATION, OFF(worker.lease_s), 30, 0, 604800,
-     .min_open = true},
+    {"worker.lease", K_DURATION, OFF(worker.lease_s), 30, CL_WORKER_LEASE_MIN,
+     604800},
     {"worker.heartbeat", K_DURATION, OFF(worker.heartbeat_s), 0, 0, 604800,
      .zero = "lease/3"},
     {"worker.poll_interval", K_DURATION, OFF(worker.poll_s), 2, 0.01, 3600},
@@ -2105,18 +2106,31 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
       return CL_ECONFIG;
     }
   }
-  /* A heartbeat as long as the lease would let every lease lapse between
-   * two beats. */
+  /* Each beat is a transaction: a few a second per worker at most. */
   if (cfg->worker.heartbeat_s > 0 &&
-      cfg->worker.heartbeat_s >= cfg->worker.lease_s) {
-    char hb[32], lease[32];
+      cfg->worker.heartbeat_s < CL_WORKER_HEARTBEAT_MIN) {
+    char hb[32], lo[32];
+    format_duration(hb, sizeof hb, cfg->worker.heartbeat_s);
+    format_duration(lo, sizeof lo, CL_WORKER_HEARTBEAT_MIN);
+    set_err(err, errlen,
+            "worker.heartbeat (%s, from %s) is below the minimum of %s",
+            hb, cl_config_origin(cfg, "worker.heartbeat"), lo);
+    return CL_ECONFIG;
+  }
+  /* A heartbeat as long as the lease minus the fencing margin would fence
+   * every job before its lease is extended. */
+  double margin = cl_worker_fence_margin_s(cfg->worker.lease_s);
+  if (cfg->worker.heartbeat_s > 0 &&
+      cfg->worker.heartbeat_s >= cfg->worker.lease_s - margin) {
+    char hb[32], lease[32], m[32];
     format_duration(hb, sizeof hb, cfg->worker.heartbeat_s);
     format_duration(lease, sizeof lease, cfg->worker.lease_s);
+    format_duration(m, sizeof m, margin);
     set_err(err, errlen,
             "worker.heartbeat (%s, from %s) must be shorter than "
-            "worker.lease (%s, from %s)",
+            "worker.lease (%s, from %s) minus the fencing margin (%s)",
             hb, cl_config_origin(cfg, "worker.heartbeat"), lease,
-            cl_config_origin(cfg, "worker.lease"));
+            cl_config_origin(cfg, "worker.lease"), m);
     return CL_ECONFIG;
   }
   /* The cap bounds every retry's delay, so a cap below the first delay

@@ -132,7 +132,9 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "), dead AS ("
     "  SELECT claimer.raise_alert('item_dead', item_id, jsonb_build_object("
     "             'item_id', item_id, 'queue', queue, 'attempts', attempts,"
-    "             'max_attempts', max_attempts, 'error', $3::text)) AS alert"
+    "             'max_attempts', max_attempts,"
+    "             'error', claimer.clip_error($3::text),"
+    "             'error_truncated', length($3::text) > 1000)) AS alert"
     "    FROM upd WHERE state = 'dead'"
     ")"
     "SELECT state, attempts, claimer.rfc3339(run_at), false"
@@ -164,6 +166,29 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     ")"
     "SELECT item_id, token, claimer.rfc3339(lease_until) FROM ext"
     " ORDER BY item_id"},
+
+  /* The worker daemon's heartbeat, fenced by its instance ($3): when the
+   * name's row is no longer this instance's (taken over by another
+   * process, or removed), it extends nothing and returns one row of NULLs.
+   * Tokens in $4 are not extended: acks the database refused for good,
+   * left to expire so the reaper spends their attempt. */
+  [CL__STMT_WORKER_HEARTBEAT] = {"claimer_worker_heartbeat", 4,
+    "WITH w AS ("
+    "  UPDATE claimer.workers SET heartbeat_at = now()"
+    "   WHERE worker_id = $1 AND instance = $3"
+    "  RETURNING worker_id"
+    "), ext AS ("
+    "  UPDATE claimer.claims"
+    "     SET lease_until = greatest(lease_until,"
+    "                                now() + $2::float8 * interval '1 second')"
+    "   WHERE worker_id = $1 AND EXISTS (SELECT 1 FROM w)"
+    "     AND NOT (token = ANY ($4::text[]))"
+    "  RETURNING item_id, token, lease_until"
+    ")"
+    "SELECT item_id, token, claimer.rfc3339(lease_until) FROM ext "
+    "UNION ALL "
+    "SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM w)"
+    " ORDER BY 1 NULLS FIRST"},
 
   [CL__STMT_REAP] = {"claimer_reap", 1,
     "WITH stale AS ("
@@ -210,18 +235,39 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  FROM claimer.queue_status ORDER BY queue"},
 
   /* A worker daemon's row: who it is, for dashboards and for the reaper,
-   * which reaps workers whose heartbeat stopped. */
-  [CL__STMT_REGISTER] = {"claimer_register", 7,
-    "INSERT INTO claimer.workers (worker_id, host, pid, version, concurrency,"
-    "                             queues, heartbeat_s)"
-    " VALUES ($1, $2, $3::int, $4, $5::int, $6::text[], $7::float8)"
-    " ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host,"
-    "   pid = EXCLUDED.pid, version = EXCLUDED.version,"
-    "   concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues,"
-    "   heartbeat_s = EXCLUDED.heartbeat_s, heartbeat_at = now()"},
+   * which reaps workers whose heartbeat stopped.  $8 the instance id,
+   * random per process: a name whose row another instance heartbeated
+   * within 3 of its intervals is refused (no row back) unless $9 says the
+   * holder is known to be gone; then the holder is returned instead. */
+  [CL__STMT_REGISTER] = {"claimer_register", 9,
+    "WITH up AS ("
+    "  INSERT INTO claimer.workers AS w (worker_id, host, pid, version,"
+    "                                    concurrency, queues, heartbeat_s,"
+    "                                    instance)"
+    "  VALUES ($1, $2, $3::int, $4, $5::int, $6::text[], $7::float8, $8)"
+    "  ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host,"
+    "    pid = EXCLUDED.pid, version = EXCLUDED.version,"
+    "    concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues,"
+    "    heartbeat_s = EXCLUDED.heartbeat_s, heartbeat_at = now(),"
+    "    started_at = CASE WHEN w.instance IS NOT DISTINCT FROM"
+    "                           EXCLUDED.instance"
+    "                      THEN w.started_at ELSE now() END,"
+    "    instance = EXCLUDED.instance"
+    "  WHERE w.instance IS NOT DISTINCT FROM EXCLUDED.instance OR $9::bool"
+    "     OR w.heartbeat_at < now() - make_interval(secs => 3 * coalesce("
+    "            w.heartbeat_s, EXCLUDED.heartbeat_s))"
+    "  RETURNING worker_id"
+    ")"
+    "SELECT true, NULL, NULL, NULL FROM up "
+    "UNION ALL "
+    "SELECT false, w.host, w.pid::text,"
+    "       extract(epoch FROM now() - w.heartbeat_at)::float8::text"
+    "  FROM claimer.workers w"
+    " WHERE w.worker_id = $1 AND NOT EXISTS (SELECT 1 FROM up)"},
 
-  [CL__STMT_DEREGISTER] = {"claimer_deregister", 1,
-    "DELETE FROM claimer.workers WHERE worker_id = $1"},
+  [CL__STMT_DEREGISTER] = {"claimer_deregister", 2,
+    "DELETE FROM claimer.workers WHERE worker_id = $1"
+    "   AND instance IS NOT DISTINCT FROM $2"},
 
   /* Dead letters.  $1 a queue (NULL: all), $2 a limit. */
   [CL__STMT_DEAD_LIST] = {"claimer_dead_list", 2,

@@ -16,10 +16,11 @@
   XX(FAIL_CHECK, 2)                                                          \
   XX(RELEASE, 2)                                                             \
   XX(HEARTBEAT, 2)                                                           \
+  XX(WORKER_HEARTBEAT, 4)                                                    \
   XX(REAP, 1)                                                                \
   XX(STATUS, 0)                                                              \
-  XX(REGISTER, 7)                                                            \
-  XX(DEREGISTER, 1)                                                          \
+  XX(REGISTER, 9)                                                            \
+  XX(DEREGISTER, 2)                                                          \
   XX(DEAD_LIST, 2)                                                           \
   XX(DEAD_RETRY, 2)                                                          \
   XX(DEAD_DISCARD, 2)                                                        \

@@ -15,7 +15,9 @@
  * from before the statement that granted or extended the lease was sent,
  * so they always end before the lease does on the database clock (G6, G7).
  */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,8 @@ struct cl_job {
   double retry_in;
   int resends;
   int db_errors;
+  int fallback; /* the failure is being recorded with a short stand-in */
+  int start_failed; /* released because its handler could not start */
 };
 
 typedef struct claim_ctx {
@@ -76,14 +80,31 @@ struct cl_worker {
   cl__aconn_t *a;
   cl_worker_opts_t o;
   char *dsn, *name;
+  char instance[37]; /* random per process: fences the name (REGISTER) */
   wqueue_t *queues;
   size_t nqueues;
   cl_job_t *jobs; /* doubly linked, all live jobs */
   cl_job_t *wait_head, *wait_tail;
   int nwaiting, running, acking;
   int claim_inflight, hb_inflight, registered;
+  int reg_ok;       /* registered on the current connection */
+  int reg_inflight;
+  /* Tokens whose ack the database refused for good: no longer extended,
+   * so that their leases expire and the reaper spends the attempt, and
+   * never released as orphans (a free rerun). */
+  char **spent;
+  size_t nspent;
+  /* Handlers that could not start (EMFILE, ...): the item goes back
+   * without spending an attempt and the worker pauses before more. */
+  uv_timer_t pause_timer;
+  uint64_t pause_until;
+  int start_streak;        /* failures in a row */
+  long start_unwarned;     /* failures since the last warning */
+  uint64_t start_warned_ms;
+  long n_start_failed;
   int started, stopping, closing, dereg_sent;
   int fatal_rc;
+  int takeover; /* REGISTER may take the name from a holder known gone */
   char fatal_why[1024];
   uv_timer_t hb_timer, poll_timer, drain_timer, hard_timer;
   int handles_open;
@@ -97,6 +118,9 @@ static void maybe_claim(cl_worker_t *w);
 static void fill(cl_worker_t *w);
 static void maybe_finish(cl_worker_t *w);
 static void send_ack(cl_job_t *job);
+static int paused(cl_worker_t *w);
+static void send_register(cl_worker_t *w);
+static void begin_stop(cl_worker_t *w);
 
 /* ------------------------------------------------------------------------ */
 /* Jobs                                                                      */
@@ -261,6 +285,8 @@ static void job_start(cl_job_t *job) {
 
 /* Starts waiting jobs while there is room. */
 static void fill(cl_worker_t *w) {
+  if (paused(w))
+    return;
   while (w->wait_head && w->running < w->o.concurrency && !w->closing) {
     cl_job_t *job = w->wait_head;
     w->wait_head = job->wnext;
@@ -270,6 +296,70 @@ static void fill(cl_worker_t *w) {
     w->nwaiting--;
     job_start(job);
   }
+}
+
+/* Remembers token as refused for good (see struct cl_worker).  The list
+ * is bounded; past its bound the oldest are forgotten. */
+static void spend_token(cl_worker_t *w, const char *token) {
+  enum { SPENT_MAX = 100000 };
+  if (w->nspent == SPENT_MAX) {
+    free(w->spent[0]);
+    memmove(w->spent, w->spent + 1, (SPENT_MAX - 1) * sizeof *w->spent);
+    w->nspent--;
+  }
+  char **v = realloc(w->spent, (w->nspent + 1) * sizeof *v);
+  char *t = cl__strdup(token);
+  if (v == NULL || t == NULL) {
+    if (v != NULL)
+      w->spent = v;
+    free(t);
+    return;
+  }
+  w->spent = v;
+  w->spent[w->nspent++] = t;
+}
+
+static void on_pause_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  fill(w);
+  maybe_claim(w);
+}
+
+static int paused(cl_worker_t *w) {
+  return w->pause_until != 0 && uv_now(w->loop) < w->pause_until;
+}
+
+/* A handler could not start: the worker's fault, not the item's.  Pauses
+ * starting and claiming, longer with each failure in a row (0.25 s
+ * doubling to 10 s), and says so at most once a minute. */
+static void note_start_failure(cl_worker_t *w, const char *why) {
+  uint64_t now = uv_now(w->loop);
+  w->n_start_failed++;
+  w->start_unwarned++;
+  int k = w->start_streak < 6 ? w->start_streak : 6;
+  w->start_streak++;
+  uint64_t pause = (uint64_t)250 << k;
+  if (pause > 10000)
+    pause = 10000;
+  w->pause_until = now + pause;
+  uv_timer_start(&w->pause_timer, on_pause_timer, pause, 0);
+  if (w->start_warned_ms == 0 || now - w->start_warned_ms >= 60000) {
+    cl_log(CL_LOG_WARNING, "handler_start_failed", "error", why, "failures",
+           CL_LOG_INT(w->start_unwarned), "pause_ms", CL_LOG_INT(pause),
+           "attempt_spent", "false", NULL);
+    w->start_warned_ms = now;
+    w->start_unwarned = 0;
+  }
+}
+
+/* A handler ran (it reported): a streak of start failures is over. */
+static void note_start_ok(cl_worker_t *w) {
+  if (w->start_streak == 0)
+    return;
+  if (w->start_unwarned == 0)
+    cl_log(CL_LOG_INFO, "handler_start_recovered", "after_failures",
+           CL_LOG_INT(w->start_streak), NULL);
+  w->start_streak = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -317,7 +407,8 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
            NULL);
   } else if (rc != 0) {
     cl_log(CL_LOG_ERROR, "ack_failed", "item", item, "error",
-           cl__aconn_error(w->a), NULL);
+           cl__aconn_error(w->a), "outcome",
+           "lease left to expire; the reaper spends the attempt", NULL);
   } else if (job->ack == ACK_COMPLETE) {
     w->n_completed++;
     if (cl_log_enabled(CL_LOG_DEBUG))
@@ -374,7 +465,26 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     send_ack(job);
     return;
   }
+  if (rc != 0 && job->ack == ACK_FAIL && !job->checking && !job->fallback) {
+    /* The failure itself cannot be recorded as given (an error text the
+     * database refuses, say): record it with a short stand-in naming the
+     * database's reason, so the attempt is still spent (G4) instead of
+     * the item coming back for free. */
+    char *e = malloc(400);
+    if (e != NULL)
+      snprintf(e, 400, "the failure could not be recorded as given: %.300s",
+               cl__aconn_error(w->a));
+    free(job->error);
+    job->error = e;
+    job->fallback = 1;
+    job->db_errors = 0;
+    send_ack(job);
+    return;
+  }
   if (rc != 0) {
+    /* Refused for good: the lease is left to expire (no longer extended,
+     * never released as an orphan), so the reaper spends its attempt. */
+    spend_token(w, job->lease.token);
     ack_settled(job, rc, 0);
     return;
   }
@@ -457,6 +567,7 @@ static int job_report(cl_job_t *job, enum ack kind) {
 int cl_job_complete(cl_job_t *job, const char *result) {
   if (job == NULL || job->state != J_RUNNING)
     return CL_EINVAL;
+  note_start_ok(job->w);
   if (result != NULL) {
     char why[256];
     if (cl_check_json(result, strlen(result), why, sizeof why) != 0)
@@ -476,6 +587,7 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
   char *e = cl__strdup(error ? error : "");
   if (e == NULL)
     return CL_ENOMEM;
+  note_start_ok(job->w);
   size_t len = strlen(e);
   if (len > CL_ERROR_TEXT_MAX)
     e[len = CL_ERROR_TEXT_MAX] = '\0';
@@ -485,6 +597,14 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
   job->retry = retry;
   job->retry_in = isfinite(retry_in) ? retry_in : -1;
   return job_report(job, ACK_FAIL);
+}
+
+int cl_job_release(cl_job_t *job, const char *why) {
+  if (job == NULL || job->state != J_RUNNING)
+    return CL_EINVAL;
+  job->start_failed = 1;
+  note_start_failure(job->w, why ? why : "the handler could not start");
+  return job_report(job, ACK_RELEASE);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -596,8 +716,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
 }
 
 static void maybe_claim(cl_worker_t *w) {
-  if (w->stopping || w->closing || w->claim_inflight ||
-      !cl__aconn_is_up(w->a))
+  if (w->stopping || w->closing || w->claim_inflight || !w->reg_ok ||
+      paused(w) || !cl__aconn_is_up(w->a))
     return;
   int want = w->o.concurrency + w->o.prefetch - w->running - w->nwaiting;
   if (want <= 0)
@@ -655,6 +775,17 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
              NULL);
     return;
   }
+  if (PQntuples(res) > 0 && PQgetisnull(res, 0, 0)) {
+    /* The name's row is not this instance's any more: it was removed, or
+     * another process took the name while this one was away.  Extend
+     * nothing, release nothing; register again, which either gets the
+     * name back or stops this worker. */
+    cl_log(CL_LOG_WARNING, "worker_name_lost", "worker", w->name, "action",
+           "registering again", NULL);
+    w->reg_ok = 0;
+    send_register(w);
+    return;
+  }
   cl_held_t *held = NULL;
   size_t n = 0;
   if (cl__parse_heartbeat(res, &held, &n) != 0)
@@ -708,18 +839,24 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
 }
 
 static void send_heartbeat(cl_worker_t *w) {
-  if (w->hb_inflight || w->closing || !cl__aconn_is_up(w->a))
+  if (w->hb_inflight || w->closing || !w->reg_ok || !cl__aconn_is_up(w->a))
     return;
   hb_ctx_t *ctx = calloc(1, sizeof *ctx);
-  if (ctx == NULL)
+  char *spent = cl__array_literal((const char *const *)w->spent, w->nspent);
+  if (ctx == NULL || spent == NULL) {
+    free(ctx);
+    free(spent);
     return;
+  }
   ctx->w = w;
   ctx->sent_ms = uv_now(w->loop);
   char lbuf[64];
   cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
-  const char *params[] = {w->name, lbuf};
-  if (cl__aconn_send(w->a, CL__STMT_HEARTBEAT, params, on_heartbeat, ctx) !=
-      0) {
+  const char *params[] = {w->name, lbuf, w->instance, spent};
+  int rc = cl__aconn_send(w->a, CL__STMT_WORKER_HEARTBEAT, params,
+                          on_heartbeat, ctx);
+  free(spent);
+  if (rc != 0) {
     free(ctx);
     return;
   }
@@ -733,12 +870,53 @@ static void on_hb_timer(uv_timer_t *t) { send_heartbeat(t->data); }
 
 static void on_register(void *arg, int rc, PGresult *res) {
   cl_worker_t *w = arg;
-  (void)res;
-  if (rc == 0)
-    w->registered = 1;
-  else if (rc != CL_ECONNLOST)
-    cl_log(CL_LOG_ERROR, "register_failed", "error", cl__aconn_error(w->a),
+  w->reg_inflight = 0;
+  if (rc != 0) {
+    /* Tried again at the next poll tick. */
+    if (rc != CL_ECONNLOST)
+      cl_log(CL_LOG_ERROR, "register_failed", "error", cl__aconn_error(w->a),
+             NULL);
+    return;
+  }
+  int n = PQntuples(res);
+  if (n > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+    w->registered = w->reg_ok = 1;
+    w->takeover = 0;
+    /* Reconcile at once: extend what we hold, release orphans. */
+    send_heartbeat(w);
+    maybe_claim(w);
+    return;
+  }
+  /* Refused: another instance heartbeats under this name. */
+  const char *host = n > 0 ? PQgetvalue(res, 0, 1) : "";
+  const char *pid = n > 0 ? PQgetvalue(res, 0, 2) : "";
+  const char *age = n > 0 ? PQgetvalue(res, 0, 3) : "";
+  char me[256] = "";
+  if (gethostname(me, sizeof me) != 0)
+    me[0] = '\0';
+  me[sizeof me - 1] = '\0';
+  long p = atol(pid);
+  if (!w->takeover && p > 0 && p != (long)getpid() && strcmp(host, me) == 0 &&
+      kill((pid_t)p, 0) != 0 && errno == ESRCH) {
+    /* Its row says it runs here, and no such process does: a predecessor
+     * that crashed (a restart faster than the reaper).  Its leases are
+     * this worker's orphans now. */
+    cl_log(CL_LOG_WARNING, "worker_name_reclaimed", "worker", w->name,
+           "previous_pid", pid, "reason", "no such process on this host",
            NULL);
+    w->takeover = 1;
+    send_register(w);
+    return;
+  }
+  snprintf(w->fatal_why, sizeof w->fatal_why,
+           "worker name \"%s\" is in use by a live worker (host %s, pid %s, "
+           "last heartbeat %.1f s ago): give each worker its own --name, or "
+           "none for a unique default",
+           w->name, *host ? host : "?", *pid ? pid : "?", atof(age));
+  cl_log(CL_LOG_ERROR, "worker_name_taken", "worker", w->name, "holder_host",
+         host, "holder_pid", pid, NULL);
+  w->fatal_rc = CL_ENAME_TAKEN;
+  begin_stop(w);
 }
 
 static void send_register(cl_worker_t *w) {
@@ -765,9 +943,11 @@ static void send_register(cl_worker_t *w) {
   strcat(arr, "}");
   char hb[64];
   cl__fmt_double(hb, sizeof hb, w->o.heartbeat_s);
-  const char *params[] = {w->name, host, pid, CL_VERSION_STRING, conc, arr,
-                          hb};
-  (void)cl__aconn_send(w->a, CL__STMT_REGISTER, params, on_register, w);
+  const char *params[] = {w->name, host,        pid,
+                          CL_VERSION_STRING, conc, arr,
+                          hb,      w->instance, w->takeover ? "true" : "false"};
+  if (cl__aconn_send(w->a, CL__STMT_REGISTER, params, on_register, w) == 0)
+    w->reg_inflight = 1;
   free(arr);
 }
 
@@ -775,21 +955,18 @@ static void on_up(void *arg) {
   cl_worker_t *w = arg;
   cl_log(CL_LOG_INFO, "db_connected", "dsn", cl__aconn_dsn_redacted(w->a),
          NULL);
-  if (!w->stopping)
-    send_register(w);
   for (size_t i = 0; i < w->nqueues; i++)
     w->queues[i].hint = 1;
-  /* Reconcile at once: extend what we hold, release orphans. */
-  send_heartbeat(w);
-  maybe_claim(w);
+  /* Heartbeats and claims wait for the name (on_register); acks do not. */
+  send_register(w);
 }
-
-static void begin_stop(cl_worker_t *w);
 
 static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
   cl_worker_t *w = arg;
   w->claim_inflight = 0;
   w->hb_inflight = 0;
+  w->reg_ok = 0;
+  w->reg_inflight = 0;
   if (rc == CL_EAUTH || rc == CL_ESCHEMA) {
     cl_log(CL_LOG_ERROR, "db_fatal", "error", why, "dsn",
            cl__aconn_dsn_redacted(w->a), NULL);
@@ -818,6 +995,9 @@ static void on_poll_timer(uv_timer_t *t) {
   cl_worker_t *w = t->data;
   for (size_t i = 0; i < w->nqueues; i++)
     w->queues[i].hint = 1;
+  if (!w->reg_ok && !w->reg_inflight && !w->closing && w->fatal_rc == 0 &&
+      cl__aconn_is_up(w->a))
+    send_register(w);
   maybe_claim(w);
   double jitter = 0.8 + 0.4 * ((double)rand() / RAND_MAX);
   uv_timer_start(t, on_poll_timer, (uint64_t)(w->o.poll_s * 1000 * jitter),
@@ -852,6 +1032,7 @@ static void close_all(cl_worker_t *w) {
   uv_close((uv_handle_t *)&w->poll_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->pause_timer, on_handle_closed);
   cl__aconn_close(w->a, on_aconn_closed, w);
 }
 
@@ -868,6 +1049,9 @@ static void free_worker(cl_worker_t *w) {
   for (size_t i = 0; i < w->nqueues; i++)
     free(w->queues[i].name);
   free(w->queues);
+  for (size_t i = 0; i < w->nspent; i++)
+    free(w->spent[i]);
+  free(w->spent);
   free(w->dsn);
   free(w->name);
   free(w);
@@ -895,7 +1079,7 @@ static void maybe_finish(cl_worker_t *w) {
     return;
   w->dereg_sent = 1;
   if (w->fatal_rc == 0 && w->registered) {
-    const char *params[] = {w->name};
+    const char *params[] = {w->name, w->instance};
     if (cl__aconn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister, w) ==
         0)
       return;
@@ -903,15 +1087,19 @@ static void maybe_finish(cl_worker_t *w) {
   close_all(w);
 }
 
-static void on_drain_timer(uv_timer_t *t) {
-  cl_worker_t *w = t->data;
-  cl_log(CL_LOG_WARNING, "drain_timeout", "running", CL_LOG_INT(w->running),
-         "after_s", CL_LOG_NUM(w->o.drain_s), NULL);
+static void stop_running(cl_worker_t *w) {
   for (cl_job_t *job = w->jobs, *next; job; job = next) {
     next = job->next;
     if (job->state == J_RUNNING)
       job_stop(job, CL_STOP_SHUTDOWN);
   }
+}
+
+static void on_drain_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  cl_log(CL_LOG_WARNING, "drain_timeout", "running", CL_LOG_INT(w->running),
+         "after_s", CL_LOG_NUM(w->o.drain_s), NULL);
+  stop_running(w);
 }
 
 /* The last resort: acks that cannot reach the database are given up; their
@@ -952,7 +1140,13 @@ static void begin_stop(cl_worker_t *w) {
   }
   w->wait_tail = NULL;
   if (w->fatal_rc != 0) {
-    on_drain_timer(&w->drain_timer);
+    /* No drain: the worker cannot go on (a refused password, a missing
+     * schema, a name another worker holds). */
+    if (w->running > 0)
+      cl_log(CL_LOG_WARNING, "stopping_jobs", "running",
+             CL_LOG_INT(w->running), "reason", "the worker cannot go on",
+             NULL);
+    stop_running(w);
   } else {
     cl_log(CL_LOG_INFO, "draining", "running", CL_LOG_INT(w->running),
            "drain_timeout_s", CL_LOG_NUM(w->o.drain_s), NULL);
@@ -971,6 +1165,11 @@ void cl_worker_stop(cl_worker_t *w) {
 
 /* ------------------------------------------------------------------------ */
 /* Creation                                                                  */
+
+double cl_worker_fence_margin_s(double lease_s) {
+  double m = lease_s / 10;
+  return m < 0.2 ? 0.2 : m > 5 ? 5 : m;
+}
 
 void cl_worker_opts_init(cl_worker_opts_t *o) {
   memset(o, 0, sizeof *o);
@@ -992,15 +1191,28 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
     snprintf(why, sizeof why, "concurrency %d is out of range 1..10000",
              opts->concurrency),
         rc = CL_EINVAL;
-  else if (!(opts->lease_s > 0 && opts->lease_s <= 604800))
-    snprintf(why, sizeof why, "lease %g s is out of range (0, 604800]",
-             opts->lease_s),
+  else if (!(opts->lease_s >= CL_WORKER_LEASE_MIN && opts->lease_s <= 604800))
+    snprintf(why, sizeof why,
+             "lease %g s is out of range [%g, 604800]: a shorter one would "
+             "be fenced by the worker's safety margin before work starts",
+             opts->lease_s, CL_WORKER_LEASE_MIN),
         rc = CL_EINVAL;
   else if (opts->heartbeat_s < 0 ||
-           (opts->heartbeat_s > 0 && opts->heartbeat_s >= opts->lease_s))
+           (opts->heartbeat_s > 0 && opts->heartbeat_s < CL_WORKER_HEARTBEAT_MIN))
     snprintf(why, sizeof why,
-             "heartbeat %g s must be shorter than the lease (%g s)",
-             opts->heartbeat_s, opts->lease_s),
+             "heartbeat %g s is below the %g s minimum (each beat is a "
+             "transaction)",
+             opts->heartbeat_s, CL_WORKER_HEARTBEAT_MIN),
+        rc = CL_EINVAL;
+  else if (opts->heartbeat_s > 0 &&
+           opts->heartbeat_s >=
+               opts->lease_s - cl_worker_fence_margin_s(opts->lease_s))
+    snprintf(why, sizeof why,
+             "heartbeat %g s must be shorter than the lease (%g s) minus "
+             "the fencing margin (%g s), or every job is fenced before its "
+             "lease is extended",
+             opts->heartbeat_s, opts->lease_s,
+             cl_worker_fence_margin_s(opts->lease_s)),
         rc = CL_EINVAL;
   else if (!(opts->poll_s >= 0.01 && opts->poll_s <= 3600))
     snprintf(why, sizeof why, "poll interval %g s is out of range "
@@ -1027,11 +1239,10 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   if (w->o.heartbeat_s <= 0)
     w->o.heartbeat_s = w->o.lease_s / 3;
   w->lease_ms = (uint64_t)(w->o.lease_s * 1000);
-  w->margin_ms = w->lease_ms / 10;
-  if (w->margin_ms < 200)
-    w->margin_ms = 200;
-  if (w->margin_ms > 5000)
-    w->margin_ms = 5000;
+  w->margin_ms = (uint64_t)(cl_worker_fence_margin_s(w->o.lease_s) * 1000);
+  if (cl_uuid4(w->instance) != 0)
+    snprintf(w->instance, sizeof w->instance, "%lx-%lx",
+             (unsigned long)time(NULL), (unsigned long)getpid());
   w->dsn = cl__strdup(opts->dsn);
   char name[CL_WORKER_MAX + 1];
   if (opts->name == NULL) {
@@ -1063,9 +1274,11 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   uv_timer_init(loop, &w->poll_timer);
   uv_timer_init(loop, &w->drain_timer);
   uv_timer_init(loop, &w->hard_timer);
+  uv_timer_init(loop, &w->pause_timer);
   w->hb_timer.data = w->poll_timer.data = w;
   w->drain_timer.data = w->hard_timer.data = w;
-  w->handles_open = 5; /* four timers and the connection */
+  w->pause_timer.data = w;
+  w->handles_open = 6; /* five timers and the connection */
   *out = w;
   return 0;
 }

@@ -49,14 +49,17 @@ typedef void (*cl_job_stop_cb)(cl_job_t *job, void *arg,
                                cl_stop_reason_t why);
 /* Called once when the worker has stopped and closed all its handles: rc
  * 0 after a graceful stop, or the error that stopped it (CL_EAUTH: the
- * password or role was refused; CL_ESCHEMA: the schema is missing).  The
+ * password or role was refused; CL_ESCHEMA: the schema is missing;
+ * CL_ENAME_TAKEN: another live worker holds the name).  The
  * worker is freed right after this returns. */
 typedef void (*cl_worker_exit_cb)(void *arg, int rc, const char *why);
 
 typedef struct cl_worker_opts {
   const char *dsn;     /* required; copied */
-  const char *name;    /* worker id, unique among live workers; NULL:
-                          "host:pid:" and 8 random hex digits */
+  const char *name;    /* worker id, unique among live workers (a name
+                          another live worker holds stops this one with
+                          CL_ENAME_TAKEN); NULL: "host:pid:" and 8 random
+                          hex digits */
   int concurrency;     /* jobs running at once, >= 1 (default 8) */
   int prefetch;        /* claimed but not started, beyond concurrency;
                           -1: concurrency / 4 rounded up (default) */
@@ -68,6 +71,18 @@ typedef struct cl_worker_opts {
   cl_worker_exit_cb on_exit;
   void *arg;
 } cl_worker_opts_t;
+
+/* The bounds cl_worker_new() holds the timings to: a lease shorter than
+ * CL_WORKER_LEASE_MIN seconds leaves no room past the fencing margin; a
+ * heartbeat (when given) must be at least CL_WORKER_HEARTBEAT_MIN seconds
+ * and shorter than the lease minus the margin. */
+#define CL_WORKER_LEASE_MIN 1.0
+#define CL_WORKER_HEARTBEAT_MIN 0.1
+
+/* The fencing margin for a lease of lease_s seconds: a tenth of it, at
+ * least 0.2 s and at most 5 s.  A job is stopped (CL_STOP_FENCED) this
+ * long before its lease ends on the worker's own monotonic clock. */
+CL_EXTERN double cl_worker_fence_margin_s(double lease_s);
 
 /* Fills o with the defaults. */
 CL_EXTERN void cl_worker_opts_init(cl_worker_opts_t *o);
@@ -110,6 +125,13 @@ CL_EXTERN void cl_job_on_stop(cl_job_t *job, cl_job_stop_cb cb, void *arg);
  * 0, after which job is no longer the caller's; or CL_EJSON when result
  * is not valid JSON (the job stays the caller's). */
 CL_EXTERN int cl_job_complete(cl_job_t *job, const char *result);
+/* Gives the item back without spending an attempt, for a handler that
+ * could not even start (out of file descriptors or processes, say): the
+ * worker's fault, not the item's.  why (copied; may be NULL) is logged.
+ * The worker then pauses starting and claiming for a while (0.25 s,
+ * doubling with each failure in a row, at most 10 s) and warns at most
+ * once a minute.  Returns 0, after which job is no longer the caller's. */
+CL_EXTERN int cl_job_release(cl_job_t *job, const char *why);
 /* Reports failure with error (copied; may be NULL).  retry: back to ready
  * after retry_in seconds (< 0: exponential backoff; at most 3.2e9) while
  * attempts remain, else dead.  Returns 0, after which job is no longer the

@@ -204,19 +204,26 @@ int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
 int cli_load_config(cl_config_t *cfg, const char *path,
                     const cli_flags_t *fs) {
   char err[1024];
+  int ex = cli_load_config_quiet(cfg, path, fs, err, sizeof err);
+  if (ex != EXIT_OK)
+    cli_err("%s", err);
+  return ex;
+}
+
+int cli_load_config_quiet(cl_config_t *cfg, const char *path,
+                          const cli_flags_t *fs, char *err, size_t errlen) {
   cl_config_init(cfg);
   int rc = 0;
   if (path != NULL)
-    rc = cl_config_load_file(cfg, path, err, sizeof err);
+    rc = cl_config_load_file(cfg, path, err, errlen);
   if (rc == 0)
-    rc = cl_config_apply_env(cfg, err, sizeof err);
+    rc = cl_config_apply_env(cfg, err, errlen);
   for (int i = 0; rc == 0 && i < fs->n; i++)
     rc = cl_config_set(cfg, fs->path[i], fs->value[i], fs->origin[i], err,
-                       sizeof err);
+                       errlen);
   if (rc == 0)
-    rc = cl_config_validate(cfg, err, sizeof err);
+    rc = cl_config_validate(cfg, err, errlen);
   if (rc != 0) {
-    cli_err("%s", err);
     cl_config_free(cfg);
     return EXIT_USAGE;
   }

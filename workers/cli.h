@@ -83,6 +83,10 @@ int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
 struct cl_config;
 int cli_load_config(struct cl_config *cfg, const char *path,
                     const cli_flags_t *fs);
+/* The same, writing the problem into err instead of printing it (for a
+ * daemon's reload, which reports it through its log). */
+int cli_load_config_quiet(struct cl_config *cfg, const char *path,
+                          const cli_flags_t *fs, char *err, size_t errlen);
 
 /* Writes "host:pid" into buf as a default worker name. */
 void cli_default_worker(char *buf, size_t n);

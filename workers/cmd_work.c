@@ -107,16 +107,22 @@ static void usage(FILE *out) {
           "\n"
           "Exit status: 0 after a drain, 1 on a database or system error, 2 "
           "on bad\n"
-          "usage or config.\n");
+          "usage or config, or a --name another live worker holds.\n");
 }
 
-/* Loads file, environment and flags into cfg and validates.  Returns 0 or
- * prints the problem and returns EXIT_USAGE. */
+/* Loads file, environment and flags into cfg and validates.  Returns 0,
+ * or EXIT_USAGE with the problem in why (a reload logs it) or, when why is
+ * NULL, printed. */
 static int load_config(cl_config_t *cfg, const char *path,
-                       const cli_flags_t *fs) {
-  if (cli_load_config(cfg, path, fs) != EXIT_OK)
+                       const cli_flags_t *fs, char *why, size_t whylen) {
+  char err[1024];
+  if (cli_load_config_quiet(cfg, path, fs, err, sizeof err) != EXIT_OK) {
+    if (why)
+      snprintf(why, whylen, "%s", err);
+    else
+      cli_err("%s", err);
     return EXIT_USAGE;
-  char err[256];
+  }
   int rc = 0;
   if (rc == 0 && cfg->worker.nqueues == 0) {
     snprintf(err, sizeof err,
@@ -131,7 +137,10 @@ static int load_config(cl_config_t *cfg, const char *path,
     rc = CL_ECONFIG;
   }
   if (rc != 0) {
-    cli_err("%s", err);
+    if (why)
+      snprintf(why, whylen, "%s", err);
+    else
+      cli_err("%s", err);
     cl_config_free(cfg);
     return EXIT_USAGE;
   }
@@ -149,7 +158,8 @@ static void on_worker_exit(void *arg, int rc, const char *why) {
   d->w = NULL;
   if (rc != 0) {
     cli_err("%s", why);
-    d->exit_rc = EXIT_ERROR;
+    /* A name another worker holds is bad usage, like a bad flag. */
+    d->exit_rc = rc == CL_ENAME_TAKEN ? EXIT_USAGE : EXIT_ERROR;
   }
   close_signals(d);
 }
@@ -178,9 +188,11 @@ static void on_hup(uv_signal_t *s, int signum) {
   if (d->w == NULL)
     return;
   cl_config_t fresh;
-  if (load_config(&fresh, d->config_path, d->flags) != EXIT_OK) {
+  char why[1024];
+  if (load_config(&fresh, d->config_path, d->flags, why, sizeof why) !=
+      EXIT_OK) {
     cl_log(CL_LOG_ERROR, "reload_failed", "file",
-           d->config_path ? d->config_path : "(none)", "action",
+           d->config_path ? d->config_path : "(none)", "error", why, "action",
            "kept the running config", NULL);
     return;
   }
@@ -295,7 +307,7 @@ int cmd_work(int argc, char **argv) {
   static daemon_t d;
   d.config_path = config_path;
   d.flags = &fs;
-  int ex = load_config(&d.cfg, config_path, &fs);
+  int ex = load_config(&d.cfg, config_path, &fs, NULL, 0);
   if (ex != EXIT_OK) {
     free(queues);
     return ex;

@@ -6,14 +6,18 @@
  * CLAIMER_IDEMPOTENCY_KEY in its environment.  Its exit says the outcome:
  *
  *   0           complete; stdout (at most result_max bytes) is the result,
- *               stored as is when it is JSON, else as a JSON string;
+ *               stored as is when it is JSON, else as a JSON string (""
+ *               for no output);
  *   75          EX_TEMPFAIL: retry with backoff (an attempt is spent);
  *   other, or a signal it did not get from us: fail for good (dead), the
  *               tail of stderr kept as the error.
  *
  * A child we stop (timeout, lost or fenced lease, drain timeout) gets
  * SIGTERM, then SIGKILL after the grace; a timed-out or drained job is
- * retried with backoff.
+ * retried with backoff.  Whatever the child left running in its group when
+ * it ended is killed with it: nothing of an item outlives its job.  A
+ * child that cannot be started at all (no file descriptors or processes
+ * left) gives the item back without spending an attempt.
  */
 #include <json-c/json.h>
 #include <signal.h>
@@ -103,16 +107,15 @@ static char *err_tail(const xjob_t *x) {
 }
 
 /* stdout as a JSON value: as is when it is one, else a JSON string of its
- * text (invalid UTF-8 replaced).  NULL result means JSON null. */
+ * text (invalid UTF-8 replaced; no output is ""). */
 static int make_result(xjob_t *x, char **out) {
   *out = NULL;
   size_t n = x->outlen;
   while (n > 0 && (x->outbuf[n - 1] == '\n' || x->outbuf[n - 1] == '\r'))
     n--;
-  if (n == 0)
-    return 0;
   x->outbuf[n] = '\0';
-  if (strlen(x->outbuf) == n && cl_check_json(x->outbuf, n, NULL, 0) == 0) {
+  if (n > 0 && strlen(x->outbuf) == n &&
+      cl_check_json(x->outbuf, n, NULL, 0) == 0) {
     *out = strdup(x->outbuf);
     return *out ? 0 : CL_ENOMEM;
   }
@@ -189,19 +192,28 @@ static void report(xjob_t *x) {
   close_all(x);
 }
 
+/* The job's group may outlive its shell (a command left in the
+ * background): end it before the lease goes back, so no straggler works
+ * on an item someone else may hold next. */
+static void end_group(xjob_t *x) {
+  if (x->spawned)
+    uv_kill(-x->proc.pid, SIGKILL);
+}
+
 static void maybe_report(xjob_t *x) {
   if (!(x->exited && x->out_eof && x->err_eof))
     return;
-  /* A stopped job's group may outlive its shell: end it before the lease
-   * goes back, so no straggler works on an item someone else now holds. */
-  if (x->stopped != 0)
-    uv_kill(-x->proc.pid, SIGKILL);
+  end_group(x);
   report(x);
 }
 
 /* After the child exits, its stdout may stay open in a grandchild it left
  * behind: do not wait for that longer than a second. */
-static void on_linger(uv_timer_t *t) { report(t->data); }
+static void on_linger(uv_timer_t *t) {
+  xjob_t *x = t->data;
+  end_group(x);
+  report(x);
+}
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
   xjob_t *x = p->data;
@@ -265,7 +277,7 @@ static void on_spawn_failed(uv_timer_t *t) {
   snprintf(why, sizeof why, "cannot start the handler: %s",
            uv_strerror(x->spawn_error));
   x->reported = 1;
-  (void)cl_job_fail(x->job, why, 1, -1);
+  (void)cl_job_release(x->job, why);
   x->job = NULL;
   close_all(x); /* a failed spawn's handle is closed too */
 }
@@ -348,7 +360,7 @@ void xhandler_start(cl_job_t *job, void *arg) {
   xhandler_t *h = arg;
   xjob_t *x = calloc(1, sizeof *x);
   if (x == NULL) {
-    (void)cl_job_fail(job, "out of memory starting the handler", 1, -1);
+    (void)cl_job_release(job, "out of memory starting the handler");
     return;
   }
   x->h = h;
@@ -374,7 +386,7 @@ void xhandler_start(cl_job_t *job, void *arg) {
   x->payload = strdup(cl_job_payload(job));
   if (x->outbuf == NULL || x->errbuf == NULL || x->payload == NULL ||
       make_env(x, job) != 0) {
-    (void)cl_job_fail(job, "out of memory starting the handler", 1, -1);
+    (void)cl_job_release(job, "out of memory starting the handler");
     x->reported = 1;
     close_all(x);
     return;

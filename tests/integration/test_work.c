@@ -703,7 +703,21 @@ static void test_config_errors(void **state) {
   assert_int_equal(th_run(argv5, NULL, &out), 2);
   assert_string_equal(out, "claimer work: worker.heartbeat (40s, from flag "
                            "--heartbeat) must be shorter than worker.lease "
-                           "(30s, from default)\n");
+                           "(30s, from default) minus the fencing margin "
+                           "(3s)\n");
+  free(out);
+  /* Issue 9: timings that cannot work are refused, with the bound. */
+  const char *argv5b[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
+                          "true", "--lease", "0.001", NULL};
+  assert_int_equal(th_run(argv5b, NULL, &out), 2);
+  assert_string_equal(out, "claimer work: flag --lease: 0.001 is out of "
+                           "range 1s..7d\n");
+  free(out);
+  const char *argv5c[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
+                          "true", "--heartbeat", "1ms", NULL};
+  assert_int_equal(th_run(argv5c, NULL, &out), 2);
+  assert_string_equal(out, "claimer work: worker.heartbeat (1ms, from flag "
+                           "--heartbeat) is below the minimum of 100ms\n");
   free(out);
   /* config check prints the effective config, secrets redacted. */
   snprintf(path, sizeof path, "%s/good.yaml", logdir);

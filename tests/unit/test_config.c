@@ -376,11 +376,12 @@ static void ranges(void **state) {
   expect_error("worker:\n  prefetch: -1\n",
                "cfg.yaml:2:13: worker.prefetch: -1 is out of range 0..10000");
   expect_error("worker:\n  lease: 0s\n",
-               "cfg.yaml:2:10: worker.lease: 0s is out of range (more than "
-               "0s, at most 7d)");
+               "cfg.yaml:2:10: worker.lease: 0s is out of range 1s..7d");
+  /* Issue 9: a lease inside the fencing margin fenced every job. */
+  expect_error("worker:\n  lease: 1ms\n",
+               "cfg.yaml:2:10: worker.lease: 1ms is out of range 1s..7d");
   expect_error("worker:\n  lease: 169h\n",
-               "cfg.yaml:2:10: worker.lease: 169h is out of range (more than "
-               "0s, at most 7d)");
+               "cfg.yaml:2:10: worker.lease: 169h is out of range 1s..7d");
   expect_error("worker:\n  poll_interval: 5ms\n",
                "cfg.yaml:2:18: worker.poll_interval: 5ms is out of range "
                "10ms..1h");
@@ -411,7 +412,7 @@ static void durations(void **state) {
   static const struct {
     const char *text;
     double s;
-  } good[] = {{"1.5", 1.5},   {"250ms", 0.25}, {"30s", 30},     {"5m", 300},
+  } good[] = {{"1.5", 1.5},   {"1250ms", 1.25}, {"30s", 30},     {"5m", 300},
               {"2h", 7200},   {"0.5m", 30},    {"\"10s\"", 10}, {"45", 45},
               {"7d", 604800}, {"0.5d", 43200}};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -880,12 +881,35 @@ static void validate_rules(void **state) {
   load_ok(&cfg, "worker:\n  heartbeat: 30s\n");
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
   assert_string_equal(err, "worker.heartbeat (30s, from cfg.yaml:2) must be "
-                           "shorter than worker.lease (30s, from default)");
+                           "shorter than worker.lease (30s, from default) "
+                           "minus the fencing margin (3s)");
   assert_int_equal(cl_config_set(&cfg, "worker.lease", "2m", "flag --lease",
                                  err, sizeof err),
                    0);
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
   assert_true(cl_config_heartbeat_s(&cfg) == 30);
+  /* Issue 9: a heartbeat inside the margin fences every job; one of 1 ms
+   * is a thousand transactions a second. */
+  assert_int_equal(cl_config_set(&cfg, "worker.heartbeat", "28s",
+                                 "flag --heartbeat", err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_set(&cfg, "worker.lease", "30s", "flag --lease",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "worker.heartbeat (28s, from flag --heartbeat) "
+                           "must be shorter than worker.lease (30s, from "
+                           "flag --lease) minus the fencing margin (3s)");
+  assert_int_equal(cl_config_set(&cfg, "worker.heartbeat", "1ms",
+                                 "flag --heartbeat", err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "worker.heartbeat (1ms, from flag --heartbeat) is "
+                           "below the minimum of 100ms");
+  assert_int_equal(cl_config_set(&cfg, "worker.heartbeat", "10s",
+                                 "flag --heartbeat", err, sizeof err),
+                   0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
 
   /* Values set behind the loader's back are checked too. */
   cfg.worker.concurrency = 0;
