@@ -330,12 +330,16 @@ static int paused(cl_worker_t *w) {
 }
 
 /* A handler could not start: the worker's fault, not the item's.  Pauses
- * starting and claiming, longer with each failure in a row (0.25 s
- * doubling to 10 s), and says so at most once a minute. */
+ * starting and claiming, longer with each pause in a row that did not
+ * help (0.25 s doubling to 10 s), and says so at most once a minute. */
 static void note_start_failure(cl_worker_t *w, const char *why) {
   uint64_t now = uv_now(w->loop);
   w->n_start_failed++;
   w->start_unwarned++;
+  /* The failures of jobs started before the pause began belong to the
+   * same round: they do not lengthen it. */
+  if (paused(w))
+    return;
   int k = w->start_streak < 6 ? w->start_streak : 6;
   w->start_streak++;
   uint64_t pause = (uint64_t)250 << k;

@@ -129,7 +129,7 @@ CL_EXTERN int cl_job_complete(cl_job_t *job, const char *result);
  * could not even start (out of file descriptors or processes, say): the
  * worker's fault, not the item's.  why (copied; may be NULL) is logged.
  * The worker then pauses starting and claiming for a while (0.25 s,
- * doubling with each failure in a row, at most 10 s) and warns at most
+ * doubling while starts keep failing, at most 10 s) and warns at most
  * once a minute.  Returns 0, after which job is no longer the caller's. */
 CL_EXTERN int cl_job_release(cl_job_t *job, const char *why);
 /* Reports failure with error (copied; may be NULL).  retry: back to ready

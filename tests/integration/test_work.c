@@ -509,7 +509,7 @@ static void test_exec_outcomes(void **state) {
   PGconn *p = th_connect(dsn);
   th_exec(p, "INSERT INTO claimer.items (item_id, queue) VALUES "
              "('text', 'out'), ('tempfail', 'out'), ('broken', 'out'), "
-             "('slow', 'out'), ('big', 'out')");
+             "('slow', 'out'), ('big', 'out'), ('empty', 'out')");
   const char *args[] = {
       "-q", "out", "--timeout", "1", "--kill-grace", "1", "--result-max",
       "100", "--exec",
@@ -519,15 +519,20 @@ static void test_exec_outcomes(void **state) {
       "broken) echo 'first line' >&2; echo 'it broke' >&2; exit 3;; "
       "slow) exec sleep 30;; "
       "big) head -c 500 /dev/zero | tr '\\0' x;; "
+      "empty) true;; "
       "esac",
       NULL};
   pid_t a = start_worker(dsn, "out", args);
   wait_count(p, "SELECT count(*) FROM claimer.items WHERE last_error IS NOT "
-                "NULL OR state = 'done'", 5, 30, "outcomes");
+                "NULL OR state = 'done'", 6, 30, "outcomes");
   stop_ok(a, "out");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
                               "item_id = 'text' AND result = "
                               "to_jsonb('hello \"world\"'::text)"),
+                   1);
+  /* No output is the JSON string "", as documented, not null. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
+                              "item_id = 'empty' AND result = '\"\"'"),
                    1);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "item_id = 'tempfail' AND state = 'ready' AND "
@@ -763,6 +768,363 @@ static void test_sighup_reload(void **state) {
   PQfinish(p);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Issue 9: what a hostile test found                                        */
+
+/* Counts the lines of the file at path (0 when it does not exist). */
+static long count_lines(const char *path) {
+  char *s = th_read_file(path);
+  long n = th_count(s, "\n");
+  free(s);
+  return n;
+}
+
+/* A handler failing with 64 KiB of quotes and control bytes on stderr: the
+ * item_dead NOTIFY once carried the whole error, PostgreSQL refused it
+ * (8000 bytes at most), the FAIL with it, and the item came back for free
+ * forever.  Now: dead after exactly max_attempts, one alert whose detail
+ * holds the error clipped and marked so. */
+static void test_fail_long_stderr(void **state) {
+  (void)state;
+  char dsn[1024], runs[300];
+  assert_int_equal(th_db_create(&th_pg, "work_longerr", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  PGconn *l = th_connect(dsn);
+  th_exec(l, "LISTEN claimer_alerts");
+  th_exec(p, "INSERT INTO claimer.queue_policy (queue, backoff_s, "
+             "backoff_max_s) VALUES ('longerr', 0.05, 0.1)");
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, max_attempts) "
+             "VALUES ('noisy', 'longerr', 3)");
+  snprintf(runs, sizeof runs, "%s/longerr.runs", logdir);
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "echo run >> %s; "
+           "awk 'BEGIN { for (i = 0; i < 8192; i++) "
+           "printf \"\\\"\\\\\\001\\002\\033\\\"\\\"\\\"\\\"\" }' >&2; "
+           "exit 75",
+           runs);
+  const char *args[] = {"-q", "longerr", "--stderr-max", "64KiB", "--exec",
+                        cmd, NULL};
+  pid_t a = start_worker(dsn, "longerr", args);
+  wait_count(p, "SELECT count(*) FROM claimer.items WHERE state = 'dead'", 1,
+             60, "noisy item dead");
+  stop_ok(a, "longerr");
+  assert_int_equal(count_lines(runs), 3);
+  assert_int_equal(th_long(p, "SELECT attempts FROM claimer.items"), 3);
+  assert_true(th_long(p, "SELECT length(last_error) FROM claimer.items") >
+              4000);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.alerts WHERE "
+                              "kind = 'item_dead' AND subject = 'noisy' AND "
+                              "(detail->>'error_truncated')::bool AND "
+                              "length(detail->>'error') = 1003 AND "
+                              "detail->>'error' LIKE '%...'"),
+                   1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.alerts"), 1);
+  /* The notification went out, once, within PostgreSQL's 8000 bytes. */
+  PQconsumeInput(l);
+  int sent = 0;
+  for (PGnotify *n; (n = PQnotifies(l)) != NULL; PQfreemem(n))
+    sent += strstr(n->extra, "\"subject\": \"noisy\"") != NULL &&
+            strlen(n->extra) < 8000;
+  assert_int_equal(sent, 1);
+  char *log = read_log("longerr");
+  assert_null(strstr(log, "event=orphan_released"));
+  assert_null(strstr(log, "event=ack_failed"));
+  free(log);
+  PQfinish(l);
+  PQfinish(p);
+}
+
+/* A failure the database refuses for a reason that will not change (here
+ * a trigger): recorded with a short stand-in, so the attempt is spent;
+ * when even that is refused, the lease is left to expire (no longer
+ * extended, never released as an orphan) and the reaper spends it. */
+static void test_refused_fail(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_refused", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "CREATE FUNCTION public.refuse() RETURNS trigger "
+             "LANGUAGE plpgsql AS $$ BEGIN "
+             "IF NEW.last_error LIKE '%refuse-me%' OR "
+             "   (NEW.item_id LIKE 'all-%' AND NEW.last_error IS NOT NULL "
+             "    AND NEW.last_token IS NOT NULL) "
+             "THEN RAISE EXCEPTION 'refused by a trigger'; END IF; "
+             "RETURN NEW; END $$");
+  th_exec(p, "CREATE TRIGGER refuse BEFORE UPDATE ON claimer.items "
+             "FOR EACH ROW EXECUTE FUNCTION public.refuse()");
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, max_attempts) "
+             "VALUES ('some-1', 'refused', 1), ('all-1', 'refused', 1)");
+  const char *args[] = {"-q", "refused", "--lease", "2", "--exec",
+                        "echo refuse-me >&2; exit 3", NULL};
+  pid_t a = start_worker(dsn, "refused", args);
+  wait_count(p, "SELECT count(*) FROM claimer.items WHERE item_id = "
+                "'some-1' AND state = 'dead'", 1, 30, "stand-in recorded");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'some-1' AND attempts = 1 AND "
+                              "last_error LIKE 'the failure could not be "
+                              "recorded as given: %refused by a trigger%'"),
+                   1);
+  /* all-1: refused whatever its error; its lease runs out although the
+   * worker heartbeats every 0.67 s. */
+  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE item_id = "
+                "'all-1' AND lease_until < now()", 1, 30,
+             "refused lease expired");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
+                              "item_id = 'all-1' AND lease_until < now()"),
+                   1);
+  th_exec(p, "DROP TRIGGER refuse ON claimer.items");
+  const char *reap[] = {th_claimer_bin(), "reap", "--once", "--dsn", dsn,
+                        NULL};
+  int st = th_run(reap, NULL, NULL);
+  assert_true(st == 0 || st == 4);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "item_id = 'all-1' AND state = 'dead' AND "
+                              "attempts = 1"),
+                   1);
+  stop_ok(a, "refused");
+  char *log = read_log("refused");
+  assert_null(strstr(log, "event=orphan_released"));
+  assert_non_null(strstr(log, "event=ack_failed"));
+  free(log);
+  PQfinish(p);
+}
+
+/* Two workers under one name: the second is refused (exit 2, a clear
+ * message) instead of taking the first one's leases for its own lost
+ * claims and releasing them; 200 items take exactly 200 handler runs. */
+static void test_same_name(void **state) {
+  (void)state;
+  enum { N = 200 };
+  char dsn[1024], runs[300], cmd[512];
+  assert_int_equal(th_db_create(&th_pg, "work_samename", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  snprintf(runs, sizeof runs, "%s/same.runs", logdir);
+  snprintf(cmd, sizeof cmd, "echo $CLAIMER_ITEM_ID >> %s; sleep 0.05; %s",
+           runs, HANDLER);
+  /* The second --name wins over start_worker's, which names the log. */
+  const char *args[] = {"-q",   "same", "--concurrency", "8", "--exec",
+                        cmd,    "--name", "same",        NULL};
+  /* Both at once: one gets the name. */
+  pid_t a = start_worker(dsn, "same-a", args);
+  pid_t b = start_worker(dsn, "same-b", args);
+  enqueue_n(p, "same", N);
+  int sa = -1, sb = -1;
+  double end = th_now() + 30;
+  while (sa < 0 && sb < 0 && th_now() < end) {
+    if (waitpid(a, NULL, WNOHANG) == a)
+      sa = 2, a = 0;
+    else if (waitpid(b, NULL, WNOHANG) == b)
+      sb = 2, b = 0;
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_true(sa == 2 || sb == 2); /* one of them exited */
+  pid_t live = a ? a : b;
+  wait_count(p, "SELECT count(*) FROM claimer.results", N, 60, "same");
+  stop_ok(live, a ? "same-a" : "same-b");
+  check_all_done(p, "same", N);
+  assert_int_equal(count_lines(runs), N);
+  char *refused = read_log(a ? "same-b" : "same-a");
+  char *kept = read_log(a ? "same-a" : "same-b");
+  assert_non_null(strstr(refused, "worker name \"same\" is in use by a "
+                                  "live worker"));
+  assert_null(strstr(kept, "event=orphan_released"));
+  free(refused);
+  free(kept);
+  /* A third, refused, says so and exits 2 before touching anything. */
+  const char *args3[] = {"-q", "same", "--exec", "true", NULL};
+  pid_t c = start_worker(dsn, "same3", args3);
+  wait_count(p, "SELECT count(*) FROM claimer.workers WHERE worker_id = "
+                "'same3'", 1, 30, "same3 registered");
+  const char *argv[] = {th_claimer_bin(), "work", "--dsn", dsn, "--name",
+                        "same3", "-q", "same", "--exec", "true", NULL};
+  char *out = NULL;
+  assert_int_equal(th_run(argv, NULL, &out), 2);
+  assert_non_null(strstr(out, "worker name \"same3\" is in use by a live "
+                              "worker (host "));
+  free(out);
+  stop_ok(c, "same3");
+  PQfinish(p);
+}
+
+/* A worker killed -9 and restarted under its name at once: the name's row
+ * says its pid is gone on this host, so the new one takes it over and
+ * releases what the dead one held without waiting for lease expiry. */
+static void test_same_name_restart(void **state) {
+  (void)state;
+  enum { N = 40 };
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "rs", N);
+  const char *args[] = {"-q", "rs", "--lease", "600", "--concurrency", "4",
+                        "--exec", "sleep 0.3; " HANDLER, NULL};
+  pid_t a = start_worker(dsn, "rs", args);
+  wait_count(p, "SELECT count(*) FROM claimer.claims", 1, 30, "rs holding");
+  kill(-a, SIGKILL);
+  assert_int_equal(th_wait_exit(a, 10), 128 + SIGKILL);
+  pid_t b = start_worker(dsn, "rs", args);
+  /* Leases of 10 minutes: done in seconds only if the orphans went back. */
+  wait_count(p, "SELECT count(*) FROM claimer.results", N, 60, "rs");
+  stop_ok(b, "rs");
+  check_all_done(p, "rs", N);
+  char *log = read_log("rs");
+  assert_non_null(strstr(log, "event=worker_name_reclaimed"));
+  assert_non_null(strstr(log, "event=orphan_released"));
+  free(log);
+  PQfinish(p);
+}
+
+/* Out of file descriptors (ulimit -n 48, concurrency 40): handlers that
+ * cannot start give their items back without spending an attempt; the
+ * worker pauses and says so once.  With max_attempts 1 a spent attempt
+ * would kill the item. */
+static void test_spawn_failure(void **state) {
+  (void)state;
+  enum { N = 300 };
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_emfile", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload, "
+             "max_attempts) SELECT 'fd-' || g, 'fd', '{}', 1 "
+             "FROM generate_series(1, 300) g");
+  const char *argv[] = {"/bin/sh", "-c", "ulimit -n 48; exec \"$0\" \"$@\"",
+                        th_claimer_bin(), "work", "--dsn", dsn, "--name",
+                        "fd", "-q", "fd", "--concurrency", "40", "--exec",
+                        "sleep 0.1; echo '{}'", NULL};
+  char path[256];
+  snprintf(path, sizeof path, "%s/fd.log", logdir);
+  pid_t a = th_spawn(argv, path);
+  if (nstarted < 64)
+    started[nstarted++] = a;
+  wait_count(p, "SELECT count(*) FROM claimer.items WHERE state <> 'ready' "
+                "AND state <> 'leased'", N, 120, "fd");
+  stop_ok(a, "fd");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "state = 'dead'"),
+                   0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
+                              "state = 'done' AND attempts = 1"),
+                   N);
+  char *log = read_log("fd");
+  int warned = th_count(log, "event=handler_start_failed");
+  fprintf(stderr, "  %d handler_start_failed warnings\n", warned);
+  assert_true(warned >= 1 && warned <= 2); /* once a minute at most */
+  assert_non_null(strstr(log, "attempt_spent=false"));
+  free(log);
+  PQfinish(p);
+}
+
+/* A handler that leaves a child in the background: the child is killed
+ * when the handler ends, not left running beside the item's next holder. */
+static void test_background_child_killed(void **state) {
+  (void)state;
+  char dsn[1024], pidfile[300], cmd[512];
+  assert_int_equal(th_db_create(&th_pg, "work_bg", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue) VALUES "
+             "('bg', 'bg')");
+  snprintf(pidfile, sizeof pidfile, "%s/bg.pid", logdir);
+  snprintf(cmd, sizeof cmd,
+           "sleep 300 </dev/null >/dev/null 2>&1 & echo $! > %s; echo ok",
+           pidfile);
+  const char *args[] = {"-q", "bg", "--exec", cmd, NULL};
+  pid_t a = start_worker(dsn, "bg", args);
+  wait_count(p, "SELECT count(*) FROM claimer.results", 1, 30, "bg");
+  char *s = th_read_file(pidfile);
+  pid_t child = (pid_t)atol(s);
+  free(s);
+  assert_true(child > 0);
+  double end = th_now() + 5;
+  while (kill(child, 0) == 0 && th_now() < end) {
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  int alive = kill(child, 0) == 0;
+  if (alive)
+    kill(child, SIGKILL);
+  assert_false(alive);
+  stop_ok(a, "bg");
+  PQfinish(p);
+}
+
+/* A reload that fails under log.format json is logged as one JSON line,
+ * like every other line of that log. */
+static void test_reload_failure_json(void **state) {
+  (void)state;
+  char dsn[1024], path[256];
+  assert_int_equal(th_db_create(&th_pg, "work_hupjson", 1, dsn, sizeof dsn),
+                   0);
+  snprintf(path, sizeof path, "%s/hupjson.yaml", logdir);
+  FILE *f = fopen(path, "w");
+  fputs("log:\n  format: json\nworker:\n  queues: [hj]\n  command: \"true\"\n",
+        f);
+  fclose(f);
+  const char *args[] = {"--config", path, NULL};
+  pid_t a = start_worker(dsn, "hupjson", args);
+  char *log = wait_log("hupjson", "\"event\":\"db_connected\"", 1, 30);
+  free(log);
+  f = fopen(path, "w");
+  fputs("worker:\n  concurrency: lots\n", f);
+  fclose(f);
+  kill(a, SIGHUP);
+  log = wait_log("hupjson", "reload_failed", 1, 10);
+  stop_ok(a, "hupjson");
+  free(log);
+  log = read_log("hupjson");
+  assert_non_null(strstr(log, "reload_failed"));
+  assert_non_null(strstr(log, "worker.concurrency"));
+  /* Every line is a JSON object. */
+  int lines = 0;
+  for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+    json_object *o = json_tokener_parse(line);
+    if (o == NULL || !json_object_is_type(o, json_type_object))
+      fail_msg("not a JSON line: %s", line);
+    json_object_put(o);
+    lines++;
+  }
+  assert_true(lines >= 3);
+  free(log);
+}
+
+/* A worker whose password stops working (changed while it runs) exits 1
+ * without claiming a drain timeout that never happened. */
+static void test_password_changed(void **state) {
+  (void)state;
+  char dsn[1024], tcp[1024];
+  assert_int_equal(th_db_create(&th_pg, "work_pwchg", 1, dsn, sizeof dsn), 0);
+  if (th_db_tcp_dsn(&th_pg, "work_pwchg", 0, tcp, sizeof tcp) != 0)
+    skip();
+  char good[1200];
+  snprintf(good, sizeof good, "%s user=claimer_pw password=right-password",
+           tcp);
+  PGconn *admin = th_connect(th_pg.admin_dsn);
+  const char *args[] = {"-q", "pwchg", "--exec", "true", NULL};
+  pid_t a = start_worker(good, "pwchg", args);
+  char *log = wait_log("pwchg", "event=db_connected", 1, 30);
+  free(log);
+  th_exec(admin, "ALTER ROLE claimer_pw PASSWORD 'changed-password'");
+  th_exec(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE usename = 'claimer_pw'");
+  int st = th_wait_exit(a, 30);
+  th_exec(admin, "ALTER ROLE claimer_pw PASSWORD 'right-password'");
+  log = read_log("pwchg");
+  if (st != 1)
+    print_log("pwchg");
+  assert_int_equal(st, 1);
+  assert_non_null(strstr(log, "password authentication failed"));
+  assert_null(strstr(log, "drain_timeout"));
+  free(log);
+  PQfinish(admin);
+}
+
 int main(void) {
   if (mkdtemp(logdir) == NULL) {
     perror("mkdtemp");
@@ -785,6 +1147,14 @@ int main(void) {
       cmocka_unit_test(test_kill9),
       cmocka_unit_test(test_db_restart),
       cmocka_unit_test(test_drain_four_workers),
+      cmocka_unit_test(test_fail_long_stderr),
+      cmocka_unit_test(test_refused_fail),
+      cmocka_unit_test(test_same_name),
+      cmocka_unit_test(test_same_name_restart),
+      cmocka_unit_test(test_spawn_failure),
+      cmocka_unit_test(test_background_child_killed),
+      cmocka_unit_test(test_reload_failure_json),
+      cmocka_unit_test(test_password_changed),
   };
   int failed = cmocka_run_group_tests_name("work", tests, th_group_setup,
                                            th_group_teardown);
