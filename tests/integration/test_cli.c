@@ -449,6 +449,74 @@ static void test_ndjson_skip_invalid(void **state) {
       3);
 }
 
+/* Numbers jsonb cannot store (numeric holds values below 1e131072) are bad
+ * input like any other: refused before the database sees them. */
+static const char ndjson_out_of_range[] =
+    "{\"id\": \"r1\", \"payload\": {\"a\": 1}}\n"
+    "{\"id\": \"r2\", \"payload\": {\"big\": 1e999999}}\n"
+    "{\"id\": \"r3\", \"payload\": [1e131071]}\n";
+
+static void test_out_of_range_number(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--payload",
+                                        "number out of range at byte 0",
+                                        "1e131072", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--id", "x", "--payload",
+                                        "1e999999", NULL});
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--payload",
+                                        "number out of range at byte 5",
+                                        "after the decimal point", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--id", "x", "--payload",
+                                        "{\"a\":1e-20000}", NULL});
+  /* complete --result: the lease stays as it was, and can still complete. */
+  char *out = NULL;
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "rq",
+                       "--id", "res-1", NULL),
+                   0);
+  free(out);
+  claimed_t c;
+  claim_one(f, "rq", "w1", "res-1", &c);
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--result",
+                                        "number out of range at byte 0",
+                                        NULL},
+                  (const char *const[]){"complete", "--dsn", f->dsn, "--id",
+                                        "res-1", "--token", c.token,
+                                        "--result", "1e999999", NULL});
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims WHERE "
+                             "item_id = 'res-1'"),
+                   1);
+  assert_int_equal(run(&out, NULL, "complete", "--dsn", f->dsn, "--id",
+                       "res-1", "--token", c.token, "--result", "1e131071",
+                       NULL),
+                   0);
+  free(out);
+  /* NDJSON: the pre-check refuses the line, so nothing is enqueued ... */
+  expect_rejected(f, ndjson_out_of_range,
+                  (const char *const[]){"line 2", "number out of range",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--ndjson", NULL});
+  /* ... and --skip-invalid skips it and enqueues the rest. */
+  int ex = run(&out, ndjson_out_of_range, "enqueue", "--dsn", f->dsn, "-q",
+               "q", "--ndjson", "--skip-invalid", NULL);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, "line 2");
+  assert_contains(out, "created 2, existed 0, rejected 1");
+  free(out);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id IN ('r1', 'r3')"),
+                   2);
+  assert_int_equal(
+      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'r2'"),
+      0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Connection failures: exit 1, fast, no secret echoed                       */
 
@@ -897,6 +965,7 @@ int main(void) {
       T(test_missing_required),
       T(test_ndjson_bad_line),
       T(test_ndjson_skip_invalid),
+      T(test_out_of_range_number),
       T(test_unreachable_host),
       T(test_wrong_password),
       T(test_help),
@@ -905,6 +974,7 @@ int main(void) {
                                       teardown),
       T(test_ndjson_bulk),
   };
+  th_filter_from_env();
   return cmocka_run_group_tests_name("cli", tests, th_group_setup,
                                      th_group_teardown);
 }

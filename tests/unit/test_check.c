@@ -503,6 +503,85 @@ static void json_numbers(void **state) {
   json_bad("1.5.3", 3, NULL);
 }
 
+/* Expects CL_EJSON with "number out of range at byte <at>:" and needle. */
+static void json_range(const char *s, long at, const char *needle) {
+  char err[ERRLEN] = "", want[64];
+  int rc = cl_check_json(s, strlen(s), err, sizeof err);
+  if (rc != CL_EJSON)
+    fail_msg("JSON %.60s: rc %d, expected CL_EJSON", s, rc);
+  snprintf(want, sizeof want, "number out of range at byte %ld: ", at);
+  if (strstr(err, want) == NULL)
+    fail_msg("JSON %.60s: \"%s\" lacks \"%s\"", s, err, want);
+  if (needle != NULL && strstr(err, needle) == NULL)
+    fail_msg("JSON %.60s: \"%s\" lacks \"%s\"", s, err, needle);
+}
+
+/* Returns a malloc'd head + n copies of c + tail. */
+static char *framed(const char *head, char c, size_t n, const char *tail) {
+  size_t h = strlen(head), t = strlen(tail);
+  char *s = malloc(h + n + t + 1);
+  assert_non_null(s);
+  memcpy(s, head, h);
+  memset(s + h, c, n);
+  memcpy(s + h + n, tail, t + 1);
+  return s;
+}
+
+/* jsonb stores numbers as numeric: each bound here was checked on both
+ * sides against PostgreSQL 15 (select 'X'::jsonb). */
+static void json_numeric_range(void **state) {
+  (void)state;
+  /* At most 131072 digits before the decimal point. */
+  json_range("1e999999", 0, "below 1e131072");
+  json_range("[1e131072]", 1, "too large");
+  json_range("{\"a\":[-1e131072]}", 6, "too large");
+  json_range("10e131071", 0, "too large");
+  json_ok("1e131071");
+  json_ok("-1e131071");
+  json_ok("9.999e131071");
+  json_ok("0.1e131072");
+  json_ok("0.01e131073");
+  json_ok("1e+0131071");
+  json_range("1e0000000000000000000000131072", 0, NULL);
+  char *s = framed("1", '0', 131071, "");
+  json_ok(s);
+  free(s);
+  s = framed("[1", '0', 131072, "]");
+  json_range(s, 1, "too large");
+  free(s);
+  /* At most 16383 digits after it, trailing zeros and exponent counted. */
+  json_ok("1e-16383");
+  json_range("1e-16384", 0, "after the decimal point");
+  json_ok("0.5e-16382");
+  json_range("0.5e-16383", 0, "this number has 16384");
+  json_ok("123e-16382");
+  json_ok("0e-16383");
+  json_range("0e-16384", 0, "after the decimal point");
+  json_range("0.0e-16383", 0, "after the decimal point");
+  s = framed("0.", '0', 16382, "1");
+  json_ok(s);
+  free(s);
+  s = framed("0.", '0', 16383, "1");
+  json_range(s, 0, "after the decimal point");
+  free(s);
+  s = framed("1.", '0', 16383, "");
+  json_ok(s);
+  free(s);
+  s = framed("[1,1.", '0', 16384, "]");
+  json_range(s, 3, "after the decimal point");
+  free(s);
+  s = framed("1.", '1', 16384, "e1");
+  json_ok(s);
+  free(s);
+  /* numeric_in refuses an exponent of INT_MAX / 2 or more even on 0. */
+  json_ok("0e1073741822");
+  json_range("0e1073741823", 0, "exponent");
+  json_range("0e99999999999999999999", 0, "exponent");
+  json_range("0e-99999999999999999999", 0, NULL);
+  json_ok("-0");
+  json_ok("-0.0");
+}
+
 /* What JSON_TOKENER_STRICT is relied on to refuse, plus what it lets
  * through and the lexer catches (raw control characters in strings). */
 static void json_strict(void **state) {
@@ -956,6 +1035,7 @@ int main(void) {
       cmocka_unit_test(json_nul_escape),
       cmocka_unit_test(json_nan_infinity),
       cmocka_unit_test(json_numbers),
+      cmocka_unit_test(json_numeric_range),
       cmocka_unit_test(json_strict),
       cmocka_unit_test(json_surrogates),
       cmocka_unit_test(json_oversized),
