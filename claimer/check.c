@@ -234,11 +234,14 @@ int cl_check_worker(const char *worker, char *err, size_t errlen) {
 
 static bool is_queue_char(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
+         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
 }
 
 /* Queue names are kept to a plain ASCII set so that they read the same in
- * logs, metrics labels and shell commands. */
+ * logs, metrics labels and shell commands.  ':' is left out because it
+ * separates a weight (claimer work -q NAME:WEIGHT, CLAIMER_WORKER_QUEUES)
+ * or a per-queue value (NAME:DURATION): were it allowed, "jobs:2" would be
+ * a queue to enqueue and claim but a weighted "jobs" to work. */
 int cl_check_queue(const char *queue, char *err, size_t errlen) {
   if (queue == NULL) {
     set_err(err, errlen, "queue name is missing");
@@ -258,10 +261,17 @@ int cl_check_queue(const char *queue, char *err, size_t errlen) {
     if (!is_queue_char((unsigned char)queue[i])) {
       char shown[4 * ECHO_MAX + 8];
       echo(shown, sizeof shown, queue, len, ECHO_MAX, true);
-      set_err(err, errlen,
-              "queue name \"%s\" has a character not allowed at byte %zu "
-              "(allowed: letters, digits, _ . : -)",
-              shown, i);
+      if (queue[i] == ':')
+        set_err(err, errlen,
+                "queue name \"%s\" has ':' at byte %zu: ':' separates a "
+                "weight (NAME:WEIGHT, as in claimer work -q jobs:2) and is "
+                "not part of a name",
+                shown, i);
+      else
+        set_err(err, errlen,
+                "queue name \"%s\" has a character not allowed at byte %zu "
+                "(allowed: letters, digits, _ . -)",
+                shown, i);
       return CL_EINVAL;
     }
   }

@@ -54,7 +54,9 @@ extern "C" {
 
 /* Limits enforced on input before anything reaches the database. */
 #define CL_ITEM_ID_MAX 255    /* bytes, UTF-8, at least 1 */
-#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.:-], at least 1 */
+/* Queue names: 1..63 bytes of [A-Za-z0-9_.-].  No ':', which separates a
+ * weight or a per-queue value (NAME:WEIGHT in `claimer work -q`). */
+#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.-], at least 1 */
 #define CL_WORKER_MAX 200     /* bytes, printable UTF-8, at least 1 */
 #define CL_PAYLOAD_MAX (1 << 20) /* bytes of JSON text */
 #define CL_ERROR_TEXT_MAX 8192   /* bytes of an error message kept */

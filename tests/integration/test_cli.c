@@ -337,6 +337,45 @@ static void test_injection_queue(void **state) {
       1);
 }
 
+/* One queue grammar everywhere: ':' separates a weight and is no part of a
+ * name, so the queue `jobs:2` cannot be enqueued to and never worked as
+ * `jobs` with weight 2; a bad weight is refused, not used. */
+static void test_queue_colon_and_weights(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--queue", "\"jobs:2\"", "byte 4",
+                                        "':' separates a weight",
+                                        "not part of a name", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "jobs:2", "--id", "i", NULL});
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--queue", "':' separates a weight",
+                                        NULL},
+                  (const char *const[]){"claim", "--dsn", f->dsn, "-q",
+                                        "jobs:2", NULL});
+  expect_rejected(f, "{\"id\": \"c1\", \"queue\": \"jobs:2\"}\n",
+                  (const char *const[]){"line 1", "':' separates a weight",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  static const struct {
+    const char *q, *want;
+  } bad[] = {
+      {"a:-1", "queue \"a\": weight -1 is out of range 1..1000"},
+      {"a:1.5", "queue \"a\": weight \"1.5\" is not an integer"},
+      {"a:", "queue \"a\": the weight after ':' is missing"},
+      {":3", "queue \":3\": the name before ':' is missing"},
+      {"a:0", "weight 0 is out of range 1..1000"},
+      {"a:1001", "weight 1001 is out of range 1..1000"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    expect_rejected(f, NULL,
+                    (const char *const[]){"flag --queue", bad[i].want, NULL},
+                    (const char *const[]){"work", "--dsn", f->dsn, "-q", "ok",
+                                          "-q", bad[i].q, "--exec", "true",
+                                          NULL});
+}
+
 static void test_negative_lease(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL,
@@ -959,6 +998,7 @@ int main(void) {
       T(test_oversized_id),
       T(test_invalid_utf8_id),
       T(test_injection_queue),
+      T(test_queue_colon_and_weights),
       T(test_negative_lease),
       T(test_unknown_flag),
       T(test_reap_bad_config),

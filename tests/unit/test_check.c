@@ -248,7 +248,7 @@ static void queue_valid(void **state) {
   char err[ERRLEN];
   assert_int_equal(cl_check_queue("default", err, sizeof err), 0);
   assert_int_equal(cl_check_queue("q", err, sizeof err), 0);
-  assert_int_equal(cl_check_queue("emails.high:v2-EU_west", err, sizeof err),
+  assert_int_equal(cl_check_queue("emails.high-v2_EU.west", err, sizeof err),
                    0);
   assert_int_equal(cl_check_queue("0123456789", err, sizeof err), 0);
   char *q = repeat('q', CL_QUEUE_MAX);
@@ -277,7 +277,7 @@ static void queue_injection(void **state) {
   assert_string_equal(err,
                       "queue name \"x'; drop table claimer.items; --\" has a "
                       "character not allowed at byte 1 (allowed: letters, "
-                      "digits, _ . : -)");
+                      "digits, _ . -)");
 }
 
 static void queue_bad_characters(void **state) {
@@ -295,7 +295,7 @@ static void queue_bad_characters(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     assert_int_equal(cl_check_queue(cases[i].q, err, sizeof err), CL_EINVAL);
     assert_contains(err, cases[i].at);
-    assert_contains(err, "(allowed: letters, digits, _ . : -)");
+    assert_contains(err, "(allowed: letters, digits, _ . -)");
     assert_printable(err);
   }
   /* Quotes and backslashes in the echoed value are escaped. */
@@ -303,6 +303,29 @@ static void queue_bad_characters(void **state) {
   assert_contains(err, "\"q\\\"\"");
   assert_int_equal(cl_check_queue("a\\b", err, sizeof err), CL_EINVAL);
   assert_contains(err, "\"a\\\\b\"");
+}
+
+/* ':' is the weight separator of `work -q NAME:WEIGHT`, so no name holds
+ * one: `enqueue -q jobs:2` and `work -q jobs:2` cannot mean two things. */
+static void queue_colon(void **state) {
+  (void)state;
+  char err[ERRLEN];
+  static const struct {
+    const char *q;
+    const char *at;
+  } cases[] = {{"jobs:2", "at byte 4"}, {":", "at byte 0"},
+               {"a:", "at byte 1"},     {":3", "at byte 0"},
+               {"a:b:c", "at byte 1"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    assert_int_equal(cl_check_queue(cases[i].q, err, sizeof err), CL_EINVAL);
+    assert_contains(err, cases[i].at);
+    assert_contains(err, "':' separates a weight");
+    assert_contains(err, "not part of a name");
+  }
+  assert_int_equal(cl_check_queue("jobs:2", err, sizeof err), CL_EINVAL);
+  assert_string_equal(err, "queue name \"jobs:2\" has ':' at byte 4: ':' "
+                           "separates a weight (NAME:WEIGHT, as in claimer "
+                           "work -q jobs:2) and is not part of a name");
 }
 
 /* The echoed value never carries raw control characters or invalid UTF-8,
@@ -1024,6 +1047,7 @@ int main(void) {
       cmocka_unit_test(queue_empty_long_missing),
       cmocka_unit_test(queue_injection),
       cmocka_unit_test(queue_bad_characters),
+      cmocka_unit_test(queue_colon),
       cmocka_unit_test(queue_echo_is_safe),
       cmocka_unit_test(message_bounds),
       cmocka_unit_test(json_valid_containers),
