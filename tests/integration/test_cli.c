@@ -556,6 +556,108 @@ static void test_out_of_range_number(void **state) {
       0);
 }
 
+/* max_attempts means the same in a line as in the flag: 1..1000000, and 0
+ * is refused (leave the key out for the queue's policy), with the flag's
+ * words and its own range, not the priority's. */
+static void test_ndjson_max_attempts(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--max-attempts: 0 is out of range "
+                                        "[1, 1000000]",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--id", "m0", "--max-attempts", "0",
+                                        NULL});
+  expect_rejected(f, "{\"id\": \"m0\", \"max_attempts\": 0}\n",
+                  (const char *const[]){"line 1",
+                                        "\"max_attempts\": 0 is out of range "
+                                        "[1, 1000000]",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  char *out = NULL;
+  assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 2000000}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"max_attempts\": 2000000 is out of range "
+                       "[1, 1000000]");
+  assert_lacks(out, "-1000000");
+  free(out);
+  assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 1.5}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"max_attempts\" must be an integer in [1, 1000000]");
+  free(out);
+  assert_int_equal(run(&out, "{\"id\": \"px\", \"priority\": 1000001}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"priority\": 1000001 is out of range "
+                       "[-1000000, 1000000]");
+  free(out);
+  assert_int_equal(run(&out,
+                       "{\"id\": \"m1\", \"max_attempts\": 1}\n"
+                       "{\"id\": \"m2\", \"max_attempts\": 1000000}\n"
+                       "{\"id\": \"m3\"}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   0);
+  free(out);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm1'"),
+      1);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm2'"),
+      1000000);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm3'"),
+      25);
+}
+
+/* A key twice in an item could say two things (json-c keeps the last);
+ * inside a payload, jsonb's own rule (the last wins) stands. */
+static void test_ndjson_duplicate_key(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f,
+                  "{\"id\": \"d1\"}\n"
+                  "{\"id\": \"d2\", \"payload\": 1, \"id\": \"d3\"}\n",
+                  (const char *const[]){"line 2", "duplicate key \"id\"",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  expect_rejected(f, "{\"id\": \"d2\", \"\\u0069d\": \"d3\"}\n",
+                  (const char *const[]){"line 1", "duplicate key \"id\"",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  expect_rejected(f,
+                  "{\"id\": \"d2\", \"payload\": {\"a\": 1}, "
+                  "\"payload\": [2]}\n",
+                  (const char *const[]){"line 1", "duplicate key \"payload\"",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  char *out = NULL;
+  int ex = run(&out,
+               "{\"id\": \"d1\"}\n"
+               "{\"id\": \"d2\", \"payload\": 1, \"id\": \"d3\"}\n"
+               "{\"id\": \"d4\", \"payload\": {\"k\": 1, \"k\": 2}}\n",
+               "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+               "--skip-invalid", NULL);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, "created 2, existed 0, rejected 1");
+  free(out);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id IN ('d2', 'd3')"),
+                   0);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id = 'd4' AND payload = '{\"k\": 2}'"),
+                   1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Connection failures: exit 1, fast, no secret echoed                       */
 
@@ -1006,6 +1108,8 @@ int main(void) {
       T(test_ndjson_bad_line),
       T(test_ndjson_skip_invalid),
       T(test_out_of_range_number),
+      T(test_ndjson_max_attempts),
+      T(test_ndjson_duplicate_key),
       T(test_unreachable_host),
       T(test_wrong_password),
       T(test_help),
