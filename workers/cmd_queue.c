@@ -386,22 +386,59 @@ static int enqueue_lines(cl_conn_t *c, const char *queue, line_item_t *items,
   return ex;
 }
 
+/* The longest NDJSON line kept: one JSON text at its limit, and a CR. */
+#define LINE_MAX_BYTES ((size_t)CL_PAYLOAD_MAX + 1)
+
+/* Reads the next line of in into buf (LINE_MAX_BYTES + 1 bytes), without
+ * its newline, NUL-terminated.  Returns its length, or -1 at the end of
+ * the input.  A line longer than LINE_MAX_BYTES is read to its end but not
+ * kept: *over is set and the whole length returned, so that an over-long
+ * line costs no more memory than a long one. */
+static long long read_line(FILE *in, char *buf, int *over) {
+  long long len = 0;
+  int c;
+  *over = 0;
+  while ((c = getc_unlocked(in)) != EOF && c != '\n') {
+    if ((size_t)len < LINE_MAX_BYTES)
+      buf[len] = (char)c;
+    else
+      *over = 1;
+    len++;
+  }
+  if (c == EOF && len == 0)
+    return -1;
+  buf[*over ? LINE_MAX_BYTES : (size_t)len] = '\0';
+  return len;
+}
+
 static int enqueue_ndjson(const char *dsn, const char *queue, int batch,
                           int skip_invalid) {
   line_item_t *items = NULL;
   size_t n = 0, cap = 0;
-  char *line = NULL;
-  size_t linecap = 0;
-  ssize_t len;
+  char *line = malloc(LINE_MAX_BYTES + 1);
+  long long got;
+  int over = 0;
   long lineno = 0, bad = 0;
   enq_totals_t t = {0};
   int ex = EXIT_OK;
-  while ((len = getline(&line, &linecap, stdin)) != -1) {
+  if (line == NULL) {
+    cli_err("out of memory");
+    return EXIT_ERROR;
+  }
+  while ((got = read_line(stdin, line, &over)) != -1) {
     lineno++;
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+    if (over) {
+      if (++bad <= 10)
+        cli_err("stdin line %ld: %lld bytes; the limit for one line is %d "
+                "(the rest of the line was skipped)",
+                lineno, got, CL_PAYLOAD_MAX);
+      continue;
+    }
+    size_t len = (size_t)got;
+    while (len > 0 && line[len - 1] == '\r')
       line[--len] = '\0';
     size_t sp = strspn(line, " \t");
-    if ((size_t)len == sp)
+    if (len == sp)
       continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 1024;
@@ -414,7 +451,7 @@ static int enqueue_ndjson(const char *dsn, const char *queue, int batch,
       items = grown;
     }
     char why[512];
-    if (parse_line(line, (size_t)len, &items[n], why, sizeof why) != 0) {
+    if (parse_line(line, len, &items[n], why, sizeof why) != 0) {
       if (++bad <= 10)
         cli_err("stdin line %ld: %s", lineno, why);
       continue;

@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
@@ -658,6 +662,126 @@ static void test_ndjson_duplicate_key(void **state) {
                    1);
 }
 
+/* Runs `claimer ARGS` with stdin from in_path; returns its exit status,
+ * its output in *out and its peak RSS in KiB in *maxrss_kb (from wait4:
+ * this process's RSS at the fork counts too, so compare runs). */
+static int run_rss(const char *const args[], const char *in_path, char **out,
+                   long *maxrss_kb) {
+  char out_path[] = "/tmp/claimer-test-rss-XXXXXX";
+  int fd = mkstemp(out_path);
+  assert_true(fd >= 0);
+  const char *argv[MAX_ARGS + 2];
+  int n = 0;
+  argv[n++] = th_claimer_bin();
+  for (int i = 0; args[i] != NULL && n < MAX_ARGS; i++)
+    argv[n++] = args[i];
+  argv[n] = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int in = open(in_path, O_RDONLY);
+    if (in < 0)
+      _exit(126);
+    dup2(in, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    unsetenv("CLAIMER_DSN");
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  int st = 0;
+  struct rusage ru;
+  assert_int_equal(wait4(pid, &st, 0, &ru), pid);
+  close(fd);
+  *out = th_read_file(out_path);
+  unlink(out_path);
+  *maxrss_kb = ru.ru_maxrss;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* An NDJSON line past the limit is refused without being held in memory:
+ * the rest of it is read and dropped, and --skip-invalid goes on with the
+ * next line. */
+static void test_ndjson_long_line(void **state) {
+  fixture_t *f = *state;
+  enum { MB = 1 << 20, LONG_MB = 50 };
+  char small[] = "/tmp/claimer-test-small-XXXXXX";
+  char big[] = "/tmp/claimer-test-big-XXXXXX";
+  int fs = mkstemp(small), fb = mkstemp(big);
+  assert_true(fs >= 0 && fb >= 0);
+  static const char first[] = "{\"id\": \"l1\"}\n";
+  static const char last[] = "{\"id\": \"l3\"}\n";
+  assert_int_equal(write(fs, first, strlen(first)), (ssize_t)strlen(first));
+  assert_int_equal(write(fs, last, strlen(last)), (ssize_t)strlen(last));
+  close(fs);
+  /* Written a piece at a time, so that this process stays small (its RSS
+   * at the fork counts in the child's peak). */
+  char *chunk = malloc(MB);
+  assert_non_null(chunk);
+  memset(chunk, 'x', MB);
+  static const char head[] = "{\"id\": \"l2\", \"payload\": \"";
+  assert_int_equal(write(fb, first, strlen(first)), (ssize_t)strlen(first));
+  assert_int_equal(write(fb, head, strlen(head)), (ssize_t)strlen(head));
+  size_t line_len = strlen(head);
+  for (int i = 0; i < LONG_MB; i++) {
+    size_t m = i + 1 < LONG_MB ? MB : MB - strlen(head) - 2;
+    assert_int_equal(write(fb, chunk, m), (ssize_t)m);
+    line_len += m;
+  }
+  assert_int_equal(write(fb, "\"}\n", 3), 3);
+  line_len += 2;
+  assert_int_equal(line_len, (size_t)LONG_MB * MB);
+  assert_int_equal(write(fb, last, strlen(last)), (ssize_t)strlen(last));
+  close(fb);
+  free(chunk);
+
+  seed(f);
+  char *digest = db_digest(f);
+  char *out = NULL;
+  long base_kb = 0, long_kb = 0;
+  const char *const check_only[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
+                                    "--ndjson", NULL};
+  /* The baseline: the same command on the two good lines alone.  It
+   * enqueues them, so the --skip-invalid run below finds both existing. */
+  const char *const base_args[] = {"enqueue", "--dsn", f->dsn, "-q",
+                                   "base", "--ndjson", NULL};
+  assert_int_equal(run_rss(base_args, small, &out, &base_kb), 0);
+  free(out);
+  free(digest);
+  digest = db_digest(f);
+  int ex = run_rss(check_only, big, &out, &long_kb);
+  fprintf(stderr, "peak RSS: %ld KiB for 2 short lines, %ld KiB with a "
+                  "%d MiB line\n",
+          base_kb, long_kb, LONG_MB);
+  if (long_kb > base_kb + 16 * 1024)
+    fail_msg("a %d MiB line raised the peak RSS from %ld to %ld KiB", LONG_MB,
+             base_kb, long_kb);
+  if (ex != 2)
+    fail_msg("exit %d, expected 2: %s", ex, out);
+  char want[128];
+  snprintf(want, sizeof want,
+           "stdin line 2: %d bytes; the limit for one line is %d", LONG_MB * MB,
+           CL_PAYLOAD_MAX);
+  assert_contains(out, want);
+  assert_contains(out, "nothing was enqueued");
+  free(out);
+  char *after = db_digest(f);
+  assert_string_equal(after, digest);
+  free(after);
+  free(digest);
+  const char *const skip_args[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
+                                   "--ndjson", "--skip-invalid", NULL};
+  ex = run_rss(skip_args, big, &out, &long_kb);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, want);
+  assert_contains(out, "created 0, existed 2, rejected 1");
+  free(out);
+  unlink(small);
+  unlink(big);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Connection failures: exit 1, fast, no secret echoed                       */
 
@@ -1110,6 +1234,7 @@ int main(void) {
       T(test_out_of_range_number),
       T(test_ndjson_max_attempts),
       T(test_ndjson_duplicate_key),
+      T(test_ndjson_long_line),
       T(test_unreachable_host),
       T(test_wrong_password),
       T(test_help),
