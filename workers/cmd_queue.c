@@ -766,6 +766,18 @@ static int parse_lease_args(int argc, char **argv, const struct option *opts,
   return -1;
 }
 
+/* Returns 1 when an item called id exists, 0 when none does, -1 when the
+ * database could not say (the caller then keeps its first diagnosis). */
+static int item_exists(cl_conn_t *c, const char *id) {
+  const char *params[] = {id};
+  PGresult *r = PQexecParams(cl_conn_pg(c),
+                             "SELECT 1 FROM claimer.items WHERE item_id = $1",
+                             1, NULL, params, NULL, NULL, 0);
+  int found = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -1;
+  PQclear(r);
+  return found;
+}
+
 int cmd_complete(int argc, char **argv) {
   static const struct option opts[] = {
       COMMON_OPTIONS,
@@ -792,7 +804,18 @@ int cmd_complete(int argc, char **argv) {
     return ex;
   cl_complete_info_t info;
   int rc = cl_complete(c, a.id, a.token, a.result, &info);
-  if (rc < 0)
+  int exists = rc == CL_ELEASE_LOST ? item_exists(c, a.id) : 1;
+  if (exists == 0) {
+    /* "Lease lost" would send the reader looking for a reaper; the id is
+     * the thing to check.  Exit 1, as for the other ids that name nothing
+     * (dead retry, dead discard). */
+    char shown[200];
+    echo_key(shown, sizeof shown, a.id);
+    cli_err("complete: no item \"%s\" exists (never enqueued, or removed "
+            "after its retention); nothing was written",
+            shown);
+    ex = EXIT_ERROR;
+  } else if (rc < 0)
     ex = cli_fail(c, rc, "complete");
   else if (info.already)
     cli_err("item %s was already completed by this token; nothing changed%s",

@@ -782,6 +782,34 @@ static void test_ndjson_long_line(void **state) {
   unlink(big);
 }
 
+/* complete on an id that names no item says so; it is not a lost lease. */
+static void test_complete_unknown_item(void **state) {
+  fixture_t *f = *state;
+  seed(f);
+  char *digest = db_digest(f);
+  char *out = NULL;
+  int ex = run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "no-such",
+               "--token", "0000000000000001-0000000000000000", "--result",
+               "1", NULL);
+  if (ex != 1)
+    fail_msg("exit %d, expected 1: %s", ex, out);
+  assert_contains(out, "no item \"no-such\" exists");
+  assert_contains(out, "nothing was written");
+  assert_lacks(out, "reaped");
+  free(out);
+  char *after = db_digest(f);
+  assert_string_equal(after, digest);
+  free(after);
+  free(digest);
+  /* An item that exists but whose lease is gone is still "lease lost". */
+  ex = run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "seed", "--token",
+           "0000000000000001-0000000000000000", NULL);
+  if (ex != 3)
+    fail_msg("exit %d, expected 3: %s", ex, out);
+  assert_contains(out, "lease lost");
+  free(out);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Connection failures: exit 1, fast, no secret echoed                       */
 
@@ -1235,6 +1263,7 @@ int main(void) {
       T(test_ndjson_max_attempts),
       T(test_ndjson_duplicate_key),
       T(test_ndjson_long_line),
+      T(test_complete_unknown_item),
       T(test_unreachable_host),
       T(test_wrong_password),
       T(test_help),
