@@ -234,11 +234,14 @@ int cl_check_worker(const char *worker, char *err, size_t errlen) {
 
 static bool is_queue_char(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
+         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
 }
 
 /* Queue names are kept to a plain ASCII set so that they read the same in
- * logs, metrics labels and shell commands. */
+ * logs, metrics labels and shell commands.  ':' is left out because it
+ * separates a weight (claimer work -q NAME:WEIGHT, CLAIMER_WORKER_QUEUES)
+ * or a per-queue value (NAME:DURATION): were it allowed, "jobs:2" would be
+ * a queue to enqueue and claim but a weighted "jobs" to work. */
 int cl_check_queue(const char *queue, char *err, size_t errlen) {
   if (queue == NULL) {
     set_err(err, errlen, "queue name is missing");
@@ -258,10 +261,17 @@ int cl_check_queue(const char *queue, char *err, size_t errlen) {
     if (!is_queue_char((unsigned char)queue[i])) {
       char shown[4 * ECHO_MAX + 8];
       echo(shown, sizeof shown, queue, len, ECHO_MAX, true);
-      set_err(err, errlen,
-              "queue name \"%s\" has a character not allowed at byte %zu "
-              "(allowed: letters, digits, _ . : -)",
-              shown, i);
+      if (queue[i] == ':')
+        set_err(err, errlen,
+                "queue name \"%s\" has ':' at byte %zu: ':' separates a "
+                "weight (NAME:WEIGHT, as in claimer work -q jobs:2) and is "
+                "not part of a name",
+                shown, i);
+      else
+        set_err(err, errlen,
+                "queue name \"%s\" has a character not allowed at byte %zu "
+                "(allowed: letters, digits, _ . -)",
+                shown, i);
       return CL_EINVAL;
     }
   }
@@ -277,8 +287,9 @@ int cl_check_queue(const char *queue, char *err, size_t errlen) {
  * trailing data), but in 0.16 it also lets through NaN, Infinity and
  * -Infinity, "1." and "1.e5", raw control characters inside strings, \u0000
  * and unpaired surrogate escapes, and it does not reject overlong UTF-8.
- * jsonb refuses all of those, so a small lexer of our own checks every token
- * against RFC 8259 as well; json-c checks the grammar.  Both run, and the
+ * jsonb refuses all of those, and numbers its numeric type cannot hold
+ * (1e999999), so a small lexer of our own checks every token against RFC
+ * 8259 and numeric's limits as well; json-c checks the grammar.  Both run, and the
  * fault with the smaller offset is reported (the lexer's on a tie, as its
  * words are more specific).
  */
@@ -286,7 +297,8 @@ int cl_check_queue(const char *queue, char *err, size_t errlen) {
 /* Where and why the lexer found a fault. */
 typedef struct json_fault {
   size_t at;
-  char why[160];
+  bool range; /* valid JSON, but out of the range jsonb stores */
+  char why[256];
 } json_fault_t;
 
 __attribute__((format(printf, 3, 4))) static bool
@@ -400,12 +412,97 @@ static bool lex_string(const unsigned char *s, size_t len, size_t *pos,
   }
 }
 
+/* What PostgreSQL's numeric (which jsonb stores every number as) can hold,
+ * from numeric.c in PostgreSQL 15: the weight of the first base-10000
+ * digit is an int16 (NUMERIC_WEIGHT_MAX 32767, so at most 4 * 32768 =
+ * 131072 decimal digits before the point), the display scale (digits after
+ * the point, trailing zeros and those an exponent adds included) is 14 bits
+ * (NUMERIC_DSCALE_MAX 0x3FFF), and numeric_in refuses an exponent whose
+ * magnitude reaches INT_MAX / 2 before it looks at the value, so even a
+ * zero such as 0e1073741823 is refused.  Each bound was checked against a
+ * real PostgreSQL 15 ("value overflows numeric format"). */
+#define NUMERIC_INT_DIGITS_MAX 131072
+#define NUMERIC_DSCALE_MAX 16383
+#define NUMERIC_EXPONENT_LIMIT 1073741823 /* INT_MAX / 2, itself refused */
+
+/* Returns the value of the exponent digits s[from..to), saturated at a
+ * bound far past NUMERIC_EXPONENT_LIMIT, so that a million digits cannot
+ * overflow it. */
+static long long exponent_value(const unsigned char *s, size_t from,
+                                size_t to) {
+  long long v = 0;
+  for (size_t i = from; i < to; i++) {
+    v = v * 10 + (s[i] - '0');
+    if (v > 10LL * NUMERIC_EXPONENT_LIMIT)
+      return 10LL * NUMERIC_EXPONENT_LIMIT;
+  }
+  return v;
+}
+
+/* Checks that the number written s[start..end) (already known to follow
+ * the grammar) fits PostgreSQL's numeric, as jsonb input requires.  The
+ * integer digits are s[int_at..int_end), the fraction digits
+ * s[frac_at..frac_end) (empty when frac_at == frac_end), the exponent's
+ * digits s[exp_at..exp_end) with sign exp_neg.  Returns true, or false
+ * with the fault (at start) in f. */
+static bool numeric_fits(const unsigned char *s, size_t start, size_t int_at,
+                         size_t int_end, size_t frac_at, size_t frac_end,
+                         size_t exp_at, size_t exp_end, bool exp_neg,
+                         json_fault_t *f) {
+  long long exp = exponent_value(s, exp_at, exp_end);
+  if (exp_neg)
+    exp = -exp;
+  if (exp >= NUMERIC_EXPONENT_LIMIT || exp <= -NUMERIC_EXPONENT_LIMIT) {
+    f->range = true;
+    return fault(f, start,
+                 "PostgreSQL's numeric (which jsonb stores numbers as) "
+                 "refuses an exponent beyond +-%d",
+                 NUMERIC_EXPONENT_LIMIT - 1);
+  }
+  long long nfrac = (long long)(frac_end - frac_at);
+  long long dscale = nfrac - exp > 0 ? nfrac - exp : 0;
+  if (dscale > NUMERIC_DSCALE_MAX) {
+    f->range = true;
+    return fault(f, start,
+                 "PostgreSQL's numeric (which jsonb stores numbers as) "
+                 "holds at most %d digits after the decimal point, and this "
+                 "number has %lld (counting trailing zeros and the "
+                 "exponent)",
+                 NUMERIC_DSCALE_MAX, dscale);
+  }
+  /* The power of ten of the first nonzero digit; a zero has none, and
+   * numeric stores it with weight 0 whatever its exponent. */
+  long long msd = 0;
+  bool zero = true;
+  for (size_t i = int_at; i < int_end && zero; i++)
+    if (s[i] != '0') {
+      msd = (long long)(int_end - i) - 1;
+      zero = false;
+    }
+  for (size_t i = frac_at; i < frac_end && zero; i++)
+    if (s[i] != '0') {
+      msd = -(long long)(i - frac_at) - 1;
+      zero = false;
+    }
+  if (!zero && msd + exp >= NUMERIC_INT_DIGITS_MAX) {
+    f->range = true;
+    return fault(f, start,
+                 "the number is too large for PostgreSQL's numeric (which "
+                 "jsonb stores numbers as): it holds values below 1e%d, "
+                 "that is at most %d digits before the decimal point",
+                 NUMERIC_INT_DIGITS_MAX, NUMERIC_INT_DIGITS_MAX);
+  }
+  /* A first digit below 1e-131072 would overflow the weight the other way,
+   * but the display scale limit above already refuses anything that small. */
+  return true;
+}
+
 /* Checks the number token that starts at s[*pos] against RFC 8259's grammar
- * (-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?) and moves *pos past
- * it. */
+ * (-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?) and against what
+ * PostgreSQL's numeric holds, and moves *pos past it. */
 static bool lex_number(const unsigned char *s, size_t len, size_t *pos,
                        json_fault_t *f) {
-  size_t i = *pos;
+  size_t start = *pos, i = start;
   if (s[i] == '-') {
     i++;
     if (i >= len || !is_digit(s[i]))
@@ -413,6 +510,7 @@ static bool lex_number(const unsigned char *s, size_t len, size_t *pos,
                    "a minus sign must be followed by a digit (NaN and "
                    "Infinity are not JSON)");
   }
+  size_t int_at = i;
   if (s[i] == '0') {
     i++;
     if (i < len && is_digit(s[i]))
@@ -421,22 +519,32 @@ static bool lex_number(const unsigned char *s, size_t len, size_t *pos,
     while (i < len && is_digit(s[i]))
       i++;
   }
+  size_t int_end = i, frac_at = i, frac_end = i;
   if (i < len && s[i] == '.') {
     i++;
     if (i >= len || !is_digit(s[i]))
       return fault(f, i, "a decimal point must be followed by a digit");
+    frac_at = i;
     while (i < len && is_digit(s[i]))
       i++;
+    frac_end = i;
   }
+  size_t exp_at = i, exp_end = i;
+  bool exp_neg = false;
   if (i < len && (s[i] == 'e' || s[i] == 'E')) {
     i++;
     if (i < len && (s[i] == '+' || s[i] == '-'))
-      i++;
+      exp_neg = s[i++] == '-';
     if (i >= len || !is_digit(s[i]))
       return fault(f, i, "an exponent must have digits");
+    exp_at = i;
     while (i < len && is_digit(s[i]))
       i++;
+    exp_end = i;
   }
+  if (!numeric_fits(s, start, int_at, int_end, frac_at, frac_end, exp_at,
+                    exp_end, exp_neg, f))
+    return false;
   *pos = i;
   return true;
 }
@@ -569,7 +677,7 @@ int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
     set_err(err, errlen, "not valid UTF-8 at byte %ld", bad);
     return CL_EJSON;
   }
-  json_fault_t lexf, parsef;
+  json_fault_t lexf = {.range = false}, parsef = {.range = false};
   bool lex_ok = json_lex(s, len, &lexf);
   bool parse_ok = json_parse(s, len, &parsef);
   if (!parse_ok && parsef.at == (size_t)-1) {
@@ -581,7 +689,8 @@ int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
   const json_fault_t *f = &parsef;
   if (!lex_ok && (parse_ok || lexf.at <= parsef.at))
     f = &lexf;
-  set_err(err, errlen, "not valid JSON at byte %zu: %s", f->at, f->why);
+  set_err(err, errlen, "%s at byte %zu: %s",
+          f->range ? "number out of range" : "not valid JSON", f->at, f->why);
   return CL_EJSON;
 }
 

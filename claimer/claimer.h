@@ -54,7 +54,9 @@ extern "C" {
 
 /* Limits enforced on input before anything reaches the database. */
 #define CL_ITEM_ID_MAX 255    /* bytes, UTF-8, at least 1 */
-#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.:-], at least 1 */
+/* Queue names: 1..63 bytes of [A-Za-z0-9_.-].  No ':', which separates a
+ * weight or a per-queue value (NAME:WEIGHT in `claimer work -q`). */
+#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.-], at least 1 */
 #define CL_WORKER_MAX 200     /* bytes, printable UTF-8, at least 1 */
 #define CL_PAYLOAD_MAX (1 << 20) /* bytes of JSON text */
 #define CL_ERROR_TEXT_MAX 8192   /* bytes of an error message kept */
@@ -106,7 +108,13 @@ CL_EXTERN int cl_check_item_id(const char *id, char *err, size_t errlen);
 CL_EXTERN int cl_check_queue(const char *queue, char *err, size_t errlen);
 CL_EXTERN int cl_check_worker(const char *worker, char *err, size_t errlen);
 /* Checks that s[0..len) is one complete JSON value, in valid UTF-8, at most
- * CL_PAYLOAD_MAX bytes.  The message names the byte offset of the fault. */
+ * CL_PAYLOAD_MAX bytes, that PostgreSQL's jsonb input accepts: no \u0000 or
+ * unpaired surrogate escape, and every number within PostgreSQL's numeric
+ * (below 1e131072, at most 16383 digits after the decimal point counting
+ * the exponent's, an exponent within +-1073741822); nesting is kept to 64
+ * levels.  Returns 0 or CL_EJSON; the message names the byte offset of the
+ * fault ("not valid JSON at byte N: ..." or, for a number jsonb cannot
+ * hold, "number out of range at byte N: ..."). */
 CL_EXTERN int cl_check_json(const char *s, size_t len, char *err, size_t errlen);
 /* Returns the byte offset of the first invalid UTF-8 sequence in s[0..len),
  * or -1 when all of it is valid (overlongs and surrogates are invalid). */

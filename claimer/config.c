@@ -962,8 +962,9 @@ static int check_queue(const value_t *v, const char *name, char *why,
 }
 
 /* Parses "NAME[:WEIGHT],..." (spaces around items allowed; "" is no
- * queues).  The weight is what follows the last ':' when that is all
- * digits. */
+ * queues).  A name never holds ':' (cl_check_queue), so the first ':' ends
+ * it, and what follows must be a weight: an integer 1..WEIGHT_MAX.  "a:",
+ * ":3", "a:-1" and "a:1.5" are refused, not read as names or defaults. */
 static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
   const char *p = text;
   if (*p == '\0')
@@ -979,23 +980,45 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
     if (item == NULL)
       return CL_ENOMEM;
     int weight = 1, rc = 0;
-    char *colon = strrchr(item, ':');
-    if (colon != NULL && colon[1] != '\0' &&
-        strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
-      value_t w = {0};
-      char wwhy[256], shown[ECHO_LEN];
+    char shown[ECHO_LEN];
+    char *colon = strchr(item, ':');
+    if (colon == item) {
+      echo(shown, item, true);
+      set_err(why, n,
+              "queue \"%s\": the name before ':' is missing (expected "
+              "NAME:WEIGHT)",
+              shown);
+      rc = CL_ECONFIG;
+    } else if (colon != NULL) {
       *colon = '\0';
-      if (parse_text(&weight_key, colon + 1, &w, wwhy, sizeof wwhy) != 0) {
-        echo(shown, item, true);
+      const char *wtext = colon + 1;
+      value_t w = {0};
+      char wwhy[256];
+      echo(shown, item, true);
+      if (*wtext == '\0') {
+        set_err(why, n,
+                "queue \"%s\": the weight after ':' is missing (expected "
+                "NAME:WEIGHT, WEIGHT 1..%d)",
+                shown, WEIGHT_MAX);
+        rc = CL_ECONFIG;
+      } else if (parse_ll(wtext, &w.i) == -1) {
+        char wshown[ECHO_LEN];
+        echo(wshown, wtext, true);
+        set_err(why, n,
+                "queue \"%s\": weight \"%s\" is not an integer (expected "
+                "NAME:WEIGHT, WEIGHT 1..%d)",
+                shown, wshown, WEIGHT_MAX);
+        rc = CL_ECONFIG;
+      } else if (parse_text(&weight_key, wtext, &w, wwhy, sizeof wwhy) != 0) {
         set_err(why, n, "queue \"%s\": weight %s", shown, wwhy);
         rc = CL_ECONFIG;
+      } else {
+        weight = (int)w.i;
       }
-      weight = (int)w.i;
     }
     if (rc == 0 && check_queue(v, item, why, n) != 0)
       rc = CL_ECONFIG;
     if (rc == 0 && queue_find(v, item) >= 0) {
-      char shown[ECHO_LEN];
       echo(shown, item, true);
       set_err(why, n, "queue \"%s\" is listed twice", shown);
       rc = CL_ECONFIG;
@@ -1022,8 +1045,8 @@ static void qmap_why(char *why, size_t n, const char *shown,
 
 /* Parses "NAME:VALUE,..." (spaces around items allowed; "" is an empty
  * map), each VALUE a value of row item.  The value is what follows the
- * last ':', since a duration or an integer never holds one and a queue
- * name may. */
+ * last ':' (neither a duration, an integer nor a queue name holds one, so
+ * "a:b:5m" is refused for its name). */
 static int parse_qmap_text(const keydef_t *item, const char *text, value_t *v,
                            char *why, size_t n) {
   const char *p = text;

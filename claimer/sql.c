@@ -42,7 +42,12 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "    FROM input"
     "    LEFT JOIN claimer.queue_policy qp ON qp.queue = input.queue"
     "    LEFT JOIN claimer.queue_policy dp ON dp.queue = '*'"
-    "   ORDER BY input.ord"
+    /* Rows go in (and so take their unique-index locks) in item_id order,
+     * the same order in every batch: two batches that share ids wait for
+     * one another, never in a cycle, so they cannot deadlock.  ord only
+     * breaks ties between copies of one id, so the first copy is the one
+     * inserted, as `first` below counts it. */
+    "   ORDER BY input.item_id, input.ord"
     "  ON CONFLICT (item_id) DO NOTHING"
     "  RETURNING item_id, queue"
     "), wake AS ("

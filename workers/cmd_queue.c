@@ -6,14 +6,24 @@
  * Each one checks all of its arguments before it connects, so that bad
  * input exits 2 having changed nothing.
  */
+#include <errno.h>
 #include <json-c/json.h>
+#include <libpq-fe.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+/* The ranges of an item's numbers, the same for the flags and for NDJSON
+ * keys (the library checks max_attempts against the same bound). */
+#define PRIORITY_MIN -1000000
+#define PRIORITY_MAX 1000000
+#define ATTEMPTS_MIN 1
+#define ATTEMPTS_MAX 1000000
 
 #define COMMON_OPTIONS                                                        \
   {"dsn", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'}
@@ -148,6 +158,100 @@ static char *raw_member(const char *obj, const char *key) {
   }
 }
 
+/* Writes s into out (n bytes) safe to print: printable ASCII as is, '"'
+ * and '\\' escaped, any other byte as \xNN; cut with "..." past 40 bytes. */
+static void echo_key(char *out, size_t n, const char *s) {
+  size_t o = 0;
+  for (size_t i = 0; s[i] != '\0' && o + 8 < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (i == 40) {
+      o += (size_t)snprintf(out + o, n - o, "...");
+      break;
+    }
+    if (c == '"' || c == '\\')
+      o += (size_t)snprintf(out + o, n - o, "\\%c", c);
+    else if (c >= 0x20 && c < 0x7F)
+      out[o++] = (char)c;
+    else
+      o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+  }
+  out[o] = '\0';
+}
+
+/* Checks that no key appears twice at the top level of the JSON object
+ * text obj (already validated), comparing keys as JSON reads them, so
+ * "id" and "\u0069d" are the same key.  json-c, like jsonb, keeps the last
+ * of two, which would let a line say two things.  Returns 0, or -1 with the
+ * key named in why. */
+static int check_unique_keys(const char *obj, char *why, size_t whylen) {
+  json_object *seen = json_object_new_object();
+  if (seen == NULL) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  const char *p = obj;
+  int rc = 0;
+  while (*p && *p != '{')
+    p++;
+  if (*p == '{')
+    p++;
+  for (;;) {
+    while (*p && strchr(" \t\r\n,", *p))
+      p++;
+    if (*p != '"')
+      break;
+    size_t span = json_value_span(p);
+    char *text = strndup(p, span);
+    json_object *k = text ? json_tokener_parse(text) : NULL;
+    free(text);
+    const char *key = k ? json_object_get_string(k) : NULL;
+    if (key == NULL) {
+      snprintf(why, whylen, "out of memory");
+      rc = -1;
+    } else if (json_object_object_get_ex(seen, key, NULL)) {
+      char shown[200];
+      echo_key(shown, sizeof shown, key);
+      snprintf(why, whylen,
+               "duplicate key \"%s\" (each key may appear once in an item)",
+               shown);
+      rc = -1;
+    } else if (json_object_object_add(seen, key, NULL) != 0) {
+      snprintf(why, whylen, "out of memory");
+      rc = -1;
+    }
+    json_object_put(k);
+    if (rc != 0)
+      break;
+    p += span;
+    while (*p && strchr(" \t\r\n:", *p))
+      p++;
+    p += json_value_span(p);
+  }
+  json_object_put(seen);
+  return rc;
+}
+
+/* Reads the integer member key of an item into *out when it is one within
+ * [min, max], with the words and range the matching flag uses.  Returns 0,
+ * or -1 with the reason in why. */
+static int line_int(const char *key, json_object *val, long min, long max,
+                    int *out, char *why, size_t whylen) {
+  if (json_object_get_type(val) != json_type_int) {
+    snprintf(why, whylen, "\"%s\" must be an integer in [%ld, %ld]", key,
+             min, max);
+    return -1;
+  }
+  errno = 0;
+  int64_t v = json_object_get_int64(val);
+  if (errno != 0 || v < min || v > max) {
+    snprintf(why, whylen, "\"%s\": %s is out of range [%ld, %ld]", key,
+             json_object_get_string(val), min, max);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
 static void line_item_free(line_item_t *it) {
   free(it->id);
   free(it->queue);
@@ -166,6 +270,8 @@ static int parse_line(const char *line, size_t len, line_item_t *it,
     snprintf(why, whylen, "not a JSON object");
     goto out;
   }
+  if (check_unique_keys(line, why, whylen) != 0)
+    goto out;
   json_object_object_foreach(o, key, val) {
     json_type t = json_object_get_type(val);
     if (strcmp(key, "id") == 0) {
@@ -185,18 +291,16 @@ static int parse_line(const char *line, size_t len, line_item_t *it,
       if (it->payload == NULL)
         it->payload = strdup(json_object_to_json_string_ext(
             val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    } else if (strcmp(key, "priority") == 0 ||
-               strcmp(key, "max_attempts") == 0) {
-      if (t != json_type_int || json_object_get_int64(val) < -1000000 ||
-          json_object_get_int64(val) > 1000000) {
-        snprintf(why, whylen, "\"%s\" must be an integer in -1000000..1000000",
-                 key);
+    } else if (strcmp(key, "priority") == 0) {
+      if (line_int(key, val, PRIORITY_MIN, PRIORITY_MAX, &it->priority, why,
+                   whylen) != 0)
         goto out;
-      }
-      if (key[0] == 'p')
-        it->priority = json_object_get_int(val);
-      else
-        it->max_attempts = json_object_get_int(val);
+    } else if (strcmp(key, "max_attempts") == 0) {
+      /* 0 is not "the default" here: leave the key out for that, as with
+       * the flag. */
+      if (line_int(key, val, ATTEMPTS_MIN, ATTEMPTS_MAX, &it->max_attempts,
+                   why, whylen) != 0)
+        goto out;
     } else if (strcmp(key, "run_in") == 0) {
       if (t != json_type_int && t != json_type_double) {
         snprintf(why, whylen, "\"run_in\" must be a number of seconds");
@@ -220,8 +324,8 @@ static int parse_line(const char *line, size_t len, line_item_t *it,
   if (cl_check_item_id(it->id, why, whylen) != 0 ||
       (it->queue && cl_check_queue(it->queue, why, whylen) != 0))
     goto out;
-  if (it->max_attempts < 0 || it->run_in < 0) {
-    snprintf(why, whylen, "\"max_attempts\" and \"run_in\" must be >= 0");
+  if (it->run_in < 0) {
+    snprintf(why, whylen, "\"run_in\" must be >= 0");
     goto out;
   }
   rc = 0;
@@ -282,22 +386,59 @@ static int enqueue_lines(cl_conn_t *c, const char *queue, line_item_t *items,
   return ex;
 }
 
+/* The longest NDJSON line kept: one JSON text at its limit, and a CR. */
+#define LINE_MAX_BYTES ((size_t)CL_PAYLOAD_MAX + 1)
+
+/* Reads the next line of in into buf (LINE_MAX_BYTES + 1 bytes), without
+ * its newline, NUL-terminated.  Returns its length, or -1 at the end of
+ * the input.  A line longer than LINE_MAX_BYTES is read to its end but not
+ * kept: *over is set and the whole length returned, so that an over-long
+ * line costs no more memory than a long one. */
+static long long read_line(FILE *in, char *buf, int *over) {
+  long long len = 0;
+  int c;
+  *over = 0;
+  while ((c = getc_unlocked(in)) != EOF && c != '\n') {
+    if ((size_t)len < LINE_MAX_BYTES)
+      buf[len] = (char)c;
+    else
+      *over = 1;
+    len++;
+  }
+  if (c == EOF && len == 0)
+    return -1;
+  buf[*over ? LINE_MAX_BYTES : (size_t)len] = '\0';
+  return len;
+}
+
 static int enqueue_ndjson(const char *dsn, const char *queue, int batch,
                           int skip_invalid) {
   line_item_t *items = NULL;
   size_t n = 0, cap = 0;
-  char *line = NULL;
-  size_t linecap = 0;
-  ssize_t len;
+  char *line = malloc(LINE_MAX_BYTES + 1);
+  long long got;
+  int over = 0;
   long lineno = 0, bad = 0;
   enq_totals_t t = {0};
   int ex = EXIT_OK;
-  while ((len = getline(&line, &linecap, stdin)) != -1) {
+  if (line == NULL) {
+    cli_err("out of memory");
+    return EXIT_ERROR;
+  }
+  while ((got = read_line(stdin, line, &over)) != -1) {
     lineno++;
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+    if (over) {
+      if (++bad <= 10)
+        cli_err("stdin line %ld: %lld bytes; the limit for one line is %d "
+                "(the rest of the line was skipped)",
+                lineno, got, CL_PAYLOAD_MAX);
+      continue;
+    }
+    size_t len = (size_t)got;
+    while (len > 0 && line[len - 1] == '\r')
       line[--len] = '\0';
     size_t sp = strspn(line, " \t");
-    if ((size_t)len == sp)
+    if (len == sp)
       continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 1024;
@@ -310,7 +451,7 @@ static int enqueue_ndjson(const char *dsn, const char *queue, int batch,
       items = grown;
     }
     char why[512];
-    if (parse_line(line, (size_t)len, &items[n], why, sizeof why) != 0) {
+    if (parse_line(line, len, &items[n], why, sizeof why) != 0) {
       if (++bad <= 10)
         cli_err("stdin line %ld: %s", lineno, why);
       continue;
@@ -378,11 +519,13 @@ int cmd_enqueue(int argc, char **argv) {
       payload = optarg;
       break;
     case 'P':
-      if (cli_parse_int(optarg, "--priority", -1000000, 1000000, &priority))
+      if (cli_parse_int(optarg, "--priority", PRIORITY_MIN, PRIORITY_MAX,
+                        &priority))
         return EXIT_USAGE;
       break;
     case 'm':
-      if (cli_parse_int(optarg, "--max-attempts", 1, 1000000, &max_attempts))
+      if (cli_parse_int(optarg, "--max-attempts", ATTEMPTS_MIN, ATTEMPTS_MAX,
+                        &max_attempts))
         return EXIT_USAGE;
       break;
     case 'r':
@@ -416,7 +559,8 @@ int cmd_enqueue(int argc, char **argv) {
           "checks every line first (a bad line enqueues nothing unless\n"
           "--skip-invalid), then enqueues in batches (default 500) and\n"
           "prints the counts created, existed and rejected.\n\n"
-          "  -q, --queue QUEUE    letters, digits, _ . : - (1..63 bytes)\n"
+          "  -q, --queue QUEUE    letters, digits, _ . - (1..63 bytes; no ':',\n"
+          "                       which separates a weight in claimer work)\n"
           "  --priority P         higher first (default 0)\n"
           "  --max-attempts N     tries before the item is dead (default: "
           "the queue's\n"
@@ -622,6 +766,18 @@ static int parse_lease_args(int argc, char **argv, const struct option *opts,
   return -1;
 }
 
+/* Returns 1 when an item called id exists, 0 when none does, -1 when the
+ * database could not say (the caller then keeps its first diagnosis). */
+static int item_exists(cl_conn_t *c, const char *id) {
+  const char *params[] = {id};
+  PGresult *r = PQexecParams(cl_conn_pg(c),
+                             "SELECT 1 FROM claimer.items WHERE item_id = $1",
+                             1, NULL, params, NULL, NULL, 0);
+  int found = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -1;
+  PQclear(r);
+  return found;
+}
+
 int cmd_complete(int argc, char **argv) {
   static const struct option opts[] = {
       COMMON_OPTIONS,
@@ -648,7 +804,18 @@ int cmd_complete(int argc, char **argv) {
     return ex;
   cl_complete_info_t info;
   int rc = cl_complete(c, a.id, a.token, a.result, &info);
-  if (rc < 0)
+  int exists = rc == CL_ELEASE_LOST ? item_exists(c, a.id) : 1;
+  if (exists == 0) {
+    /* "Lease lost" would send the reader looking for a reaper; the id is
+     * the thing to check.  Exit 1, as for the other ids that name nothing
+     * (dead retry, dead discard). */
+    char shown[200];
+    echo_key(shown, sizeof shown, a.id);
+    cli_err("complete: no item \"%s\" exists (never enqueued, or removed "
+            "after its retention); nothing was written",
+            shown);
+    ex = EXIT_ERROR;
+  } else if (rc < 0)
     ex = cli_fail(c, rc, "complete");
   else if (info.already)
     cli_err("item %s was already completed by this token; nothing changed%s",

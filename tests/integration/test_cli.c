@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
@@ -337,6 +341,45 @@ static void test_injection_queue(void **state) {
       1);
 }
 
+/* One queue grammar everywhere: ':' separates a weight and is no part of a
+ * name, so the queue `jobs:2` cannot be enqueued to and never worked as
+ * `jobs` with weight 2; a bad weight is refused, not used. */
+static void test_queue_colon_and_weights(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--queue", "\"jobs:2\"", "byte 4",
+                                        "':' separates a weight",
+                                        "not part of a name", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "jobs:2", "--id", "i", NULL});
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--queue", "':' separates a weight",
+                                        NULL},
+                  (const char *const[]){"claim", "--dsn", f->dsn, "-q",
+                                        "jobs:2", NULL});
+  expect_rejected(f, "{\"id\": \"c1\", \"queue\": \"jobs:2\"}\n",
+                  (const char *const[]){"line 1", "':' separates a weight",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  static const struct {
+    const char *q, *want;
+  } bad[] = {
+      {"a:-1", "queue \"a\": weight -1 is out of range 1..1000"},
+      {"a:1.5", "queue \"a\": weight \"1.5\" is not an integer"},
+      {"a:", "queue \"a\": the weight after ':' is missing"},
+      {":3", "queue \":3\": the name before ':' is missing"},
+      {"a:0", "weight 0 is out of range 1..1000"},
+      {"a:1001", "weight 1001 is out of range 1..1000"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    expect_rejected(f, NULL,
+                    (const char *const[]){"flag --queue", bad[i].want, NULL},
+                    (const char *const[]){"work", "--dsn", f->dsn, "-q", "ok",
+                                          "-q", bad[i].q, "--exec", "true",
+                                          NULL});
+}
+
 static void test_negative_lease(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL,
@@ -447,6 +490,324 @@ static void test_ndjson_skip_invalid(void **state) {
   assert_int_equal(
       q_long(f, "SELECT priority FROM claimer.items WHERE item_id = 'n5'"),
       3);
+}
+
+/* Numbers jsonb cannot store (numeric holds values below 1e131072) are bad
+ * input like any other: refused before the database sees them. */
+static const char ndjson_out_of_range[] =
+    "{\"id\": \"r1\", \"payload\": {\"a\": 1}}\n"
+    "{\"id\": \"r2\", \"payload\": {\"big\": 1e999999}}\n"
+    "{\"id\": \"r3\", \"payload\": [1e131071]}\n";
+
+static void test_out_of_range_number(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--payload",
+                                        "number out of range at byte 0",
+                                        "1e131072", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--id", "x", "--payload",
+                                        "1e999999", NULL});
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--payload",
+                                        "number out of range at byte 5",
+                                        "after the decimal point", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--id", "x", "--payload",
+                                        "{\"a\":1e-20000}", NULL});
+  /* complete --result: the lease stays as it was, and can still complete. */
+  char *out = NULL;
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "rq",
+                       "--id", "res-1", NULL),
+                   0);
+  free(out);
+  claimed_t c;
+  claim_one(f, "rq", "w1", "res-1", &c);
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--result",
+                                        "number out of range at byte 0",
+                                        NULL},
+                  (const char *const[]){"complete", "--dsn", f->dsn, "--id",
+                                        "res-1", "--token", c.token,
+                                        "--result", "1e999999", NULL});
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims WHERE "
+                             "item_id = 'res-1'"),
+                   1);
+  assert_int_equal(run(&out, NULL, "complete", "--dsn", f->dsn, "--id",
+                       "res-1", "--token", c.token, "--result", "1e131071",
+                       NULL),
+                   0);
+  free(out);
+  /* NDJSON: the pre-check refuses the line, so nothing is enqueued ... */
+  expect_rejected(f, ndjson_out_of_range,
+                  (const char *const[]){"line 2", "number out of range",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
+                                        "q", "--ndjson", NULL});
+  /* ... and --skip-invalid skips it and enqueues the rest. */
+  int ex = run(&out, ndjson_out_of_range, "enqueue", "--dsn", f->dsn, "-q",
+               "q", "--ndjson", "--skip-invalid", NULL);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, "line 2");
+  assert_contains(out, "created 2, existed 0, rejected 1");
+  free(out);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id IN ('r1', 'r3')"),
+                   2);
+  assert_int_equal(
+      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'r2'"),
+      0);
+}
+
+/* max_attempts means the same in a line as in the flag: 1..1000000, and 0
+ * is refused (leave the key out for the queue's policy), with the flag's
+ * words and its own range, not the priority's. */
+static void test_ndjson_max_attempts(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f, NULL,
+                  (const char *const[]){"--max-attempts: 0 is out of range "
+                                        "[1, 1000000]",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--id", "m0", "--max-attempts", "0",
+                                        NULL});
+  expect_rejected(f, "{\"id\": \"m0\", \"max_attempts\": 0}\n",
+                  (const char *const[]){"line 1",
+                                        "\"max_attempts\": 0 is out of range "
+                                        "[1, 1000000]",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  char *out = NULL;
+  assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 2000000}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"max_attempts\": 2000000 is out of range "
+                       "[1, 1000000]");
+  assert_lacks(out, "-1000000");
+  free(out);
+  assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 1.5}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"max_attempts\" must be an integer in [1, 1000000]");
+  free(out);
+  assert_int_equal(run(&out, "{\"id\": \"px\", \"priority\": 1000001}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   2);
+  assert_contains(out, "\"priority\": 1000001 is out of range "
+                       "[-1000000, 1000000]");
+  free(out);
+  assert_int_equal(run(&out,
+                       "{\"id\": \"m1\", \"max_attempts\": 1}\n"
+                       "{\"id\": \"m2\", \"max_attempts\": 1000000}\n"
+                       "{\"id\": \"m3\"}\n",
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                       NULL),
+                   0);
+  free(out);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm1'"),
+      1);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm2'"),
+      1000000);
+  assert_int_equal(
+      q_long(f, "SELECT max_attempts FROM claimer.items WHERE item_id = 'm3'"),
+      25);
+}
+
+/* A key twice in an item could say two things (json-c keeps the last);
+ * inside a payload, jsonb's own rule (the last wins) stands. */
+static void test_ndjson_duplicate_key(void **state) {
+  fixture_t *f = *state;
+  expect_rejected(f,
+                  "{\"id\": \"d1\"}\n"
+                  "{\"id\": \"d2\", \"payload\": 1, \"id\": \"d3\"}\n",
+                  (const char *const[]){"line 2", "duplicate key \"id\"",
+                                        "nothing was enqueued", NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  expect_rejected(f, "{\"id\": \"d2\", \"\\u0069d\": \"d3\"}\n",
+                  (const char *const[]){"line 1", "duplicate key \"id\"",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  expect_rejected(f,
+                  "{\"id\": \"d2\", \"payload\": {\"a\": 1}, "
+                  "\"payload\": [2]}\n",
+                  (const char *const[]){"line 1", "duplicate key \"payload\"",
+                                        NULL},
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
+  char *out = NULL;
+  int ex = run(&out,
+               "{\"id\": \"d1\"}\n"
+               "{\"id\": \"d2\", \"payload\": 1, \"id\": \"d3\"}\n"
+               "{\"id\": \"d4\", \"payload\": {\"k\": 1, \"k\": 2}}\n",
+               "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+               "--skip-invalid", NULL);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, "created 2, existed 0, rejected 1");
+  free(out);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id IN ('d2', 'd3')"),
+                   0);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items WHERE "
+                             "item_id = 'd4' AND payload = '{\"k\": 2}'"),
+                   1);
+}
+
+/* Runs `claimer ARGS` with stdin from in_path; returns its exit status,
+ * its output in *out and its peak RSS in KiB in *maxrss_kb (from wait4:
+ * this process's RSS at the fork counts too, so compare runs). */
+static int run_rss(const char *const args[], const char *in_path, char **out,
+                   long *maxrss_kb) {
+  char out_path[] = "/tmp/claimer-test-rss-XXXXXX";
+  int fd = mkstemp(out_path);
+  assert_true(fd >= 0);
+  const char *argv[MAX_ARGS + 2];
+  int n = 0;
+  argv[n++] = th_claimer_bin();
+  for (int i = 0; args[i] != NULL && n < MAX_ARGS; i++)
+    argv[n++] = args[i];
+  argv[n] = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int in = open(in_path, O_RDONLY);
+    if (in < 0)
+      _exit(126);
+    dup2(in, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    unsetenv("CLAIMER_DSN");
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  int st = 0;
+  struct rusage ru;
+  assert_int_equal(wait4(pid, &st, 0, &ru), pid);
+  close(fd);
+  *out = th_read_file(out_path);
+  unlink(out_path);
+  *maxrss_kb = ru.ru_maxrss;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* An NDJSON line past the limit is refused without being held in memory:
+ * the rest of it is read and dropped, and --skip-invalid goes on with the
+ * next line. */
+static void test_ndjson_long_line(void **state) {
+  fixture_t *f = *state;
+  enum { MB = 1 << 20, LONG_MB = 50 };
+  char small[] = "/tmp/claimer-test-small-XXXXXX";
+  char big[] = "/tmp/claimer-test-big-XXXXXX";
+  int fs = mkstemp(small), fb = mkstemp(big);
+  assert_true(fs >= 0 && fb >= 0);
+  static const char first[] = "{\"id\": \"l1\"}\n";
+  static const char last[] = "{\"id\": \"l3\"}\n";
+  assert_int_equal(write(fs, first, strlen(first)), (ssize_t)strlen(first));
+  assert_int_equal(write(fs, last, strlen(last)), (ssize_t)strlen(last));
+  close(fs);
+  /* Written a piece at a time, so that this process stays small (its RSS
+   * at the fork counts in the child's peak). */
+  char *chunk = malloc(MB);
+  assert_non_null(chunk);
+  memset(chunk, 'x', MB);
+  static const char head[] = "{\"id\": \"l2\", \"payload\": \"";
+  assert_int_equal(write(fb, first, strlen(first)), (ssize_t)strlen(first));
+  assert_int_equal(write(fb, head, strlen(head)), (ssize_t)strlen(head));
+  size_t line_len = strlen(head);
+  for (int i = 0; i < LONG_MB; i++) {
+    size_t m = i + 1 < LONG_MB ? MB : MB - strlen(head) - 2;
+    assert_int_equal(write(fb, chunk, m), (ssize_t)m);
+    line_len += m;
+  }
+  assert_int_equal(write(fb, "\"}\n", 3), 3);
+  line_len += 2;
+  assert_int_equal(line_len, (size_t)LONG_MB * MB);
+  assert_int_equal(write(fb, last, strlen(last)), (ssize_t)strlen(last));
+  close(fb);
+  free(chunk);
+
+  seed(f);
+  char *digest = db_digest(f);
+  char *out = NULL;
+  long base_kb = 0, long_kb = 0;
+  const char *const check_only[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
+                                    "--ndjson", NULL};
+  /* The baseline: the same command on the two good lines alone.  It
+   * enqueues them, so the --skip-invalid run below finds both existing. */
+  const char *const base_args[] = {"enqueue", "--dsn", f->dsn, "-q",
+                                   "base", "--ndjson", NULL};
+  assert_int_equal(run_rss(base_args, small, &out, &base_kb), 0);
+  free(out);
+  free(digest);
+  digest = db_digest(f);
+  int ex = run_rss(check_only, big, &out, &long_kb);
+  fprintf(stderr, "peak RSS: %ld KiB for 2 short lines, %ld KiB with a "
+                  "%d MiB line\n",
+          base_kb, long_kb, LONG_MB);
+  if (long_kb > base_kb + 16 * 1024)
+    fail_msg("a %d MiB line raised the peak RSS from %ld to %ld KiB", LONG_MB,
+             base_kb, long_kb);
+  if (ex != 2)
+    fail_msg("exit %d, expected 2: %s", ex, out);
+  char want[128];
+  snprintf(want, sizeof want,
+           "stdin line 2: %d bytes; the limit for one line is %d", LONG_MB * MB,
+           CL_PAYLOAD_MAX);
+  assert_contains(out, want);
+  assert_contains(out, "nothing was enqueued");
+  free(out);
+  char *after = db_digest(f);
+  assert_string_equal(after, digest);
+  free(after);
+  free(digest);
+  const char *const skip_args[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
+                                   "--ndjson", "--skip-invalid", NULL};
+  ex = run_rss(skip_args, big, &out, &long_kb);
+  if (ex != 0)
+    fail_msg("exit %d: %s", ex, out);
+  assert_contains(out, want);
+  assert_contains(out, "created 0, existed 2, rejected 1");
+  free(out);
+  unlink(small);
+  unlink(big);
+}
+
+/* complete on an id that names no item says so; it is not a lost lease. */
+static void test_complete_unknown_item(void **state) {
+  fixture_t *f = *state;
+  seed(f);
+  char *digest = db_digest(f);
+  char *out = NULL;
+  int ex = run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "no-such",
+               "--token", "0000000000000001-0000000000000000", "--result",
+               "1", NULL);
+  if (ex != 1)
+    fail_msg("exit %d, expected 1: %s", ex, out);
+  assert_contains(out, "no item \"no-such\" exists");
+  assert_contains(out, "nothing was written");
+  assert_lacks(out, "reaped");
+  free(out);
+  char *after = db_digest(f);
+  assert_string_equal(after, digest);
+  free(after);
+  free(digest);
+  /* An item that exists but whose lease is gone is still "lease lost". */
+  ex = run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "seed", "--token",
+           "0000000000000001-0000000000000000", NULL);
+  if (ex != 3)
+    fail_msg("exit %d, expected 3: %s", ex, out);
+  assert_contains(out, "lease lost");
+  free(out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -891,12 +1252,18 @@ int main(void) {
       T(test_oversized_id),
       T(test_invalid_utf8_id),
       T(test_injection_queue),
+      T(test_queue_colon_and_weights),
       T(test_negative_lease),
       T(test_unknown_flag),
       T(test_reap_bad_config),
       T(test_missing_required),
       T(test_ndjson_bad_line),
       T(test_ndjson_skip_invalid),
+      T(test_out_of_range_number),
+      T(test_ndjson_max_attempts),
+      T(test_ndjson_duplicate_key),
+      T(test_ndjson_long_line),
+      T(test_complete_unknown_item),
       T(test_unreachable_host),
       T(test_wrong_password),
       T(test_help),
@@ -905,6 +1272,7 @@ int main(void) {
                                       teardown),
       T(test_ndjson_bulk),
   };
+  th_filter_from_env();
   return cmocka_run_group_tests_name("cli", tests, th_group_setup,
                                      th_group_teardown);
 }

@@ -248,7 +248,7 @@ static void queue_valid(void **state) {
   char err[ERRLEN];
   assert_int_equal(cl_check_queue("default", err, sizeof err), 0);
   assert_int_equal(cl_check_queue("q", err, sizeof err), 0);
-  assert_int_equal(cl_check_queue("emails.high:v2-EU_west", err, sizeof err),
+  assert_int_equal(cl_check_queue("emails.high-v2_EU.west", err, sizeof err),
                    0);
   assert_int_equal(cl_check_queue("0123456789", err, sizeof err), 0);
   char *q = repeat('q', CL_QUEUE_MAX);
@@ -277,7 +277,7 @@ static void queue_injection(void **state) {
   assert_string_equal(err,
                       "queue name \"x'; drop table claimer.items; --\" has a "
                       "character not allowed at byte 1 (allowed: letters, "
-                      "digits, _ . : -)");
+                      "digits, _ . -)");
 }
 
 static void queue_bad_characters(void **state) {
@@ -295,7 +295,7 @@ static void queue_bad_characters(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     assert_int_equal(cl_check_queue(cases[i].q, err, sizeof err), CL_EINVAL);
     assert_contains(err, cases[i].at);
-    assert_contains(err, "(allowed: letters, digits, _ . : -)");
+    assert_contains(err, "(allowed: letters, digits, _ . -)");
     assert_printable(err);
   }
   /* Quotes and backslashes in the echoed value are escaped. */
@@ -303,6 +303,29 @@ static void queue_bad_characters(void **state) {
   assert_contains(err, "\"q\\\"\"");
   assert_int_equal(cl_check_queue("a\\b", err, sizeof err), CL_EINVAL);
   assert_contains(err, "\"a\\\\b\"");
+}
+
+/* ':' is the weight separator of `work -q NAME:WEIGHT`, so no name holds
+ * one: `enqueue -q jobs:2` and `work -q jobs:2` cannot mean two things. */
+static void queue_colon(void **state) {
+  (void)state;
+  char err[ERRLEN];
+  static const struct {
+    const char *q;
+    const char *at;
+  } cases[] = {{"jobs:2", "at byte 4"}, {":", "at byte 0"},
+               {"a:", "at byte 1"},     {":3", "at byte 0"},
+               {"a:b:c", "at byte 1"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    assert_int_equal(cl_check_queue(cases[i].q, err, sizeof err), CL_EINVAL);
+    assert_contains(err, cases[i].at);
+    assert_contains(err, "':' separates a weight");
+    assert_contains(err, "not part of a name");
+  }
+  assert_int_equal(cl_check_queue("jobs:2", err, sizeof err), CL_EINVAL);
+  assert_string_equal(err, "queue name \"jobs:2\" has ':' at byte 4: ':' "
+                           "separates a weight (NAME:WEIGHT, as in claimer "
+                           "work -q jobs:2) and is not part of a name");
 }
 
 /* The echoed value never carries raw control characters or invalid UTF-8,
@@ -501,6 +524,85 @@ static void json_numbers(void **state) {
   json_bad("-", 1, "minus sign");
   json_bad("0x10", 1, NULL);
   json_bad("1.5.3", 3, NULL);
+}
+
+/* Expects CL_EJSON with "number out of range at byte <at>:" and needle. */
+static void json_range(const char *s, long at, const char *needle) {
+  char err[ERRLEN] = "", want[64];
+  int rc = cl_check_json(s, strlen(s), err, sizeof err);
+  if (rc != CL_EJSON)
+    fail_msg("JSON %.60s: rc %d, expected CL_EJSON", s, rc);
+  snprintf(want, sizeof want, "number out of range at byte %ld: ", at);
+  if (strstr(err, want) == NULL)
+    fail_msg("JSON %.60s: \"%s\" lacks \"%s\"", s, err, want);
+  if (needle != NULL && strstr(err, needle) == NULL)
+    fail_msg("JSON %.60s: \"%s\" lacks \"%s\"", s, err, needle);
+}
+
+/* Returns a malloc'd head + n copies of c + tail. */
+static char *framed(const char *head, char c, size_t n, const char *tail) {
+  size_t h = strlen(head), t = strlen(tail);
+  char *s = malloc(h + n + t + 1);
+  assert_non_null(s);
+  memcpy(s, head, h);
+  memset(s + h, c, n);
+  memcpy(s + h + n, tail, t + 1);
+  return s;
+}
+
+/* jsonb stores numbers as numeric: each bound here was checked on both
+ * sides against PostgreSQL 15 (select 'X'::jsonb). */
+static void json_numeric_range(void **state) {
+  (void)state;
+  /* At most 131072 digits before the decimal point. */
+  json_range("1e999999", 0, "below 1e131072");
+  json_range("[1e131072]", 1, "too large");
+  json_range("{\"a\":[-1e131072]}", 6, "too large");
+  json_range("10e131071", 0, "too large");
+  json_ok("1e131071");
+  json_ok("-1e131071");
+  json_ok("9.999e131071");
+  json_ok("0.1e131072");
+  json_ok("0.01e131073");
+  json_ok("1e+0131071");
+  json_range("1e0000000000000000000000131072", 0, NULL);
+  char *s = framed("1", '0', 131071, "");
+  json_ok(s);
+  free(s);
+  s = framed("[1", '0', 131072, "]");
+  json_range(s, 1, "too large");
+  free(s);
+  /* At most 16383 digits after it, trailing zeros and exponent counted. */
+  json_ok("1e-16383");
+  json_range("1e-16384", 0, "after the decimal point");
+  json_ok("0.5e-16382");
+  json_range("0.5e-16383", 0, "this number has 16384");
+  json_ok("123e-16382");
+  json_ok("0e-16383");
+  json_range("0e-16384", 0, "after the decimal point");
+  json_range("0.0e-16383", 0, "after the decimal point");
+  s = framed("0.", '0', 16382, "1");
+  json_ok(s);
+  free(s);
+  s = framed("0.", '0', 16383, "1");
+  json_range(s, 0, "after the decimal point");
+  free(s);
+  s = framed("1.", '0', 16383, "");
+  json_ok(s);
+  free(s);
+  s = framed("[1,1.", '0', 16384, "]");
+  json_range(s, 3, "after the decimal point");
+  free(s);
+  s = framed("1.", '1', 16384, "e1");
+  json_ok(s);
+  free(s);
+  /* numeric_in refuses an exponent of INT_MAX / 2 or more even on 0. */
+  json_ok("0e1073741822");
+  json_range("0e1073741823", 0, "exponent");
+  json_range("0e99999999999999999999", 0, "exponent");
+  json_range("0e-99999999999999999999", 0, NULL);
+  json_ok("-0");
+  json_ok("-0.0");
 }
 
 /* What JSON_TOKENER_STRICT is relied on to refuse, plus what it lets
@@ -945,6 +1047,7 @@ int main(void) {
       cmocka_unit_test(queue_empty_long_missing),
       cmocka_unit_test(queue_injection),
       cmocka_unit_test(queue_bad_characters),
+      cmocka_unit_test(queue_colon),
       cmocka_unit_test(queue_echo_is_safe),
       cmocka_unit_test(message_bounds),
       cmocka_unit_test(json_valid_containers),
@@ -956,6 +1059,7 @@ int main(void) {
       cmocka_unit_test(json_nul_escape),
       cmocka_unit_test(json_nan_infinity),
       cmocka_unit_test(json_numbers),
+      cmocka_unit_test(json_numeric_range),
       cmocka_unit_test(json_strict),
       cmocka_unit_test(json_surrogates),
       cmocka_unit_test(json_oversized),

@@ -498,7 +498,7 @@ static void queues(void **state) {
   expect_error("worker:\n  queues:\n    - emails\n    - \"bad name\"\n",
                "cfg.yaml:4:7: worker.queues[1]: queue name \"bad name\" has a "
                "character not allowed at byte 3 (allowed: letters, digits, "
-               "_ . : -)");
+               "_ . -)");
   expect_error("worker:\n  queues:\n    - emails\n    - name: emails\n",
                "cfg.yaml:4:13: worker.queues[1]: queue \"emails\" is listed "
                "twice (first at line 3)");
@@ -526,11 +526,73 @@ static void queues(void **state) {
   /* Numbers are names too; the flow form works. */
   cl_config_t cfg;
   cl_config_init(&cfg);
-  load_ok(&cfg, "worker:\n  queues: [2024, {name: \"a:b\", weight: 1000}]\n");
+  load_ok(&cfg, "worker:\n  queues: [2024, {name: \"a.b\", weight: 1000}]\n");
   assert_int_equal(cfg.worker.nqueues, 2);
   assert_string_equal(cfg.worker.queues[0].name, "2024");
-  assert_string_equal(cfg.worker.queues[1].name, "a:b");
+  assert_string_equal(cfg.worker.queues[1].name, "a.b");
   assert_int_equal(cfg.worker.queues[1].weight, 1000);
+  cl_config_free(&cfg);
+  /* ':' is no part of a name, in YAML either. */
+  expect_error("worker:\n  queues: [{name: \"a:b\", weight: 2}]\n",
+               "cfg.yaml:2:19: worker.queues[0]: queue name \"a:b\" has ':' "
+               "at byte 1: ':' separates a weight (NAME:WEIGHT, as in claimer "
+               "work -q jobs:2) and is not part of a name");
+}
+
+/* The text form (flag -q, CLAIMER_WORKER_QUEUES): NAME[:WEIGHT], the
+ * weight an integer 1..1000; anything else is refused, naming the fault. */
+static void queue_weights(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    const char *err;
+  } bad[] = {
+      {"a:-1", "flag --queue: queue \"a\": weight -1 is out of range 1..1000"},
+      {"a:0", "flag --queue: queue \"a\": weight 0 is out of range 1..1000"},
+      {"a:1001",
+       "flag --queue: queue \"a\": weight 1001 is out of range 1..1000"},
+      {"a:1.5", "flag --queue: queue \"a\": weight \"1.5\" is not an integer "
+                "(expected NAME:WEIGHT, WEIGHT 1..1000)"},
+      {"a:x", "flag --queue: queue \"a\": weight \"x\" is not an integer "
+              "(expected NAME:WEIGHT, WEIGHT 1..1000)"},
+      {"a:2:3", "flag --queue: queue \"a\": weight \"2:3\" is not an integer "
+                "(expected NAME:WEIGHT, WEIGHT 1..1000)"},
+      {"a:", "flag --queue: queue \"a\": the weight after ':' is missing "
+             "(expected NAME:WEIGHT, WEIGHT 1..1000)"},
+      {":3", "flag --queue: queue \":3\": the name before ':' is missing "
+             "(expected NAME:WEIGHT)"},
+      {"ok, b:99999999999999999999",
+       "flag --queue: queue \"b\": weight 99999999999999999999 is out of "
+       "range 1..1000"},
+  };
+  char err[ERRLEN];
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cl_config_t cfg;
+    cl_config_init(&cfg);
+    err[0] = '\0';
+    int rc = cl_config_set(&cfg, "worker.queues", bad[i].text, "flag --queue",
+                           err, sizeof err);
+    if (rc != CL_ECONFIG || strcmp(err, bad[i].err) != 0)
+      fail_msg("-q %s: rc %d, \"%s\"; expected \"%s\"", bad[i].text, rc, err,
+               bad[i].err);
+    assert_int_equal(cfg.worker.nqueues, 0);
+    cl_config_free(&cfg);
+  }
+  cl_config_t cfg;
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_set(&cfg, "worker.queues",
+                                 "a, b:1,c:1000 , d-2.x_y:07", "flag --queue",
+                                 err, sizeof err),
+                   0);
+  assert_int_equal(cfg.worker.nqueues, 4);
+  assert_string_equal(cfg.worker.queues[0].name, "a");
+  assert_int_equal(cfg.worker.queues[0].weight, 1);
+  assert_string_equal(cfg.worker.queues[1].name, "b");
+  assert_int_equal(cfg.worker.queues[1].weight, 1);
+  assert_string_equal(cfg.worker.queues[2].name, "c");
+  assert_int_equal(cfg.worker.queues[2].weight, 1000);
+  assert_string_equal(cfg.worker.queues[3].name, "d-2.x_y");
+  assert_int_equal(cfg.worker.queues[3].weight, 7);
   cl_config_free(&cfg);
 }
 
@@ -785,7 +847,7 @@ static void environment(void **state) {
   cl_config_init(&cfg);
   load_ok(&cfg, "worker:\n  concurrency: 4\n  lease: 60s\n");
   setenv("CLAIMER_WORKER_CONCURRENCY", "12", 1);
-  setenv("CLAIMER_WORKER_QUEUES", "emails, payments:3,v:2:1", 1);
+  setenv("CLAIMER_WORKER_QUEUES", "emails, payments:3,v2:1", 1);
   setenv("CLAIMER_LOG_LEVEL", "debug", 1);
   setenv("CLAIMER_WORKER_POLL_INTERVAL", "500ms", 1);
   setenv("CLAIMER_WORKER_RESULT_MAX", "64KiB", 1);
@@ -804,7 +866,7 @@ static void environment(void **state) {
   assert_int_equal(cfg.worker.queues[0].weight, 1);
   assert_string_equal(cfg.worker.queues[1].name, "payments");
   assert_int_equal(cfg.worker.queues[1].weight, 3);
-  assert_string_equal(cfg.worker.queues[2].name, "v:2");
+  assert_string_equal(cfg.worker.queues[2].name, "v2");
   assert_int_equal(cfg.worker.queues[2].weight, 1);
   assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"),
                       "env CLAIMER_WORKER_CONCURRENCY");
@@ -826,6 +888,11 @@ static void environment(void **state) {
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
   assert_string_equal(err, "env CLAIMER_WORKER_QUEUES: queue \"a\": weight 0 "
                            "is out of range 1..1000");
+  setenv("CLAIMER_WORKER_QUEUES", "v:2:1", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "env CLAIMER_WORKER_QUEUES: queue \"v\": weight "
+                           "\"2:1\" is not an integer (expected NAME:WEIGHT, "
+                           "WEIGHT 1..1000)");
   setenv("CLAIMER_WORKER_QUEUES", "", 1);
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
   assert_int_equal(cfg.worker.nqueues, 0);
@@ -1003,7 +1070,7 @@ static void print_round_trip(void **state) {
   cl_config_init(&a);
   load_ok(&a, full_yaml);
   assert_int_equal(cl_config_set(&a, "worker.queues",
-                                 "emails,payments:3,true,2024,a:b:7", "flag",
+                                 "emails,payments:3,true,2024,a.b:7", "flag",
                                  err, sizeof err),
                    0);
   assert_int_equal(cl_config_set(&a, "worker.command",
@@ -1019,7 +1086,7 @@ static void print_round_trip(void **state) {
                         "    - {name: payments, weight: 3}\n"
                         "    - \"true\"\n"
                         "    - \"2024\"\n"
-                        "    - {name: \"a:b\", weight: 7}\n");
+                        "    - {name: a.b, weight: 7}\n");
   assert_contains(text, "  lease: 45s                            # "
                         "cfg.yaml:12\n");
   assert_contains(text, "  poll_interval: 10ms                   # flag\n");
@@ -1095,7 +1162,7 @@ static const char reaper_yaml[] =
     "  queue_sla:\n"
     "    emails: 5m\n"
     "    payments: 30s\n"
-    "    \"v:2\": 1d\n"
+    "    v.2: 1d\n"
     "  retention:\n"
     "    done: 14d\n"
     "    dead: 90d\n"
@@ -1121,7 +1188,7 @@ static void reaper_full(void **state) {
   assert_true(cfg.reaper.queue_sla_s[0] == 300);
   assert_string_equal(cfg.reaper.queue_sla_names[1], "payments");
   assert_true(cfg.reaper.queue_sla_s[1] == 30);
-  assert_string_equal(cfg.reaper.queue_sla_names[2], "v:2");
+  assert_string_equal(cfg.reaper.queue_sla_names[2], "v.2");
   assert_true(cfg.reaper.queue_sla_s[2] == 86400);
   assert_true(cfg.reaper.retention.done_s == 14 * 86400);
   assert_true(cfg.reaper.retention.dead_s == 90 * 86400);
@@ -1156,7 +1223,7 @@ static void reaper_full(void **state) {
   assert_int_equal(cl_config_copy(&copy_, &cfg), 0);
   cl_config_free(&cfg);
   assert_int_equal(copy_.reaper.nqueue_sla, 3);
-  assert_string_equal(copy_.reaper.queue_sla_names[2], "v:2");
+  assert_string_equal(copy_.reaper.queue_sla_names[2], "v.2");
   assert_true(copy_.reaper.queue_sla_s[1] == 30);
   assert_string_equal(copy_.reaper.hook.exec, "./alert.sh --page");
   assert_string_equal(copy_.reaper.hook.url,
@@ -1174,7 +1241,7 @@ static void reaper_environment(void **state) {
   load_ok(&cfg, "reaper:\n  batch: 10\n  sla: 1h\n");
   setenv("CLAIMER_REAPER_INTERVAL", "2s", 1);
   setenv("CLAIMER_REAPER_BATCH", "250", 1);
-  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:5m, payments:30s,a:b:1.5d", 1);
+  setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:5m, payments:30s,a.b:1.5d", 1);
   setenv("CLAIMER_REAPER_RETENTION_DONE", "3d", 1);
   setenv("CLAIMER_REAPER_HOOK_URL", "http://hooks.example/alert", 1);
   setenv("CLAIMER_REAPER_HOOK_MAX_ATTEMPTS", "3", 1);
@@ -1187,7 +1254,7 @@ static void reaper_environment(void **state) {
   assert_true(cfg.reaper.queue_sla_s[0] == 300);
   assert_string_equal(cfg.reaper.queue_sla_names[1], "payments");
   assert_true(cfg.reaper.queue_sla_s[1] == 30);
-  assert_string_equal(cfg.reaper.queue_sla_names[2], "a:b");
+  assert_string_equal(cfg.reaper.queue_sla_names[2], "a.b");
   assert_true(cfg.reaper.queue_sla_s[2] == 129600);
   assert_true(cfg.reaper.retention.done_s == 3 * 86400);
   assert_string_equal(cfg.reaper.hook.url, "http://hooks.example/alert");
@@ -1224,7 +1291,7 @@ static void reaper_environment(void **state) {
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
   assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue name \"bad "
                            "name\" has a character not allowed at byte 3 "
-                           "(allowed: letters, digits, _ . : -)");
+                           "(allowed: letters, digits, _ . -)");
   setenv("CLAIMER_REAPER_QUEUE_SLA", "emails:soon", 1);
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), CL_ECONFIG);
   assert_string_equal(err, "env CLAIMER_REAPER_QUEUE_SLA: queue \"emails\": "
@@ -1321,7 +1388,7 @@ static void reaper_queue_sla(void **state) {
   expect_error("reaper:\n  queue_sla:\n    emails: 5m\n    \"bad name\": 1m\n",
                "cfg.yaml:4:5: reaper.queue_sla: queue name \"bad name\" has a "
                "character not allowed at byte 3 (allowed: letters, digits, "
-               "_ . : -)");
+               "_ . -)");
   expect_error("reaper:\n  queue_sla:\n    emails: 5m\n    emails: 1m\n",
                "cfg.yaml:4:5: reaper.queue_sla: queue \"emails\" is listed "
                "twice (first at line 3)");
@@ -1465,7 +1532,7 @@ static void reaper_print(void **state) {
             "  queue_sla:                            # cfg.yaml:6\n"
             "    emails: 5m\n"
             "    payments: 30s\n"
-            "    \"v:2\": 1d\n"
+            "    v.2: 1d\n"
             "  max_attempts: 25                      # default\n"
             "  backoff: 1s                           # default\n"
             "  backoff_max: 1h                       # default\n"
@@ -1553,7 +1620,7 @@ static const char retry_yaml[] = "reaper:\n"
                                  "  queue_max_attempts:\n"
                                  "    payments: 5\n"
                                  "    mail: 1000000\n"
-                                 "    \"v:2\": 1\n"
+                                 "    v.2: 1\n"
                                  "  queue_backoff: {mail: 10s, payments: 1m}\n";
 
 static void retry_full(void **state) {
@@ -1570,7 +1637,7 @@ static void retry_full(void **state) {
   assert_int_equal(cfg.reaper.queue_max_attempts[0], 5);
   assert_string_equal(cfg.reaper.queue_max_attempts_names[1], "mail");
   assert_int_equal(cfg.reaper.queue_max_attempts[1], 1000000);
-  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "v:2");
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "v.2");
   assert_int_equal(cfg.reaper.queue_max_attempts[2], 1);
   assert_int_equal(cfg.reaper.nqueue_backoff, 2);
   assert_string_equal(cfg.reaper.queue_backoff_names[0], "mail");
@@ -1590,7 +1657,7 @@ static void retry_full(void **state) {
   assert_int_equal(cl_config_copy(&copy_, &cfg), 0);
   cl_config_free(&cfg);
   assert_int_equal(copy_.reaper.nqueue_max_attempts, 3);
-  assert_string_equal(copy_.reaper.queue_max_attempts_names[2], "v:2");
+  assert_string_equal(copy_.reaper.queue_max_attempts_names[2], "v.2");
   assert_int_equal(copy_.reaper.queue_max_attempts[1], 1000000);
   assert_int_equal(copy_.reaper.nqueue_backoff, 2);
   assert_string_equal(copy_.reaper.queue_backoff_names[1], "payments");
@@ -1612,7 +1679,7 @@ static void retry_environment(void **state) {
   char err[ERRLEN];
   cl_config_init(&cfg);
   load_ok(&cfg, retry_yaml);
-  setenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "payments:3, mail:10,a:b:2", 1);
+  setenv("CLAIMER_REAPER_QUEUE_MAX_ATTEMPTS", "payments:3, mail:10,a.b:2", 1);
   setenv("CLAIMER_REAPER_BACKOFF_MAX", "1d", 1);
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
   assert_int_equal(cfg.reaper.nqueue_max_attempts, 3);
@@ -1620,7 +1687,7 @@ static void retry_environment(void **state) {
   assert_int_equal(cfg.reaper.queue_max_attempts[0], 3);
   assert_string_equal(cfg.reaper.queue_max_attempts_names[1], "mail");
   assert_int_equal(cfg.reaper.queue_max_attempts[1], 10);
-  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "a:b");
+  assert_string_equal(cfg.reaper.queue_max_attempts_names[2], "a.b");
   assert_int_equal(cfg.reaper.queue_max_attempts[2], 2);
   assert_true(cfg.reaper.backoff_max_s == 86400);
   /* What the environment does not name stays as the file had it. */
@@ -1685,7 +1752,7 @@ static void retry_errors(void **state) {
   expect_error("reaper:\n  queue_max_attempts: {\"bad name\": 5}\n",
                "cfg.yaml:2:24: reaper.queue_max_attempts: queue name \"bad "
                "name\" has a character not allowed at byte 3 (allowed: "
-               "letters, digits, _ . : -)");
+               "letters, digits, _ . -)");
   expect_error("reaper:\n  queue_max_attempts: [payments]\n",
                "cfg.yaml:2:23: reaper.queue_max_attempts: expected a map of "
                "queue names to integers, got a list");
@@ -1736,9 +1803,9 @@ static void retry_errors(void **state) {
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
   cl_config_free(&cfg);
   cl_config_init(&cfg);
-  load_ok(&cfg, "reaper:\n  queue_backoff: {mail: 10s, \"v:2\": 2h}\n");
+  load_ok(&cfg, "reaper:\n  queue_backoff: {mail: 10s, \"v.2\": 2h}\n");
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
-  assert_string_equal(err, "reaper.queue_backoff: queue \"v:2\": backoff 2h is "
+  assert_string_equal(err, "reaper.queue_backoff: queue \"v.2\": backoff 2h is "
                            "more than reaper.backoff_max (1h)");
   assert_int_equal(
       cl_config_set(&cfg, "reaper.backoff_max", "2h", "flag", err, sizeof err),
@@ -1755,7 +1822,7 @@ static void retry_errors(void **state) {
   cfg.reaper.queue_max_attempts[0] = 5;
   cfg.reaper.queue_backoff_s[1] = 0;
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
-  assert_string_equal(err, "reaper.queue_backoff: queue \"v:2\": backoff 0s "
+  assert_string_equal(err, "reaper.queue_backoff: queue \"v.2\": backoff 0s "
                            "is out of range (more than 0s, at most 1d) (from "
                            "cfg.yaml:2)");
   cl_config_free(&cfg);
@@ -1836,7 +1903,7 @@ static void retry_print(void **state) {
   cl_config_init(&a);
   load_ok(&a, retry_yaml);
   assert_int_equal(cl_config_set(&a, "reaper.queue_backoff",
-                                 "mail:10s,payments:1m,true:1.5,x:y:250ms",
+                                 "mail:10s,payments:1m,true:1.5,x.y:250ms",
                                  "flag", err, sizeof err),
                    0);
   char *text = print(&a);
@@ -1846,12 +1913,12 @@ static void retry_print(void **state) {
                         "  queue_max_attempts:                   # cfg.yaml:5\n"
                         "    payments: 5\n"
                         "    mail: 1000000\n"
-                        "    \"v:2\": 1\n"
+                        "    v.2: 1\n"
                         "  queue_backoff:                        # flag\n"
                         "    mail: 10s\n"
                         "    payments: 1m\n"
                         "    \"true\": 1.5s\n"
-                        "    \"x:y\": 250ms\n"
+                        "    x.y: 250ms\n"
                         "  retention:\n");
   cl_config_init(&b);
   if (cl_config_load_string(&b, text, strlen(text), "printed", err,
@@ -1894,6 +1961,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(sizes, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(strings, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(queues, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(queue_weights, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(too_many_queues, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(anchors_aliases_tags, clear_env,
                                       clear_env),
