@@ -370,6 +370,90 @@ static void test_status_view(void **state) {
   cl_leases_free(l, 1);
 }
 
+/* Issue 9.11, a late completion.  A lease past lease_until that no reaper
+ * has ended yet is still the holder's: nobody else can hold the item, so
+ * its complete is accepted (G3 holds) and saves a rerun of the side
+ * effect, and a heartbeat revives it.  Once reaped, or granted to
+ * another, the same complete is refused. */
+static void test_late_completion(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "late-1", "q", NULL, 0);
+  enqueue_one(f->c, "late-2", "q", NULL, 0);
+  enqueue_one(f->c, "late-3", "q", NULL, 0);
+  enqueue_one(f->c, "late-4", "q", NULL, 0);
+  cl_lease_t *l1 = claim_one(f->c, "q", "w", 30);
+  cl_lease_t *l2 = claim_one(f->c, "q", "w2", 30);
+  cl_lease_t *l3 = claim_one(f->c, "q", "w3", 30);
+  cl_lease_t *l4 = claim_one(f->c, "q", "w4", 30);
+  th_exec(f->raw, "UPDATE claimer.claims SET lease_until = now() - "
+                  "interval '5 seconds'");
+  /* Expired, unreaped: accepted. */
+  assert_int_equal(cl_complete(f->c, l1->item_id, l1->token, "1", NULL), 0);
+  /* Expired, unreaped, heartbeated: the lease is alive again. */
+  cl_held_t *held = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_heartbeat(f->c, "w2", 30, &held, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(held[0].token, l2->token);
+  cl_held_free(held, n);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims "
+                                   "WHERE item_id = 'late-2' AND "
+                                   "lease_until > now() + interval '20 s'"),
+                   1);
+  assert_int_equal(cl_complete(f->c, l2->item_id, l2->token, "2", NULL), 0);
+  /* Reaped: refused, nothing written. */
+  cl_reap_info_t ri = {0};
+  assert_int_equal(cl_reap(f->c, 100, &ri), 0);
+  assert_int_equal(ri.expired, 2);
+  assert_int_equal(cl_complete(f->c, l4->item_id, l4->token, "4", NULL),
+                   CL_ELEASE_LOST);
+  /* Reaped and granted to another: refused; the new holder's stands. */
+  cl_lease_t *again = claim_one(f->c, "q", "w5", 30);
+  assert_string_equal(again->item_id, "late-3");
+  assert_int_equal(cl_complete(f->c, l3->item_id, l3->token, "3", NULL),
+                   CL_ELEASE_LOST);
+  assert_int_equal(cl_complete(f->c, again->item_id, again->token, "5", NULL),
+                   0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 3);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results "
+                                   "WHERE item_id = 'late-3' AND result = "
+                                   "'5'"),
+                   1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results "
+                                   "WHERE item_id = 'late-4'"),
+                   0);
+  cl_leases_free(l1, 1);
+  cl_leases_free(l2, 1);
+  cl_leases_free(l3, 1);
+  cl_leases_free(l4, 1);
+  cl_leases_free(again, 1);
+}
+
+/* Issue 9.1 through the blocking call (`claimer fail`): an error of 7,900
+ * escape-heavy characters with no retry once made the item_dead NOTIFY too
+ * long, so the FAIL was refused and the item stayed leased.  Now it dies,
+ * its whole error kept on the item, the alert's copy clipped. */
+static void test_fail_long_error(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "loud", "q", NULL, 5);
+  cl_lease_t *l = claim_one(f->c, "q", "w", 30);
+  char err[7901];
+  for (int i = 0; i < 7900; i++)
+    err[i] = "\"\\\x01"[i % 3];
+  err[7900] = '\0';
+  cl_fail_info_t fi = {0};
+  assert_int_equal(cl_fail(f->c, l->item_id, l->token, err, 0, -1, &fi), 0);
+  assert_int_equal(fi.dead, 1);
+  assert_int_equal(th_long(f->raw, "SELECT length(last_error) FROM "
+                                   "claimer.items WHERE state = 'dead'"),
+                   7900);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'item_dead' AND "
+                                   "(detail->>'error_truncated')::bool"),
+                   1);
+  cl_leases_free(l, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_enqueue_idempotent, setup,
@@ -390,6 +474,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_status_view, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_late_completion, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fail_long_error, setup, teardown),
   };
   return cmocka_run_group_tests_name("protocol", tests, th_group_setup,
                                      th_group_teardown);
