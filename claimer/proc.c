@@ -320,28 +320,28 @@ int cl__mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid) {
 
     return -e;
   }
-  if (stat(buf, &st) != 0) {
+  /* The owner and mode are set on what was opened, never through a
+   * symbolic link put in the directory's place. */
+  int fd = open(buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
     int e = errno;
 
-    return -e;
+    return e == ELOOP ? -ENOTDIR : -e;
   }
-  if (!S_ISDIR(st.st_mode))
-    return -ENOTDIR;
-  if ((uid != (uid_t)-1 && st.st_uid != uid) ||
-      (gid != (gid_t)-1 && st.st_gid != gid)) {
-    if (chown(buf, uid, gid) != 0) {
-      int e = errno;
-
-      return -e;
-    }
-  }
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = -errno;
+  else if (!S_ISDIR(st.st_mode))
+    rc = -ENOTDIR;
+  else if (((uid != (uid_t)-1 && st.st_uid != uid) ||
+            (gid != (gid_t)-1 && st.st_gid != gid)) &&
+           fchown(fd, uid, gid) != 0)
+    rc = -errno;
   /* mkdir applied the umask; chown may have dropped set-id bits. */
-  if (chmod(buf, mode) != 0) {
-    int e = errno;
-
-    return -e;
-  }
-  return 0;
+  else if (fchmod(fd, mode) != 0)
+    rc = -errno;
+  close(fd);
+  return rc;
 }
 
 int cl__log_tail(const char *path, int lines, char *out, size_t n) {

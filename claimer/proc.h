@@ -38,9 +38,11 @@ int cl__server_user(char *name, size_t n, uid_t *uid, gid_t *gid, char *err,
 /* Creates the directory path with mkdir -p semantics: missing parents are
  * made with mode 0755 (less the umask) and owned by the caller; path itself
  * ends with exactly mode and, unless uid / gid is (uid_t)-1 / (gid_t)-1, that
- * owner and group, whether it was created now or existed.  Returns 0 or a
- * negative errno (-ENOTDIR when path or a parent is not a directory,
- * -ENAMETOOLONG, -EPERM from chown when not root, ...). */
+ * owner and group, whether it was created now or existed.  path itself is
+ * never followed when it is a symbolic link (parents are).  Returns 0 or a
+ * negative errno (-ENOTDIR when path or a parent is not a directory, or
+ * path is a symbolic link, -ENAMETOOLONG, -EPERM from chown when not root,
+ * ...). */
 int cl__mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid);
 
 /* Runs argv[0] (an absolute path; no PATH search, no shell) with arguments
