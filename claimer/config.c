@@ -87,6 +87,7 @@ typedef struct keydef {
 } keydef_t;
 
 static int check_text(const char *s, char *err, size_t errlen);
+static int check_command(const char *s, char *err, size_t errlen);
 static int check_url(const char *s, char *err, size_t errlen);
 
 static const char *const format_names[] = {"logfmt", "json", NULL};
@@ -122,7 +123,7 @@ static const keydef_t keys[] = {
     {"worker.heartbeat", K_DURATION, OFF(worker.heartbeat_s), 0, 0, 604800,
      .zero = "lease/3"},
     {"worker.poll_interval", K_DURATION, OFF(worker.poll_s), 2, 0.01, 3600},
-    {"worker.command", K_STRING, OFF(worker.command), .check = check_text,
+    {"worker.command", K_STRING, OFF(worker.command), .check = check_command,
      .zero = "no handler"},
     {"worker.timeout", K_DURATION, OFF(worker.timeout_s), 300, 0, 604800,
      .zero = "no timeout"},
@@ -163,7 +164,8 @@ static const keydef_t keys[] = {
      30 * DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
     {"reaper.retention.workers", K_DURATION, OFF(reaper.retention.workers_s),
      DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
-    {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec), .check = check_text,
+    {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec),
+     .check = check_command,
      .zero = "no command"},
     {"reaper.hook.url", K_URL, OFF(reaper.hook.url), .zero = "no URL"},
     {"reaper.hook.timeout", K_DURATION, OFF(reaper.hook.timeout_s), 10, 0, 3600,
@@ -723,11 +725,11 @@ static void range_why(char *why, size_t n, const keydef_t *k,
     set_err(why, n, "%s is out of range %s..%s", shown, lo, hi);
 }
 
-/* The rule for free text such as a handler command (and for any K_STRING
- * row without a check of its own): 1..COMMAND_MAX bytes of UTF-8 without
- * control characters, which in a command line or a log would only hide
- * what is really there. */
-static int check_text(const char *s, char *err, size_t errlen) {
+/* The rule for free text (any K_STRING row without a check of its own):
+ * 1..COMMAND_MAX bytes of UTF-8 without control characters, which in a
+ * command line or a log would only hide what is really there.  With lines,
+ * a newline is allowed too. */
+static int text_rule(const char *s, bool lines, char *err, size_t errlen) {
   size_t len = strlen(s);
   if (len == 0) {
     set_err(err, errlen, "is empty");
@@ -740,6 +742,8 @@ static int check_text(const char *s, char *err, size_t errlen) {
   long bad = cl_utf8_invalid_at(s, len);
   const unsigned char *p = (const unsigned char *)s;
   for (size_t i = 0; i < (bad < 0 ? len : (size_t)bad); i++) {
+    if (lines && p[i] == '\n')
+      continue;
     if (p[i] < 0x20 || p[i] == 0x7F ||
         (p[i] == 0xC2 && i + 1 < len && p[i + 1] <= 0x9F)) {
       set_err(err, errlen, "contains a control character at byte %zu", i);
@@ -751,6 +755,18 @@ static int check_text(const char *s, char *err, size_t errlen) {
     return CL_EINVAL;
   }
   return 0;
+}
+
+static int check_text(const char *s, char *err, size_t errlen) {
+  return text_rule(s, false, err, errlen);
+}
+
+/* The rule for a command that `/bin/sh -c` runs (worker.command,
+ * reaper.hook.exec): free text that may span lines, as a YAML block
+ * (`command: |`) does; the shell runs each line.  A carriage return, a tab
+ * and the other control characters are still refused. */
+static int check_command(const char *s, char *err, size_t errlen) {
+  return text_rule(s, true, err, errlen);
 }
 
 /* Returns true when s[0..n) is a port: 1..65535 in decimal. */

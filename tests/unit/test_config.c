@@ -489,6 +489,55 @@ static void strings(void **state) {
   cl_config_free(&cfg);
 }
 
+static char *print(const cl_config_t *cfg);
+
+/* A handler or hook command may span lines, as `sh -c` runs them: a YAML
+ * block (`command: |`), an escaped newline, a variable or a flag.  Other
+ * control characters are still refused, a carriage return among them. */
+static void command_lines(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n"
+                "  command: |\n"
+                "    echo one\n"
+                "    echo two\n"
+                "reaper:\n"
+                "  hook:\n"
+                "    exec: \"logger a\\nlogger b\"\n");
+  assert_string_equal(cfg.worker.command, "echo one\necho two\n");
+  assert_string_equal(cfg.reaper.hook.exec, "logger a\nlogger b");
+  /* It prints as a string that loads back the same. */
+  char *text = print(&cfg);
+  cl_config_t back;
+  cl_config_init(&back);
+  if (cl_config_load_string(&back, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_string_equal(back.worker.command, cfg.worker.command);
+  assert_string_equal(back.reaper.hook.exec, cfg.reaper.hook.exec);
+  cl_config_free(&back);
+  free(text);
+  cl_config_free(&cfg);
+  setenv("CLAIMER_WORKER_COMMAND", "cd /tmp\n./run", 1);
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_string_equal(cfg.worker.command, "cd /tmp\n./run");
+  assert_int_equal(cl_config_set(&cfg, "worker.command", "a\nb", "flag --exec",
+                                 err, sizeof err),
+                   0);
+  assert_string_equal(cfg.worker.command, "a\nb");
+  cl_config_free(&cfg);
+  expect_error("worker:\n  command: \"a\\rb\"\n",
+               "cfg.yaml:2:12: worker.command: contains a control character "
+               "at byte 1");
+  /* Names and other text stay on one line. */
+  expect_error("worker:\n  name: \"a\\nb\"\n",
+               "cfg.yaml:2:9: worker.name: worker name contains a control "
+               "character at byte 1");
+}
+
 /* ------------------------------------------------------------------------ */
 /* Queues                                                                    */
 
@@ -1869,6 +1918,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(durations, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(sizes, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(strings, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(command_lines, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(queues, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(too_many_queues, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(anchors_aliases_tags, clear_env,
