@@ -856,25 +856,57 @@ static int check_url(const char *s, char *err, size_t errlen) {
   return 0;
 }
 
-/* Returns a malloc'd copy of url with the password of its userinfo (what
- * follows the first ':' before the last '@' of the authority) replaced by
- * "***"; NULL when out of memory.  The query is left as it is. */
-static char *url_redact(const char *url) {
+/* Replaces s[at..at+len) by "***" (by as many '*' as it has bytes when
+ * shorter), moves the rest of s up and zeroes the bytes it left, so s
+ * never grows.  Returns the length of what replaced the span. */
+static size_t mask_span(char *s, size_t at, size_t len) {
+  size_t total = strlen(s);
+  size_t stars = len < 3 ? len : 3;
+  memset(s + at, '*', stars);
+  memmove(s + at + stars, s + at + len, total - at - len + 1);
+  memset(s + total - (len - stars), 0, len - stars);
+  return stars;
+}
+
+void cl_config_mask_url(char *url) {
   const char *auth;
   size_t alen;
-  if (!url_authority(url, &auth, &alen))
-    return strdup(url);
+  if (url == NULL || !url_authority(url, &auth, &alen))
+    return;
+  /* The query first, which lies after the userinfo: masking it does not
+   * move the authority.  Every value is masked, whatever its name: a list
+   * of secret names (token, sig, key...) would miss the next one. */
+  char *q = strchr(url + (auth - url) + alen, '?');
+  if (q != NULL) {
+    size_t i = (size_t)(q - url) + 1;
+    while (url[i] != '\0' && url[i] != '#') {
+      size_t end = i + strcspn(url + i, "&;#");
+      const char *eq = memchr(url + i, '=', end - i);
+      if (eq != NULL && (size_t)(eq - url) + 1 < end) {
+        size_t v = (size_t)(eq - url) + 1;
+        end = v + mask_span(url, v, end - v);
+      }
+      i = url[end] == '&' || url[end] == ';' ? end + 1 : end;
+    }
+  }
+  /* The password of the userinfo: after its first ':', up to the last
+   * '@' of the authority. */
   const char *at = NULL;
   for (const char *p = auth; p < auth + alen; p++)
     if (*p == '@')
       at = p;
   const char *colon =
       at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-  if (colon == NULL)
-    return strdup(url);
-  char *out = NULL;
-  if (asprintf(&out, "%.*s***%s", (int)(colon + 1 - url), url, at) < 0)
-    return NULL;
+  if (colon != NULL && colon + 1 < at)
+    (void)mask_span(url, (size_t)(colon + 1 - url), (size_t)(at - colon - 1));
+}
+
+/* Returns a malloc'd copy of url masked by cl_config_mask_url(); NULL when
+ * out of memory. */
+static char *url_redact(const char *url) {
+  char *out = strdup(url);
+  if (out != NULL)
+    cl_config_mask_url(out);
   return out;
 }
 

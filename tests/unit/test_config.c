@@ -1506,7 +1506,7 @@ static void reaper_print(void **state) {
             "    workers: 1d                         # default\n"
             "  hook:\n"
             "    exec: \"./alert.sh --page\"           # cfg.yaml:15\n"
-            "    url: \"https://alice:***@hooks.example:8443/a?token=t0k\""
+            "    url: \"https://alice:***@hooks.example:8443/a?token=***\""
             "  # cfg.yaml:16\n"
             "    timeout: 2.5s                       # cfg.yaml:17\n"
             "    max_attempts: 1000                  # cfg.yaml:18\n");
@@ -1532,16 +1532,32 @@ static void reaper_print(void **state) {
   assert_int_equal(b.reaper.hook.max_attempts, a.reaper.hook.max_attempts);
   /* The url comes back redacted, which is still a valid url. */
   assert_string_equal(b.reaper.hook.url,
-                      "https://alice:***@hooks.example:8443/a?token=t0k");
+                      "https://alice:***@hooks.example:8443/a?token=***");
   free(text);
 
-  /* Without a password (or a userinfo) the url is shown as it is. */
+  /* Without a password (or a userinfo) the url's authority is shown as it
+   * is; every query value is masked, whatever its name (token, sig, key,
+   * X-Amz-Signature...: a list would miss one), the names and the
+   * fragment stay. */
   assert_int_equal(cl_config_set(&a, "reaper.hook.url",
                                  "http://hooks.example/a?pass=x:y@z", "flag",
                                  err, sizeof err),
                    0);
   text = print(&a);
-  assert_contains(text, "    url: \"http://hooks.example/a?pass=x:y@z\"");
+  assert_contains(text, "    url: \"http://hooks.example/a?pass=***\"");
+  free(text);
+  assert_int_equal(
+      cl_config_set(&a, "reaper.hook.url",
+                    "https://u:pw@hooks.example/p?token=tok1&channel=ops&"
+                    "flag&sig=&X-Amz-Signature=s1g;k=v#top",
+                    "flag", err, sizeof err),
+      0);
+  text = print(&a);
+  /* A value shorter than three bytes gets as many stars as it has. */
+  assert_contains(text, "    url: \"https://u:**@hooks.example/p?token=***&"
+                        "channel=***&flag&sig=&X-Amz-Signature=***;k=*#top\"");
+  assert_not_contains(text, "tok1");
+  assert_not_contains(text, "s1g");
   free(text);
   cl_config_free(&a);
   cl_config_free(&b);
