@@ -1106,3 +1106,61 @@ int cl__pg_stop(const char *bindir, const char *data_dir, const char *as_user,
   }
   return CL_EEMBEDDED;
 }
+
+/* ------------------------------------------------------------------------ */
+/* The environment of claimer's children                                     */
+
+const char *const cl__child_env_secrets[] = {
+    "CLAIMER_DSN", "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE", "PGSSLKEY",
+    "CLAIMER_REAPER_HOOK_URL", NULL};
+
+/* Returns 1 when the environment entry "NAME=value" is named name. */
+static int env_is(const char *entry, const char *name) {
+  size_t len = strlen(name);
+
+  return strncmp(entry, name, len) == 0 && entry[len] == '=';
+}
+
+/* Returns 1 when a child inherits the entry. */
+static int env_inherited(const char *entry, const char *const names[],
+                         size_t n) {
+  for (const char *const *s = cl__child_env_secrets; *s != NULL; s++)
+    if (env_is(entry, *s))
+      return 0;
+  for (size_t i = 0; i < n; i++)
+    if (env_is(entry, names[i]))
+      return 0;
+  return 1;
+}
+
+char **cl__child_env(const char *const names[], const char *const values[],
+                     size_t n) {
+  size_t count = n, bytes = 0;
+  char **env;
+  char *p;
+  size_t k = 0;
+
+  for (char **e = environ; e != NULL && *e != NULL; e++)
+    if (env_inherited(*e, names, n)) {
+      count++;
+      bytes += strlen(*e) + 1;
+    }
+  for (size_t i = 0; i < n; i++)
+    bytes += strlen(names[i]) + strlen(values[i]) + 2;
+  env = malloc((count + 1) * sizeof *env + bytes);
+  if (env == NULL)
+    return NULL;
+  p = (char *)(env + count + 1);
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    if (!env_inherited(*e, names, n))
+      continue;
+    env[k++] = p;
+    p = stpcpy(p, *e) + 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    env[k++] = p;
+    p += sprintf(p, "%s=%s", names[i], values[i]) + 1;
+  }
+  env[k] = NULL;
+  return env;
+}

@@ -6,7 +6,9 @@
  * that user, create directories it owns, run a program as it (argument
  * vector, no shell), and read the end of a log for error messages.  The
  * embedded server (embedded.c) is built on them, and so is the test harness
- * that starts throwaway clusters (fsync off, a TCP port).
+ * that starts throwaway clusters (fsync off, a TCP port).  Last, it builds
+ * the environment of the children the worker and the reaper start, without
+ * the database's credentials.
  *
  * Every function that takes err/errlen writes one sentence naming what
  * failed into err on failure (err may be NULL; the text is truncated to
@@ -115,5 +117,23 @@ int cl__pg_start(const char *bindir, const char *data_dir, const char *as_user,
 int cl__pg_stop(const char *bindir, const char *data_dir, const char *as_user,
                 const char *mode, int timeout_s, const char *out_file,
                 char *err, size_t errlen);
+
+/* The variables no child of claimer inherits: the database's credentials
+ * and what points libpq at them (CLAIMER_DSN, which may hold a password,
+ * PGPASSWORD, PGPASSFILE, PGSERVICEFILE, whose services may hold
+ * passwords, and PGSSLKEY, the client's private key), and the hook URL of
+ * claimer's own config (CLAIMER_REAPER_HOOK_URL, which may hold a token).
+ * What only says where the server is (PGHOST, PGPORT, PGUSER, PGDATABASE,
+ * PGSSLMODE, ...) is kept: a handler may reach the database with
+ * credentials of its own.  NULL-terminated. */
+extern const char *const cl__child_env_secrets[];
+
+/* Builds the environment of a child claimer starts (an exec handler of the
+ * worker, an alert hook of the reaper): environ less cl__child_env_secrets
+ * and less every variable named in names, then names[i]=values[i] for
+ * i < n.  Returns one malloc'd block holding the NULL-terminated array and
+ * its strings (free() it alone), or NULL when out of memory. */
+char **cl__child_env(const char *const names[], const char *const values[],
+                     size_t n);
 
 #endif /* CLAIMER_PROC_H */
