@@ -4,7 +4,8 @@
  * URL with credentials and a token, shows none of them to `ps` or in
  * /proc/PID/cmdline; --dsn-file takes a DSN from a file that only its
  * owner may read, on every command, whose --help says where else a DSN
- * and a password can come from.
+ * and a password can come from; and `config check` takes --dsn and
+ * --dsn-file and shows the DSN redacted.
  *
  * The daemons log in in as the harness's role claimer_pw, whose password
  * the server really checks (scram-sha-256 over TCP), so a scrubbed
@@ -396,6 +397,7 @@ static void test_help_names_sources(void **state) {
       {"complete", NULL},  {"fail", NULL},     {"heartbeat", NULL},
       {"release", NULL},   {"reap", NULL},     {"status", NULL},
       {"demo", NULL},      {"work", NULL},     {"dead", NULL},
+      {"config", "check"},
   };
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     char *out = NULL;
@@ -410,12 +412,44 @@ static void test_help_names_sources(void **state) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* config check --dsn                                                        */
+
+static void test_config_check_dsn(void **state) {
+  (void)state;
+  char *out = NULL;
+  int ex = run(&out, "config", "check", "--dsn",
+               "postgresql://u:cfg-Secret-9@db.example/claimer", NULL);
+  if (ex != 0)
+    fail_msg("config check --dsn exited %d: %s", ex, out);
+  assert_contains("config check", out, "password=***");
+  assert_contains("config check", out, "flag --dsn");
+  assert_lacks("config check", out, "cfg-Secret-9");
+  free(out);
+  ex = run(&out, "config", "check", "--dsn", "host=db port=notaport", NULL);
+  if (ex != 2)
+    fail_msg("config check with a bad --dsn exited %d: %s", ex, out);
+  assert_contains("config check", out, "dsn");
+  free(out);
+  char path[300];
+  write_secret_file("cfg-dsn", "host=db.example password=cfg-File-9\n", 0600,
+                    path, sizeof path);
+  ex = run(&out, "config", "check", "--dsn-file", path, NULL);
+  if (ex != 0)
+    fail_msg("config check --dsn-file exited %d: %s", ex, out);
+  assert_contains("config check", out, "host=db.example");
+  assert_contains("config check", out, "flag --dsn-file");
+  assert_lacks("config check", out, "cfg-File-9");
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_work_title),
       cmocka_unit_test(test_reap_title),
       cmocka_unit_test(test_dsn_file),
       cmocka_unit_test(test_help_names_sources),
+      cmocka_unit_test(test_config_check_dsn),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("secrets", tests, group_setup,
