@@ -124,13 +124,17 @@ static void stop(pid_t pid) {
 
 static void assert_contains(const char *what, const char *s,
                             const char *want) {
-  if (strstr(s, want) == NULL)
+  if (s == NULL)
+    fail_msg("%s: no output", what);
+  else if (strstr(s, want) == NULL)
     fail_msg("%s lacks \"%s\":\n%s", what, want, s);
 }
 
 static void assert_lacks(const char *what, const char *s,
                          const char *unwanted) {
-  if (strstr(s, unwanted) != NULL)
+  if (s == NULL)
+    fail_msg("%s: no output", what);
+  else if (strstr(s, unwanted) != NULL)
     fail_msg("%s shows \"%s\":\n%s", what, unwanted, s);
 }
 
