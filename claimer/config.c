@@ -88,6 +88,7 @@ typedef struct keydef {
 } keydef_t;
 
 static int check_text(const char *s, char *err, size_t errlen);
+static int check_command(const char *s, char *err, size_t errlen);
 static int check_url(const char *s, char *err, size_t errlen);
 
 static const char *const format_names[] = {"logfmt", "json", NULL};
@@ -123,7 +124,7 @@ static const keydef_t keys[] = {
     {"worker.heartbeat", K_DURATION, OFF(worker.heartbeat_s), 0, 0, 604800,
      .zero = "lease/3"},
     {"worker.poll_interval", K_DURATION, OFF(worker.poll_s), 2, 0.01, 3600},
-    {"worker.command", K_STRING, OFF(worker.command), .check = check_text,
+    {"worker.command", K_STRING, OFF(worker.command), .check = check_command,
      .zero = "no handler"},
     {"worker.timeout", K_DURATION, OFF(worker.timeout_s), 300, 0, 604800,
      .zero = "no timeout"},
@@ -164,7 +165,8 @@ static const keydef_t keys[] = {
      30 * DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
     {"reaper.retention.workers", K_DURATION, OFF(reaper.retention.workers_s),
      DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
-    {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec), .check = check_text,
+    {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec),
+     .check = check_command,
      .zero = "no command"},
     {"reaper.hook.url", K_URL, OFF(reaper.hook.url), .zero = "no URL"},
     {"reaper.hook.timeout", K_DURATION, OFF(reaper.hook.timeout_s), 10, 0, 3600,
@@ -724,11 +726,11 @@ static void range_why(char *why, size_t n, const keydef_t *k,
     set_err(why, n, "%s is out of range %s..%s", shown, lo, hi);
 }
 
-/* The rule for free text such as a handler command (and for any K_STRING
- * row without a check of its own): 1..COMMAND_MAX bytes of UTF-8 without
- * control characters, which in a command line or a log would only hide
- * what is really there. */
-static int check_text(const char *s, char *err, size_t errlen) {
+/* The rule for free text (any K_STRING row without a check of its own):
+ * 1..COMMAND_MAX bytes of UTF-8 without control characters, which in a
+ * command line or a log would only hide what is really there.  With lines,
+ * a newline is allowed too. */
+static int text_rule(const char *s, bool lines, char *err, size_t errlen) {
   size_t len = strlen(s);
   if (len == 0) {
     set_err(err, errlen, "is empty");
@@ -741,6 +743,8 @@ static int check_text(const char *s, char *err, size_t errlen) {
   long bad = cl_utf8_invalid_at(s, len);
   const unsigned char *p = (const unsigned char *)s;
   for (size_t i = 0; i < (bad < 0 ? len : (size_t)bad); i++) {
+    if (lines && p[i] == '\n')
+      continue;
     if (p[i] < 0x20 || p[i] == 0x7F ||
         (p[i] == 0xC2 && i + 1 < len && p[i + 1] <= 0x9F)) {
       set_err(err, errlen, "contains a control character at byte %zu", i);
@@ -752,6 +756,18 @@ static int check_text(const char *s, char *err, size_t errlen) {
     return CL_EINVAL;
   }
   return 0;
+}
+
+static int check_text(const char *s, char *err, size_t errlen) {
+  return text_rule(s, false, err, errlen);
+}
+
+/* The rule for a command that `/bin/sh -c` runs (worker.command,
+ * reaper.hook.exec): free text that may span lines, as a YAML block
+ * (`command: |`) does; the shell runs each line.  A carriage return, a tab
+ * and the other control characters are still refused. */
+static int check_command(const char *s, char *err, size_t errlen) {
+  return text_rule(s, true, err, errlen);
 }
 
 /* Returns true when s[0..n) is a port: 1..65535 in decimal. */
@@ -841,25 +857,57 @@ static int check_url(const char *s, char *err, size_t errlen) {
   return 0;
 }
 
-/* Returns a malloc'd copy of url with the password of its userinfo (what
- * follows the first ':' before the last '@' of the authority) replaced by
- * "***"; NULL when out of memory.  The query is left as it is. */
-static char *url_redact(const char *url) {
+/* Replaces s[at..at+len) by "***" (by as many '*' as it has bytes when
+ * shorter), moves the rest of s up and zeroes the bytes it left, so s
+ * never grows.  Returns the length of what replaced the span. */
+static size_t mask_span(char *s, size_t at, size_t len) {
+  size_t total = strlen(s);
+  size_t stars = len < 3 ? len : 3;
+  memset(s + at, '*', stars);
+  memmove(s + at + stars, s + at + len, total - at - len + 1);
+  memset(s + total - (len - stars), 0, len - stars);
+  return stars;
+}
+
+void cl_config_mask_url(char *url) {
   const char *auth;
   size_t alen;
-  if (!url_authority(url, &auth, &alen))
-    return strdup(url);
+  if (url == NULL || !url_authority(url, &auth, &alen))
+    return;
+  /* The query first, which lies after the userinfo: masking it does not
+   * move the authority.  Every value is masked, whatever its name: a list
+   * of secret names (token, sig, key...) would miss the next one. */
+  char *q = strchr(url + (auth - url) + alen, '?');
+  if (q != NULL) {
+    size_t i = (size_t)(q - url) + 1;
+    while (url[i] != '\0' && url[i] != '#') {
+      size_t end = i + strcspn(url + i, "&;#");
+      const char *eq = memchr(url + i, '=', end - i);
+      if (eq != NULL && (size_t)(eq - url) + 1 < end) {
+        size_t v = (size_t)(eq - url) + 1;
+        end = v + mask_span(url, v, end - v);
+      }
+      i = url[end] == '&' || url[end] == ';' ? end + 1 : end;
+    }
+  }
+  /* The password of the userinfo: after its first ':', up to the last
+   * '@' of the authority. */
   const char *at = NULL;
   for (const char *p = auth; p < auth + alen; p++)
     if (*p == '@')
       at = p;
   const char *colon =
       at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-  if (colon == NULL)
-    return strdup(url);
-  char *out = NULL;
-  if (asprintf(&out, "%.*s***%s", (int)(colon + 1 - url), url, at) < 0)
-    return NULL;
+  if (colon != NULL && colon + 1 < at)
+    (void)mask_span(url, (size_t)(colon + 1 - url), (size_t)(at - colon - 1));
+}
+
+/* Returns a malloc'd copy of url masked by cl_config_mask_url(); NULL when
+ * out of memory. */
+static char *url_redact(const char *url) {
+  char *out = strdup(url);
+  if (out != NULL)
+    cl_config_mask_url(out);
   return out;
 }
 

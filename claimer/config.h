@@ -27,7 +27,8 @@
  *              payments:30s"), split at the last ':' so that a name may
  *              hold one ("v:2:1h").  A queue is named at most once.
  *   URLs       (reaper.hook.url) http:// or https:// with a host; shown
- *              with the password of their userinfo as "***".
+ *              with the password of their userinfo and every query value
+ *              as "***".
  * An empty file (or one with only comments, or a lone null document) means
  * all defaults.  Anchors, aliases, tags and multiple documents are refused.
  * Strings may not hold control characters.
@@ -174,9 +175,19 @@ CL_EXTERN CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
 /* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
  * comment saying where its value came from: "default", "FILE:LINE",
  * "env CLAIMER_X" or the origin given to cl_config_set().  The dsn and
- * reaper.hook.url are shown with their passwords replaced by "***".
- * Returns 0, CL_EIO when out could not be written, or CL_ENOMEM. */
+ * reaper.hook.url are shown with their passwords replaced by "***", and
+ * the url's query values too (cl_config_mask_url).  Returns 0, CL_EIO when
+ * out could not be written, or CL_ENOMEM. */
 CL_EXTERN int cl_config_print(const cl_config_t *cfg, FILE *out);
+
+/* Masks, in place, what of an http(s) URL may be a secret: the password of
+ * its userinfo ("https://user:***@host") and the value of every query
+ * parameter ("?token=***&channel=***"; the names and the fragment stay).
+ * Each becomes "***", or as many '*' as it had bytes when shorter, and the
+ * rest moves up, so url never grows (the freed bytes are zeroed): it can
+ * rewrite a command-line argument in place.  Text without "SCHEME://", or
+ * NULL, is left alone. */
+CL_EXTERN void cl_config_mask_url(char *url);
 
 /* Returns where the value of the key at path came from ("default" when
  * never set), owned by cfg; NULL when there is no such key. */

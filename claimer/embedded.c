@@ -15,6 +15,7 @@
 #include "claimer.h"
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -207,6 +208,101 @@ static int path_check(const char *path, char *err, size_t errlen) {
            path);
       return CL_EEMBEDDED;
     }
+  }
+  return 0;
+}
+
+/* What claimer puts in a state directory.  A non-empty directory is a
+ * claimer home when it holds the lock file (every claimer that used it made
+ * that first) and nothing but these: anything else means the directory is
+ * someone else's, and claimer would take it over (chmod 0700, chown to the
+ * server's user as root). */
+static const char *const home_entries[] = {
+    "lock", "run", "pgdata", "pgdata.init", "postgresql.log", NULL};
+
+/* Returns 0 when the state directory dir may be taken: it does not exist
+ * yet (it will be made), or it is a directory, not a symbolic link, owned
+ * by the caller, by root or by the server's user server_uid (a home made as
+ * root belongs to that user), and either empty or a claimer home.  Else
+ * CL_EEMBEDDED with a message naming dir and the problem.  Changes
+ * nothing. */
+static int home_check(const char *dir, uid_t server_uid, char *err,
+                      size_t errlen) {
+  struct stat st;
+  int fd;
+  DIR *d;
+  struct dirent *e;
+  int has_lock = 0;
+  char foreign[NAME_MAX + 1] = "";
+  char first[NAME_MAX + 1] = "";
+
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int e0 = errno;
+
+    if (e0 == ENOENT)
+      return 0;
+    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+      errf(err, errlen,
+           "the state directory %s is a symbolic link: claimer does not "
+           "follow one to its state (it would take over what the link points "
+           "to); give the real directory in CLAIMER_HOME",
+           dir);
+    else if (e0 == ENOTDIR)
+      errf(err, errlen, "the state directory %s is not a directory", dir);
+    else
+      errf(err, errlen, "cannot open the state directory %s: %s", dir,
+           strerror(e0));
+    return CL_EEMBEDDED;
+  }
+  if (fstat(fd, &st) != 0) {
+    errf(err, errlen, "cannot look at the state directory %s: %s", dir,
+         strerror(errno));
+    close(fd);
+    return CL_EEMBEDDED;
+  }
+  if (st.st_uid != geteuid() && st.st_uid != 0 && st.st_uid != server_uid) {
+    errf(err, errlen,
+         "the state directory %s is owned by uid %u, not by you (uid %u) or "
+         "root: claimer takes only a directory of its own user's",
+         dir, (unsigned)st.st_uid, (unsigned)geteuid());
+    close(fd);
+    return CL_EEMBEDDED;
+  }
+  d = fdopendir(fd);
+  if (d == NULL) {
+    errf(err, errlen, "cannot read the state directory %s: %s", dir,
+         strerror(errno));
+    close(fd);
+    return CL_EEMBEDDED;
+  }
+  while ((e = readdir(d)) != NULL) {
+    const char *name = e->d_name;
+    int known = 0;
+
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+      continue;
+    for (const char *const *h = home_entries; *h != NULL && !known; h++)
+      known = strcmp(name, *h) == 0;
+    if (first[0] == '\0')
+      snprintf(first, sizeof first, "%s", name);
+    if (strcmp(name, "lock") == 0)
+      has_lock = 1;
+    if (!known) {
+      snprintf(foreign, sizeof foreign, "%s", name);
+      break;
+    }
+  }
+  closedir(d);
+  if (foreign[0] != '\0' || (first[0] != '\0' && !has_lock)) {
+    errf(err, errlen,
+         "the state directory %s is not empty and not a claimer home (it "
+         "holds \"%s\"%s; a claimer home holds its lock file and only "
+         "lock, run, pgdata and postgresql.log): choose a new or empty "
+         "directory (CLAIMER_HOME)",
+         dir, foreign[0] != '\0' ? foreign : first,
+         foreign[0] != '\0' ? "" : " but no lock file");
+    return CL_EEMBEDDED;
   }
   return 0;
 }
@@ -612,7 +708,8 @@ int cl_embedded_ensure(const char *state_dir, cl_embedded_info_t *info,
       return CL_EEMBEDDED;
     }
   }
-  if (cl__pg_bindir(bindir, sizeof bindir, err, errlen) != 0)
+  if (home_check(info->state_dir, uid, err, errlen) != 0 ||
+      cl__pg_bindir(bindir, sizeof bindir, err, errlen) != 0)
     return CL_EEMBEDDED;
   /* 0700: local connections are trusted, so only the owner (and root) may
    * reach the socket. */
@@ -659,6 +756,7 @@ int cl_embedded_stop(const char *state_dir, char *err, size_t errlen) {
     return 0;
   if (path_check(dir, err, errlen) != 0 ||
       cl__server_user(user, sizeof user, &uid, &gid, err, errlen) != 0 ||
+      home_check(dir, uid, err, errlen) != 0 ||
       cl__pg_bindir(bindir, sizeof bindir, err, errlen) != 0)
     return CL_EEMBEDDED;
   /* Wait for a concurrent ensure rather than stop a server mid-start. */

@@ -14,8 +14,7 @@
 #include "claimer.h"
 #include "hook.h"
 #include "internal.h"
-
-extern char **environ;
+#include "proc.h"
 
 enum { ERR_TAIL = 480 };
 
@@ -66,8 +65,6 @@ static void x_finish(xrun_t *x) {
       *p = ' ';
   x->cb(x->arg, ok, ok ? NULL : msg);
   free(x->json);
-  for (char **e = x->env; e && *e; e++)
-    free(*e);
   free(x->env);
   free(x);
 }
@@ -159,40 +156,14 @@ static void x_on_timeout(uv_timer_t *t) {
   kill(-x->proc.pid, SIGKILL);
 }
 
-/* environ plus the alert's variables (replacing any of the same name). */
+/* The hook's environment: ours without the database's credentials
+ * (cl__child_env, which the worker's handlers get too), plus the alert's
+ * variables.  One block: free() it alone. */
 static char **x_env(const char *id, const char *kind, const char *subject) {
-  size_t n = 0;
-  while (environ && environ[n])
-    n++;
-  char **env = calloc(n + 4, sizeof *env);
-  if (env == NULL)
-    return NULL;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    /* Its own variables are set below; the database's secrets are none
-     * of a hook's business. */
-    if (strncmp(environ[i], "CLAIMER_ALERT_", 14) == 0 ||
-        strncmp(environ[i], "CLAIMER_DSN=", 12) == 0 ||
-        strncmp(environ[i], "PGPASSWORD=", 11) == 0)
-      continue;
-    if ((env[k++] = cl__strdup(environ[i])) == NULL)
-      goto fail;
-  }
-  const char *names[] = {"CLAIMER_ALERT_ID", "CLAIMER_ALERT_KIND",
-                         "CLAIMER_ALERT_SUBJECT"};
-  const char *vals[] = {id, kind, subject};
-  for (int i = 0; i < 3; i++) {
-    size_t len = strlen(names[i]) + strlen(vals[i]) + 2;
-    if ((env[k] = malloc(len)) == NULL)
-      goto fail;
-    snprintf(env[k++], len, "%s=%s", names[i], vals[i]);
-  }
-  return env;
-fail:
-  for (size_t i = 0; i < k; i++)
-    free(env[i]);
-  free(env);
-  return NULL;
+  const char *const names[] = {"CLAIMER_ALERT_ID", "CLAIMER_ALERT_KIND",
+                               "CLAIMER_ALERT_SUBJECT"};
+  const char *const vals[] = {id, kind, subject};
+  return cl__child_env(names, vals, 3);
 }
 
 int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
@@ -206,8 +177,6 @@ int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
   x->env = x_env(alert_id, kind, subject);
   if (x->json == NULL || x->env == NULL) {
     free(x->json);
-    for (char **e = x->env; e && *e; e++)
-      free(*e);
     free(x->env);
     free(x);
     return CL_ENOMEM;

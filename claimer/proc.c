@@ -320,28 +320,28 @@ int cl__mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid) {
 
     return -e;
   }
-  if (stat(buf, &st) != 0) {
+  /* The owner and mode are set on what was opened, never through a
+   * symbolic link put in the directory's place. */
+  int fd = open(buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
     int e = errno;
 
-    return -e;
+    return e == ELOOP ? -ENOTDIR : -e;
   }
-  if (!S_ISDIR(st.st_mode))
-    return -ENOTDIR;
-  if ((uid != (uid_t)-1 && st.st_uid != uid) ||
-      (gid != (gid_t)-1 && st.st_gid != gid)) {
-    if (chown(buf, uid, gid) != 0) {
-      int e = errno;
-
-      return -e;
-    }
-  }
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = -errno;
+  else if (!S_ISDIR(st.st_mode))
+    rc = -ENOTDIR;
+  else if (((uid != (uid_t)-1 && st.st_uid != uid) ||
+            (gid != (gid_t)-1 && st.st_gid != gid)) &&
+           fchown(fd, uid, gid) != 0)
+    rc = -errno;
   /* mkdir applied the umask; chown may have dropped set-id bits. */
-  if (chmod(buf, mode) != 0) {
-    int e = errno;
-
-    return -e;
-  }
-  return 0;
+  else if (fchmod(fd, mode) != 0)
+    rc = -errno;
+  close(fd);
+  return rc;
 }
 
 int cl__log_tail(const char *path, int lines, char *out, size_t n) {
@@ -1105,4 +1105,62 @@ int cl__pg_stop(const char *bindir, const char *data_dir, const char *as_user,
     errf_tail(err, errlen, what, rc > 0 ? out_file : NULL);
   }
   return CL_EEMBEDDED;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The environment of claimer's children                                     */
+
+const char *const cl__child_env_secrets[] = {
+    "CLAIMER_DSN", "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE", "PGSSLKEY",
+    "CLAIMER_REAPER_HOOK_URL", NULL};
+
+/* Returns 1 when the environment entry "NAME=value" is named name. */
+static int env_is(const char *entry, const char *name) {
+  size_t len = strlen(name);
+
+  return strncmp(entry, name, len) == 0 && entry[len] == '=';
+}
+
+/* Returns 1 when a child inherits the entry. */
+static int env_inherited(const char *entry, const char *const names[],
+                         size_t n) {
+  for (const char *const *s = cl__child_env_secrets; *s != NULL; s++)
+    if (env_is(entry, *s))
+      return 0;
+  for (size_t i = 0; i < n; i++)
+    if (env_is(entry, names[i]))
+      return 0;
+  return 1;
+}
+
+char **cl__child_env(const char *const names[], const char *const values[],
+                     size_t n) {
+  size_t count = n, bytes = 0;
+  char **env;
+  char *p;
+  size_t k = 0;
+
+  for (char **e = environ; e != NULL && *e != NULL; e++)
+    if (env_inherited(*e, names, n)) {
+      count++;
+      bytes += strlen(*e) + 1;
+    }
+  for (size_t i = 0; i < n; i++)
+    bytes += strlen(names[i]) + strlen(values[i]) + 2;
+  env = malloc((count + 1) * sizeof *env + bytes);
+  if (env == NULL)
+    return NULL;
+  p = (char *)(env + count + 1);
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    if (!env_inherited(*e, names, n))
+      continue;
+    env[k++] = p;
+    p = stpcpy(p, *e) + 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    env[k++] = p;
+    p += sprintf(p, "%s=%s", names[i], values[i]) + 1;
+  }
+  env[k] = NULL;
+  return env;
 }

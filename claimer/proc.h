@@ -6,7 +6,9 @@
  * that user, create directories it owns, run a program as it (argument
  * vector, no shell), and read the end of a log for error messages.  The
  * embedded server (embedded.c) is built on them, and so is the test harness
- * that starts throwaway clusters (fsync off, a TCP port).
+ * that starts throwaway clusters (fsync off, a TCP port).  Last, it builds
+ * the environment of the children the worker and the reaper start, without
+ * the database's credentials.
  *
  * Every function that takes err/errlen writes one sentence naming what
  * failed into err on failure (err may be NULL; the text is truncated to
@@ -38,9 +40,11 @@ int cl__server_user(char *name, size_t n, uid_t *uid, gid_t *gid, char *err,
 /* Creates the directory path with mkdir -p semantics: missing parents are
  * made with mode 0755 (less the umask) and owned by the caller; path itself
  * ends with exactly mode and, unless uid / gid is (uid_t)-1 / (gid_t)-1, that
- * owner and group, whether it was created now or existed.  Returns 0 or a
- * negative errno (-ENOTDIR when path or a parent is not a directory,
- * -ENAMETOOLONG, -EPERM from chown when not root, ...). */
+ * owner and group, whether it was created now or existed.  path itself is
+ * never followed when it is a symbolic link (parents are).  Returns 0 or a
+ * negative errno (-ENOTDIR when path or a parent is not a directory, or
+ * path is a symbolic link, -ENAMETOOLONG, -EPERM from chown when not root,
+ * ...). */
 int cl__mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid);
 
 /* Runs argv[0] (an absolute path; no PATH search, no shell) with arguments
@@ -113,5 +117,23 @@ int cl__pg_start(const char *bindir, const char *data_dir, const char *as_user,
 int cl__pg_stop(const char *bindir, const char *data_dir, const char *as_user,
                 const char *mode, int timeout_s, const char *out_file,
                 char *err, size_t errlen);
+
+/* The variables no child of claimer inherits: the database's credentials
+ * and what points libpq at them (CLAIMER_DSN, which may hold a password,
+ * PGPASSWORD, PGPASSFILE, PGSERVICEFILE, whose services may hold
+ * passwords, and PGSSLKEY, the client's private key), and the hook URL of
+ * claimer's own config (CLAIMER_REAPER_HOOK_URL, which may hold a token).
+ * What only says where the server is (PGHOST, PGPORT, PGUSER, PGDATABASE,
+ * PGSSLMODE, ...) is kept: a handler may reach the database with
+ * credentials of its own.  NULL-terminated. */
+extern const char *const cl__child_env_secrets[];
+
+/* Builds the environment of a child claimer starts (an exec handler of the
+ * worker, an alert hook of the reaper): environ less cl__child_env_secrets
+ * and less every variable named in names, then names[i]=values[i] for
+ * i < n.  Returns one malloc'd block holding the NULL-terminated array and
+ * its strings (free() it alone), or NULL when out of memory. */
+char **cl__child_env(const char *const names[], const char *const values[],
+                     size_t n);
 
 #endif /* CLAIMER_PROC_H */

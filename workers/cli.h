@@ -41,6 +41,65 @@ int cli_check_json_arg(const char *text, const char *name);
 /* Writes s as a JSON string (quoted, escaped by json-c) to out. */
 void cli_put_json_string(FILE *out, const char *s);
 
+/* ------------------------------------------------------------------------ */
+/* The DSN and the other secrets of the command line                        */
+
+/* The getopt value of --dsn-file in every option table (--dsn is 'D', or a
+ * config flag key in work and reap). */
+#define CLI_OPT_DSN_FILE 900
+/* The two options of every command that connects, for its option table. */
+#define CLI_DSN_OPTIONS                                                       \
+  {"dsn", required_argument, NULL, 'D'},                                      \
+      {"dsn-file", required_argument, NULL, CLI_OPT_DSN_FILE}
+/* What every such command's --help says of them. */
+#define CLI_DSN_HELP                                                          \
+  "  --dsn DSN              the database: a libpq connection string (URI\n"  \
+  "                         or key=value)\n"                                 \
+  "  --dsn-file FILE        the same, from the first line of FILE, which\n"  \
+  "                         only its owner may read (mode 0600 or less)\n"   \
+  "Without either: CLAIMER_DSN, else the embedded PostgreSQL.  Keep a\n"     \
+  "password out of --dsn, where ps shows it to every user until claimer\n"   \
+  "has masked it: use --dsn-file, CLAIMER_DSN, or libpq's ~/.pgpass (or\n"   \
+  "the file PGPASSFILE names), which libpq reads when the DSN has none.\n"
+
+/* Remembers the process's argument vector, so that secrets given on the
+ * command line can be masked in it (main() calls this first). */
+void cli_set_argv(int argc, char **argv);
+
+/* Where a one-shot command's DSN comes from: value is the DSN (NULL: none
+ * given), option "--dsn" or "--dsn-file FILE". */
+typedef struct cli_dsn {
+  const char *value;
+  char option[300];
+} cli_dsn_t;
+
+/* Takes --dsn (ch 'D') or --dsn-file (ch CLI_OPT_DSN_FILE) with its
+ * argument arg into d.  A --dsn value is copied (the copy lives as long as
+ * the process) and its passwords are then masked in argv, in place, so that
+ * ps and /proc/PID/cmdline show "***"; a --dsn-file is read now
+ * (cli_read_dsn_file).  Returns 0, or prints why and returns EXIT_USAGE
+ * (both options given, a bad file). */
+int cli_dsn_option(cli_dsn_t *d, int ch, char *arg);
+
+/* Reads the DSN from the first line of the file path (its line end
+ * dropped; the rest of the file is ignored).  The file must be a regular
+ * file no one but its owner may read or write (mode 0600 or less, as
+ * libpq demands of ~/.pgpass and ssh of a private key), and its first line
+ * must not be empty.  Returns a copy that lives as long as the process, or
+ * NULL after printing why. */
+const char *cli_read_dsn_file(const char *path);
+
+/* Adds a flag of a config-driven command (work, reap, config check) to fs:
+ * key is the option's row in the command's table, or NULL for
+ * --dsn-file, whose file is read and taken as the flag --dsn-file setting
+ * "dsn".  The values of "dsn" and "reaper.hook.url" are copied and masked
+ * in argv as cli_dsn_option() does.  Returns 0, or prints why and returns
+ * EXIT_USAGE (--dsn with --dsn-file, a bad file, too many flags). */
+struct cli_flags;
+struct cli_flag_key;
+int cli_flag_arg(struct cli_flags *fs, const struct cli_flag_key *key,
+                 char *arg);
+
 /* Connects to the database the user chose: dsn_opt (from --dsn), else
  * CLAIMER_DSN, else the embedded PostgreSQL, started when needed.  Returns
  * EXIT_OK with *out set, or an exit status after printing why. */

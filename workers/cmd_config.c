@@ -11,23 +11,30 @@
 #include "cli.h"
 #include "config.h"
 
+static const cli_flag_key_t flag_keys[] = {{"dsn", "dsn"}};
+
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: claimer config check [FILE]\n"
+          "usage: claimer config check [--dsn DSN | --dsn-file FILE] "
+          "[FILE]\n"
           "\n"
           "Reads the YAML config FILE (without FILE, the file named by\n"
           "CLAIMER_CONFIG; with neither, the defaults), applies the CLAIMER_*\n"
           "environment variables over it (CLAIMER_WORKER_LEASE=45s, ...),\n"
-          "checks the result, and prints the effective config as YAML, each\n"
-          "key with a comment saying where its value came from.  The dsn's\n"
-          "password is shown as ***.\n"
+          "then --dsn or --dsn-file as the daemons would, checks the result,\n"
+          "and prints the effective config as YAML, each key with a comment\n"
+          "saying where its value came from.  The dsn's password is shown as\n"
+          "***, and so are the hook URL's password and query values.  Nothing\n"
+          "connects to the database.\n"
+          "\n" CLI_DSN_HELP
           "\n"
           "Exit status: 0 when the config is good, 2 when it is not (the\n"
           "message names the file, line and column of the fault).\n");
 }
 
-/* Runs the check; returns an exit status. */
-static int check(const char *path) {
+/* Runs the check of the file path (may be NULL) with the flags fs; returns
+ * an exit status. */
+static int check(const char *path, const cli_flags_t *fs) {
   cl_config_t cfg;
   char why[1024];
   int rc = 0;
@@ -36,6 +43,9 @@ static int check(const char *path) {
     rc = cl_config_load_file(&cfg, path, why, sizeof why);
   if (rc == 0)
     rc = cl_config_apply_env(&cfg, why, sizeof why);
+  for (int i = 0; rc == 0 && i < fs->n; i++)
+    rc = cl_config_set(&cfg, fs->path[i], fs->value[i], fs->origin[i], why,
+                       sizeof why);
   if (rc == 0)
     rc = cl_config_validate(&cfg, why, sizeof why);
   if (rc != 0) {
@@ -54,6 +64,9 @@ static int check(const char *path) {
 
 int cmd_config(int argc, char **argv) {
   static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+  static const struct option check_opts[] = {
+      {"help", no_argument, NULL, 'h'}, CLI_DSN_OPTIONS, {0}};
+  static cli_flags_t fs;
   int ch;
   opterr = 0;
   while ((ch = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
@@ -72,7 +85,13 @@ int cmd_config(int argc, char **argv) {
   argc -= optind;
   argv += optind;
   optind = 0;
-  while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", check_opts, NULL)) != -1) {
+    if (ch == 'D' || ch == CLI_OPT_DSN_FILE) {
+      /* Checked by cl_config_set() with the rest, and shown redacted. */
+      if (cli_flag_arg(&fs, ch == 'D' ? &flag_keys[0] : NULL, optarg) != 0)
+        return EXIT_USAGE;
+      continue;
+    }
     if (ch != 'h')
       return cli_bad_option(argv, optopt);
     usage(stdout);
@@ -83,5 +102,5 @@ int cmd_config(int argc, char **argv) {
   const char *path = optind < argc ? argv[optind] : getenv("CLAIMER_CONFIG");
   if (path != NULL && *path == '\0')
     return cli_usage_error("CLAIMER_CONFIG is set but empty");
-  return check(path);
+  return check(path, &fs);
 }

@@ -27,10 +27,11 @@ static void usage(FILE *out) {
           "  discard  out of the dead letters for good (the item_id stays "
           "taken)\n"
           "\n"
-          "Every form takes --dsn DSN.  Exit status: 0; 1 when a named item "
-          "is not\n"
-          "dead (the others are still handled) or on a database error; 2 on "
-          "bad usage.\n");
+          "Exit status: 0; 1 when a named item is not dead (the others are "
+          "still\n"
+          "handled) or on a database error; 2 on bad usage.\n"
+          "\n"
+          "Every form takes the database options:\n" CLI_DSN_HELP);
 }
 
 static void put_json(FILE *out, const char *key, const char *s, int first) {
@@ -124,7 +125,7 @@ int cmd_dead(int argc, char **argv) {
                            "discard)",
                            sub);
   static const struct option opts[] = {
-      {"dsn", required_argument, NULL, 'D'},
+      CLI_DSN_OPTIONS,
       {"help", no_argument, NULL, 'h'},
       {"queue", required_argument, NULL, 'q'},
       {"id", required_argument, NULL, 'i'},
@@ -133,6 +134,7 @@ int cmd_dead(int argc, char **argv) {
       {"json", no_argument, NULL, 'j'},
       {0}};
   const char *dsn = NULL, *queue = NULL;
+  cli_dsn_t src = {0};
   const char **ids = calloc((size_t)argc, sizeof *ids);
   size_t nids = 0;
   int all = 0, json = 0, limit = 100, ch, ex = EXIT_OK;
@@ -145,7 +147,10 @@ int cmd_dead(int argc, char **argv) {
          (ch = getopt_long(argc, argv, ":hq:", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        ex = EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'q':
       queue = optarg;

@@ -97,13 +97,14 @@ static int query_longs(cl_conn_t *c, const char *sql, const char *param,
 
 int cmd_demo(int argc, char **argv) {
   static const struct option opts[] = {
-      {"dsn", required_argument, NULL, 'D'},
+      CLI_DSN_OPTIONS,
       {"items", required_argument, NULL, 'n'},
       {"workers", required_argument, NULL, 'w'},
       {"lease", required_argument, NULL, 'l'},
       {"help", no_argument, NULL, 'h'},
       {0}};
   const char *dsn_opt = NULL;
+  cli_dsn_t src = {0};
   int items = 3000, workers = 4;
   double lease = 2;
   int ch;
@@ -111,7 +112,10 @@ int cmd_demo(int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn_opt = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn_opt = src.value;
       break;
     case 'n':
       if (cli_parse_int(optarg, "--items", 1, 1000000, &items))
@@ -127,13 +131,14 @@ int cmd_demo(int argc, char **argv) {
       break;
     case 'h':
       printf("usage: claimer demo [--items N] [--workers W] [--lease S] "
-             "[--dsn DSN]\n\n"
+             "[--dsn DSN | --dsn-file FILE]\n\n"
              "Migrates, enqueues N items (default 3000) on a fresh queue,\n"
              "starts W worker processes (default 4) that race to claim and\n"
              "complete them with leases of S seconds (default 2), kills one\n"
              "worker with SIGKILL while it holds leases, reaps so that its\n"
              "items come back, and checks that every item ends done with\n"
-             "exactly one result.\n");
+             "exactly one result.\n"
+             "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);

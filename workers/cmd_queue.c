@@ -25,8 +25,7 @@
 #define ATTEMPTS_MIN 1
 #define ATTEMPTS_MAX 1000000
 
-#define COMMON_OPTIONS                                                        \
-  {"dsn", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'}
+#define COMMON_OPTIONS CLI_DSN_OPTIONS, {"help", no_argument, NULL, 'h'}
 
 
 static double now_s(void) {
@@ -48,12 +47,16 @@ static void on_migration(void *arg, int version, const char *name) {
 int cmd_migrate(int argc, char **argv) {
   static const struct option opts[] = {COMMON_OPTIONS, {0}};
   const char *dsn = NULL;
+  cli_dsn_t src = {0};
   int ch;
   opterr = 0;
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'h':
       printf("usage: claimer migrate [--dsn DSN]\n\n"
@@ -61,7 +64,8 @@ int cmd_migrate(int argc, char **argv) {
              "database lacks, each once, in order, in its own transaction,\n"
              "under an advisory lock (safe to run from several hosts at\n"
              "once).  Running it again is a no-op.  A database whose\n"
-             "applied migrations differ from the shipped ones is refused.\n");
+             "applied migrations differ from the shipped ones is refused.\n"
+             "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);
@@ -500,6 +504,7 @@ int cmd_enqueue(int argc, char **argv) {
       {"skip-invalid", no_argument, NULL, 's'},
       {0}};
   const char *dsn = NULL, *queue = NULL, *id = NULL, *payload = NULL;
+  cli_dsn_t src = {0};
   int priority = 0, max_attempts = 0, ndjson = 0, batch = 500, skip = 0;
   double run_in = 0;
   int ch;
@@ -507,7 +512,10 @@ int cmd_enqueue(int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, ":hq:", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'q':
       queue = optarg;
@@ -566,8 +574,7 @@ int cmd_enqueue(int argc, char **argv) {
           "the queue's\n"
           "                       policy, else 25)\n"
           "  --run-in SECONDS     not before this delay (default 0)\n"
-          "  --dsn DSN            the database (default: CLAIMER_DSN, else "
-          "embedded)\n");
+          CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);
@@ -633,6 +640,7 @@ int cmd_claim(int argc, char **argv) {
       {"worker", required_argument, NULL, 'w'},
       {0}};
   const char *dsn = NULL, *queue = NULL, *worker = NULL;
+  cli_dsn_t src = {0};
   int n = 1;
   double lease = 30;
   int ch;
@@ -640,7 +648,10 @@ int cmd_claim(int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, ":hq:n:", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'q':
       queue = optarg;
@@ -665,7 +676,8 @@ int cmd_claim(int argc, char **argv) {
              "\"lease_until\"}\n"
              "Prints nothing when no item is ready.  Pass the token to\n"
              "complete, fail or release; heartbeat extends the lease.\n"
-             "The worker name defaults to HOST:PID.\n");
+             "The worker name defaults to HOST:PID.\n"
+             "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);
@@ -711,6 +723,7 @@ int cmd_claim(int argc, char **argv) {
 
 typedef struct lease_args {
   const char *dsn, *id, *token, *result, *error;
+  cli_dsn_t src;
   int no_retry;
   double retry_in;
 } lease_args_t;
@@ -726,7 +739,10 @@ static int parse_lease_args(int argc, char **argv, const struct option *opts,
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      a->dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&a->src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      a->dsn = a->src.value;
       break;
     case 'i':
       a->id = optarg;
@@ -794,7 +810,8 @@ int cmd_complete(int argc, char **argv) {
       "Exit 0 when the item is done with this token's result (also when\n"
       "this same token had completed it already), 3 when the lease was\n"
       "lost (nothing written).  A dropped connection is retried with the\n"
-      "same token: the retry reads back whether the first try committed.\n",
+      "same token: the retry reads back whether the first try committed.\n"
+      "\n" CLI_DSN_HELP,
       &a);
   if (ex >= 0)
     return ex;
@@ -845,7 +862,8 @@ int cmd_fail(int argc, char **argv) {
       "after an exponential backoff with jitter (or --retry-in), or is dead\n"
       "when its attempts are spent or with --no-retry.  Prints\n"
       "{\"item_id\", \"state\", \"attempts\", \"retry_at\"}.  Exit 3 when the\n"
-      "lease was lost.\n",
+      "lease was lost.\n"
+      "\n" CLI_DSN_HELP,
       &a);
   if (ex >= 0)
     return ex;
@@ -884,7 +902,8 @@ int cmd_release(int argc, char **argv) {
       "usage: claimer release --id ID --token TOKEN\n\n"
       "Gives the lease back without spending an attempt (for a worker that\n"
       "shuts down before starting the item).  Exit 3 when the lease was\n"
-      "already lost.\n",
+      "already lost.\n"
+      "\n" CLI_DSN_HELP,
       &a);
   if (ex >= 0)
     return ex;
@@ -909,13 +928,17 @@ int cmd_heartbeat(int argc, char **argv) {
       {"lease", required_argument, NULL, 'l'},
       {0}};
   const char *dsn = NULL, *worker = NULL;
+  cli_dsn_t src = {0};
   double lease = 30;
   int ch;
   opterr = 0;
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'w':
       worker = optarg;
@@ -930,7 +953,8 @@ int cmd_heartbeat(int argc, char **argv) {
              "SECONDS from now (default 30), in one statement.  Prints one\n"
              "JSON line per lease still held: {\"item_id\", \"token\",\n"
              "\"lease_until\"}.  A lease missing from the output is lost:\n"
-             "stop its work.\n");
+             "stop its work.\n"
+             "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);
@@ -970,13 +994,17 @@ int cmd_status(int argc, char **argv) {
   static const struct option opts[] = {
       COMMON_OPTIONS, {"json", no_argument, NULL, 'j'}, {0}};
   const char *dsn = NULL;
+  cli_dsn_t src = {0};
   int json = 0;
   int ch;
   opterr = 0;
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'D':
-      dsn = optarg;
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        return EXIT_USAGE;
+      dsn = src.value;
       break;
     case 'j':
       json = 1;
@@ -987,7 +1015,8 @@ int cmd_status(int argc, char **argv) {
              "and dead; leases past expiry not yet reaped (stale); and the\n"
              "age of the oldest ready item.  --json prints one object per\n"
              "queue per line, for scripts.  Reads the claimer.queue_status\n"
-             "view.\n");
+             "view.\n"
+             "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);

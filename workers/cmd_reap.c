@@ -102,10 +102,10 @@ static void usage(FILE *out) {
       "                          (the policy is written to "
       "claimer.queue_policy at\n"
       "                          start, only when one of these is set)\n"
-      "  --dsn DSN               the database (default: CLAIMER_DSN, else "
-      "embedded)\n"
       "  --log-format F          logfmt (default) or json\n"
       "  --log-level L           debug, info (default), warning, error\n"
+      CLI_DSN_HELP
+      "The hook URL's password and query values are masked in argv too.\n"
       "\n"
       "Output with --once (stdout, one line each):\n"
       "  reaped N stale leases: R back to ready, D dead\n"
@@ -204,6 +204,7 @@ int cmd_reap(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"once", no_argument, NULL, 'o'},
       {"config", required_argument, NULL, 'c'},
+      {"dsn-file", required_argument, NULL, CLI_OPT_DSN_FILE},
   };
   enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
   struct option opts[NBASE + NFLAGS + 1];
@@ -223,10 +224,13 @@ int cmd_reap(int argc, char **argv) {
       d.once = 1;
     } else if (ch == 'c') {
       config_path = optarg;
-    } else if (ch >= 1000 && ch < 1000 + (int)NFLAGS) {
-      if (cli_flag_add(&fs, flag_keys[ch - 1000].flag,
-                       flag_keys[ch - 1000].path, optarg) != 0)
-        return cli_usage_error("too many flags");
+    } else if (ch == CLI_OPT_DSN_FILE ||
+               (ch >= 1000 && ch < 1000 + (int)NFLAGS)) {
+      /* Secrets (--dsn, --hook-url) are copied, then masked in argv. */
+      if (cli_flag_arg(&fs, ch == CLI_OPT_DSN_FILE ? NULL
+                                                   : &flag_keys[ch - 1000],
+                       optarg) != 0)
+        return EXIT_USAGE;
     } else {
       return cli_bad_option(argv, optopt);
     }

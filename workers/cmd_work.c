@@ -92,10 +92,9 @@ static void usage(FILE *out) {
           "  --prefetch N           items claimed ahead (default "
           "concurrency/4)\n"
           "  --name NAME            worker id, unique (default host:pid:random)\n"
-          "  --dsn DSN              the database (default: CLAIMER_DSN, else "
-          "embedded)\n"
           "  --log-format F         logfmt (default) or json\n"
           "  --log-level L          debug, info (default), warning, error\n"
+          CLI_DSN_HELP
           "\n"
           "Signals: SIGTERM or SIGINT stops claiming, releases unstarted "
           "items, lets\n"
@@ -262,6 +261,7 @@ int cmd_work(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"config", required_argument, NULL, 'c'},
       {"queue", required_argument, NULL, 'q'},
+      {"dsn-file", required_argument, NULL, CLI_OPT_DSN_FILE},
   };
   enum { NBASE = sizeof base_opts / sizeof base_opts[0] };
   struct option opts[NBASE + NFLAGS + 1];
@@ -290,9 +290,15 @@ int cmd_work(int argc, char **argv) {
                optarg);
       free(queues);
       queues = q;
-    } else if (ch >= 1000 && ch < 1000 + (int)NFLAGS && fs.n < 63) {
-      (void)cli_flag_add(&fs, flag_keys[ch - 1000].flag,
-                         flag_keys[ch - 1000].path, optarg);
+    } else if (ch == CLI_OPT_DSN_FILE ||
+               (ch >= 1000 && ch < 1000 + (int)NFLAGS)) {
+      /* Secrets are copied, then masked in argv for ps. */
+      if (cli_flag_arg(&fs, ch == CLI_OPT_DSN_FILE ? NULL
+                                                   : &flag_keys[ch - 1000],
+                       optarg) != 0) {
+        free(queues);
+        return EXIT_USAGE;
+      }
     } else {
       free(queues);
       return cli_bad_option(argv, optopt);

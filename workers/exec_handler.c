@@ -28,8 +28,8 @@
 #include "claimer.h"
 #include "exec_handler.h"
 #include "log.h"
+#include "proc.h"
 
-extern char **environ;
 
 typedef struct xjob {
   struct xjob *prev, *next;
@@ -49,7 +49,6 @@ typedef struct xjob {
   int out_over;
   char *errbuf; /* a ring of the last stderr_max bytes */
   size_t errlen, errpos;
-  char *env_block;
   char **env;
   char *payload;
   size_t result_max, stderr_max; /* the limits this job started with */
@@ -70,7 +69,6 @@ static void on_closed(uv_handle_t *hd) {
     x->next->prev = x->prev;
   free(x->outbuf);
   free(x->errbuf);
-  free(x->env_block);
   free(x->env);
   free(x->payload);
   free(x);
@@ -314,11 +312,10 @@ static void on_stop(cl_job_t *job, void *arg, cl_stop_reason_t why) {
                  (uint64_t)(x->h->kill_grace_s * 1000), 0);
 }
 
-/* The child's environment: ours plus the job's five variables. */
+/* The child's environment: ours without the database's credentials
+ * (cl__child_env, which the reaper's hooks get too), plus the job's five
+ * variables. */
 static int make_env(xjob_t *x, cl_job_t *job) {
-  size_t n = 0;
-  while (environ[n])
-    n++;
   char attempt[16];
   snprintf(attempt, sizeof attempt, "%d", cl_job_attempt(job));
   const char *names[] = {"CLAIMER_ITEM_ID", "CLAIMER_ATTEMPT",
@@ -328,32 +325,8 @@ static int make_env(xjob_t *x, cl_job_t *job) {
    * derived from a token (G10). */
   const char *vals[] = {cl_job_item_id(job), attempt, cl_job_token(job),
                         cl_job_queue(job), cl_job_item_id(job)};
-  size_t size = 0;
-  for (int i = 0; i < 5; i++)
-    size += strlen(names[i]) + strlen(vals[i]) + 2;
-  x->env = calloc(n + 6, sizeof *x->env);
-  x->env_block = malloc(size);
-  if (x->env == NULL || x->env_block == NULL)
-    return -1;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    /* Drop inherited values of the job's variables. */
-    int ours = 0;
-    for (int j = 0; j < 5 && !ours; j++) {
-      size_t len = strlen(names[j]);
-      ours = strncmp(environ[i], names[j], len) == 0 &&
-             environ[i][len] == '=';
-    }
-    if (!ours)
-      x->env[k++] = environ[i];
-  }
-  char *p = x->env_block;
-  for (int i = 0; i < 5; i++) {
-    x->env[k++] = p;
-    p += sprintf(p, "%s=%s", names[i], vals[i]) + 1;
-  }
-  x->env[k] = NULL;
-  return 0;
+  x->env = cl__child_env(names, vals, 5);
+  return x->env != NULL ? 0 : -1;
 }
 
 void xhandler_start(cl_job_t *job, void *arg) {

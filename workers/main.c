@@ -43,9 +43,11 @@ static void usage(FILE *out) {
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf(out,
           "\n"
-          "The database: --dsn DSN on any command, else CLAIMER_DSN, else an\n"
-          "embedded PostgreSQL that claimer creates and starts itself (see\n"
-          "`claimer db --help`).  A DSN is any libpq connection string.\n"
+          "The database: --dsn DSN or --dsn-file FILE on any command, else\n"
+          "CLAIMER_DSN, else an embedded PostgreSQL that claimer creates and\n"
+          "starts itself (see `claimer db --help`).  A DSN is any libpq\n"
+          "connection string; keep its password out of argv (--dsn-file,\n"
+          "CLAIMER_DSN, or libpq's ~/.pgpass / PGPASSFILE).\n"
           "\n"
           "Exit status: 0 success, 1 error, 2 bad usage or input (nothing\n"
           "changed), 3 lease lost.\n"
@@ -53,6 +55,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+  cli_set_argv(argc, argv);
   if (argc < 2) {
     usage(stderr);
     return EXIT_USAGE;

@@ -490,6 +490,55 @@ static void strings(void **state) {
   cl_config_free(&cfg);
 }
 
+static char *print(const cl_config_t *cfg);
+
+/* A handler or hook command may span lines, as `sh -c` runs them: a YAML
+ * block (`command: |`), an escaped newline, a variable or a flag.  Other
+ * control characters are still refused, a carriage return among them. */
+static void command_lines(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, "worker:\n"
+                "  command: |\n"
+                "    echo one\n"
+                "    echo two\n"
+                "reaper:\n"
+                "  hook:\n"
+                "    exec: \"logger a\\nlogger b\"\n");
+  assert_string_equal(cfg.worker.command, "echo one\necho two\n");
+  assert_string_equal(cfg.reaper.hook.exec, "logger a\nlogger b");
+  /* It prints as a string that loads back the same. */
+  char *text = print(&cfg);
+  cl_config_t back;
+  cl_config_init(&back);
+  if (cl_config_load_string(&back, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_string_equal(back.worker.command, cfg.worker.command);
+  assert_string_equal(back.reaper.hook.exec, cfg.reaper.hook.exec);
+  cl_config_free(&back);
+  free(text);
+  cl_config_free(&cfg);
+  setenv("CLAIMER_WORKER_COMMAND", "cd /tmp\n./run", 1);
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  assert_string_equal(cfg.worker.command, "cd /tmp\n./run");
+  assert_int_equal(cl_config_set(&cfg, "worker.command", "a\nb", "flag --exec",
+                                 err, sizeof err),
+                   0);
+  assert_string_equal(cfg.worker.command, "a\nb");
+  cl_config_free(&cfg);
+  expect_error("worker:\n  command: \"a\\rb\"\n",
+               "cfg.yaml:2:12: worker.command: contains a control character "
+               "at byte 1");
+  /* Names and other text stay on one line. */
+  expect_error("worker:\n  name: \"a\\nb\"\n",
+               "cfg.yaml:2:9: worker.name: worker name contains a control "
+               "character at byte 1");
+}
+
 /* ------------------------------------------------------------------------ */
 /* Queues                                                                    */
 
@@ -1548,7 +1597,7 @@ static void reaper_print(void **state) {
             "    workers: 1d                         # default\n"
             "  hook:\n"
             "    exec: \"./alert.sh --page\"           # cfg.yaml:15\n"
-            "    url: \"https://alice:***@hooks.example:8443/a?token=t0k\""
+            "    url: \"https://alice:***@hooks.example:8443/a?token=***\""
             "  # cfg.yaml:16\n"
             "    timeout: 2.5s                       # cfg.yaml:17\n"
             "    max_attempts: 1000                  # cfg.yaml:18\n");
@@ -1574,16 +1623,32 @@ static void reaper_print(void **state) {
   assert_int_equal(b.reaper.hook.max_attempts, a.reaper.hook.max_attempts);
   /* The url comes back redacted, which is still a valid url. */
   assert_string_equal(b.reaper.hook.url,
-                      "https://alice:***@hooks.example:8443/a?token=t0k");
+                      "https://alice:***@hooks.example:8443/a?token=***");
   free(text);
 
-  /* Without a password (or a userinfo) the url is shown as it is. */
+  /* Without a password (or a userinfo) the url's authority is shown as it
+   * is; every query value is masked, whatever its name (token, sig, key,
+   * X-Amz-Signature...: a list would miss one), the names and the
+   * fragment stay. */
   assert_int_equal(cl_config_set(&a, "reaper.hook.url",
                                  "http://hooks.example/a?pass=x:y@z", "flag",
                                  err, sizeof err),
                    0);
   text = print(&a);
-  assert_contains(text, "    url: \"http://hooks.example/a?pass=x:y@z\"");
+  assert_contains(text, "    url: \"http://hooks.example/a?pass=***\"");
+  free(text);
+  assert_int_equal(
+      cl_config_set(&a, "reaper.hook.url",
+                    "https://u:pw@hooks.example/p?token=tok1&channel=ops&"
+                    "flag&sig=&X-Amz-Signature=s1g;k=v#top",
+                    "flag", err, sizeof err),
+      0);
+  text = print(&a);
+  /* A value shorter than three bytes gets as many stars as it has. */
+  assert_contains(text, "    url: \"https://u:**@hooks.example/p?token=***&"
+                        "channel=***&flag&sig=&X-Amz-Signature=***;k=*#top\"");
+  assert_not_contains(text, "tok1");
+  assert_not_contains(text, "s1g");
   free(text);
   cl_config_free(&a);
   cl_config_free(&b);
@@ -1960,6 +2025,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(durations, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(sizes, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(strings, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(command_lines, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(queues, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(queue_weights, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(too_many_queues, clear_env, clear_env),
