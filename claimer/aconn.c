@@ -224,7 +224,7 @@ static void session_lost(cl__aconn_t *a, int rc) {
   a->state = give_up ? GAVE_UP : WAITING;
   a->failures++;
   unsigned delay =
-      give_up ? 0 : cl__backoff_ms(a->failures, (double)rand() / RAND_MAX);
+      give_up ? 0 : cl__backoff_ms(a->failures, cl__random_unit());
   /* Internal requests of the lost session are not carried over; after
    * giving up, nothing is. */
   reqq_t keep = {0}, drop = {0};

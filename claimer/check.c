@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json_object.h>
@@ -30,6 +31,7 @@
 #include <libpq-fe.h>
 
 #include "claimer.h"
+#include "internal.h"
 
 /* How many levels of arrays and objects a payload may nest.  PostgreSQL
  * takes far more, but real payloads stay shallow and a bound keeps a hostile
@@ -1095,6 +1097,29 @@ static int fill_random(unsigned char *buf, size_t n) {
   }
   close(fd);
   return got == n ? 0 : -1;
+}
+
+/* A random double in [0, 1), for jitter.  Not rand(): that is never
+ * seeded in a library (workers restarted together would stay in
+ * lockstep), and drawing from it would disturb the host program's
+ * sequence.  Each thread keeps an xorshift64* state seeded once from the
+ * kernel (the clock and the address of the state when that fails). */
+double cl__random_unit(void) {
+  static _Thread_local uint64_t state;
+  if (state == 0) {
+    unsigned char b[8];
+    uint64_t seed = 0;
+    if (fill_random(b, sizeof b) == 0)
+      memcpy(&seed, b, sizeof seed);
+    else
+      seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+             (uint64_t)(uintptr_t)&state;
+    state = seed ? seed : 0x9e3779b97f4a7c15ULL;
+  }
+  state ^= state >> 12;
+  state ^= state << 25;
+  state ^= state >> 27;
+  return (double)((state * 0x2545f4914f6cdd1dULL) >> 11) / 9007199254740992.0;
 }
 
 /* Writes a version 4 UUID (RFC 9562: 122 random bits, version nibble 4,

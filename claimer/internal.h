@@ -53,6 +53,10 @@ char *cl__array_literal(const char *const *elems, size_t n);
 /* Returns a malloc'd copy of s (NULL stays NULL); on failure NULL. */
 char *cl__strdup(const char *s);
 
+/* A random double in [0, 1) from a per-thread source seeded by the
+ * kernel (for jitter; never rand()). */
+double cl__random_unit(void);
+
 /* Formats a double as a decimal for a SQL parameter. */
 void cl__fmt_double(char *buf, size_t n, double v);
 

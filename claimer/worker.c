@@ -1003,7 +1003,7 @@ static void on_poll_timer(uv_timer_t *t) {
       cl__aconn_is_up(w->a))
     send_register(w);
   maybe_claim(w);
-  double jitter = 0.8 + 0.4 * ((double)rand() / RAND_MAX);
+  double jitter = 0.8 + 0.4 * cl__random_unit();
   uv_timer_start(t, on_poll_timer, (uint64_t)(w->o.poll_s * 1000 * jitter),
                  0);
 }

@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 
 #include "claimer.h"
+#include "internal.h"
 
 #define ERRLEN 512
 
@@ -1029,6 +1030,26 @@ static void uuid_unique(void **state) {
   free(u);
 }
 
+/* Jitter comes from the library's own source: in [0, 1), spread, and the
+ * host program's rand() sequence is left as it was. */
+static void random_unit(void **state) {
+  (void)state;
+  srand(42);
+  int expect = rand();
+  srand(42);
+  double sum = 0, lo = 1, hi = 0;
+  for (int i = 0; i < 10000; i++) {
+    double r = cl__random_unit();
+    assert_true(r >= 0 && r < 1);
+    sum += r;
+    lo = r < lo ? r : lo;
+    hi = r > hi ? r : hi;
+  }
+  assert_int_equal(rand(), expect);
+  assert_true(sum / 10000 > 0.45 && sum / 10000 < 0.55);
+  assert_true(lo < 0.01 && hi > 0.99);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(utf8_valid),
@@ -1081,6 +1102,7 @@ int main(void) {
       cmocka_unit_test(redact_nested),
       cmocka_unit_test(uuid_format),
       cmocka_unit_test(uuid_unique),
+      cmocka_unit_test(random_unit),
   };
   return cmocka_run_group_tests_name("check", tests, NULL, NULL);
 }
