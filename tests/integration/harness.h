@@ -85,6 +85,14 @@ int th_count(const char *s, const char *needle);
  * many; 0 when it is not set. */
 int th_wrap(const char **argv, int max);
 
+/* Skips the running cmocka test after printing why (a test that cannot
+ * run says so; it never silently vanishes).  Needs <cmocka.h>. */
+#define th_skip(why)                                                          \
+  do {                                                                        \
+    print_message("skipped: %s\n", (why));                                    \
+    skip();                                                                   \
+  } while (0)
+
 /* The path of the claimer binary (CLAIMER_BIN from meson). */
 const char *th_claimer_bin(void);
 

@@ -585,7 +585,7 @@ static void test_kill_latency(void **state) {
 static void test_reaper_db_restart(void **state) {
   (void)state;
   if (!th_pg.own)
-    skip(); /* an external server is not ours to restart */
+    th_skip("an external server (CLAIMER_TEST_DSN) is not ours to restart");
   world_t w;
   world_up(&w, "reaper_restart", 0);
   pid_t reaper = start_reaper(&w, "reaper-rs", "0.2s", "3");

@@ -352,7 +352,7 @@ static void test_sigterm_drain(void **state) {
 static void test_db_restart(void **state) {
   (void)state;
   if (!th_pg.own)
-    skip(); /* an external server is not ours to restart */
+    th_skip("an external server (CLAIMER_TEST_DSN) is not ours to restart");
   enum { N = 1500 };
   char dsn[1024];
   assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn),
@@ -388,7 +388,8 @@ static void test_wrong_password(void **state) {
   char dsn[1024], tcp[1024];
   assert_int_equal(th_db_create(&th_pg, "work_pw", 1, dsn, sizeof dsn), 0);
   if (th_db_tcp_dsn(&th_pg, "work_pw", 0, tcp, sizeof tcp) != 0)
-    skip();
+    th_skip("needs the harness\'s own PostgreSQL (its TCP port and "
+            "claimer_pw role); CLAIMER_TEST_DSN is set");
   char bad[1200];
   snprintf(bad, sizeof bad, "%s user=claimer_pw password=s3cret-Planted",
            tcp);
@@ -608,7 +609,7 @@ static void test_in_process(void **state) {
   enum { N = 500 };
   const char *bin = getenv("EXAMPLE_WORKER_BIN");
   if (bin == NULL)
-    skip();
+    th_skip("EXAMPLE_WORKER_BIN is not set (run through meson test)");
   char dsn[1024];
   assert_int_equal(th_db_create(&th_pg, "work_inproc", 1, dsn, sizeof dsn),
                    0);
@@ -643,7 +644,8 @@ static void test_password_never_logged(void **state) {
   char dsn[1024], tcp[1024];
   assert_int_equal(th_db_create(&th_pg, "work_pwlog", 1, dsn, sizeof dsn), 0);
   if (th_db_tcp_dsn(&th_pg, "work_pwlog", 0, tcp, sizeof tcp) != 0)
-    skip();
+    th_skip("needs the harness\'s own PostgreSQL (its TCP port and "
+            "claimer_pw role); CLAIMER_TEST_DSN is set");
   char good[1200];
   snprintf(good, sizeof good, "%s user=claimer_pw password=right-password",
            tcp);
@@ -1101,7 +1103,8 @@ static void test_password_changed(void **state) {
   char dsn[1024], tcp[1024];
   assert_int_equal(th_db_create(&th_pg, "work_pwchg", 1, dsn, sizeof dsn), 0);
   if (th_db_tcp_dsn(&th_pg, "work_pwchg", 0, tcp, sizeof tcp) != 0)
-    skip();
+    th_skip("needs the harness\'s own PostgreSQL (its TCP port and "
+            "claimer_pw role); CLAIMER_TEST_DSN is set");
   char good[1200];
   snprintf(good, sizeof good, "%s user=claimer_pw password=right-password",
            tcp);
