@@ -1099,6 +1099,15 @@ static int fill_random(unsigned char *buf, size_t n) {
   return got == n ? 0 : -1;
 }
 
+size_t cl__mask_span(char *s, size_t at, size_t len) {
+  size_t total = strlen(s);
+  size_t stars = len < 3 ? len : 3;
+  memset(s + at, '*', stars);
+  memmove(s + at + stars, s + at + len, total - at - len + 1);
+  memset(s + total - (len - stars), 0, len - stars);
+  return stars;
+}
+
 /* A random double in [0, 1), for jitter.  Not rand(): that is never
  * seeded in a library (workers restarted together would stay in
  * lockstep), and drawing from it would disturb the host program's

@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "internal.h"
 #include "worker.h"
 
 /* How much of a bad value a message quotes back. */
@@ -857,18 +858,6 @@ static int check_url(const char *s, char *err, size_t errlen) {
   return 0;
 }
 
-/* Replaces s[at..at+len) by "***" (by as many '*' as it has bytes when
- * shorter), moves the rest of s up and zeroes the bytes it left, so s
- * never grows.  Returns the length of what replaced the span. */
-static size_t mask_span(char *s, size_t at, size_t len) {
-  size_t total = strlen(s);
-  size_t stars = len < 3 ? len : 3;
-  memset(s + at, '*', stars);
-  memmove(s + at + stars, s + at + len, total - at - len + 1);
-  memset(s + total - (len - stars), 0, len - stars);
-  return stars;
-}
-
 void cl_config_mask_url(char *url) {
   const char *auth;
   size_t alen;
@@ -885,7 +874,7 @@ void cl_config_mask_url(char *url) {
       const char *eq = memchr(url + i, '=', end - i);
       if (eq != NULL && (size_t)(eq - url) + 1 < end) {
         size_t v = (size_t)(eq - url) + 1;
-        end = v + mask_span(url, v, end - v);
+        end = v + cl__mask_span(url, v, end - v);
       }
       i = url[end] == '&' || url[end] == ';' ? end + 1 : end;
     }
@@ -899,7 +888,7 @@ void cl_config_mask_url(char *url) {
   const char *colon =
       at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
   if (colon != NULL && colon + 1 < at)
-    (void)mask_span(url, (size_t)(colon + 1 - url), (size_t)(at - colon - 1));
+    (void)cl__mask_span(url, (size_t)(colon + 1 - url), (size_t)(at - colon - 1));
 }
 
 /* Returns a malloc'd copy of url masked by cl_config_mask_url(); NULL when

@@ -53,6 +53,12 @@ char *cl__array_literal(const char *const *elems, size_t n);
 /* Returns a malloc'd copy of s (NULL stays NULL); on failure NULL. */
 char *cl__strdup(const char *s);
 
+/* Replaces s[at..at+len) by "***" (by as many '*' as it has bytes when
+ * shorter), moves the rest of s up and zeroes the bytes it left, so s
+ * never grows (a masked argv string stays in place).  Returns the length
+ * of what replaced the span.  Used for config output and process titles. */
+size_t cl__mask_span(char *s, size_t at, size_t len);
+
 /* A random double in [0, 1) from a per-thread source seeded by the
  * kernel (for jitter; never rand()). */
 double cl__random_unit(void);

@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "internal.h"
 
 void cli_put_json_string(FILE *out, const char *s) {
   json_object *o = json_object_new_string(s);
@@ -144,18 +145,6 @@ static char *keep(const char *s, size_t len) {
   return k->s;
 }
 
-/* Replaces s[at..at+len) by "***" (fewer stars when shorter), moves the
- * rest of s up and zeroes the bytes it freed: an argument never grows.
- * Returns the length of the stars. */
-static size_t mask_span(char *s, size_t at, size_t len) {
-  size_t total = strlen(s);
-  size_t stars = len < 3 ? len : 3;
-  memset(s + at, '*', stars);
-  memmove(s + at + stars, s + at + len, total - at - len + 1);
-  memset(s + total - (len - stars), 0, len - stars);
-  return stars;
-}
-
 static int is_secret_key(const char *k, size_t n) {
   return (n == 8 && strncmp(k, "password", 8) == 0) ||
          (n == 11 && strncmp(k, "sslpassword", 11) == 0);
@@ -185,7 +174,7 @@ static void mask_dsn_uri(char *s, size_t scheme_len) {
         size_t v = i + klen + 1;
         if (v < end && (is_secret_key(s + i, klen) ||
                         is_nested_dsn(s + i, klen, s + v, end - v)))
-          end = v + mask_span(s, v, end - v);
+          end = v + cl__mask_span(s, v, end - v);
       }
       i = s[end] == '&' ? end + 1 : end;
     }
@@ -196,7 +185,7 @@ static void mask_dsn_uri(char *s, size_t scheme_len) {
     return;
   char *colon = memchr(auth, ':', alen);
   if (colon != NULL && colon + 1 < auth + alen)
-    (void)mask_span(s, (size_t)(colon + 1 - s),
+    (void)cl__mask_span(s, (size_t)(colon + 1 - s),
                     (size_t)(auth + alen - colon - 1));
 }
 
@@ -244,7 +233,7 @@ static void mask_dsn(char *s) {
     }
     if (i > v && (is_secret_key(s + key, klen) ||
                   is_nested_dsn(s + key, klen, s + v, i - v)))
-      i = v + mask_span(s, v, i - v);
+      i = v + cl__mask_span(s, v, i - v);
     if (quoted && s[i] == '\'')
       i++;
   }

@@ -5,7 +5,12 @@
  * /proc/PID/cmdline; --dsn-file takes a DSN from a file that only its
  * owner may read, on every command, whose --help says where else a DSN
  * and a password can come from; and `config check` takes --dsn and
- * --dsn-file and shows the DSN redacted.
+ * --dsn-file and shows the DSN redacted.  The children claimer starts
+ * (an exec handler of `claimer work`, an exec hook of `claimer reap`),
+ * with the database's credentials in the daemon's environment
+ * (CLAIMER_DSN with a password, PGPASSWORD, PGPASSFILE, PGSERVICEFILE,
+ * PGSSLKEY), see none of them; and a handler command of several lines
+ * runs every line, as `sh -c` does.
  *
  * The daemons log in in as the harness's role claimer_pw, whose password
  * the server really checks (scram-sha-256 over TCP), so a scrubbed
@@ -85,6 +90,11 @@ static void password_dsn(const char *name, char *dsn, size_t n) {
   assert_int_equal(th_db_create(&th_pg, name, 1, sock, sizeof sock), 0);
   assert_int_equal(th_db_tcp_dsn(&th_pg, name, 0, tcp, sizeof tcp), 0);
   snprintf(dsn, n, "%s user=claimer_pw password=" PASSWORD, tcp);
+}
+
+/* The unix-socket DSN of database name, made afresh. */
+static void plain_dsn(const char *name, char *dsn, size_t n) {
+  assert_int_equal(th_db_create(&th_pg, name, 1, dsn, n), 0);
 }
 
 /* Starts `claimer ARGS...` (NULL-terminated) as a daemon, its output in
@@ -447,6 +457,147 @@ static void test_config_check_dsn(void **state) {
   free(out);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The children's environment                                                */
+
+/* The variables no child may see, set in the daemons' environment. */
+static void plant_credentials(const char *dsn) {
+  setenv("CLAIMER_DSN", dsn, 1);
+  setenv("PGPASSWORD", "pgpassword-Planted", 1);
+  setenv("PGPASSFILE", "/tmp/pgpassfile-Planted", 1);
+  setenv("PGSERVICEFILE", "/tmp/pgservicefile-Planted", 1);
+  setenv("PGSSLKEY", "/tmp/pgsslkey-Planted", 1);
+}
+
+static void unplant_credentials(void) {
+  unsetenv("CLAIMER_DSN");
+  unsetenv("PGPASSWORD");
+  unsetenv("PGPASSFILE");
+  unsetenv("PGSERVICEFILE");
+  unsetenv("PGSSLKEY");
+}
+
+static void assert_env_clean(const char *what, const char *env) {
+  if (env[0] == '\0')
+    fail_msg("%s: the environment dump is empty", what);
+  static const char *const unwanted[] = {
+      PASSWORD,        "pgpassword-Planted", "CLAIMER_DSN=",
+      "PGPASSWORD=",   "PGPASSFILE=",        "PGSERVICEFILE=",
+      "PGSSLKEY=",     "Planted",            NULL};
+  for (int i = 0; unwanted[i]; i++)
+    assert_lacks(what, env, unwanted[i]);
+  /* The rest of the environment is still there. */
+  assert_contains(what, env, "PATH=");
+}
+
+/* An exec handler of `claimer work` whose worker has CLAIMER_DSN (with a
+ * password), PGPASSWORD and the credential file variables: its `env`
+ * shows none of them, and has the job's variables. */
+static void test_handler_env(void **state) {
+  (void)state;
+  need_own_server();
+  char dsn[1200], cmd[400], dump[300];
+  password_dsn("sec_env", dsn, sizeof dsn);
+  snprintf(dump, sizeof dump, "%s/handler.env", tmpdir);
+  snprintf(cmd, sizeof cmd, "env > %s", dump);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload) VALUES "
+             "('env-1', 'env', '{}')");
+  plant_credentials(dsn);
+  const char *args[] = {"work", "--name", "env-w", "-q", "env", "--exec",
+                        cmd, NULL};
+  pid_t w = start("env-w", args);
+  unplant_credentials();
+  double end = th_now() + 30;
+  while (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = "
+                    "'done'") < 1 &&
+         th_now() < end)
+    sleep_s(0.05);
+  if (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'") !=
+      1) {
+    char *log = read_log("env-w");
+    fprintf(stderr, "---- env-w.log ----\n%s\n", log);
+    free(log);
+    fail_msg("the item was not done");
+  }
+  stop(w);
+  char *env = th_read_file(dump);
+  assert_env_clean("the handler's environment", env);
+  assert_contains("the handler's environment", env, "CLAIMER_ITEM_ID=env-1");
+  free(env);
+  PQfinish(p);
+}
+
+/* The reaper's exec hook, alike: an expired lease raises lease_expired,
+ * the hook dumps its environment. */
+static void test_hook_env(void **state) {
+  (void)state;
+  need_own_server();
+  char dsn[1200], cmd[400], dump[300];
+  password_dsn("sec_hook_env", dsn, sizeof dsn);
+  snprintf(dump, sizeof dump, "%s/hook.env", tmpdir);
+  snprintf(cmd, sizeof cmd, "env > %s", dump);
+  char *out = NULL;
+  assert_int_equal(run(&out, "enqueue", "--dsn", dsn, "-q", "h", "--id",
+                       "hook-1", NULL),
+                   0);
+  free(out);
+  assert_int_equal(run(&out, "claim", "--dsn", dsn, "-q", "h", NULL), 0);
+  free(out);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "UPDATE claimer.claims SET lease_until = now() - "
+             "interval '1 minute'");
+  plant_credentials(dsn);
+  const char *args[] = {"reap", "--once", "--hook-exec", cmd, NULL};
+  pid_t r = start("hook-env", args);
+  unplant_credentials();
+  int st = th_wait_exit(r, 60);
+  if (st != 4) {
+    char *log = read_log("hook-env");
+    fprintf(stderr, "---- hook-env.log ----\n%s\n", log);
+    free(log);
+    fail_msg("reap --once exited %d, expected 4 (new alerts)", st);
+  }
+  char *env = th_read_file(dump);
+  assert_env_clean("the hook's environment", env);
+  assert_contains("the hook's environment", env, "CLAIMER_ALERT_KIND=");
+  free(env);
+  PQfinish(p);
+}
+
+/* A handler command of two lines runs both. */
+static void test_multiline_exec(void **state) {
+  (void)state;
+  char dsn[1024], cmd[700], one[300], two[300];
+  plain_dsn("sec_lines", dsn, sizeof dsn);
+  snprintf(one, sizeof one, "%s/line-one", tmpdir);
+  snprintf(two, sizeof two, "%s/line-two", tmpdir);
+  snprintf(cmd, sizeof cmd, "echo first > %s\necho second > %s", one, two);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload) VALUES "
+             "('lines-1', 'lines', '{}')");
+  const char *args[] = {"work", "--dsn", dsn, "--name", "lines-w", "-q",
+                        "lines", "--exec", cmd, NULL};
+  pid_t w = start("lines-w", args);
+  double end = th_now() + 30;
+  while (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = "
+                    "'done'") < 1 &&
+         th_now() < end && th_wait_exit(w, 0.05) < 0)
+    ;
+  char *log = read_log("lines-w");
+  if (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'") !=
+      1)
+    fail_msg("the two-line command did not complete the item:\n%s", log);
+  free(log);
+  stop(w);
+  char *a = th_read_file(one), *b = th_read_file(two);
+  assert_string_equal(a, "first\n");
+  assert_string_equal(b, "second\n");
+  free(a);
+  free(b);
+  PQfinish(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_work_title),
@@ -454,6 +605,9 @@ int main(void) {
       cmocka_unit_test(test_dsn_file),
       cmocka_unit_test(test_help_names_sources),
       cmocka_unit_test(test_config_check_dsn),
+      cmocka_unit_test(test_handler_env),
+      cmocka_unit_test(test_hook_env),
+      cmocka_unit_test(test_multiline_exec),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("secrets", tests, group_setup,
