@@ -65,7 +65,6 @@ struct cl_job {
   int resends;
   int db_errors;
   int fallback; /* the failure is being recorded with a short stand-in */
-  int start_failed; /* released because its handler could not start */
 };
 
 typedef struct claim_ctx {
@@ -101,7 +100,6 @@ struct cl_worker {
   int start_streak;        /* failures in a row */
   long start_unwarned;     /* failures since the last warning */
   uint64_t start_warned_ms;
-  long n_start_failed;
   int started, stopping, closing, dereg_sent;
   int fatal_rc;
   int takeover; /* REGISTER may take the name from a holder known gone */
@@ -334,7 +332,6 @@ static int paused(cl_worker_t *w) {
  * help (0.25 s doubling to 10 s), and says so at most once a minute. */
 static void note_start_failure(cl_worker_t *w, const char *why) {
   uint64_t now = uv_now(w->loop);
-  w->n_start_failed++;
   w->start_unwarned++;
   /* The failures of jobs started before the pause began belong to the
    * same round: they do not lengthen it. */
@@ -606,7 +603,6 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
 int cl_job_release(cl_job_t *job, const char *why) {
   if (job == NULL || job->state != J_RUNNING)
     return CL_EINVAL;
-  job->start_failed = 1;
   note_start_failure(job->w, why ? why : "the handler could not start");
   return job_report(job, ACK_RELEASE);
 }
