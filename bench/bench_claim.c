@@ -19,7 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
+#include "embedded.h"
 
 static double now_s(void) {
   struct timespec ts;

@@ -59,7 +59,8 @@
 #include <sys/prctl.h>
 #endif
 
-#include "claimer.h"
+#include "claimer/claimer.h"
+#include "embedded.h"
 
 #define MAX_LIST 8
 #define CHUNK 1000000L
@@ -488,7 +489,7 @@ static int work_reset(PGconn *p) {
 }
 
 /* The statements of a cycle, in its order, by their prepared names, with
- * the arguments reaper.c passes for the default options. */
+ * the arguments reap.c passes for the default options. */
 typedef struct stmt_ref {
   const char *label, *name, *args;
 } stmt_ref_t;

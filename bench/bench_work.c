@@ -28,7 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
+#include "embedded.h"
 
 static double mono(void) {
   struct timespec ts;

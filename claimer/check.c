@@ -30,7 +30,7 @@
 #include <json-c/json_tokener.h>
 #include <libpq-fe.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "internal.h"
 
 /* How many levels of arrays and objects a payload may nest.  PostgreSQL

@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 /* The lowest negated errno value we recognise: every system's errno values
  * are far smaller than 999, and -1000 and below belong to CL_ERRNO_MAP. */

@@ -8,7 +8,7 @@
 
 #include <libpq-fe.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "sql.h"
 
 struct cl_conn {

@@ -9,7 +9,7 @@
 
 #include <libpq-fe.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 /* Marks outcome[0..n) created or existed; returns the number created. */
 int cl__parse_enqueue(PGresult *r, size_t n, int *outcome);

@@ -1,6 +1,6 @@
 /*
  * reap_steps.h: the steps of a reaper cycle, shared by the blocking driver
- * (cl_reap_cycle, reaper.c) and the one on a libuv loop (reaperd.c).  A
+ * (cl_reap_cycle, reap.c) and the one on a libuv loop (loop_reaper.c).  A
  * step is a statement of sql.h run in batches until a batch comes back
  * short; its rows are added up into a cl_cycle_info_t.  The order matters:
  * lost workers first, so the leases they held are due by the time the
@@ -12,7 +12,7 @@
 
 #include <libpq-fe.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "sql.h"
 
 typedef enum cl__rstep {

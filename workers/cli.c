@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "config.h"
 #include "internal.h"
+#include "embedded.h"
 
 void cli_put_json_string(FILE *out, const char *s) {
   json_object *o = json_object_new_string(s);

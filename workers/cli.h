@@ -10,7 +10,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 enum {
   EXIT_OK = 0,

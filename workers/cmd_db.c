@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "embedded.h"
 
 static void print_info(const cl_embedded_info_t *info) {
   printf("state dir:  %s\n"

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "embedded.h"
 
 static volatile sig_atomic_t worker_stop;
 

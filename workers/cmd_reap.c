@@ -4,7 +4,9 @@
  * database once, then runs the reaper of libclaimer (reaper.h) on a libuv
  * loop: a cycle every interval as a daemon, or one cycle and its alert
  * announcements with --once (for cron and systemd timers), whose exit
- * status says whether new alerts came up.
+ * status says whether new alerts came up.  The reaper's events become log
+ * lines; its announcements run the hooks (hook.h): the command first, then
+ * the POST, and the alert is sent when both succeeded.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -13,8 +15,9 @@
 
 #include "cli.h"
 #include "config.h"
+#include "hook.h"
 #include "log.h"
-#include "reaper.h"
+#include "claimer/reaper.h"
 
 enum { EXIT_NEW_ALERTS = 4 };
 
@@ -49,7 +52,91 @@ typedef struct reapd {
   int exit_rc;
   long raised;
   cl_reaper_stats_t st;
+  char *hook_exec, *hook_url; /* copied from the config; NULL: none */
+  double hook_timeout_s;
 } reapd_t;
+
+/* One announcement in progress: the hooks in turn. */
+typedef struct announce {
+  reapd_t *d;
+  cl_alert_t *alert;
+  int stage; /* 0: the command next, 1: the POST next, 2: all done */
+} announce_t;
+
+static void hook_next(announce_t *an);
+
+static void on_hook(void *arg, int ok, const char *error) {
+  announce_t *an = arg;
+  if (!ok) {
+    cl_alert_done(an->alert, 0, error);
+    free(an);
+    return;
+  }
+  hook_next(an);
+}
+
+/* Runs the next configured hook, or answers the alert when none is left. */
+static void hook_next(announce_t *an) {
+  reapd_t *d = an->d;
+  cl_alert_t *al = an->alert;
+  for (;;) {
+    int stage = an->stage++;
+    int rc;
+    if (stage == 0 && d->hook_exec != NULL) {
+      rc = cl__hook_exec(&d->loop, d->hook_exec, cl_alert_json(al),
+                         cl_alert_id(al), cl_alert_kind(al),
+                         cl_alert_subject(al), d->hook_timeout_s, on_hook, an);
+      if (rc != 0)
+        on_hook(an, 0, "exec hook: out of memory");
+      return;
+    }
+    if (stage == 1 && d->hook_url != NULL) {
+      rc = cl__hook_http(&d->loop, d->hook_url, cl_alert_json(al),
+                         d->hook_timeout_s, on_hook, an);
+      if (rc != 0)
+        on_hook(an, 0, "http hook: out of memory");
+      return;
+    }
+    if (stage >= 2) {
+      cl_alert_done(al, 1, NULL);
+      free(an);
+      return;
+    }
+  }
+}
+
+static void on_announce(void *arg, cl_alert_t *alert) {
+  announce_t *an = calloc(1, sizeof *an);
+  if (an == NULL) {
+    cl_alert_done(alert, 0, "out of memory");
+    return;
+  }
+  an->d = arg;
+  an->alert = alert;
+  hook_next(an);
+}
+
+/* The reaper's events as log lines.  reaper_started says which hooks run,
+ * which only this program knows: the fields go in before the DSN. */
+static void on_event(void *arg, cl_level_t level, const char *event,
+                     const cl_field_t *f, size_t n) {
+  reapd_t *d = arg;
+  if (strcmp(event, "reaper_started") != 0 || n + 2 > 32) {
+    cl_log_event(NULL, level, event, f, n);
+    return;
+  }
+  cl_field_t g[32];
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(f[i].key, "announce") == 0) {
+      g[m++] = (cl_field_t){"hook_exec", d->hook_exec ? "yes" : "no", 0};
+      g[m++] = (cl_field_t){"hook_url", d->hook_url ? "yes" : "no", 0};
+      continue;
+    }
+    g[m++] = f[i];
+  }
+  cl_log_event(NULL, level, event, g, m);
+}
 
 static void usage(FILE *out) {
   fprintf(
@@ -177,13 +264,13 @@ static void on_stop_signal(uv_signal_t *s, int signum) {
   if (d->r == NULL)
     return;
   if (++d->signals_seen > 1) {
-    cl_log(CL_LOG_WARNING, "signal", "signal", strsignal(signum), "action",
+    cl_log(CL_LEVEL_WARNING, "signal", "signal", strsignal(signum), "action",
            "exit now; hooks still running are abandoned, their alerts "
            "announced again later",
            NULL);
     _exit(EXIT_ERROR);
   }
-  cl_log(CL_LOG_INFO, "signal", "signal", strsignal(signum), "action",
+  cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action",
          "stop", NULL);
   /* An interrupted --once did not do its job: say so in the status. */
   if (d->once)
@@ -195,7 +282,7 @@ static void on_stop_signal(uv_signal_t *s, int signum) {
 static void on_hup(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  cl_log(CL_LOG_WARNING, "reload_unsupported", "action",
+  cl_log(CL_LEVEL_WARNING, "reload_unsupported", "action",
          "restart the reaper to apply a changed config", NULL);
 }
 
@@ -275,10 +362,18 @@ int cmd_reap(int argc, char **argv) {
   rc_.cycle.retention_dead_s = cfg.reaper.retention.dead_s;
   rc_.cycle.retention_alerts_s = cfg.reaper.retention.alerts_s;
   rc_.cycle.retention_workers_s = cfg.reaper.retention.workers_s;
-  rc_.hook_exec = cfg.reaper.hook.exec;
-  rc_.hook_url = cfg.reaper.hook.url;
-  rc_.hook_timeout_s = cfg.reaper.hook.timeout_s;
-  rc_.hook_max_attempts = cfg.reaper.hook.max_attempts;
+  d.hook_timeout_s = cfg.reaper.hook.timeout_s;
+  if (cfg.reaper.hook.exec != NULL || cfg.reaper.hook.url != NULL) {
+    rc_.announce = on_announce;
+    /* The hooks run one after the other, each up to its timeout. */
+    rc_.announce_timeout_s = d.hook_timeout_s *
+                             ((cfg.reaper.hook.exec != NULL) +
+                              (cfg.reaper.hook.url != NULL));
+  }
+  rc_.announce_max_attempts = cfg.reaper.hook.max_attempts;
+  rc_.events = cl_log_events();
+  rc_.events.cb = on_event;
+  rc_.events.arg = &d;
   rc_.policy = cl_config_queue_policy_set(&cfg);
   rc_.max_attempts = cfg.reaper.max_attempts;
   rc_.backoff_s = cfg.reaper.backoff_s;
@@ -294,14 +389,28 @@ int cmd_reap(int argc, char **argv) {
   rc_.arg = &d;
 
   signal(SIGPIPE, SIG_IGN);
-  uv_loop_init(&d.loop);
   char err[512];
-  int rc = cl_reaper_new(&d.r, &d.loop, &rc_, err, sizeof err);
+  int rc = 0;
+  if ((cfg.reaper.hook.exec != NULL &&
+       (d.hook_exec = strdup(cfg.reaper.hook.exec)) == NULL) ||
+      (cfg.reaper.hook.url != NULL &&
+       (d.hook_url = strdup(cfg.reaper.hook.url)) == NULL)) {
+    snprintf(err, sizeof err, "out of memory");
+    rc = CL_ENOMEM;
+  } else if (d.hook_url != NULL && cl__hook_http_init() != 0) {
+    snprintf(err, sizeof err, "cannot set up libcurl");
+    rc = CL_ENOMEM;
+  }
+  uv_loop_init(&d.loop);
+  if (rc == 0)
+    rc = cl_reaper_new(&d.r, &d.loop, &rc_, err, sizeof err);
   free(dsn);
-  cl_config_free(&cfg); /* the reaper copied what it keeps */
+  cl_config_free(&cfg); /* the reaper copied what it keeps, d the hooks */
   if (rc != 0) {
     cli_err("%s", err);
     uv_loop_close(&d.loop);
+    free(d.hook_exec);
+    free(d.hook_url);
     return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
   }
   uv_signal_init(&d.loop, &d.sigterm);
@@ -311,8 +420,15 @@ int cmd_reap(int argc, char **argv) {
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&d.sighup, on_hup, SIGHUP);
-  (void)cl_reaper_start(d.r);
+  if ((rc = cl_reaper_start(d.r)) != 0) {
+    /* Only a second start fails; stop cleanly all the same. */
+    cli_err("cannot start the reaper: %s", cl_strerror(rc));
+    d.exit_rc = EXIT_ERROR;
+    cl_reaper_stop(d.r);
+  }
   uv_run(&d.loop, UV_RUN_DEFAULT);
+  free(d.hook_exec);
+  free(d.hook_url);
   if (uv_loop_close(&d.loop) != 0) {
     cli_err("internal error: the loop still had handles open at exit");
     d.exit_rc = EXIT_ERROR;

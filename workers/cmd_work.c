@@ -16,7 +16,7 @@
 #include "config.h"
 #include "exec_handler.h"
 #include "log.h"
-#include "worker.h"
+#include "claimer/worker.h"
 
 typedef struct daemon {
   uv_loop_t loop;
@@ -170,12 +170,12 @@ static void on_stop_signal(uv_signal_t *s, int signum) {
   if (d->w == NULL)
     return;
   if (++d->signals_seen == 1) {
-    cl_log(CL_LOG_INFO, "signal", "signal", strsignal(signum), "action",
+    cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action",
            "drain", NULL);
     cl_worker_stop(d->w);
     return;
   }
-  cl_log(CL_LOG_WARNING, "signal", "signal", strsignal(signum), "action",
+  cl_log(CL_LEVEL_WARNING, "signal", "signal", strsignal(signum), "action",
          "exit now; running handlers killed, their leases will expire",
          "running", CL_LOG_INT(cl_worker_running(d->w)), NULL);
   xhandler_kill_all(&d->xh);
@@ -192,7 +192,7 @@ static void on_hup(uv_signal_t *s, int signum) {
   char why[1024];
   if (load_config(&fresh, d->config_path, d->flags, why, sizeof why) !=
       EXIT_OK) {
-    cl_log(CL_LOG_ERROR, "reload_failed", "file",
+    cl_log(CL_LEVEL_ERROR, "reload_failed", "file",
            d->config_path ? d->config_path : "(none)", "error", why, "action",
            "kept the running config", NULL);
     return;
@@ -224,6 +224,7 @@ static void on_hup(uv_signal_t *s, int signum) {
         old->worker.queues[i].weight != fresh.worker.queues[i].weight)
       needs_restart = "worker.queues";
   cl_log_setup(fresh.log_format, fresh.log_level, 2);
+  cl_worker_set_event_level(d->w, fresh.log_level);
   cl_worker_set_concurrency(d->w, fresh.worker.concurrency);
   /* The handler reads these per job; the strings move to the new config. */
   d->xh.command = fresh.worker.command;
@@ -232,7 +233,7 @@ static void on_hup(uv_signal_t *s, int signum) {
   d->xh.kill_grace_s = fresh.worker.kill_grace_s;
   cl_config_free(old);
   d->cfg = fresh;
-  cl_log(CL_LOG_INFO, "reloaded", "file",
+  cl_log(CL_LEVEL_INFO, "reloaded", "file",
          d->config_path ? d->config_path : "(none)", "concurrency",
          CL_LOG_INT(fresh.worker.concurrency), "needs_restart",
          needs_restart ? needs_restart : "nothing", NULL);
@@ -348,6 +349,7 @@ int cmd_work(int argc, char **argv) {
   wo.poll_s = d.cfg.worker.poll_s;
   wo.timeout_s = d.cfg.worker.timeout_s;
   wo.drain_s = d.cfg.worker.drain_s;
+  wo.events = cl_log_events();
   wo.on_exit = on_worker_exit;
   wo.arg = &d;
   char err[512];
@@ -379,7 +381,7 @@ int cmd_work(int argc, char **argv) {
             uv_err_name(rc));
     d.exit_rc = EXIT_ERROR;
   } else {
-    cl_log(CL_LOG_INFO, "exit", "status", CL_LOG_INT(d.exit_rc),
+    cl_log(CL_LEVEL_INFO, "exit", "status", CL_LOG_INT(d.exit_rc),
            "loop_closed", "true", NULL);
   }
   cl_config_free(&d.cfg);

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "worker.h"
+#include "claimer/worker.h"
 
 typedef struct work {
   cl_job_t *job;
@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
   }
   int concurrency = argc > 3 ? atoi(argv[3]) : 8;
   delay_ms = argc > 4 ? atol(argv[4]) : 0;
-  cl_log_setup(CL_LOG_LOGFMT, CL_LOG_INFO, 2);
+  cl_log_setup(CL_LOG_LOGFMT, CL_LEVEL_INFO, 2);
   uv_loop_t loop;
   uv_loop_init(&loop);
   uv_signal_t sigs[2];
@@ -105,6 +105,7 @@ int main(int argc, char **argv) {
   cl_worker_opts_init(&o);
   o.dsn = argv[1];
   o.concurrency = concurrency;
+  o.events = cl_log_events();
   o.on_exit = on_exit_cb;
   o.arg = sigs;
   char err[256] = "cannot add the queue (see cl_check_queue)";

@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "exec_handler.h"
 #include "log.h"
 #include "proc.h"

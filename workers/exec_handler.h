@@ -7,7 +7,7 @@
 
 #include <uv.h>
 
-#include "worker.h"
+#include "claimer/worker.h"
 
 typedef struct xjob xjob_t;
 

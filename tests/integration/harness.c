@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "proc.h"
 
 double th_now(void) {

@@ -26,7 +26,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 static char tmpdir[] = "/tmp/claimer-alerts-XXXXXX";

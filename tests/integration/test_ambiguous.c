@@ -29,7 +29,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 enum { BATCH = 1000 };

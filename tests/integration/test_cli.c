@@ -25,7 +25,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 enum { MAX_ARGS = 32, NDJSON_LINES = 2000 };

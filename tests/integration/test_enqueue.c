@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 enum { IDS = 10000, PRODUCERS = 8 };

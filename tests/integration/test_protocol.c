@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 

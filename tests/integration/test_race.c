@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 enum { ITEMS = 10000, PROCS = 8, BATCH = 8 };

@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 
 enum { ITEMS = 10000 };

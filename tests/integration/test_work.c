@@ -26,7 +26,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "harness.h"
 #include "proc.h"
 

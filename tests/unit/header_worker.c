@@ -1,5 +1,5 @@
 /* Compiles worker.h alone: nothing included before it. */
-#include "worker.h"
+#include "claimer/worker.h"
 
 int header_worker_ok(void);
 int header_worker_ok(void) { return 1; }

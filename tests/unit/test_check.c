@@ -17,7 +17,7 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "internal.h"
 
 #define ERRLEN 512

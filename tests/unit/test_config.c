@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "config.h"
 
 #define ERRLEN 1024
@@ -161,7 +161,7 @@ static void defaults(void **state) {
   cl_config_init(&cfg);
   assert_null(cfg.dsn);
   assert_int_equal(cfg.log_format, CL_LOG_LOGFMT);
-  assert_int_equal(cfg.log_level, CL_LOG_INFO);
+  assert_int_equal(cfg.log_level, CL_LEVEL_INFO);
   assert_null(cfg.worker.name);
   assert_null(cfg.worker.queues);
   assert_int_equal(cfg.worker.nqueues, 0);
@@ -215,7 +215,7 @@ static void full_file(void **state) {
   load_ok(&cfg, full_yaml);
   assert_string_equal(cfg.dsn, "postgresql://user:secret@db1/claims");
   assert_int_equal(cfg.log_format, CL_LOG_JSON);
-  assert_int_equal(cfg.log_level, CL_LOG_DEBUG);
+  assert_int_equal(cfg.log_level, CL_LEVEL_DEBUG);
   assert_string_equal(cfg.worker.name, "web-1");
   assert_int_equal(cfg.worker.nqueues, 2);
   assert_string_equal(cfg.worker.queues[0].name, "emails");
@@ -907,7 +907,7 @@ static void environment(void **state) {
   assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
   assert_int_equal(cfg.worker.concurrency, 12);
   assert_true(cfg.worker.lease_s == 60);
-  assert_int_equal(cfg.log_level, CL_LOG_DEBUG);
+  assert_int_equal(cfg.log_level, CL_LEVEL_DEBUG);
   assert_true(cfg.worker.poll_s == 0.5);
   assert_int_equal(cfg.worker.result_max, 65536);
   assert_int_equal(cfg.worker.nqueues, 3);

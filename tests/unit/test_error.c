@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 typedef struct expected {
   int code;

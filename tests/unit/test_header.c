@@ -1,9 +1,11 @@
 /*
  * test_header.c: the public header compiles on its own (nothing included
- * before it) and its error list is usable from a program.  worker.h, log.h
- * and config.h each compile alone in header_*.c, linked in here.
+ * before it) and its error list is usable from a program.  The other
+ * public headers (worker.h, reaper.h) each compile alone in header_*.c,
+ * built with include/ as their only include directory; the programs'
+ * log.h and config.h likewise.
  */
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,14 +18,16 @@
 int header_worker_ok(void);
 int header_log_ok(void);
 int header_config_ok(void);
+int header_reaper_ok(void);
 
 static void test_alone(void **state) {
   (void)state;
   assert_string_equal(cl_err_name(CL_ELEASE_LOST), "CL_ELEASE_LOST");
   assert_true(strlen(cl_strerror(CL_EDSN)) > 0);
   assert_int_equal(cl_schema_version() >= 1, 1);
-  assert_int_equal(header_worker_ok() + header_log_ok() + header_config_ok(),
-                   3);
+  assert_int_equal(header_worker_ok() + header_reaper_ok() + header_log_ok() +
+                       header_config_ok(),
+                   4);
 }
 
 int main(void) {

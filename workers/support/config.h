@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,12 +54,6 @@ extern "C" {
 #define CL_CONFIG_QUEUES_MAX 256
 
 typedef enum cl_log_format { CL_LOG_LOGFMT, CL_LOG_JSON } cl_log_format_t;
-typedef enum cl_log_level {
-  CL_LOG_DEBUG,
-  CL_LOG_INFO,
-  CL_LOG_WARNING,
-  CL_LOG_ERROR
-} cl_log_level_t;
 
 typedef struct cl_config_queue {
   char *name;
@@ -71,7 +65,7 @@ typedef struct cl_config {
                                  cl_config_apply_env; with neither, the
                                  caller picks the embedded PostgreSQL) */
   cl_log_format_t log_format; /* default logfmt */
-  cl_log_level_t log_level;   /* default info */
+  cl_level_t log_level;   /* default info */
   struct {
     char *name;                /* NULL: the caller picks host:pid */
     cl_config_queue_t *queues; /* default: none (the worker needs >= 1) */
@@ -130,12 +124,12 @@ typedef struct cl_config {
 
 /* Fills cfg with the defaults (no allocation; cl_config_free() is still
  * the way to dispose of it once anything has been loaded). */
-CL_EXTERN void cl_config_init(cl_config_t *cfg);
+void cl_config_init(cl_config_t *cfg);
 /* Frees what cfg owns and leaves it holding the defaults.  Accepts NULL. */
-CL_EXTERN void cl_config_free(cl_config_t *cfg);
+void cl_config_free(cl_config_t *cfg);
 /* Makes dst (uninitialised) a deep copy of src.  Returns 0 or CL_ENOMEM
  * (dst then holds the defaults). */
-CL_EXTERN CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
+CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
                                            const cl_config_t *src);
 
 /* The loaders, cl_config_apply_env() and cl_config_set() all leave cfg
@@ -147,12 +141,12 @@ CL_EXTERN CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
 
 /* Reads the YAML file at path (at most CL_CONFIG_FILE_MAX bytes) over cfg:
  * keys the file sets replace the values in cfg, the others stay. */
-CL_EXTERN CL_MUST_CHECK int cl_config_load_file(cl_config_t *cfg,
+CL_MUST_CHECK int cl_config_load_file(cl_config_t *cfg,
                                                 const char *path, char *err,
                                                 size_t errlen);
 /* The same for the YAML text[0..len); name stands for the file's path in
  * messages and origins. */
-CL_EXTERN CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg,
+CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg,
                                                   const char *text, size_t len,
                                                   const char *name, char *err,
                                                   size_t errlen);
@@ -160,16 +154,16 @@ CL_EXTERN CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg,
  * key (CLAIMER_DSN, CLAIMER_WORKER_LEASE, ...).  Other CLAIMER_* variables
  * are none of its business and are ignored.  An empty value is a value
  * (and usually a bad one), not an absence. */
-CL_EXTERN CL_MUST_CHECK int cl_config_apply_env(cl_config_t *cfg, char *err,
+CL_MUST_CHECK int cl_config_apply_env(cl_config_t *cfg, char *err,
                                                 size_t errlen);
 /* Sets the key at path (such as "worker.concurrency") from its text form,
  * recording origin (copied; such as "flag --concurrency"; NULL: "set"). */
-CL_EXTERN CL_MUST_CHECK int cl_config_set(cl_config_t *cfg, const char *path,
+CL_MUST_CHECK int cl_config_set(cl_config_t *cfg, const char *path,
                                           const char *value, const char *origin,
                                           char *err, size_t errlen);
 /* Checks every value against its range and the rules between keys (the
  * heartbeat shorter than the lease).  Returns 0 or CL_ECONFIG. */
-CL_EXTERN CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
+CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
                                                char *err, size_t errlen);
 
 /* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
@@ -178,7 +172,7 @@ CL_EXTERN CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
  * reaper.hook.url are shown with their passwords replaced by "***", and
  * the url's query values too (cl_config_mask_url).  Returns 0, CL_EIO when
  * out could not be written, or CL_ENOMEM. */
-CL_EXTERN int cl_config_print(const cl_config_t *cfg, FILE *out);
+int cl_config_print(const cl_config_t *cfg, FILE *out);
 
 /* Masks, in place, what of an http(s) URL may be a secret: the password of
  * its userinfo ("https://user:***@host") and the value of every query
@@ -187,24 +181,24 @@ CL_EXTERN int cl_config_print(const cl_config_t *cfg, FILE *out);
  * rest moves up, so url never grows (the freed bytes are zeroed): it can
  * rewrite a command-line argument in place.  Text without "SCHEME://", or
  * NULL, is left alone. */
-CL_EXTERN void cl_config_mask_url(char *url);
+void cl_config_mask_url(char *url);
 
 /* Returns where the value of the key at path came from ("default" when
  * never set), owned by cfg; NULL when there is no such key. */
-CL_EXTERN const char *cl_config_origin(const cl_config_t *cfg,
+const char *cl_config_origin(const cl_config_t *cfg,
                                        const char *path);
 /* The values the worker runs with when a key says "0 = automatic": the
  * heartbeat interval (lease/3 when unset) and the prefetch (concurrency/4
  * rounded up when unset). */
-CL_EXTERN double cl_config_heartbeat_s(const cl_config_t *cfg);
-CL_EXTERN int cl_config_prefetch(const cl_config_t *cfg);
+double cl_config_heartbeat_s(const cl_config_t *cfg);
+int cl_config_prefetch(const cl_config_t *cfg);
 /* Returns 1 when cfg carries a queue retry policy: any of reaper.
  * max_attempts, backoff, backoff_max, queue_max_attempts or queue_backoff
  * was set by a file, the environment or cl_config_set() (even to its
  * default value); 0 when all five are defaults.  The reaper writes the
  * policy to the database only then, so that a reaper without one never
  * overwrites another's. */
-CL_EXTERN int cl_config_queue_policy_set(const cl_config_t *cfg);
+int cl_config_queue_policy_set(const cl_config_t *cfg);
 
 #ifdef __cplusplus
 }

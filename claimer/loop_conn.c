@@ -1,5 +1,5 @@
 /*
- * aconn.c: a libpq connection on a libuv loop (see aconn.h for the
+ * loop_conn.c: a libpq connection on a libuv loop (see loop_conn.h for the
  * contract).  The connection is one explicit state machine:
  *
  *   IDLE --start--> CONNECTING --ok--> UP --break--> WAITING --timer-->
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aconn.h"
+#include "loop_conn.h"
 #include "internal.h"
 
 enum state { IDLE, CONNECTING, UP, WAITING, GAVE_UP, CLOSED };
@@ -29,7 +29,7 @@ typedef struct req {
   cl__stmt_id_t id;
   char **params; /* one allocation: pointers then the strings */
   char *sql;       /* REQ_SQL: the text, owned */
-  cl__aconn_cb cb;
+  cl__loop_conn_cb cb;
   void *arg;
   PGresult *res;
   int synced_wait; /* 1: result complete, waiting for the Sync */
@@ -42,14 +42,14 @@ typedef struct reqq {
 
 typedef struct pollh {
   uv_poll_t h;
-  cl__aconn_t *a;
+  cl__loop_conn_t *a;
 } pollh_t;
 
-struct cl__aconn {
+struct cl__loop_conn {
   uv_loop_t *loop;
   cl_conn_t *c; /* dsn, redacted dsn, the PGconn, the last error */
   char **channels;
-  cl__aconn_hooks_t hooks;
+  cl__loop_conn_hooks_t hooks;
   void *arg;
   enum state state;
   pollh_t *poll;
@@ -127,7 +127,7 @@ unsigned cl__backoff_ms(unsigned failures, double unit_random) {
 /* ------------------------------------------------------------------------ */
 /* Handles                                                                   */
 
-static void maybe_free(cl__aconn_t *a) {
+static void maybe_free(cl__loop_conn_t *a) {
   if (a->state != CLOSED || a->handles_open > 0)
     return;
   void (*cb)(void *) = a->closed_cb;
@@ -143,19 +143,19 @@ static void maybe_free(cl__aconn_t *a) {
 
 static void on_poll_closed(uv_handle_t *h) {
   pollh_t *p = h->data;
-  cl__aconn_t *a = p->a;
+  cl__loop_conn_t *a = p->a;
   free(p);
   a->handles_open--;
   maybe_free(a);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
-  cl__aconn_t *a = h->data;
+  cl__loop_conn_t *a = h->data;
   a->handles_open--;
   maybe_free(a);
 }
 
-static void poll_drop(cl__aconn_t *a) {
+static void poll_drop(cl__loop_conn_t *a) {
   if (a->poll == NULL)
     return;
   uv_poll_stop(&a->poll->h);
@@ -169,7 +169,7 @@ static void on_poll(uv_poll_t *h, int status, int events);
 
 /* Watches the connection's current socket for events; a new socket (libpq
  * may move to another host) gets a new poll handle. */
-static int poll_watch(cl__aconn_t *a, int events) {
+static int poll_watch(cl__loop_conn_t *a, int events) {
   int fd = PQsocket(a->c->pg);
   if (fd < 0)
     return -1;
@@ -201,10 +201,10 @@ static int poll_watch(cl__aconn_t *a, int events) {
 /* ------------------------------------------------------------------------ */
 /* Losing and making the session                                            */
 
-static void begin_connect(cl__aconn_t *a);
+static void begin_connect(cl__loop_conn_t *a);
 
 static void on_retry_timer(uv_timer_t *t) {
-  cl__aconn_t *a = t->data;
+  cl__loop_conn_t *a = t->data;
   if (a->state == WAITING)
     begin_connect(a);
 }
@@ -212,7 +212,7 @@ static void on_retry_timer(uv_timer_t *t) {
 /* Ends the session: every sent request is answered CL_ECONNLOST (queued
  * ones wait for the next session), then the down hook runs and, unless
  * given up, a reconnect is scheduled. */
-static void session_lost(cl__aconn_t *a, int rc) {
+static void session_lost(cl__loop_conn_t *a, int rc) {
   poll_drop(a);
   uv_timer_stop(&a->timer);
   if (a->c->pg != NULL) {
@@ -253,16 +253,16 @@ static void session_lost(cl__aconn_t *a, int rc) {
 }
 
 static void on_connect_deadline(uv_timer_t *t) {
-  cl__aconn_t *a = t->data;
+  cl__loop_conn_t *a = t->data;
   if (a->state != CONNECTING)
     return;
   cl__set_error(a->c, "08001", "cannot connect: no answer within 10 s");
   session_lost(a, CL_ECONNECT);
 }
 
-static void pump(cl__aconn_t *a);
+static void pump(cl__loop_conn_t *a);
 
-static void session_up(cl__aconn_t *a) {
+static void session_up(cl__loop_conn_t *a) {
   PGconn *pg = a->c->pg;
   uv_timer_stop(&a->timer);
   PQsetNoticeProcessor(pg, cl__ignore_notice, NULL);
@@ -299,7 +299,7 @@ static void session_up(cl__aconn_t *a) {
     pump(a);
 }
 
-static void connect_step(cl__aconn_t *a) {
+static void connect_step(cl__loop_conn_t *a) {
   PostgresPollingStatusType st = PQconnectPoll(a->c->pg);
   /* libpq may have closed the socket and opened another for the next host
    * or address, possibly under the same number: watch it afresh. */
@@ -329,7 +329,7 @@ fail:;
   session_lost(a, rc);
 }
 
-static void begin_connect(cl__aconn_t *a) {
+static void begin_connect(cl__loop_conn_t *a) {
   /* Keepalives find a silent peer when idle; tcp_user_timeout when data
    * is unacknowledged (a half-open connection after a partition).  The
    * dsn, expanded last, may override them all. */
@@ -359,7 +359,7 @@ static void begin_connect(cl__aconn_t *a) {
 
 /* Sends what is queued, then flushes; watches for writable while libpq
  * still holds output. */
-static void pump(cl__aconn_t *a) {
+static void pump(cl__loop_conn_t *a) {
   PGconn *pg = a->c->pg;
   while (a->state == UP && a->queued.head != NULL) {
     req_t *r = q_pop(&a->queued);
@@ -415,7 +415,7 @@ static void pump(cl__aconn_t *a) {
 }
 
 /* Hands out the NOTIFYs that have arrived. */
-static void drain_notifies(cl__aconn_t *a) {
+static void drain_notifies(cl__loop_conn_t *a) {
   for (PGnotify *n; a->state == UP && (n = PQnotifies(a->c->pg)) != NULL;) {
     if (a->hooks.notify)
       a->hooks.notify(a->arg, n->relname, n->extra);
@@ -424,7 +424,7 @@ static void drain_notifies(cl__aconn_t *a) {
 }
 
 /* Consumes the results that are complete, strictly in the order sent. */
-static void drain_results(cl__aconn_t *a) {
+static void drain_results(cl__loop_conn_t *a) {
   PGconn *pg = a->c->pg;
   while (a->state == UP && a->sent.head != NULL && !PQisBusy(pg)) {
     req_t *r = a->sent.head;
@@ -472,7 +472,7 @@ static void drain_results(cl__aconn_t *a) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   pollh_t *p = h->data;
-  cl__aconn_t *a = p->a;
+  cl__loop_conn_t *a = p->a;
   if (a->poll != p)
     return;
   if (a->state == CONNECTING) {
@@ -512,11 +512,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 /* ------------------------------------------------------------------------ */
 /* The interface                                                             */
 
-int cl__aconn_new(cl__aconn_t **out, uv_loop_t *loop, const char *dsn,
-                  const char *const *channels, const cl__aconn_hooks_t *hooks,
+int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
+                  const char *const *channels, const cl__loop_conn_hooks_t *hooks,
                   void *arg) {
   *out = NULL;
-  cl__aconn_t *a = calloc(1, sizeof *a);
+  cl__loop_conn_t *a = calloc(1, sizeof *a);
   if (a == NULL)
     return CL_ENOMEM;
   int rc = cl_conn_new(&a->c, dsn);
@@ -551,13 +551,13 @@ int cl__aconn_new(cl__aconn_t **out, uv_loop_t *loop, const char *dsn,
   return 0;
 }
 
-void cl__aconn_start(cl__aconn_t *a) {
+void cl__loop_conn_start(cl__loop_conn_t *a) {
   if (a->state == IDLE)
     begin_connect(a);
 }
 
-int cl__aconn_send(cl__aconn_t *a, cl__stmt_id_t id,
-                   const char *const *params, cl__aconn_cb cb, void *arg) {
+int cl__loop_conn_send(cl__loop_conn_t *a, cl__stmt_id_t id,
+                   const char *const *params, cl__loop_conn_cb cb, void *arg) {
   if (a->state == CLOSED || a->state == GAVE_UP)
     return CL_EINVAL;
   int n = cl__stmts[id].nparams;
@@ -594,19 +594,19 @@ int cl__aconn_send(cl__aconn_t *a, cl__stmt_id_t id,
   return 0;
 }
 
-int cl__aconn_is_up(const cl__aconn_t *a) { return a->state == UP; }
+int cl__loop_conn_is_up(const cl__loop_conn_t *a) { return a->state == UP; }
 
-size_t cl__aconn_pending(const cl__aconn_t *a) {
+size_t cl__loop_conn_pending(const cl__loop_conn_t *a) {
   return a->queued.n + a->sent.n;
 }
 
-const char *cl__aconn_error(const cl__aconn_t *a) { return a->c->error; }
+const char *cl__loop_conn_error(const cl__loop_conn_t *a) { return a->c->error; }
 
-const char *cl__aconn_dsn_redacted(const cl__aconn_t *a) {
+const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a) {
   return cl_conn_dsn_redacted(a->c);
 }
 
-void cl__aconn_close(cl__aconn_t *a, void (*closed_cb)(void *), void *arg) {
+void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *), void *arg) {
   if (a->state == CLOSED)
     return;
   a->state = CLOSED;

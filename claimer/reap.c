@@ -1,5 +1,5 @@
 /*
- * reaper.c: the steps of a reaper cycle (reap_steps.h) and the blocking
+ * reap.c: the steps of a reaper cycle (reap_steps.h) and the blocking
  * driver that runs them, cl_reap_cycle().  Each step runs in batches until
  * a batch comes back short, so no transaction holds many rows for long and
  * several reapers split the work (SKIP LOCKED, and alerts unique per open

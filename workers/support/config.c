@@ -32,7 +32,7 @@
 
 #include "config.h"
 #include "internal.h"
-#include "worker.h"
+#include "claimer/worker.h"
 
 /* How much of a bad value a message quotes back. */
 #define ECHO_MAX 40
@@ -114,7 +114,7 @@ static const keydef_t keys[] = {
     {"dsn", K_DSN, OFF(dsn), .zero = "the embedded PostgreSQL"},
     {"log.format", K_ENUM, OFF(log_format), CL_LOG_LOGFMT,
      .names = format_names},
-    {"log.level", K_ENUM, OFF(log_level), CL_LOG_INFO, .names = level_names},
+    {"log.level", K_ENUM, OFF(log_level), CL_LEVEL_INFO, .names = level_names},
     {"worker.name", K_STRING, OFF(worker.name), .check = cl_check_worker,
      .zero = "host:pid"},
     {"worker.queues", K_QUEUES, OFF(worker.queues),
@@ -180,7 +180,7 @@ static const keydef_t keys[] = {
 
 _Static_assert(NKEYS <= CL_CONFIG_KEYS_MAX, "raise CL_CONFIG_KEYS_MAX");
 _Static_assert(sizeof(cl_log_format_t) == sizeof(int) &&
-                   sizeof(cl_log_level_t) == sizeof(int),
+                   sizeof(cl_level_t) == sizeof(int),
                "K_ENUM fields are accessed as int");
 
 /* The weight of a queue inside a YAML list is checked against this row. */

@@ -10,7 +10,7 @@
  * the open files) is prepared by the parent; a close-on-exec pipe carries
  * the reason back when the child cannot exec.
  */
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "proc.h"
 
 #include <errno.h>

@@ -1,9 +1,9 @@
 /*
- * worker.c: the in-process worker (see worker.h for the handler contract).
+ * loop_worker.c: the in-process worker (see worker.h for the handler contract).
  *
  * A job moves WAITING (claimed, not started) -> RUNNING (its handler has
  * it) -> ACKING (its outcome was sent) -> freed.  Everything goes over one
- * pipelined connection (aconn.c), so the answers come back in the order
+ * pipelined connection (loop_conn.c), so the answers come back in the order
  * the statements went out; the heartbeat relies on it: a job claimed by a
  * statement sent before the heartbeat is known when the heartbeat's answer
  * arrives, and a job whose ack went out after the heartbeat is still
@@ -24,11 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aconn.h"
+#include "loop_conn.h"
 #include "internal.h"
-#include "log.h"
+#include "event.h"
 #include "protocol.h"
-#include "worker.h"
+#include "claimer/worker.h"
 
 enum jstate { J_WAITING, J_RUNNING, J_ACKING };
 enum ack { ACK_COMPLETE, ACK_FAIL, ACK_RELEASE };
@@ -76,7 +76,7 @@ typedef struct claim_ctx {
 
 struct cl_worker {
   uv_loop_t *loop;
-  cl__aconn_t *a;
+  cl__loop_conn_t *a;
   cl_worker_opts_t o;
   char *dsn, *name;
   char instance[37]; /* random per process: fences the name (REGISTER) */
@@ -209,8 +209,8 @@ static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
   if (job->stopped == why)
     return;
   job->stopped = why;
-  if (cl_log_enabled(CL_LOG_DEBUG))
-    cl_log(CL_LOG_DEBUG, "stopping", "item", job->lease.item_id, "reason",
+  if (cl__event_on(&job->w->o.events, CL_LEVEL_DEBUG))
+    cl__event(&job->w->o.events, CL_LEVEL_DEBUG, "stopping", "item", job->lease.item_id, "reason",
            stop_name(why), NULL);
   if (job->stop_cb)
     job->stop_cb(job, job->stop_arg, why);
@@ -237,7 +237,7 @@ static void on_job_timer(uv_timer_t *t) {
   int fence = now + w->margin_ms >= job->expiry_ms;
   if (job->state == J_WAITING && fence) {
     /* Never started and its lease is nearly out: give it back. */
-    cl_log(CL_LOG_WARNING, "fenced_unstarted", "item", job->lease.item_id,
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced_unstarted", "item", job->lease.item_id,
            "token", job->lease.token, NULL);
     job->fenced = 1;
     wait_remove(w, job);
@@ -251,7 +251,7 @@ static void on_job_timer(uv_timer_t *t) {
     return;
   if (fence) {
     job->fenced = 1;
-    cl_log(CL_LOG_WARNING, "fenced", "item", job->lease.item_id, "token",
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced", "item", job->lease.item_id, "token",
            job->lease.token, "queue", job->lease.queue, "reason",
            "lease minus margin passed on the local clock", NULL);
     job_stop(job, CL_STOP_FENCED);
@@ -259,8 +259,8 @@ static void on_job_timer(uv_timer_t *t) {
   }
   if (job->timeout_at && now >= job->timeout_at) {
     job->timeout_at = 0;
-    cl_log(CL_LOG_WARNING, "timeout", "item", job->lease.item_id, "queue",
-           job->lease.queue, "after_s", CL_LOG_NUM(w->o.timeout_s), NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "timeout", "item", job->lease.item_id, "queue",
+           job->lease.queue, "after_s", CL_EV_NUM(w->o.timeout_s), NULL);
     job_stop(job, CL_STOP_TIMEOUT);
   }
   job_arm(job);
@@ -274,9 +274,9 @@ static void job_start(cl_job_t *job) {
   if (w->o.timeout_s > 0)
     job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
   job_arm(job);
-  if (cl_log_enabled(CL_LOG_DEBUG))
-    cl_log(CL_LOG_DEBUG, "started", "item", job->lease.item_id, "queue",
-           job->lease.queue, "attempt", CL_LOG_INT(job->lease.attempt),
+  if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "started", "item", job->lease.item_id, "queue",
+           job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
            NULL);
   job->q->start(job, job->q->arg);
 }
@@ -345,8 +345,8 @@ static void note_start_failure(cl_worker_t *w, const char *why) {
   w->pause_until = now + pause;
   uv_timer_start(&w->pause_timer, on_pause_timer, pause, 0);
   if (w->start_warned_ms == 0 || now - w->start_warned_ms >= 60000) {
-    cl_log(CL_LOG_WARNING, "handler_start_failed", "error", why, "failures",
-           CL_LOG_INT(w->start_unwarned), "pause_ms", CL_LOG_INT(pause),
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "handler_start_failed", "error", why, "failures",
+           CL_EV_INT(w->start_unwarned), "pause_ms", CL_EV_INT(pause),
            "attempt_spent", "false", NULL);
     w->start_warned_ms = now;
     w->start_unwarned = 0;
@@ -358,8 +358,8 @@ static void note_start_ok(cl_worker_t *w) {
   if (w->start_streak == 0)
     return;
   if (w->start_unwarned == 0)
-    cl_log(CL_LOG_INFO, "handler_start_recovered", "after_failures",
-           CL_LOG_INT(w->start_streak), NULL);
+    cl__event(&w->o.events, CL_LEVEL_INFO, "handler_start_recovered", "after_failures",
+           CL_EV_INT(w->start_streak), NULL);
   w->start_streak = 0;
 }
 
@@ -388,8 +388,8 @@ static void send_ack(cl_job_t *job) {
   } else {
     id = CL__STMT_RELEASE;
   }
-  if (cl__aconn_send(w->a, id, params, on_ack, job) != 0) {
-    cl_log(CL_LOG_WARNING, "ack_dropped", "item", job->lease.item_id,
+  if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item", job->lease.item_id,
            "reason", "the connection is closed; the lease will expire", NULL);
     job_done(job);
   }
@@ -401,28 +401,28 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
   double took = (double)(uv_now(w->loop) - job->started_ms) / 1000.0;
   if (rc == CL_ELEASE_LOST) {
     w->n_lost++;
-    cl_log(CL_LOG_WARNING, "lease_lost", "item", item, "token",
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item, "token",
            job->lease.token, "outcome",
            job->ack == ACK_COMPLETE ? "result discarded"
                                     : "nothing written",
            NULL);
   } else if (rc != 0) {
-    cl_log(CL_LOG_ERROR, "ack_failed", "item", item, "error",
-           cl__aconn_error(w->a), "outcome",
+    cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_failed", "item", item, "error",
+           cl__loop_conn_error(w->a), "outcome",
            "lease left to expire; the reaper spends the attempt", NULL);
   } else if (job->ack == ACK_COMPLETE) {
     w->n_completed++;
-    if (cl_log_enabled(CL_LOG_DEBUG))
-      cl_log(CL_LOG_DEBUG, "completed", "item", item, "queue",
-             job->lease.queue, "attempt", CL_LOG_INT(job->lease.attempt),
-             "took_s", CL_LOG_NUM(took), "already", already ? "true" : "false",
+    if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+      cl__event(&w->o.events, CL_LEVEL_DEBUG, "completed", "item", item, "queue",
+             job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
+             "took_s", CL_EV_NUM(took), "already", already ? "true" : "false",
              NULL);
   } else if (job->ack == ACK_FAIL) {
     w->n_failed++;
   } else {
     w->n_released++;
-    if (cl_log_enabled(CL_LOG_DEBUG))
-      cl_log(CL_LOG_DEBUG, "released", "item", item, NULL);
+    if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+      cl__event(&w->o.events, CL_LEVEL_DEBUG, "released", "item", item, NULL);
   }
   job_done(job);
   fill(w);
@@ -445,8 +445,8 @@ static void on_ack(void *arg, int rc, PGresult *res) {
   if (rc != 0 && job->db_errors++ < 2 && job->ack != ACK_RELEASE) {
     /* A deadlock, a lock or statement timeout: the same token may simply
      * try again. */
-    cl_log(CL_LOG_WARNING, "ack_retry", "item", job->lease.item_id, "error",
-           cl__aconn_error(w->a), NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item", job->lease.item_id, "error",
+           cl__loop_conn_error(w->a), NULL);
     send_ack(job);
     return;
   }
@@ -454,9 +454,9 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     /* The result cannot be stored: end the attempt as a failure rather
      * than leave the lease to be released for free, so a result the
      * database keeps refusing ends dead after max_attempts (G4). */
-    char *e = malloc(strlen(cl__aconn_error(w->a)) + 64);
+    char *e = malloc(strlen(cl__loop_conn_error(w->a)) + 64);
     if (e != NULL)
-      sprintf(e, "the result could not be stored: %s", cl__aconn_error(w->a));
+      sprintf(e, "the result could not be stored: %s", cl__loop_conn_error(w->a));
     free(job->error);
     job->error = e;
     job->ack = ACK_FAIL;
@@ -474,7 +474,7 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     char *e = malloc(400);
     if (e != NULL)
       snprintf(e, 400, "the failure could not be recorded as given: %.300s",
-               cl__aconn_error(w->a));
+               cl__loop_conn_error(w->a));
     free(job->error);
     job->error = e;
     job->fallback = 1;
@@ -494,9 +494,9 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     if (found && job->ack == ACK_FAIL) {
       cl_fail_info_t info = {0};
       cl__parse_fail(res, &info);
-      cl_log(CL_LOG_INFO, "failed", "item", job->lease.item_id, "state",
+      cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item", job->lease.item_id, "state",
              info.dead ? "dead" : "ready", "attempts",
-             CL_LOG_INT(info.attempts), "already", "true", NULL);
+             CL_EV_INT(info.attempts), "already", "true", NULL);
     }
     ack_settled(job, found ? 0 : CL_ELEASE_LOST, found);
     return;
@@ -510,10 +510,10 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     cl_fail_info_t info = {0};
     rc = cl__parse_fail(res, &info);
     if (rc == 0)
-      cl_log(info.dead ? CL_LOG_WARNING : CL_LOG_INFO, "failed", "item",
+      cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO, "failed", "item",
              job->lease.item_id, "queue", job->lease.queue, "state",
              info.dead ? "dead" : "ready", "attempts",
-             CL_LOG_INT(info.attempts), "retry_at", info.retry_at, "error",
+             CL_EV_INT(info.attempts), "retry_at", info.retry_at, "error",
              job->error, NULL);
   } else {
     rc = PQntuples(res) > 0 ? 0 : CL_ELEASE_LOST;
@@ -536,7 +536,7 @@ static int job_report(cl_job_t *job, enum ack kind) {
   w->acking++;
   uv_timer_stop(&job->timer);
   if (job->lost) {
-    cl_log(CL_LOG_WARNING, "discarded", "item", job->lease.item_id, "token",
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "discarded", "item", job->lease.item_id, "token",
            job->lease.token, "reason", "lease lost while the handler ran",
            NULL);
     w->n_lost++;
@@ -645,8 +645,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   w->claim_inflight = 0;
   if (rc != 0) {
     if (rc != CL_ECONNLOST) {
-      cl_log(CL_LOG_ERROR, "claim_failed", "queue", ctx->q->name, "error",
-             cl__aconn_error(w->a), NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue", ctx->q->name, "error",
+             cl__loop_conn_error(w->a), NULL);
       /* Wait for the poll tick rather than spin on an error. */
       for (size_t i = 0; i < w->nqueues; i++)
         w->queues[i].hint = 0;
@@ -657,7 +657,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   cl_lease_t *leases = NULL;
   size_t n = 0;
   if (cl__parse_claim(res, ctx->q->name, &leases, &n) != 0) {
-    cl_log(CL_LOG_ERROR, "claim_failed", "queue", ctx->q->name, "error",
+    cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue", ctx->q->name, "error",
            "out of memory", NULL);
     free(ctx);
     return;
@@ -666,7 +666,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     cl_job_t *job = calloc(1, sizeof *job);
     if (job == NULL) {
       /* The lease expires and the reaper hands the item back. */
-      cl_log(CL_LOG_ERROR, "out_of_memory", "item", leases[i].item_id, NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "out_of_memory", "item", leases[i].item_id, NULL);
       continue;
     }
     job->w = w;
@@ -694,9 +694,9 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   cl_leases_free(leases, n);
   if ((int)n < ctx->n)
     ctx->q->hint = 0;
-  if (n > 0 && cl_log_enabled(CL_LOG_DEBUG))
-    cl_log(CL_LOG_DEBUG, "claimed", "queue", ctx->q->name, "n",
-           CL_LOG_INT(n), "asked", CL_LOG_INT(ctx->n), NULL);
+  if (n > 0 && cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "claimed", "queue", ctx->q->name, "n",
+           CL_EV_INT(n), "asked", CL_EV_INT(ctx->n), NULL);
   free(ctx);
   if (w->stopping) {
     /* Claimed while a stop began: give them straight back. */
@@ -717,7 +717,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
 
 static void maybe_claim(cl_worker_t *w) {
   if (w->stopping || w->closing || w->claim_inflight || !w->reg_ok ||
-      paused(w) || !cl__aconn_is_up(w->a))
+      paused(w) || !cl__loop_conn_is_up(w->a))
     return;
   int want = w->o.concurrency + w->o.prefetch - w->running - w->nwaiting;
   if (want <= 0)
@@ -738,7 +738,7 @@ static void maybe_claim(cl_worker_t *w) {
   snprintf(nbuf, sizeof nbuf, "%d", want);
   cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
   const char *params[] = {q->name, nbuf, w->name, lbuf};
-  if (cl__aconn_send(w->a, CL__STMT_CLAIM, params, on_claim, ctx) != 0) {
+  if (cl__loop_conn_send(w->a, CL__STMT_CLAIM, params, on_claim, ctx) != 0) {
     free(ctx);
     return;
   }
@@ -771,7 +771,7 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
   w->hb_inflight = 0;
   if (rc != 0) {
     if (rc != CL_ECONNLOST)
-      cl_log(CL_LOG_ERROR, "heartbeat_failed", "error", cl__aconn_error(w->a),
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "heartbeat_failed", "error", cl__loop_conn_error(w->a),
              NULL);
     return;
   }
@@ -780,7 +780,7 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
      * another process took the name while this one was away.  Extend
      * nothing, release nothing; register again, which either gets the
      * name back or stops this worker. */
-    cl_log(CL_LOG_WARNING, "worker_name_lost", "worker", w->name, "action",
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_lost", "worker", w->name, "action",
            "registering again", NULL);
     w->reg_ok = 0;
     send_register(w);
@@ -809,7 +809,7 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (job->state == J_ACKING || job->lost)
       continue;
     job->lost = 1;
-    cl_log(CL_LOG_WARNING, "lease_lost", "item", job->lease.item_id, "token",
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", job->lease.item_id, "token",
            job->lease.token, "seen_by", "heartbeat", NULL);
     if (job->state == J_RUNNING) {
       job_stop(job, CL_STOP_LEASE_LOST);
@@ -826,10 +826,10 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (seen[i])
       continue;
     w->n_orphans++;
-    cl_log(CL_LOG_INFO, "orphan_released", "item", held[i].item_id, "token",
+    cl__event(&w->o.events, CL_LEVEL_INFO, "orphan_released", "item", held[i].item_id, "token",
            held[i].token, NULL);
     const char *params[] = {held[i].item_id, held[i].token};
-    (void)cl__aconn_send(w->a, CL__STMT_RELEASE, params, on_release_orphan,
+    (void)cl__loop_conn_send(w->a, CL__STMT_RELEASE, params, on_release_orphan,
                          NULL);
   }
   free(seen);
@@ -839,7 +839,7 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
 }
 
 static void send_heartbeat(cl_worker_t *w) {
-  if (w->hb_inflight || w->closing || !w->reg_ok || !cl__aconn_is_up(w->a))
+  if (w->hb_inflight || w->closing || !w->reg_ok || !cl__loop_conn_is_up(w->a))
     return;
   hb_ctx_t *ctx = calloc(1, sizeof *ctx);
   char *spent = cl__array_literal((const char *const *)w->spent, w->nspent);
@@ -853,7 +853,7 @@ static void send_heartbeat(cl_worker_t *w) {
   char lbuf[64];
   cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
   const char *params[] = {w->name, lbuf, w->instance, spent};
-  int rc = cl__aconn_send(w->a, CL__STMT_WORKER_HEARTBEAT, params,
+  int rc = cl__loop_conn_send(w->a, CL__STMT_WORKER_HEARTBEAT, params,
                           on_heartbeat, ctx);
   free(spent);
   if (rc != 0) {
@@ -874,7 +874,7 @@ static void on_register(void *arg, int rc, PGresult *res) {
   if (rc != 0) {
     /* Tried again at the next poll tick. */
     if (rc != CL_ECONNLOST)
-      cl_log(CL_LOG_ERROR, "register_failed", "error", cl__aconn_error(w->a),
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "register_failed", "error", cl__loop_conn_error(w->a),
              NULL);
     return;
   }
@@ -901,7 +901,7 @@ static void on_register(void *arg, int rc, PGresult *res) {
     /* Its row says it runs here, and no such process does: a predecessor
      * that crashed (a restart faster than the reaper).  Its leases are
      * this worker's orphans now. */
-    cl_log(CL_LOG_WARNING, "worker_name_reclaimed", "worker", w->name,
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_reclaimed", "worker", w->name,
            "previous_pid", pid, "reason", "no such process on this host",
            NULL);
     w->takeover = 1;
@@ -913,7 +913,7 @@ static void on_register(void *arg, int rc, PGresult *res) {
            "last heartbeat %.1f s ago): give each worker its own --name, or "
            "none for a unique default",
            w->name, *host ? host : "?", *pid ? pid : "?", atof(age));
-  cl_log(CL_LOG_ERROR, "worker_name_taken", "worker", w->name, "holder_host",
+  cl__event(&w->o.events, CL_LEVEL_ERROR, "worker_name_taken", "worker", w->name, "holder_host",
          host, "holder_pid", pid, NULL);
   w->fatal_rc = CL_ENAME_TAKEN;
   begin_stop(w);
@@ -946,14 +946,14 @@ static void send_register(cl_worker_t *w) {
   const char *params[] = {w->name, host,        pid,
                           CL_VERSION_STRING, conc, arr,
                           hb,      w->instance, w->takeover ? "true" : "false"};
-  if (cl__aconn_send(w->a, CL__STMT_REGISTER, params, on_register, w) == 0)
+  if (cl__loop_conn_send(w->a, CL__STMT_REGISTER, params, on_register, w) == 0)
     w->reg_inflight = 1;
   free(arr);
 }
 
 static void on_up(void *arg) {
   cl_worker_t *w = arg;
-  cl_log(CL_LOG_INFO, "db_connected", "dsn", cl__aconn_dsn_redacted(w->a),
+  cl__event(&w->o.events, CL_LEVEL_INFO, "db_connected", "dsn", cl__loop_conn_dsn_redacted(w->a),
          NULL);
   for (size_t i = 0; i < w->nqueues; i++)
     w->queues[i].hint = 1;
@@ -968,15 +968,15 @@ static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
   w->reg_ok = 0;
   w->reg_inflight = 0;
   if (rc == CL_EAUTH || rc == CL_ESCHEMA) {
-    cl_log(CL_LOG_ERROR, "db_fatal", "error", why, "dsn",
-           cl__aconn_dsn_redacted(w->a), NULL);
+    cl__event(&w->o.events, CL_LEVEL_ERROR, "db_fatal", "error", why, "dsn",
+           cl__loop_conn_dsn_redacted(w->a), NULL);
     w->fatal_rc = rc;
     snprintf(w->fatal_why, sizeof w->fatal_why, "%s", why);
     begin_stop(w);
     return;
   }
-  cl_log(CL_LOG_WARNING, "db_disconnected", "error", why, "retry_in_ms",
-         CL_LOG_INT(retry_ms), "running", CL_LOG_INT(w->running), NULL);
+  cl__event(&w->o.events, CL_LEVEL_WARNING, "db_disconnected", "error", why, "retry_in_ms",
+         CL_EV_INT(retry_ms), "running", CL_EV_INT(w->running), NULL);
 }
 
 static void on_notify(void *arg, const char *channel, const char *payload) {
@@ -996,7 +996,7 @@ static void on_poll_timer(uv_timer_t *t) {
   for (size_t i = 0; i < w->nqueues; i++)
     w->queues[i].hint = 1;
   if (!w->reg_ok && !w->reg_inflight && !w->closing && w->fatal_rc == 0 &&
-      cl__aconn_is_up(w->a))
+      cl__loop_conn_is_up(w->a))
     send_register(w);
   maybe_claim(w);
   double jitter = 0.8 + 0.4 * cl__random_unit();
@@ -1013,7 +1013,7 @@ static void on_handle_closed(uv_handle_t *h) {
   maybe_finish(w);
 }
 
-static void on_aconn_closed(void *arg) {
+static void on_conn_closed(void *arg) {
   cl_worker_t *w = arg;
   w->a = NULL;
   w->handles_open--;
@@ -1024,24 +1024,24 @@ static void close_all(cl_worker_t *w) {
   if (w->closing)
     return;
   w->closing = 1;
-  cl_log(CL_LOG_INFO, "stopped", "worker", w->name, "claimed",
-         CL_LOG_INT(w->n_claimed), "completed", CL_LOG_INT(w->n_completed),
-         "failed", CL_LOG_INT(w->n_failed), "lost", CL_LOG_INT(w->n_lost),
-         "released", CL_LOG_INT(w->n_released), NULL);
+  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
+         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
+         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
+         "released", CL_EV_INT(w->n_released), NULL);
   uv_close((uv_handle_t *)&w->hb_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->poll_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->pause_timer, on_handle_closed);
-  cl__aconn_close(w->a, on_aconn_closed, w);
+  cl__loop_conn_close(w->a, on_conn_closed, w);
 }
 
 static void on_deregister(void *arg, int rc, PGresult *res) {
   cl_worker_t *w = arg;
   (void)res;
   if (rc != 0 && rc != CL_ECONNLOST)
-    cl_log(CL_LOG_WARNING, "deregister_failed", "error",
-           cl__aconn_error(w->a), NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "deregister_failed", "error",
+           cl__loop_conn_error(w->a), NULL);
   close_all(w);
 }
 
@@ -1080,7 +1080,7 @@ static void maybe_finish(cl_worker_t *w) {
   w->dereg_sent = 1;
   if (w->fatal_rc == 0 && w->registered) {
     const char *params[] = {w->name, w->instance};
-    if (cl__aconn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister, w) ==
+    if (cl__loop_conn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister, w) ==
         0)
       return;
   }
@@ -1097,8 +1097,8 @@ static void stop_running(cl_worker_t *w) {
 
 static void on_drain_timer(uv_timer_t *t) {
   cl_worker_t *w = t->data;
-  cl_log(CL_LOG_WARNING, "drain_timeout", "running", CL_LOG_INT(w->running),
-         "after_s", CL_LOG_NUM(w->o.drain_s), NULL);
+  cl__event(&w->o.events, CL_LEVEL_WARNING, "drain_timeout", "running", CL_EV_INT(w->running),
+         "after_s", CL_EV_NUM(w->o.drain_s), NULL);
   stop_running(w);
 }
 
@@ -1110,8 +1110,8 @@ static void on_hard_timer(uv_timer_t *t) {
     uv_timer_start(t, on_hard_timer, 1000, 0);
     return;
   }
-  cl_log(CL_LOG_WARNING, "stop_forced", "unacknowledged",
-         CL_LOG_INT(w->acking), "reason",
+  cl__event(&w->o.events, CL_LEVEL_WARNING, "stop_forced", "unacknowledged",
+         CL_EV_INT(w->acking), "reason",
          "the database stayed unreachable; those leases will expire", NULL);
   if (w->fatal_rc == 0) {
     w->fatal_rc = CL_ECONNLOST;
@@ -1143,13 +1143,13 @@ static void begin_stop(cl_worker_t *w) {
     /* No drain: the worker cannot go on (a refused password, a missing
      * schema, a name another worker holds). */
     if (w->running > 0)
-      cl_log(CL_LOG_WARNING, "stopping_jobs", "running",
-             CL_LOG_INT(w->running), "reason", "the worker cannot go on",
+      cl__event(&w->o.events, CL_LEVEL_WARNING, "stopping_jobs", "running",
+             CL_EV_INT(w->running), "reason", "the worker cannot go on",
              NULL);
     stop_running(w);
   } else {
-    cl_log(CL_LOG_INFO, "draining", "running", CL_LOG_INT(w->running),
-           "drain_timeout_s", CL_LOG_NUM(w->o.drain_s), NULL);
+    cl__event(&w->o.events, CL_LEVEL_INFO, "draining", "running", CL_EV_INT(w->running),
+           "drain_timeout_s", CL_EV_NUM(w->o.drain_s), NULL);
     uv_timer_start(&w->drain_timer, on_drain_timer,
                    (uint64_t)(w->o.drain_s * 1000), 0);
   }
@@ -1264,9 +1264,9 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   w->name = cl__strdup(name);
   w->o.dsn = w->dsn;
   w->o.name = w->name;
-  cl__aconn_hooks_t hooks = {on_up, on_down, on_notify};
+  cl__loop_conn_hooks_t hooks = {on_up, on_down, on_notify};
   if (w->dsn == NULL || w->name == NULL ||
-      (rc = cl__aconn_new(&w->a, loop, w->dsn, channels, &hooks, w)) != 0) {
+      (rc = cl__loop_conn_new(&w->a, loop, w->dsn, channels, &hooks, w)) != 0) {
     free_worker(w);
     return rc ? rc : CL_ENOMEM;
   }
@@ -1312,21 +1312,25 @@ int cl_worker_start(cl_worker_t *w) {
   if (w->started || w->nqueues == 0)
     return CL_EINVAL;
   w->started = 1;
-  cl_log(CL_LOG_INFO, "worker_started", "worker", w->name, "concurrency",
-         CL_LOG_INT(w->o.concurrency), "prefetch", CL_LOG_INT(w->o.prefetch),
-         "lease_s", CL_LOG_NUM(w->o.lease_s), "heartbeat_s",
-         CL_LOG_NUM(w->o.heartbeat_s), "dsn", cl__aconn_dsn_redacted(w->a),
+  cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name, "concurrency",
+         CL_EV_INT(w->o.concurrency), "prefetch", CL_EV_INT(w->o.prefetch),
+         "lease_s", CL_EV_NUM(w->o.lease_s), "heartbeat_s",
+         CL_EV_NUM(w->o.heartbeat_s), "dsn", cl__loop_conn_dsn_redacted(w->a),
          NULL);
   uint64_t hb = (uint64_t)(w->o.heartbeat_s * 1000);
   uv_timer_start(&w->hb_timer, on_hb_timer, hb, hb);
   uv_timer_start(&w->poll_timer, on_poll_timer,
                  (uint64_t)(w->o.poll_s * 1000), 0);
-  cl__aconn_start(w->a);
+  cl__loop_conn_start(w->a);
   return 0;
 }
 
 const char *cl_worker_name(const cl_worker_t *w) { return w->name; }
 int cl_worker_running(const cl_worker_t *w) { return w->running; }
+
+void cl_worker_set_event_level(cl_worker_t *w, cl_level_t min) {
+  w->o.events.min = min;
+}
 
 void cl_worker_set_concurrency(cl_worker_t *w, int concurrency) {
   if (concurrency < 1 || concurrency > 10000)

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "hook.h"
 #include "internal.h"
 #include "proc.h"

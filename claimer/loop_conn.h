@@ -1,5 +1,5 @@
 /*
- * aconn.h: one libpq connection driven by a libuv loop, for the worker
+ * loop_conn.h: one libpq connection driven by a libuv loop, for the worker
  * daemon and other loop drivers inside libclaimer.  It connects without
  * blocking (PQconnectStart/PQconnectPoll under a uv_poll_t and a deadline),
  * runs in pipeline mode with a Sync after every statement (so statements
@@ -15,24 +15,24 @@
  * password or role is not retried: the down hook gets CL_EAUTH and the
  * connection stays closed.
  */
-#ifndef CLAIMER_ACONN_H
-#define CLAIMER_ACONN_H
+#ifndef CLAIMER_LOOP_CONN_H
+#define CLAIMER_LOOP_CONN_H
 
 #include <libpq-fe.h>
 #include <uv.h>
 
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "sql.h"
 
-typedef struct cl__aconn cl__aconn_t;
+typedef struct cl__loop_conn cl__loop_conn_t;
 
 /* A request's outcome: rc 0 with the result (owned by the connection,
  * cleared after the callback returns), or a CL_E* code with res NULL and
- * the detail in cl__aconn_error().  Called exactly once per accepted
- * request; cl__aconn_close() answers what is left with CL_ECONNLOST. */
-typedef void (*cl__aconn_cb)(void *arg, int rc, PGresult *res);
+ * the detail in cl__loop_conn_error().  Called exactly once per accepted
+ * request; cl__loop_conn_close() answers what is left with CL_ECONNLOST. */
+typedef void (*cl__loop_conn_cb)(void *arg, int rc, PGresult *res);
 
-typedef struct cl__aconn_hooks {
+typedef struct cl__loop_conn_hooks {
   /* Connected, statements prepared, LISTENs in place. */
   void (*up)(void *arg);
   /* The connection broke or could not be made; rc is CL_ECONNLOST,
@@ -42,32 +42,32 @@ typedef struct cl__aconn_hooks {
   void (*down)(void *arg, int rc, const char *why, unsigned retry_ms);
   /* A NOTIFY on a channel we listen on. */
   void (*notify)(void *arg, const char *channel, const char *payload);
-} cl__aconn_hooks_t;
+} cl__loop_conn_hooks_t;
 
 /* Creates the connection object for dsn (copied) on loop; it does not
- * connect until cl__aconn_start().  channels (NULL-terminated, may be NULL)
+ * connect until cl__loop_conn_start().  channels (NULL-terminated, may be NULL)
  * are LISTENed on every session.  Returns 0, CL_EDSN or CL_ENOMEM. */
-int cl__aconn_new(cl__aconn_t **out, uv_loop_t *loop, const char *dsn,
-                  const char *const *channels, const cl__aconn_hooks_t *hooks,
+int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
+                  const char *const *channels, const cl__loop_conn_hooks_t *hooks,
                   void *arg);
 /* Starts connecting (and reconnecting after failures). */
-void cl__aconn_start(cl__aconn_t *a);
+void cl__loop_conn_start(cl__loop_conn_t *a);
 /* Queues statement id with params (copied).  Returns 0, or CL_ENOMEM /
  * CL_EINVAL (closing) in which case cb is never called. */
-int cl__aconn_send(cl__aconn_t *a, cl__stmt_id_t id,
-                   const char *const *params, cl__aconn_cb cb, void *arg);
+int cl__loop_conn_send(cl__loop_conn_t *a, cl__stmt_id_t id,
+                   const char *const *params, cl__loop_conn_cb cb, void *arg);
 /* 1 when the session is up. */
-int cl__aconn_is_up(const cl__aconn_t *a);
+int cl__loop_conn_is_up(const cl__loop_conn_t *a);
 /* Requests queued or sent and not yet answered. */
-size_t cl__aconn_pending(const cl__aconn_t *a);
+size_t cl__loop_conn_pending(const cl__loop_conn_t *a);
 /* The last failure's message, secrets removed ("" when none). */
-const char *cl__aconn_error(const cl__aconn_t *a);
+const char *cl__loop_conn_error(const cl__loop_conn_t *a);
 /* The dsn with its password redacted. */
-const char *cl__aconn_dsn_redacted(const cl__aconn_t *a);
+const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a);
 /* Closes the connection; every pending request gets CL_ECONNLOST; then
  * frees a once its libuv handles are closed and calls closed_cb (may be
  * NULL).  No hook fires after this call. */
-void cl__aconn_close(cl__aconn_t *a, void (*closed_cb)(void *arg), void *arg);
+void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *arg), void *arg);
 
 /* The reconnect delay after `failures` consecutive failures: 100 ms
  * doubling to 10 s, times a jitter in [0.5, 1).  Pure, for tests. */

@@ -97,6 +97,44 @@ CL_EXTERN const char *cl_strerror(int err);
 CL_EXTERN const char *cl_err_name(int err);
 
 /* ------------------------------------------------------------------------ */
+/* Events                                                                    */
+
+/* The worker and the reaper never write anywhere by themselves: they tell
+ * the program what they did through an event callback it installs
+ * (cl_events_t in their options), and the program logs, counts or drops
+ * each event.  `claimer work` and `claimer reap` write one log line per
+ * event.  An event is a name ("claimed", "lease_lost", "reap_cycle", ...)
+ * and key/value fields; a field marked number holds a decimal number
+ * (integer or with 3 decimals), the others are text.  Values never hold a
+ * password: connection strings appear only as cl_dsn_redact() made them. */
+typedef enum cl_level {
+  CL_LEVEL_DEBUG,
+  CL_LEVEL_INFO,
+  CL_LEVEL_WARNING,
+  CL_LEVEL_ERROR
+} cl_level_t;
+
+typedef struct cl_field {
+  const char *key;
+  const char *value; /* never NULL ("" for none) */
+  int number;        /* 1: value is a decimal number */
+} cl_field_t;
+
+/* Called on the loop's thread; fields[0..n) and their strings are valid
+ * only during the call. */
+typedef void (*cl_event_cb)(void *arg, cl_level_t level, const char *event,
+                            const cl_field_t *fields, size_t n);
+
+typedef struct cl_events {
+  cl_event_cb cb;  /* NULL: events are dropped (the default) */
+  void *arg;
+  cl_level_t min;  /* events below this level are not even formatted */
+} cl_events_t;
+
+/* "debug", "info", "warning", "error". */
+CL_EXTERN const char *cl_level_name(cl_level_t level);
+
+/* ------------------------------------------------------------------------ */
 /* Input validation (pure C, no database)                                    */
 
 /* Each returns 0 when the value is acceptable, or a negative code
@@ -406,38 +444,6 @@ typedef struct cl_queue_status {
 CL_EXTERN int cl_status(cl_conn_t *c, cl_queue_status_t **rows,
                         size_t *count);
 CL_EXTERN void cl_status_free(cl_queue_status_t *rows, size_t count);
-
-/* ------------------------------------------------------------------------ */
-/* Embedded PostgreSQL (the default when no DSN is given)                    */
-
-typedef struct cl_embedded_info {
-  char state_dir[1024];  /* where everything lives */
-  char data_dir[1024];   /* the cluster */
-  char socket_dir[1024]; /* the unix socket (no TCP) */
-  char log_file[1024];
-  char dsn[1200];        /* how to connect */
-  int running;           /* 1 when the server answers */
-  int created;           /* 1 when this call ran initdb */
-  int started;           /* 1 when this call started the server */
-} cl_embedded_info_t;
-
-/* Fills info with the paths for state_dir (NULL: CLAIMER_HOME, else
- * $XDG_STATE_HOME/claimer, else ~/.local/state/claimer; as root
- * /var/lib/claimer) and whether the server runs.  Returns 0, CL_EINVAL for
- * a NULL info, or CL_EEMBEDDED when no state dir can be chosen. */
-CL_EXTERN int cl_embedded_locate(const char *state_dir,
-                                 cl_embedded_info_t *info);
-/* Creates the cluster when missing (initdb, as an unprivileged user when
- * run as root), starts it when not running, and creates the claimer
- * database.  Safe to call from several processes at once.  Returns 0 or
- * CL_EEMBEDDED with a message in err. */
-CL_EXTERN int cl_embedded_ensure(const char *state_dir,
-                                 cl_embedded_info_t *info, char *err,
-                                 size_t errlen);
-/* Stops the server (fast shutdown) when it runs.  Returns 0 or
- * CL_EEMBEDDED. */
-CL_EXTERN int cl_embedded_stop(const char *state_dir, char *err,
-                               size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -68,6 +68,8 @@ typedef struct cl_worker_opts {
   double poll_s;       /* fallback poll, jittered +-20% (default 2) */
   double timeout_s;    /* per job; 0: none (default) */
   double drain_s;      /* graceful stop: wait this long for jobs (30) */
+  cl_events_t events; /* what the worker reports (claimed, lease_lost,
+                         db_disconnected, ...); none by default */
   cl_worker_exit_cb on_exit;
   void *arg;
 } cl_worker_opts_t;
@@ -110,6 +112,8 @@ CL_EXTERN const char *cl_worker_name(const cl_worker_t *w);
 CL_EXTERN int cl_worker_running(const cl_worker_t *w);
 /* Changes the concurrency of a running worker (SIGHUP reload). */
 CL_EXTERN void cl_worker_set_concurrency(cl_worker_t *w, int concurrency);
+/* Changes the lowest level of event reported (SIGHUP reload). */
+CL_EXTERN void cl_worker_set_event_level(cl_worker_t *w, cl_level_t min);
 
 /* The job's facts; strings owned by the job, valid until it is reported. */
 CL_EXTERN const char *cl_job_item_id(const cl_job_t *job);

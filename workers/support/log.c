@@ -1,7 +1,8 @@
 /*
- * log.c: the event log (see log.h).  Values made by CL_LOG_INT and
- * CL_LOG_NUM carry a leading marker byte (\x01) that says "number": logfmt
- * drops it, JSON writes the value bare.  Strings are escaped by json-c in
+ * log.c: the programs' log (see log.h).  It writes libclaimer's events
+ * (cl_field_t, numbers marked) and the programs' own (cl_log, whose
+ * CL_LOG_INT / CL_LOG_NUM values are the library's marked numbers): logfmt
+ * writes a number as it is, JSON bare.  Strings are escaped by json-c in
  * JSON and quoted where needed in logfmt, so a value can never forge a key
  * or a second line.
  */
@@ -14,46 +15,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "event.h"
 #include "log.h"
 
-#define NUM_MARK '\x01'
-
 static cl_log_format_t log_format = CL_LOG_LOGFMT;
-static cl_log_level_t log_min = CL_LOG_INFO;
+static cl_level_t log_min = CL_LEVEL_INFO;
 static int log_fd = 2;
 
-void cl_log_setup(cl_log_format_t format, cl_log_level_t min, int fd) {
+void cl_log_setup(cl_log_format_t format, cl_level_t min, int fd) {
   log_format = format;
   log_min = min;
   log_fd = fd;
 }
 
-int cl_log_enabled(cl_log_level_t level) { return level >= log_min; }
-
-const char *cl_log_level_name(cl_log_level_t level) {
-  switch (level) {
-  case CL_LOG_DEBUG:
-    return "debug";
-  case CL_LOG_INFO:
-    return "info";
-  case CL_LOG_WARNING:
-    return "warning";
-  default:
-    return "error";
-  }
-}
-
-const char *cl__log_int(char buf[32], long long v) {
-  snprintf(buf, 32, "%c%lld", NUM_MARK, v);
-  return buf;
-}
-
-const char *cl__log_num(char buf[48], double v) {
-  if (!isfinite(v))
-    v = 0;
-  snprintf(buf, 48, "%c%.3f", NUM_MARK, v);
-  return buf;
-}
+int cl_log_enabled(cl_level_t level) { return level >= log_min; }
 
 typedef struct line {
   char *p;
@@ -117,10 +92,8 @@ static void put_json_string(line_t *l, const char *v) {
   json_object_put(o);
 }
 
-static void put_pair(line_t *l, int first, const char *k, const char *v) {
-  int num = v[0] == NUM_MARK;
-  if (num)
-    v++;
+static void put_pair(line_t *l, int first, const char *k, const char *v,
+                     int num) {
   if (log_format == CL_LOG_JSON) {
     if (!first)
       put(l, ",", 1);
@@ -139,30 +112,25 @@ static void put_pair(line_t *l, int first, const char *k, const char *v) {
   }
 }
 
-void cl_log(cl_log_level_t level, const char *event, ...) {
-  if (level < log_min)
-    return;
+/* Writes one line: ts, level, event, then fields[0..n) in one write(2). */
+static void write_line(cl_level_t level, const char *event,
+                       const cl_field_t *f, size_t n) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
   char when[40];
-  size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
+  size_t wn = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(when + wn, sizeof when - wn, ".%03ldZ", ts.tv_nsec / 1000000);
 
   line_t l = {0};
   if (log_format == CL_LOG_JSON)
     put(&l, "{", 1);
-  put_pair(&l, 1, "ts", when);
-  put_pair(&l, 0, "level", cl_log_level_name(level));
-  put_pair(&l, 0, "event", event);
-  va_list ap;
-  va_start(ap, event);
-  for (const char *k; (k = va_arg(ap, const char *)) != NULL;) {
-    const char *v = va_arg(ap, const char *);
-    put_pair(&l, 0, k, v ? v : "");
-  }
-  va_end(ap);
+  put_pair(&l, 1, "ts", when, 0);
+  put_pair(&l, 0, "level", cl_level_name(level), 0);
+  put_pair(&l, 0, "event", event, 0);
+  for (size_t i = 0; i < n; i++)
+    put_pair(&l, 0, f[i].key, f[i].value ? f[i].value : "", f[i].number);
   if (log_format == CL_LOG_JSON)
     put(&l, "}", 1);
   put(&l, "\n", 1);
@@ -176,4 +144,23 @@ void cl_log(cl_log_level_t level, const char *event, ...) {
     }
   }
   free(l.p);
+}
+
+void cl_log_event(void *arg, cl_level_t level, const char *event,
+                  const cl_field_t *fields, size_t n) {
+  (void)arg;
+  if (level >= log_min)
+    write_line(level, event, fields, n);
+}
+
+cl_events_t cl_log_events(void) {
+  return (cl_events_t){cl_log_event, NULL, log_min};
+}
+
+void cl_log(cl_level_t level, const char *event, ...) {
+  cl_events_t ev = cl_log_events();
+  va_list ap;
+  va_start(ap, event);
+  cl__eventv(&ev, level, event, ap);
+  va_end(ap);
 }

@@ -1,5 +1,5 @@
 /*
- * reaperd.c: the reaper on a libuv loop (reaper.h).  Two activities share
+ * loop_reaper.c: the reaper on a libuv loop (reaper.h).  Two activities share
  * one pipelined connection and never wait for each other:
  *
  *   the cycle      on a repeating timer: the steps of reap_steps.h, each a
@@ -7,42 +7,44 @@
  *                  a tick that finds the previous cycle still running is
  *                  skipped;
  *   the announcer  after every cycle: claims due alerts from the outbox
- *                  (ANNOUNCE_CLAIM leases them to this reaper), logs each,
- *                  runs the hooks (a few at a time) and settles each alert
- *                  (ANNOUNCE_DONE, fenced by its attempt count).
+ *                  (ANNOUNCE_CLAIM leases them to this reaper), reports
+ *                  each as an "alert" event, hands them (a few at a time)
+ *                  to the program's announce callback and settles each
+ *                  alert when the program answers (ANNOUNCE_DONE, fenced by
+ *                  its attempt count).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "aconn.h"
-#include "hook.h"
+#include "loop_conn.h"
 #include "internal.h"
-#include "log.h"
+#include "event.h"
 #include "reap_steps.h"
-#include "reaper.h"
+#include "claimer/reaper.h"
 
 enum {
-  HOOK_BATCH = 16,   /* alerts claimed at a time when hooks run */
-  HOOK_PARALLEL = 4, /* hook runs at once */
+  HOOK_BATCH = 16,   /* alerts claimed at a time when announcing */
+  HOOK_PARALLEL = 4, /* announcements at once */
   RETAIN_EVERY_MS = 60000,
 };
 
-typedef struct alert {
+struct cl_alert {
   char *id;
   char *attempt;
   char *kind;
   char *subject;
   char *json;
-  int stage; /* 0 exec next, 1 http next, 2 settle */
+  int answered; /* cl_alert_done() was called */
   struct cl_reaper *r;
-} alert_t;
+};
+typedef struct cl_alert alert_t;
 
 struct cl_reaper {
   uv_loop_t *loop;
-  cl__aconn_t *a;
+  cl__loop_conn_t *a;
   cl_reaper_config_t c;
-  char *dsn, *hook_exec, *hook_url;
+  char *dsn;
   char **sla_names;
   double *sla_s;
   cl__rparams_t rp;
@@ -77,7 +79,7 @@ struct cl_reaper {
 static void maybe_finish(cl_reaper_t *r);
 static void ann_start(cl_reaper_t *r);
 
-static void on_aconn_closed(void *arg);
+static void on_conn_closed(void *arg);
 
 /* Stops for good: the connection closes now, so requests waiting in it for
  * a reconnect are answered at once. */
@@ -89,22 +91,22 @@ static void fatal(cl_reaper_t *r, int rc, const char *why) {
   cl_reaper_stop(r);
   if (!r->a_closing) {
     r->a_closing = 1;
-    cl__aconn_close(r->a, on_aconn_closed, r);
+    cl__loop_conn_close(r->a, on_conn_closed, r);
   }
 }
 
 /* Sends on the connection unless it is closing (then CL_ECONNLOST, and
  * cb is not called). */
 static int rsend(cl_reaper_t *r, cl__stmt_id_t id, const char *const *p,
-                 cl__aconn_cb cb) {
+                 cl__loop_conn_cb cb) {
   if (r->a_closing)
     return CL_ECONNLOST;
-  return cl__aconn_send(r->a, id, p, cb, r);
+  return cl__loop_conn_send(r->a, id, p, cb, r);
 }
 
 /* The connection's last error; the connection may be gone. */
 static const char *aerr(const cl_reaper_t *r) {
-  return r->a_closing ? "connection closed" : cl__aconn_error(r->a);
+  return r->a_closing ? "connection closed" : cl__loop_conn_error(r->a);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -118,25 +120,25 @@ static void end_cycle(cl_reaper_t *r, int rc) {
   double secs = (double)(uv_hrtime() - r->t0) / 1e9;
   const cl_cycle_info_t *in = &r->info;
   if (rc != 0) {
-    cl_log(CL_LOG_ERROR, "reap_cycle_failed", "step",
+    cl__event(&r->c.events, CL_LEVEL_ERROR, "reap_cycle_failed", "step",
            cl__rstep_name((cl__rstep_t)r->fail_step), "error",
            aerr(r), NULL);
   } else if (in->reap.expired || in->workers_lost || in->raised_total ||
              in->resolved || in->deleted_items || in->deleted_dead ||
              in->deleted_alerts || in->deleted_workers) {
-    cl_log(CL_LOG_INFO, "reap_cycle", "expired",
-           CL_LOG_INT(in->reap.expired), "requeued",
-           CL_LOG_INT(in->reap.requeued), "dead", CL_LOG_INT(in->reap.dead),
-           "workers_lost", CL_LOG_INT(in->workers_lost), "leases_released",
-           CL_LOG_INT(in->leases_released), "alerts_raised",
-           CL_LOG_INT(in->raised_total), "alerts_resolved",
-           CL_LOG_INT(in->resolved), "deleted_items",
-           CL_LOG_INT(in->deleted_items + in->deleted_dead), "deleted_alerts",
-           CL_LOG_INT(in->deleted_alerts), "deleted_workers",
-           CL_LOG_INT(in->deleted_workers), "seconds", CL_LOG_NUM(secs),
+    cl__event(&r->c.events, CL_LEVEL_INFO, "reap_cycle", "expired",
+           CL_EV_INT(in->reap.expired), "requeued",
+           CL_EV_INT(in->reap.requeued), "dead", CL_EV_INT(in->reap.dead),
+           "workers_lost", CL_EV_INT(in->workers_lost), "leases_released",
+           CL_EV_INT(in->leases_released), "alerts_raised",
+           CL_EV_INT(in->raised_total), "alerts_resolved",
+           CL_EV_INT(in->resolved), "deleted_items",
+           CL_EV_INT(in->deleted_items + in->deleted_dead), "deleted_alerts",
+           CL_EV_INT(in->deleted_alerts), "deleted_workers",
+           CL_EV_INT(in->deleted_workers), "seconds", CL_EV_NUM(secs),
            NULL);
   } else {
-    cl_log(CL_LOG_DEBUG, "reap_cycle", "seconds", CL_LOG_NUM(secs), NULL);
+    cl__event(&r->c.events, CL_LEVEL_DEBUG, "reap_cycle", "seconds", CL_EV_NUM(secs), NULL);
   }
   if (r->c.on_cycle)
     r->c.on_cycle(r->c.arg, rc, in, secs);
@@ -173,7 +175,7 @@ static void on_step(void *arg, int rc, PGresult *res) {
   if (rc == CL_EDB) {
     /* One step refused (a lock or statement timeout, say): the others
      * still run; the cycle reports the first failure. */
-    cl_log(CL_LOG_ERROR, "reap_step_failed", "step",
+    cl__event(&r->c.events, CL_LEVEL_ERROR, "reap_step_failed", "step",
            cl__rstep_name((cl__rstep_t)r->step), "error", aerr(r), NULL);
     if (r->step_rc == 0) {
       r->step_rc = rc;
@@ -209,7 +211,7 @@ static void on_timer(uv_timer_t *t) {
   if (r->stopping || (r->c.once && r->cycle_done))
     return;
   if (r->in_cycle) {
-    cl_log(CL_LOG_DEBUG, "reap_cycle_skipped", "reason",
+    cl__event(&r->c.events, CL_LEVEL_DEBUG, "reap_cycle_skipped", "reason",
            "previous cycle still running", NULL);
     return;
   }
@@ -231,9 +233,7 @@ static void on_timer(uv_timer_t *t) {
 /* ------------------------------------------------------------------------ */
 /* The announcer                                                             */
 
-static int has_hooks(const cl_reaper_t *r) {
-  return r->hook_exec != NULL || r->hook_url != NULL;
-}
+static int has_hooks(const cl_reaper_t *r) { return r->c.announce != NULL; }
 
 static void free_alerts(cl_reaper_t *r) {
   for (size_t i = 0; i < r->nalerts; i++) {
@@ -265,15 +265,15 @@ static void ann_end(cl_reaper_t *r) {
 static void on_settled(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
   if (rc != 0) {
-    cl_log(CL_LOG_WARNING, "alert_settle_failed", "error",
+    cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_settle_failed", "error",
            aerr(r), NULL);
   } else {
     for (int i = 0; i < PQntuples(res); i++) {
       if (strcmp(PQgetvalue(res, i, 1), "failed") == 0) {
         r->st.gave_up++;
-        cl_log(CL_LOG_ERROR, "alert_hook_gave_up", "alert_id",
+        cl__event(&r->c.events, CL_LEVEL_ERROR, "alert_hook_gave_up", "alert_id",
                PQgetvalue(res, i, 0), "max_attempts",
-               CL_LOG_INT(r->c.hook_max_attempts), NULL);
+               CL_EV_INT(r->c.announce_max_attempts), NULL);
       }
     }
   }
@@ -290,61 +290,37 @@ static void on_settled(void *arg, int rc, PGresult *res) {
 static void settle(cl_reaper_t *r, const char *ids, const char *attempts,
                    const char *outcome, const char *error) {
   char maxa[16];
-  snprintf(maxa, sizeof maxa, "%d", r->c.hook_max_attempts);
+  snprintf(maxa, sizeof maxa, "%d", r->c.announce_max_attempts);
   const char *p[] = {ids, attempts, outcome, error, maxa};
   if (rsend(r, CL__STMT_ANNOUNCE_DONE, p, on_settled) != 0)
     on_settled(r, CL_ENOMEM, NULL);
 }
 
-static void on_hook(void *arg, int ok, const char *error);
+const char *cl_alert_id(const cl_alert_t *al) { return al->id; }
+const char *cl_alert_kind(const cl_alert_t *al) { return al->kind; }
+const char *cl_alert_subject(const cl_alert_t *al) { return al->subject; }
+const char *cl_alert_json(const cl_alert_t *al) { return al->json; }
+int cl_alert_attempt(const cl_alert_t *al) { return atoi(al->attempt); }
 
-/* Runs the alert's next hook, or settles it once all have run. */
-static void hook_step(cl_reaper_t *r, alert_t *al) {
-  int rc;
-  al->r = r;
-  switch (al->stage++) {
-  case 0:
-    if (r->hook_exec == NULL)
-      break;
-    rc = cl__hook_exec(r->loop, r->hook_exec, al->json, al->id, al->kind,
-                       al->subject, r->c.hook_timeout_s, on_hook, al);
-    if (rc != 0)
-      on_hook(al, 0, "exec hook: out of memory");
-    return;
-  case 1:
-    if (r->hook_url == NULL)
-      break;
-    rc = cl__hook_http(r->loop, r->hook_url, al->json, r->c.hook_timeout_s,
-                       on_hook, al);
-    if (rc != 0)
-      on_hook(al, 0, "http hook: out of memory");
-    return;
-  default: {
-    char ids[40], att[24];
-    snprintf(ids, sizeof ids, "{%s}", al->id);
-    snprintf(att, sizeof att, "{%s}", al->attempt);
-    r->st.hooks_ok++;
-    cl_log(CL_LOG_DEBUG, "alert_hook_ok", "alert_id", al->id, NULL);
-    settle(r, ids, att, "sent", NULL);
-    return;
-  }
-  }
-  hook_step(r, al);
-}
-
-static void on_hook(void *arg, int ok, const char *error) {
-  alert_t *al = arg;
+void cl_alert_done(cl_alert_t *al, int ok, const char *error) {
   cl_reaper_t *r = al->r;
-  if (ok) {
-    hook_step(r, al);
+  if (al->answered)
     return;
-  }
-  r->st.hooks_failed++;
-  cl_log(CL_LOG_WARNING, "alert_hook_failed", "alert_id", al->id, "kind",
-         al->kind, "attempt", al->attempt, "error", error, NULL);
+  al->answered = 1;
   char ids[40], att[24];
   snprintf(ids, sizeof ids, "{%s}", al->id);
   snprintf(att, sizeof att, "{%s}", al->attempt);
+  if (ok) {
+    r->st.hooks_ok++;
+    cl__event(&r->c.events, CL_LEVEL_DEBUG, "alert_hook_ok", "alert_id",
+              al->id, NULL);
+    settle(r, ids, att, "sent", NULL);
+    return;
+  }
+  r->st.hooks_failed++;
+  cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_hook_failed", "alert_id",
+            al->id, "kind", al->kind, "attempt", al->attempt, "error", error,
+            NULL);
   settle(r, ids, att, "error", error);
 }
 
@@ -352,14 +328,15 @@ static void run_next(cl_reaper_t *r) {
   while (r->busy < HOOK_PARALLEL && r->next < r->nalerts && !r->stopping) {
     alert_t *al = &r->alerts[r->next++];
     r->busy++;
-    hook_step(r, al);
+    al->r = r;
+    r->c.announce(r->c.arg, al);
   }
 }
 
 static void on_ann_claimed(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
   if (rc != 0) {
-    cl_log(CL_LOG_WARNING, "alert_claim_failed", "error",
+    cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_claim_failed", "error",
            aerr(r), NULL);
     r->ann_more = 0;
     if (r->c.once)
@@ -390,7 +367,7 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     al->json = cl__strdup(PQgetvalue(res, i, 4));
     if (atoi(al->attempt) == 1) {
       r->st.announced++;
-      cl_log(CL_LOG_WARNING, "alert", "kind", al->kind, "subject",
+      cl__event(&r->c.events, CL_LEVEL_WARNING, "alert", "kind", al->kind, "subject",
              al->subject, "alert_id", al->id, "alert", al->json, NULL);
     }
   }
@@ -428,8 +405,7 @@ static void ann_claim(cl_reaper_t *r) {
   double lease = 60;
   if (has_hooks(r))
     lease = 30 + (double)(HOOK_BATCH / HOOK_PARALLEL + 1) *
-                     r->c.hook_timeout_s *
-                     ((r->hook_exec != NULL) + (r->hook_url != NULL));
+                     r->c.announce_timeout_s;
   char nb[16], lb[48];
   snprintf(nb, sizeof nb, "%d", want);
   cl__fmt_double(lb, sizeof lb, lease);
@@ -511,7 +487,7 @@ static void on_policy(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
   r->policy_inflight = 0;
   if (rc != 0) {
-    cl_log(CL_LOG_ERROR, "queue_policy_failed", "error", aerr(r), "action",
+    cl__event(&r->c.events, CL_LEVEL_ERROR, "queue_policy_failed", "error", aerr(r), "action",
            r->c.once ? "stop" : "try again next cycle", NULL);
     if (r->c.once)
       fatal(r, rc, aerr(r));
@@ -521,7 +497,7 @@ static void on_policy(void *arg, int rc, PGresult *res) {
   /* A change to a policy another reaper wrote is worth a warning: two
    * configs with different policies would undo each other. */
   int changed = atol(PQgetvalue(res, 0, 0)) + atol(PQgetvalue(res, 0, 1)) > 0;
-  cl_log(changed ? CL_LOG_WARNING : CL_LOG_INFO, "queue_policy",
+  cl__event(&r->c.events, changed ? CL_LEVEL_WARNING : CL_LEVEL_INFO, "queue_policy",
          "rows_written", PQgetvalue(res, 0, 0), "rows_removed",
          PQgetvalue(res, 0, 1), NULL);
 }
@@ -538,20 +514,20 @@ static void send_policy(cl_reaper_t *r) {
 
 static void on_up(void *arg) {
   cl_reaper_t *r = arg;
-  cl_log(CL_LOG_INFO, "db_connected", "dsn", cl__aconn_dsn_redacted(r->a),
+  cl__event(&r->c.events, CL_LEVEL_INFO, "db_connected", "dsn", cl__loop_conn_dsn_redacted(r->a),
          NULL);
 }
 
 static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
   cl_reaper_t *r = arg;
   if (rc == CL_EAUTH || rc == CL_ESCHEMA || r->c.once) {
-    cl_log(CL_LOG_ERROR, "db_fatal", "error", why, "dsn",
-           cl__aconn_dsn_redacted(r->a), NULL);
+    cl__event(&r->c.events, CL_LEVEL_ERROR, "db_fatal", "error", why, "dsn",
+           cl__loop_conn_dsn_redacted(r->a), NULL);
     fatal(r, rc, why);
     return;
   }
-  cl_log(CL_LOG_WARNING, "db_disconnected", "error", why, "retry_in_ms",
-         CL_LOG_INT(retry_ms), NULL);
+  cl__event(&r->c.events, CL_LEVEL_WARNING, "db_disconnected", "error", why, "retry_in_ms",
+         CL_EV_INT(retry_ms), NULL);
 }
 
 static void free_reaper(cl_reaper_t *r) {
@@ -564,8 +540,6 @@ static void free_reaper(cl_reaper_t *r) {
   free(r->sla_names);
   free(r->sla_s);
   free(r->dsn);
-  free(r->hook_exec);
-  free(r->hook_url);
   free(r);
 }
 
@@ -576,15 +550,15 @@ static void on_closed_part(cl_reaper_t *r) {
   void *arg = r->c.arg;
   int rc = r->fatal_rc;
   const char *why = r->fatal_why;
-  cl_log(CL_LOG_INFO, "reaper_stopped", "cycles", CL_LOG_INT(r->st.cycles),
-         "announced", CL_LOG_INT(r->st.announced), NULL);
+  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_stopped", "cycles", CL_EV_INT(r->st.cycles),
+         "announced", CL_EV_INT(r->st.announced), NULL);
   if (cb)
     cb(arg, rc, why); /* may still read the stats */
   free_reaper(r);
 }
 
 static void on_timer_closed(uv_handle_t *h) { on_closed_part(h->data); }
-static void on_aconn_closed(void *arg) { on_closed_part(arg); }
+static void on_conn_closed(void *arg) { on_closed_part(arg); }
 
 static void maybe_finish(cl_reaper_t *r) {
   if (r->c.once && r->cycle_done && !r->in_cycle && !r->ann_running)
@@ -595,7 +569,7 @@ static void maybe_finish(cl_reaper_t *r) {
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);
   if (!r->a_closing) {
     r->a_closing = 1;
-    cl__aconn_close(r->a, on_aconn_closed, r);
+    cl__loop_conn_close(r->a, on_conn_closed, r);
   }
 }
 
@@ -603,8 +577,8 @@ void cl_reaper_config_init(cl_reaper_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cl_reaper_opts_init(&cfg->cycle);
   cfg->interval_s = 5;
-  cfg->hook_timeout_s = 10;
-  cfg->hook_max_attempts = 10;
+  cfg->announce_timeout_s = 10;
+  cfg->announce_max_attempts = 10;
   cfg->max_attempts = 25;
   cfg->backoff_s = 1;
   cfg->backoff_max_s = 3600;
@@ -618,10 +592,10 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
     return CL_EINVAL;
   }
   if (!(cfg->interval_s >= 0.01 && cfg->interval_s <= 86400) ||
-      !(cfg->hook_timeout_s > 0 && cfg->hook_timeout_s <= 3600) ||
-      cfg->hook_max_attempts < 1 || cfg->hook_max_attempts > 1000) {
-    snprintf(err, errlen, "interval, hook timeout or hook attempts out of "
-                          "range");
+      !(cfg->announce_timeout_s > 0 && cfg->announce_timeout_s <= 7200) ||
+      cfg->announce_max_attempts < 1 || cfg->announce_max_attempts > 1000) {
+    snprintf(err, errlen, "interval, announce timeout or announce attempts "
+                          "out of range");
     return CL_EINVAL;
   }
   cl_reaper_t *r = calloc(1, sizeof *r);
@@ -630,14 +604,10 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   r->loop = loop;
   r->c = *cfg;
   r->dsn = cl__strdup(cfg->dsn);
-  r->hook_exec = cl__strdup(cfg->hook_exec);
-  r->hook_url = cl__strdup(cfg->hook_url);
   size_t nsla = cfg->cycle.nsla;
   r->sla_names = calloc(nsla + 1, sizeof *r->sla_names);
   r->sla_s = calloc(nsla + 1, sizeof *r->sla_s);
-  int ok = r->dsn && r->sla_names && r->sla_s &&
-           (cfg->hook_exec == NULL || r->hook_exec) &&
-           (cfg->hook_url == NULL || r->hook_url);
+  int ok = r->dsn && r->sla_names && r->sla_s;
   for (size_t i = 0; ok && i < nsla; i++) {
     r->sla_names[i] = cl__strdup(cfg->cycle.sla_queues[i]);
     r->sla_s[i] = cfg->cycle.sla_s[i];
@@ -647,8 +617,6 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   r->c.cycle.sla_queues = (const char *const *)r->sla_names;
   r->c.cycle.sla_s = r->sla_s;
   r->c.dsn = r->dsn;
-  r->c.hook_exec = r->hook_exec;
-  r->c.hook_url = r->hook_url;
   if (!ok) {
     free_reaper(r);
     return CL_ENOMEM;
@@ -675,12 +643,8 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   r->c.qma = NULL;
   r->c.qb_s = NULL;
   r->c.nqma = r->c.nqb = 0;
-  if (rc == 0 && r->hook_url != NULL && cl__hook_http_init() != 0) {
-    snprintf(err, errlen, "cannot set up libcurl");
-    rc = CL_ENOMEM;
-  }
-  cl__aconn_hooks_t hooks = {on_up, on_down, NULL};
-  if (rc == 0 && (rc = cl__aconn_new(&r->a, loop, r->dsn, NULL, &hooks, r)) !=
+  cl__loop_conn_hooks_t hooks = {on_up, on_down, NULL};
+  if (rc == 0 && (rc = cl__loop_conn_new(&r->a, loop, r->dsn, NULL, &hooks, r)) !=
                      0)
     snprintf(err, errlen, "%s", rc == CL_EDSN ? "bad DSN" : "out of memory");
   if (rc != 0) {
@@ -698,12 +662,11 @@ int cl_reaper_start(cl_reaper_t *r) {
   if (r->started)
     return CL_EINVAL;
   r->started = 1;
-  cl_log(CL_LOG_INFO, "reaper_started", "once", r->c.once ? "true" : "false",
-         "interval_s", CL_LOG_NUM(r->c.interval_s), "batch",
-         CL_LOG_INT(r->rp.batch), "hook_exec", r->hook_exec ? "yes" : "no",
-         "hook_url", r->hook_url ? "yes" : "no", "dsn",
-         cl__aconn_dsn_redacted(r->a), NULL);
-  cl__aconn_start(r->a);
+  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_started", "once", r->c.once ? "true" : "false",
+         "interval_s", CL_EV_NUM(r->c.interval_s), "batch",
+         CL_EV_INT(r->rp.batch), "announce", has_hooks(r) ? "yes" : "no", "dsn",
+         cl__loop_conn_dsn_redacted(r->a), NULL);
+  cl__loop_conn_start(r->a);
   if (r->policy[0] != NULL) {
     r->policy_pending = 1;
     send_policy(r);

@@ -12,8 +12,9 @@
  * (proc.c runs the server programs as that user), and connections use local
  * trust authentication, which is why the socket directory is mode 0700.
  */
-#include "claimer.h"
+#include "claimer/claimer.h"
 #include "proc.h"
+#include "embedded.h"
 
 #include <dirent.h>
 #include <errno.h>
