@@ -4,7 +4,7 @@
 claimer_packages="gcc pkg-config meson ninja-build libpq-dev libuv1-dev
   libyaml-dev libjson-c-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev
   postgresql postgresql-server-dev-15
-  valgrind"
+  valgrind clang-format"
 
 claimer_install_deps() {
   local missing=""
