@@ -12,7 +12,61 @@
  *                  to the program's announce callback and settles each
  *                  alert when the program answers (ANNOUNCE_DONE, fenced by
  *                  its attempt count).
+ *
+ * The announcer and each alert it holds are explicit state machines; every
+ * move goes through one function (ann_move, alert_move) and follows an
+ * arrow below.  The announcer:
+ *
+ *   IDLE --cycle_ended--> CLAIMING --claimed--> ANNOUNCING
+ *    ^  ^                  |  ^                   |    |
+ *    |  '----nothing-------'  '-----over, full----'    |
+ *    '--------------------over (not full, or stopping)-'
+ *
+ *   cycle_ended  a cycle ended (not when stopping); ignored unless IDLE:
+ *                the alerts it raised are claimed after the batch in hand;
+ *   claimed      ANNOUNCE_CLAIM returned alerts: they are the batch;
+ *   nothing      it returned none, failed, or the batch found no memory;
+ *   over         no alert of the batch is with the program or being
+ *                settled; a full claim may have left more due, so claim
+ *                again unless stopping.
+ *
+ * An alert of the batch, from the claim that leased it to this reaper:
+ *
+ *   CLAIMED --hand_out--> ANNOUNCING --answer--> SETTLING --settled--> SETTLED
+ *     |   |                                        ^
+ *     |   '--settle_all----------------------------'
+ *     '--leave--> LEFT
+ *
+ *   hand_out     given to the announce callback (at most HOOK_PARALLEL of
+ *                the batch announcing or settling at once);
+ *   answer       cl_alert_done(): ANNOUNCE_DONE goes out, 'sent' or
+ *                'error', for this alert alone;
+ *   settle_all   no announce callback: the alert's event was its
+ *                announcement, and the whole batch is settled 'none' in
+ *                one ANNOUNCE_DONE;
+ *   settled      ANNOUNCE_DONE answered, whatever it said: one refused or
+ *                cut off leaves the lease to run out, and a later claim
+ *                announces the alert again;
+ *   leave        the reaper is stopping before the alert's turn: it is not
+ *                handed out, and its lease runs out likewise.
+ *
+ * The batch is over when every alert is SETTLED or LEFT; its memory is kept
+ * until the next claim comes back (or the reaper is freed), never freed
+ * from inside a call the program made.
+ *
+ * Illegal moves.  The only one a program can cause through the API is a
+ * second cl_alert_done(), an answer in SETTLING or SETTLED: reaper.h
+ * promises it is ignored, so it is an ignored move in every build, not an
+ * assertion (a program's misuse must not abort a debug build of the CLI
+ * either).  Every other move without an arrow (an answer for an alert never
+ * handed out, a hand-out or a settle of an alert past CLAIMED, a second
+ * settled, a batch freed with an alert in flight, the announcer moved from
+ * the wrong state) can only be a bug in this file: assert() stops a debug
+ * build there, and a build without assertions refuses the move and does
+ * nothing for it, so that no statement is sent and no callback is made on
+ * the strength of a state the alert is not in.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +83,40 @@ enum {
   RETAIN_EVERY_MS = 60000,
 };
 
+/* The announcer's states, and what moves it (the diagram above). */
+enum ann_state { ANN_IDLE, ANN_CLAIMING, ANN_ANNOUNCING };
+enum ann_event { AN_CYCLE_ENDED, AN_CLAIMED, AN_NOTHING, AN_OVER };
+
+/* An alert's states, and what moves it (the diagram above). */
+enum al_state {
+  AL_CLAIMED = 0, /* what calloc gives a new batch */
+  AL_ANNOUNCING,
+  AL_SETTLING,
+  AL_SETTLED,
+  AL_LEFT,
+};
+enum { AL_NSTATES = AL_LEFT + 1 };
+enum al_event { AE_HAND_OUT, AE_ANSWER, AE_SETTLE_ALL, AE_SETTLED, AE_LEAVE };
+
 struct cl_alert {
   char *id;
   char *attempt;
   char *kind;
   char *subject;
   char *json;
-  int answered; /* cl_alert_done() was called */
+  enum al_state state; /* moved by alert_move() only */
   struct cl_reaper *r;
 };
 typedef struct cl_alert alert_t;
+
+/* The alerts of one claim. */
+typedef struct batch {
+  alert_t *alerts;
+  size_t n;
+  size_t count[AL_NSTATES]; /* alerts in each state, kept by alert_move() */
+  int full;                 /* the claim came back full: more may be due */
+  int stepping, again;      /* batch_step() runs / was called meanwhile */
+} batch_t;
 
 struct cl_reaper {
   uv_loop_t *loop;
@@ -69,15 +147,13 @@ struct cl_reaper {
   uint64_t t0;
 
   /* The announcer. */
-  int ann_running;
-  int ann_more; /* the last claim came back full */
-  alert_t *alerts;
-  size_t nalerts, next, busy; /* busy: running or settling */
+  enum ann_state ann; /* moved by ann_move() only */
+  batch_t batch;      /* the last claim's alerts (kept after it is over) */
   cl_reaper_stats_t st;
 };
 
 static void maybe_finish(cl_reaper_t *r);
-static void ann_start(cl_reaper_t *r);
+static void ann_move(cl_reaper_t *r, enum ann_event ev);
 
 static void on_conn_closed(void *arg);
 
@@ -98,10 +174,10 @@ static void fatal(cl_reaper_t *r, int rc, const char *why) {
 /* Sends on the connection unless it is closing (then CL_ECONNLOST, and
  * cb is not called). */
 static int rsend(cl_reaper_t *r, cl__stmt_id_t id, const char *const *p,
-                 cl__loop_conn_cb cb) {
+                 cl__loop_conn_cb cb, void *arg) {
   if (r->a_closing)
     return CL_ECONNLOST;
-  return cl__loop_conn_send(r->a, id, p, cb, r);
+  return cl__loop_conn_send(r->a, id, p, cb, arg);
 }
 
 /* The connection's last error; the connection may be gone. */
@@ -150,7 +226,7 @@ static void end_cycle(cl_reaper_t *r, int rc) {
     }
   }
   if (!r->stopping)
-    ann_start(r);
+    ann_move(r, AN_CYCLE_ENDED);
   maybe_finish(r);
 }
 
@@ -197,7 +273,7 @@ static void on_step(void *arg, int rc, PGresult *res) {
 
 static void send_step(cl_reaper_t *r) {
   int rc = rsend(r, cl__rstep_stmt((cl__rstep_t)r->step), r->rp.p[r->step],
-                 on_step);
+                 on_step, r);
   if (rc != 0) {
     r->fail_step = r->step;
     end_cycle(r, rc);
@@ -235,65 +311,143 @@ static void on_timer(uv_timer_t *t) {
 
 static int has_hooks(const cl_reaper_t *r) { return r->c.announce != NULL; }
 
-static void free_alerts(cl_reaper_t *r) {
-  for (size_t i = 0; i < r->nalerts; i++) {
-    alert_t *al = &r->alerts[i];
+/* Moves al by ev along the alert's diagram (top of the file) and keeps the
+ * batch's counts.  Returns 1 when al moved; 0 for a second answer (ignored:
+ * reaper.h), and, in a build without assertions, for a move that has no
+ * arrow, which is refused so that the caller does nothing for it. */
+static int alert_move(alert_t *al, enum al_event ev) {
+  enum al_state from = al->state, to = from;
+  int arrow = 0;
+  switch (from) {
+  case AL_CLAIMED:
+    arrow = 1;
+    if (ev == AE_HAND_OUT)
+      to = AL_ANNOUNCING;
+    else if (ev == AE_SETTLE_ALL)
+      to = AL_SETTLING;
+    else if (ev == AE_LEAVE)
+      to = AL_LEFT;
+    else
+      arrow = 0;
+    break;
+  case AL_ANNOUNCING:
+    arrow = ev == AE_ANSWER;
+    to = AL_SETTLING;
+    break;
+  case AL_SETTLING:
+    if (ev == AE_ANSWER)
+      return 0; /* answered before */
+    arrow = ev == AE_SETTLED;
+    to = AL_SETTLED;
+    break;
+  case AL_SETTLED:
+    if (ev == AE_ANSWER)
+      return 0; /* answered before, and settled since */
+    break;
+  case AL_LEFT:
+    break;
+  }
+  assert(arrow && "alert: a move with no arrow in the diagram");
+  if (!arrow)
+    return 0;
+  batch_t *b = &al->r->batch;
+  b->count[from]--;
+  b->count[to]++;
+  al->state = to;
+  return 1;
+}
+
+/* Alerts of the batch with the program or being settled. */
+static size_t in_flight(const batch_t *b) {
+  return b->count[AL_ANNOUNCING] + b->count[AL_SETTLING];
+}
+
+/* Frees the last batch.  Every alert must be over: one with the program
+ * may still be answered, and one being settled still has its callback to
+ * come, which is handed the alert. */
+static void free_batch(cl_reaper_t *r) {
+  batch_t *b = &r->batch;
+  assert(b->count[AL_CLAIMED] == 0 && in_flight(b) == 0);
+  for (size_t i = 0; i < b->n; i++) {
+    alert_t *al = &b->alerts[i];
     free(al->id);
     free(al->attempt);
     free(al->kind);
     free(al->subject);
     free(al->json);
   }
-  free(r->alerts);
-  r->alerts = NULL;
-  r->nalerts = r->next = r->busy = 0;
+  free(b->alerts);
+  memset(b, 0, sizeof *b);
 }
 
-static void ann_claim(cl_reaper_t *r);
-static void run_next(cl_reaper_t *r);
-
-static void ann_end(cl_reaper_t *r) {
-  free_alerts(r);
-  if (r->ann_more && !r->stopping) {
-    ann_claim(r);
-    return;
-  }
-  r->ann_running = 0;
-  maybe_finish(r);
-}
-
-static void on_settled(void *arg, int rc, PGresult *res) {
-  cl_reaper_t *r = arg;
+/* Reports what a settle did: the alerts it gave up on (marked 'failed'),
+ * or that it failed (then the leases run out and the alerts come back). */
+static void report_settled(cl_reaper_t *r, int rc, PGresult *res) {
   if (rc != 0) {
     cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_settle_failed", "error",
-           aerr(r), NULL);
-  } else {
-    for (int i = 0; i < PQntuples(res); i++) {
-      if (strcmp(PQgetvalue(res, i, 1), "failed") == 0) {
-        r->st.gave_up++;
-        cl__event(&r->c.events, CL_LEVEL_ERROR, "alert_hook_gave_up", "alert_id",
-               PQgetvalue(res, i, 0), "max_attempts",
-               CL_EV_INT(r->c.announce_max_attempts), NULL);
-      }
+              aerr(r), NULL);
+    return;
+  }
+  for (int i = 0; i < PQntuples(res); i++) {
+    if (strcmp(PQgetvalue(res, i, 1), "failed") == 0) {
+      r->st.gave_up++;
+      cl__event(&r->c.events, CL_LEVEL_ERROR, "alert_hook_gave_up",
+                "alert_id", PQgetvalue(res, i, 0), "max_attempts",
+                CL_EV_INT(r->c.announce_max_attempts), NULL);
     }
   }
-  if (has_hooks(r)) {
-    r->busy--;
-    run_next(r);
-    if (r->busy > 0 || (r->next < r->nalerts && !r->stopping))
-      return;
-  }
-  ann_end(r);
 }
 
-/* Records an alert's outcome: "sent", "none" or "error". */
-static void settle(cl_reaper_t *r, const char *ids, const char *attempts,
-                   const char *outcome, const char *error) {
+/* Sends ANNOUNCE_DONE for ids at attempts (array literals) with outcome
+ * "sent", "none" or "error".  Returns rsend's code: on error cb is not
+ * called. */
+static int send_done(cl_reaper_t *r, const char *ids, const char *attempts,
+                     const char *outcome, const char *error,
+                     cl__loop_conn_cb cb, void *arg) {
   char maxa[16];
   snprintf(maxa, sizeof maxa, "%d", r->c.announce_max_attempts);
   const char *p[] = {ids, attempts, outcome, error, maxa};
-  if (rsend(r, CL__STMT_ANNOUNCE_DONE, p, on_settled) != 0)
-    on_settled(r, CL_ENOMEM, NULL);
+  return rsend(r, CL__STMT_ANNOUNCE_DONE, p, cb, arg);
+}
+
+/* Hands out the batch's alerts in order while fewer than HOOK_PARALLEL are
+ * in flight, leaves the rest when stopping, and ends the batch once none is
+ * in flight.  Called when the batch arrives and after each alert settles.
+ * A program that answers inside its announce callback, with the settle
+ * failing at once, calls back in here from the hand-out loop: that call
+ * only asks the loop for another round, so the batch cannot end under it. */
+static void batch_step(cl_reaper_t *r) {
+  batch_t *b = &r->batch;
+  assert(r->ann == ANN_ANNOUNCING && has_hooks(r));
+  if (b->stepping) {
+    b->again = 1;
+    return;
+  }
+  b->stepping = 1;
+  do {
+    b->again = 0;
+    for (size_t i = 0; i < b->n && in_flight(b) < HOOK_PARALLEL &&
+                       !r->stopping; i++) {
+      alert_t *al = &b->alerts[i];
+      if (al->state == AL_CLAIMED && alert_move(al, AE_HAND_OUT))
+        r->c.announce(r->c.arg, al);
+    }
+  } while (b->again);
+  b->stepping = 0;
+  if (r->stopping) /* their leases run out; another run announces them */
+    for (size_t i = 0; i < b->n; i++)
+      if (b->alerts[i].state == AL_CLAIMED)
+        alert_move(&b->alerts[i], AE_LEAVE);
+  if (in_flight(b) == 0)
+    ann_move(r, AN_OVER);
+}
+
+static void on_alert_settled(void *arg, int rc, PGresult *res) {
+  alert_t *al = arg;
+  cl_reaper_t *r = al->r;
+  report_settled(r, rc, res);
+  alert_move(al, AE_SETTLED);
+  batch_step(r);
 }
 
 const char *cl_alert_id(const cl_alert_t *al) { return al->id; }
@@ -304,9 +458,8 @@ int cl_alert_attempt(const cl_alert_t *al) { return atoi(al->attempt); }
 
 void cl_alert_done(cl_alert_t *al, int ok, const char *error) {
   cl_reaper_t *r = al->r;
-  if (al->answered)
-    return;
-  al->answered = 1;
+  if (!alert_move(al, AE_ANSWER))
+    return; /* a second answer: ignored (reaper.h) */
   char ids[40], att[24];
   snprintf(ids, sizeof ids, "{%s}", al->id);
   snprintf(att, sizeof att, "{%s}", al->attempt);
@@ -314,52 +467,78 @@ void cl_alert_done(cl_alert_t *al, int ok, const char *error) {
     r->st.hooks_ok++;
     cl__event(&r->c.events, CL_LEVEL_DEBUG, "alert_hook_ok", "alert_id",
               al->id, NULL);
-    settle(r, ids, att, "sent", NULL);
-    return;
+  } else {
+    r->st.hooks_failed++;
+    cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_hook_failed",
+              "alert_id", al->id, "kind", al->kind, "attempt", al->attempt,
+              "error", error, NULL);
   }
-  r->st.hooks_failed++;
-  cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_hook_failed", "alert_id",
-            al->id, "kind", al->kind, "attempt", al->attempt, "error", error,
-            NULL);
-  settle(r, ids, att, "error", error);
+  if (send_done(r, ids, att, ok ? "sent" : "error", ok ? NULL : error,
+                on_alert_settled, al) != 0)
+    on_alert_settled(al, CL_ENOMEM, NULL);
 }
 
-static void run_next(cl_reaper_t *r) {
-  while (r->busy < HOOK_PARALLEL && r->next < r->nalerts && !r->stopping) {
-    alert_t *al = &r->alerts[r->next++];
-    r->busy++;
-    al->r = r;
-    r->c.announce(r->c.arg, al);
+static void on_batch_settled(void *arg, int rc, PGresult *res) {
+  cl_reaper_t *r = arg;
+  batch_t *b = &r->batch;
+  report_settled(r, rc, res);
+  for (size_t i = 0; i < b->n; i++)
+    alert_move(&b->alerts[i], AE_SETTLED);
+  ann_move(r, AN_OVER);
+}
+
+/* Without an announce callback an alert's event is its announcement: the
+ * whole batch is settled 'none' in one statement. */
+static void settle_all(cl_reaper_t *r) {
+  batch_t *b = &r->batch;
+  const char **ids = calloc(b->n, sizeof *ids);
+  const char **att = calloc(b->n, sizeof *att);
+  char *ids_lit = NULL, *att_lit = NULL;
+  if (ids && att) {
+    for (size_t i = 0; i < b->n; i++) {
+      ids[i] = b->alerts[i].id ? b->alerts[i].id : "0";
+      att[i] = b->alerts[i].attempt ? b->alerts[i].attempt : "0";
+    }
+    ids_lit = cl__array_literal(ids, b->n);
+    att_lit = cl__array_literal(att, b->n);
   }
+  free(ids);
+  free(att);
+  for (size_t i = 0; i < b->n; i++)
+    alert_move(&b->alerts[i], AE_SETTLE_ALL);
+  if (ids_lit == NULL || att_lit == NULL ||
+      send_done(r, ids_lit, att_lit, "none", NULL, on_batch_settled, r) != 0)
+    on_batch_settled(r, CL_ENOMEM, NULL);
+  free(ids_lit);
+  free(att_lit);
 }
 
 static void on_ann_claimed(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
+  batch_t *b = &r->batch;
   if (rc != 0) {
     cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_claim_failed", "error",
-           aerr(r), NULL);
-    r->ann_more = 0;
+              aerr(r), NULL);
     if (r->c.once)
       r->fatal_rc = r->fatal_rc ? r->fatal_rc : rc;
-    ann_end(r);
+    ann_move(r, AN_NOTHING);
     return;
   }
+  /* A result comes from the loop, never from inside a call of the
+   * program's: the last batch's alerts can go now. */
+  free_batch(r);
   int n = PQntuples(res);
-  int want = has_hooks(r) ? HOOK_BATCH : r->rp.batch;
-  r->ann_more = n >= want;
-  if (n == 0) {
-    ann_end(r);
+  if (n == 0 || (b->alerts = calloc((size_t)n, sizeof *b->alerts)) == NULL) {
+    ann_move(r, AN_NOTHING);
     return;
   }
-  r->alerts = calloc((size_t)n, sizeof *r->alerts);
-  if (r->alerts == NULL) {
-    r->ann_more = 0;
-    ann_end(r);
-    return;
-  }
-  r->nalerts = (size_t)n;
+  b->n = (size_t)n;
+  b->count[AL_CLAIMED] = b->n;
+  b->full = n >= (has_hooks(r) ? HOOK_BATCH : r->rp.batch);
   for (int i = 0; i < n; i++) {
-    alert_t *al = &r->alerts[i];
+    alert_t *al = &b->alerts[i];
+    al->r = r;
+    al->state = AL_CLAIMED;
     al->id = cl__strdup(PQgetvalue(res, i, 0));
     al->attempt = cl__strdup(PQgetvalue(res, i, 1));
     al->kind = cl__strdup(PQgetvalue(res, i, 2));
@@ -367,36 +546,16 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     al->json = cl__strdup(PQgetvalue(res, i, 4));
     if (atoi(al->attempt) == 1) {
       r->st.announced++;
-      cl__event(&r->c.events, CL_LEVEL_WARNING, "alert", "kind", al->kind, "subject",
-             al->subject, "alert_id", al->id, "alert", al->json, NULL);
+      cl__event(&r->c.events, CL_LEVEL_WARNING, "alert", "kind", al->kind,
+                "subject", al->subject, "alert_id", al->id, "alert",
+                al->json, NULL);
     }
   }
-  if (!has_hooks(r)) {
-    /* Nothing to run: mark them all announced in one statement. */
-    const char **ids = calloc((size_t)n, sizeof *ids);
-    const char **att = calloc((size_t)n, sizeof *att);
-    char *ids_lit = NULL, *att_lit = NULL;
-    if (ids && att) {
-      for (int i = 0; i < n; i++) {
-        ids[i] = r->alerts[i].id ? r->alerts[i].id : "0";
-        att[i] = r->alerts[i].attempt ? r->alerts[i].attempt : "0";
-      }
-      ids_lit = cl__array_literal(ids, (size_t)n);
-      att_lit = cl__array_literal(att, (size_t)n);
-    }
-    free(ids);
-    free(att);
-    if (ids_lit && att_lit)
-      settle(r, ids_lit, att_lit, "none", NULL);
-    else
-      on_settled(r, CL_ENOMEM, NULL);
-    free(ids_lit);
-    free(att_lit);
-    return;
-  }
-  run_next(r);
-  if (r->busy == 0) /* stopping: none started; their leases run out */
-    ann_end(r);
+  ann_move(r, AN_CLAIMED);
+  if (has_hooks(r))
+    batch_step(r);
+  else
+    settle_all(r);
 }
 
 static void ann_claim(cl_reaper_t *r) {
@@ -410,15 +569,44 @@ static void ann_claim(cl_reaper_t *r) {
   snprintf(nb, sizeof nb, "%d", want);
   cl__fmt_double(lb, sizeof lb, lease);
   const char *p[] = {nb, lb};
-  if (rsend(r, CL__STMT_ANNOUNCE_CLAIM, p, on_ann_claimed) != 0)
+  if (rsend(r, CL__STMT_ANNOUNCE_CLAIM, p, on_ann_claimed, r) != 0)
     on_ann_claimed(r, CL_ENOMEM, NULL);
 }
 
-static void ann_start(cl_reaper_t *r) {
-  if (r->ann_running)
+/* Moves the announcer by ev along its diagram (top of the file), then acts
+ * on the state entered: CLAIMING sends the claim, IDLE lets a stopping
+ * reaper finish.  The state is set first, as the claim may be answered
+ * (failed) before ann_claim() returns. */
+static void ann_move(cl_reaper_t *r, enum ann_event ev) {
+  enum ann_state to = r->ann;
+  int arrow = 0;
+  switch (r->ann) {
+  case ANN_IDLE:
+    arrow = ev == AN_CYCLE_ENDED;
+    to = ANN_CLAIMING;
+    break;
+  case ANN_CLAIMING:
+    if (ev == AN_CYCLE_ENDED)
+      return;
+    arrow = ev == AN_CLAIMED || ev == AN_NOTHING;
+    to = ev == AN_CLAIMED ? ANN_ANNOUNCING : ANN_IDLE;
+    break;
+  case ANN_ANNOUNCING:
+    if (ev == AN_CYCLE_ENDED)
+      return;
+    arrow = ev == AN_OVER && r->batch.count[AL_CLAIMED] == 0 &&
+            in_flight(&r->batch) == 0;
+    to = r->batch.full && !r->stopping ? ANN_CLAIMING : ANN_IDLE;
+    break;
+  }
+  assert(arrow && "announcer: a move with no arrow in the diagram");
+  if (!arrow)
     return;
-  r->ann_running = 1;
-  ann_claim(r);
+  r->ann = to;
+  if (to == ANN_CLAIMING)
+    ann_claim(r);
+  else if (to == ANN_IDLE)
+    maybe_finish(r);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -505,7 +693,7 @@ static void on_policy(void *arg, int rc, PGresult *res) {
 static void send_policy(cl_reaper_t *r) {
   const char *p[] = {r->policy[0], r->policy[1], r->policy[2], r->policy[3]};
   r->policy_inflight = 1;
-  if (rsend(r, CL__STMT_POLICY_SYNC, p, on_policy) != 0)
+  if (rsend(r, CL__STMT_POLICY_SYNC, p, on_policy, r) != 0)
     on_policy(r, CL_ENOMEM, NULL);
 }
 
@@ -531,7 +719,7 @@ static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
 }
 
 static void free_reaper(cl_reaper_t *r) {
-  free_alerts(r);
+  free_batch(r);
   for (int i = 0; i < 4; i++)
     free(r->policy[i]);
   cl__rparams_free(&r->rp);
@@ -561,9 +749,11 @@ static void on_timer_closed(uv_handle_t *h) { on_closed_part(h->data); }
 static void on_conn_closed(void *arg) { on_closed_part(arg); }
 
 static void maybe_finish(cl_reaper_t *r) {
-  if (r->c.once && r->cycle_done && !r->in_cycle && !r->ann_running)
+  if (r->c.once && r->cycle_done && !r->in_cycle &&
+      r->ann == ANN_IDLE)
     r->stopping = 1;
-  if (!r->stopping || r->closing || r->in_cycle || r->ann_running)
+  if (!r->stopping || r->closing || r->in_cycle ||
+      r->ann != ANN_IDLE)
     return;
   r->closing = 1;
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);

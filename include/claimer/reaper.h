@@ -29,8 +29,8 @@ extern "C" {
 #endif
 
 typedef struct cl_reaper cl_reaper_t;
-/* An alert being announced: owned by the reaper, valid until the program
- * answers it with cl_alert_done(). */
+/* An alert being announced: owned by the reaper, the program's to use from
+ * the announce callback until it answers with cl_alert_done(). */
 typedef struct cl_alert cl_alert_t;
 
 /* Hands alert to the program to announce.  The program answers exactly
@@ -113,7 +113,10 @@ CL_EXTERN const char *cl_alert_json(const cl_alert_t *alert); /* JSON text */
 CL_EXTERN int cl_alert_attempt(const cl_alert_t *alert);
 /* Answers an announcement: ok 1 (sent) or 0 with error (copied, may be
  * NULL; retried later).  After this the alert is no longer the
- * program's.  A second answer is ignored. */
+ * program's.  A second answer is ignored, in every build (no assertion
+ * fires): the alert's memory lasts at least until control returns to the
+ * loop, so a repeat from the same callback is harmless; one made later may
+ * find the alert freed. */
 CL_EXTERN void cl_alert_done(cl_alert_t *alert, int ok, const char *error);
 
 #ifdef __cplusplus
