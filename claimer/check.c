@@ -7,8 +7,9 @@
  * a database error halfway through a batch.  Every byte offset in a message
  * is 0-based (the first byte is "byte 0"), as cl_utf8_invalid_at() returns
  * it.  Messages never echo raw control characters or invalid UTF-8 (they are
- * escaped) and never echo a password.  Nothing here keeps state, so every
- * function is safe to call from any thread.
+ * escaped by text.c, which also owns the reading of UTF-8) and never echo a
+ * password.  Nothing here keeps state, so every function is safe to call
+ * from any thread.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strcasestr; the build defines it anyway */
@@ -32,6 +33,7 @@
 
 #include "claimer/claimer.h"
 #include "internal.h"
+#include "text.h"
 
 /* How many levels of arrays and objects a payload may nest.  PostgreSQL
  * takes far more, but real payloads stay shallow and a bound keeps a hostile
@@ -46,192 +48,17 @@
 #define SECRET_MIN 4
 
 /* ------------------------------------------------------------------------ */
-/* Messages                                                                  */
+/* Plain strings                                                             */
 
-/* Writes a formatted message into err, bounded by errlen; does nothing when
- * err is NULL or errlen is 0, so every check can be called just for its
- * verdict. */
-__attribute__((format(printf, 3, 4))) static void
-set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-/* Returns the length of the UTF-8 sequence that starts at s[0] when it is
- * complete and valid, 0 otherwise. */
-static size_t utf8_seq_len(const unsigned char *s, size_t len) {
-  size_t n;
-  if (s[0] < 0x80)
-    n = 1;
-  else if (s[0] >= 0xC2 && s[0] <= 0xDF)
-    n = 2;
-  else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-    n = 3;
-  else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-    n = 4;
-  else
-    return 0;
-  if (n > len || cl_utf8_invalid_at((const char *)s, n) != -1)
-    return 0;
-  return n;
-}
-
-/* Writes s[0..len) into out (outlen bytes, at least 1) as text that is safe
- * to print: control characters (C0, DEL and C1) and bytes that are not
- * valid UTF-8 become \xNN, valid multibyte characters stay as they are, and
- * with quoted '"' and '\' are escaped too, for text that goes between
- * double quotes.  At most max bytes of s are shown; "..." marks a cut, which
- * falls between characters.  The output is always NUL-terminated. */
-static void echo(char *out, size_t outlen, const char *s, size_t len,
-                 size_t max, bool quoted) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t o = 0, i = 0;
-  if (outlen == 0)
-    return;
-  while (i < len) {
-    char piece[16];
-    size_t plen, used;
-    size_t n = utf8_seq_len(p + i, len - i);
-    if (n == 1 && (p[i] < 0x20 || p[i] == 0x7F)) {
-      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
-      used = 1;
-    } else if (quoted && n == 1 && (p[i] == '"' || p[i] == '\\')) {
-      piece[0] = '\\';
-      piece[1] = (char)p[i];
-      plen = 2;
-      used = 1;
-    } else if (n == 2 && p[i] == 0xC2 && p[i + 1] <= 0x9F) {
-      /* A C1 control (U+0080..U+009F): terminals act on some of them. */
-      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x\\x%02x", p[i],
-                              p[i + 1]);
-      used = 2;
-    } else if (n == 0) {
-      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
-      used = 1;
-    } else {
-      memcpy(piece, p + i, n);
-      plen = n;
-      used = n;
-    }
-    if (i + used > max || o + plen + 4 > outlen) {
-      /* Stop here; "..." needs 3 bytes and the NUL one more. */
-      if (o + 4 <= outlen) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-      }
-      break;
-    }
-    memcpy(out + o, piece, plen);
-    o += plen;
-    i += used;
-  }
-  out[o] = '\0';
-}
-
-/* ------------------------------------------------------------------------ */
-/* UTF-8 and plain strings                                                   */
-
-/* Returns the offset of the first ill-formed sequence, following the table
- * of well-formed byte sequences in the Unicode standard (3.9, table 3-7):
- * the second byte's range depends on the first byte, which is what rules out
- * overlong forms (C0, C1, E0 80..9F, F0 80..8F), surrogates (ED A0..BF) and
- * code points above U+10FFFF (F4 90.., F5..FF).  A truncated sequence is
- * reported at its first byte; a stray continuation byte at itself. */
-long cl_utf8_invalid_at(const char *s, size_t len) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < len) {
-    unsigned c = p[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t more;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      more = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      more = 2;
-      if (c == 0xE0)
-        lo = 0xA0;
-      else if (c == 0xED)
-        hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      more = 3;
-      if (c == 0xF0)
-        lo = 0x90;
-      else if (c == 0xF4)
-        hi = 0x8F;
-    } else {
-      return (long)i;
-    }
-    if (len - i - 1 < more || p[i + 1] < lo || p[i + 1] > hi)
-      return (long)i;
-    for (size_t k = 2; k <= more; k++)
-      if ((p[i + k] & 0xC0) != 0x80)
-        return (long)i;
-    i += more + 1;
-  }
-  return -1;
-}
-
-/* Returns the offset of the first control character in the valid UTF-8
- * text s[0..len): C0 (0x00..0x1F), DEL, or C1 (U+0080..U+009F, encoded C2
- * 80..C2 9F), or -1 when there is none.  C1 counts because terminals obey
- * some of those too, and ids and names end up in logs. */
-static long control_at(const char *s, size_t len) {
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < len; i++) {
-    if (p[i] < 0x20 || p[i] == 0x7F)
-      return (long)i;
-    if (p[i] == 0xC2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F)
-      return (long)i;
-  }
-  return -1;
-}
-
-/* The shared rule for item ids and worker names: 1..max bytes of valid
- * UTF-8 without control characters.  what names the value in messages.
- * Returns 0 or CL_EINVAL. */
-static int check_text(const char *what, const char *s, size_t max, char *err,
-                      size_t errlen) {
-  if (s == NULL) {
-    set_err(err, errlen, "%s is missing", what);
-    return CL_EINVAL;
-  }
-  size_t len = strlen(s);
-  if (len == 0) {
-    set_err(err, errlen, "%s is empty", what);
-    return CL_EINVAL;
-  }
-  if (len > max) {
-    set_err(err, errlen, "%s is %zu bytes; the limit is %zu", what, len, max);
-    return CL_EINVAL;
-  }
-  long bad = cl_utf8_invalid_at(s, len);
-  long ctl = control_at(s, bad < 0 ? len : (size_t)bad);
-  if (ctl >= 0) {
-    set_err(err, errlen, "%s contains a control character at byte %ld", what,
-            ctl);
-    return CL_EINVAL;
-  }
-  if (bad >= 0) {
-    set_err(err, errlen, "%s is not valid UTF-8 (byte %ld)", what, bad);
-    return CL_EINVAL;
-  }
-  return 0;
-}
-
+/* Item ids and worker names are free text as text.c defines it: 1..max
+ * bytes of valid UTF-8 without control characters, since both end up in
+ * logs and on terminals. */
 int cl_check_item_id(const char *id, char *err, size_t errlen) {
-  return check_text("item id", id, CL_ITEM_ID_MAX, err, errlen);
+  return cl__check_text("item id", id, CL_ITEM_ID_MAX, 0, err, errlen);
 }
 
 int cl_check_worker(const char *worker, char *err, size_t errlen) {
-  return check_text("worker name", worker, CL_WORKER_MAX, err, errlen);
+  return cl__check_text("worker name", worker, CL_WORKER_MAX, 0, err, errlen);
 }
 
 static bool is_queue_char(unsigned char c) {
@@ -246,31 +73,31 @@ static bool is_queue_char(unsigned char c) {
  * a queue to enqueue and claim but a weighted "jobs" to work. */
 int cl_check_queue(const char *queue, char *err, size_t errlen) {
   if (queue == NULL) {
-    set_err(err, errlen, "queue name is missing");
+    cl__msg(err, errlen, "queue name is missing");
     return CL_EINVAL;
   }
   size_t len = strlen(queue);
   if (len == 0) {
-    set_err(err, errlen, "queue name is empty");
+    cl__msg(err, errlen, "queue name is empty");
     return CL_EINVAL;
   }
   if (len > CL_QUEUE_MAX) {
-    set_err(err, errlen, "queue name is %zu bytes; the limit is %d", len,
+    cl__msg(err, errlen, "queue name is %zu bytes; the limit is %d", len,
             CL_QUEUE_MAX);
     return CL_EINVAL;
   }
   for (size_t i = 0; i < len; i++) {
     if (!is_queue_char((unsigned char)queue[i])) {
-      char shown[4 * ECHO_MAX + 8];
-      echo(shown, sizeof shown, queue, len, ECHO_MAX, true);
+      char shown[CL__ESC_SIZE(ECHO_MAX)];
+      cl__escape(shown, sizeof shown, queue, len, ECHO_MAX, CL__ESC_QUOTES);
       if (queue[i] == ':')
-        set_err(err, errlen,
+        cl__msg(err, errlen,
                 "queue name \"%s\" has ':' at byte %zu: ':' separates a "
                 "weight (NAME:WEIGHT, as in claimer work -q jobs:2) and is "
                 "not part of a name",
                 shown, i);
       else
-        set_err(err, errlen,
+        cl__msg(err, errlen,
                 "queue name \"%s\" has a character not allowed at byte %zu "
                 "(allowed: letters, digits, _ . -)",
                 shown, i);
@@ -383,9 +210,9 @@ static bool lex_string(const unsigned char *s, size_t len, size_t *pos,
     }
     if (e != 'u') {
       char shown[16];
-      size_t n = utf8_seq_len(s + i + 1, len - i - 1);
-      echo(shown, sizeof shown, (const char *)s + i + 1, n > 0 ? n : 1, 4,
-           true);
+      const char *e_at = (const char *)s + i + 1;
+      size_t n = cl__utf8_decode(e_at, len - i - 1, NULL);
+      cl__escape(shown, sizeof shown, e_at, n > 0 ? n : 1, 4, CL__ESC_QUOTES);
       return fault(f, i, "\"\\%s\" is not a JSON escape", shown);
     }
     long u = read_u_escape(s, len, i);
@@ -591,8 +418,8 @@ static bool json_lex(const char *text, size_t len, json_fault_t *f) {
       if (!((n == 4 && memcmp(s + start, "true", 4) == 0) ||
             (n == 5 && memcmp(s + start, "false", 5) == 0) ||
             (n == 4 && memcmp(s + start, "null", 4) == 0))) {
-        char shown[ECHO_MAX + 8];
-        echo(shown, sizeof shown, text + start, n, 20, true);
+        char shown[CL__ESC_SIZE(20)];
+        cl__escape(shown, sizeof shown, text + start, n, 20, CL__ESC_QUOTES);
         return fault(f, start,
                      "\"%s\" is not a JSON value (the words are true, false "
                      "and null; NaN and Infinity are not JSON)",
@@ -601,8 +428,9 @@ static bool json_lex(const char *text, size_t len, json_fault_t *f) {
       seen_value = true;
     } else {
       char shown[16];
-      size_t n = utf8_seq_len(s + i, len - i);
-      echo(shown, sizeof shown, text + i, n > 0 ? n : 1, 4, true);
+      size_t n = cl__utf8_decode(text + i, len - i, NULL);
+      cl__escape(shown, sizeof shown, text + i, n > 0 ? n : 1, 4,
+                 CL__ESC_QUOTES);
       return fault(f, i, "unexpected character \"%s\"", shown);
     }
   }
@@ -656,34 +484,34 @@ static bool json_parse(const char *s, size_t len, json_fault_t *f) {
  * 0, CL_ENOMEM when json-c could not allocate its parser. */
 int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
   if (s == NULL && len > 0) {
-    set_err(err, errlen, "JSON text is missing");
+    cl__msg(err, errlen, "JSON text is missing");
     return CL_EINVAL;
   }
   if (len == 0) {
-    set_err(err, errlen, "JSON text is empty");
+    cl__msg(err, errlen, "JSON text is empty");
     return CL_EJSON;
   }
   if (len > CL_PAYLOAD_MAX) {
-    set_err(err, errlen, "JSON text is %zu bytes; the limit is %d", len,
+    cl__msg(err, errlen, "JSON text is %zu bytes; the limit is %d", len,
             CL_PAYLOAD_MAX);
     return CL_EJSON;
   }
   const char *nul = memchr(s, '\0', len);
   if (nul != NULL) {
-    set_err(err, errlen, "JSON text contains a NUL byte at byte %zu",
+    cl__msg(err, errlen, "JSON text contains a NUL byte at byte %zu",
             (size_t)(nul - s));
     return CL_EJSON;
   }
   long bad = cl_utf8_invalid_at(s, len);
   if (bad >= 0) {
-    set_err(err, errlen, "not valid UTF-8 at byte %ld", bad);
+    cl__msg(err, errlen, "not valid UTF-8 at byte %ld", bad);
     return CL_EJSON;
   }
   json_fault_t lexf = {.range = false}, parsef = {.range = false};
   bool lex_ok = json_lex(s, len, &lexf);
   bool parse_ok = json_parse(s, len, &parsef);
   if (!parse_ok && parsef.at == (size_t)-1) {
-    set_err(err, errlen, "out of memory while checking JSON");
+    cl__msg(err, errlen, "out of memory while checking JSON");
     return CL_ENOMEM;
   }
   if (lex_ok && parse_ok)
@@ -691,7 +519,7 @@ int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
   const json_fault_t *f = &parsef;
   if (!lex_ok && (parse_ok || lexf.at <= parsef.at))
     f = &lexf;
-  set_err(err, errlen, "%s at byte %zu: %s",
+  cl__msg(err, errlen, "%s at byte %zu: %s",
           f->range ? "number out of range" : "not valid JSON", f->at, f->why);
   return CL_EJSON;
 }
@@ -894,14 +722,14 @@ static void dsn_error(const char *dsn, const char *detail, char *err,
   size_t n = clean != NULL ? strlen(clean) : 0;
   while (n > 0 && isspace((unsigned char)clean[n - 1]))
     n--;
-  char *shown = clean != NULL ? malloc(4 * n + 8) : NULL;
+  char *shown = clean != NULL ? malloc(CL__ESC_SIZE(n)) : NULL;
   if (shown == NULL) {
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "malformed connection string (the detail is withheld "
             "because it might show the password)");
   } else {
-    echo(shown, 4 * n + 8, clean, n, n, false);
-    set_err(err, errlen, "malformed connection string: %s", shown);
+    cl__escape(shown, CL__ESC_SIZE(n), clean, n, n, 0);
+    cl__msg(err, errlen, "malformed connection string: %s", shown);
   }
   free(shown);
   free(clean);
@@ -936,7 +764,7 @@ static size_t bad_port(const char *ports, const char **bad) {
  * password), CL_EINVAL when dsn is NULL, or CL_ENOMEM. */
 int cl_check_dsn(const char *dsn, char *err, size_t errlen) {
   if (dsn == NULL) {
-    set_err(err, errlen, "connection string is missing");
+    cl__msg(err, errlen, "connection string is missing");
     return CL_EINVAL;
   }
   const char *p = dsn;
@@ -945,14 +773,14 @@ int cl_check_dsn(const char *dsn, char *err, size_t errlen) {
   if (*p == '\0') {
     /* libpq reads "" as "all defaults"; for claimer that is a mistake, and
      * the embedded default is chosen by giving no DSN at all. */
-    set_err(err, errlen, "empty connection string");
+    cl__msg(err, errlen, "empty connection string");
     return CL_EDSN;
   }
   char *msg = NULL;
   PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
   if (opts == NULL) {
     if (msg == NULL) {
-      set_err(err, errlen,
+      cl__msg(err, errlen,
               "out of memory while parsing the connection "
               "string");
       return CL_ENOMEM;
@@ -969,8 +797,8 @@ int cl_check_dsn(const char *dsn, char *err, size_t errlen) {
     size_t n = bad_port(o->val, &bad);
     if (n == 0)
       continue;
-    char shown[4 * ECHO_MAX + 8], detail[4 * ECHO_MAX + 64];
-    echo(shown, sizeof shown, bad, n, ECHO_MAX, true);
+    char shown[CL__ESC_SIZE(ECHO_MAX)], detail[CL__ESC_SIZE(ECHO_MAX) + 64];
+    cl__escape(shown, sizeof shown, bad, n, ECHO_MAX, CL__ESC_QUOTES);
     snprintf(detail, sizeof detail,
              "port \"%s\" is not a number from 1 to 65535", shown);
     dsn_error(dsn, detail, err, errlen);

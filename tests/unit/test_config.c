@@ -1172,6 +1172,47 @@ static void print_round_trip(void **state) {
   cl_config_free(&b);
 }
 
+/* A dsn is the one string the printer shows that is not checked text, so
+ * it can hold any character.  Those that YAML refuses raw (C1 controls,
+ * U+FFFE) or folds into a space (NEL) must be printed as escapes that
+ * YAML reads back as the same character, and never raw (a raw U+009B is
+ * CSI to a terminal).  The printer used to write them raw: the output then
+ * failed to load ("control characters are not allowed") or loaded as
+ * another dsn. */
+static void print_round_trip_dsn_characters(void **state) {
+  (void)state;
+  static const struct {
+    const char *value, *shown;
+  } odd[] = {
+      {"a\xc2\x9bz", "a\\x9bz"},       /* CSI */
+      {"a\xc2\x85z", "a\\x85z"},       /* NEL */
+      {"a\xef\xbf\xbez", "a\\ufffez"}, /* a non-character */
+      {"a\x1b[31mz", "a\\x1b[31mz"},   /* ESC, as before */
+      /* As they are: YAML keeps these in a double-quoted scalar. */
+      {"a\xc3\xa9\xe2\x80\xa8\xe2\x80\xa9\xef\xbb\xbf",
+       "a\xc3\xa9\xe2\x80\xa8\xe2\x80\xa9\xef\xbb\xbf"},
+  };
+  for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+    cl_config_t a, b;
+    char err[ERRLEN], dsn[64], line[64];
+    snprintf(dsn, sizeof dsn, "host=db1 application_name=%s", odd[i].value);
+    cl_config_init(&a);
+    assert_int_equal(cl_config_set(&a, "dsn", dsn, "flag", err, sizeof err), 0);
+    char *text = print(&a);
+    snprintf(line, sizeof line, "dsn: \"host=db1 application_name=%s\"",
+             odd[i].shown);
+    assert_contains(text, line);
+    cl_config_init(&b);
+    if (cl_config_load_string(&b, text, strlen(text), "printed", err,
+                              sizeof err) != 0)
+      fail_msg("case %zu: %s\n%s", i, err, text);
+    assert_string_equal(b.dsn, dsn);
+    free(text);
+    cl_config_free(&a);
+    cl_config_free(&b);
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* The reaper's keys                                                         */
 
@@ -2042,6 +2083,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(validate_rules, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(print_defaults, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(print_round_trip, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(print_round_trip_dsn_characters,
+                                      clear_env, clear_env),
       cmocka_unit_test_setup_teardown(reaper_defaults, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(reaper_full, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(reaper_environment, clear_env, clear_env),

@@ -30,9 +30,10 @@
 
 #include <yaml.h>
 
+#include "claimer/worker.h"
 #include "config.h"
 #include "internal.h"
-#include "claimer/worker.h"
+#include "text.h"
 
 /* How much of a bad value a message quotes back. */
 #define ECHO_MAX 40
@@ -259,64 +260,16 @@ static bool is_section(const char *path) {
 /* ------------------------------------------------------------------------ */
 /* Messages                                                                  */
 
-__attribute__((format(printf, 3, 4))) static void
-set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-/* Returns the length of the valid UTF-8 sequence at s[0..len), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t len) {
-  size_t n = s[0] < 0x80 ? 1 : s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
-  if (n > len || cl_utf8_invalid_at((const char *)s, n) != -1)
-    return 0;
-  return n;
-}
-
-/* Writes s[0..len) into out (outlen >= 8) as printable text: control
- * characters (C0, DEL, C1) and invalid bytes as \xNN, '"' and '\' escaped
- * when quoted, at most ECHO_MAX bytes of s, "..." marking a cut. */
+/* Writes s[0..len) into out as text that is safe to print (text.c's
+ * escape, '"' and '\' escaped too when quoted), at most ECHO_MAX bytes of
+ * s, "..." marking a cut. */
 static void echo_n(char *out, size_t outlen, const char *s, size_t len,
                    bool quoted) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t o = 0, i = 0;
-  while (i < len) {
-    char piece[16];
-    size_t plen, used = 1;
-    size_t n = utf8_len(p + i, len - i);
-    if (n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7F))) {
-      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", p[i]);
-    } else if (n == 2 && p[i] == 0xC2 && p[i + 1] <= 0x9F) {
-      plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x\\x%02x", p[i],
-                              p[i + 1]);
-      used = 2;
-    } else if (quoted && (p[i] == '"' || p[i] == '\\')) {
-      piece[0] = '\\';
-      piece[1] = (char)p[i];
-      plen = 2;
-    } else {
-      memcpy(piece, p + i, n);
-      plen = used = n;
-    }
-    if (i + used > ECHO_MAX || o + plen + 4 > outlen) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    memcpy(out + o, piece, plen);
-    o += plen;
-    i += used;
-  }
-  out[o] = '\0';
+  cl__escape(out, outlen, s, len, ECHO_MAX, quoted ? CL__ESC_QUOTES : 0);
 }
 
-/* Room for an echo of ECHO_MAX bytes: 8 output bytes per input byte at
- * worst, "..." and the NUL. */
-#define ECHO_LEN (8 * ECHO_MAX + 8)
+/* Room for an echo of ECHO_MAX bytes, uncut. */
+#define ECHO_LEN CL__ESC_SIZE(ECHO_MAX)
 
 static void echo(char out[ECHO_LEN], const char *s, bool quoted) {
   echo_n(out, ECHO_LEN, s, strlen(s), quoted);
@@ -721,46 +674,17 @@ static void range_why(char *why, size_t n, const keydef_t *k,
     break;
   }
   if (k->min_open)
-    set_err(why, n, "%s is out of range (more than %s, at most %s)", shown, lo,
+    cl__msg(why, n, "%s is out of range (more than %s, at most %s)", shown, lo,
             hi);
   else
-    set_err(why, n, "%s is out of range %s..%s", shown, lo, hi);
+    cl__msg(why, n, "%s is out of range %s..%s", shown, lo, hi);
 }
 
 /* The rule for free text (any K_STRING row without a check of its own):
- * 1..COMMAND_MAX bytes of UTF-8 without control characters, which in a
- * command line or a log would only hide what is really there.  With lines,
- * a newline is allowed too. */
-static int text_rule(const char *s, bool lines, char *err, size_t errlen) {
-  size_t len = strlen(s);
-  if (len == 0) {
-    set_err(err, errlen, "is empty");
-    return CL_EINVAL;
-  }
-  if (len > COMMAND_MAX) {
-    set_err(err, errlen, "is %zu bytes; the limit is %d", len, COMMAND_MAX);
-    return CL_EINVAL;
-  }
-  long bad = cl_utf8_invalid_at(s, len);
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < (bad < 0 ? len : (size_t)bad); i++) {
-    if (lines && p[i] == '\n')
-      continue;
-    if (p[i] < 0x20 || p[i] == 0x7F ||
-        (p[i] == 0xC2 && i + 1 < len && p[i + 1] <= 0x9F)) {
-      set_err(err, errlen, "contains a control character at byte %zu", i);
-      return CL_EINVAL;
-    }
-  }
-  if (bad >= 0) {
-    set_err(err, errlen, "is not valid UTF-8 (byte %ld)", bad);
-    return CL_EINVAL;
-  }
-  return 0;
-}
-
+ * text.c's, 1..COMMAND_MAX bytes of UTF-8 without control characters,
+ * which in a command line or a log would only hide what is really there. */
 static int check_text(const char *s, char *err, size_t errlen) {
-  return text_rule(s, false, err, errlen);
+  return cl__check_text(NULL, s, COMMAND_MAX, 0, err, errlen);
 }
 
 /* The rule for a command that `/bin/sh -c` runs (worker.command,
@@ -768,7 +692,7 @@ static int check_text(const char *s, char *err, size_t errlen) {
  * (`command: |`) does; the shell runs each line.  A carriage return, a tab
  * and the other control characters are still refused. */
 static int check_command(const char *s, char *err, size_t errlen) {
-  return text_rule(s, true, err, errlen);
+  return cl__check_text(NULL, s, COMMAND_MAX, CL__TEXT_LINES, err, errlen);
 }
 
 /* Returns true when s[0..n) is a port: 1..65535 in decimal. */
@@ -803,13 +727,13 @@ static int check_url(const char *s, char *err, size_t errlen) {
     return CL_EINVAL;
   const char *space = strchr(s, ' ');
   if (space != NULL) {
-    set_err(err, errlen, "contains a space at byte %zu", (size_t)(space - s));
+    cl__msg(err, errlen, "contains a space at byte %zu", (size_t)(space - s));
     return CL_EINVAL;
   }
   const char *auth;
   size_t alen;
   if (!url_authority(s, &auth, &alen)) {
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "is not a URL (expected http://HOST/PATH or https://HOST/PATH)");
     return CL_EINVAL;
   }
@@ -818,7 +742,7 @@ static int check_url(const char *s, char *err, size_t errlen) {
       !(sl == 5 && strncasecmp(s, "https", 5) == 0)) {
     char shown[ECHO_LEN];
     echo_n(shown, sizeof shown, s, sl, true);
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "scheme \"%s\" is not supported (expected http:// or https://)",
             shown);
     return CL_EINVAL;
@@ -832,12 +756,12 @@ static int check_url(const char *s, char *err, size_t errlen) {
   if (host < end && *host == '[') {
     const char *close = memchr(host, ']', (size_t)(end - host));
     if (close == NULL || close == host + 1) {
-      set_err(err, errlen, "has a malformed IPv6 host");
+      cl__msg(err, errlen, "has a malformed IPv6 host");
       return CL_EINVAL;
     }
     if (close + 1 < end) {
       if (close[1] != ':') {
-        set_err(err, errlen, "has a malformed IPv6 host");
+        cl__msg(err, errlen, "has a malformed IPv6 host");
         return CL_EINVAL;
       }
       port = close + 2;
@@ -845,14 +769,14 @@ static int check_url(const char *s, char *err, size_t errlen) {
   } else {
     const char *colon = memchr(host, ':', (size_t)(end - host));
     if (colon == host || host == end) {
-      set_err(err, errlen, "has no host");
+      cl__msg(err, errlen, "has no host");
       return CL_EINVAL;
     }
     if (colon != NULL)
       port = colon + 1;
   }
   if (port != NULL && !is_port(port, (size_t)(end - port))) {
-    set_err(err, errlen, "has a bad port (expected a number from 1 to 65535)");
+    cl__msg(err, errlen, "has a bad port (expected a number from 1 to 65535)");
     return CL_EINVAL;
   }
   return 0;
@@ -941,21 +865,21 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
     enum_list(list, sizeof list, k);
     did_you_mean(hint, sizeof hint, text, cand, nc);
     echo(shown, text, true);
-    set_err(why, n, "expected %s, got \"%s\"%s", list, shown, hint);
+    cl__msg(why, n, "expected %s, got \"%s\"%s", list, shown, hint);
     return CL_ECONFIG;
   }
   case K_INT:
     r = parse_ll(text, &v->i);
     if (r == -1) {
       echo(shown, text, true);
-      set_err(why, n, "expected an integer, got \"%s\"", shown);
+      cl__msg(why, n, "expected an integer, got \"%s\"", shown);
       return CL_ECONFIG;
     }
     break;
   case K_DURATION:
     if (parse_duration(text, &v->d) != 0) {
       echo(shown, text, true);
-      set_err(why, n,
+      cl__msg(why, n,
               "\"%s\" is not a duration (a number of seconds >= 0, or a "
               "number with ms, s, m, h or d)",
               shown);
@@ -967,7 +891,7 @@ static int parse_text(const keydef_t *k, const char *text, value_t *v,
     r = parse_size(text, &v->z);
     if (r == -1) {
       echo(shown, text, true);
-      set_err(why, n,
+      cl__msg(why, n,
               "\"%s\" is not a size (a whole number of bytes, or one with "
               "B, KiB, MiB, GiB, kB, MB or GB)",
               shown);
@@ -992,7 +916,7 @@ static int check_queue(const value_t *v, const char *name, char *why,
   if (cl_check_queue(name, why, n) != 0)
     return CL_ECONFIG;
   if (v->nq >= CL_CONFIG_QUEUES_MAX || v->nm >= CL_CONFIG_QUEUES_MAX) {
-    set_err(why, n, "more than %d queues", CL_CONFIG_QUEUES_MAX);
+    cl__msg(why, n, "more than %d queues", CL_CONFIG_QUEUES_MAX);
     return CL_ECONFIG;
   }
   return 0;
@@ -1021,7 +945,7 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
     char *colon = strchr(item, ':');
     if (colon == item) {
       echo(shown, item, true);
-      set_err(why, n,
+      cl__msg(why, n,
               "queue \"%s\": the name before ':' is missing (expected "
               "NAME:WEIGHT)",
               shown);
@@ -1033,7 +957,7 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
       char wwhy[256];
       echo(shown, item, true);
       if (*wtext == '\0') {
-        set_err(why, n,
+        cl__msg(why, n,
                 "queue \"%s\": the weight after ':' is missing (expected "
                 "NAME:WEIGHT, WEIGHT 1..%d)",
                 shown, WEIGHT_MAX);
@@ -1041,13 +965,13 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
       } else if (parse_ll(wtext, &w.i) == -1) {
         char wshown[ECHO_LEN];
         echo(wshown, wtext, true);
-        set_err(why, n,
+        cl__msg(why, n,
                 "queue \"%s\": weight \"%s\" is not an integer (expected "
                 "NAME:WEIGHT, WEIGHT 1..%d)",
                 shown, wshown, WEIGHT_MAX);
         rc = CL_ECONFIG;
       } else if (parse_text(&weight_key, wtext, &w, wwhy, sizeof wwhy) != 0) {
-        set_err(why, n, "queue \"%s\": weight %s", shown, wwhy);
+        cl__msg(why, n, "queue \"%s\": weight %s", shown, wwhy);
         rc = CL_ECONFIG;
       } else {
         weight = (int)w.i;
@@ -1057,7 +981,7 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
       rc = CL_ECONFIG;
     if (rc == 0 && queue_find(v, item) >= 0) {
       echo(shown, item, true);
-      set_err(why, n, "queue \"%s\" is listed twice", shown);
+      cl__msg(why, n, "queue \"%s\" is listed twice", shown);
       rc = CL_ECONFIG;
     }
     if (rc == 0)
@@ -1076,7 +1000,7 @@ static int parse_queue_text(const char *text, value_t *v, char *why, size_t n) {
 static void qmap_why(char *why, size_t n, const char *shown,
                      const keydef_t *item, const char *reason) {
   bool bare = strncmp(reason, "expected ", 9) == 0;
-  set_err(why, n, "queue \"%s\": %s%s%s", shown, item->path, bare ? ": " : " ",
+  cl__msg(why, n, "queue \"%s\": %s%s%s", shown, item->path, bare ? ": " : " ",
           reason);
 }
 
@@ -1109,12 +1033,12 @@ static int parse_qmap_text(const keydef_t *item, const char *text, value_t *v,
       rc = CL_ECONFIG;
     } else if (colon == NULL || colon[1] == '\0') {
       echo(shown, name, true);
-      set_err(why, n, "queue \"%s\" has no %s (expected NAME:%s)", shown,
+      cl__msg(why, n, "queue \"%s\" has no %s (expected NAME:%s)", shown,
               item->path, item->kind == K_INT ? "INTEGER" : "DURATION");
       rc = CL_ECONFIG;
     } else if (qmap_find(v, name) >= 0) {
       echo(shown, name, true);
-      set_err(why, n, "queue \"%s\" is listed twice", shown);
+      cl__msg(why, n, "queue \"%s\" is listed twice", shown);
       rc = CL_ECONFIG;
     } else {
       char dwhy[256];
@@ -1330,7 +1254,7 @@ static void unknown_path(char *err, size_t errlen, const char *where,
   char shown[ECHO_LEN], hint[PATH_MAX_LEN + 32];
   echo(shown, path, true);
   did_you_mean(hint, sizeof hint, path, cand, NKEYS);
-  set_err(err, errlen, "%s%sunknown key \"%s\"%s", where, *where ? ": " : "",
+  cl__msg(err, errlen, "%s%sunknown key \"%s\"%s", where, *where ? ": " : "",
           shown, hint);
 }
 
@@ -1344,7 +1268,7 @@ int cl_config_set(cl_config_t *cfg, const char *path, const char *value,
   }
   const char *where = origin != NULL ? origin : path;
   if (value == NULL) {
-    set_err(err, errlen, "%s: no value", where);
+    cl__msg(err, errlen, "%s: no value", where);
     return CL_ECONFIG;
   }
   value_t v = {0};
@@ -1353,7 +1277,7 @@ int cl_config_set(cl_config_t *cfg, const char *path, const char *value,
   if (rc == 0 && assign(cfg, k, &v, origin != NULL ? origin : "set") != 0)
     rc = CL_ENOMEM;
   if (rc != 0)
-    set_err(err, errlen, "%s: %s", where,
+    cl__msg(err, errlen, "%s: %s", where,
             rc == CL_ENOMEM ? "out of memory" : why);
   value_free(&v);
   return rc;
@@ -1370,7 +1294,7 @@ static void env_name(char *out, size_t n, const keydef_t *k) {
 int cl_config_apply_env(cl_config_t *cfg, char *err, size_t errlen) {
   cl_config_t scratch;
   if (cl_config_copy(&scratch, cfg) != 0) {
-    set_err(err, errlen, "out of memory");
+    cl__msg(err, errlen, "out of memory");
     return CL_ENOMEM;
   }
   for (size_t i = 0; i < NKEYS; i++) {
@@ -1435,7 +1359,7 @@ fail_at(loader_t *L, size_t line, size_t col, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  set_err(L->err, L->errlen, "%s:%zu:%zu: %s", L->name, line, col, msg);
+  cl__msg(L->err, L->errlen, "%s:%zu:%zu: %s", L->name, line, col, msg);
   return CL_ECONFIG;
 }
 
@@ -1461,7 +1385,7 @@ static int parser_error(loader_t *L) {
   yaml_parser_t *p = &L->parser;
   size_t line, col;
   if (p->error == YAML_MEMORY_ERROR) {
-    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
     return CL_ENOMEM;
   }
   if (p->error == YAML_READER_ERROR) {
@@ -1525,7 +1449,7 @@ static int build_kids(loader_t *L, node_t *n, yaml_event_type_t end,
       node_t **k = realloc(n->kids, ncap * sizeof *k);
       if (k == NULL) {
         yaml_event_delete(&ev);
-        set_err(L->err, L->errlen, "%s: out of memory", L->name);
+        cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
         return CL_ENOMEM;
       }
       n->kids = k;
@@ -1570,7 +1494,7 @@ static int build(loader_t *L, const yaml_event_t *ev, int depth, node_t **out) {
     return fail_at(L, line, col, "nested deeper than %d levels", DEPTH_MAX);
   node_t *n = calloc(1, sizeof *n);
   if (n == NULL) {
-    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
     return CL_ENOMEM;
   }
   *out = n;
@@ -1582,7 +1506,7 @@ static int build(loader_t *L, const yaml_event_t *ev, int depth, node_t **out) {
     n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
     n->text = malloc(n->len + 1);
     if (n->text == NULL) {
-      set_err(L->err, L->errlen, "%s: out of memory", L->name);
+      cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
       return CL_ENOMEM;
     }
     memcpy(n->text, ev->data.scalar.value, n->len);
@@ -1757,7 +1681,7 @@ static int queue_item(loader_t *L, const node_t *item, size_t index,
   }
   first_line[v->nq] = name->line;
   if (queue_push(v, name->text, weight) != 0) {
-    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
     return CL_ENOMEM;
   }
   return 0;
@@ -1792,7 +1716,7 @@ static int qmap_yaml(loader_t *L, const keydef_t *k, const node_t *map,
       return fail_at(L, val->line, val->col, "%s: %s", label, why);
     first_line[v->nm] = name->line;
     if (qmap_push(v, k->item, name->text, &d) != 0) {
-      set_err(L->err, L->errlen, "%s: out of memory", L->name);
+      cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
       return CL_ENOMEM;
     }
   }
@@ -1842,7 +1766,7 @@ static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
     return rc;
   rc = parse_text(k, node->text, v, why, sizeof why);
   if (rc == CL_ENOMEM) {
-    set_err(L->err, L->errlen, "%s: out of memory", L->name);
+    cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
     return rc;
   }
   if (rc != 0)
@@ -1893,7 +1817,7 @@ static int apply_map(loader_t *L, const node_t *map, const char *section) {
         if (asprintf(&origin, "%s:%zu", L->name, key->line) < 0)
           origin = NULL;
         if (origin == NULL || assign(L->cfg, k, &v, origin) != 0) {
-          set_err(L->err, L->errlen, "%s: out of memory", L->name);
+          cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
           rc = CL_ENOMEM;
         }
         free(origin);
@@ -1934,7 +1858,7 @@ int cl_config_load_string(cl_config_t *cfg, const char *text, size_t len,
     len = 0;
   }
   if (len > CL_CONFIG_FILE_MAX) {
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "%s: file is %zu bytes, over the %d-byte limit for a config "
             "file",
             name, len, CL_CONFIG_FILE_MAX);
@@ -1944,13 +1868,13 @@ int cl_config_load_string(cl_config_t *cfg, const char *text, size_t len,
       .name = name, .text = text, .len = len, .err = err, .errlen = errlen};
   cl_config_t scratch;
   if (cl_config_copy(&scratch, cfg) != 0) {
-    set_err(err, errlen, "%s: out of memory", name);
+    cl__msg(err, errlen, "%s: out of memory", name);
     return CL_ENOMEM;
   }
   L.cfg = &scratch;
   if (!yaml_parser_initialize(&L.parser)) {
     cl_config_free(&scratch);
-    set_err(err, errlen, "%s: out of memory", name);
+    cl__msg(err, errlen, "%s: out of memory", name);
     return CL_ENOMEM;
   }
   yaml_parser_set_input_string(&L.parser, (const unsigned char *)text, len);
@@ -1980,22 +1904,22 @@ int cl_config_load_file(cl_config_t *cfg, const char *path, char *err,
                         size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    cl__msg(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return CL_ECONFIG;
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    cl__msg(err, errlen, "%s: cannot read: %s", path, strerror(errno));
     close(fd);
     return CL_ECONFIG;
   }
   if (S_ISDIR(st.st_mode)) {
-    set_err(err, errlen, "%s: cannot read: it is a directory", path);
+    cl__msg(err, errlen, "%s: cannot read: it is a directory", path);
     close(fd);
     return CL_ECONFIG;
   }
   if (S_ISREG(st.st_mode) && st.st_size > CL_CONFIG_FILE_MAX) {
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "%s: file is %lld bytes, over the %d-byte limit for a config "
             "file",
             path, (long long)st.st_size, CL_CONFIG_FILE_MAX);
@@ -2007,7 +1931,7 @@ int cl_config_load_file(cl_config_t *cfg, const char *path, char *err,
   char *buf = malloc(CL_CONFIG_FILE_MAX + 1);
   if (buf == NULL) {
     close(fd);
-    set_err(err, errlen, "%s: out of memory", path);
+    cl__msg(err, errlen, "%s: out of memory", path);
     return CL_ENOMEM;
   }
   size_t got_n = 0;
@@ -2016,7 +1940,7 @@ int cl_config_load_file(cl_config_t *cfg, const char *path, char *err,
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0) {
-      set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+      cl__msg(err, errlen, "%s: cannot read: %s", path, strerror(errno));
       free(buf);
       close(fd);
       return CL_ECONFIG;
@@ -2028,7 +1952,7 @@ int cl_config_load_file(cl_config_t *cfg, const char *path, char *err,
   close(fd);
   int rc;
   if (got_n > CL_CONFIG_FILE_MAX) {
-    set_err(err, errlen, "%s: file is over the %d-byte limit for a config file",
+    cl__msg(err, errlen, "%s: file is over the %d-byte limit for a config file",
             path, CL_CONFIG_FILE_MAX);
     rc = CL_ECONFIG;
   } else {
@@ -2101,7 +2025,7 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
         return CL_ECONFIG;
       echo(shown, v->mn[i], true);
       if (qmap_find(&seen, v->mn[i]) >= 0) {
-        set_err(why, n, "queue \"%s\" is listed twice", shown);
+        cl__msg(why, n, "queue \"%s\" is listed twice", shown);
         return CL_ECONFIG;
       }
       value_t one = qmap_get(v, k->item, i);
@@ -2118,7 +2042,7 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
       count++;
     if (v->i >= 0 && v->i < count)
       return 0;
-    set_err(why, n, "%lld is not a valid value", v->i);
+    cl__msg(why, n, "%lld is not a valid value", v->i);
     return CL_ECONFIG;
   }
   case K_QUEUES: {
@@ -2132,11 +2056,11 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
         rc = CL_ECONFIG;
       else if (queue_find(&seen, v->q[i].name) >= 0) {
         echo(shown, v->q[i].name, true);
-        set_err(why, n, "queue \"%s\" is listed twice", shown);
+        cl__msg(why, n, "queue \"%s\" is listed twice", shown);
         rc = CL_ECONFIG;
       } else if (v->q[i].weight < 1 || v->q[i].weight > WEIGHT_MAX) {
         echo(shown, v->q[i].name, true);
-        set_err(why, n, "queue \"%s\": weight %d is out of range 1..%d", shown,
+        cl__msg(why, n, "queue \"%s\": weight %d is out of range 1..%d", shown,
                 v->q[i].weight, WEIGHT_MAX);
         rc = CL_ECONFIG;
       }
@@ -2161,7 +2085,7 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
     value_t v;
     peek(cfg, &keys[i], &v);
     if (check_value(&keys[i], &v, why, sizeof why) != 0) {
-      set_err(err, errlen, "%s: %s (from %s)", keys[i].path, why,
+      cl__msg(err, errlen, "%s: %s (from %s)", keys[i].path, why,
               cl_config_origin(cfg, keys[i].path));
       return CL_ECONFIG;
     }
@@ -2172,9 +2096,9 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
     char hb[32], lo[32];
     format_duration(hb, sizeof hb, cfg->worker.heartbeat_s);
     format_duration(lo, sizeof lo, CL_WORKER_HEARTBEAT_MIN);
-    set_err(err, errlen,
-            "worker.heartbeat (%s, from %s) is below the minimum of %s",
-            hb, cl_config_origin(cfg, "worker.heartbeat"), lo);
+    cl__msg(err, errlen,
+            "worker.heartbeat (%s, from %s) is below the minimum of %s", hb,
+            cl_config_origin(cfg, "worker.heartbeat"), lo);
     return CL_ECONFIG;
   }
   /* A heartbeat as long as the lease minus the fencing margin would fence
@@ -2186,7 +2110,7 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
     format_duration(hb, sizeof hb, cfg->worker.heartbeat_s);
     format_duration(lease, sizeof lease, cfg->worker.lease_s);
     format_duration(m, sizeof m, margin);
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "worker.heartbeat (%s, from %s) must be shorter than "
             "worker.lease (%s, from %s) minus the fencing margin (%s)",
             hb, cl_config_origin(cfg, "worker.heartbeat"), lease,
@@ -2199,7 +2123,7 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
   format_duration(cap, sizeof cap, cfg->reaper.backoff_max_s);
   if (cfg->reaper.backoff_max_s < cfg->reaper.backoff_s) {
     format_duration(d, sizeof d, cfg->reaper.backoff_s);
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "reaper.backoff_max: %s is less than reaper.backoff (%s)", cap, d);
     return CL_ECONFIG;
   }
@@ -2209,7 +2133,7 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
     char shown[ECHO_LEN];
     echo(shown, cfg->reaper.queue_backoff_names[i], true);
     format_duration(d, sizeof d, cfg->reaper.queue_backoff_s[i]);
-    set_err(err, errlen,
+    cl__msg(err, errlen,
             "reaper.queue_backoff: queue \"%s\": backoff %s is more than "
             "reaper.backoff_max (%s)",
             shown, d, cap);
@@ -2221,25 +2145,22 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
 /* ------------------------------------------------------------------------ */
 /* Printing                                                                  */
 
-/* Returns s as a malloc'd YAML double-quoted scalar. */
+/* Returns s as a malloc'd YAML double-quoted scalar, or NULL when out of
+ * memory.  Escapes go by code point (CL__ESC_CODE_POINTS), as YAML reads
+ * them, and cover everything YAML would refuse or fold if written as it
+ * is, so that the printed value loads back the same (a dsn can hold any
+ * character; the other strings are checked text).  Only bytes that are not
+ * UTF-8 cannot come back: YAML has no spelling for them. */
 static char *yaml_quote(const char *s) {
-  size_t len = strlen(s);
-  char *out = malloc(4 * len + 3), *o = out;
+  size_t len = strlen(s), cap = CL__ESC_SIZE(len) + 2;
+  char *out = malloc(cap);
   if (out == NULL)
     return NULL;
-  *o++ = '"';
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      *o++ = '\\';
-      *o++ = (char)*p;
-    } else if (*p < 0x20 || *p == 0x7F) {
-      o += sprintf(o, "\\x%02x", *p);
-    } else {
-      *o++ = (char)*p;
-    }
-  }
-  *o++ = '"';
-  *o = '\0';
+  out[0] = '"';
+  size_t n = cl__escape(out + 1, cap - 2, s, len, len,
+                        CL__ESC_QUOTES | CL__ESC_CODE_POINTS);
+  out[n + 1] = '"';
+  out[n + 2] = '\0';
   return out;
 }
 
