@@ -533,8 +533,7 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     return;
   }
   b->n = (size_t)n;
-  b->count[AL_CLAIMED] = b->n;
-  b->full = n >= (has_hooks(r) ? HOOK_BATCH : r->rp.batch);
+  int oom = 0;
   for (int i = 0; i < n; i++) {
     alert_t *al = &b->alerts[i];
     al->r = r;
@@ -544,6 +543,19 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     al->kind = cl__strdup(PQgetvalue(res, i, 2));
     al->subject = cl__strdup(PQgetvalue(res, i, 3));
     al->json = cl__strdup(PQgetvalue(res, i, 4));
+    oom |= !al->id || !al->attempt || !al->kind || !al->subject || !al->json;
+  }
+  if (oom) {
+    /* No half-copied alert is announced: the batch goes, and the leases
+     * run out so that a later claim brings the alerts back. */
+    free_batch(r);
+    ann_move(r, AN_NOTHING);
+    return;
+  }
+  b->count[AL_CLAIMED] = b->n;
+  b->full = n >= (has_hooks(r) ? HOOK_BATCH : r->rp.batch);
+  for (int i = 0; i < n; i++) {
+    alert_t *al = &b->alerts[i];
     if (atoi(al->attempt) == 1) {
       r->st.announced++;
       cl__event(&r->c.events, CL_LEVEL_WARNING, "alert", "kind", al->kind,
