@@ -13,6 +13,9 @@
  * answered only at its Sync, because the implicit transaction commits
  * there: a result seen before its Sync is not yet durable.
  */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,7 @@ struct cl__loop_conn {
   int poll_fd;
   int poll_events;
   uv_timer_t timer;
+  uint64_t connect_timeout_ms; /* the dsn's connect_timeout; 0: none */
   int handles_open;
   unsigned failures;
   reqq_t queued; /* not yet sent */
@@ -256,7 +260,8 @@ static void on_connect_deadline(uv_timer_t *t) {
   cl__loop_conn_t *a = t->data;
   if (a->state != CONNECTING)
     return;
-  cl__set_error(a->c, "08001", "cannot connect: no answer within 10 s");
+  cl__set_error(a->c, "08001", "cannot connect: no answer within %llu s",
+                (unsigned long long)(a->connect_timeout_ms / 1000));
   session_lost(a, CL_ECONNECT);
 }
 
@@ -346,7 +351,12 @@ static void begin_connect(cl__loop_conn_t *a) {
     session_lost(a, rc);
     return;
   }
-  uv_timer_start(&a->timer, on_connect_deadline, 10000, 0);
+  /* The loop's clock is the time of its last iteration; a program that
+   * blocked before start() (a schema check, a migration) would find the
+   * deadline already past. */
+  uv_update_time(a->loop);
+  if (a->connect_timeout_ms > 0)
+    uv_timer_start(&a->timer, on_connect_deadline, a->connect_timeout_ms, 0);
   /* As if PQconnectPoll had said "writing". */
   if (poll_watch(a, UV_WRITABLE) != 0) {
     cl__set_error(a->c, "08001", "cannot connect: cannot watch the socket");
@@ -512,6 +522,53 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 /* ------------------------------------------------------------------------ */
 /* The interface                                                             */
 
+/* Reads the dsn's connect_timeout into *ms by libpq's rules, so that the
+ * loop waits as long as the blocking connection (conn.c) would: an integer
+ * number of seconds, blanks around it allowed; 0 or less means no limit;
+ * 1 counts as 2 (libpq's guard against a deadline rounded to nothing).
+ * Absent, it is 10 s, the default conn.c gives libpq too.  The loop's
+ * deadline is exact (a timer on the monotonic clock), where libpq's ends
+ * on a whole second of time(), up to a second either side.  Returns 0,
+ * CL_EDSN for a value libpq refuses ("invalid integer value": the
+ * blocking connection would never connect with it) or CL_ENOMEM.
+ *
+ * Unlike libpq's blocking connect, which on a timeout moves on to the
+ * dsn's next host or address, PQconnectPoll cannot be told to move on: the
+ * deadline covers the whole attempt, every host, and the next attempt
+ * starts again from the first host. */
+static int read_connect_timeout(const char *dsn, uint64_t *ms) {
+  *ms = 10000;
+  char *msg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+  if (opts == NULL) {
+    int rc = msg ? CL_EDSN : CL_ENOMEM;
+    PQfreemem(msg);
+    return rc;
+  }
+  int rc = 0;
+  for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    if (strcmp(o->keyword, "connect_timeout") != 0 || o->val == NULL)
+      continue;
+    char *end;
+    errno = 0;
+    long v = strtol(o->val, &end, 10);
+    if (end == o->val || errno != 0 || v < INT_MIN || v > INT_MAX) {
+      rc = CL_EDSN;
+      break;
+    }
+    while (isspace((unsigned char)*end))
+      end++;
+    if (*end != '\0') {
+      rc = CL_EDSN;
+      break;
+    }
+    *ms = v <= 0 ? 0 : (uint64_t)(v < 2 ? 2 : v) * 1000;
+    break;
+  }
+  PQconninfoFree(opts);
+  return rc;
+}
+
 int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
                   const char *const *channels, const cl__loop_conn_hooks_t *hooks,
                   void *arg) {
@@ -520,6 +577,8 @@ int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
   if (a == NULL)
     return CL_ENOMEM;
   int rc = cl_conn_new(&a->c, dsn);
+  if (rc == 0 && (rc = read_connect_timeout(dsn, &a->connect_timeout_ms)) != 0)
+    cl_conn_free(&a->c);
   if (rc != 0) {
     free(a);
     return rc;
@@ -597,10 +656,20 @@ int cl__loop_conn_send(cl__loop_conn_t *a, cl__stmt_id_t id,
 int cl__loop_conn_is_up(const cl__loop_conn_t *a) { return a->state == UP; }
 
 size_t cl__loop_conn_pending(const cl__loop_conn_t *a) {
-  return a->queued.n + a->sent.n;
+  /* The caller's requests only: not the prepares and LISTENs we add. */
+  size_t n = 0;
+  for (const req_t *r = a->queued.head; r; r = r->next)
+    n += r->kind == REQ_STMT;
+  for (const req_t *r = a->sent.head; r; r = r->next)
+    n += r->kind == REQ_STMT;
+  return n;
 }
 
 const char *cl__loop_conn_error(const cl__loop_conn_t *a) { return a->c->error; }
+
+uint64_t cl__loop_conn_connect_timeout_ms(const cl__loop_conn_t *a) {
+  return a->connect_timeout_ms;
+}
 
 const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a) {
   return cl_conn_dsn_redacted(a->c);

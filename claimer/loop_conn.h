@@ -14,6 +14,11 @@
  * whether to send it again, as complete and fail may be; G9).  A refused
  * password or role is not retried: the down hook gets CL_EAUTH and the
  * connection stays closed.
+ *
+ * Connecting has a deadline: the dsn's connect_timeout read by libpq's
+ * rules (whole seconds, 1 counted as 2, 0 or less for none), 10 s when
+ * the dsn gives none (as the blocking connection, conn.c, has it).  It
+ * covers one whole attempt, all the dsn's hosts together.
  */
 #ifndef CLAIMER_LOOP_CONN_H
 #define CLAIMER_LOOP_CONN_H
@@ -36,9 +41,12 @@ typedef struct cl__loop_conn_hooks {
   /* Connected, statements prepared, LISTENs in place. */
   void (*up)(void *arg);
   /* The connection broke or could not be made; rc is CL_ECONNLOST,
-   * CL_ECONNECT or CL_EAUTH (given up: no reconnect follows).  why is the
-   * libpq message, secrets removed.  retry_ms is the wait before the next
-   * try (0 when given up). */
+   * CL_ECONNECT, or CL_EAUTH or CL_ESCHEMA (a statement could not be
+   * prepared because the claimer schema is missing): given up, no
+   * reconnect follows, and every request still pending was answered
+   * CL_ECONNLOST before this hook runs.  why is the libpq message, secrets
+   * removed.  retry_ms is the wait before the next try (0 when given
+   * up). */
   void (*down)(void *arg, int rc, const char *why, unsigned retry_ms);
   /* A NOTIFY on a channel we listen on. */
   void (*notify)(void *arg, const char *channel, const char *payload);
@@ -46,7 +54,8 @@ typedef struct cl__loop_conn_hooks {
 
 /* Creates the connection object for dsn (copied) on loop; it does not
  * connect until cl__loop_conn_start().  channels (NULL-terminated, may be NULL)
- * are LISTENed on every session.  Returns 0, CL_EDSN or CL_ENOMEM. */
+ * are LISTENed on every session.  Returns 0, CL_EDSN (also for a
+ * connect_timeout libpq would refuse) or CL_ENOMEM. */
 int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
                   const char *const *channels, const cl__loop_conn_hooks_t *hooks,
                   void *arg);
@@ -62,6 +71,8 @@ int cl__loop_conn_is_up(const cl__loop_conn_t *a);
 size_t cl__loop_conn_pending(const cl__loop_conn_t *a);
 /* The last failure's message, secrets removed ("" when none). */
 const char *cl__loop_conn_error(const cl__loop_conn_t *a);
+/* The connect deadline in milliseconds taken from the dsn (0: none). */
+uint64_t cl__loop_conn_connect_timeout_ms(const cl__loop_conn_t *a);
 /* The dsn with its password redacted. */
 const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a);
 /* Closes the connection; every pending request gets CL_ECONNLOST; then
