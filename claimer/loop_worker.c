@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ack.h"
 #include "loop_conn.h"
 #include "internal.h"
 #include "event.h"
@@ -31,7 +32,6 @@
 #include "claimer/worker.h"
 
 enum jstate { J_WAITING, J_RUNNING, J_ACKING };
-enum ack { ACK_COMPLETE, ACK_FAIL, ACK_RELEASE };
 
 typedef struct wqueue {
   char *name;
@@ -57,14 +57,10 @@ struct cl_job {
   uv_timer_t timer;
   cl_job_stop_cb stop_cb;
   void *stop_arg;
-  enum ack ack;
-  int checking; /* the settling read of G9 is in flight */
+  cl__ack_t ack; /* the outcome being sent, and how far (ack.h) */
   char *result, *error;
   int retry;
   double retry_in;
-  int resends;
-  int db_errors;
-  int fallback; /* the failure is being recorded with a short stand-in */
 };
 
 typedef struct claim_ctx {
@@ -243,7 +239,7 @@ static void on_job_timer(uv_timer_t *t) {
     wait_remove(w, job);
     job->state = J_ACKING;
     w->acking++;
-    job->ack = ACK_RELEASE;
+    cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
     send_ack(job);
     return;
   }
@@ -368,25 +364,20 @@ static void note_start_ok(cl_worker_t *w) {
 
 static void on_ack(void *arg, int rc, PGresult *res);
 
+/* Sends the statement the job's ack state names (ack.h): the outcome
+ * itself, or its settling read. */
 static void send_ack(cl_job_t *job) {
   cl_worker_t *w = job->w;
   char rbuf[64];
-  cl__stmt_id_t id;
+  cl__stmt_id_t id = cl__ack_stmt(&job->ack);
   const char *params[5] = {job->lease.item_id, job->lease.token};
-  if (job->checking) {
-    id = job->ack == ACK_COMPLETE ? CL__STMT_COMPLETE_CHECK
-                                  : CL__STMT_FAIL_CHECK;
-  } else if (job->ack == ACK_COMPLETE) {
-    id = CL__STMT_COMPLETE;
+  if (id == CL__STMT_COMPLETE) {
     params[2] = job->result;
-  } else if (job->ack == ACK_FAIL) {
-    id = CL__STMT_FAIL;
+  } else if (id == CL__STMT_FAIL) {
     params[2] = job->error ? job->error : "";
     params[3] = job->retry ? "true" : "false";
     cl__fmt_double(rbuf, sizeof rbuf, job->retry_in < 0 ? -1.0 : job->retry_in);
     params[4] = rbuf;
-  } else {
-    id = CL__STMT_RELEASE;
   }
   if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
     cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item", job->lease.item_id,
@@ -403,21 +394,21 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
     w->n_lost++;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item, "token",
            job->lease.token, "outcome",
-           job->ack == ACK_COMPLETE ? "result discarded"
-                                    : "nothing written",
+           job->ack.op == CL__ACK_COMPLETE ? "result discarded"
+                                           : "nothing written",
            NULL);
   } else if (rc != 0) {
     cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_failed", "item", item, "error",
            cl__loop_conn_error(w->a), "outcome",
            "lease left to expire; the reaper spends the attempt", NULL);
-  } else if (job->ack == ACK_COMPLETE) {
+  } else if (job->ack.op == CL__ACK_COMPLETE) {
     w->n_completed++;
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
       cl__event(&w->o.events, CL_LEVEL_DEBUG, "completed", "item", item, "queue",
              job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
              "took_s", CL_EV_NUM(took), "already", already ? "true" : "false",
              NULL);
-  } else if (job->ack == ACK_FAIL) {
+  } else if (job->ack.op == CL__ACK_FAIL) {
     w->n_failed++;
   } else {
     w->n_released++;
@@ -429,107 +420,75 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
   maybe_claim(w);
 }
 
+/* An acknowledgement's answer: the policy of ack.h says what comes next,
+ * and this only carries it out (sends, events, counters). */
 static void on_ack(void *arg, int rc, PGresult *res) {
   cl_job_t *job = arg;
   cl_worker_t *w = job->w;
-  if (rc == CL_ECONNLOST) {
-    if (w->closing) {
-      job_done(job);
-      return;
+  if (rc == CL_ECONNLOST && w->closing) {
+    /* The stop is closing the connection: nothing can be sent again. */
+    job_done(job);
+    return;
+  }
+  cl_fail_info_t info = {0};
+  cl__ack_got_t got = cl__parse_ack(&job->ack, rc, res, &info);
+  if (job->ack.op == CL__ACK_FAIL &&
+      (got == CL__ACK_GOT_OK || got == CL__ACK_GOT_ALREADY)) {
+    if (job->ack.settling)
+      cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item",
+                job->lease.item_id, "state", info.dead ? "dead" : "ready",
+                "attempts", CL_EV_INT(info.attempts), "already", "true",
+                NULL);
+    else
+      cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO,
+                "failed", "item", job->lease.item_id, "queue",
+                job->lease.queue, "state", info.dead ? "dead" : "ready",
+                "attempts", CL_EV_INT(info.attempts), "retry_at",
+                info.retry_at, "error", job->error, NULL);
+  }
+  cl__ack_step_t step = cl__ack_step(&job->ack, got);
+  switch (step) {
+  case CL__ACK_RESEND:
+    if (got == CL__ACK_GOT_DB_ERROR)
+      cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item",
+                job->lease.item_id, "error", cl__loop_conn_error(w->a), NULL);
+    send_ack(job);
+    return;
+  case CL__ACK_SETTLE:
+    send_ack(job);
+    return;
+  case CL__ACK_TO_FAIL:
+  case CL__ACK_STAND_IN:
+    free(job->error);
+    job->error = cl__ack_error_text(step, cl__loop_conn_error(w->a));
+    if (step == CL__ACK_TO_FAIL) {
+      job->retry = 1;
+      job->retry_in = -1;
     }
-    /* Outcome unknown: send it again with the same token (G9). */
-    job->resends++;
     send_ack(job);
     return;
-  }
-  if (rc != 0 && job->db_errors++ < 2 && job->ack != ACK_RELEASE) {
-    /* A deadlock, a lock or statement timeout: the same token may simply
-     * try again. */
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item", job->lease.item_id, "error",
-           cl__loop_conn_error(w->a), NULL);
-    send_ack(job);
+  case CL__ACK_DONE:
+    ack_settled(job, 0, 0);
     return;
-  }
-  if (rc != 0 && job->ack == ACK_COMPLETE && !job->checking) {
-    /* The result cannot be stored: end the attempt as a failure rather
-     * than leave the lease to be released for free, so a result the
-     * database keeps refusing ends dead after max_attempts (G4). */
-    char *e = malloc(strlen(cl__loop_conn_error(w->a)) + 64);
-    if (e != NULL)
-      sprintf(e, "the result could not be stored: %s", cl__loop_conn_error(w->a));
-    free(job->error);
-    job->error = e;
-    job->ack = ACK_FAIL;
-    job->retry = 1;
-    job->retry_in = -1;
-    job->db_errors = 0;
-    send_ack(job);
+  case CL__ACK_ALREADY_DONE:
+    ack_settled(job, 0, 1);
     return;
-  }
-  if (rc != 0 && job->ack == ACK_FAIL && !job->checking && !job->fallback) {
-    /* The failure itself cannot be recorded as given (an error text the
-     * database refuses, say): record it with a short stand-in naming the
-     * database's reason, so the attempt is still spent (G4) instead of
-     * the item coming back for free. */
-    char *e = malloc(400);
-    if (e != NULL)
-      snprintf(e, 400, "the failure could not be recorded as given: %.300s",
-               cl__loop_conn_error(w->a));
-    free(job->error);
-    job->error = e;
-    job->fallback = 1;
-    job->db_errors = 0;
-    send_ack(job);
+  case CL__ACK_LEASE_LOST:
+    ack_settled(job, CL_ELEASE_LOST, 0);
     return;
-  }
-  if (rc != 0) {
-    /* Refused for good: the lease is left to expire (no longer extended,
-     * never released as an orphan), so the reaper spends its attempt. */
+  default:
+    /* GIVE_UP (UNSETTLED needs a resend limit, which the loop has none
+     * of): refused for good.  The lease is left to expire (no longer
+     * extended, never released as an orphan), so the reaper spends its
+     * attempt (G4). */
     spend_token(w, job->lease.token);
-    ack_settled(job, rc, 0);
+    ack_settled(job, rc != 0 ? rc : CL_EDB, 0);
     return;
   }
-  if (job->checking) {
-    int found = PQntuples(res) > 0;
-    if (found && job->ack == ACK_FAIL) {
-      cl_fail_info_t info = {0};
-      cl__parse_fail(res, &info);
-      cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item", job->lease.item_id, "state",
-             info.dead ? "dead" : "ready", "attempts",
-             CL_EV_INT(info.attempts), "already", "true", NULL);
-    }
-    ack_settled(job, found ? 0 : CL_ELEASE_LOST, found);
-    return;
-  }
-  int already = 0;
-  if (job->ack == ACK_COMPLETE) {
-    cl_complete_info_t info = {0};
-    rc = cl__parse_complete(res, &info);
-    already = info.already;
-  } else if (job->ack == ACK_FAIL) {
-    cl_fail_info_t info = {0};
-    rc = cl__parse_fail(res, &info);
-    if (rc == 0)
-      cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO, "failed", "item",
-             job->lease.item_id, "queue", job->lease.queue, "state",
-             info.dead ? "dead" : "ready", "attempts",
-             CL_EV_INT(info.attempts), "retry_at", info.retry_at, "error",
-             job->error, NULL);
-  } else {
-    rc = PQntuples(res) > 0 ? 0 : CL_ELEASE_LOST;
-  }
-  if (rc == CL_ELEASE_LOST && job->resends > 0 && job->ack != ACK_RELEASE) {
-    /* A resend found no claim: did the first send commit?  Ask in a
-     * statement of its own, with a fresh snapshot. */
-    job->checking = 1;
-    send_ack(job);
-    return;
-  }
-  ack_settled(job, rc, already);
 }
 
 /* The handler's report. */
-static int job_report(cl_job_t *job, enum ack kind) {
+static int job_report(cl_job_t *job, cl__ack_op_t kind) {
   cl_worker_t *w = job->w;
   w->running--;
   job->state = J_ACKING;
@@ -542,12 +501,12 @@ static int job_report(cl_job_t *job, enum ack kind) {
     w->n_lost++;
     job_done(job);
   } else {
-    if (job->fenced && kind == ACK_COMPLETE) {
+    if (job->fenced && kind == CL__ACK_COMPLETE) {
       /* The lease may be gone: the result is not trusted to it.  End the
        * attempt as a failure, fenced by the token like any other. */
       free(job->result);
       job->result = NULL;
-      kind = ACK_FAIL;
+      kind = CL__ACK_FAIL;
       job->retry = 1;
       job->retry_in = -1;
     }
@@ -556,7 +515,10 @@ static int job_report(cl_job_t *job, enum ack kind) {
       job->error = cl__strdup("stopped by the worker: its lease was about "
                               "to expire (fenced)");
     }
-    job->ack = kind;
+    /* No bound on resends: the loop connection reconnects by itself, and
+     * the stop's last-resort timer gives up on a database that stays
+     * away. */
+    cl__ack_init(&job->ack, kind, 0);
     send_ack(job);
   }
   fill(w);
@@ -577,7 +539,7 @@ int cl_job_complete(cl_job_t *job, const char *result) {
     if (job->result == NULL)
       return CL_ENOMEM;
   }
-  return job_report(job, ACK_COMPLETE);
+  return job_report(job, CL__ACK_COMPLETE);
 }
 
 int cl_job_fail(cl_job_t *job, const char *error, int retry,
@@ -597,14 +559,14 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
   job->error = e;
   job->retry = retry;
   job->retry_in = isfinite(retry_in) ? retry_in : -1;
-  return job_report(job, ACK_FAIL);
+  return job_report(job, CL__ACK_FAIL);
 }
 
 int cl_job_release(cl_job_t *job, const char *why) {
   if (job == NULL || job->state != J_RUNNING)
     return CL_EINVAL;
   note_start_failure(job->w, why ? why : "the handler could not start");
-  return job_report(job, ACK_RELEASE);
+  return job_report(job, CL__ACK_RELEASE);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -705,7 +667,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
       w->nwaiting--;
       job->state = J_ACKING;
       w->acking++;
-      job->ack = ACK_RELEASE;
+      cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
       send_ack(job);
     }
     w->wait_tail = NULL;
@@ -1134,7 +1096,7 @@ static void begin_stop(cl_worker_t *w) {
     w->nwaiting--;
     job->state = J_ACKING;
     w->acking++;
-    job->ack = ACK_RELEASE;
+    cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
     uv_timer_stop(&job->timer);
     send_ack(job);
   }
