@@ -1,20 +1,59 @@
 /*
  * loop_worker.c: the in-process worker (see worker.h for the handler contract).
  *
- * A job moves WAITING (claimed, not started) -> RUNNING (its handler has
- * it) -> ACKING (its outcome was sent) -> freed.  Everything goes over one
- * pipelined connection (loop_conn.c), so the answers come back in the order
- * the statements went out; the heartbeat relies on it: a job claimed by a
- * statement sent before the heartbeat is known when the heartbeat's answer
- * arrives, and a job whose ack went out after the heartbeat is still
- * known, so "held by the database but unknown here" means a claim whose
- * answer was lost with a connection, and "known here but not held" means a
- * lost lease.  The first kind is released, the second stopped.
+ * A job is one state machine: job_move() takes an event, changes the
+ * state (asserting that the move is in the table above job_next()) and
+ * does what the move means; nothing else writes job->state once a claim's
+ * answer has made the job, WAITING.
+ *
+ *   claimed
+ *      |
+ *      v          START                       TIMEOUT, SHUTDOWN
+ *   WAITING ---------------> RUNNING ---------------------------> STOPPING
+ *    |    |                     |                                    |
+ *    |    |                     +------------------+-----------------+
+ *    |    |                                        | from either:
+ *    |    | FENCE, GIVE_BACK    +------------------+--------+
+ *    |    | (a release)         | REPORT           | FENCE  | LOST
+ *    |    |                     | (as given)       v        v
+ *    |    |                     |              FENCED --LOST--> LOST
+ *    |    |                     |                 |              |
+ *    |    |                     |                 | REPORT       | REPORT
+ *    |    |                     v                 | (a complete  | (discarded)
+ *    |    +------------------> ACKING <-----------+  becomes a   |
+ *    |                          |    \               fail)       |
+ *    |                   SETTLE |     \ SETTLED, DROPPED         |
+ *    |                          v      v                         |
+ *    |                      SETTLING -> DONE <-------------------+
+ *    |                   SETTLED,       ^
+ *    |                   DROPPED        |
+ *    +------------ LOST ----------------+
+ *
+ * Staying put: STOPPING on TIMEOUT and SHUTDOWN, FENCED and LOST on
+ * SHUTDOWN (the handler was asked to stop already, and what becomes of
+ * its report is settled), ACKING and SETTLING on RESEND.  DONE is the
+ * end: unlinked, freed once its timer has closed.
+ *
+ * The fencing guarantees are these moves: a lost lease discards the
+ * report (LOST, G3), a fenced job's complete becomes a failure (FENCED,
+ * G7), a report after a timeout or a shutdown stands (STOPPING).  What is
+ * sent while ACKING and SETTLING, and when it ends, is the ack policy's
+ * (ack.h).
+ *
+ * Everything goes over one pipelined connection (loop_conn.c), so the
+ * answers come back in the order the statements went out; the heartbeat
+ * relies on it: a job claimed by a statement sent before the heartbeat is
+ * known when the heartbeat's answer arrives, and a job whose ack went out
+ * after the heartbeat is still known, so "held by the database but unknown
+ * here" means a claim whose answer was lost with a connection, and "known
+ * here but not held" means a lost lease.  The first kind is released, the
+ * second stopped.
  *
  * Local deadlines run on uv_now(), the loop's monotonic clock, and count
  * from before the statement that granted or extended the lease was sent,
  * so they always end before the lease does on the database clock (G6, G7).
  */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -31,7 +70,36 @@
 #include "protocol.h"
 #include "claimer/worker.h"
 
-enum jstate { J_WAITING, J_RUNNING, J_ACKING };
+/* A job's life: the diagram at the top of the file; job_next() has the
+ * table. */
+enum jstate {
+  J_WAITING,  /* claimed, on the waiting list; no handler yet */
+  J_RUNNING,  /* its handler has it */
+  J_STOPPING, /* its handler was asked to stop (timeout, shutdown); the
+                 report stands as given */
+  J_FENCED,   /* asked to stop: lease minus margin passed on the local
+                 clock; the report becomes a failure */
+  J_LOST,     /* asked to stop: the heartbeat found the lease gone; the
+                 report is discarded */
+  J_ACKING,   /* its outcome's statement is out (ack.h says what next) */
+  J_SETTLING, /* the settling read of G9 is out */
+  J_DONE      /* over here: unlinked, freed once its timer has closed */
+};
+
+/* What moves a job. */
+enum jevent {
+  E_START,     /* a slot is free */
+  E_TIMEOUT,   /* the per-job timeout passed */
+  E_SHUTDOWN,  /* the drain timeout passed, or the worker cannot go on */
+  E_FENCE,     /* lease minus margin passed on the local clock */
+  E_LOST,      /* the heartbeat did not find the lease */
+  E_GIVE_BACK, /* a stop began before the job started */
+  E_REPORT,    /* the handler reported (job->ack says what) */
+  E_RESEND,    /* the ack policy sends again (the same, a fail, a stand-in) */
+  E_SETTLE,    /* the ack policy sends the settling read */
+  E_SETTLED,   /* the ack policy reached an end */
+  E_DROPPED    /* nothing can be sent: the connection is closed */
+};
 
 typedef struct wqueue {
   char *name;
@@ -48,9 +116,9 @@ struct cl_job {
   struct cl_job *wnext;       /* the waiting FIFO */
   cl_lease_t lease;
   wqueue_t *q;
-  enum jstate state;
-  int lost, fenced, unlinked;
-  cl_stop_reason_t stopped; /* 0: not asked to stop */
+  enum jstate state;        /* moved by job_move() only */
+  cl_stop_reason_t stopped; /* the last reason the handler was asked to
+                               stop for; 0: none */
   uint64_t expiry_ms;       /* local lease end, uv_now() clock */
   uint64_t timeout_at;      /* 0: none */
   uint64_t started_ms;
@@ -148,41 +216,41 @@ static void on_job_closed(uv_handle_t *h) {
   maybe_finish(w);
 }
 
-static void job_unlink(cl_job_t *job) {
-  cl_worker_t *w = job->w;
-  if (job->unlinked)
-    return;
-  job->unlinked = 1;
-  if (job->prev)
-    job->prev->next = job->next;
-  else
-    w->jobs = job->next;
-  if (job->next)
-    job->next->prev = job->prev;
+/* The handler has the job: started, not yet reported. */
+static int job_with_handler(const cl_job_t *job) {
+  return job->state == J_RUNNING || job->state == J_STOPPING ||
+         job->state == J_FENCED || job->state == J_LOST;
 }
 
-/* The job is over for this process: forget it and free it once its timer
- * has closed. */
-static void job_done(cl_job_t *job) {
-  cl_worker_t *w = job->w;
-  if (job->state == J_ACKING)
-    w->acking--;
-  job_unlink(job);
-  uv_timer_stop(&job->timer);
-  uv_close((uv_handle_t *)&job->timer, on_job_closed);
+/* Its outcome is on its way to the database. */
+static int job_acking(const cl_job_t *job) {
+  return job->state == J_ACKING || job->state == J_SETTLING;
+}
+
+/* Its timer keeps a deadline: the fence, and while it runs its timeout. */
+static int job_timed(const cl_job_t *job) {
+  return job->state == J_WAITING || job->state == J_RUNNING ||
+         job->state == J_STOPPING;
+}
+
+/* This process still takes the lease for held (the heartbeat extends it,
+ * or learns that it is lost). */
+static int job_holds_lease(const cl_job_t *job) {
+  return job_timed(job) || job->state == J_FENCED;
 }
 
 static void on_job_timer(uv_timer_t *t);
 
 /* Arms the job's one timer for its next local deadline: the fence (lease
- * minus margin) and, while running, the per-job timeout. */
+ * minus margin) and, while running, the per-job timeout.  Nothing to arm
+ * once fenced, lost or reported. */
 static void job_arm(cl_job_t *job) {
   cl_worker_t *w = job->w;
-  if (job->state == J_ACKING || job->fenced)
+  if (!job_timed(job))
     return;
   uint64_t at = job->expiry_ms > w->margin_ms ? job->expiry_ms - w->margin_ms
                                               : 0;
-  if (job->state == J_RUNNING && job->timeout_at && job->timeout_at < at)
+  if (job->state != J_WAITING && job->timeout_at && job->timeout_at < at)
     at = job->timeout_at;
   uint64_t now = uv_now(w->loop);
   uv_timer_start(&job->timer, on_job_timer, at > now ? at - now : 0, 0);
@@ -201,6 +269,9 @@ static const char *stop_name(cl_stop_reason_t why) {
   }
 }
 
+/* Asks the handler to stop, once per reason (a later, different reason
+ * asks again, as worker.h promises).  The handler may report from inside
+ * its callback: callers look at the job's state again afterwards. */
 static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
   if (job->stopped == why)
     return;
@@ -211,7 +282,6 @@ static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
   if (job->stop_cb)
     job->stop_cb(job, job->stop_arg, why);
 }
-
 
 /* Takes job, claimed but not started, off the waiting list. */
 static void wait_remove(cl_worker_t *w, cl_job_t *job) {
@@ -224,32 +294,197 @@ static void wait_remove(cl_worker_t *w, cl_job_t *job) {
       break;
     }
   }
+  job->wnext = NULL;
   w->nwaiting--;
 }
+
+/* The transition table of the diagram at the top of the file: the state
+ * a job in `from` moves to on ev, or -1 for a move that must not happen.
+ *
+ *   from               event               to
+ *   WAITING            START               RUNNING
+ *   WAITING            FENCE, GIVE_BACK    ACKING (a release)
+ *   WAITING            LOST                DONE
+ *   RUNNING, STOPPING  TIMEOUT, SHUTDOWN   STOPPING
+ *   RUNNING, STOPPING  FENCE               FENCED
+ *   RUNNING, STOPPING  REPORT              ACKING (as reported)
+ *   RUNNING, STOPPING,
+ *   FENCED             LOST                LOST
+ *   FENCED             SHUTDOWN            FENCED
+ *   FENCED             REPORT              ACKING (a complete: a fail)
+ *   LOST               SHUTDOWN            LOST
+ *   LOST               REPORT              DONE (discarded)
+ *   ACKING             RESEND              ACKING
+ *   ACKING             SETTLE              SETTLING
+ *   SETTLING           RESEND              SETTLING
+ *   ACKING, SETTLING   SETTLED, DROPPED    DONE
+ *
+ * A fenced or lost job keeps no timer, so no TIMEOUT or FENCE reaches it;
+ * one that is reported or acknowledged is past the heartbeat's LOST. */
+static int job_next(enum jstate from, enum jevent ev) {
+  switch (from) {
+  case J_WAITING:
+    if (ev == E_START)
+      return J_RUNNING;
+    if (ev == E_FENCE || ev == E_GIVE_BACK)
+      return J_ACKING;
+    if (ev == E_LOST)
+      return J_DONE;
+    return -1;
+  case J_RUNNING:
+  case J_STOPPING:
+    if (ev == E_TIMEOUT || ev == E_SHUTDOWN)
+      return J_STOPPING;
+    if (ev == E_FENCE)
+      return J_FENCED;
+    if (ev == E_LOST)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_ACKING;
+    return -1;
+  case J_FENCED:
+    if (ev == E_SHUTDOWN)
+      return J_FENCED;
+    if (ev == E_LOST)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_ACKING;
+    return -1;
+  case J_LOST:
+    if (ev == E_SHUTDOWN)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_DONE;
+    return -1;
+  case J_ACKING:
+  case J_SETTLING:
+    if (ev == E_RESEND)
+      return from;
+    if (ev == E_SETTLE && from == J_ACKING)
+      return J_SETTLING;
+    if (ev == E_SETTLED || ev == E_DROPPED)
+      return J_DONE;
+    return -1;
+  case J_DONE:
+    return -1;
+  }
+  return -1;
+}
+
+/* A fenced job's report: its lease may be gone, so a result is not
+ * trusted to it; the attempt ends as a failure, fenced by the token like
+ * any other (G7).  Whatever it reported, the error says why. */
+static void fence_report(cl_job_t *job) {
+  if (job->ack.op == CL__ACK_COMPLETE) {
+    free(job->result);
+    job->result = NULL;
+    cl__ack_init(&job->ack, CL__ACK_FAIL, 0);
+    job->retry = 1;
+    job->retry_in = -1;
+  }
+  free(job->error);
+  job->error = cl__strdup("stopped by the worker: its lease was about to "
+                          "expire (fenced)");
+}
+
+/* Moves job by ev (the one place a job's state changes) and does what the
+ * move itself means: the waiting list, the counters, the timer, the ack
+ * a move starts (a release for a job never started; a fail for a fenced
+ * job's complete), a lost job's report discarded, and the end (unlinked;
+ * freed once its timer has closed).  Sending, events of the cause and
+ * the handler's stop callback are the caller's.  Returns the new state;
+ * an illegal move is a bug, caught by the assertion. */
+static enum jstate job_move(cl_job_t *job, enum jevent ev) {
+  cl_worker_t *w = job->w;
+  enum jstate from = job->state;
+  int to = job_next(from, ev);
+  assert(to >= 0 && "illegal job move: see the table above job_next()");
+  if (to < 0)
+    return from;
+  int had_handler = job_with_handler(job), was_acking = job_acking(job);
+  job->state = (enum jstate)to;
+  if (from == J_WAITING)
+    wait_remove(w, job);
+  switch (ev) {
+  case E_START:
+    w->running++;
+    job->started_ms = uv_now(w->loop);
+    if (w->o.timeout_s > 0)
+      job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
+    job_arm(job);
+    break;
+  case E_FENCE:
+  case E_GIVE_BACK:
+    /* Never started: back to ready, no attempt spent.  Started and
+     * fenced: the fence was its last deadline. */
+    if (from == J_WAITING)
+      cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
+    uv_timer_stop(&job->timer);
+    break;
+  case E_LOST:
+    uv_timer_stop(&job->timer);
+    if (to == J_DONE)
+      w->n_lost++; /* never started: just forgotten */
+    break;
+  case E_REPORT:
+    uv_timer_stop(&job->timer);
+    if (from == J_FENCED)
+      fence_report(job);
+    if (to == J_DONE) {
+      /* The lease was lost while the handler ran: whatever it found, it
+       * is nobody's result now (G3). */
+      cl__event(&w->o.events, CL_LEVEL_WARNING, "discarded", "item",
+                job->lease.item_id, "token", job->lease.token, "reason",
+                "lease lost while the handler ran", NULL);
+      w->n_lost++;
+    }
+    break;
+  default:
+    break;
+  }
+  if (had_handler && !job_with_handler(job))
+    w->running--;
+  if (!was_acking && job_acking(job))
+    w->acking++;
+  if (was_acking && !job_acking(job))
+    w->acking--;
+  assert(!job_acking(job) ||
+         (job->state == J_SETTLING) == (job->ack.settling != 0));
+  if (job->state == J_DONE) {
+    if (job->prev)
+      job->prev->next = job->next;
+    else
+      w->jobs = job->next;
+    if (job->next)
+      job->next->prev = job->prev;
+    uv_timer_stop(&job->timer);
+    uv_close((uv_handle_t *)&job->timer, on_job_closed);
+  }
+  return job->state;
+}
+
 static void on_job_timer(uv_timer_t *t) {
   cl_job_t *job = t->data;
   cl_worker_t *w = job->w;
   uint64_t now = uv_now(w->loop);
   int fence = now + w->margin_ms >= job->expiry_ms;
-  if (job->state == J_WAITING && fence) {
+  /* Every move out of a timed state stops the timer. */
+  assert(job_timed(job));
+  if (job->state == J_WAITING) {
+    if (!fence)
+      return; /* the heartbeat arms it again */
     /* Never started and its lease is nearly out: give it back. */
     cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced_unstarted", "item", job->lease.item_id,
            "token", job->lease.token, NULL);
-    job->fenced = 1;
-    wait_remove(w, job);
-    job->state = J_ACKING;
-    w->acking++;
-    cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
+    job_move(job, E_FENCE);
     send_ack(job);
     return;
   }
-  if (job->state != J_RUNNING)
-    return;
   if (fence) {
-    job->fenced = 1;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced", "item", job->lease.item_id, "token",
            job->lease.token, "queue", job->lease.queue, "reason",
            "lease minus margin passed on the local clock", NULL);
+    job_move(job, E_FENCE);
     job_stop(job, CL_STOP_FENCED);
     return;
   }
@@ -257,6 +492,7 @@ static void on_job_timer(uv_timer_t *t) {
     job->timeout_at = 0;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "timeout", "item", job->lease.item_id, "queue",
            job->lease.queue, "after_s", CL_EV_NUM(w->o.timeout_s), NULL);
+    job_move(job, E_TIMEOUT);
     job_stop(job, CL_STOP_TIMEOUT);
   }
   job_arm(job);
@@ -264,12 +500,7 @@ static void on_job_timer(uv_timer_t *t) {
 
 static void job_start(cl_job_t *job) {
   cl_worker_t *w = job->w;
-  job->state = J_RUNNING;
-  w->running++;
-  job->started_ms = uv_now(w->loop);
-  if (w->o.timeout_s > 0)
-    job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
-  job_arm(job);
+  job_move(job, E_START);
   if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
     cl__event(&w->o.events, CL_LEVEL_DEBUG, "started", "item", job->lease.item_id, "queue",
            job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
@@ -281,14 +512,16 @@ static void job_start(cl_job_t *job) {
 static void fill(cl_worker_t *w) {
   if (paused(w))
     return;
-  while (w->wait_head && w->running < w->o.concurrency && !w->closing) {
+  while (w->wait_head && w->running < w->o.concurrency && !w->closing)
+    job_start(w->wait_head);
+}
+
+/* Gives every claimed, unstarted job back (a stop began). */
+static void give_back_waiting(cl_worker_t *w) {
+  while (w->wait_head) {
     cl_job_t *job = w->wait_head;
-    w->wait_head = job->wnext;
-    if (w->wait_head == NULL)
-      w->wait_tail = NULL;
-    job->wnext = NULL;
-    w->nwaiting--;
-    job_start(job);
+    job_move(job, E_GIVE_BACK);
+    send_ack(job);
   }
 }
 
@@ -382,7 +615,7 @@ static void send_ack(cl_job_t *job) {
   if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
     cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item", job->lease.item_id,
            "reason", "the connection is closed; the lease will expire", NULL);
-    job_done(job);
+    job_move(job, E_DROPPED);
   }
 }
 
@@ -415,7 +648,7 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
       cl__event(&w->o.events, CL_LEVEL_DEBUG, "released", "item", item, NULL);
   }
-  job_done(job);
+  job_move(job, E_SETTLED);
   fill(w);
   maybe_claim(w);
 }
@@ -427,14 +660,15 @@ static void on_ack(void *arg, int rc, PGresult *res) {
   cl_worker_t *w = job->w;
   if (rc == CL_ECONNLOST && w->closing) {
     /* The stop is closing the connection: nothing can be sent again. */
-    job_done(job);
+    job_move(job, E_DROPPED);
     return;
   }
+  assert(job_acking(job));
   cl_fail_info_t info = {0};
   cl__ack_got_t got = cl__parse_ack(&job->ack, rc, res, &info);
   if (job->ack.op == CL__ACK_FAIL &&
       (got == CL__ACK_GOT_OK || got == CL__ACK_GOT_ALREADY)) {
-    if (job->ack.settling)
+    if (job->state == J_SETTLING)
       cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item",
                 job->lease.item_id, "state", info.dead ? "dead" : "ready",
                 "attempts", CL_EV_INT(info.attempts), "already", "true",
@@ -452,9 +686,11 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     if (got == CL__ACK_GOT_DB_ERROR)
       cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item",
                 job->lease.item_id, "error", cl__loop_conn_error(w->a), NULL);
+    job_move(job, E_RESEND);
     send_ack(job);
     return;
   case CL__ACK_SETTLE:
+    job_move(job, E_SETTLE);
     send_ack(job);
     return;
   case CL__ACK_TO_FAIL:
@@ -465,6 +701,7 @@ static void on_ack(void *arg, int rc, PGresult *res) {
       job->retry = 1;
       job->retry_in = -1;
     }
+    job_move(job, E_RESEND);
     send_ack(job);
     return;
   case CL__ACK_DONE:
@@ -487,40 +724,16 @@ static void on_ack(void *arg, int rc, PGresult *res) {
   }
 }
 
-/* The handler's report. */
+/* The handler's report of kind; what becomes of it (sent as given,
+ * turned into a failure, discarded) is the move's (job_move). */
 static int job_report(cl_job_t *job, cl__ack_op_t kind) {
   cl_worker_t *w = job->w;
-  w->running--;
-  job->state = J_ACKING;
-  w->acking++;
-  uv_timer_stop(&job->timer);
-  if (job->lost) {
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "discarded", "item", job->lease.item_id, "token",
-           job->lease.token, "reason", "lease lost while the handler ran",
-           NULL);
-    w->n_lost++;
-    job_done(job);
-  } else {
-    if (job->fenced && kind == CL__ACK_COMPLETE) {
-      /* The lease may be gone: the result is not trusted to it.  End the
-       * attempt as a failure, fenced by the token like any other. */
-      free(job->result);
-      job->result = NULL;
-      kind = CL__ACK_FAIL;
-      job->retry = 1;
-      job->retry_in = -1;
-    }
-    if (job->fenced) {
-      free(job->error);
-      job->error = cl__strdup("stopped by the worker: its lease was about "
-                              "to expire (fenced)");
-    }
-    /* No bound on resends: the loop connection reconnects by itself, and
-     * the stop's last-resort timer gives up on a database that stays
-     * away. */
-    cl__ack_init(&job->ack, kind, 0);
+  /* No bound on resends: the loop connection reconnects by itself, and
+   * the stop's last-resort timer gives up on a database that stays
+   * away. */
+  cl__ack_init(&job->ack, kind, 0);
+  if (job_move(job, E_REPORT) == J_ACKING)
     send_ack(job);
-  }
   fill(w);
   maybe_claim(w);
   maybe_finish(w);
@@ -528,7 +741,7 @@ static int job_report(cl_job_t *job, cl__ack_op_t kind) {
 }
 
 int cl_job_complete(cl_job_t *job, const char *result) {
-  if (job == NULL || job->state != J_RUNNING)
+  if (job == NULL || !job_with_handler(job))
     return CL_EINVAL;
   note_start_ok(job->w);
   if (result != NULL) {
@@ -544,7 +757,7 @@ int cl_job_complete(cl_job_t *job, const char *result) {
 
 int cl_job_fail(cl_job_t *job, const char *error, int retry,
                 double retry_in) {
-  if (job == NULL || job->state != J_RUNNING ||
+  if (job == NULL || !job_with_handler(job) ||
       (isfinite(retry_in) && retry_in > 3.2e9))
     return CL_EINVAL;
   char *e = cl__strdup(error ? error : "");
@@ -563,7 +776,7 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
 }
 
 int cl_job_release(cl_job_t *job, const char *why) {
-  if (job == NULL || job->state != J_RUNNING)
+  if (job == NULL || !job_with_handler(job))
     return CL_EINVAL;
   note_start_failure(job->w, why ? why : "the handler could not start");
   return job_report(job, CL__ACK_RELEASE);
@@ -635,7 +848,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     job->lease = leases[i];
     memset(&leases[i], 0, sizeof leases[i]);
     job->q = ctx->q;
-    job->state = J_WAITING;
+    job->state = J_WAITING; /* born here; job_move() from now on */
     job->expiry_ms = ctx->sent_ms + w->lease_ms;
     uv_timer_init(w->loop, &job->timer);
     job->timer.data = job;
@@ -662,15 +875,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   free(ctx);
   if (w->stopping) {
     /* Claimed while a stop began: give them straight back. */
-    for (cl_job_t *job; (job = w->wait_head) != NULL;) {
-      w->wait_head = job->wnext;
-      w->nwaiting--;
-      job->state = J_ACKING;
-      w->acking++;
-      cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
-      send_ack(job);
-    }
-    w->wait_tail = NULL;
+    give_back_waiting(w);
     return;
   }
   fill(w);
@@ -762,25 +967,20 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (h != NULL) {
       if (seen)
         seen[h - held] = 1;
-      if (job->state != J_ACKING && !job->fenced) {
+      if (job_timed(job)) {
         job->expiry_ms = sent + w->lease_ms;
         job_arm(job);
       }
       continue;
     }
-    if (job->state == J_ACKING || job->lost)
+    /* A reported job's own ack will learn it; a lost one is known. */
+    if (!job_holds_lease(job))
       continue;
-    job->lost = 1;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", job->lease.item_id, "token",
            job->lease.token, "seen_by", "heartbeat", NULL);
-    if (job->state == J_RUNNING) {
+    /* Waiting: never started, just forgotten (DONE); else stopped. */
+    if (job_move(job, E_LOST) == J_LOST)
       job_stop(job, CL_STOP_LEASE_LOST);
-    } else {
-      /* Waiting: never started; just forget it. */
-      wait_remove(w, job);
-      w->n_lost++;
-      job_done(job);
-    }
   }
   /* Held by the database, unknown here: a claim whose answer was lost with
    * a connection.  Give it back without spending an attempt. */
@@ -1052,8 +1252,10 @@ static void maybe_finish(cl_worker_t *w) {
 static void stop_running(cl_worker_t *w) {
   for (cl_job_t *job = w->jobs, *next; job; job = next) {
     next = job->next;
-    if (job->state == J_RUNNING)
+    if (job_with_handler(job)) {
+      job_move(job, E_SHUTDOWN);
       job_stop(job, CL_STOP_SHUTDOWN);
+    }
   }
 }
 
@@ -1091,16 +1293,7 @@ static void begin_stop(cl_worker_t *w) {
   w->stopping = 1;
   uv_timer_stop(&w->poll_timer);
   /* Claimed but never started: back to ready, no attempt spent. */
-  for (cl_job_t *job; (job = w->wait_head) != NULL;) {
-    w->wait_head = job->wnext;
-    w->nwaiting--;
-    job->state = J_ACKING;
-    w->acking++;
-    cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
-    uv_timer_stop(&job->timer);
-    send_ack(job);
-  }
-  w->wait_tail = NULL;
+  give_back_waiting(w);
   if (w->fatal_rc != 0) {
     /* No drain: the worker cannot go on (a refused password, a missing
      * schema, a name another worker holds). */
