@@ -57,6 +57,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,10 @@ struct cl_worker {
   uint64_t start_warned_ms;
   int started, stopping, closing, dereg_sent;
   int fatal_rc;
+  /* The first error cl_worker_add_queue() or cl_worker_start() returned:
+   * what on_exit gets when the worker is stopped without having started. */
+  int setup_rc;
+  char setup_why[512];
   int takeover; /* REGISTER may take the name from a holder known gone */
   char fatal_why[1024];
   uv_timer_t hb_timer, poll_timer, drain_timer, hard_timer;
@@ -1182,20 +1187,26 @@ static void on_conn_closed(void *arg) {
   maybe_finish(w);
 }
 
-static void close_all(cl_worker_t *w) {
-  if (w->closing)
-    return;
+/* Closes the handles cl_worker_new() made; the last close callback frees
+ * the worker and calls on_exit (maybe_finish). */
+static void close_handles(cl_worker_t *w) {
   w->closing = 1;
-  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
-         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
-         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
-         "released", CL_EV_INT(w->n_released), NULL);
   uv_close((uv_handle_t *)&w->hb_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->poll_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->pause_timer, on_handle_closed);
   cl__loop_conn_close(w->a, on_conn_closed, w);
+}
+
+static void close_all(cl_worker_t *w) {
+  if (w->closing)
+    return;
+  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
+         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
+         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
+         "released", CL_EV_INT(w->n_released), NULL);
+  close_handles(w);
 }
 
 static void on_deregister(void *arg, int rc, PGresult *res) {
@@ -1314,8 +1325,18 @@ static void begin_stop(cl_worker_t *w) {
 }
 
 void cl_worker_stop(cl_worker_t *w) {
-  if (w->started)
+  if (w->started) {
     begin_stop(w);
+    return;
+  }
+  if (w->closing)
+    return;
+  /* Never started: nothing claimed, no row in claimer.workers, no
+   * connection made.  Only the handles are left, and the exit callback
+   * says why the worker never ran, if a setup call failed. */
+  w->fatal_rc = w->setup_rc;
+  snprintf(w->fatal_why, sizeof w->fatal_why, "%s", w->setup_why);
+  close_handles(w);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1438,23 +1459,47 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   return 0;
 }
 
+/* Returns rc, which a setup call is failing with, after keeping the first
+ * such error and its message (fmt) for on_exit (see cl_worker_stop). */
+__attribute__((format(printf, 3, 4))) static int
+setup_failed(cl_worker_t *w, int rc, const char *fmt, ...) {
+  if (w->setup_rc != 0)
+    return rc;
+  w->setup_rc = rc;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(w->setup_why, sizeof w->setup_why, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
 int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
                         cl_job_start_cb start, void *arg) {
-  if (w->started || start == NULL || weight < 1 || weight > 1000 ||
-      cl_check_queue(queue ? queue : "", NULL, 0) != 0)
-    return CL_EINVAL;
+  char why[256];
+  if (w->started || w->closing)
+    return CL_EINVAL; /* a running worker's own exit says nothing of it */
+  if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0)
+    return setup_failed(w, CL_EINVAL, "%s", why);
+  if (weight < 1 || weight > 1000)
+    return setup_failed(w, CL_EINVAL,
+                        "queue \"%s\": weight %d is out of range 1..1000",
+                        queue, weight);
+  if (start == NULL)
+    return setup_failed(w, CL_EINVAL, "queue \"%s\": no handler given",
+                        queue);
   for (size_t i = 0; i < w->nqueues; i++)
     if (strcmp(w->queues[i].name, queue) == 0)
-      return CL_EINVAL;
+      return setup_failed(w, CL_EINVAL, "queue \"%s\" is given twice",
+                          queue);
   wqueue_t *qs = realloc(w->queues, (w->nqueues + 1) * sizeof *qs);
   if (qs == NULL)
-    return CL_ENOMEM;
+    return setup_failed(w, CL_ENOMEM, "out of memory");
   w->queues = qs;
   wqueue_t *q = &qs[w->nqueues];
   memset(q, 0, sizeof *q);
   q->name = cl__strdup(queue);
   if (q->name == NULL)
-    return CL_ENOMEM;
+    return setup_failed(w, CL_ENOMEM, "out of memory");
   q->weight = weight;
   q->hint = 1;
   q->start = start;
@@ -1464,8 +1509,11 @@ int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
 }
 
 int cl_worker_start(cl_worker_t *w) {
-  if (w->started || w->nqueues == 0)
+  if (w->started || w->closing)
     return CL_EINVAL;
+  if (w->nqueues == 0)
+    return setup_failed(w, CL_EINVAL,
+                        "no queue to work on (cl_worker_add_queue)");
   w->started = 1;
   cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name, "concurrency",
          CL_EV_INT(w->o.concurrency), "prefetch", CL_EV_INT(w->o.prefetch),
