@@ -85,6 +85,11 @@
  * never started, and giving it up costs nothing the reaper does not put
  * right.  Release has no settling read: a resend that finds no claim
  * reports a lost lease (the first send may have released it).
+ *
+ * What is not an outcome stays out of the table: a driver that cannot
+ * send at all (a refused password, no claimer schema, out of memory)
+ * stops before asking, and the worker's stop may close the connection
+ * under an acknowledgement (it is then dropped; its lease expires).
  */
 #ifndef CLAIMER_ACK_H
 #define CLAIMER_ACK_H

@@ -379,15 +379,18 @@ static int ack_send(cl_conn_t *c, ack_call_t *k, PGresult **res) {
  * reconnects (with backoff) and resends; settles; turns a refused
  * complete into a fail and a refused fail into its stand-in.  Returns 0
  * with the step that ended it in *end and the last statement's code in
- * *last, or a code that stops it before the policy could end it (CL_EAUTH:
- * a refused password is not retried; CL_ENOMEM). */
+ * *last, or a code that stops it before the policy could end it, with
+ * the detail on c: CL_EAUTH (a refused password is not retried),
+ * CL_ESCHEMA (no claimer schema: nothing about this item, and nothing a
+ * fail in its place could record; the message says to migrate) or
+ * CL_ENOMEM. */
 static int ack_run(cl_conn_t *c, ack_call_t *k, cl__ack_step_t *end,
                    int *last) {
   long delay = 100;
   for (;;) {
     PGresult *res = NULL;
     int rc = ack_send(c, k, &res);
-    if (rc == CL_EAUTH || rc == CL_ENOMEM)
+    if (rc == CL_EAUTH || rc == CL_ESCHEMA || rc == CL_ENOMEM)
       return rc;
     cl__ack_got_t got = cl__parse_ack(&k->st, rc, res, &k->fail);
     PQclear(res);
