@@ -1,37 +1,106 @@
 /*
  * loop_worker.c: the in-process worker (see worker.h for the handler contract).
  *
- * A job moves WAITING (claimed, not started) -> RUNNING (its handler has
- * it) -> ACKING (its outcome was sent) -> freed.  Everything goes over one
- * pipelined connection (loop_conn.c), so the answers come back in the order
- * the statements went out; the heartbeat relies on it: a job claimed by a
- * statement sent before the heartbeat is known when the heartbeat's answer
- * arrives, and a job whose ack went out after the heartbeat is still
- * known, so "held by the database but unknown here" means a claim whose
- * answer was lost with a connection, and "known here but not held" means a
- * lost lease.  The first kind is released, the second stopped.
+ * A job is one state machine: job_move() takes an event, changes the
+ * state (asserting that the move is in the table above job_next()) and
+ * does what the move means; nothing else writes job->state once a claim's
+ * answer has made the job, WAITING.
+ *
+ *   claimed
+ *      |
+ *      v          START                       TIMEOUT, SHUTDOWN
+ *   WAITING ---------------> RUNNING ---------------------------> STOPPING
+ *    |    |                     |                                    |
+ *    |    |                     +------------------+-----------------+
+ *    |    |                                        | from either:
+ *    |    | FENCE, GIVE_BACK    +------------------+--------+
+ *    |    | (a release)         | REPORT           | FENCE  | LOST
+ *    |    |                     | (as given)       v        v
+ *    |    |                     |              FENCED --LOST--> LOST
+ *    |    |                     |                 |              |
+ *    |    |                     |                 | REPORT       | REPORT
+ *    |    |                     v                 | (a complete  | (discarded)
+ *    |    +------------------> ACKING <-----------+  becomes a   |
+ *    |                          |    \               fail)       |
+ *    |                   SETTLE |     \ SETTLED, DROPPED         |
+ *    |                          v      v                         |
+ *    |                      SETTLING -> DONE <-------------------+
+ *    |                   SETTLED,       ^
+ *    |                   DROPPED        |
+ *    +------------ LOST ----------------+
+ *
+ * Staying put: STOPPING on TIMEOUT and SHUTDOWN, FENCED and LOST on
+ * SHUTDOWN (the handler was asked to stop already, and what becomes of
+ * its report is settled), ACKING and SETTLING on RESEND.  DONE is the
+ * end: unlinked, freed once its timer has closed.
+ *
+ * The fencing guarantees are these moves: a lost lease discards the
+ * report (LOST, G3), a fenced job's complete becomes a failure (FENCED,
+ * G7), a report after a timeout or a shutdown stands (STOPPING).  What is
+ * sent while ACKING and SETTLING, and when it ends, is the ack policy's
+ * (ack.h).
+ *
+ * Everything goes over one pipelined connection (loop_conn.c), so the
+ * answers come back in the order the statements went out; the heartbeat
+ * relies on it: a job claimed by a statement sent before the heartbeat is
+ * known when the heartbeat's answer arrives, and a job whose ack went out
+ * after the heartbeat is still known, so "held by the database but unknown
+ * here" means a claim whose answer was lost with a connection, and "known
+ * here but not held" means a lost lease.  The first kind is released, the
+ * second stopped.
  *
  * Local deadlines run on uv_now(), the loop's monotonic clock, and count
  * from before the statement that granted or extended the lease was sent,
  * so they always end before the lease does on the database clock (G6, G7).
  */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "ack.h"
 #include "loop_conn.h"
 #include "internal.h"
 #include "event.h"
 #include "protocol.h"
 #include "claimer/worker.h"
 
-enum jstate { J_WAITING, J_RUNNING, J_ACKING };
-enum ack { ACK_COMPLETE, ACK_FAIL, ACK_RELEASE };
+/* A job's life: the diagram at the top of the file; job_next() has the
+ * table. */
+enum jstate {
+  J_WAITING,  /* claimed, on the waiting list; no handler yet */
+  J_RUNNING,  /* its handler has it */
+  J_STOPPING, /* its handler was asked to stop (timeout, shutdown); the
+                 report stands as given */
+  J_FENCED,   /* asked to stop: lease minus margin passed on the local
+                 clock; the report becomes a failure */
+  J_LOST,     /* asked to stop: the heartbeat found the lease gone; the
+                 report is discarded */
+  J_ACKING,   /* its outcome's statement is out (ack.h says what next) */
+  J_SETTLING, /* the settling read of G9 is out */
+  J_DONE      /* over here: unlinked, freed once its timer has closed */
+};
+
+/* What moves a job. */
+enum jevent {
+  E_START,     /* a slot is free */
+  E_TIMEOUT,   /* the per-job timeout passed */
+  E_SHUTDOWN,  /* the drain timeout passed, or the worker cannot go on */
+  E_FENCE,     /* lease minus margin passed on the local clock */
+  E_LOST,      /* the heartbeat did not find the lease */
+  E_GIVE_BACK, /* a stop began before the job started */
+  E_REPORT,    /* the handler reported (job->ack says what) */
+  E_RESEND,    /* the ack policy sends again (the same, a fail, a stand-in) */
+  E_SETTLE,    /* the ack policy sends the settling read */
+  E_SETTLED,   /* the ack policy reached an end */
+  E_DROPPED    /* nothing can be sent: the connection is closed */
+};
 
 typedef struct wqueue {
   char *name;
@@ -48,23 +117,19 @@ struct cl_job {
   struct cl_job *wnext;       /* the waiting FIFO */
   cl_lease_t lease;
   wqueue_t *q;
-  enum jstate state;
-  int lost, fenced, unlinked;
-  cl_stop_reason_t stopped; /* 0: not asked to stop */
+  enum jstate state;        /* moved by job_move() only */
+  cl_stop_reason_t stopped; /* the last reason the handler was asked to
+                               stop for; 0: none */
   uint64_t expiry_ms;       /* local lease end, uv_now() clock */
   uint64_t timeout_at;      /* 0: none */
   uint64_t started_ms;
   uv_timer_t timer;
   cl_job_stop_cb stop_cb;
   void *stop_arg;
-  enum ack ack;
-  int checking; /* the settling read of G9 is in flight */
+  cl__ack_t ack; /* the outcome being sent, and how far (ack.h) */
   char *result, *error;
   int retry;
   double retry_in;
-  int resends;
-  int db_errors;
-  int fallback; /* the failure is being recorded with a short stand-in */
 };
 
 typedef struct claim_ctx {
@@ -102,6 +167,10 @@ struct cl_worker {
   uint64_t start_warned_ms;
   int started, stopping, closing, dereg_sent;
   int fatal_rc;
+  /* The first error cl_worker_add_queue() or cl_worker_start() returned:
+   * what on_exit gets when the worker is stopped without having started. */
+  int setup_rc;
+  char setup_why[512];
   int takeover; /* REGISTER may take the name from a holder known gone */
   char fatal_why[1024];
   uv_timer_t hb_timer, poll_timer, drain_timer, hard_timer;
@@ -152,41 +221,41 @@ static void on_job_closed(uv_handle_t *h) {
   maybe_finish(w);
 }
 
-static void job_unlink(cl_job_t *job) {
-  cl_worker_t *w = job->w;
-  if (job->unlinked)
-    return;
-  job->unlinked = 1;
-  if (job->prev)
-    job->prev->next = job->next;
-  else
-    w->jobs = job->next;
-  if (job->next)
-    job->next->prev = job->prev;
+/* The handler has the job: started, not yet reported. */
+static int job_with_handler(const cl_job_t *job) {
+  return job->state == J_RUNNING || job->state == J_STOPPING ||
+         job->state == J_FENCED || job->state == J_LOST;
 }
 
-/* The job is over for this process: forget it and free it once its timer
- * has closed. */
-static void job_done(cl_job_t *job) {
-  cl_worker_t *w = job->w;
-  if (job->state == J_ACKING)
-    w->acking--;
-  job_unlink(job);
-  uv_timer_stop(&job->timer);
-  uv_close((uv_handle_t *)&job->timer, on_job_closed);
+/* Its outcome is on its way to the database. */
+static int job_acking(const cl_job_t *job) {
+  return job->state == J_ACKING || job->state == J_SETTLING;
+}
+
+/* Its timer keeps a deadline: the fence, and while it runs its timeout. */
+static int job_timed(const cl_job_t *job) {
+  return job->state == J_WAITING || job->state == J_RUNNING ||
+         job->state == J_STOPPING;
+}
+
+/* This process still takes the lease for held (the heartbeat extends it,
+ * or learns that it is lost). */
+static int job_holds_lease(const cl_job_t *job) {
+  return job_timed(job) || job->state == J_FENCED;
 }
 
 static void on_job_timer(uv_timer_t *t);
 
 /* Arms the job's one timer for its next local deadline: the fence (lease
- * minus margin) and, while running, the per-job timeout. */
+ * minus margin) and, while running, the per-job timeout.  Nothing to arm
+ * once fenced, lost or reported. */
 static void job_arm(cl_job_t *job) {
   cl_worker_t *w = job->w;
-  if (job->state == J_ACKING || job->fenced)
+  if (!job_timed(job))
     return;
   uint64_t at = job->expiry_ms > w->margin_ms ? job->expiry_ms - w->margin_ms
                                               : 0;
-  if (job->state == J_RUNNING && job->timeout_at && job->timeout_at < at)
+  if (job->state != J_WAITING && job->timeout_at && job->timeout_at < at)
     at = job->timeout_at;
   uint64_t now = uv_now(w->loop);
   uv_timer_start(&job->timer, on_job_timer, at > now ? at - now : 0, 0);
@@ -205,6 +274,9 @@ static const char *stop_name(cl_stop_reason_t why) {
   }
 }
 
+/* Asks the handler to stop, once per reason (a later, different reason
+ * asks again, as worker.h promises).  The handler may report from inside
+ * its callback: callers look at the job's state again afterwards. */
 static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
   if (job->stopped == why)
     return;
@@ -215,7 +287,6 @@ static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
   if (job->stop_cb)
     job->stop_cb(job, job->stop_arg, why);
 }
-
 
 /* Takes job, claimed but not started, off the waiting list. */
 static void wait_remove(cl_worker_t *w, cl_job_t *job) {
@@ -228,32 +299,197 @@ static void wait_remove(cl_worker_t *w, cl_job_t *job) {
       break;
     }
   }
+  job->wnext = NULL;
   w->nwaiting--;
 }
+
+/* The transition table of the diagram at the top of the file: the state
+ * a job in `from` moves to on ev, or -1 for a move that must not happen.
+ *
+ *   from               event               to
+ *   WAITING            START               RUNNING
+ *   WAITING            FENCE, GIVE_BACK    ACKING (a release)
+ *   WAITING            LOST                DONE
+ *   RUNNING, STOPPING  TIMEOUT, SHUTDOWN   STOPPING
+ *   RUNNING, STOPPING  FENCE               FENCED
+ *   RUNNING, STOPPING  REPORT              ACKING (as reported)
+ *   RUNNING, STOPPING,
+ *   FENCED             LOST                LOST
+ *   FENCED             SHUTDOWN            FENCED
+ *   FENCED             REPORT              ACKING (a complete: a fail)
+ *   LOST               SHUTDOWN            LOST
+ *   LOST               REPORT              DONE (discarded)
+ *   ACKING             RESEND              ACKING
+ *   ACKING             SETTLE              SETTLING
+ *   SETTLING           RESEND              SETTLING
+ *   ACKING, SETTLING   SETTLED, DROPPED    DONE
+ *
+ * A fenced or lost job keeps no timer, so no TIMEOUT or FENCE reaches it;
+ * one that is reported or acknowledged is past the heartbeat's LOST. */
+static int job_next(enum jstate from, enum jevent ev) {
+  switch (from) {
+  case J_WAITING:
+    if (ev == E_START)
+      return J_RUNNING;
+    if (ev == E_FENCE || ev == E_GIVE_BACK)
+      return J_ACKING;
+    if (ev == E_LOST)
+      return J_DONE;
+    return -1;
+  case J_RUNNING:
+  case J_STOPPING:
+    if (ev == E_TIMEOUT || ev == E_SHUTDOWN)
+      return J_STOPPING;
+    if (ev == E_FENCE)
+      return J_FENCED;
+    if (ev == E_LOST)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_ACKING;
+    return -1;
+  case J_FENCED:
+    if (ev == E_SHUTDOWN)
+      return J_FENCED;
+    if (ev == E_LOST)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_ACKING;
+    return -1;
+  case J_LOST:
+    if (ev == E_SHUTDOWN)
+      return J_LOST;
+    if (ev == E_REPORT)
+      return J_DONE;
+    return -1;
+  case J_ACKING:
+  case J_SETTLING:
+    if (ev == E_RESEND)
+      return from;
+    if (ev == E_SETTLE && from == J_ACKING)
+      return J_SETTLING;
+    if (ev == E_SETTLED || ev == E_DROPPED)
+      return J_DONE;
+    return -1;
+  case J_DONE:
+    return -1;
+  }
+  return -1;
+}
+
+/* A fenced job's report: its lease may be gone, so a result is not
+ * trusted to it; the attempt ends as a failure, fenced by the token like
+ * any other (G7).  Whatever it reported, the error says why. */
+static void fence_report(cl_job_t *job) {
+  if (job->ack.op == CL__ACK_COMPLETE) {
+    free(job->result);
+    job->result = NULL;
+    cl__ack_init(&job->ack, CL__ACK_FAIL, 0);
+    job->retry = 1;
+    job->retry_in = -1;
+  }
+  free(job->error);
+  job->error = cl__strdup("stopped by the worker: its lease was about to "
+                          "expire (fenced)");
+}
+
+/* Moves job by ev (the one place a job's state changes) and does what the
+ * move itself means: the waiting list, the counters, the timer, the ack
+ * a move starts (a release for a job never started; a fail for a fenced
+ * job's complete), a lost job's report discarded, and the end (unlinked;
+ * freed once its timer has closed).  Sending, events of the cause and
+ * the handler's stop callback are the caller's.  Returns the new state;
+ * an illegal move is a bug, caught by the assertion. */
+static enum jstate job_move(cl_job_t *job, enum jevent ev) {
+  cl_worker_t *w = job->w;
+  enum jstate from = job->state;
+  int to = job_next(from, ev);
+  assert(to >= 0 && "illegal job move: see the table above job_next()");
+  if (to < 0)
+    return from;
+  int had_handler = job_with_handler(job), was_acking = job_acking(job);
+  job->state = (enum jstate)to;
+  if (from == J_WAITING)
+    wait_remove(w, job);
+  switch (ev) {
+  case E_START:
+    w->running++;
+    job->started_ms = uv_now(w->loop);
+    if (w->o.timeout_s > 0)
+      job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
+    job_arm(job);
+    break;
+  case E_FENCE:
+  case E_GIVE_BACK:
+    /* Never started: back to ready, no attempt spent.  Started and
+     * fenced: the fence was its last deadline. */
+    if (from == J_WAITING)
+      cl__ack_init(&job->ack, CL__ACK_RELEASE, 0);
+    uv_timer_stop(&job->timer);
+    break;
+  case E_LOST:
+    uv_timer_stop(&job->timer);
+    if (to == J_DONE)
+      w->n_lost++; /* never started: just forgotten */
+    break;
+  case E_REPORT:
+    uv_timer_stop(&job->timer);
+    if (from == J_FENCED)
+      fence_report(job);
+    if (to == J_DONE) {
+      /* The lease was lost while the handler ran: whatever it found, it
+       * is nobody's result now (G3). */
+      cl__event(&w->o.events, CL_LEVEL_WARNING, "discarded", "item",
+                job->lease.item_id, "token", job->lease.token, "reason",
+                "lease lost while the handler ran", NULL);
+      w->n_lost++;
+    }
+    break;
+  default:
+    break;
+  }
+  if (had_handler && !job_with_handler(job))
+    w->running--;
+  if (!was_acking && job_acking(job))
+    w->acking++;
+  if (was_acking && !job_acking(job))
+    w->acking--;
+  assert(!job_acking(job) ||
+         (job->state == J_SETTLING) == (job->ack.settling != 0));
+  if (job->state == J_DONE) {
+    if (job->prev)
+      job->prev->next = job->next;
+    else
+      w->jobs = job->next;
+    if (job->next)
+      job->next->prev = job->prev;
+    uv_timer_stop(&job->timer);
+    uv_close((uv_handle_t *)&job->timer, on_job_closed);
+  }
+  return job->state;
+}
+
 static void on_job_timer(uv_timer_t *t) {
   cl_job_t *job = t->data;
   cl_worker_t *w = job->w;
   uint64_t now = uv_now(w->loop);
   int fence = now + w->margin_ms >= job->expiry_ms;
-  if (job->state == J_WAITING && fence) {
+  /* Every move out of a timed state stops the timer. */
+  assert(job_timed(job));
+  if (job->state == J_WAITING) {
+    if (!fence)
+      return; /* the heartbeat arms it again */
     /* Never started and its lease is nearly out: give it back. */
     cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced_unstarted", "item", job->lease.item_id,
            "token", job->lease.token, NULL);
-    job->fenced = 1;
-    wait_remove(w, job);
-    job->state = J_ACKING;
-    w->acking++;
-    job->ack = ACK_RELEASE;
+    job_move(job, E_FENCE);
     send_ack(job);
     return;
   }
-  if (job->state != J_RUNNING)
-    return;
   if (fence) {
-    job->fenced = 1;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced", "item", job->lease.item_id, "token",
            job->lease.token, "queue", job->lease.queue, "reason",
            "lease minus margin passed on the local clock", NULL);
+    job_move(job, E_FENCE);
     job_stop(job, CL_STOP_FENCED);
     return;
   }
@@ -261,6 +497,7 @@ static void on_job_timer(uv_timer_t *t) {
     job->timeout_at = 0;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "timeout", "item", job->lease.item_id, "queue",
            job->lease.queue, "after_s", CL_EV_NUM(w->o.timeout_s), NULL);
+    job_move(job, E_TIMEOUT);
     job_stop(job, CL_STOP_TIMEOUT);
   }
   job_arm(job);
@@ -268,12 +505,7 @@ static void on_job_timer(uv_timer_t *t) {
 
 static void job_start(cl_job_t *job) {
   cl_worker_t *w = job->w;
-  job->state = J_RUNNING;
-  w->running++;
-  job->started_ms = uv_now(w->loop);
-  if (w->o.timeout_s > 0)
-    job->timeout_at = job->started_ms + (uint64_t)(w->o.timeout_s * 1000);
-  job_arm(job);
+  job_move(job, E_START);
   if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
     cl__event(&w->o.events, CL_LEVEL_DEBUG, "started", "item", job->lease.item_id, "queue",
            job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
@@ -285,14 +517,16 @@ static void job_start(cl_job_t *job) {
 static void fill(cl_worker_t *w) {
   if (paused(w))
     return;
-  while (w->wait_head && w->running < w->o.concurrency && !w->closing) {
+  while (w->wait_head && w->running < w->o.concurrency && !w->closing)
+    job_start(w->wait_head);
+}
+
+/* Gives every claimed, unstarted job back (a stop began). */
+static void give_back_waiting(cl_worker_t *w) {
+  while (w->wait_head) {
     cl_job_t *job = w->wait_head;
-    w->wait_head = job->wnext;
-    if (w->wait_head == NULL)
-      w->wait_tail = NULL;
-    job->wnext = NULL;
-    w->nwaiting--;
-    job_start(job);
+    job_move(job, E_GIVE_BACK);
+    send_ack(job);
   }
 }
 
@@ -368,30 +602,25 @@ static void note_start_ok(cl_worker_t *w) {
 
 static void on_ack(void *arg, int rc, PGresult *res);
 
+/* Sends the statement the job's ack state names (ack.h): the outcome
+ * itself, or its settling read. */
 static void send_ack(cl_job_t *job) {
   cl_worker_t *w = job->w;
   char rbuf[64];
-  cl__stmt_id_t id;
+  cl__stmt_id_t id = cl__ack_stmt(&job->ack);
   const char *params[5] = {job->lease.item_id, job->lease.token};
-  if (job->checking) {
-    id = job->ack == ACK_COMPLETE ? CL__STMT_COMPLETE_CHECK
-                                  : CL__STMT_FAIL_CHECK;
-  } else if (job->ack == ACK_COMPLETE) {
-    id = CL__STMT_COMPLETE;
+  if (id == CL__STMT_COMPLETE) {
     params[2] = job->result;
-  } else if (job->ack == ACK_FAIL) {
-    id = CL__STMT_FAIL;
+  } else if (id == CL__STMT_FAIL) {
     params[2] = job->error ? job->error : "";
     params[3] = job->retry ? "true" : "false";
     cl__fmt_double(rbuf, sizeof rbuf, job->retry_in < 0 ? -1.0 : job->retry_in);
     params[4] = rbuf;
-  } else {
-    id = CL__STMT_RELEASE;
   }
   if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
     cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item", job->lease.item_id,
            "reason", "the connection is closed; the lease will expire", NULL);
-    job_done(job);
+    job_move(job, E_DROPPED);
   }
 }
 
@@ -403,162 +632,113 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
     w->n_lost++;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item, "token",
            job->lease.token, "outcome",
-           job->ack == ACK_COMPLETE ? "result discarded"
-                                    : "nothing written",
+           job->ack.op == CL__ACK_COMPLETE ? "result discarded"
+                                           : "nothing written",
            NULL);
   } else if (rc != 0) {
     cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_failed", "item", item, "error",
            cl__loop_conn_error(w->a), "outcome",
            "lease left to expire; the reaper spends the attempt", NULL);
-  } else if (job->ack == ACK_COMPLETE) {
+  } else if (job->ack.op == CL__ACK_COMPLETE) {
     w->n_completed++;
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
       cl__event(&w->o.events, CL_LEVEL_DEBUG, "completed", "item", item, "queue",
              job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
              "took_s", CL_EV_NUM(took), "already", already ? "true" : "false",
              NULL);
-  } else if (job->ack == ACK_FAIL) {
+  } else if (job->ack.op == CL__ACK_FAIL) {
     w->n_failed++;
   } else {
     w->n_released++;
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
       cl__event(&w->o.events, CL_LEVEL_DEBUG, "released", "item", item, NULL);
   }
-  job_done(job);
+  job_move(job, E_SETTLED);
   fill(w);
   maybe_claim(w);
 }
 
+/* An acknowledgement's answer: the policy of ack.h says what comes next,
+ * and this only carries it out (sends, events, counters). */
 static void on_ack(void *arg, int rc, PGresult *res) {
   cl_job_t *job = arg;
   cl_worker_t *w = job->w;
-  if (rc == CL_ECONNLOST) {
-    if (w->closing) {
-      job_done(job);
-      return;
-    }
-    /* Outcome unknown: send it again with the same token (G9). */
-    job->resends++;
-    send_ack(job);
+  if (rc == CL_ECONNLOST && w->closing) {
+    /* The stop is closing the connection: nothing can be sent again. */
+    job_move(job, E_DROPPED);
     return;
   }
-  if (rc != 0 && job->db_errors++ < 2 && job->ack != ACK_RELEASE) {
-    /* A deadlock, a lock or statement timeout: the same token may simply
-     * try again. */
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item", job->lease.item_id, "error",
-           cl__loop_conn_error(w->a), NULL);
+  assert(job_acking(job));
+  cl_fail_info_t info = {0};
+  cl__ack_got_t got = cl__parse_ack(&job->ack, rc, res, &info);
+  if (job->ack.op == CL__ACK_FAIL &&
+      (got == CL__ACK_GOT_OK || got == CL__ACK_GOT_ALREADY)) {
+    if (job->state == J_SETTLING)
+      cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item",
+                job->lease.item_id, "state", info.dead ? "dead" : "ready",
+                "attempts", CL_EV_INT(info.attempts), "already", "true",
+                NULL);
+    else
+      cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO,
+                "failed", "item", job->lease.item_id, "queue",
+                job->lease.queue, "state", info.dead ? "dead" : "ready",
+                "attempts", CL_EV_INT(info.attempts), "retry_at",
+                info.retry_at, "error", job->error, NULL);
+  }
+  cl__ack_step_t step = cl__ack_step(&job->ack, got);
+  switch (step) {
+  case CL__ACK_RESEND:
+    if (got == CL__ACK_GOT_DB_ERROR)
+      cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_retry", "item",
+                job->lease.item_id, "error", cl__loop_conn_error(w->a), NULL);
+    job_move(job, E_RESEND);
     send_ack(job);
     return;
-  }
-  if (rc != 0 && job->ack == ACK_COMPLETE && !job->checking) {
-    /* The result cannot be stored: end the attempt as a failure rather
-     * than leave the lease to be released for free, so a result the
-     * database keeps refusing ends dead after max_attempts (G4). */
-    char *e = malloc(strlen(cl__loop_conn_error(w->a)) + 64);
-    if (e != NULL)
-      sprintf(e, "the result could not be stored: %s", cl__loop_conn_error(w->a));
+  case CL__ACK_SETTLE:
+    job_move(job, E_SETTLE);
+    send_ack(job);
+    return;
+  case CL__ACK_TO_FAIL:
+  case CL__ACK_STAND_IN:
     free(job->error);
-    job->error = e;
-    job->ack = ACK_FAIL;
-    job->retry = 1;
-    job->retry_in = -1;
-    job->db_errors = 0;
-    send_ack(job);
-    return;
-  }
-  if (rc != 0 && job->ack == ACK_FAIL && !job->checking && !job->fallback) {
-    /* The failure itself cannot be recorded as given (an error text the
-     * database refuses, say): record it with a short stand-in naming the
-     * database's reason, so the attempt is still spent (G4) instead of
-     * the item coming back for free. */
-    char *e = malloc(400);
-    if (e != NULL)
-      snprintf(e, 400, "the failure could not be recorded as given: %.300s",
-               cl__loop_conn_error(w->a));
-    free(job->error);
-    job->error = e;
-    job->fallback = 1;
-    job->db_errors = 0;
-    send_ack(job);
-    return;
-  }
-  if (rc != 0) {
-    /* Refused for good: the lease is left to expire (no longer extended,
-     * never released as an orphan), so the reaper spends its attempt. */
-    spend_token(w, job->lease.token);
-    ack_settled(job, rc, 0);
-    return;
-  }
-  if (job->checking) {
-    int found = PQntuples(res) > 0;
-    if (found && job->ack == ACK_FAIL) {
-      cl_fail_info_t info = {0};
-      cl__parse_fail(res, &info);
-      cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item", job->lease.item_id, "state",
-             info.dead ? "dead" : "ready", "attempts",
-             CL_EV_INT(info.attempts), "already", "true", NULL);
-    }
-    ack_settled(job, found ? 0 : CL_ELEASE_LOST, found);
-    return;
-  }
-  int already = 0;
-  if (job->ack == ACK_COMPLETE) {
-    cl_complete_info_t info = {0};
-    rc = cl__parse_complete(res, &info);
-    already = info.already;
-  } else if (job->ack == ACK_FAIL) {
-    cl_fail_info_t info = {0};
-    rc = cl__parse_fail(res, &info);
-    if (rc == 0)
-      cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO, "failed", "item",
-             job->lease.item_id, "queue", job->lease.queue, "state",
-             info.dead ? "dead" : "ready", "attempts",
-             CL_EV_INT(info.attempts), "retry_at", info.retry_at, "error",
-             job->error, NULL);
-  } else {
-    rc = PQntuples(res) > 0 ? 0 : CL_ELEASE_LOST;
-  }
-  if (rc == CL_ELEASE_LOST && job->resends > 0 && job->ack != ACK_RELEASE) {
-    /* A resend found no claim: did the first send commit?  Ask in a
-     * statement of its own, with a fresh snapshot. */
-    job->checking = 1;
-    send_ack(job);
-    return;
-  }
-  ack_settled(job, rc, already);
-}
-
-/* The handler's report. */
-static int job_report(cl_job_t *job, enum ack kind) {
-  cl_worker_t *w = job->w;
-  w->running--;
-  job->state = J_ACKING;
-  w->acking++;
-  uv_timer_stop(&job->timer);
-  if (job->lost) {
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "discarded", "item", job->lease.item_id, "token",
-           job->lease.token, "reason", "lease lost while the handler ran",
-           NULL);
-    w->n_lost++;
-    job_done(job);
-  } else {
-    if (job->fenced && kind == ACK_COMPLETE) {
-      /* The lease may be gone: the result is not trusted to it.  End the
-       * attempt as a failure, fenced by the token like any other. */
-      free(job->result);
-      job->result = NULL;
-      kind = ACK_FAIL;
+    job->error = cl__ack_error_text(step, cl__loop_conn_error(w->a));
+    if (step == CL__ACK_TO_FAIL) {
       job->retry = 1;
       job->retry_in = -1;
     }
-    if (job->fenced) {
-      free(job->error);
-      job->error = cl__strdup("stopped by the worker: its lease was about "
-                              "to expire (fenced)");
-    }
-    job->ack = kind;
+    job_move(job, E_RESEND);
     send_ack(job);
+    return;
+  case CL__ACK_DONE:
+    ack_settled(job, 0, 0);
+    return;
+  case CL__ACK_ALREADY_DONE:
+    ack_settled(job, 0, 1);
+    return;
+  case CL__ACK_LEASE_LOST:
+    ack_settled(job, CL_ELEASE_LOST, 0);
+    return;
+  default:
+    /* GIVE_UP (UNSETTLED needs a resend limit, which the loop has none
+     * of): refused for good.  The lease is left to expire (no longer
+     * extended, never released as an orphan), so the reaper spends its
+     * attempt (G4). */
+    spend_token(w, job->lease.token);
+    ack_settled(job, rc != 0 ? rc : CL_EDB, 0);
+    return;
   }
+}
+
+/* The handler's report of kind; what becomes of it (sent as given,
+ * turned into a failure, discarded) is the move's (job_move). */
+static int job_report(cl_job_t *job, cl__ack_op_t kind) {
+  cl_worker_t *w = job->w;
+  /* No bound on resends: the loop connection reconnects by itself, and
+   * the stop's last-resort timer gives up on a database that stays
+   * away. */
+  cl__ack_init(&job->ack, kind, 0);
+  if (job_move(job, E_REPORT) == J_ACKING)
+    send_ack(job);
   fill(w);
   maybe_claim(w);
   maybe_finish(w);
@@ -566,7 +746,7 @@ static int job_report(cl_job_t *job, enum ack kind) {
 }
 
 int cl_job_complete(cl_job_t *job, const char *result) {
-  if (job == NULL || job->state != J_RUNNING)
+  if (job == NULL || !job_with_handler(job))
     return CL_EINVAL;
   note_start_ok(job->w);
   if (result != NULL) {
@@ -577,12 +757,12 @@ int cl_job_complete(cl_job_t *job, const char *result) {
     if (job->result == NULL)
       return CL_ENOMEM;
   }
-  return job_report(job, ACK_COMPLETE);
+  return job_report(job, CL__ACK_COMPLETE);
 }
 
 int cl_job_fail(cl_job_t *job, const char *error, int retry,
                 double retry_in) {
-  if (job == NULL || job->state != J_RUNNING ||
+  if (job == NULL || !job_with_handler(job) ||
       (isfinite(retry_in) && retry_in > 3.2e9))
     return CL_EINVAL;
   char *e = cl__strdup(error ? error : "");
@@ -597,14 +777,14 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry,
   job->error = e;
   job->retry = retry;
   job->retry_in = isfinite(retry_in) ? retry_in : -1;
-  return job_report(job, ACK_FAIL);
+  return job_report(job, CL__ACK_FAIL);
 }
 
 int cl_job_release(cl_job_t *job, const char *why) {
-  if (job == NULL || job->state != J_RUNNING)
+  if (job == NULL || !job_with_handler(job))
     return CL_EINVAL;
   note_start_failure(job->w, why ? why : "the handler could not start");
-  return job_report(job, ACK_RELEASE);
+  return job_report(job, CL__ACK_RELEASE);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -673,7 +853,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     job->lease = leases[i];
     memset(&leases[i], 0, sizeof leases[i]);
     job->q = ctx->q;
-    job->state = J_WAITING;
+    job->state = J_WAITING; /* born here; job_move() from now on */
     job->expiry_ms = ctx->sent_ms + w->lease_ms;
     uv_timer_init(w->loop, &job->timer);
     job->timer.data = job;
@@ -700,15 +880,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   free(ctx);
   if (w->stopping) {
     /* Claimed while a stop began: give them straight back. */
-    for (cl_job_t *job; (job = w->wait_head) != NULL;) {
-      w->wait_head = job->wnext;
-      w->nwaiting--;
-      job->state = J_ACKING;
-      w->acking++;
-      job->ack = ACK_RELEASE;
-      send_ack(job);
-    }
-    w->wait_tail = NULL;
+    give_back_waiting(w);
     return;
   }
   fill(w);
@@ -800,25 +972,20 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (h != NULL) {
       if (seen)
         seen[h - held] = 1;
-      if (job->state != J_ACKING && !job->fenced) {
+      if (job_timed(job)) {
         job->expiry_ms = sent + w->lease_ms;
         job_arm(job);
       }
       continue;
     }
-    if (job->state == J_ACKING || job->lost)
+    /* A reported job's own ack will learn it; a lost one is known. */
+    if (!job_holds_lease(job))
       continue;
-    job->lost = 1;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", job->lease.item_id, "token",
            job->lease.token, "seen_by", "heartbeat", NULL);
-    if (job->state == J_RUNNING) {
+    /* Waiting: never started, just forgotten (DONE); else stopped. */
+    if (job_move(job, E_LOST) == J_LOST)
       job_stop(job, CL_STOP_LEASE_LOST);
-    } else {
-      /* Waiting: never started; just forget it. */
-      wait_remove(w, job);
-      w->n_lost++;
-      job_done(job);
-    }
   }
   /* Held by the database, unknown here: a claim whose answer was lost with
    * a connection.  Give it back without spending an attempt. */
@@ -1020,20 +1187,26 @@ static void on_conn_closed(void *arg) {
   maybe_finish(w);
 }
 
-static void close_all(cl_worker_t *w) {
-  if (w->closing)
-    return;
+/* Closes the handles cl_worker_new() made; the last close callback frees
+ * the worker and calls on_exit (maybe_finish). */
+static void close_handles(cl_worker_t *w) {
   w->closing = 1;
-  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
-         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
-         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
-         "released", CL_EV_INT(w->n_released), NULL);
   uv_close((uv_handle_t *)&w->hb_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->poll_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->pause_timer, on_handle_closed);
   cl__loop_conn_close(w->a, on_conn_closed, w);
+}
+
+static void close_all(cl_worker_t *w) {
+  if (w->closing)
+    return;
+  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
+         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
+         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
+         "released", CL_EV_INT(w->n_released), NULL);
+  close_handles(w);
 }
 
 static void on_deregister(void *arg, int rc, PGresult *res) {
@@ -1090,8 +1263,10 @@ static void maybe_finish(cl_worker_t *w) {
 static void stop_running(cl_worker_t *w) {
   for (cl_job_t *job = w->jobs, *next; job; job = next) {
     next = job->next;
-    if (job->state == J_RUNNING)
+    if (job_with_handler(job)) {
+      job_move(job, E_SHUTDOWN);
       job_stop(job, CL_STOP_SHUTDOWN);
+    }
   }
 }
 
@@ -1129,16 +1304,7 @@ static void begin_stop(cl_worker_t *w) {
   w->stopping = 1;
   uv_timer_stop(&w->poll_timer);
   /* Claimed but never started: back to ready, no attempt spent. */
-  for (cl_job_t *job; (job = w->wait_head) != NULL;) {
-    w->wait_head = job->wnext;
-    w->nwaiting--;
-    job->state = J_ACKING;
-    w->acking++;
-    job->ack = ACK_RELEASE;
-    uv_timer_stop(&job->timer);
-    send_ack(job);
-  }
-  w->wait_tail = NULL;
+  give_back_waiting(w);
   if (w->fatal_rc != 0) {
     /* No drain: the worker cannot go on (a refused password, a missing
      * schema, a name another worker holds). */
@@ -1159,8 +1325,18 @@ static void begin_stop(cl_worker_t *w) {
 }
 
 void cl_worker_stop(cl_worker_t *w) {
-  if (w->started)
+  if (w->started) {
     begin_stop(w);
+    return;
+  }
+  if (w->closing)
+    return;
+  /* Never started: nothing claimed, no row in claimer.workers, no
+   * connection made.  Only the handles are left, and the exit callback
+   * says why the worker never ran, if a setup call failed. */
+  w->fatal_rc = w->setup_rc;
+  snprintf(w->fatal_why, sizeof w->fatal_why, "%s", w->setup_why);
+  close_handles(w);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1283,23 +1459,47 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   return 0;
 }
 
+/* Returns rc, which a setup call is failing with, after keeping the first
+ * such error and its message (fmt) for on_exit (see cl_worker_stop). */
+__attribute__((format(printf, 3, 4))) static int
+setup_failed(cl_worker_t *w, int rc, const char *fmt, ...) {
+  if (w->setup_rc != 0)
+    return rc;
+  w->setup_rc = rc;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(w->setup_why, sizeof w->setup_why, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
 int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
                         cl_job_start_cb start, void *arg) {
-  if (w->started || start == NULL || weight < 1 || weight > 1000 ||
-      cl_check_queue(queue ? queue : "", NULL, 0) != 0)
-    return CL_EINVAL;
+  char why[256];
+  if (w->started || w->closing)
+    return CL_EINVAL; /* a running worker's own exit says nothing of it */
+  if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0)
+    return setup_failed(w, CL_EINVAL, "%s", why);
+  if (weight < 1 || weight > 1000)
+    return setup_failed(w, CL_EINVAL,
+                        "queue \"%s\": weight %d is out of range 1..1000",
+                        queue, weight);
+  if (start == NULL)
+    return setup_failed(w, CL_EINVAL, "queue \"%s\": no handler given",
+                        queue);
   for (size_t i = 0; i < w->nqueues; i++)
     if (strcmp(w->queues[i].name, queue) == 0)
-      return CL_EINVAL;
+      return setup_failed(w, CL_EINVAL, "queue \"%s\" is given twice",
+                          queue);
   wqueue_t *qs = realloc(w->queues, (w->nqueues + 1) * sizeof *qs);
   if (qs == NULL)
-    return CL_ENOMEM;
+    return setup_failed(w, CL_ENOMEM, "out of memory");
   w->queues = qs;
   wqueue_t *q = &qs[w->nqueues];
   memset(q, 0, sizeof *q);
   q->name = cl__strdup(queue);
   if (q->name == NULL)
-    return CL_ENOMEM;
+    return setup_failed(w, CL_ENOMEM, "out of memory");
   q->weight = weight;
   q->hint = 1;
   q->start = start;
@@ -1309,8 +1509,11 @@ int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
 }
 
 int cl_worker_start(cl_worker_t *w) {
-  if (w->started || w->nqueues == 0)
+  if (w->started || w->closing)
     return CL_EINVAL;
+  if (w->nqueues == 0)
+    return setup_failed(w, CL_EINVAL,
+                        "no queue to work on (cl_worker_add_queue)");
   w->started = 1;
   cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name, "concurrency",
          CL_EV_INT(w->o.concurrency), "prefetch", CL_EV_INT(w->o.prefetch),

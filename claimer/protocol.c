@@ -7,7 +7,10 @@
  *
  * complete, fail and release are safe to send twice with the same token,
  * so after a lost connection they reconnect and send again: the statement
- * itself reads back what the first send did (G9).
+ * itself reads back what the first send did, and a settling read answers
+ * what it cannot see (G9).  What to do after a lost connection or a
+ * database error is not decided here but by the policy of ack.h, which
+ * the worker on the loop follows too.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ack.h"
 #include "internal.h"
 #include "protocol.h"
 
@@ -86,51 +90,6 @@ char *cl__array_literal(const char *const *elems, size_t n) {
     return NULL;
   }
   return b.p;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Settling ambiguous outcomes                                              */
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-/* Runs an idempotent statement; when the connection breaks before its
- * outcome is known, reconnects (with backoff, about 15 s in all) and sends
- * it again.  A refused password is not retried.  Returns as cl__exec, and
- * counts the reconnects in *retries. */
-static int exec_settled(cl_conn_t *c, cl__stmt_id_t id,
-                        const char *const *params, PGresult **res,
-                        int *retries) {
-  long delay = 100;
-  for (int tries = 0;; tries++) {
-    int rc = cl__exec(c, id, params, res);
-    if (rc != CL_ECONNLOST && rc != CL_ECONNECT)
-      return rc;
-    /* Something may have been sent: the outcome is unknown, not "cannot
-     * connect". */
-    if (tries == 8)
-      return CL_ECONNLOST;
-    sleep_ms(delay);
-    delay = delay * 2 > 4000 ? 4000 : delay * 2;
-    (*retries)++;
-    rc = cl_conn_reset(c);
-    if (rc == CL_EAUTH)
-      return rc;
-  }
-}
-
-/* Reads back, in a fresh statement (so a fresh snapshot), what a resent
- * complete or fail found no claim for: the settling read of G9, since a
- * first send that committed while the resend waited on its row lock is
- * invisible to the resend's own snapshot.  Returns 0 with the result in
- * *res, or a CL_E* code. */
-static int read_back(cl_conn_t *c, cl__stmt_id_t id, const char *item_id,
-                     const char *token, PGresult **res) {
-  const char *params[] = {item_id, token};
-  return cl__exec(c, id, params, res);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -316,6 +275,168 @@ int cl_claim(cl_conn_t *c, const char *queue, const char *worker, int n,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Acknowledgement answers                                                   */
+
+int cl__parse_complete(PGresult *r, cl_complete_info_t *info) {
+  int completed = atoi(PQgetvalue(r, 0, 0));
+  int exists = PQgetvalue(r, 0, 1)[0] == 't';
+  if (completed == 1)
+    return 0;
+  if (exists) {
+    info->already = 1;
+    return 0;
+  }
+  return CL_ELEASE_LOST;
+}
+
+int cl__parse_fail(PGresult *r, cl_fail_info_t *info) {
+  if (PQntuples(r) == 0)
+    return CL_ELEASE_LOST;
+  info->dead = strcmp(PQgetvalue(r, 0, 0), "dead") == 0;
+  info->attempts = atoi(PQgetvalue(r, 0, 1));
+  if (info->dead)
+    info->retry_at[0] = '\0';
+  else
+    snprintf(info->retry_at, sizeof info->retry_at, "%s",
+             PQgetvalue(r, 0, 2));
+  info->already = PQgetvalue(r, 0, 3)[0] == 't';
+  return 0;
+}
+
+cl__ack_got_t cl__parse_ack(const cl__ack_t *a, int rc, PGresult *res,
+                            cl_fail_info_t *fail) {
+  if (rc == CL_ECONNLOST || rc == CL_ECONNECT)
+    return CL__ACK_GOT_CONN_LOST;
+  if (rc != 0)
+    return CL__ACK_GOT_DB_ERROR;
+  switch (cl__ack_stmt(a)) {
+  case CL__STMT_COMPLETE: {
+    cl_complete_info_t info = {0};
+    if (cl__parse_complete(res, &info) != 0)
+      return CL__ACK_GOT_NO_CLAIM;
+    return info.already ? CL__ACK_GOT_ALREADY : CL__ACK_GOT_OK;
+  }
+  case CL__STMT_COMPLETE_CHECK:
+    return PQntuples(res) > 0 ? CL__ACK_GOT_ALREADY : CL__ACK_GOT_NO_CLAIM;
+  case CL__STMT_FAIL:
+  case CL__STMT_FAIL_CHECK: {
+    cl_fail_info_t info = {0};
+    if (cl__parse_fail(res, &info) != 0)
+      return CL__ACK_GOT_NO_CLAIM;
+    if (fail != NULL)
+      *fail = info;
+    return info.already ? CL__ACK_GOT_ALREADY : CL__ACK_GOT_OK;
+  }
+  default:
+    return PQntuples(res) > 0 ? CL__ACK_GOT_OK : CL__ACK_GOT_NO_CLAIM;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Acknowledgements, settled by the policy of ack.h                          */
+
+/* Lost connections a blocking acknowledgement resends after; with the
+ * backoff below (100 ms doubling to 4 s) that is about 15 s in all. */
+enum { RESEND_LIMIT = 8 };
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* One acknowledgement on a blocking connection. */
+typedef struct ack_call {
+  cl__ack_t st;
+  const char *item_id, *token;
+  const char *result; /* complete's result (borrowed; NULL for null) */
+  char *error;        /* the fail's error text as sent (owned) */
+  int retry;
+  double retry_in;
+  cl_fail_info_t fail;   /* the last fail answer that found the item */
+  char refused[512];     /* the database's first refusal (TO_FAIL or
+                            STAND_IN) */
+  char refused_state[6]; /* and its SQLSTATE */
+} ack_call_t;
+
+/* Sends the statement k's state names.  Returns as cl__exec. */
+static int ack_send(cl_conn_t *c, ack_call_t *k, PGresult **res) {
+  cl__stmt_id_t id = cl__ack_stmt(&k->st);
+  const char *params[5] = {k->item_id, k->token};
+  char rbuf[64];
+  if (id == CL__STMT_COMPLETE) {
+    params[2] = k->result;
+  } else if (id == CL__STMT_FAIL) {
+    cl__fmt_double(rbuf, sizeof rbuf, k->retry_in < 0 ? -1.0 : k->retry_in);
+    params[2] = k->error ? k->error : "";
+    params[3] = k->retry ? "true" : "false";
+    params[4] = rbuf;
+  }
+  return cl__exec(c, id, params, res);
+}
+
+/* Drives k to the end of the policy: sends, and after a lost connection
+ * reconnects (with backoff) and resends; settles; turns a refused
+ * complete into a fail and a refused fail into its stand-in.  Returns 0
+ * with the step that ended it in *end and the last statement's code in
+ * *last, or a code that stops it before the policy could end it, with
+ * the detail on c: CL_EAUTH (a refused password is not retried),
+ * CL_ESCHEMA (no claimer schema: nothing about this item, and nothing a
+ * fail in its place could record; the message says to migrate) or
+ * CL_ENOMEM. */
+static int ack_run(cl_conn_t *c, ack_call_t *k, cl__ack_step_t *end,
+                   int *last) {
+  long delay = 100;
+  for (;;) {
+    PGresult *res = NULL;
+    int rc = ack_send(c, k, &res);
+    if (rc == CL_EAUTH || rc == CL_ESCHEMA || rc == CL_ENOMEM)
+      return rc;
+    cl__ack_got_t got = cl__parse_ack(&k->st, rc, res, &k->fail);
+    PQclear(res);
+    *last = rc;
+    cl__ack_step_t step = cl__ack_step(&k->st, got);
+    switch (step) {
+    case CL__ACK_RESEND:
+      if (got != CL__ACK_GOT_CONN_LOST)
+        break; /* a deadlock or a timeout: at once, on the same session */
+      /* Something may have been sent: the outcome is unknown, not
+       * "cannot connect". */
+      sleep_ms(delay);
+      delay = delay * 2 > 4000 ? 4000 : delay * 2;
+      if (cl_conn_reset(c) == CL_EAUTH)
+        return CL_EAUTH;
+      break;
+    case CL__ACK_SETTLE:
+      break;
+    case CL__ACK_TO_FAIL:
+    case CL__ACK_STAND_IN: {
+      /* The first refusal is the one the caller asked about: a complete
+       * turned fail keeps the result's, not its stand-in's. */
+      if (k->refused[0] == '\0') {
+        snprintf(k->refused, sizeof k->refused, "%s", cl_conn_last_error(c));
+        snprintf(k->refused_state, sizeof k->refused_state, "%s",
+                 cl_conn_last_sqlstate(c));
+      }
+      char *e = cl__ack_error_text(step, cl_conn_last_error(c));
+      if (e == NULL)
+        return CL_ENOMEM;
+      free(k->error);
+      k->error = e;
+      if (step == CL__ACK_TO_FAIL) {
+        k->retry = 1;
+        k->retry_in = -1;
+      }
+      break;
+    }
+    default:
+      *end = step;
+      return 0;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Complete, fail, release                                                   */
 
 /* Tokens are 16 hex digits, '-', 16 hex digits (see claimer.new_token()). */
@@ -338,16 +459,13 @@ static int check_token(cl_conn_t *c, const char *item_id, const char *token) {
   return 0;
 }
 
-int cl__parse_complete(PGresult *r, cl_complete_info_t *info) {
-  int completed = atoi(PQgetvalue(r, 0, 0));
-  int exists = PQgetvalue(r, 0, 1)[0] == 't';
-  if (completed == 1)
-    return 0;
-  if (exists) {
-    info->already = 1;
-    return 0;
-  }
-  return CL_ELEASE_LOST;
+/* What became of an item whose failure was recorded, for messages. */
+static void fail_fate(char *buf, size_t n, const cl_fail_info_t *fi) {
+  if (fi->dead)
+    snprintf(buf, n, "dead after %d attempt%s", fi->attempts,
+             fi->attempts == 1 ? "" : "s");
+  else
+    snprintf(buf, n, "ready again at %s", fi->retry_at);
 }
 
 int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
@@ -367,47 +485,54 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
       return rc;
     }
   }
-  const char *params[] = {item_id, token, result};
-  PGresult *r = NULL;
-  rc = exec_settled(c, CL__STMT_COMPLETE, params, &r, &info->retries);
+  ack_call_t k = {.item_id = item_id, .token = token, .result = result};
+  cl__ack_init(&k.st, CL__ACK_COMPLETE, RESEND_LIMIT);
+  cl__ack_step_t end = CL__ACK_GIVE_UP;
+  int last = 0;
+  rc = ack_run(c, &k, &end, &last);
+  free(k.error);
+  info->retries = k.st.resends;
   if (rc != 0)
     return rc;
-  rc = cl__parse_complete(r, info);
-  PQclear(r);
-  if (rc == CL_ELEASE_LOST && info->retries > 0) {
-    PGresult *b = NULL;
-    rc = read_back(c, CL__STMT_COMPLETE_CHECK, item_id, token, &b);
-    if (rc != 0)
-      return rc;
-    int found = PQntuples(b) > 0;
-    PQclear(b);
-    rc = CL_ELEASE_LOST;
-    if (found) {
-      info->already = 1;
+  char fate[96];
+  switch (end) {
+  case CL__ACK_DONE:
+  case CL__ACK_ALREADY_DONE:
+    if (!k.st.converted) {
+      info->already = end == CL__ACK_ALREADY_DONE;
       return 0;
     }
-  }
-  if (rc == CL_ELEASE_LOST)
+    /* The complete did not happen: an error, though the attempt is now
+     * ended (ack.h says why a refused complete becomes a fail). */
+    fail_fate(fate, sizeof fate, &k.fail);
+    cl__set_error(c, k.refused_state,
+                  "the result could not be stored: %s; the attempt was "
+                  "recorded as failed instead (item %s is %s)",
+                  k.refused, item_id, fate);
+    return CL_EDB;
+  case CL__ACK_LEASE_LOST:
     cl__set_error(c, NULL,
                   "lease lost: token %s no longer holds item %s (it expired "
                   "and was reaped, or the item was completed by another "
-                  "lease); nothing was written",
-                  token, item_id);
-  return rc;
-}
-
-int cl__parse_fail(PGresult *r, cl_fail_info_t *info) {
-  if (PQntuples(r) == 0)
+                  "lease); nothing was written%s%s",
+                  token, item_id,
+                  k.st.converted ? "; the result had been refused: " : "",
+                  k.st.converted ? k.refused : "");
     return CL_ELEASE_LOST;
-  info->dead = strcmp(PQgetvalue(r, 0, 0), "dead") == 0;
-  info->attempts = atoi(PQgetvalue(r, 0, 1));
-  if (info->dead)
-    info->retry_at[0] = '\0';
-  else
-    snprintf(info->retry_at, sizeof info->retry_at, "%s",
-             PQgetvalue(r, 0, 2));
-  info->already = PQgetvalue(r, 0, 3)[0] == 't';
-  return 0;
+  case CL__ACK_GIVE_UP:
+    if (k.st.converted) {
+      char last_error[512];
+      snprintf(last_error, sizeof last_error, "%s", cl_conn_last_error(c));
+      cl__set_error(c, k.refused_state,
+                    "the result could not be stored (%s), nor a failure in "
+                    "its place (%s); the lease is left to expire",
+                    k.refused, last_error);
+    }
+    return last;
+  default:
+    /* UNSETTLED: the connection stayed down; the last failure says so. */
+    return CL_ECONNLOST;
+  }
 }
 
 int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
@@ -433,56 +558,67 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
     err[CL_ERROR_TEXT_MAX] = '\0';
   for (long bad; (bad = cl_utf8_invalid_at(err, strlen(err))) >= 0;)
     err[bad] = '?';
-  char rbuf[64];
-  cl__fmt_double(rbuf, sizeof rbuf, retry_in < 0 ? -1.0 : retry_in);
-  const char *params[] = {item_id, token, err, retry ? "true" : "false",
-                          rbuf};
-  PGresult *r = NULL;
-  int retries = 0;
-  rc = exec_settled(c, CL__STMT_FAIL, params, &r, &retries);
-  free(err);
+  ack_call_t k = {.item_id = item_id, .token = token, .error = err,
+                  .retry = retry, .retry_in = retry_in};
+  cl__ack_init(&k.st, CL__ACK_FAIL, RESEND_LIMIT);
+  cl__ack_step_t end = CL__ACK_GIVE_UP;
+  int last = 0;
+  rc = ack_run(c, &k, &end, &last);
+  free(k.error);
   if (rc != 0)
     return rc;
-  rc = cl__parse_fail(r, info);
-  PQclear(r);
-  if (rc == CL_ELEASE_LOST && retries > 0) {
-    PGresult *b = NULL;
-    rc = read_back(c, CL__STMT_FAIL_CHECK, item_id, token, &b);
-    if (rc != 0)
-      return rc;
-    rc = cl__parse_fail(b, info);
-    PQclear(b);
-  }
-  if (rc == CL_ELEASE_LOST)
+  switch (end) {
+  case CL__ACK_DONE:
+  case CL__ACK_ALREADY_DONE:
+    *info = k.fail;
+    if (k.st.stand_in)
+      /* A success, so nobody has to look; for whoever does. */
+      cl__set_error(c, k.refused_state,
+                    "the error text was refused (%s); the failure was "
+                    "recorded with a stand-in",
+                    k.refused);
+    return 0;
+  case CL__ACK_LEASE_LOST:
     cl__set_error(c, NULL,
                   "lease lost: token %s no longer holds item %s; nothing was "
                   "written",
                   token, item_id);
-  return rc;
+    return CL_ELEASE_LOST;
+  case CL__ACK_GIVE_UP:
+    return last;
+  default:
+    return CL_ECONNLOST;
+  }
 }
 
 int cl_release(cl_conn_t *c, const char *item_id, const char *token) {
   int rc = check_token(c, item_id, token);
   if (rc != 0)
     return rc;
-  const char *params[] = {item_id, token};
-  PGresult *r = NULL;
-  int retries = 0;
-  rc = exec_settled(c, CL__STMT_RELEASE, params, &r, &retries);
+  ack_call_t k = {.item_id = item_id, .token = token};
+  cl__ack_init(&k.st, CL__ACK_RELEASE, RESEND_LIMIT);
+  cl__ack_step_t end = CL__ACK_GIVE_UP;
+  int last = 0;
+  rc = ack_run(c, &k, &end, &last);
   if (rc != 0)
     return rc;
-  int n = PQntuples(r);
-  PQclear(r);
-  if (n == 0) {
+  switch (end) {
+  case CL__ACK_DONE:
+  case CL__ACK_ALREADY_DONE:
+    return 0;
+  case CL__ACK_LEASE_LOST:
     cl__set_error(c, NULL,
                   "lease lost: token %s does not hold item %s%s", token,
                   item_id,
-                  retries ? " (or an earlier try released it before the "
-                            "connection dropped)"
-                          : "");
+                  k.st.resends ? " (or an earlier try released it before the "
+                                 "connection dropped)"
+                               : "");
     return CL_ELEASE_LOST;
+  case CL__ACK_GIVE_UP:
+    return last;
+  default:
+    return CL_ECONNLOST;
   }
-  return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 
+#include "ack.h"
 #include "claimer/claimer.h"
 
 /* Marks outcome[0..n) created or existed; returns the number created. */
@@ -22,6 +23,14 @@ int cl__parse_claim(PGresult *r, const char *queue, cl_lease_t **leases,
 int cl__parse_complete(PGresult *r, cl_complete_info_t *info);
 /* Returns 0 with info filled, or CL_ELEASE_LOST. */
 int cl__parse_fail(PGresult *r, cl_fail_info_t *info);
+/* Returns what an acknowledgement's send came back with, for the policy
+ * of ack.h: rc is the statement's outcome (0 with res, the answer to
+ * cl__ack_stmt(a); or a CL_E* code, res unused): CL_ECONNLOST and
+ * CL_ECONNECT are a lost connection, any other code a database error.
+ * When the answer is a fail's (or its settling read's) and found the item,
+ * fills *fail (may be NULL). */
+cl__ack_got_t cl__parse_ack(const cl__ack_t *a, int rc, PGresult *res,
+                            cl_fail_info_t *fail);
 /* Returns 0 with a malloc'd array (cl_held_free), or CL_ENOMEM. */
 int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count);
 /* Adds the reaped rows to info. */

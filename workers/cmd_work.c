@@ -159,8 +159,11 @@ static void on_worker_exit(void *arg, int rc, const char *why) {
   d->w = NULL;
   if (rc != 0) {
     cli_err("%s", why);
-    /* A name another worker holds is bad usage, like a bad flag. */
-    d->exit_rc = rc == CL_ENAME_TAKEN ? EXIT_USAGE : EXIT_ERROR;
+    /* A name another worker holds is bad usage, like a bad flag; so is a
+     * queue the worker refused before it started (CL_EINVAL: its name or
+     * weight).  Anything else (out of memory, the database) is an error. */
+    d->exit_rc = rc == CL_ENAME_TAKEN || rc == CL_EINVAL ? EXIT_USAGE
+                                                          : EXIT_ERROR;
   }
   close_signals(d);
 }
@@ -352,20 +355,17 @@ int cmd_work(int argc, char **argv) {
   wo.events = cl_log_events();
   wo.on_exit = on_worker_exit;
   wo.arg = &d;
-  char err[512];
+  char err[512] = "";
   int rc = cl_worker_new(&d.w, &d.loop, &wo, err, sizeof err);
   free(dsn);
   if (rc != 0) {
-    cli_err("%s", err);
+    cli_err("%s", rc == CL_ENOMEM ? "out of memory" : err);
     uv_loop_close(&d.loop);
     cl_config_free(&d.cfg);
     free(queues);
-    return EXIT_USAGE;
+    return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
   }
-  for (size_t i = 0; i < d.cfg.worker.nqueues; i++)
-    (void)cl_worker_add_queue(d.w, d.cfg.worker.queues[i].name,
-                              d.cfg.worker.queues[i].weight, xhandler_start,
-                              &d.xh);
+  /* The signals first: the worker's exit closes them, however it ends. */
   uv_signal_init(&d.loop, &d.sigterm);
   uv_signal_init(&d.loop, &d.sigint);
   uv_signal_init(&d.loop, &d.sighup);
@@ -373,7 +373,17 @@ int cmd_work(int argc, char **argv) {
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&d.sighup, on_hup, SIGHUP);
-  (void)cl_worker_start(d.w);
+  for (size_t i = 0; rc == 0 && i < d.cfg.worker.nqueues; i++)
+    rc = cl_worker_add_queue(d.w, d.cfg.worker.queues[i].name,
+                             d.cfg.worker.queues[i].weight, xhandler_start,
+                             &d.xh);
+  if (rc == 0)
+    rc = cl_worker_start(d.w);
+  if (rc != 0)
+    /* Nothing was claimed: the stop only closes the worker's handles, and
+     * on_worker_exit reports the error (its message names the queue) and
+     * sets the exit status. */
+    cl_worker_stop(d.w);
   uv_run(&d.loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&d.loop);
   if (rc != 0) {

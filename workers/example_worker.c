@@ -76,7 +76,8 @@ static void on_exit_cb(void *arg, int rc, const char *why) {
   worker = NULL;
   if (rc != 0) {
     fprintf(stderr, "example worker: %s\n", why);
-    exit_rc = 1;
+    /* CL_EINVAL only comes from setup (a bad queue name): bad usage. */
+    exit_rc = rc == CL_EINVAL ? 2 : 1;
   }
   uv_close((uv_handle_t *)&sigs[0], NULL);
   uv_close((uv_handle_t *)&sigs[1], NULL);
@@ -108,17 +109,26 @@ int main(int argc, char **argv) {
   o.events = cl_log_events();
   o.on_exit = on_exit_cb;
   o.arg = sigs;
-  char err[256] = "cannot add the queue (see cl_check_queue)";
-  if (cl_worker_new(&worker, &loop, &o, err, sizeof err) != 0 ||
-      cl_worker_add_queue(worker, argv[2], 1, on_job, &loop) != 0) {
-    fprintf(stderr, "example worker: %s\n", err);
-    return 2;
+  char err[256] = "";
+  int rc = cl_worker_new(&worker, &loop, &o, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "example worker: %s\n",
+            rc == CL_ENOMEM ? "out of memory" : err);
+    uv_loop_close(&loop);
+    return rc == CL_ENOMEM ? 1 : 2;
   }
+  /* The signals first: on_exit_cb closes them, however the worker ends. */
   uv_signal_init(&loop, &sigs[0]);
   uv_signal_init(&loop, &sigs[1]);
   uv_signal_start(&sigs[0], on_signal, SIGTERM);
   uv_signal_start(&sigs[1], on_signal, SIGINT);
-  (void)cl_worker_start(worker);
+  rc = cl_worker_add_queue(worker, argv[2], 1, on_job, &loop);
+  if (rc == 0)
+    rc = cl_worker_start(worker);
+  if (rc != 0)
+    /* Never started: the stop closes its handles, and on_exit_cb says
+     * why (the queue's name, or out of memory) and sets the status. */
+    cl_worker_stop(worker);
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0) {
     fprintf(stderr, "example worker: handles left open at exit\n");

@@ -50,8 +50,10 @@ typedef void (*cl_job_stop_cb)(cl_job_t *job, void *arg,
 /* Called once when the worker has stopped and closed all its handles: rc
  * 0 after a graceful stop, or the error that stopped it (CL_EAUTH: the
  * password or role was refused; CL_ESCHEMA: the schema is missing;
- * CL_ENAME_TAKEN: another live worker holds the name).  The
- * worker is freed right after this returns. */
+ * CL_ENAME_TAKEN: another live worker holds the name).  For a worker
+ * stopped before it started, rc is 0 or the first error a setup call
+ * returned (see cl_worker_stop).  why (never NULL) says it in a sentence.
+ * The worker is freed right after this returns. */
 typedef void (*cl_worker_exit_cb)(void *arg, int rc, const char *why);
 
 typedef struct cl_worker_opts {
@@ -94,17 +96,34 @@ CL_EXTERN void cl_worker_opts_init(cl_worker_opts_t *o);
 CL_EXTERN CL_MUST_CHECK int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
                                           const cl_worker_opts_t *opts,
                                           char *err, size_t errlen);
-/* Adds a queue with a weight (1..1000: its share of claims when several
- * queues have work) and its handler.  Before cl_worker_start() only. */
-CL_EXTERN int cl_worker_add_queue(cl_worker_t *w, const char *queue,
-                                  int weight, cl_job_start_cb start,
-                                  void *arg);
-/* Connects and starts claiming. */
-CL_EXTERN int cl_worker_start(cl_worker_t *w);
+/* Adds a queue (copied) with a weight (1..1000: its share of claims when
+ * several queues have work) and its handler.  Before cl_worker_start()
+ * only.  Returns 0, CL_EINVAL (a malformed queue name, a weight out of
+ * range, no handler, a queue given twice, or a worker already started)
+ * or CL_ENOMEM.  On error the worker is as before the call; the first
+ * error before the start is kept, with a sentence naming the queue, for
+ * on_exit (see cl_worker_stop). */
+CL_EXTERN CL_MUST_CHECK int cl_worker_add_queue(cl_worker_t *w,
+                                                const char *queue,
+                                                int weight,
+                                                cl_job_start_cb start,
+                                                void *arg);
+/* Connects and starts claiming.  Returns 0, or CL_EINVAL when no queue
+ * was added (kept for on_exit like the errors of cl_worker_add_queue) or
+ * the worker was started or stopped already; on error nothing started,
+ * and the worker is freed with cl_worker_stop(). */
+CL_EXTERN CL_MUST_CHECK int cl_worker_start(cl_worker_t *w);
 /* Graceful stop: claims no more, releases claimed-but-unstarted items
  * without spending an attempt, lets running jobs finish for up to the
  * drain timeout (then stops them with CL_STOP_SHUTDOWN), removes its row
- * from claimer.workers, closes, and calls on_exit.  Safe to call twice. */
+ * from claimer.workers, closes, and calls on_exit.  Safe to call twice.
+ *
+ * On a worker never started (cl_worker_start() not called, or failed)
+ * this is how to free it: it closes the handles cl_worker_new() made
+ * (the loop must run for their close callbacks; no database is touched)
+ * and then calls on_exit with rc 0, or with the first error that
+ * cl_worker_add_queue() or cl_worker_start() returned and its message.
+ * The loop can then be closed with uv_loop_close() == 0. */
 CL_EXTERN void cl_worker_stop(cl_worker_t *w);
 /* The worker id. */
 CL_EXTERN const char *cl_worker_name(const cl_worker_t *w);
