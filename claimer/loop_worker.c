@@ -1236,12 +1236,12 @@ static void maybe_finish(cl_worker_t *w) {
     if (w->handles_open == 0) {
       cl_worker_exit_cb cb = w->o.on_exit;
       void *arg = w->o.arg;
-      int rc = w->fatal_rc;
-      char why[sizeof w->fatal_why];
-      memcpy(why, w->fatal_why, sizeof why);
-      free_worker(w);
+      /* worker.h promises the worker lives while on_exit runs (it may
+       * still ask for the name); a cl_worker_stop() from inside it is a
+       * no-op, as the worker is already closing. */
       if (cb)
-        cb(arg, rc, why);
+        cb(arg, w->fatal_rc, w->fatal_why);
+      free_worker(w);
     }
     return;
   }
@@ -1444,7 +1444,13 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   if (w->dsn == NULL || w->name == NULL ||
       (rc = cl__loop_conn_new(&w->a, loop, w->dsn, channels, &hooks, w)) != 0) {
     free_worker(w);
-    return rc ? rc : CL_ENOMEM;
+    rc = rc ? rc : CL_ENOMEM;
+    if (err)
+      snprintf(err, errlen, "%s",
+               rc == CL_EDSN ? "malformed connection string (or a "
+                               "connect_timeout that is not whole seconds)"
+                             : "out of memory");
+    return rc;
   }
   uv_timer_init(loop, &w->hb_timer);
   uv_timer_init(loop, &w->poll_timer);

@@ -47,6 +47,7 @@ typedef struct wfx {
   int exited;
   int exit_rc;
   char exit_why[1024];
+  char exit_name[256]; /* cl_worker_name() read inside on_exit */
   cl_job_t *todo[MAX_JOBS]; /* started, to act on at the next tick */
   int ntodo;
   cl_job_t *held[MAX_JOBS]; /* h- jobs, in the order started */
@@ -199,6 +200,11 @@ static void on_exit_cb(void *arg, int rc, const char *why) {
   fx->exited++;
   fx->exit_rc = rc;
   snprintf(fx->exit_why, sizeof fx->exit_why, "%s", why ? why : "");
+  /* worker.h: the worker is freed right after this returns, so it is
+   * still there now (ASan and valgrind would see a read of freed memory). */
+  if (fx->w != NULL)
+    snprintf(fx->exit_name, sizeof fx->exit_name, "%s",
+             cl_worker_name(fx->w));
   fx->w = NULL; /* freed once this returns */
 }
 
@@ -232,6 +238,7 @@ static void finish(wfx_t *fx, int want_rc) {
     cl_worker_stop(fx->w);
   LT_RUN_UNTIL(&fx->lt, fx->exited == 1, 20);
   assert_int_equal(fx->exit_rc, want_rc);
+  assert_string_equal(fx->exit_name, fx->name);
   lt_loop_finish(&fx->lt);
 }
 
@@ -520,6 +527,8 @@ static void test_new_refuses_bad_connect_timeout(void **state) {
   print_message("cl_worker_new: %s, err \"%s\"\n", cl_err_name(rc), err);
   assert_int_equal(rc, CL_EDSN);
   assert_null(w);
+  /* worker.h promises a message with CL_EDSN. */
+  assert_non_null(strstr(err, "connect_timeout"));
   lt_loop_finish(&fx->lt);
 }
 
