@@ -274,7 +274,13 @@ typedef struct cl_complete_info {
  * token no longer holds the lease (nothing written), CL_EJSON / CL_EINVAL
  * for bad input.  When the connection drops with the outcome unknown it
  * reconnects and asks again (G9), up to a few times; CL_ECONNLOST if it
- * never could.  info may be NULL. */
+ * never could.  A database error (a deadlock, a timeout) is tried again
+ * twice with the same token; a result the database keeps refusing ends
+ * the attempt as a failure instead ("the result could not be stored:
+ * REASON", retried with backoff, so the item still ends dead after its
+ * attempts, G4) and returns CL_EDB with that said on c.  The policy is
+ * claimer/ack.h's, the same as the in-process worker's.  info may be
+ * NULL. */
 CL_EXTERN int cl_complete(cl_conn_t *c, const char *item_id,
                           const char *token, const char *result,
                           cl_complete_info_t *info);
@@ -290,7 +296,11 @@ typedef struct cl_fail_info {
  * item goes back to ready after retry_in seconds, or, when retry_in < 0,
  * after an exponential backoff with jitter; without retry, or when
  * max_attempts are spent, it is dead.  Returns 0, CL_ELEASE_LOST, or an
- * error.  Retrying after a lost connection is safe.  info may be NULL. */
+ * error.  Retrying after a lost connection is safe (it is done here, as
+ * for cl_complete).  An error text the database refuses is recorded with
+ * a short stand-in naming the database's reason ("the failure could not
+ * be recorded as given: REASON"), and 0 is returned: the attempt is spent
+ * either way.  info may be NULL. */
 CL_EXTERN int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
                       const char *error, int retry, double retry_in,
                       cl_fail_info_t *info);
