@@ -73,8 +73,8 @@ static int cli_worker(const char *cli, const char *dsn, const char *queue,
   char cmd[4096];
   for (;;) {
     double t0 = now_s();
-    snprintf(cmd, sizeof cmd, "'%s' claim --dsn \"$BENCH_DSN\" -q %s -n 1",
-             cli, queue);
+    snprintf(cmd, sizeof cmd, "'%s' claim --dsn \"$BENCH_DSN\" -q %s -n 1", cli,
+             queue);
     FILE *p = popen(cmd, "r");
     char line[8192] = "";
     int got = p && fgets(line, sizeof line, p) != NULL;
@@ -150,8 +150,8 @@ int main(int argc, char **argv) {
     int m = items - at < 1000 ? items - at : 1000;
     for (int i = 0; i < m; i++) {
       snprintf(ids[i], sizeof ids[i], "%s-%d", queue, at + i);
-      b[i] = (cl_item_t){.item_id = ids[i], .queue = queue,
-                         .payload = "{\"n\":1}"};
+      b[i] = (cl_item_t){
+          .item_id = ids[i], .queue = queue, .payload = "{\"n\":1}"};
     }
     if (cl_enqueue(c, b, (size_t)m, NULL) < 0) {
       fprintf(stderr, "enqueue: %s\n", cl_conn_last_error(c));

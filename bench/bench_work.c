@@ -55,8 +55,8 @@ static void sleep_ms(long ms) {
 
 static long count(PGconn *p, const char *sql) {
   PGresult *r = PQexec(p, sql);
-  long v = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0))
-                                                : -1;
+  long v =
+      PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
   PQclear(r);
   return v;
 }
@@ -106,14 +106,23 @@ static double run_throughput(PGconn *p, int exec, int procs, int conc,
   double t0 = mono();
   for (int i = 0; i < procs; i++) {
     if (exec) {
-      char *argv[] = {(char *)claimer_bin, "work", "--dsn", (char *)dsn,
-                      "-q", "bench-work", "--concurrency", cbuf, "--log-level",
-                      "warning", "--exec",
-                      "IFS= read -r p; printf '{\"ok\":true}'", NULL};
+      char *argv[] = {(char *)claimer_bin,
+                      "work",
+                      "--dsn",
+                      (char *)dsn,
+                      "-q",
+                      "bench-work",
+                      "--concurrency",
+                      cbuf,
+                      "--log-level",
+                      "warning",
+                      "--exec",
+                      "IFS= read -r p; printf '{\"ok\":true}'",
+                      NULL};
       pids[i] = spawn(argv);
     } else {
-      char *argv[] = {(char *)example_bin, (char *)dsn, "bench-work", cbuf, "0",
-                      NULL};
+      char *argv[] = {
+          (char *)example_bin, (char *)dsn, "bench-work", cbuf, "0", NULL};
       pids[i] = spawn(argv);
     }
   }
@@ -136,10 +145,21 @@ static double run_throughput(PGconn *p, int exec, int procs, int conc,
 static void run_latency(PGconn *p, int samples) {
   run_sql(p, "DELETE FROM claimer.items WHERE queue = 'bench-lat'");
   /* A long poll interval: only NOTIFY can wake the worker quickly. */
-  char *argv[] = {(char *)claimer_bin, "work", "--dsn", (char *)dsn, "-q",
-                  "bench-lat", "--concurrency", "4", "--poll", "60",
-                  "--log-level", "warning", "--exec",
-                  "printf '%s' \"$(date +%s.%N)\"", NULL};
+  char *argv[] = {(char *)claimer_bin,
+                  "work",
+                  "--dsn",
+                  (char *)dsn,
+                  "-q",
+                  "bench-lat",
+                  "--concurrency",
+                  "4",
+                  "--poll",
+                  "60",
+                  "--log-level",
+                  "warning",
+                  "--exec",
+                  "printf '%s' \"$(date +%s.%N)\"",
+                  NULL};
   pid_t pid = spawn(argv);
   sleep_ms(1000); /* connected and idle */
   cl_conn_t *c = NULL;
@@ -203,12 +223,24 @@ int main(int argc, char **argv) {
   dsn = getenv("CLAIMER_DSN");
   while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (ch) {
-    case 'd': dsn = optarg; break;
-    case 'c': claimer_bin = optarg; break;
-    case 'e': example_bin = optarg; break;
-    case 'n': items = atol(optarg); break;
-    case 'x': exec_items = atol(optarg); break;
-    case 's': samples = atoi(optarg); break;
+    case 'd':
+      dsn = optarg;
+      break;
+    case 'c':
+      claimer_bin = optarg;
+      break;
+    case 'e':
+      example_bin = optarg;
+      break;
+    case 'n':
+      items = atol(optarg);
+      break;
+    case 'x':
+      exec_items = atol(optarg);
+      break;
+    case 's':
+      samples = atoi(optarg);
+      break;
     default:
       fprintf(stderr, "usage: bench_work [--dsn DSN] [--claimer PATH] "
                       "[--example PATH] [--items N] [--exec-items N] "

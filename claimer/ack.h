@@ -116,22 +116,22 @@ typedef enum cl__ack_got {
   CL__ACK_GOT_DB_ERROR   /* the database refused the statement */
 } cl__ack_got_t;
 
-#define CL__ACK_STEP_MAP(XX)                                                  \
-  XX(DONE)                                                                   \
-  XX(ALREADY_DONE)                                                           \
-  XX(LEASE_LOST)                                                             \
-  XX(RESEND)                                                                 \
-  XX(SETTLE)                                                                 \
-  XX(TO_FAIL)                                                                \
-  XX(STAND_IN)                                                               \
-  XX(GIVE_UP)                                                                \
+#define CL__ACK_STEP_MAP(XX)                                                   \
+  XX(DONE)                                                                     \
+  XX(ALREADY_DONE)                                                             \
+  XX(LEASE_LOST)                                                               \
+  XX(RESEND)                                                                   \
+  XX(SETTLE)                                                                   \
+  XX(TO_FAIL)                                                                  \
+  XX(STAND_IN)                                                                 \
+  XX(GIVE_UP)                                                                  \
   XX(UNSETTLED)
 
 typedef enum cl__ack_step {
 #define CL__ACK_STEP_ENUM(name) CL__ACK_##name,
   CL__ACK_STEP_MAP(CL__ACK_STEP_ENUM)
 #undef CL__ACK_STEP_ENUM
-  CL__ACK_STEP_COUNT
+      CL__ACK_STEP_COUNT
 } cl__ack_step_t;
 
 /* One acknowledgement's progress, owned by its driver. */

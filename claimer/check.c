@@ -118,8 +118,8 @@ int cl_check_queue(const char *queue, char *err, size_t errlen) {
  * and unpaired surrogate escapes, and it does not reject overlong UTF-8.
  * jsonb refuses all of those, and numbers its numeric type cannot hold
  * (1e999999), so a small lexer of our own checks every token against RFC
- * 8259 and numeric's limits as well; json-c checks the grammar.  Both run, and the
- * fault with the smaller offset is reported (the lexer's on a tie, as its
+ * 8259 and numeric's limits as well; json-c checks the grammar.  Both run, and
+ * the fault with the smaller offset is reported (the lexer's on a tie, as its
  * words are more specific).
  */
 

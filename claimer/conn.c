@@ -91,13 +91,11 @@ void cl__ignore_notice(void *arg, const char *message) {
   (void)message;
 }
 
-
 /* Opens the libpq connection.  The dsn's own options win; we only add a
  * connect_timeout when it has none, and an application_name, by passing
  * them as earlier keywords that the dsn (expanded last) overrides. */
 static int conn_open(cl_conn_t *c) {
-  const char *keys[] = {"connect_timeout", "application_name", "dbname",
-                        NULL};
+  const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
   const char *vals[] = {"10", "claimer", c->dsn, NULL};
   c->prepared = 0;
   c->pg = PQconnectdbParams(keys, vals, 1);
@@ -136,9 +134,7 @@ int cl_conn_reset(cl_conn_t *c) {
 
 const char *cl_conn_last_error(const cl_conn_t *c) { return c->error; }
 const char *cl_conn_last_sqlstate(const cl_conn_t *c) { return c->sqlstate; }
-const char *cl_conn_dsn_redacted(const cl_conn_t *c) {
-  return c->dsn_redacted;
-}
+const char *cl_conn_dsn_redacted(const cl_conn_t *c) { return c->dsn_redacted; }
 struct pg_conn *cl_conn_pg(cl_conn_t *c) {
   return c->pg;
 }
@@ -196,8 +192,8 @@ int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
     PQclear(p);
     c->prepared |= bit;
   }
-  PGresult *r = PQexecPrepared(c->pg, st->name, st->nparams, params, NULL,
-                               NULL, 0);
+  PGresult *r =
+      PQexecPrepared(c->pg, st->name, st->nparams, params, NULL, NULL, 0);
   ExecStatusType s = PQresultStatus(r);
   if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
     int rc = cl__result_error(c, r);

@@ -22,8 +22,8 @@ void cl_dead_free(cl_dead_t *rows, size_t count) {
   free(rows);
 }
 
-int cl_dead_list(cl_conn_t *c, const char *queue, int limit,
-                 cl_dead_t **rows, size_t *count) {
+int cl_dead_list(cl_conn_t *c, const char *queue, int limit, cl_dead_t **rows,
+                 size_t *count) {
   *rows = NULL;
   *count = 0;
   char why[256];
@@ -71,8 +71,8 @@ int cl_dead_list(cl_conn_t *c, const char *queue, int limit,
 }
 
 /* The shared shape of retry and discard: ids, or all of a queue. */
-static int dead_change(cl_conn_t *c, cl__stmt_id_t id,
-                       const char *const *ids, size_t n, const char *queue) {
+static int dead_change(cl_conn_t *c, cl__stmt_id_t id, const char *const *ids,
+                       size_t n, const char *queue) {
   char why[512];
   if (ids == NULL) {
     if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0) {

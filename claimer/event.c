@@ -59,8 +59,7 @@ void cl__eventv(const cl_events_t *ev, cl_level_t level, const char *name,
   ev->cb(ev->arg, level, name, f, n);
 }
 
-void cl__event(const cl_events_t *ev, cl_level_t level, const char *name,
-               ...) {
+void cl__event(const cl_events_t *ev, cl_level_t level, const char *name, ...) {
   va_list ap;
   va_start(ap, name);
   cl__eventv(ev, level, name, ap);

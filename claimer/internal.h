@@ -15,7 +15,7 @@ struct cl_conn {
   char *dsn;          /* as given; may hold a password, never logged */
   char *dsn_redacted; /* for messages */
   PGconn *pg;
-  uint64_t prepared;  /* bit i: statement i prepared on this session */
+  uint64_t prepared; /* bit i: statement i prepared on this session */
   char error[1024];
   char sqlstate[6];
 };

@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_conn.h"
 #include "internal.h"
+#include "loop_conn.h"
 
 enum state { IDLE, CONNECTING, UP, WAITING, GAVE_UP, CLOSED };
 enum kind { REQ_STMT, REQ_PREPARE, REQ_SQL };
@@ -31,7 +31,7 @@ typedef struct req {
   enum kind kind;
   cl__stmt_id_t id;
   char **params; /* one allocation: pointers then the strings */
-  char *sql;       /* REQ_SQL: the text, owned */
+  char *sql;     /* REQ_SQL: the text, owned */
   cl__loop_conn_cb cb;
   void *arg;
   PGresult *res;
@@ -227,8 +227,7 @@ static void session_lost(cl__loop_conn_t *a, int rc) {
   int give_up = rc == CL_EAUTH || rc == CL_ESCHEMA;
   a->state = give_up ? GAVE_UP : WAITING;
   a->failures++;
-  unsigned delay =
-      give_up ? 0 : cl__backoff_ms(a->failures, cl__random_unit());
+  unsigned delay = give_up ? 0 : cl__backoff_ms(a->failures, cl__random_unit());
   /* Internal requests of the lost session are not carried over; after
    * giving up, nothing is. */
   reqq_t keep = {0}, drop = {0};
@@ -338,11 +337,12 @@ static void begin_connect(cl__loop_conn_t *a) {
   /* Keepalives find a silent peer when idle; tcp_user_timeout when data
    * is unacknowledged (a half-open connection after a partition).  The
    * dsn, expanded last, may override them all. */
-  const char *keys[] = {"application_name", "keepalives", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count",
-                        "tcp_user_timeout", "dbname", NULL};
-  const char *vals[] = {"claimer-worker", "1", "10", "5", "3", "20000",
-                        a->c->dsn, NULL};
+  const char *keys[] = {"application_name", "keepalives",
+                        "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout",
+                        "dbname",           NULL};
+  const char *vals[] = {"claimer-worker", "1",       "10", "5", "3",
+                        "20000",          a->c->dsn, NULL};
   a->state = CONNECTING;
   a->c->pg = PQconnectStartParams(keys, vals, 1);
   if (a->c->pg == NULL || PQstatus(a->c->pg) == CONNECTION_BAD) {
@@ -394,8 +394,8 @@ static void pump(cl__loop_conn_t *a) {
           a->c->prepared |= bit;
       }
       ok = ok && PQsendQueryPrepared(pg, st->name, st->nparams,
-                                     (const char *const *)r->params, NULL,
-                                     NULL, 0) == 1;
+                                     (const char *const *)r->params, NULL, NULL,
+                                     0) == 1;
     } else {
       ok = PQsendQueryParams(pg, r->sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
     }
@@ -499,8 +499,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   }
   if (events & UV_READABLE) {
     if (PQconsumeInput(pg) != 1) {
-      cl__set_error(a->c, "08006", "connection lost: %s",
-                    PQerrorMessage(pg));
+      cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
       session_lost(a, CL_ECONNLOST);
       return;
     }
@@ -509,8 +508,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     /* Parsing results may have read NOTIFYs queued behind them. */
     drain_notifies(a);
     if (a->state == UP && PQstatus(pg) == CONNECTION_BAD) {
-      cl__set_error(a->c, "08006", "connection lost: %s",
-                    PQerrorMessage(pg));
+      cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
       session_lost(a, CL_ECONNLOST);
       return;
     }
@@ -570,8 +568,8 @@ static int read_connect_timeout(const char *dsn, uint64_t *ms) {
 }
 
 int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
-                  const char *const *channels, const cl__loop_conn_hooks_t *hooks,
-                  void *arg) {
+                      const char *const *channels,
+                      const cl__loop_conn_hooks_t *hooks, void *arg) {
   *out = NULL;
   cl__loop_conn_t *a = calloc(1, sizeof *a);
   if (a == NULL)
@@ -616,7 +614,8 @@ void cl__loop_conn_start(cl__loop_conn_t *a) {
 }
 
 int cl__loop_conn_send(cl__loop_conn_t *a, cl__stmt_id_t id,
-                   const char *const *params, cl__loop_conn_cb cb, void *arg) {
+                       const char *const *params, cl__loop_conn_cb cb,
+                       void *arg) {
   if (a->state == CLOSED || a->state == GAVE_UP)
     return CL_EINVAL;
   int n = cl__stmts[id].nparams;
@@ -665,7 +664,9 @@ size_t cl__loop_conn_pending(const cl__loop_conn_t *a) {
   return n;
 }
 
-const char *cl__loop_conn_error(const cl__loop_conn_t *a) { return a->c->error; }
+const char *cl__loop_conn_error(const cl__loop_conn_t *a) {
+  return a->c->error;
+}
 
 uint64_t cl__loop_conn_connect_timeout_ms(const cl__loop_conn_t *a) {
   return a->connect_timeout_ms;
@@ -675,7 +676,8 @@ const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a) {
   return cl_conn_dsn_redacted(a->c);
 }
 
-void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *), void *arg) {
+void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *),
+                         void *arg) {
   if (a->state == CLOSED)
     return;
   a->state = CLOSED;

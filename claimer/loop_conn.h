@@ -57,14 +57,15 @@ typedef struct cl__loop_conn_hooks {
  * are LISTENed on every session.  Returns 0, CL_EDSN (also for a
  * connect_timeout libpq would refuse) or CL_ENOMEM. */
 int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
-                  const char *const *channels, const cl__loop_conn_hooks_t *hooks,
-                  void *arg);
+                      const char *const *channels,
+                      const cl__loop_conn_hooks_t *hooks, void *arg);
 /* Starts connecting (and reconnecting after failures). */
 void cl__loop_conn_start(cl__loop_conn_t *a);
 /* Queues statement id with params (copied).  Returns 0, or CL_ENOMEM /
  * CL_EINVAL (closing) in which case cb is never called. */
 int cl__loop_conn_send(cl__loop_conn_t *a, cl__stmt_id_t id,
-                   const char *const *params, cl__loop_conn_cb cb, void *arg);
+                       const char *const *params, cl__loop_conn_cb cb,
+                       void *arg);
 /* 1 when the session is up. */
 int cl__loop_conn_is_up(const cl__loop_conn_t *a);
 /* Requests queued or sent and not yet answered. */
@@ -78,7 +79,8 @@ const char *cl__loop_conn_dsn_redacted(const cl__loop_conn_t *a);
 /* Closes the connection; every pending request gets CL_ECONNLOST; then
  * frees a once its libuv handles are closed and calls closed_cb (may be
  * NULL).  No hook fires after this call. */
-void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *arg), void *arg);
+void cl__loop_conn_close(cl__loop_conn_t *a, void (*closed_cb)(void *arg),
+                         void *arg);
 
 /* The reconnect delay after `failures` consecutive failures: 100 ms
  * doubling to 10 s, times a jitter in [0.5, 1).  Pure, for tests. */

@@ -71,11 +71,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_conn.h"
-#include "internal.h"
-#include "event.h"
-#include "reap_steps.h"
 #include "claimer/reaper.h"
+#include "event.h"
+#include "internal.h"
+#include "loop_conn.h"
+#include "reap_steps.h"
 
 enum {
   HOOK_BATCH = 16,   /* alerts claimed at a time when announcing */
@@ -139,9 +139,9 @@ struct cl_reaper {
   int in_cycle;
   int cycle_done; /* with once: the one cycle ended */
   int step;
-  int step_rc;     /* the first step that failed, if any ... */
-  int fail_step;   /* ... and which */
-  int retain_now;  /* this cycle runs the retention steps */
+  int step_rc;    /* the first step that failed, if any ... */
+  int fail_step;  /* ... and which */
+  int retain_now; /* this cycle runs the retention steps */
   uint64_t last_retain;
   cl_cycle_info_t info;
   uint64_t t0;
@@ -197,24 +197,24 @@ static void end_cycle(cl_reaper_t *r, int rc) {
   const cl_cycle_info_t *in = &r->info;
   if (rc != 0) {
     cl__event(&r->c.events, CL_LEVEL_ERROR, "reap_cycle_failed", "step",
-           cl__rstep_name((cl__rstep_t)r->fail_step), "error",
-           aerr(r), NULL);
+              cl__rstep_name((cl__rstep_t)r->fail_step), "error", aerr(r),
+              NULL);
   } else if (in->reap.expired || in->workers_lost || in->raised_total ||
              in->resolved || in->deleted_items || in->deleted_dead ||
              in->deleted_alerts || in->deleted_workers) {
     cl__event(&r->c.events, CL_LEVEL_INFO, "reap_cycle", "expired",
-           CL_EV_INT(in->reap.expired), "requeued",
-           CL_EV_INT(in->reap.requeued), "dead", CL_EV_INT(in->reap.dead),
-           "workers_lost", CL_EV_INT(in->workers_lost), "leases_released",
-           CL_EV_INT(in->leases_released), "alerts_raised",
-           CL_EV_INT(in->raised_total), "alerts_resolved",
-           CL_EV_INT(in->resolved), "deleted_items",
-           CL_EV_INT(in->deleted_items + in->deleted_dead), "deleted_alerts",
-           CL_EV_INT(in->deleted_alerts), "deleted_workers",
-           CL_EV_INT(in->deleted_workers), "seconds", CL_EV_NUM(secs),
-           NULL);
+              CL_EV_INT(in->reap.expired), "requeued",
+              CL_EV_INT(in->reap.requeued), "dead", CL_EV_INT(in->reap.dead),
+              "workers_lost", CL_EV_INT(in->workers_lost), "leases_released",
+              CL_EV_INT(in->leases_released), "alerts_raised",
+              CL_EV_INT(in->raised_total), "alerts_resolved",
+              CL_EV_INT(in->resolved), "deleted_items",
+              CL_EV_INT(in->deleted_items + in->deleted_dead), "deleted_alerts",
+              CL_EV_INT(in->deleted_alerts), "deleted_workers",
+              CL_EV_INT(in->deleted_workers), "seconds", CL_EV_NUM(secs), NULL);
   } else {
-    cl__event(&r->c.events, CL_LEVEL_DEBUG, "reap_cycle", "seconds", CL_EV_NUM(secs), NULL);
+    cl__event(&r->c.events, CL_LEVEL_DEBUG, "reap_cycle", "seconds",
+              CL_EV_NUM(secs), NULL);
   }
   if (r->c.on_cycle)
     r->c.on_cycle(r->c.arg, rc, in, secs);
@@ -252,7 +252,7 @@ static void on_step(void *arg, int rc, PGresult *res) {
     /* One step refused (a lock or statement timeout, say): the others
      * still run; the cycle reports the first failure. */
     cl__event(&r->c.events, CL_LEVEL_ERROR, "reap_step_failed", "step",
-           cl__rstep_name((cl__rstep_t)r->step), "error", aerr(r), NULL);
+              cl__rstep_name((cl__rstep_t)r->step), "error", aerr(r), NULL);
     if (r->step_rc == 0) {
       r->step_rc = rc;
       r->fail_step = r->step;
@@ -288,7 +288,7 @@ static void on_timer(uv_timer_t *t) {
     return;
   if (r->in_cycle) {
     cl__event(&r->c.events, CL_LEVEL_DEBUG, "reap_cycle_skipped", "reason",
-           "previous cycle still running", NULL);
+              "previous cycle still running", NULL);
     return;
   }
   if (r->policy_pending && !r->policy_inflight)
@@ -391,8 +391,8 @@ static void report_settled(cl_reaper_t *r, int rc, PGresult *res) {
   for (int i = 0; i < PQntuples(res); i++) {
     if (strcmp(PQgetvalue(res, i, 1), "failed") == 0) {
       r->st.gave_up++;
-      cl__event(&r->c.events, CL_LEVEL_ERROR, "alert_hook_gave_up",
-                "alert_id", PQgetvalue(res, i, 0), "max_attempts",
+      cl__event(&r->c.events, CL_LEVEL_ERROR, "alert_hook_gave_up", "alert_id",
+                PQgetvalue(res, i, 0), "max_attempts",
                 CL_EV_INT(r->c.announce_max_attempts), NULL);
     }
   }
@@ -426,8 +426,8 @@ static void batch_step(cl_reaper_t *r) {
   b->stepping = 1;
   do {
     b->again = 0;
-    for (size_t i = 0; i < b->n && in_flight(b) < HOOK_PARALLEL &&
-                       !r->stopping; i++) {
+    for (size_t i = 0; i < b->n && in_flight(b) < HOOK_PARALLEL && !r->stopping;
+         i++) {
       alert_t *al = &b->alerts[i];
       if (al->state == AL_CLAIMED && alert_move(al, AE_HAND_OUT))
         r->c.announce(r->c.arg, al);
@@ -465,13 +465,13 @@ void cl_alert_done(cl_alert_t *al, int ok, const char *error) {
   snprintf(att, sizeof att, "{%s}", al->attempt);
   if (ok) {
     r->st.hooks_ok++;
-    cl__event(&r->c.events, CL_LEVEL_DEBUG, "alert_hook_ok", "alert_id",
-              al->id, NULL);
+    cl__event(&r->c.events, CL_LEVEL_DEBUG, "alert_hook_ok", "alert_id", al->id,
+              NULL);
   } else {
     r->st.hooks_failed++;
-    cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_hook_failed",
-              "alert_id", al->id, "kind", al->kind, "attempt", al->attempt,
-              "error", error, NULL);
+    cl__event(&r->c.events, CL_LEVEL_WARNING, "alert_hook_failed", "alert_id",
+              al->id, "kind", al->kind, "attempt", al->attempt, "error", error,
+              NULL);
   }
   if (send_done(r, ids, att, ok ? "sent" : "error", ok ? NULL : error,
                 on_alert_settled, al) != 0)
@@ -559,8 +559,8 @@ static void on_ann_claimed(void *arg, int rc, PGresult *res) {
     if (atoi(al->attempt) == 1) {
       r->st.announced++;
       cl__event(&r->c.events, CL_LEVEL_WARNING, "alert", "kind", al->kind,
-                "subject", al->subject, "alert_id", al->id, "alert",
-                al->json, NULL);
+                "subject", al->subject, "alert_id", al->id, "alert", al->json,
+                NULL);
     }
   }
   ann_move(r, AN_CLAIMED);
@@ -575,8 +575,8 @@ static void ann_claim(cl_reaper_t *r) {
   /* Long enough to run the batch's hooks, each up to its timeout. */
   double lease = 60;
   if (has_hooks(r))
-    lease = 30 + (double)(HOOK_BATCH / HOOK_PARALLEL + 1) *
-                     r->c.announce_timeout_s;
+    lease =
+        30 + (double)(HOOK_BATCH / HOOK_PARALLEL + 1) * r->c.announce_timeout_s;
   char nb[16], lb[48];
   snprintf(nb, sizeof nb, "%d", want);
   cl__fmt_double(lb, sizeof lb, lease);
@@ -672,9 +672,8 @@ static int build_policy(cl_reaper_t *r, const cl_reaper_config_t *cfg) {
   r->policy[0] = cl__array_literal(q, n);
   for (int k = 0; k < 3; k++)
     r->policy[k + 1] = cl__array_literal(v[k], n);
-  rc = r->policy[0] && r->policy[1] && r->policy[2] && r->policy[3]
-           ? 0
-           : CL_ENOMEM;
+  rc = r->policy[0] && r->policy[1] && r->policy[2] && r->policy[3] ? 0
+                                                                    : CL_ENOMEM;
 out:
   free(q);
   free(num);
@@ -687,8 +686,9 @@ static void on_policy(void *arg, int rc, PGresult *res) {
   cl_reaper_t *r = arg;
   r->policy_inflight = 0;
   if (rc != 0) {
-    cl__event(&r->c.events, CL_LEVEL_ERROR, "queue_policy_failed", "error", aerr(r), "action",
-           r->c.once ? "stop" : "try again next cycle", NULL);
+    cl__event(&r->c.events, CL_LEVEL_ERROR, "queue_policy_failed", "error",
+              aerr(r), "action", r->c.once ? "stop" : "try again next cycle",
+              NULL);
     if (r->c.once)
       fatal(r, rc, aerr(r));
     return;
@@ -697,9 +697,9 @@ static void on_policy(void *arg, int rc, PGresult *res) {
   /* A change to a policy another reaper wrote is worth a warning: two
    * configs with different policies would undo each other. */
   int changed = atol(PQgetvalue(res, 0, 0)) + atol(PQgetvalue(res, 0, 1)) > 0;
-  cl__event(&r->c.events, changed ? CL_LEVEL_WARNING : CL_LEVEL_INFO, "queue_policy",
-         "rows_written", PQgetvalue(res, 0, 0), "rows_removed",
-         PQgetvalue(res, 0, 1), NULL);
+  cl__event(&r->c.events, changed ? CL_LEVEL_WARNING : CL_LEVEL_INFO,
+            "queue_policy", "rows_written", PQgetvalue(res, 0, 0),
+            "rows_removed", PQgetvalue(res, 0, 1), NULL);
 }
 
 static void send_policy(cl_reaper_t *r) {
@@ -714,20 +714,20 @@ static void send_policy(cl_reaper_t *r) {
 
 static void on_up(void *arg) {
   cl_reaper_t *r = arg;
-  cl__event(&r->c.events, CL_LEVEL_INFO, "db_connected", "dsn", cl__loop_conn_dsn_redacted(r->a),
-         NULL);
+  cl__event(&r->c.events, CL_LEVEL_INFO, "db_connected", "dsn",
+            cl__loop_conn_dsn_redacted(r->a), NULL);
 }
 
 static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
   cl_reaper_t *r = arg;
   if (rc == CL_EAUTH || rc == CL_ESCHEMA || r->c.once) {
     cl__event(&r->c.events, CL_LEVEL_ERROR, "db_fatal", "error", why, "dsn",
-           cl__loop_conn_dsn_redacted(r->a), NULL);
+              cl__loop_conn_dsn_redacted(r->a), NULL);
     fatal(r, rc, why);
     return;
   }
-  cl__event(&r->c.events, CL_LEVEL_WARNING, "db_disconnected", "error", why, "retry_in_ms",
-         CL_EV_INT(retry_ms), NULL);
+  cl__event(&r->c.events, CL_LEVEL_WARNING, "db_disconnected", "error", why,
+            "retry_in_ms", CL_EV_INT(retry_ms), NULL);
 }
 
 static void free_reaper(cl_reaper_t *r) {
@@ -750,8 +750,9 @@ static void on_closed_part(cl_reaper_t *r) {
   void *arg = r->c.arg;
   int rc = r->fatal_rc;
   const char *why = r->fatal_why;
-  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_stopped", "cycles", CL_EV_INT(r->st.cycles),
-         "announced", CL_EV_INT(r->st.announced), NULL);
+  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_stopped", "cycles",
+            CL_EV_INT(r->st.cycles), "announced", CL_EV_INT(r->st.announced),
+            NULL);
   if (cb)
     cb(arg, rc, why); /* may still read the stats */
   free_reaper(r);
@@ -761,11 +762,9 @@ static void on_timer_closed(uv_handle_t *h) { on_closed_part(h->data); }
 static void on_conn_closed(void *arg) { on_closed_part(arg); }
 
 static void maybe_finish(cl_reaper_t *r) {
-  if (r->c.once && r->cycle_done && !r->in_cycle &&
-      r->ann == ANN_IDLE)
+  if (r->c.once && r->cycle_done && !r->in_cycle && r->ann == ANN_IDLE)
     r->stopping = 1;
-  if (!r->stopping || r->closing || r->in_cycle ||
-      r->ann != ANN_IDLE)
+  if (!r->stopping || r->closing || r->in_cycle || r->ann != ANN_IDLE)
     return;
   r->closing = 1;
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);
@@ -796,8 +795,9 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   if (!(cfg->interval_s >= 0.01 && cfg->interval_s <= 86400) ||
       !(cfg->announce_timeout_s > 0 && cfg->announce_timeout_s <= 7200) ||
       cfg->announce_max_attempts < 1 || cfg->announce_max_attempts > 1000) {
-    snprintf(err, errlen, "interval, announce timeout or announce attempts "
-                          "out of range");
+    snprintf(err, errlen,
+             "interval, announce timeout or announce attempts "
+             "out of range");
     return CL_EINVAL;
   }
   cl_reaper_t *r = calloc(1, sizeof *r);
@@ -833,8 +833,9 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
       bad |= cfg->qb_names[i] == NULL || !(cfg->qb_s[i] > 0) ||
              cfg->qb_s[i] > cfg->backoff_max_s;
     if (bad) {
-      snprintf(err, errlen, "retry policy out of range (attempts >= 1, "
-                            "0 < backoff <= backoff_max)");
+      snprintf(err, errlen,
+               "retry policy out of range (attempts >= 1, "
+               "0 < backoff <= backoff_max)");
       rc = CL_EINVAL;
     } else if ((rc = build_policy(r, cfg)) != 0) {
       snprintf(err, errlen, "out of memory");
@@ -846,8 +847,8 @@ int cl_reaper_new(cl_reaper_t **out, uv_loop_t *loop,
   r->c.qb_s = NULL;
   r->c.nqma = r->c.nqb = 0;
   cl__loop_conn_hooks_t hooks = {on_up, on_down, NULL};
-  if (rc == 0 && (rc = cl__loop_conn_new(&r->a, loop, r->dsn, NULL, &hooks, r)) !=
-                     0)
+  if (rc == 0 &&
+      (rc = cl__loop_conn_new(&r->a, loop, r->dsn, NULL, &hooks, r)) != 0)
     snprintf(err, errlen, "%s", rc == CL_EDSN ? "bad DSN" : "out of memory");
   if (rc != 0) {
     free_reaper(r);
@@ -864,10 +865,11 @@ int cl_reaper_start(cl_reaper_t *r) {
   if (r->started)
     return CL_EINVAL;
   r->started = 1;
-  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_started", "once", r->c.once ? "true" : "false",
-         "interval_s", CL_EV_NUM(r->c.interval_s), "batch",
-         CL_EV_INT(r->rp.batch), "announce", has_hooks(r) ? "yes" : "no", "dsn",
-         cl__loop_conn_dsn_redacted(r->a), NULL);
+  cl__event(&r->c.events, CL_LEVEL_INFO, "reaper_started", "once",
+            r->c.once ? "true" : "false", "interval_s",
+            CL_EV_NUM(r->c.interval_s), "batch", CL_EV_INT(r->rp.batch),
+            "announce", has_hooks(r) ? "yes" : "no", "dsn",
+            cl__loop_conn_dsn_redacted(r->a), NULL);
   cl__loop_conn_start(r->a);
   if (r->policy[0] != NULL) {
     r->policy_pending = 1;

@@ -65,11 +65,11 @@
 #include <unistd.h>
 
 #include "ack.h"
-#include "loop_conn.h"
-#include "internal.h"
-#include "event.h"
-#include "protocol.h"
 #include "claimer/worker.h"
+#include "event.h"
+#include "internal.h"
+#include "loop_conn.h"
+#include "protocol.h"
 
 /* A job's life: the diagram at the top of the file; job_next() has the
  * table. */
@@ -151,7 +151,7 @@ struct cl_worker {
   cl_job_t *wait_head, *wait_tail;
   int nwaiting, running, acking;
   int claim_inflight, hb_inflight, registered;
-  int reg_ok;       /* registered on the current connection */
+  int reg_ok; /* registered on the current connection */
   int reg_inflight;
   /* Tokens whose ack the database refused for good: no longer extended,
    * so that their leases expire and the reaper spends the attempt, and
@@ -162,8 +162,8 @@ struct cl_worker {
    * without spending an attempt and the worker pauses before more. */
   uv_timer_t pause_timer;
   uint64_t pause_until;
-  int start_streak;        /* failures in a row */
-  long start_unwarned;     /* failures since the last warning */
+  int start_streak;    /* failures in a row */
+  long start_unwarned; /* failures since the last warning */
   uint64_t start_warned_ms;
   int started, stopping, closing, dereg_sent;
   int fatal_rc;
@@ -197,9 +197,7 @@ const char *cl_job_queue(const cl_job_t *job) { return job->lease.queue; }
 const char *cl_job_token(const cl_job_t *job) { return job->lease.token; }
 const char *cl_job_payload(const cl_job_t *job) { return job->lease.payload; }
 int cl_job_attempt(const cl_job_t *job) { return job->lease.attempt; }
-int cl_job_max_attempts(const cl_job_t *job) {
-  return job->lease.max_attempts;
-}
+int cl_job_max_attempts(const cl_job_t *job) { return job->lease.max_attempts; }
 
 void cl_job_on_stop(cl_job_t *job, cl_job_stop_cb cb, void *arg) {
   job->stop_cb = cb;
@@ -253,8 +251,8 @@ static void job_arm(cl_job_t *job) {
   cl_worker_t *w = job->w;
   if (!job_timed(job))
     return;
-  uint64_t at = job->expiry_ms > w->margin_ms ? job->expiry_ms - w->margin_ms
-                                              : 0;
+  uint64_t at =
+      job->expiry_ms > w->margin_ms ? job->expiry_ms - w->margin_ms : 0;
   if (job->state != J_WAITING && job->timeout_at && job->timeout_at < at)
     at = job->timeout_at;
   uint64_t now = uv_now(w->loop);
@@ -282,8 +280,8 @@ static void job_stop(cl_job_t *job, cl_stop_reason_t why) {
     return;
   job->stopped = why;
   if (cl__event_on(&job->w->o.events, CL_LEVEL_DEBUG))
-    cl__event(&job->w->o.events, CL_LEVEL_DEBUG, "stopping", "item", job->lease.item_id, "reason",
-           stop_name(why), NULL);
+    cl__event(&job->w->o.events, CL_LEVEL_DEBUG, "stopping", "item",
+              job->lease.item_id, "reason", stop_name(why), NULL);
   if (job->stop_cb)
     job->stop_cb(job, job->stop_arg, why);
 }
@@ -479,24 +477,26 @@ static void on_job_timer(uv_timer_t *t) {
     if (!fence)
       return; /* the heartbeat arms it again */
     /* Never started and its lease is nearly out: give it back. */
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced_unstarted", "item", job->lease.item_id,
-           "token", job->lease.token, NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced_unstarted", "item",
+              job->lease.item_id, "token", job->lease.token, NULL);
     job_move(job, E_FENCE);
     send_ack(job);
     return;
   }
   if (fence) {
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced", "item", job->lease.item_id, "token",
-           job->lease.token, "queue", job->lease.queue, "reason",
-           "lease minus margin passed on the local clock", NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "fenced", "item",
+              job->lease.item_id, "token", job->lease.token, "queue",
+              job->lease.queue, "reason",
+              "lease minus margin passed on the local clock", NULL);
     job_move(job, E_FENCE);
     job_stop(job, CL_STOP_FENCED);
     return;
   }
   if (job->timeout_at && now >= job->timeout_at) {
     job->timeout_at = 0;
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "timeout", "item", job->lease.item_id, "queue",
-           job->lease.queue, "after_s", CL_EV_NUM(w->o.timeout_s), NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "timeout", "item",
+              job->lease.item_id, "queue", job->lease.queue, "after_s",
+              CL_EV_NUM(w->o.timeout_s), NULL);
     job_move(job, E_TIMEOUT);
     job_stop(job, CL_STOP_TIMEOUT);
   }
@@ -507,9 +507,9 @@ static void job_start(cl_job_t *job) {
   cl_worker_t *w = job->w;
   job_move(job, E_START);
   if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
-    cl__event(&w->o.events, CL_LEVEL_DEBUG, "started", "item", job->lease.item_id, "queue",
-           job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
-           NULL);
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "started", "item",
+              job->lease.item_id, "queue", job->lease.queue, "attempt",
+              CL_EV_INT(job->lease.attempt), NULL);
   job->q->start(job, job->q->arg);
 }
 
@@ -579,9 +579,9 @@ static void note_start_failure(cl_worker_t *w, const char *why) {
   w->pause_until = now + pause;
   uv_timer_start(&w->pause_timer, on_pause_timer, pause, 0);
   if (w->start_warned_ms == 0 || now - w->start_warned_ms >= 60000) {
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "handler_start_failed", "error", why, "failures",
-           CL_EV_INT(w->start_unwarned), "pause_ms", CL_EV_INT(pause),
-           "attempt_spent", "false", NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "handler_start_failed", "error",
+              why, "failures", CL_EV_INT(w->start_unwarned), "pause_ms",
+              CL_EV_INT(pause), "attempt_spent", "false", NULL);
     w->start_warned_ms = now;
     w->start_unwarned = 0;
   }
@@ -592,8 +592,8 @@ static void note_start_ok(cl_worker_t *w) {
   if (w->start_streak == 0)
     return;
   if (w->start_unwarned == 0)
-    cl__event(&w->o.events, CL_LEVEL_INFO, "handler_start_recovered", "after_failures",
-           CL_EV_INT(w->start_streak), NULL);
+    cl__event(&w->o.events, CL_LEVEL_INFO, "handler_start_recovered",
+              "after_failures", CL_EV_INT(w->start_streak), NULL);
   w->start_streak = 0;
 }
 
@@ -618,8 +618,9 @@ static void send_ack(cl_job_t *job) {
     params[4] = rbuf;
   }
   if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item", job->lease.item_id,
-           "reason", "the connection is closed; the lease will expire", NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
+              job->lease.item_id, "reason",
+              "the connection is closed; the lease will expire", NULL);
     job_move(job, E_DROPPED);
   }
 }
@@ -630,22 +631,22 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
   double took = (double)(uv_now(w->loop) - job->started_ms) / 1000.0;
   if (rc == CL_ELEASE_LOST) {
     w->n_lost++;
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item, "token",
-           job->lease.token, "outcome",
-           job->ack.op == CL__ACK_COMPLETE ? "result discarded"
-                                           : "nothing written",
-           NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item,
+              "token", job->lease.token, "outcome",
+              job->ack.op == CL__ACK_COMPLETE ? "result discarded"
+                                              : "nothing written",
+              NULL);
   } else if (rc != 0) {
     cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_failed", "item", item, "error",
-           cl__loop_conn_error(w->a), "outcome",
-           "lease left to expire; the reaper spends the attempt", NULL);
+              cl__loop_conn_error(w->a), "outcome",
+              "lease left to expire; the reaper spends the attempt", NULL);
   } else if (job->ack.op == CL__ACK_COMPLETE) {
     w->n_completed++;
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
-      cl__event(&w->o.events, CL_LEVEL_DEBUG, "completed", "item", item, "queue",
-             job->lease.queue, "attempt", CL_EV_INT(job->lease.attempt),
-             "took_s", CL_EV_NUM(took), "already", already ? "true" : "false",
-             NULL);
+      cl__event(&w->o.events, CL_LEVEL_DEBUG, "completed", "item", item,
+                "queue", job->lease.queue, "attempt",
+                CL_EV_INT(job->lease.attempt), "took_s", CL_EV_NUM(took),
+                "already", already ? "true" : "false", NULL);
   } else if (job->ack.op == CL__ACK_FAIL) {
     w->n_failed++;
   } else {
@@ -676,14 +677,13 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     if (job->state == J_SETTLING)
       cl__event(&w->o.events, CL_LEVEL_INFO, "failed", "item",
                 job->lease.item_id, "state", info.dead ? "dead" : "ready",
-                "attempts", CL_EV_INT(info.attempts), "already", "true",
-                NULL);
+                "attempts", CL_EV_INT(info.attempts), "already", "true", NULL);
     else
       cl__event(&w->o.events, info.dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO,
-                "failed", "item", job->lease.item_id, "queue",
-                job->lease.queue, "state", info.dead ? "dead" : "ready",
-                "attempts", CL_EV_INT(info.attempts), "retry_at",
-                info.retry_at, "error", job->error, NULL);
+                "failed", "item", job->lease.item_id, "queue", job->lease.queue,
+                "state", info.dead ? "dead" : "ready", "attempts",
+                CL_EV_INT(info.attempts), "retry_at", info.retry_at, "error",
+                job->error, NULL);
   }
   cl__ack_step_t step = cl__ack_step(&job->ack, got);
   switch (step) {
@@ -760,8 +760,7 @@ int cl_job_complete(cl_job_t *job, const char *result) {
   return job_report(job, CL__ACK_COMPLETE);
 }
 
-int cl_job_fail(cl_job_t *job, const char *error, int retry,
-                double retry_in) {
+int cl_job_fail(cl_job_t *job, const char *error, int retry, double retry_in) {
   if (job == NULL || !job_with_handler(job) ||
       (isfinite(retry_in) && retry_in > 3.2e9))
     return CL_EINVAL;
@@ -825,8 +824,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   w->claim_inflight = 0;
   if (rc != 0) {
     if (rc != CL_ECONNLOST) {
-      cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue", ctx->q->name, "error",
-             cl__loop_conn_error(w->a), NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue",
+                ctx->q->name, "error", cl__loop_conn_error(w->a), NULL);
       /* Wait for the poll tick rather than spin on an error. */
       for (size_t i = 0; i < w->nqueues; i++)
         w->queues[i].hint = 0;
@@ -837,8 +836,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   cl_lease_t *leases = NULL;
   size_t n = 0;
   if (cl__parse_claim(res, ctx->q->name, &leases, &n) != 0) {
-    cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue", ctx->q->name, "error",
-           "out of memory", NULL);
+    cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue",
+              ctx->q->name, "error", "out of memory", NULL);
     free(ctx);
     return;
   }
@@ -846,7 +845,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     cl_job_t *job = calloc(1, sizeof *job);
     if (job == NULL) {
       /* The lease expires and the reaper hands the item back. */
-      cl__event(&w->o.events, CL_LEVEL_ERROR, "out_of_memory", "item", leases[i].item_id, NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "out_of_memory", "item",
+                leases[i].item_id, NULL);
       continue;
     }
     job->w = w;
@@ -875,8 +875,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   if ((int)n < ctx->n)
     ctx->q->hint = 0;
   if (n > 0 && cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
-    cl__event(&w->o.events, CL_LEVEL_DEBUG, "claimed", "queue", ctx->q->name, "n",
-           CL_EV_INT(n), "asked", CL_EV_INT(ctx->n), NULL);
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "claimed", "queue", ctx->q->name,
+              "n", CL_EV_INT(n), "asked", CL_EV_INT(ctx->n), NULL);
   free(ctx);
   if (w->stopping) {
     /* Claimed while a stop began: give them straight back. */
@@ -943,8 +943,8 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
   w->hb_inflight = 0;
   if (rc != 0) {
     if (rc != CL_ECONNLOST)
-      cl__event(&w->o.events, CL_LEVEL_ERROR, "heartbeat_failed", "error", cl__loop_conn_error(w->a),
-             NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "heartbeat_failed", "error",
+                cl__loop_conn_error(w->a), NULL);
     return;
   }
   if (PQntuples(res) > 0 && PQgetisnull(res, 0, 0)) {
@@ -952,8 +952,8 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
      * another process took the name while this one was away.  Extend
      * nothing, release nothing; register again, which either gets the
      * name back or stops this worker. */
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_lost", "worker", w->name, "action",
-           "registering again", NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_lost", "worker",
+              w->name, "action", "registering again", NULL);
     w->reg_ok = 0;
     send_register(w);
     return;
@@ -981,8 +981,9 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     /* A reported job's own ack will learn it; a lost one is known. */
     if (!job_holds_lease(job))
       continue;
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", job->lease.item_id, "token",
-           job->lease.token, "seen_by", "heartbeat", NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item",
+              job->lease.item_id, "token", job->lease.token, "seen_by",
+              "heartbeat", NULL);
     /* Waiting: never started, just forgotten (DONE); else stopped. */
     if (job_move(job, E_LOST) == J_LOST)
       job_stop(job, CL_STOP_LEASE_LOST);
@@ -993,11 +994,11 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (seen[i])
       continue;
     w->n_orphans++;
-    cl__event(&w->o.events, CL_LEVEL_INFO, "orphan_released", "item", held[i].item_id, "token",
-           held[i].token, NULL);
+    cl__event(&w->o.events, CL_LEVEL_INFO, "orphan_released", "item",
+              held[i].item_id, "token", held[i].token, NULL);
     const char *params[] = {held[i].item_id, held[i].token};
     (void)cl__loop_conn_send(w->a, CL__STMT_RELEASE, params, on_release_orphan,
-                         NULL);
+                             NULL);
   }
   free(seen);
   cl_held_free(held, n);
@@ -1021,7 +1022,7 @@ static void send_heartbeat(cl_worker_t *w) {
   cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
   const char *params[] = {w->name, lbuf, w->instance, spent};
   int rc = cl__loop_conn_send(w->a, CL__STMT_WORKER_HEARTBEAT, params,
-                          on_heartbeat, ctx);
+                              on_heartbeat, ctx);
   free(spent);
   if (rc != 0) {
     free(ctx);
@@ -1041,8 +1042,8 @@ static void on_register(void *arg, int rc, PGresult *res) {
   if (rc != 0) {
     /* Tried again at the next poll tick. */
     if (rc != CL_ECONNLOST)
-      cl__event(&w->o.events, CL_LEVEL_ERROR, "register_failed", "error", cl__loop_conn_error(w->a),
-             NULL);
+      cl__event(&w->o.events, CL_LEVEL_ERROR, "register_failed", "error",
+                cl__loop_conn_error(w->a), NULL);
     return;
   }
   int n = PQntuples(res);
@@ -1068,9 +1069,9 @@ static void on_register(void *arg, int rc, PGresult *res) {
     /* Its row says it runs here, and no such process does: a predecessor
      * that crashed (a restart faster than the reaper).  Its leases are
      * this worker's orphans now. */
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_reclaimed", "worker", w->name,
-           "previous_pid", pid, "reason", "no such process on this host",
-           NULL);
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "worker_name_reclaimed", "worker",
+              w->name, "previous_pid", pid, "reason",
+              "no such process on this host", NULL);
     w->takeover = 1;
     send_register(w);
     return;
@@ -1080,8 +1081,8 @@ static void on_register(void *arg, int rc, PGresult *res) {
            "last heartbeat %.1f s ago): give each worker its own --name, or "
            "none for a unique default",
            w->name, *host ? host : "?", *pid ? pid : "?", atof(age));
-  cl__event(&w->o.events, CL_LEVEL_ERROR, "worker_name_taken", "worker", w->name, "holder_host",
-         host, "holder_pid", pid, NULL);
+  cl__event(&w->o.events, CL_LEVEL_ERROR, "worker_name_taken", "worker",
+            w->name, "holder_host", host, "holder_pid", pid, NULL);
   w->fatal_rc = CL_ENAME_TAKEN;
   begin_stop(w);
 }
@@ -1110,9 +1111,15 @@ static void send_register(cl_worker_t *w) {
   strcat(arr, "}");
   char hb[64];
   cl__fmt_double(hb, sizeof hb, w->o.heartbeat_s);
-  const char *params[] = {w->name, host,        pid,
-                          CL_VERSION_STRING, conc, arr,
-                          hb,      w->instance, w->takeover ? "true" : "false"};
+  const char *params[] = {w->name,
+                          host,
+                          pid,
+                          CL_VERSION_STRING,
+                          conc,
+                          arr,
+                          hb,
+                          w->instance,
+                          w->takeover ? "true" : "false"};
   if (cl__loop_conn_send(w->a, CL__STMT_REGISTER, params, on_register, w) == 0)
     w->reg_inflight = 1;
   free(arr);
@@ -1120,8 +1127,8 @@ static void send_register(cl_worker_t *w) {
 
 static void on_up(void *arg) {
   cl_worker_t *w = arg;
-  cl__event(&w->o.events, CL_LEVEL_INFO, "db_connected", "dsn", cl__loop_conn_dsn_redacted(w->a),
-         NULL);
+  cl__event(&w->o.events, CL_LEVEL_INFO, "db_connected", "dsn",
+            cl__loop_conn_dsn_redacted(w->a), NULL);
   for (size_t i = 0; i < w->nqueues; i++)
     w->queues[i].hint = 1;
   /* Heartbeats and claims wait for the name (on_register); acks do not. */
@@ -1136,14 +1143,15 @@ static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
   w->reg_inflight = 0;
   if (rc == CL_EAUTH || rc == CL_ESCHEMA) {
     cl__event(&w->o.events, CL_LEVEL_ERROR, "db_fatal", "error", why, "dsn",
-           cl__loop_conn_dsn_redacted(w->a), NULL);
+              cl__loop_conn_dsn_redacted(w->a), NULL);
     w->fatal_rc = rc;
     snprintf(w->fatal_why, sizeof w->fatal_why, "%s", why);
     begin_stop(w);
     return;
   }
-  cl__event(&w->o.events, CL_LEVEL_WARNING, "db_disconnected", "error", why, "retry_in_ms",
-         CL_EV_INT(retry_ms), "running", CL_EV_INT(w->running), NULL);
+  cl__event(&w->o.events, CL_LEVEL_WARNING, "db_disconnected", "error", why,
+            "retry_in_ms", CL_EV_INT(retry_ms), "running",
+            CL_EV_INT(w->running), NULL);
 }
 
 static void on_notify(void *arg, const char *channel, const char *payload) {
@@ -1167,8 +1175,7 @@ static void on_poll_timer(uv_timer_t *t) {
     send_register(w);
   maybe_claim(w);
   double jitter = 0.8 + 0.4 * cl__random_unit();
-  uv_timer_start(t, on_poll_timer, (uint64_t)(w->o.poll_s * 1000 * jitter),
-                 0);
+  uv_timer_start(t, on_poll_timer, (uint64_t)(w->o.poll_s * 1000 * jitter), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1202,10 +1209,10 @@ static void close_handles(cl_worker_t *w) {
 static void close_all(cl_worker_t *w) {
   if (w->closing)
     return;
-  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name, "claimed",
-         CL_EV_INT(w->n_claimed), "completed", CL_EV_INT(w->n_completed),
-         "failed", CL_EV_INT(w->n_failed), "lost", CL_EV_INT(w->n_lost),
-         "released", CL_EV_INT(w->n_released), NULL);
+  cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name,
+            "claimed", CL_EV_INT(w->n_claimed), "completed",
+            CL_EV_INT(w->n_completed), "failed", CL_EV_INT(w->n_failed), "lost",
+            CL_EV_INT(w->n_lost), "released", CL_EV_INT(w->n_released), NULL);
   close_handles(w);
 }
 
@@ -1214,7 +1221,7 @@ static void on_deregister(void *arg, int rc, PGresult *res) {
   (void)res;
   if (rc != 0 && rc != CL_ECONNLOST)
     cl__event(&w->o.events, CL_LEVEL_WARNING, "deregister_failed", "error",
-           cl__loop_conn_error(w->a), NULL);
+              cl__loop_conn_error(w->a), NULL);
   close_all(w);
 }
 
@@ -1253,8 +1260,8 @@ static void maybe_finish(cl_worker_t *w) {
   w->dereg_sent = 1;
   if (w->fatal_rc == 0 && w->registered) {
     const char *params[] = {w->name, w->instance};
-    if (cl__loop_conn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister, w) ==
-        0)
+    if (cl__loop_conn_send(w->a, CL__STMT_DEREGISTER, params, on_deregister,
+                           w) == 0)
       return;
   }
   close_all(w);
@@ -1272,8 +1279,8 @@ static void stop_running(cl_worker_t *w) {
 
 static void on_drain_timer(uv_timer_t *t) {
   cl_worker_t *w = t->data;
-  cl__event(&w->o.events, CL_LEVEL_WARNING, "drain_timeout", "running", CL_EV_INT(w->running),
-         "after_s", CL_EV_NUM(w->o.drain_s), NULL);
+  cl__event(&w->o.events, CL_LEVEL_WARNING, "drain_timeout", "running",
+            CL_EV_INT(w->running), "after_s", CL_EV_NUM(w->o.drain_s), NULL);
   stop_running(w);
 }
 
@@ -1286,8 +1293,8 @@ static void on_hard_timer(uv_timer_t *t) {
     return;
   }
   cl__event(&w->o.events, CL_LEVEL_WARNING, "stop_forced", "unacknowledged",
-         CL_EV_INT(w->acking), "reason",
-         "the database stayed unreachable; those leases will expire", NULL);
+            CL_EV_INT(w->acking), "reason",
+            "the database stayed unreachable; those leases will expire", NULL);
   if (w->fatal_rc == 0) {
     w->fatal_rc = CL_ECONNLOST;
     snprintf(w->fatal_why, sizeof w->fatal_why,
@@ -1310,12 +1317,13 @@ static void begin_stop(cl_worker_t *w) {
      * schema, a name another worker holds). */
     if (w->running > 0)
       cl__event(&w->o.events, CL_LEVEL_WARNING, "stopping_jobs", "running",
-             CL_EV_INT(w->running), "reason", "the worker cannot go on",
-             NULL);
+                CL_EV_INT(w->running), "reason", "the worker cannot go on",
+                NULL);
     stop_running(w);
   } else {
-    cl__event(&w->o.events, CL_LEVEL_INFO, "draining", "running", CL_EV_INT(w->running),
-           "drain_timeout_s", CL_EV_NUM(w->o.drain_s), NULL);
+    cl__event(&w->o.events, CL_LEVEL_INFO, "draining", "running",
+              CL_EV_INT(w->running), "drain_timeout_s", CL_EV_NUM(w->o.drain_s),
+              NULL);
     uv_timer_start(&w->drain_timer, on_drain_timer,
                    (uint64_t)(w->o.drain_s * 1000), 0);
   }
@@ -1374,7 +1382,8 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
              opts->lease_s, CL_WORKER_LEASE_MIN),
         rc = CL_EINVAL;
   else if (opts->heartbeat_s < 0 ||
-           (opts->heartbeat_s > 0 && opts->heartbeat_s < CL_WORKER_HEARTBEAT_MIN))
+           (opts->heartbeat_s > 0 &&
+            opts->heartbeat_s < CL_WORKER_HEARTBEAT_MIN))
     snprintf(why, sizeof why,
              "heartbeat %g s is below the %g s minimum (each beat is a "
              "transaction)",
@@ -1391,8 +1400,10 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
              cl_worker_fence_margin_s(opts->lease_s)),
         rc = CL_EINVAL;
   else if (!(opts->poll_s >= 0.01 && opts->poll_s <= 3600))
-    snprintf(why, sizeof why, "poll interval %g s is out of range "
-             "[0.01, 3600]", opts->poll_s),
+    snprintf(why, sizeof why,
+             "poll interval %g s is out of range "
+             "[0.01, 3600]",
+             opts->poll_s),
         rc = CL_EINVAL;
   else if (opts->timeout_s < 0 || opts->drain_s < 0)
     snprintf(why, sizeof why, "timeouts must be >= 0"), rc = CL_EINVAL;
@@ -1491,12 +1502,10 @@ int cl_worker_add_queue(cl_worker_t *w, const char *queue, int weight,
                         "queue \"%s\": weight %d is out of range 1..1000",
                         queue, weight);
   if (start == NULL)
-    return setup_failed(w, CL_EINVAL, "queue \"%s\": no handler given",
-                        queue);
+    return setup_failed(w, CL_EINVAL, "queue \"%s\": no handler given", queue);
   for (size_t i = 0; i < w->nqueues; i++)
     if (strcmp(w->queues[i].name, queue) == 0)
-      return setup_failed(w, CL_EINVAL, "queue \"%s\" is given twice",
-                          queue);
+      return setup_failed(w, CL_EINVAL, "queue \"%s\" is given twice", queue);
   wqueue_t *qs = realloc(w->queues, (w->nqueues + 1) * sizeof *qs);
   if (qs == NULL)
     return setup_failed(w, CL_ENOMEM, "out of memory");
@@ -1521,15 +1530,15 @@ int cl_worker_start(cl_worker_t *w) {
     return setup_failed(w, CL_EINVAL,
                         "no queue to work on (cl_worker_add_queue)");
   w->started = 1;
-  cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name, "concurrency",
-         CL_EV_INT(w->o.concurrency), "prefetch", CL_EV_INT(w->o.prefetch),
-         "lease_s", CL_EV_NUM(w->o.lease_s), "heartbeat_s",
-         CL_EV_NUM(w->o.heartbeat_s), "dsn", cl__loop_conn_dsn_redacted(w->a),
-         NULL);
+  cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name,
+            "concurrency", CL_EV_INT(w->o.concurrency), "prefetch",
+            CL_EV_INT(w->o.prefetch), "lease_s", CL_EV_NUM(w->o.lease_s),
+            "heartbeat_s", CL_EV_NUM(w->o.heartbeat_s), "dsn",
+            cl__loop_conn_dsn_redacted(w->a), NULL);
   uint64_t hb = (uint64_t)(w->o.heartbeat_s * 1000);
   uv_timer_start(&w->hb_timer, on_hb_timer, hb, hb);
-  uv_timer_start(&w->poll_timer, on_poll_timer,
-                 (uint64_t)(w->o.poll_s * 1000), 0);
+  uv_timer_start(&w->poll_timer, on_poll_timer, (uint64_t)(w->o.poll_s * 1000),
+                 0);
   cl__loop_conn_start(w->a);
   return 0;
 }

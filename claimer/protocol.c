@@ -115,8 +115,8 @@ static int check_items(cl_conn_t *c, const cl_item_t *items, size_t n) {
                it->max_attempts);
       rc = CL_EINVAL;
     }
-    if (rc == 0 && (!isfinite(it->run_in) || it->run_in < 0 ||
-                    it->run_in > 3.2e9)) {
+    if (rc == 0 &&
+        (!isfinite(it->run_in) || it->run_in < 0 || it->run_in > 3.2e9)) {
       snprintf(why, sizeof why, "run_in %g is not a number of seconds >= 0",
                it->run_in);
       rc = CL_EINVAL;
@@ -142,8 +142,7 @@ int cl__parse_enqueue(PGresult *r, size_t n, int *outcome) {
   return created;
 }
 
-int cl_enqueue(cl_conn_t *c, const cl_item_t *items, size_t n,
-               int *outcome) {
+int cl_enqueue(cl_conn_t *c, const cl_item_t *items, size_t n, int *outcome) {
   if (n == 0)
     return 0;
   int rc = check_items(c, items, n);
@@ -297,8 +296,7 @@ int cl__parse_fail(PGresult *r, cl_fail_info_t *info) {
   if (info->dead)
     info->retry_at[0] = '\0';
   else
-    snprintf(info->retry_at, sizeof info->retry_at, "%s",
-             PQgetvalue(r, 0, 2));
+    snprintf(info->retry_at, sizeof info->retry_at, "%s", PQgetvalue(r, 0, 2));
   info->already = PQgetvalue(r, 0, 3)[0] == 't';
   return 0;
 }
@@ -558,8 +556,11 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
     err[CL_ERROR_TEXT_MAX] = '\0';
   for (long bad; (bad = cl_utf8_invalid_at(err, strlen(err))) >= 0;)
     err[bad] = '?';
-  ack_call_t k = {.item_id = item_id, .token = token, .error = err,
-                  .retry = retry, .retry_in = retry_in};
+  ack_call_t k = {.item_id = item_id,
+                  .token = token,
+                  .error = err,
+                  .retry = retry,
+                  .retry_in = retry_in};
   cl__ack_init(&k.st, CL__ACK_FAIL, RESEND_LIMIT);
   cl__ack_step_t end = CL__ACK_GIVE_UP;
   int last = 0;
@@ -607,9 +608,8 @@ int cl_release(cl_conn_t *c, const char *item_id, const char *token) {
   case CL__ACK_ALREADY_DONE:
     return 0;
   case CL__ACK_LEASE_LOST:
-    cl__set_error(c, NULL,
-                  "lease lost: token %s does not hold item %s%s", token,
-                  item_id,
+    cl__set_error(c, NULL, "lease lost: token %s does not hold item %s%s",
+                  token, item_id,
                   k.st.resends ? " (or an earlier try released it before the "
                                  "connection dropped)"
                                : "");

@@ -82,8 +82,10 @@ int cl__rparams_init(cl__rparams_t *rp, const cl_reaper_opts_t *o, char *err,
   }
   for (size_t i = 0; i < o->nsla; i++) {
     if (o->sla_queues[i] == NULL || bad_seconds(o->sla_s[i], 1)) {
-      snprintf(err, errlen, "per-queue SLA %zu must name a queue and be "
-                            "more than 0", i + 1);
+      snprintf(err, errlen,
+               "per-queue SLA %zu must name a queue and be "
+               "more than 0",
+               i + 1);
       return CL_EINVAL;
     }
   }

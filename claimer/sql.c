@@ -22,6 +22,9 @@
  */
 #include "sql.h"
 
+/* The SQL is laid out by hand, one clause per line: clang-format keeps
+ * out of the table. */
+// clang-format off
 const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_ENQUEUE] = {"claimer_enqueue", 6,
     "WITH input AS ("
@@ -557,3 +560,4 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "SELECT written, removed FROM claimer.sync_queue_policy($1::text[],"
     "         $2::int[], $3::float8[], $4::float8[])"},
 };
+// clang-format on

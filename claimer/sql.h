@@ -7,40 +7,40 @@
 #ifndef CLAIMER_SQL_H
 #define CLAIMER_SQL_H
 
-#define CL__STMT_MAP(XX)                                                      \
-  XX(ENQUEUE, 6)                                                             \
-  XX(CLAIM, 4)                                                               \
-  XX(COMPLETE, 3)                                                            \
-  XX(COMPLETE_CHECK, 2)                                                      \
-  XX(FAIL, 5)                                                                \
-  XX(FAIL_CHECK, 2)                                                          \
-  XX(RELEASE, 2)                                                             \
-  XX(HEARTBEAT, 2)                                                           \
-  XX(WORKER_HEARTBEAT, 4)                                                    \
-  XX(REAP, 1)                                                                \
-  XX(STATUS, 0)                                                              \
-  XX(REGISTER, 9)                                                            \
-  XX(DEREGISTER, 2)                                                          \
-  XX(DEAD_LIST, 2)                                                           \
-  XX(DEAD_RETRY, 2)                                                          \
-  XX(DEAD_DISCARD, 2)                                                        \
-  XX(REAP_WORKERS, 2)                                                        \
-  XX(ALERT_OVERDUE, 4)                                                       \
-  XX(ALERT_IN_DOUBT, 1)                                                      \
-  XX(ALERT_RESOLVE, 1)                                                       \
-  XX(ANNOUNCE_CLAIM, 2)                                                      \
-  XX(ANNOUNCE_DONE, 5)                                                       \
-  XX(RETAIN_DONE, 4)                                                         \
-  XX(RETAIN_DEAD, 2)                                                         \
-  XX(RETAIN_ALERTS, 2)                                                       \
-  XX(RETAIN_WORKERS, 2)                                                      \
+#define CL__STMT_MAP(XX)                                                       \
+  XX(ENQUEUE, 6)                                                               \
+  XX(CLAIM, 4)                                                                 \
+  XX(COMPLETE, 3)                                                              \
+  XX(COMPLETE_CHECK, 2)                                                        \
+  XX(FAIL, 5)                                                                  \
+  XX(FAIL_CHECK, 2)                                                            \
+  XX(RELEASE, 2)                                                               \
+  XX(HEARTBEAT, 2)                                                             \
+  XX(WORKER_HEARTBEAT, 4)                                                      \
+  XX(REAP, 1)                                                                  \
+  XX(STATUS, 0)                                                                \
+  XX(REGISTER, 9)                                                              \
+  XX(DEREGISTER, 2)                                                            \
+  XX(DEAD_LIST, 2)                                                             \
+  XX(DEAD_RETRY, 2)                                                            \
+  XX(DEAD_DISCARD, 2)                                                          \
+  XX(REAP_WORKERS, 2)                                                          \
+  XX(ALERT_OVERDUE, 4)                                                         \
+  XX(ALERT_IN_DOUBT, 1)                                                        \
+  XX(ALERT_RESOLVE, 1)                                                         \
+  XX(ANNOUNCE_CLAIM, 2)                                                        \
+  XX(ANNOUNCE_DONE, 5)                                                         \
+  XX(RETAIN_DONE, 4)                                                           \
+  XX(RETAIN_DEAD, 2)                                                           \
+  XX(RETAIN_ALERTS, 2)                                                         \
+  XX(RETAIN_WORKERS, 2)                                                        \
   XX(POLICY_SYNC, 4)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,
   CL__STMT_MAP(CL__STMT_ENUM)
 #undef CL__STMT_ENUM
-  CL__STMT_COUNT
+      CL__STMT_COUNT
 } cl__stmt_id_t;
 
 typedef struct cl__stmt {

@@ -17,13 +17,13 @@
 
 #include "cli.h"
 #include "config.h"
-#include "internal.h"
 #include "embedded.h"
+#include "internal.h"
 
 void cli_put_json_string(FILE *out, const char *s) {
   json_object *o = json_object_new_string(s);
-  fputs(json_object_to_json_string_ext(
-            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+  fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                              JSON_C_TO_STRING_NOSLASHESCAPE),
         out);
   json_object_put(o);
 }
@@ -59,8 +59,8 @@ int cli_bad_option(char *const argv[], int optopt_value) {
   return cli_usage_error("option %s needs a value", arg);
 }
 
-int cli_parse_double(const char *text, const char *name, double min,
-                     double max, double *out) {
+int cli_parse_double(const char *text, const char *name, double min, double max,
+                     double *out) {
   char *end = NULL;
   errno = 0;
   double v = strtod(text, &end);
@@ -86,8 +86,7 @@ int cli_parse_int(const char *text, const char *name, long min, long max,
     return -1;
   }
   if (v < min || v > max) {
-    cli_usage_error("%s: %s is out of range [%ld, %ld]", name, text, min,
-                    max);
+    cli_usage_error("%s: %s is out of range [%ld, %ld]", name, text, min, max);
     return -1;
   }
   *out = (int)v;
@@ -187,7 +186,7 @@ static void mask_dsn_uri(char *s, size_t scheme_len) {
   char *colon = memchr(auth, ':', alen);
   if (colon != NULL && colon + 1 < auth + alen)
     (void)cl__mask_span(s, (size_t)(colon + 1 - s),
-                    (size_t)(auth + alen - colon - 1));
+                        (size_t)(auth + alen - colon - 1));
 }
 
 /* Masks the passwords of a connection string in place: in a URI, or in
@@ -253,8 +252,7 @@ const char *cli_read_dsn_file(const char *path) {
   enum { LIMIT = 65536 };
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
-    cli_usage_error("--dsn-file %s: cannot open it: %s", path,
-                    strerror(errno));
+    cli_usage_error("--dsn-file %s: cannot open it: %s", path, strerror(errno));
     return NULL;
   }
   struct stat st;
@@ -388,10 +386,10 @@ int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used) {
   if (dsn_used != NULL)
     *dsn_used = NULL;
   const char *dsn = dsn_opt;
-  const char *source = dsn != NULL && file_dsn != NULL &&
-                               strcmp(dsn, file_dsn) == 0
-                           ? file_dsn_option
-                           : "--dsn";
+  const char *source =
+      dsn != NULL && file_dsn != NULL && strcmp(dsn, file_dsn) == 0
+          ? file_dsn_option
+          : "--dsn";
   if (dsn == NULL && (dsn = getenv("CLAIMER_DSN")) != NULL)
     source = "CLAIMER_DSN";
   cl_embedded_info_t info;
@@ -404,8 +402,8 @@ int cli_connect_dsn(const char *dsn_opt, cl_conn_t **out, char **dsn_used) {
     if (info.created || info.started)
       fprintf(stderr,
               "claimer: %s the embedded PostgreSQL in %s (socket in %s)\n",
-              info.created ? "created and started" : "started",
-              info.data_dir, info.socket_dir);
+              info.created ? "created and started" : "started", info.data_dir,
+              info.socket_dir);
     dsn = info.dsn;
     source = "embedded";
   }
@@ -477,8 +475,7 @@ int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
                  const char *value) {
   if (fs->n >= 64)
     return -1;
-  snprintf(fs->origin_buf[fs->n], sizeof fs->origin_buf[0], "flag --%s",
-           flag);
+  snprintf(fs->origin_buf[fs->n], sizeof fs->origin_buf[0], "flag --%s", flag);
   fs->path[fs->n] = path;
   fs->value[fs->n] = value;
   fs->origin[fs->n] = fs->origin_buf[fs->n];
@@ -486,8 +483,7 @@ int cli_flag_add(cli_flags_t *fs, const char *flag, const char *path,
   return 0;
 }
 
-int cli_load_config(cl_config_t *cfg, const char *path,
-                    const cli_flags_t *fs) {
+int cli_load_config(cl_config_t *cfg, const char *path, const cli_flags_t *fs) {
   char err[1024];
   int ex = cli_load_config_quiet(cfg, path, fs, err, sizeof err);
   if (ex != EXIT_OK)
@@ -519,7 +515,7 @@ void cli_flag_options(struct option *opts, const struct option *base,
                       size_t nbase, const cli_flag_key_t *keys, size_t nkeys) {
   memcpy(opts, base, nbase * sizeof *opts);
   for (size_t i = 0; i < nkeys; i++)
-    opts[nbase + i] = (struct option){keys[i].flag, required_argument, NULL,
-                                      1000 + (int)i};
+    opts[nbase + i] =
+        (struct option){keys[i].flag, required_argument, NULL, 1000 + (int)i};
   memset(&opts[nbase + nkeys], 0, sizeof *opts);
 }

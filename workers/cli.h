@@ -31,8 +31,8 @@ int cli_bad_option(char *const argv[], int optopt_value);
 
 /* Strict parsers: the whole text must be the number, within [min, max].
  * On failure they print "claimer CMD: --name: ..." and return -1. */
-int cli_parse_double(const char *text, const char *name, double min,
-                     double max, double *out);
+int cli_parse_double(const char *text, const char *name, double min, double max,
+                     double *out);
 int cli_parse_int(const char *text, const char *name, long min, long max,
                   int *out);
 /* Checks a JSON argument; prints the problem and returns -1 if bad. */
@@ -48,18 +48,19 @@ void cli_put_json_string(FILE *out, const char *s);
  * config flag key in work and reap). */
 #define CLI_OPT_DSN_FILE 900
 /* The two options of every command that connects, for its option table. */
-#define CLI_DSN_OPTIONS                                                       \
-  {"dsn", required_argument, NULL, 'D'},                                      \
-      {"dsn-file", required_argument, NULL, CLI_OPT_DSN_FILE}
+#define CLI_DSN_OPTIONS                                                        \
+  {"dsn", required_argument, NULL, 'D'}, {                                     \
+    "dsn-file", required_argument, NULL, CLI_OPT_DSN_FILE                      \
+  }
 /* What every such command's --help says of them. */
-#define CLI_DSN_HELP                                                          \
-  "  --dsn DSN              the database: a libpq connection string (URI\n"  \
-  "                         or key=value)\n"                                 \
-  "  --dsn-file FILE        the same, from the first line of FILE, which\n"  \
-  "                         only its owner may read (mode 0600 or less)\n"   \
-  "Without either: CLAIMER_DSN, else the embedded PostgreSQL.  Keep a\n"     \
-  "password out of --dsn, where ps shows it to every user until claimer\n"   \
-  "has masked it: use --dsn-file, CLAIMER_DSN, or libpq's ~/.pgpass (or\n"   \
+#define CLI_DSN_HELP                                                           \
+  "  --dsn DSN              the database: a libpq connection string (URI\n"    \
+  "                         or key=value)\n"                                   \
+  "  --dsn-file FILE        the same, from the first line of FILE, which\n"    \
+  "                         only its owner may read (mode 0600 or less)\n"     \
+  "Without either: CLAIMER_DSN, else the embedded PostgreSQL.  Keep a\n"       \
+  "password out of --dsn, where ps shows it to every user until claimer\n"     \
+  "has masked it: use --dsn-file, CLAIMER_DSN, or libpq's ~/.pgpass (or\n"     \
   "the file PGPASSFILE names), which libpq reads when the DSN has none.\n"
 
 /* Remembers the process's argument vector, so that secrets given on the

@@ -26,8 +26,7 @@ static void usage(FILE *out) {
           "saying where its value came from.  The dsn's password is shown as\n"
           "***, and so are the hook URL's password and query values.  Nothing\n"
           "connects to the database.\n"
-          "\n" CLI_DSN_HELP
-          "\n"
+          "\n" CLI_DSN_HELP "\n"
           "Exit status: 0 when the config is good, 2 when it is not (the\n"
           "message names the file, line and column of the fault).\n");
 }

@@ -39,8 +39,7 @@ static void put_json(FILE *out, const char *key, const char *s, int first) {
   cli_put_json_string(out, s);
 }
 
-static int dead_list(const char *dsn, const char *queue, int limit,
-                     int json) {
+static int dead_list(const char *dsn, const char *queue, int limit, int json) {
   cl_conn_t *c = NULL;
   int ex = cli_connect(dsn, &c);
   if (ex != EXIT_OK)
@@ -54,8 +53,8 @@ static int dead_list(const char *dsn, const char *queue, int limit,
     return ex;
   }
   if (!json && n > 0)
-    printf("%-24s %-12s %-8s %-24s %s\n", "ITEM", "QUEUE", "ATTEMPTS",
-           "DIED", "ERROR");
+    printf("%-24s %-12s %-8s %-24s %s\n", "ITEM", "QUEUE", "ATTEMPTS", "DIED",
+           "ERROR");
   for (size_t i = 0; i < n; i++) {
     if (json) {
       put_json(stdout, "item_id", rows[i].item_id, 1);
@@ -124,15 +123,14 @@ int cmd_dead(int argc, char **argv) {
     return cli_usage_error("unknown subcommand \"%s\" (list, retry or "
                            "discard)",
                            sub);
-  static const struct option opts[] = {
-      CLI_DSN_OPTIONS,
-      {"help", no_argument, NULL, 'h'},
-      {"queue", required_argument, NULL, 'q'},
-      {"id", required_argument, NULL, 'i'},
-      {"all", no_argument, NULL, 'a'},
-      {"limit", required_argument, NULL, 'l'},
-      {"json", no_argument, NULL, 'j'},
-      {0}};
+  static const struct option opts[] = {CLI_DSN_OPTIONS,
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"queue", required_argument, NULL, 'q'},
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"all", no_argument, NULL, 'a'},
+                                       {"limit", required_argument, NULL, 'l'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {0}};
   const char *dsn = NULL, *queue = NULL;
   cli_dsn_t src = {0};
   const char **ids = calloc((size_t)argc, sizeof *ids);

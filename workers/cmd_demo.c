@@ -83,8 +83,8 @@ static int run_worker(const char *dsn, const char *queue, int index,
 static int query_longs(cl_conn_t *c, const char *sql, const char *param,
                        long *out, int ncols) {
   const char *params[] = {param};
-  PGresult *r = PQexecParams(cl_conn_pg(c), sql, 1, NULL, params, NULL, NULL,
-                             0);
+  PGresult *r =
+      PQexecParams(cl_conn_pg(c), sql, 1, NULL, params, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
     cli_err("query failed: %s", PQresultErrorMessage(r));
     PQclear(r);
@@ -187,9 +187,8 @@ int cmd_demo(int argc, char **argv) {
     for (int i = 0; i < m; i++) {
       snprintf(ids[at + i], sizeof ids[0], "%s-%06d", queue, at + i);
       snprintf(payloads[at + i], sizeof payloads[0], "{\"n\":%d}", at + i);
-      batch[i] = (cl_item_t){.item_id = ids[at + i],
-                             .queue = queue,
-                             .payload = payloads[at + i]};
+      batch[i] = (cl_item_t){
+          .item_id = ids[at + i], .queue = queue, .payload = payloads[at + i]};
     }
     rc = cl_enqueue(c, batch, (size_t)m, NULL);
     if (rc < 0)
@@ -226,12 +225,11 @@ int cmd_demo(int argc, char **argv) {
   printf("started %d worker processes, leases of %.1f s\n", workers, lease);
   fflush(stdout);
 
-  const char *count_sql =
-      "SELECT count(*) FILTER (WHERE state = 'done'),"
-      "       count(*) FILTER (WHERE state = 'leased'),"
-      "       count(*) FILTER (WHERE state = 'ready'),"
-      "       count(*) FILTER (WHERE state = 'dead')"
-      "  FROM claimer.items WHERE queue = $1";
+  const char *count_sql = "SELECT count(*) FILTER (WHERE state = 'done'),"
+                          "       count(*) FILTER (WHERE state = 'leased'),"
+                          "       count(*) FILTER (WHERE state = 'ready'),"
+                          "       count(*) FILTER (WHERE state = 'dead')"
+                          "  FROM claimer.items WHERE queue = $1";
   int killed = -1;
   long reaped = 0;
   time_t started = time(NULL);

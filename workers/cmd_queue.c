@@ -25,8 +25,8 @@
 #define ATTEMPTS_MIN 1
 #define ATTEMPTS_MAX 1000000
 
-#define COMMON_OPTIONS CLI_DSN_OPTIONS, {"help", no_argument, NULL, 'h'}
-
+#define COMMON_OPTIONS                                                         \
+  CLI_DSN_OPTIONS, { "help", no_argument, NULL, 'h' }
 
 static double now_s(void) {
   struct timespec ts;
@@ -241,8 +241,8 @@ static int check_unique_keys(const char *obj, char *why, size_t whylen) {
 static int line_int(const char *key, json_object *val, long min, long max,
                     int *out, char *why, size_t whylen) {
   if (json_object_get_type(val) != json_type_int) {
-    snprintf(why, whylen, "\"%s\" must be an integer in [%ld, %ld]", key,
-             min, max);
+    snprintf(why, whylen, "\"%s\" must be an integer in [%ld, %ld]", key, min,
+             max);
     return -1;
   }
   errno = 0;
@@ -263,8 +263,8 @@ static void line_item_free(line_item_t *it) {
 }
 
 /* Parses one NDJSON line into it.  Returns 0, or -1 with a message in why. */
-static int parse_line(const char *line, size_t len, line_item_t *it,
-                      char *why, size_t whylen) {
+static int parse_line(const char *line, size_t len, line_item_t *it, char *why,
+                      size_t whylen) {
   memset(it, 0, sizeof *it);
   if (cl_check_json(line, len, why, whylen) != 0)
     return -1;
@@ -302,8 +302,8 @@ static int parse_line(const char *line, size_t len, line_item_t *it,
     } else if (strcmp(key, "max_attempts") == 0) {
       /* 0 is not "the default" here: leave the key out for that, as with
        * the flag. */
-      if (line_int(key, val, ATTEMPTS_MIN, ATTEMPTS_MAX, &it->max_attempts,
-                   why, whylen) != 0)
+      if (line_int(key, val, ATTEMPTS_MIN, ATTEMPTS_MAX, &it->max_attempts, why,
+                   whylen) != 0)
         goto out;
     } else if (strcmp(key, "run_in") == 0) {
       if (t != json_type_int && t != json_type_double) {
@@ -573,8 +573,7 @@ int cmd_enqueue(int argc, char **argv) {
           "  --max-attempts N     tries before the item is dead (default: "
           "the queue's\n"
           "                       policy, else 25)\n"
-          "  --run-in SECONDS     not before this delay (default 0)\n"
-          CLI_DSN_HELP);
+          "  --run-in SECONDS     not before this delay (default 0)\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
       return cli_bad_option(argv, optopt);
@@ -632,13 +631,12 @@ int cmd_enqueue(int argc, char **argv) {
 /* claim                                                                     */
 
 int cmd_claim(int argc, char **argv) {
-  static const struct option opts[] = {
-      COMMON_OPTIONS,
-      {"queue", required_argument, NULL, 'q'},
-      {"count", required_argument, NULL, 'n'},
-      {"lease", required_argument, NULL, 'l'},
-      {"worker", required_argument, NULL, 'w'},
-      {0}};
+  static const struct option opts[] = {COMMON_OPTIONS,
+                                       {"queue", required_argument, NULL, 'q'},
+                                       {"count", required_argument, NULL, 'n'},
+                                       {"lease", required_argument, NULL, 'l'},
+                                       {"worker", required_argument, NULL, 'w'},
+                                       {0}};
   const char *dsn = NULL, *queue = NULL, *worker = NULL;
   cli_dsn_t src = {0};
   int n = 1;
@@ -795,12 +793,11 @@ static int item_exists(cl_conn_t *c, const char *id) {
 }
 
 int cmd_complete(int argc, char **argv) {
-  static const struct option opts[] = {
-      COMMON_OPTIONS,
-      {"id", required_argument, NULL, 'i'},
-      {"token", required_argument, NULL, 't'},
-      {"result", required_argument, NULL, 'r'},
-      {0}};
+  static const struct option opts[] = {COMMON_OPTIONS,
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"token", required_argument, NULL, 't'},
+                                       {"result", required_argument, NULL, 'r'},
+                                       {0}};
   lease_args_t a = {0};
   int ex = parse_lease_args(
       argc, argv, opts,
@@ -891,11 +888,10 @@ int cmd_fail(int argc, char **argv) {
 }
 
 int cmd_release(int argc, char **argv) {
-  static const struct option opts[] = {
-      COMMON_OPTIONS,
-      {"id", required_argument, NULL, 'i'},
-      {"token", required_argument, NULL, 't'},
-      {0}};
+  static const struct option opts[] = {COMMON_OPTIONS,
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"token", required_argument, NULL, 't'},
+                                       {0}};
   lease_args_t a = {0};
   int ex = parse_lease_args(
       argc, argv, opts,
@@ -922,11 +918,10 @@ int cmd_release(int argc, char **argv) {
 /* heartbeat                                                                 */
 
 int cmd_heartbeat(int argc, char **argv) {
-  static const struct option opts[] = {
-      COMMON_OPTIONS,
-      {"worker", required_argument, NULL, 'w'},
-      {"lease", required_argument, NULL, 'l'},
-      {0}};
+  static const struct option opts[] = {COMMON_OPTIONS,
+                                       {"worker", required_argument, NULL, 'w'},
+                                       {"lease", required_argument, NULL, 'l'},
+                                       {0}};
   const char *dsn = NULL, *worker = NULL;
   cli_dsn_t src = {0};
   double lease = 30;

@@ -13,11 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "claimer/reaper.h"
 #include "cli.h"
 #include "config.h"
 #include "hook.h"
 #include "log.h"
-#include "claimer/reaper.h"
 
 enum { EXIT_NEW_ALERTS = 4 };
 
@@ -190,8 +190,7 @@ static void usage(FILE *out) {
       "claimer.queue_policy at\n"
       "                          start, only when one of these is set)\n"
       "  --log-format F          logfmt (default) or json\n"
-      "  --log-level L           debug, info (default), warning, error\n"
-      CLI_DSN_HELP
+      "  --log-level L           debug, info (default), warning, error\n" CLI_DSN_HELP
       "The hook URL's password and query values are masked in argv too.\n"
       "\n"
       "Output with --once (stdout, one line each):\n"
@@ -214,8 +213,8 @@ static void usage(FILE *out) {
 
 static void print_cycle(const cl_cycle_info_t *in, long announced) {
   const cl_reap_info_t *r = &in->reap;
-  printf("reaped %ld stale lease%s: %ld back to ready, %ld dead\n",
-         r->expired, r->expired == 1 ? "" : "s", r->requeued, r->dead);
+  printf("reaped %ld stale lease%s: %ld back to ready, %ld dead\n", r->expired,
+         r->expired == 1 ? "" : "s", r->requeued, r->dead);
   printf("workers lost: %ld (%ld lease%s made due)\n", in->workers_lost,
          in->leases_released, in->leases_released == 1 ? "" : "s");
   printf("alerts: %ld raised", in->raised_total);
@@ -270,8 +269,8 @@ static void on_stop_signal(uv_signal_t *s, int signum) {
            NULL);
     _exit(EXIT_ERROR);
   }
-  cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action",
-         "stop", NULL);
+  cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action", "stop",
+         NULL);
   /* An interrupted --once did not do its job: say so in the status. */
   if (d->once)
     d->interrupted = 1;
@@ -314,8 +313,8 @@ int cmd_reap(int argc, char **argv) {
     } else if (ch == CLI_OPT_DSN_FILE ||
                (ch >= 1000 && ch < 1000 + (int)NFLAGS)) {
       /* Secrets (--dsn, --hook-url) are copied, then masked in argv. */
-      if (cli_flag_arg(&fs, ch == CLI_OPT_DSN_FILE ? NULL
-                                                   : &flag_keys[ch - 1000],
+      if (cli_flag_arg(&fs,
+                       ch == CLI_OPT_DSN_FILE ? NULL : &flag_keys[ch - 1000],
                        optarg) != 0)
         return EXIT_USAGE;
     } else {
@@ -366,9 +365,9 @@ int cmd_reap(int argc, char **argv) {
   if (cfg.reaper.hook.exec != NULL || cfg.reaper.hook.url != NULL) {
     rc_.announce = on_announce;
     /* The hooks run one after the other, each up to its timeout. */
-    rc_.announce_timeout_s = d.hook_timeout_s *
-                             ((cfg.reaper.hook.exec != NULL) +
-                              (cfg.reaper.hook.url != NULL));
+    rc_.announce_timeout_s =
+        d.hook_timeout_s *
+        ((cfg.reaper.hook.exec != NULL) + (cfg.reaper.hook.url != NULL));
   }
   rc_.announce_max_attempts = cfg.reaper.hook.max_attempts;
   rc_.events = cl_log_events();

@@ -12,11 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "claimer/worker.h"
 #include "cli.h"
 #include "config.h"
 #include "exec_handler.h"
 #include "log.h"
-#include "claimer/worker.h"
 
 typedef struct daemon {
   uv_loop_t loop;
@@ -51,64 +51,64 @@ static const cli_flag_key_t flag_keys[] = {
 #define NFLAGS (sizeof flag_keys / sizeof flag_keys[0])
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: claimer work -q QUEUE[:WEIGHT] [-q ...] --exec COMMAND "
-          "[OPTIONS]\n"
-          "\n"
-          "Claims items of the queues and runs COMMAND (by /bin/sh -c) once "
-          "per item:\n"
-          "the payload on stdin; CLAIMER_ITEM_ID, CLAIMER_ATTEMPT, "
-          "CLAIMER_TOKEN,\n"
-          "CLAIMER_QUEUE and CLAIMER_IDEMPOTENCY_KEY in the environment.  "
-          "Exit 0:\n"
-          "complete, stdout is the result (JSON, or stored as a JSON "
-          "string).  Exit 75:\n"
-          "retry with backoff.  Any other exit or a signal: failed for good "
-          "(dead),\n"
-          "stderr's tail kept as the error.\n"
-          "\n"
-          "Options (each also a config key; see `claimer config check`):\n"
-          "  -c, --config FILE      YAML config (default: CLAIMER_CONFIG)\n"
-          "  -q, --queue Q[:W]      a queue (letters, digits, _ . -), with "
-          "a weight\n"
-          "                         W from 1 to 1000 (default 1) when several "
-          "(repeatable)\n"
-          "  --exec COMMAND         the handler command\n"
-          "  --concurrency N        items handled at once (default 8)\n"
-          "  --lease DUR            lease length (default 30s)\n"
-          "  --heartbeat DUR        heartbeat interval (default lease/3)\n"
-          "  --poll DUR             poll interval when no NOTIFY comes "
-          "(default 2s)\n"
-          "  --timeout DUR          per-item handler timeout (default 5m; 0: "
-          "none)\n"
-          "  --result-max SIZE      stdout kept as the result (default "
-          "1MiB)\n"
-          "  --stderr-max SIZE      stderr tail kept as the error (default "
-          "4KiB)\n"
-          "  --drain-timeout DUR    on SIGTERM, wait this long for running "
-          "items (30s)\n"
-          "  --kill-grace DUR       SIGTERM to SIGKILL for a stopped handler "
-          "(5s)\n"
-          "  --prefetch N           items claimed ahead (default "
-          "concurrency/4)\n"
-          "  --name NAME            worker id, unique (default host:pid:random)\n"
-          "  --log-format F         logfmt (default) or json\n"
-          "  --log-level L          debug, info (default), warning, error\n"
-          CLI_DSN_HELP
-          "\n"
-          "Signals: SIGTERM or SIGINT stops claiming, releases unstarted "
-          "items, lets\n"
-          "running ones finish up to the drain timeout, and exits 0; a "
-          "second one exits\n"
-          "at once (leases then expire).  SIGHUP reloads the config file: "
-          "concurrency,\n"
-          "command, result and stderr limits, kill grace and logging change "
-          "at once;\n"
-          "a change to anything else is logged as needing a restart.\n"
-          "\n"
-          "Exit status: 0 after a drain, 1 on a database or system error, 2 "
-          "on bad\n"
-          "usage or config, or a --name another live worker holds.\n");
+  fprintf(
+      out,
+      "usage: claimer work -q QUEUE[:WEIGHT] [-q ...] --exec COMMAND "
+      "[OPTIONS]\n"
+      "\n"
+      "Claims items of the queues and runs COMMAND (by /bin/sh -c) once "
+      "per item:\n"
+      "the payload on stdin; CLAIMER_ITEM_ID, CLAIMER_ATTEMPT, "
+      "CLAIMER_TOKEN,\n"
+      "CLAIMER_QUEUE and CLAIMER_IDEMPOTENCY_KEY in the environment.  "
+      "Exit 0:\n"
+      "complete, stdout is the result (JSON, or stored as a JSON "
+      "string).  Exit 75:\n"
+      "retry with backoff.  Any other exit or a signal: failed for good "
+      "(dead),\n"
+      "stderr's tail kept as the error.\n"
+      "\n"
+      "Options (each also a config key; see `claimer config check`):\n"
+      "  -c, --config FILE      YAML config (default: CLAIMER_CONFIG)\n"
+      "  -q, --queue Q[:W]      a queue (letters, digits, _ . -), with "
+      "a weight\n"
+      "                         W from 1 to 1000 (default 1) when several "
+      "(repeatable)\n"
+      "  --exec COMMAND         the handler command\n"
+      "  --concurrency N        items handled at once (default 8)\n"
+      "  --lease DUR            lease length (default 30s)\n"
+      "  --heartbeat DUR        heartbeat interval (default lease/3)\n"
+      "  --poll DUR             poll interval when no NOTIFY comes "
+      "(default 2s)\n"
+      "  --timeout DUR          per-item handler timeout (default 5m; 0: "
+      "none)\n"
+      "  --result-max SIZE      stdout kept as the result (default "
+      "1MiB)\n"
+      "  --stderr-max SIZE      stderr tail kept as the error (default "
+      "4KiB)\n"
+      "  --drain-timeout DUR    on SIGTERM, wait this long for running "
+      "items (30s)\n"
+      "  --kill-grace DUR       SIGTERM to SIGKILL for a stopped handler "
+      "(5s)\n"
+      "  --prefetch N           items claimed ahead (default "
+      "concurrency/4)\n"
+      "  --name NAME            worker id, unique (default host:pid:random)\n"
+      "  --log-format F         logfmt (default) or json\n"
+      "  --log-level L          debug, info (default), warning, error\n" CLI_DSN_HELP
+      "\n"
+      "Signals: SIGTERM or SIGINT stops claiming, releases unstarted "
+      "items, lets\n"
+      "running ones finish up to the drain timeout, and exits 0; a "
+      "second one exits\n"
+      "at once (leases then expire).  SIGHUP reloads the config file: "
+      "concurrency,\n"
+      "command, result and stderr limits, kill grace and logging change "
+      "at once;\n"
+      "a change to anything else is logged as needing a restart.\n"
+      "\n"
+      "Exit status: 0 after a drain, 1 on a database or system error, 2 "
+      "on bad\n"
+      "usage or config, or a --name another live worker holds.\n");
 }
 
 /* Loads file, environment and flags into cfg and validates.  Returns 0,
@@ -162,8 +162,8 @@ static void on_worker_exit(void *arg, int rc, const char *why) {
     /* A name another worker holds is bad usage, like a bad flag; so is a
      * queue the worker refused before it started (CL_EINVAL: its name or
      * weight).  Anything else (out of memory, the database) is an error. */
-    d->exit_rc = rc == CL_ENAME_TAKEN || rc == CL_EINVAL ? EXIT_USAGE
-                                                          : EXIT_ERROR;
+    d->exit_rc =
+        rc == CL_ENAME_TAKEN || rc == CL_EINVAL ? EXIT_USAGE : EXIT_ERROR;
   }
   close_signals(d);
 }
@@ -297,8 +297,8 @@ int cmd_work(int argc, char **argv) {
     } else if (ch == CLI_OPT_DSN_FILE ||
                (ch >= 1000 && ch < 1000 + (int)NFLAGS)) {
       /* Secrets are copied, then masked in argv for ps. */
-      if (cli_flag_arg(&fs, ch == CLI_OPT_DSN_FILE ? NULL
-                                                   : &flag_keys[ch - 1000],
+      if (cli_flag_arg(&fs,
+                       ch == CLI_OPT_DSN_FILE ? NULL : &flag_keys[ch - 1000],
                        optarg) != 0) {
         free(queues);
         return EXIT_USAGE;

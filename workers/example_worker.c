@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "claimer/worker.h"
+#include "log.h"
 
 typedef struct work {
   cl_job_t *job;
@@ -92,8 +92,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || argc > 5) {
-    fprintf(stderr,
-            "usage: %s DSN QUEUE [CONCURRENCY [DELAY_MS]]\n", argv[0]);
+    fprintf(stderr, "usage: %s DSN QUEUE [CONCURRENCY [DELAY_MS]]\n", argv[0]);
     return 2;
   }
   int concurrency = argc > 3 ? atoi(argv[3]) : 8;

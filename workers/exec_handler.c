@@ -30,7 +30,6 @@
 #include "log.h"
 #include "proc.h"
 
-
 typedef struct xjob {
   struct xjob *prev, *next;
   xhandler_t *h;
@@ -161,12 +160,11 @@ static void report(xjob_t *x) {
              tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 1, -1);
   } else if (x->term_signal != 0) {
-    snprintf(why, whylen, "handler killed by signal %d%s%s",
-             x->term_signal, tail && *tail ? ": " : "", tail ? tail : "");
+    snprintf(why, whylen, "handler killed by signal %d%s%s", x->term_signal,
+             tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 0, 0);
   } else if (x->status == 0 && x->out_over) {
-    snprintf(why, whylen,
-             "handler output is over the %zu-byte result limit",
+    snprintf(why, whylen, "handler output is over the %zu-byte result limit",
              x->result_max);
     (void)cl_job_fail(job, why, 0, 0);
   } else if (x->status == 0) {
@@ -180,8 +178,7 @@ static void report(xjob_t *x) {
     (void)cl_job_fail(job, why, 1, -1);
   } else {
     snprintf(why, whylen, "handler exited with status %lld%s%s",
-             (long long)x->status, tail && *tail ? ": " : "",
-             tail ? tail : "");
+             (long long)x->status, tail && *tail ? ": " : "", tail ? tail : "");
     (void)cl_job_fail(job, why, 0, 0);
   }
   free(tail);
@@ -318,9 +315,8 @@ static void on_stop(cl_job_t *job, void *arg, cl_stop_reason_t why) {
 static int make_env(xjob_t *x, cl_job_t *job) {
   char attempt[16];
   snprintf(attempt, sizeof attempt, "%d", cl_job_attempt(job));
-  const char *names[] = {"CLAIMER_ITEM_ID", "CLAIMER_ATTEMPT",
-                         "CLAIMER_TOKEN", "CLAIMER_QUEUE",
-                         "CLAIMER_IDEMPOTENCY_KEY"};
+  const char *names[] = {"CLAIMER_ITEM_ID", "CLAIMER_ATTEMPT", "CLAIMER_TOKEN",
+                         "CLAIMER_QUEUE", "CLAIMER_IDEMPOTENCY_KEY"};
   /* The idempotency key is the item_id: the same on every attempt, never
    * derived from a token (G10). */
   const char *vals[] = {cl_job_item_id(job), attempt, cl_job_token(job),

@@ -33,12 +33,11 @@ static const command_t commands[] = {
 };
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: claimer COMMAND [OPTIONS]\n"
-          "\n"
-          "A lease-based job claimer on PostgreSQL.\n"
-          "\n"
-          "Commands:\n");
+  fprintf(out, "usage: claimer COMMAND [OPTIONS]\n"
+               "\n"
+               "A lease-based job claimer on PostgreSQL.\n"
+               "\n"
+               "Commands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf(out,

@@ -53,11 +53,11 @@ extern "C" {
 #define CL_VERSION_STRING "0.1.0"
 
 /* Limits enforced on input before anything reaches the database. */
-#define CL_ITEM_ID_MAX 255    /* bytes, UTF-8, at least 1 */
+#define CL_ITEM_ID_MAX 255 /* bytes, UTF-8, at least 1 */
 /* Queue names: 1..63 bytes of [A-Za-z0-9_.-].  No ':', which separates a
  * weight or a per-queue value (NAME:WEIGHT in `claimer work -q`). */
-#define CL_QUEUE_MAX 63       /* bytes, [A-Za-z0-9_.-], at least 1 */
-#define CL_WORKER_MAX 200     /* bytes, printable UTF-8, at least 1 */
+#define CL_QUEUE_MAX 63          /* bytes, [A-Za-z0-9_.-], at least 1 */
+#define CL_WORKER_MAX 200        /* bytes, printable UTF-8, at least 1 */
 #define CL_PAYLOAD_MAX (1 << 20) /* bytes of JSON text */
 #define CL_ERROR_TEXT_MAX 8192   /* bytes of an error message kept */
 
@@ -67,22 +67,22 @@ extern "C" {
 /* XX(NAME, value, message).  Our own codes live below -1000, away from
  * errno; cl_strerror() and cl_err_name() also describe 0 ("CL_OK") and
  * negated errno values -1..-999 ("CL_ESYSTEM" when glibc has no name). */
-#define CL_ERRNO_MAP(XX)                                                      \
-  XX(INVAL, -1001, "invalid argument")                                       \
-  XX(NOMEM, -1002, "out of memory")                                          \
-  XX(CONNECT, -1003, "cannot connect to the database")                       \
-  XX(AUTH, -1004, "database authentication failed")                          \
-  XX(CONNLOST, -1005, "connection lost before the outcome was known")        \
-  XX(DB, -1006, "database error")                                            \
-  XX(LEASE_LOST, -1007, "lease lost")                                        \
-  XX(NOTFOUND, -1008, "not found")                                           \
-  XX(SCHEMA, -1009, "claimer schema missing or newer than this binary")      \
-  XX(CHECKSUM, -1010, "applied migration differs from the shipped one")      \
-  XX(CONFIG, -1011, "bad configuration")                                     \
-  XX(JSON, -1012, "not valid JSON")                                          \
-  XX(IO, -1013, "input/output error")                                        \
-  XX(EMBEDDED, -1014, "embedded PostgreSQL failed")                          \
-  XX(DSN, -1015, "malformed connection string")                             \
+#define CL_ERRNO_MAP(XX)                                                       \
+  XX(INVAL, -1001, "invalid argument")                                         \
+  XX(NOMEM, -1002, "out of memory")                                            \
+  XX(CONNECT, -1003, "cannot connect to the database")                         \
+  XX(AUTH, -1004, "database authentication failed")                            \
+  XX(CONNLOST, -1005, "connection lost before the outcome was known")          \
+  XX(DB, -1006, "database error")                                              \
+  XX(LEASE_LOST, -1007, "lease lost")                                          \
+  XX(NOTFOUND, -1008, "not found")                                             \
+  XX(SCHEMA, -1009, "claimer schema missing or newer than this binary")        \
+  XX(CHECKSUM, -1010, "applied migration differs from the shipped one")        \
+  XX(CONFIG, -1011, "bad configuration")                                       \
+  XX(JSON, -1012, "not valid JSON")                                            \
+  XX(IO, -1013, "input/output error")                                          \
+  XX(EMBEDDED, -1014, "embedded PostgreSQL failed")                            \
+  XX(DSN, -1015, "malformed connection string")                                \
   XX(NAME_TAKEN, -1016, "worker name in use by a live worker")
 
 typedef enum cl_errno {
@@ -126,9 +126,9 @@ typedef void (*cl_event_cb)(void *arg, cl_level_t level, const char *event,
                             const cl_field_t *fields, size_t n);
 
 typedef struct cl_events {
-  cl_event_cb cb;  /* NULL: events are dropped (the default) */
+  cl_event_cb cb; /* NULL: events are dropped (the default) */
   void *arg;
-  cl_level_t min;  /* events below this level are not even formatted */
+  cl_level_t min; /* events below this level are not even formatted */
 } cl_events_t;
 
 /* "debug", "info", "warning", "error". */
@@ -153,7 +153,8 @@ CL_EXTERN int cl_check_worker(const char *worker, char *err, size_t errlen);
  * levels.  Returns 0 or CL_EJSON; the message names the byte offset of the
  * fault ("not valid JSON at byte N: ..." or, for a number jsonb cannot
  * hold, "number out of range at byte N: ..."). */
-CL_EXTERN int cl_check_json(const char *s, size_t len, char *err, size_t errlen);
+CL_EXTERN int cl_check_json(const char *s, size_t len, char *err,
+                            size_t errlen);
 /* Returns the byte offset of the first invalid UTF-8 sequence in s[0..len),
  * or -1 when all of it is valid (overlongs and surrogates are invalid). */
 CL_EXTERN long cl_utf8_invalid_at(const char *s, size_t len);
@@ -162,8 +163,8 @@ CL_EXTERN long cl_utf8_invalid_at(const char *s, size_t len);
  * message that never contains the password. */
 CL_EXTERN int cl_check_dsn(const char *dsn, char *err, size_t errlen);
 /* Returns a malloc'd key=value rewrite of dsn safe for logs: any password
- * (and sslpassword) replaced by "***".  Returns NULL only when out of memory; a malformed dsn yields the
- * placeholder "(malformed connection string)". */
+ * (and sslpassword) replaced by "***".  Returns NULL only when out of memory; a
+ * malformed dsn yields the placeholder "(malformed connection string)". */
 CL_EXTERN char *cl_dsn_redact(const char *dsn);
 
 /* Writes a new random (version 4) UUID in its 36-character text form plus
@@ -219,13 +220,13 @@ CL_EXTERN int cl_schema_version(void);
 /* Producers                                                                 */
 
 typedef struct cl_item {
-  const char *item_id;  /* required, 1..CL_ITEM_ID_MAX bytes of UTF-8 */
-  const char *queue;    /* required */
-  const char *payload;  /* JSON text, NULL for JSON null */
-  int priority;         /* higher is claimed first */
-  int max_attempts;     /* 0: the queue's policy (claimer.queue_policy,
-                           which the reaper writes; 25 when none) */
-  double run_in;        /* seconds from now (database clock), >= 0 */
+  const char *item_id; /* required, 1..CL_ITEM_ID_MAX bytes of UTF-8 */
+  const char *queue;   /* required */
+  const char *payload; /* JSON text, NULL for JSON null */
+  int priority;        /* higher is claimed first */
+  int max_attempts;    /* 0: the queue's policy (claimer.queue_policy,
+                          which the reaper writes; 25 when none) */
+  double run_in;       /* seconds from now (database clock), >= 0 */
 } cl_item_t;
 
 enum { CL_ENQ_CREATED = 1, CL_ENQ_EXISTED = 2 };
@@ -247,10 +248,10 @@ typedef struct cl_lease {
   char *item_id;
   char *queue;
   char *token;
-  int attempt;         /* 1 on the first try */
+  int attempt; /* 1 on the first try */
   int max_attempts;
-  char *payload;       /* JSON text */
-  char *lease_until;   /* RFC 3339, UTC, database clock */
+  char *payload;     /* JSON text */
+  char *lease_until; /* RFC 3339, UTC, database clock */
 } cl_lease_t;
 
 /* Claims up to n ready items of queue for worker, each with a lease of
@@ -263,8 +264,8 @@ CL_EXTERN int cl_claim(cl_conn_t *c, const char *queue, const char *worker,
 CL_EXTERN void cl_leases_free(cl_lease_t *leases, size_t count);
 
 typedef struct cl_complete_info {
-  int already;  /* this token had completed the item before this call */
-  int retries;  /* reconnects needed to settle the outcome */
+  int already; /* this token had completed the item before this call */
+  int retries; /* reconnects needed to settle the outcome */
 } cl_complete_info_t;
 
 /* Ends the lease (item_id, token) and records result (JSON text, NULL for
@@ -281,15 +282,14 @@ typedef struct cl_complete_info {
  * attempts, G4) and returns CL_EDB with that said on c.  The policy is
  * claimer/ack.h's, the same as the in-process worker's.  info may be
  * NULL. */
-CL_EXTERN int cl_complete(cl_conn_t *c, const char *item_id,
-                          const char *token, const char *result,
-                          cl_complete_info_t *info);
+CL_EXTERN int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
+                          const char *result, cl_complete_info_t *info);
 
 typedef struct cl_fail_info {
-  int dead;            /* 1: the item is dead (attempts spent, or no retry) */
-  int attempts;        /* attempts spent so far */
-  char retry_at[40];   /* RFC 3339 when not dead */
-  int already;         /* an earlier call with this token had done it */
+  int dead;          /* 1: the item is dead (attempts spent, or no retry) */
+  int attempts;      /* attempts spent so far */
+  char retry_at[40]; /* RFC 3339 when not dead */
+  int already;       /* an earlier call with this token had done it */
 } cl_fail_info_t;
 
 /* Ends the lease (item_id, token) as a failed attempt.  With retry, the
@@ -327,9 +327,9 @@ CL_EXTERN void cl_held_free(cl_held_t *held, size_t count);
 /* Reaper                                                                    */
 
 typedef struct cl_reap_info {
-  long expired;   /* stale leases ended in this call */
-  long requeued;  /* of those, items back to ready */
-  long dead;      /* of those, items dead (attempts spent) */
+  long expired;        /* stale leases ended in this call */
+  long requeued;       /* of those, items back to ready */
+  long dead;           /* of those, items dead (attempts spent) */
   long alerts_expired; /* lease_expired alerts raised */
   long alerts_dead;    /* item_dead alerts raised */
 } cl_reap_info_t;
@@ -343,29 +343,29 @@ typedef struct cl_reap_info {
 CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
 
 /* The kinds of alert, in the order of cl_cycle_info_t.raised[]. */
-#define CL_ALERT_KIND_MAP(XX)                                                 \
-  XX(ITEM_OVERDUE, "item_overdue")                                           \
-  XX(LEASE_EXPIRED, "lease_expired")                                         \
-  XX(ITEM_DEAD, "item_dead")                                                 \
-  XX(WORKER_LOST, "worker_lost")                                             \
+#define CL_ALERT_KIND_MAP(XX)                                                  \
+  XX(ITEM_OVERDUE, "item_overdue")                                             \
+  XX(LEASE_EXPIRED, "lease_expired")                                           \
+  XX(ITEM_DEAD, "item_dead")                                                   \
+  XX(WORKER_LOST, "worker_lost")                                               \
   XX(DELIVERY_IN_DOUBT, "delivery_in_doubt")
 
 typedef enum cl_alert_kind {
 #define CL__ALERT_ENUM(name, text) CL_ALERT_##name,
   CL_ALERT_KIND_MAP(CL__ALERT_ENUM)
 #undef CL__ALERT_ENUM
-  CL_ALERT_KINDS
+      CL_ALERT_KINDS
 } cl_alert_kind_t;
 
 /* "item_overdue", ...; NULL for a value out of range. */
 CL_EXTERN const char *cl_alert_kind_name(int kind);
 
 typedef struct cl_reaper_opts {
-  int batch;                   /* rows per statement, 1..100000 (1000) */
-  double worker_lost_after;    /* heartbeat intervals without one (3);
-                                  workers that did not register their
-                                  interval are left to lease expiry */
-  double default_sla_s;        /* item_overdue after this (3600) */
+  int batch;                     /* rows per statement, 1..100000 (1000) */
+  double worker_lost_after;      /* heartbeat intervals without one (3);
+                                    workers that did not register their
+                                    interval are left to lease expiry */
+  double default_sla_s;          /* item_overdue after this (3600) */
   const char *const *sla_queues; /* per-queue SLAs: nsla names ... */
   const double *sla_s;           /* ... and seconds */
   size_t nsla;
@@ -384,11 +384,11 @@ typedef struct cl_cycle_info {
   long leases_released;        /* their leases made due at once */
   long raised[CL_ALERT_KINDS]; /* new alerts, by kind */
   long raised_total;
-  long resolved;               /* alerts whose condition cleared */
-  long deleted_items;          /* retention: done and discarded items */
-  long deleted_dead;           /* retention: dead items */
-  long deleted_alerts;         /* retention: resolved alerts */
-  long deleted_workers;        /* retention: long-silent workers */
+  long resolved;        /* alerts whose condition cleared */
+  long deleted_items;   /* retention: done and discarded items */
+  long deleted_dead;    /* retention: dead items */
+  long deleted_alerts;  /* retention: resolved alerts */
+  long deleted_workers; /* retention: long-silent workers */
 } cl_cycle_info_t;
 
 CL_EXTERN void cl_reaper_opts_init(cl_reaper_opts_t *o);
@@ -397,9 +397,10 @@ CL_EXTERN void cl_reaper_opts_init(cl_reaper_opts_t *o);
  * leases (the attempt spent, ready again or dead; lease_expired and item_dead
  * alerts), overdue items, deliveries in doubt, resolving the alerts whose
  * condition cleared, then retention.  It does not announce alerts (log
- * lines, hooks): the reaper daemon does (reaper.h).  Safe to run on several hosts at once: every
- * row is handled by one of them and each alert raised once.  Fills info
- * (zeroed first) and returns 0, or an error from the step that failed. */
+ * lines, hooks): the reaper daemon does (reaper.h).  Safe to run on several
+ * hosts at once: every row is handled by one of them and each alert raised
+ * once.  Fills info (zeroed first) and returns 0, or an error from the step
+ * that failed. */
 CL_EXTERN int cl_reap_cycle(cl_conn_t *c, const cl_reaper_opts_t *o,
                             cl_cycle_info_t *info);
 
@@ -432,27 +433,26 @@ CL_EXTERN int cl_dead_retry(cl_conn_t *c, const char *const *ids, size_t n,
 /* Takes dead items out of the dead letters for good (state 'discarded';
  * the row stays so its item_id stays taken).  Arguments and return as
  * cl_dead_retry(). */
-CL_EXTERN int cl_dead_discard(cl_conn_t *c, const char *const *ids,
-                              size_t n, const char *queue);
+CL_EXTERN int cl_dead_discard(cl_conn_t *c, const char *const *ids, size_t n,
+                              const char *queue);
 
 /* ------------------------------------------------------------------------ */
 /* Status                                                                    */
 
 typedef struct cl_queue_status {
   char *queue;
-  long ready;         /* ready now */
-  long scheduled;     /* ready but run_at in the future */
+  long ready;     /* ready now */
+  long scheduled; /* ready but run_at in the future */
   long leased;
   long done;
   long dead;
   double oldest_ready_s; /* age of the oldest ready item, 0 when none */
-  long stale;         /* leases past lease_until, not yet reaped */
+  long stale;            /* leases past lease_until, not yet reaped */
 } cl_queue_status_t;
 
 /* Reads the per-queue view.  Stores a malloc'd array (free with
  * cl_status_free) and returns 0. */
-CL_EXTERN int cl_status(cl_conn_t *c, cl_queue_status_t **rows,
-                        size_t *count);
+CL_EXTERN int cl_status(cl_conn_t *c, cl_queue_status_t **rows, size_t *count);
 CL_EXTERN void cl_status_free(cl_queue_status_t *rows, size_t count);
 
 #ifdef __cplusplus

@@ -40,8 +40,7 @@ typedef void (*cl_reaper_announce_cb)(void *arg, cl_alert_t *alert);
 /* After every cycle: rc 0 and what it did, or the error that cut it
  * short (the next cycle tries again, unless once is set). */
 typedef void (*cl_reaper_cycle_cb)(void *arg, int rc,
-                                   const cl_cycle_info_t *info,
-                                   double seconds);
+                                   const cl_cycle_info_t *info, double seconds);
 /* Once, when the reaper has stopped and closed its handles: rc 0, or the
  * error that stopped it (CL_EAUTH, CL_ESCHEMA; with once set, any error
  * of the cycle).  The reaper is freed right after this returns. */
@@ -56,9 +55,9 @@ typedef struct cl_reaper_config {
    * (then the alert is 'sent' when it answers ok).  Without one, an alert
    * is announced by its event alone. */
   cl_reaper_announce_cb announce;
-  double announce_timeout_s;  /* the longest one announcement may take
-                                 (the outbox lease is sized by it) (10) */
-  int announce_max_attempts;  /* then 'failed' (10) */
+  double announce_timeout_s; /* the longest one announcement may take
+                                (the outbox lease is sized by it) (10) */
+  int announce_max_attempts; /* then 'failed' (10) */
   /* The retry policy (claimer.queue_policy), written once at start when
    * policy is 1: max_attempts for items enqueued without one, backoff_s
    * doubling to backoff_max_s after a failure, and per-queue exceptions.
@@ -70,8 +69,8 @@ typedef struct cl_reaper_config {
   const char *const *qma_names; /* per-queue max attempts: nqma names ... */
   const int *qma;               /* ... and values */
   size_t nqma;
-  const char *const *qb_names;  /* per-queue first backoff: nqb names ... */
-  const double *qb_s;           /* ... and seconds */
+  const char *const *qb_names; /* per-queue first backoff: nqb names ... */
+  const double *qb_s;          /* ... and seconds */
   size_t nqb;
   cl_events_t events; /* what the reaper reports (reap_cycle, alert, ...);
                          none by default */
@@ -83,10 +82,10 @@ typedef struct cl_reaper_config {
 /* What the reaper announced so far. */
 typedef struct cl_reaper_stats {
   long cycles;
-  long announced;   /* alerts reported (and handed to announce) */
-  long hooks_ok;    /* announcements answered ok */
-  long hooks_failed;/* announcements answered failed (retried later) */
-  long gave_up;     /* alerts marked 'failed' */
+  long announced;    /* alerts reported (and handed to announce) */
+  long hooks_ok;     /* announcements answered ok */
+  long hooks_failed; /* announcements answered failed (retried later) */
+  long gave_up;      /* alerts marked 'failed' */
 } cl_reaper_stats_t;
 
 CL_EXTERN void cl_reaper_config_init(cl_reaper_config_t *cfg);

@@ -45,8 +45,7 @@ typedef enum cl_stop_reason {
 } cl_stop_reason_t;
 
 typedef void (*cl_job_start_cb)(cl_job_t *job, void *arg);
-typedef void (*cl_job_stop_cb)(cl_job_t *job, void *arg,
-                               cl_stop_reason_t why);
+typedef void (*cl_job_stop_cb)(cl_job_t *job, void *arg, cl_stop_reason_t why);
 /* Called once when the worker has stopped and closed all its handles: rc
  * 0 after a graceful stop, or the error that stopped it (CL_EAUTH: the
  * password or role was refused; CL_ESCHEMA: the schema is missing;
@@ -57,19 +56,19 @@ typedef void (*cl_job_stop_cb)(cl_job_t *job, void *arg,
 typedef void (*cl_worker_exit_cb)(void *arg, int rc, const char *why);
 
 typedef struct cl_worker_opts {
-  const char *dsn;     /* required; copied */
-  const char *name;    /* worker id, unique among live workers (a name
-                          another live worker holds stops this one with
-                          CL_ENAME_TAKEN); NULL: "host:pid:" and 8 random
-                          hex digits */
-  int concurrency;     /* jobs running at once, >= 1 (default 8) */
-  int prefetch;        /* claimed but not started, beyond concurrency;
-                          -1: concurrency / 4 rounded up (default) */
-  double lease_s;      /* lease length (default 30) */
-  double heartbeat_s;  /* 0: lease / 3 (default) */
-  double poll_s;       /* fallback poll, jittered +-20% (default 2) */
-  double timeout_s;    /* per job; 0: none (default) */
-  double drain_s;      /* graceful stop: wait this long for jobs (30) */
+  const char *dsn;    /* required; copied */
+  const char *name;   /* worker id, unique among live workers (a name
+                         another live worker holds stops this one with
+                         CL_ENAME_TAKEN); NULL: "host:pid:" and 8 random
+                         hex digits */
+  int concurrency;    /* jobs running at once, >= 1 (default 8) */
+  int prefetch;       /* claimed but not started, beyond concurrency;
+                         -1: concurrency / 4 rounded up (default) */
+  double lease_s;     /* lease length (default 30) */
+  double heartbeat_s; /* 0: lease / 3 (default) */
+  double poll_s;      /* fallback poll, jittered +-20% (default 2) */
+  double timeout_s;   /* per job; 0: none (default) */
+  double drain_s;     /* graceful stop: wait this long for jobs (30) */
   cl_events_t events; /* what the worker reports (claimed, lease_lost,
                          db_disconnected, ...); none by default */
   cl_worker_exit_cb on_exit;
@@ -104,8 +103,7 @@ CL_EXTERN CL_MUST_CHECK int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
  * error before the start is kept, with a sentence naming the queue, for
  * on_exit (see cl_worker_stop). */
 CL_EXTERN CL_MUST_CHECK int cl_worker_add_queue(cl_worker_t *w,
-                                                const char *queue,
-                                                int weight,
+                                                const char *queue, int weight,
                                                 cl_job_start_cb start,
                                                 void *arg);
 /* Connects and starts claiming.  Returns 0, or CL_EINVAL when no queue

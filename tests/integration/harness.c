@@ -95,16 +95,15 @@ int th_pg_start(th_pg_t *pg) {
   uid_t uid;
   gid_t gid;
   if (cl__pg_bindir(pg->bindir, sizeof pg->bindir, err, sizeof err) != 0 ||
-      cl__server_user(pg->user, sizeof pg->user, &uid, &gid, err,
-                      sizeof err) != 0) {
+      cl__server_user(pg->user, sizeof pg->user, &uid, &gid, err, sizeof err) !=
+          0) {
     fprintf(stderr, "harness: %s\n", err);
     return -1;
   }
   snprintf(pg->dir, sizeof pg->dir, "/tmp/claimer-test-XXXXXX");
   if (mkdtemp(pg->dir) == NULL ||
       cl__mkdir_owned(pg->dir, 0700, uid, gid) != 0) {
-    fprintf(stderr, "harness: cannot make %s: %s\n", pg->dir,
-            strerror(errno));
+    fprintf(stderr, "harness: cannot make %s: %s\n", pg->dir, strerror(errno));
     return -1;
   }
   pg->own = 1;
@@ -127,8 +126,8 @@ int th_pg_start(th_pg_t *pg) {
              pg->port, pg->sockdir);
     if (attempt == 0) {
       const char *extra[] = {"--no-sync", "--auth-host=trust", NULL};
-      if (cl__initdb(pg->bindir, data, as_user, pg->user, extra, conf,
-                     pg->log, err, sizeof err) != 0) {
+      if (cl__initdb(pg->bindir, data, as_user, pg->user, extra, conf, pg->log,
+                     err, sizeof err) != 0) {
         fprintf(stderr, "harness: %s\n", err);
         return -1;
       }
@@ -207,8 +206,7 @@ static int dsn_with_db(const char *base, const char *db, const char *host,
                             o->keyword, v);
   }
   if (port > 0)
-    len += (size_t)snprintf(out + len, len < n ? n - len : 0, "port=%d ",
-                            port);
+    len += (size_t)snprintf(out + len, len < n ? n - len : 0, "port=%d ", port);
   len += (size_t)snprintf(out + len, len < n ? n - len : 0, "dbname=%s", db);
   PQconninfoFree(opts);
   return len < n ? 0 : -1;

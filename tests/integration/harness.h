@@ -13,18 +13,18 @@
 #define CLAIMER_TEST_HARNESS_H
 
 #include <libpq-fe.h>
-#include <sys/types.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct th_pg {
-  int own;             /* 1: this process started the server */
-  char dir[512];       /* temp dir holding data/, sock/, log */
+  int own;       /* 1: this process started the server */
+  char dir[512]; /* temp dir holding data/, sock/, log */
   char sockdir[600];
   char log[600];
   char bindir[512];
-  char user[64];       /* the server's superuser */
-  int port;            /* TCP port on 127.0.0.1 (0 when external) */
-  char admin_dsn[1024];/* the postgres database */
+  char user[64];        /* the server's superuser */
+  int port;             /* TCP port on 127.0.0.1 (0 when external) */
+  char admin_dsn[1024]; /* the postgres database */
 } th_pg_t;
 
 /* The server of this test program, started by th_group_setup(). */
@@ -51,8 +51,7 @@ int th_db_create(th_pg_t *pg, const char *name, int migrate, char *dsn,
                  size_t n);
 /* The same database over TCP on 127.0.0.1 (for proxies and password
  * tests).  Returns 0, or -1 when the server has no TCP port (external). */
-int th_db_tcp_dsn(th_pg_t *pg, const char *name, int port, char *dsn,
-                  size_t n);
+int th_db_tcp_dsn(th_pg_t *pg, const char *name, int port, char *dsn, size_t n);
 
 /* Connects or fails the test. */
 PGconn *th_connect(const char *dsn);
@@ -87,10 +86,10 @@ int th_wrap(const char **argv, int max);
 
 /* Skips the running cmocka test after printing why (a test that cannot
  * run says so; it never silently vanishes).  Needs <cmocka.h>. */
-#define th_skip(why)                                                          \
-  do {                                                                        \
-    print_message("skipped: %s\n", (why));                                    \
-    skip();                                                                   \
+#define th_skip(why)                                                           \
+  do {                                                                         \
+    print_message("skipped: %s\n", (why));                                     \
+    skip();                                                                    \
   } while (0)
 
 /* The path of the claimer binary (CLAIMER_BIN from meson). */

@@ -63,8 +63,9 @@ static void world_up(world_t *w, const char *name, int hook_fails) {
   snprintf(port_file, sizeof port_file, "%s/%s.port", tmpdir, name);
   snprintf(log, sizeof log, "%s/%s.hookd.log", tmpdir, name);
   snprintf(fails, sizeof fails, "%d", hook_fails);
-  const char *argv[] = {getenv("HOOKD_BIN"), "--out", w->http_out,
-                        "--port-file", port_file, "--fail", fails, NULL};
+  const char *argv[] = {
+      getenv("HOOKD_BIN"), "--out",  w->http_out, "--port-file",
+      port_file,           "--fail", fails,       NULL};
   assert_non_null(argv[0]);
   w->hookd = th_spawn(argv, log);
   double end = th_now() + 10;
@@ -117,14 +118,13 @@ static int reap_once(world_t *w, char **out, ...) {
 
 /* Runs reap --once and asserts its exit status and that its output holds
  * each of the NULL-terminated needles. */
-static void reap_expect(world_t *w, int status, const char *const *args,
-                        ...) {
+static void reap_expect(world_t *w, int status, const char *const *args, ...) {
   char *out = NULL;
   const char *a[9] = {NULL};
   for (int i = 0; args && args[i] && i < 8; i++)
     a[i] = args[i];
-  int st = reap_once(w, &out, a[0], a[1], a[2], a[3], a[4], a[5], a[6],
-                     a[7], NULL);
+  int st =
+      reap_once(w, &out, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL);
   if (st != status)
     fail_msg("reap --once exited %d, not %d:\n%s", st, status, out);
   va_list ap;
@@ -177,9 +177,8 @@ static void delivered_once(world_t *w, const char *kind, const char *subject) {
   char *http = th_read_file(w->http_out);
   char *exec = th_read_file(w->exec_out);
   if (th_count(http, needle) != 1 || th_count(exec, needle) != 1)
-    fail_msg("%s: http hook saw it %d times, exec hook %d times\n%s\n%s",
-             kind, th_count(http, needle), th_count(exec, needle), http,
-             exec);
+    fail_msg("%s: http hook saw it %d times, exec hook %d times\n%s\n%s", kind,
+             th_count(http, needle), th_count(exec, needle), http, exec);
   free(http);
   free(exec);
 }
@@ -199,10 +198,22 @@ static pid_t start_worker(world_t *w, const char *name, const char *q,
                           const char *cmd, const char *lease) {
   char log[256];
   snprintf(log, sizeof log, "%s/%s.log", tmpdir, name);
-  const char *argv[] = {th_claimer_bin(), "work",        "--dsn", w->dsn,
-                        "--name",         name,          "-q",    q,
-                        "--exec",         cmd,           "--lease", lease,
-                        "--heartbeat",    "0.3s",        "--poll", "0.2s",
+  const char *argv[] = {th_claimer_bin(),
+                        "work",
+                        "--dsn",
+                        w->dsn,
+                        "--name",
+                        name,
+                        "-q",
+                        q,
+                        "--exec",
+                        cmd,
+                        "--lease",
+                        lease,
+                        "--heartbeat",
+                        "0.3s",
+                        "--poll",
+                        "0.2s",
                         NULL};
   pid_t pid = th_spawn(argv, log);
   w->workers[w->nworkers++] = pid;
@@ -240,8 +251,8 @@ static void test_killed_worker(void **state) {
   sleep_s(1.2); /* > 2 heartbeats of 0.3 s */
   const char *args[] = {"--worker-lost-after", "2", NULL};
   reap_expect(&w, 4, args, "reaped 1 stale lease: 1 back to ready",
-              "workers lost: 1 (1 lease made due)",
-              "lease_expired 1", "worker_lost 1", "2 announced", NULL);
+              "workers lost: 1 (1 lease made due)", "lease_expired 1",
+              "worker_lost 1", "2 announced", NULL);
   assert_int_equal(th_long(w.p, "SELECT attempts FROM claimer.items WHERE "
                                 "item_id = 'k-1' AND state = 'ready'"),
                    1);
@@ -254,8 +265,9 @@ static void test_killed_worker(void **state) {
 
   /* The worker comes back and finishes the item. */
   start_worker(&w, "wk", "kq", "echo '{}'", "60s");
-  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE item_id = 'k-1' "
-               "AND state = 'done'",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.items WHERE item_id = 'k-1' "
+           "AND state = 'done'",
            1, 30);
   reap_expect(&w, 0, args, "2 resolved", NULL);
   assert_resolved(&w, "worker_lost", "wk", 1);
@@ -293,9 +305,10 @@ static void test_stopped_worker(void **state) {
 
   kill(-pid, SIGCONT);
   /* Its next heartbeat is newer than the alert. */
-  wait_sql(&w, "SELECT count(*) FROM claimer.workers w JOIN claimer.alerts "
-               "a ON a.subject = w.worker_id WHERE a.kind = 'worker_lost' "
-               "AND w.heartbeat_at > a.raised_at",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.workers w JOIN claimer.alerts "
+           "a ON a.subject = w.worker_id WHERE a.kind = 'worker_lost' "
+           "AND w.heartbeat_at > a.raised_at",
            1, 20);
   reap_expect(&w, 0, args, "resolved", NULL);
   assert_resolved(&w, "worker_lost", "ws", 1);
@@ -350,8 +363,9 @@ static void test_poison(void **state) {
   th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
                "VALUES ('p-1', 'pq')");
   start_worker(&w, "wp", "pq", "echo bad input >&2; exit 3", "60s");
-  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE item_id = 'p-1' "
-               "AND state = 'dead'",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.items WHERE item_id = 'p-1' "
+           "AND state = 'dead'",
            1, 30);
   reap_expect(&w, 4, NULL, "alerts: 0 raised", "1 announced",
               "event=alert kind=item_dead subject=p-1", NULL);
@@ -369,7 +383,7 @@ static void test_poison(void **state) {
   w.nworkers = 0;
   char *out = NULL;
   const char *retry[] = {th_claimer_bin(), "dead", "retry", "--dsn", w.dsn,
-                         "--id", "p-1", NULL};
+                         "--id",           "p-1",  NULL};
   assert_int_equal(th_run(retry, NULL, &out), 0);
   free(out);
   reap_expect(&w, 0, NULL, "1 resolved", NULL);
@@ -440,8 +454,7 @@ static void test_hook_retry(void **state) {
     (void)reap_once(&w, &out, NULL);
     free(out);
   }
-  assert_int_equal(th_long(w.p, "SELECT hook_attempts FROM claimer.alerts"),
-                   3);
+  assert_int_equal(th_long(w.p, "SELECT hook_attempts FROM claimer.alerts"), 3);
   char *http = th_read_file(w.http_out);
   assert_int_equal(th_count(http, "\"kind\": \"lease_expired\""), 1);
   free(http);
@@ -455,10 +468,19 @@ static pid_t start_reaper(world_t *w, const char *name, const char *interval,
   snprintf(log, sizeof log, "%s/%s.log", tmpdir, name);
   const char *argv[48];
   int n = th_wrap(argv, 16);
-  const char *rest[] = {th_claimer_bin(), "reap", "--dsn", w->dsn,
-                        "--interval", interval, "--worker-lost-after",
-                        lost_after, "--hook-exec", w->exec_cmd,
-                        "--hook-url", w->url, NULL};
+  const char *rest[] = {th_claimer_bin(),
+                        "reap",
+                        "--dsn",
+                        w->dsn,
+                        "--interval",
+                        interval,
+                        "--worker-lost-after",
+                        lost_after,
+                        "--hook-exec",
+                        w->exec_cmd,
+                        "--hook-url",
+                        w->url,
+                        NULL};
   for (int i = 0; rest[i]; i++)
     argv[n++] = rest[i];
   argv[n] = NULL;
@@ -500,8 +522,9 @@ static void test_three_daemons(void **state) {
   pid_t pids[3];
   for (int i = 0; i < 3; i++)
     pids[i] = start_reaper(&w, names[i], "0.2s", "3");
-  wait_sql(&w, "SELECT count(*) FROM claimer.alerts WHERE hook_state = "
-               "'sent'",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.alerts WHERE hook_state = "
+           "'sent'",
            1000, 240);
   for (int i = 0; i < 3; i++)
     stop_reaper(&w, pids[i], names[i]);
@@ -552,16 +575,17 @@ static void test_kill_latency(void **state) {
   th_exec(w.p, "INSERT INTO claimer.items (item_id, queue) "
                "SELECT 'l-' || g, 'lq' FROM generate_series(1, 8) g");
   pid_t worker = start_worker(&w, "wl", "lq", "sleep 60", "20s");
-  wait_sql(&w, "SELECT count(*) FROM claimer.claims WHERE worker_id = 'wl'",
-           8, 30);
+  wait_sql(&w, "SELECT count(*) FROM claimer.claims WHERE worker_id = 'wl'", 8,
+           30);
   th_exec(w.p, "CREATE TEMP TABLE kill_at AS SELECT clock_timestamp() AS t");
   kill(-worker, SIGKILL);
   assert_int_equal(th_wait_exit(worker, 10), 128 + SIGKILL);
   for (int i = 0; i < w.nworkers; i++)
     if (w.workers[i] == worker)
       w.workers[i] = w.workers[--w.nworkers];
-  wait_sql(&w, "SELECT count(*) FROM claimer.items WHERE state = 'ready' "
-               "AND attempts = 1",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.items WHERE state = 'ready' "
+           "AND attempts = 1",
            8, 30);
   const double bound = 3 * 0.3 + 1 + 3; /* slack 3 s */
   char sql[512];
@@ -571,8 +595,9 @@ static void test_kill_latency(void **state) {
            "claimer.alerts a ON a.kind = 'lease_expired' AND a.subject = "
            "i.item_id, kill_at k");
   long worst_ms = th_long(w.p, sql);
-  fprintf(stderr, "  killed worker's 8 items claimable again within %.2f s "
-                  "(bound %.1f s, lease 20 s)\n",
+  fprintf(stderr,
+          "  killed worker's 8 items claimable again within %.2f s "
+          "(bound %.1f s, lease 20 s)\n",
           (double)worst_ms / 1000, bound);
   assert_true(worst_ms > 0);
   assert_true((double)worst_ms / 1000 < bound);
@@ -610,8 +635,9 @@ static void test_reaper_db_restart(void **state) {
   th_exec(w.p, "INSERT INTO claimer.claims (item_id, queue, worker_id, "
                "token, attempt, lease_until) VALUES ('rs-1', 'rq', 'gone', "
                "'t', 1, now() - interval '1 s')");
-  wait_sql(&w, "SELECT count(*) FROM claimer.alerts WHERE subject = 'rs-1' "
-               "AND hook_state = 'sent'",
+  wait_sql(&w,
+           "SELECT count(*) FROM claimer.alerts WHERE subject = 'rs-1' "
+           "AND hook_state = 'sent'",
            1, 60);
   assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.claims"), 0);
   stop_reaper(&w, reaper, "reaper-rs");
@@ -631,8 +657,13 @@ static void test_retry_policy(void **state) {
   world_t w;
   world_up(&w, "policy", 0);
   char *out = NULL;
-  const char *args[] = {"--max-attempts", "7", "--queue-max-attempts",
-                        "payments:2", "--queue-backoff", "mail:20s", NULL};
+  const char *args[] = {"--max-attempts",
+                        "7",
+                        "--queue-max-attempts",
+                        "payments:2",
+                        "--queue-backoff",
+                        "mail:20s",
+                        NULL};
   reap_expect(&w, 0, args, "alerts: 0 raised", NULL);
   assert_int_equal(th_long(w.p, "SELECT count(*) FROM claimer.queue_policy"),
                    3);
@@ -644,11 +675,11 @@ static void test_retry_policy(void **state) {
                    2);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, w.dsn), 0);
-  const cl_item_t items[] = {{.item_id = "pay-1", .queue = "payments"},
-                             {.item_id = "mail-1", .queue = "mail"},
-                             {.item_id = "misc-1", .queue = "misc"},
-                             {.item_id = "own-1", .queue = "payments",
-                              .max_attempts = 9}};
+  const cl_item_t items[] = {
+      {.item_id = "pay-1", .queue = "payments"},
+      {.item_id = "mail-1", .queue = "mail"},
+      {.item_id = "misc-1", .queue = "misc"},
+      {.item_id = "own-1", .queue = "payments", .max_attempts = 9}};
   assert_int_equal(cl_enqueue(c, items, 4, NULL), 4); /* all created */
   assert_int_equal(th_long(w.p, "SELECT sum(max_attempts) FROM claimer.items"),
                    2 + 7 + 7 + 9);

@@ -34,7 +34,6 @@
 
 enum { BATCH = 1000 };
 
-
 typedef struct proxy {
   pid_t pid;
   int port;
@@ -43,9 +42,9 @@ typedef struct proxy {
 
 typedef struct fixture {
   char name[64];
-  char dsn[1024];   /* direct, unix socket */
-  cl_conn_t *c;     /* direct */
-  PGconn *raw;      /* direct, for checks */
+  char dsn[1024]; /* direct, unix socket */
+  cl_conn_t *c;   /* direct */
+  PGconn *raw;    /* direct, for checks */
   proxy_t proxy;
   char proxy_dsn[1200];
 } fixture_t;
@@ -225,9 +224,8 @@ static void start_proxy(fixture_t *f, const char *trigger, const char *mode,
                         int count) {
   proxy_start(&f->proxy, 0, trigger, mode, count);
   char base[1024];
-  assert_int_equal(th_db_tcp_dsn(&th_pg, f->name, f->proxy.port, base,
-                                 sizeof base),
-                   0);
+  assert_int_equal(
+      th_db_tcp_dsn(&th_pg, f->name, f->proxy.port, base, sizeof base), 0);
   /* In the clear, so that the proxy sees the trigger and the framing. */
   snprintf(f->proxy_dsn, sizeof f->proxy_dsn, "%s sslmode=disable", base);
 }
@@ -244,8 +242,8 @@ static cl_conn_t *proxied_conn(const fixture_t *f) {
 
 /* Runs a query built from fmt (the caller's own constants, quoted in fmt)
  * and returns its one value as a long, or fails the test. */
-__attribute__((format(printf, 2, 3))) static long
-q_long(const fixture_t *f, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static long q_long(const fixture_t *f,
+                                                         const char *fmt, ...) {
   char sql[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -276,7 +274,9 @@ static void assert_item_state(const fixture_t *f, const char *id,
  * (the caller frees it with cl_leases_free(l, 1)). */
 static cl_lease_t *enqueue_and_claim(fixture_t *f, const char *id,
                                      int max_attempts) {
-  cl_item_t it = {.item_id = id, .queue = "amb", .payload = "{\"k\":1}",
+  cl_item_t it = {.item_id = id,
+                  .queue = "amb",
+                  .payload = "{\"k\":1}",
                   .max_attempts = max_attempts};
   assert_int_equal(cl_enqueue(f->c, &it, 1, NULL), 1);
   cl_lease_t *l = NULL;
@@ -307,8 +307,10 @@ static void test_complete_cut_after_commit(void **state) {
   assert_true(info.retries >= 1);
   assert_int_equal(proxy_cuts(&f->proxy), 1);
   assert_true(proxy_logged(&f->proxy, "after forwarding trigger"));
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.results "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   assert_int_equal(q_long(f,
                           "SELECT count(*) FROM claimer.results "
@@ -316,12 +318,16 @@ static void test_complete_cut_after_commit(void **state) {
                           "AND result = '{\"r\":1}'::jsonb",
                           id, l->token),
                    1);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims "
+                          "WHERE item_id = '%s'",
+                          id),
                    0);
   assert_item_state(f, id, "done");
-  assert_int_equal(q_long(f, "SELECT attempts FROM claimer.items "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT attempts FROM claimer.items "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   cl_conn_free(&pc);
   cl_leases_free(l, 1);
@@ -350,8 +356,10 @@ static void test_complete_cut_before_send(void **state) {
                           "AND result = '{\"r\":2}'::jsonb",
                           id, l->token),
                    1);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.results "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   assert_item_state(f, id, "done");
   cl_conn_free(&pc);
@@ -366,9 +374,9 @@ static void test_cli_complete_cut_after_commit(void **state) {
   const char *id = "amb-cli-after";
   cl_lease_t *l = enqueue_and_claim(f, id, 0);
   start_proxy(f, id, "after", 1);
-  const char *argv[] = {th_claimer_bin(), "complete", "--dsn", f->proxy_dsn,
-                        "--id", id, "--token", l->token,
-                        "--result", "{\"cli\":true}", NULL};
+  const char *argv[] = {
+      th_claimer_bin(), "complete", "--dsn",    f->proxy_dsn,     "--id", id,
+      "--token",        l->token,   "--result", "{\"cli\":true}", NULL};
   char *out = NULL;
   int ex = th_run(argv, NULL, &out);
   if (ex != 0)
@@ -381,8 +389,10 @@ static void test_cli_complete_cut_after_commit(void **state) {
                           "AND result = '{\"cli\":true}'::jsonb",
                           id, l->token),
                    1);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.results "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   assert_item_state(f, id, "done");
   free(out);
@@ -453,15 +463,21 @@ static void test_complete_retry_after_lease_lost(void **state) {
   assert_true(got[2] >= 1);
   assert_int_equal(proxy_cuts(&f->proxy), 0);
   /* Nothing written: no result, the item stays as the reaper left it. */
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.results "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id = '%s'",
+                          id),
                    0);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims "
+                          "WHERE item_id = '%s'",
+                          id),
                    0);
   assert_item_state(f, id, "ready");
-  assert_int_equal(q_long(f, "SELECT attempts FROM claimer.items "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT attempts FROM claimer.items "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   cl_leases_free(l, 1);
   proxy_stop(&f->proxy);
@@ -486,13 +502,16 @@ static void test_complete_gives_up_then_caller_retries(void **state) {
              cl_err_name(rc), cl_conn_last_error(pc));
   assert_true(info.retries >= 1);
   assert_int_equal(proxy_cuts(&f->proxy), info.retries + 1);
-  print_message("gave up after %d reconnects in %.1f s\n", info.retries,
-                took);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.results "
-                                "WHERE item_id = '%s'", id),
+  print_message("gave up after %d reconnects in %.1f s\n", info.retries, took);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id = '%s'",
+                          id),
                    0);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
   assert_item_state(f, id, "leased");
   cl_conn_free(&pc);
@@ -527,15 +546,21 @@ static void test_fail_cut_after_commit(void **state) {
   assert_int_equal(info.dead, 0);
   assert_int_equal(info.attempts, 1);
   assert_non_null(strchr(info.retry_at, 'T'));
-  assert_int_equal(q_long(f, "SELECT attempts FROM claimer.items "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT attempts FROM claimer.items "
+                          "WHERE item_id = '%s'",
+                          id),
                    1);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.items "
-                                "WHERE item_id = '%s' AND last_error = 'boom' "
-                                "AND run_at > now() + interval '30 s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.items "
+                          "WHERE item_id = '%s' AND last_error = 'boom' "
+                          "AND run_at > now() + interval '30 s'",
+                          id),
                    1);
-  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims "
-                                "WHERE item_id = '%s'", id),
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims "
+                          "WHERE item_id = '%s'",
+                          id),
                    0);
   assert_item_state(f, id, "ready");
   cl_conn_free(&pc);
@@ -559,8 +584,8 @@ static batch_t *make_batch(void) {
   for (int i = 0; i < BATCH; i++) {
     snprintf(b->ids[i], sizeof b->ids[i], "batch-%04d", i);
     snprintf(b->payloads[i], sizeof b->payloads[i], "{\"n\":%d}", i);
-    b->items[i] = (cl_item_t){.item_id = b->ids[i], .queue = "bulk",
-                              .payload = b->payloads[i]};
+    b->items[i] = (cl_item_t){
+        .item_id = b->ids[i], .queue = "bulk", .payload = b->payloads[i]};
   }
   return b;
 }
@@ -639,8 +664,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_complete_cut_before_send, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_cli_complete_cut_after_commit,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cli_complete_cut_after_commit, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_complete_retry_after_lease_lost,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
@@ -649,8 +674,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_after_commit,
                                       setup, teardown),
-      cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_before_send,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_before_send, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests_name("ambiguous", tests, th_group_setup,
                                      th_group_teardown);

@@ -10,6 +10,7 @@
  * and passes --dsn explicitly.
  */
 #include <ctype.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +29,6 @@
 #include "harness.h"
 
 enum { MAX_ARGS = 32, NDJSON_LINES = 2000 };
-
 
 typedef struct fixture {
   char name[64];
@@ -86,8 +85,8 @@ __attribute__((sentinel)) static int run(char **out, const char *in, ...) {
 
 /* Runs a query built from fmt (constants of the test, quoted in fmt) and
  * returns its one value as a long. */
-__attribute__((format(printf, 2, 3))) static long
-q_long(const fixture_t *f, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static long q_long(const fixture_t *f,
+                                                         const char *fmt, ...) {
   char sql[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -224,18 +223,16 @@ typedef struct claimed {
 } claimed_t;
 
 /* Runs `claimer claim` for one item of queue and parses its line. */
-static void claim_one(const fixture_t *f, const char *queue,
-                      const char *worker, const char *expect_id,
-                      claimed_t *out) {
+static void claim_one(const fixture_t *f, const char *queue, const char *worker,
+                      const char *expect_id, claimed_t *out) {
   char *text = NULL;
-  int ex = run(&text, NULL, "claim", "--dsn", f->dsn, "-q", queue,
-               "--worker", worker, "--lease", "60", NULL);
+  int ex = run(&text, NULL, "claim", "--dsn", f->dsn, "-q", queue, "--worker",
+               worker, "--lease", "60", NULL);
   if (ex != 0)
     fail_msg("claim exited %d: %s", ex, text);
   assert_int_equal(line_count(text), 1);
   json_object *o = parse_json(text);
-  snprintf(out->item_id, sizeof out->item_id, "%s",
-           member_str(o, "item_id"));
+  snprintf(out->item_id, sizeof out->item_id, "%s", member_str(o, "item_id"));
   snprintf(out->token, sizeof out->token, "%s", member_str(o, "token"));
   out->attempt = member_int(o, "attempt");
   assert_string_equal(out->item_id, expect_id);
@@ -252,15 +249,15 @@ static void test_bad_dsn(void **state) {
   fixture_t *f = *state;
   const char *bad = "postgresql://u:s3cretpw@host:notaport/db";
   expect_rejected(f, NULL,
-                  (const char *const[]){"malformed connection string",
-                                        "port", "notaport", NULL},
+                  (const char *const[]){"malformed connection string", "port",
+                                        "notaport", NULL},
                   (const char *const[]){"enqueue", "--dsn", bad, "-q", "q",
                                         "--id", "x", NULL});
   /* The password must not leak into any message. */
   char *out = NULL;
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", bad, "-q", "q",
-                       "--id", "x", NULL),
-                   2);
+  assert_int_equal(
+      run(&out, NULL, "enqueue", "--dsn", bad, "-q", "q", "--id", "x", NULL),
+      2);
   assert_lacks(out, "s3cretpw");
   free(out);
   assert_int_equal(run(&out, NULL, "status", "--dsn", bad, NULL), 2);
@@ -270,19 +267,18 @@ static void test_bad_dsn(void **state) {
 
 static void test_bad_payload(void **state) {
   fixture_t *f = *state;
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--payload", "not valid JSON",
-                                        "byte 6", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "x", "--payload",
-                                        "{\"a\":1", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"--payload", "not valid JSON", "byte 6", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q", "--id", "x",
+                            "--payload", "{\"a\":1", NULL});
 }
 
 static void test_empty_id(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL, (const char *const[]){"--id", "empty", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "", NULL});
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--id", "", NULL});
 }
 
 static void test_oversized_id(void **state) {
@@ -292,31 +288,35 @@ static void test_oversized_id(void **state) {
   id[256] = '\0';
   expect_rejected(f, NULL,
                   (const char *const[]){"--id", "256 bytes", "255", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", id, NULL});
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--id", id, NULL});
   /* 255 bytes is the limit, and is accepted. */
   id[255] = '\0';
   char *out = NULL;
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "q",
-                       "--id", id, NULL),
-                   0);
+  assert_int_equal(
+      run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "q", "--id", id, NULL),
+      0);
   free(out);
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = '%s'",
-             id),
+      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = '%s'", id),
       1);
 }
 
 static void test_invalid_utf8_id(void **state) {
   fixture_t *f = *state;
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--id", "UTF-8", "byte 2", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "ab\xff" "c", NULL});
+  expect_rejected(
+      f, NULL, (const char *const[]){"--id", "UTF-8", "byte 2", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q", "--id",
+                            "ab\xff"
+                            "c",
+                            NULL});
   /* The message escapes the bad byte instead of echoing it. */
   char *out = NULL;
   assert_int_equal(run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "q",
-                       "--id", "ab\xff" "c", NULL),
+                       "--id",
+                       "ab\xff"
+                       "c",
+                       NULL),
                    2);
   assert_null(strchr(out, '\xff'));
   free(out);
@@ -329,16 +329,15 @@ static void test_injection_queue(void **state) {
                   (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
                                         "x'; drop table claimer.items; --",
                                         "--id", "i", NULL});
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--queue", "not allowed", NULL},
-                  (const char *const[]){"claim", "--dsn", f->dsn, "-q",
-                                        "x'; drop table claimer.items; --",
-                                        NULL});
+  expect_rejected(
+      f, NULL, (const char *const[]){"--queue", "not allowed", NULL},
+      (const char *const[]){"claim", "--dsn", f->dsn, "-q",
+                            "x'; drop table claimer.items; --", NULL});
   /* The table is still there. */
-  assert_int_equal(
-      q_long(f, "SELECT count(*) FROM pg_tables WHERE schemaname = "
-                "'claimer' AND tablename = 'items'"),
-      1);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM pg_tables WHERE schemaname = "
+                          "'claimer' AND tablename = 'items'"),
+                   1);
 }
 
 /* One queue grammar everywhere: ':' separates a weight and is no part of a
@@ -352,11 +351,9 @@ static void test_queue_colon_and_weights(void **state) {
                                         "not part of a name", NULL},
                   (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
                                         "jobs:2", "--id", "i", NULL});
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--queue", "':' separates a weight",
-                                        NULL},
-                  (const char *const[]){"claim", "--dsn", f->dsn, "-q",
-                                        "jobs:2", NULL});
+  expect_rejected(
+      f, NULL, (const char *const[]){"--queue", "':' separates a weight", NULL},
+      (const char *const[]){"claim", "--dsn", f->dsn, "-q", "jobs:2", NULL});
   expect_rejected(f, "{\"id\": \"c1\", \"queue\": \"jobs:2\"}\n",
                   (const char *const[]){"line 1", "':' separates a weight",
                                         "nothing was enqueued", NULL},
@@ -373,31 +370,27 @@ static void test_queue_colon_and_weights(void **state) {
       {"a:1001", "weight 1001 is out of range 1..1000"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    expect_rejected(f, NULL,
-                    (const char *const[]){"flag --queue", bad[i].want, NULL},
-                    (const char *const[]){"work", "--dsn", f->dsn, "-q", "ok",
-                                          "-q", bad[i].q, "--exec", "true",
-                                          NULL});
+    expect_rejected(
+        f, NULL, (const char *const[]){"flag --queue", bad[i].want, NULL},
+        (const char *const[]){"work", "--dsn", f->dsn, "-q", "ok", "-q",
+                              bad[i].q, "--exec", "true", NULL});
 }
 
 static void test_negative_lease(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL,
-                  (const char *const[]){"--lease", "-5", "out of range",
-                                        NULL},
+                  (const char *const[]){"--lease", "-5", "out of range", NULL},
                   (const char *const[]){"claim", "--dsn", f->dsn, "-q", "q",
                                         "--lease", "-5", NULL});
-  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims"),
-                   0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims"), 0);
 }
 
 static void test_unknown_flag(void **state) {
   fixture_t *f = *state;
   expect_rejected(f, NULL,
                   (const char *const[]){"unknown option --frobnicate", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "x", "--frobnicate",
-                                        NULL});
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--id", "x", "--frobnicate", NULL});
 }
 
 /* The reaper's bad settings: exit 2 with the key named, nothing reaped
@@ -439,13 +432,12 @@ static void test_reap_bad_config(void **state) {
 
 static void test_missing_required(void **state) {
   fixture_t *f = *state;
-  expect_rejected(f, NULL,
-                  (const char *const[]){"-q/--queue is required", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "--id",
-                                        "x", NULL});
-  expect_rejected(f, NULL, (const char *const[]){"--token", "required", NULL},
-                  (const char *const[]){"complete", "--dsn", f->dsn, "--id",
-                                        "seed", NULL});
+  expect_rejected(
+      f, NULL, (const char *const[]){"-q/--queue is required", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "--id", "x", NULL});
+  expect_rejected(
+      f, NULL, (const char *const[]){"--token", "required", NULL},
+      (const char *const[]){"complete", "--dsn", f->dsn, "--id", "seed", NULL});
   expect_rejected(f, NULL, (const char *const[]){"--worker is required", NULL},
                   (const char *const[]){"heartbeat", "--dsn", f->dsn, NULL});
 }
@@ -462,8 +454,8 @@ static void test_ndjson_bad_line(void **state) {
   expect_rejected(f, ndjson_one_bad,
                   (const char *const[]){"line 3", "not valid JSON",
                                         "nothing was enqueued", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--ndjson", NULL});
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
 }
 
 static void test_ndjson_skip_invalid(void **state) {
@@ -479,17 +471,16 @@ static void test_ndjson_skip_invalid(void **state) {
   assert_contains(out, "created 3, existed 0, rejected 1");
   free(out);
   assert_int_equal(item_count(f), before + 3);
-  assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id IN "
-                "('n1', 'n2', 'n5') AND queue = 'q'"),
-      3);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.items WHERE item_id IN "
+                          "('n1', 'n2', 'n5') AND queue = 'q'"),
+                   3);
   assert_int_equal(
       q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'n1' "
                 "AND payload = '{\"a\": 1}'::jsonb"),
       1);
   assert_int_equal(
-      q_long(f, "SELECT priority FROM claimer.items WHERE item_id = 'n5'"),
-      3);
+      q_long(f, "SELECT priority FROM claimer.items WHERE item_id = 'n5'"), 3);
 }
 
 /* Numbers jsonb cannot store (numeric holds values below 1e131072) are bad
@@ -501,20 +492,18 @@ static const char ndjson_out_of_range[] =
 
 static void test_out_of_range_number(void **state) {
   fixture_t *f = *state;
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--payload",
-                                        "number out of range at byte 0",
-                                        "1e131072", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "x", "--payload",
-                                        "1e999999", NULL});
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--payload",
-                                        "number out of range at byte 5",
-                                        "after the decimal point", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--id", "x", "--payload",
-                                        "{\"a\":1e-20000}", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"--payload", "number out of range at byte 0",
+                            "1e131072", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q", "--id", "x",
+                            "--payload", "1e999999", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"--payload", "number out of range at byte 5",
+                            "after the decimal point", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q", "--id", "x",
+                            "--payload", "{\"a\":1e-20000}", NULL});
   /* complete --result: the lease stays as it was, and can still complete. */
   char *out = NULL;
   assert_int_equal(run(&out, NULL, "enqueue", "--dsn", f->dsn, "-q", "rq",
@@ -523,30 +512,27 @@ static void test_out_of_range_number(void **state) {
   free(out);
   claimed_t c;
   claim_one(f, "rq", "w1", "res-1", &c);
-  expect_rejected(f, NULL,
-                  (const char *const[]){"--result",
-                                        "number out of range at byte 0",
-                                        NULL},
-                  (const char *const[]){"complete", "--dsn", f->dsn, "--id",
-                                        "res-1", "--token", c.token,
-                                        "--result", "1e999999", NULL});
+  expect_rejected(
+      f, NULL,
+      (const char *const[]){"--result", "number out of range at byte 0", NULL},
+      (const char *const[]){"complete", "--dsn", f->dsn, "--id", "res-1",
+                            "--token", c.token, "--result", "1e999999", NULL});
   assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.claims WHERE "
                              "item_id = 'res-1'"),
                    1);
-  assert_int_equal(run(&out, NULL, "complete", "--dsn", f->dsn, "--id",
-                       "res-1", "--token", c.token, "--result", "1e131071",
-                       NULL),
+  assert_int_equal(run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "res-1",
+                       "--token", c.token, "--result", "1e131071", NULL),
                    0);
   free(out);
   /* NDJSON: the pre-check refuses the line, so nothing is enqueued ... */
   expect_rejected(f, ndjson_out_of_range,
                   (const char *const[]){"line 2", "number out of range",
                                         "nothing was enqueued", NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q",
-                                        "q", "--ndjson", NULL});
+                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
+                                        "--ndjson", NULL});
   /* ... and --skip-invalid skips it and enqueues the rest. */
-  int ex = run(&out, ndjson_out_of_range, "enqueue", "--dsn", f->dsn, "-q",
-               "q", "--ndjson", "--skip-invalid", NULL);
+  int ex = run(&out, ndjson_out_of_range, "enqueue", "--dsn", f->dsn, "-q", "q",
+               "--ndjson", "--skip-invalid", NULL);
   if (ex != 0)
     fail_msg("exit %d: %s", ex, out);
   assert_contains(out, "line 2");
@@ -556,8 +542,7 @@ static void test_out_of_range_number(void **state) {
                              "item_id IN ('r1', 'r3')"),
                    2);
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'r2'"),
-      0);
+      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'r2'"), 0);
 }
 
 /* max_attempts means the same in a line as in the flag: 1..1000000, and 0
@@ -581,22 +566,19 @@ static void test_ndjson_max_attempts(void **state) {
                                         "--ndjson", NULL});
   char *out = NULL;
   assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 2000000}\n",
-                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
-                       NULL),
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson", NULL),
                    2);
   assert_contains(out, "\"max_attempts\": 2000000 is out of range "
                        "[1, 1000000]");
   assert_lacks(out, "-1000000");
   free(out);
   assert_int_equal(run(&out, "{\"id\": \"mx\", \"max_attempts\": 1.5}\n",
-                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
-                       NULL),
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson", NULL),
                    2);
   assert_contains(out, "\"max_attempts\" must be an integer in [1, 1000000]");
   free(out);
   assert_int_equal(run(&out, "{\"id\": \"px\", \"priority\": 1000001}\n",
-                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
-                       NULL),
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson", NULL),
                    2);
   assert_contains(out, "\"priority\": 1000001 is out of range "
                        "[-1000000, 1000000]");
@@ -605,8 +587,7 @@ static void test_ndjson_max_attempts(void **state) {
                        "{\"id\": \"m1\", \"max_attempts\": 1}\n"
                        "{\"id\": \"m2\", \"max_attempts\": 1000000}\n"
                        "{\"id\": \"m3\"}\n",
-                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
-                       NULL),
+                       "enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson", NULL),
                    0);
   free(out);
   assert_int_equal(
@@ -632,17 +613,16 @@ static void test_ndjson_duplicate_key(void **state) {
                   (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
                                         "--ndjson", NULL});
   expect_rejected(f, "{\"id\": \"d2\", \"\\u0069d\": \"d3\"}\n",
-                  (const char *const[]){"line 1", "duplicate key \"id\"",
-                                        NULL},
+                  (const char *const[]){"line 1", "duplicate key \"id\"", NULL},
                   (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
                                         "--ndjson", NULL});
-  expect_rejected(f,
-                  "{\"id\": \"d2\", \"payload\": {\"a\": 1}, "
-                  "\"payload\": [2]}\n",
-                  (const char *const[]){"line 1", "duplicate key \"payload\"",
-                                        NULL},
-                  (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q",
-                                        "--ndjson", NULL});
+  expect_rejected(
+      f,
+      "{\"id\": \"d2\", \"payload\": {\"a\": 1}, "
+      "\"payload\": [2]}\n",
+      (const char *const[]){"line 1", "duplicate key \"payload\"", NULL},
+      (const char *const[]){"enqueue", "--dsn", f->dsn, "-q", "q", "--ndjson",
+                            NULL});
   char *out = NULL;
   int ex = run(&out,
                "{\"id\": \"d1\"}\n"
@@ -740,19 +720,20 @@ static void test_ndjson_long_line(void **state) {
   char *digest = db_digest(f);
   char *out = NULL;
   long base_kb = 0, long_kb = 0;
-  const char *const check_only[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
-                                    "--ndjson", NULL};
+  const char *const check_only[] = {"enqueue", "--dsn",    f->dsn, "-q",
+                                    "q",       "--ndjson", NULL};
   /* The baseline: the same command on the two good lines alone.  It
    * enqueues them, so the --skip-invalid run below finds both existing. */
-  const char *const base_args[] = {"enqueue", "--dsn", f->dsn, "-q",
-                                   "base", "--ndjson", NULL};
+  const char *const base_args[] = {"enqueue", "--dsn",    f->dsn, "-q",
+                                   "base",    "--ndjson", NULL};
   assert_int_equal(run_rss(base_args, small, &out, &base_kb), 0);
   free(out);
   free(digest);
   digest = db_digest(f);
   int ex = run_rss(check_only, big, &out, &long_kb);
-  fprintf(stderr, "peak RSS: %ld KiB for 2 short lines, %ld KiB with a "
-                  "%d MiB line\n",
+  fprintf(stderr,
+          "peak RSS: %ld KiB for 2 short lines, %ld KiB with a "
+          "%d MiB line\n",
           base_kb, long_kb, LONG_MB);
   if (long_kb > base_kb + 16 * 1024)
     fail_msg("a %d MiB line raised the peak RSS from %ld to %ld KiB", LONG_MB,
@@ -770,8 +751,9 @@ static void test_ndjson_long_line(void **state) {
   assert_string_equal(after, digest);
   free(after);
   free(digest);
-  const char *const skip_args[] = {"enqueue", "--dsn", f->dsn, "-q", "q",
-                                   "--ndjson", "--skip-invalid", NULL};
+  const char *const skip_args[] = {
+      "enqueue", "--dsn",    f->dsn,           "-q",
+      "q",       "--ndjson", "--skip-invalid", NULL};
   ex = run_rss(skip_args, big, &out, &long_kb);
   if (ex != 0)
     fail_msg("exit %d: %s", ex, out);
@@ -788,9 +770,9 @@ static void test_complete_unknown_item(void **state) {
   seed(f);
   char *digest = db_digest(f);
   char *out = NULL;
-  int ex = run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "no-such",
-               "--token", "0000000000000001-0000000000000000", "--result",
-               "1", NULL);
+  int ex =
+      run(&out, NULL, "complete", "--dsn", f->dsn, "--id", "no-such", "--token",
+          "0000000000000001-0000000000000000", "--result", "1", NULL);
   if (ex != 1)
     fail_msg("exit %d, expected 1: %s", ex, out);
   assert_contains(out, "no item \"no-such\" exists");
@@ -885,8 +867,8 @@ static void test_help(void **state) {
   assert_contains(out, "usage:");
   free(out);
   static const char *const cmds[] = {
-      "migrate", "enqueue", "claim", "complete", "fail", "heartbeat",
-      "release", "reap",    "status", "db",      "demo"};
+      "migrate", "enqueue", "claim",  "complete", "fail", "heartbeat",
+      "release", "reap",    "status", "db",       "demo"};
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     int ex = run(&out, NULL, cmds[i], "--help", NULL);
     if (ex != 0)
@@ -932,20 +914,21 @@ static void test_worker_flow(void **state) {
     fail_msg("not a UUID line: \"%s\"", out);
   out[36] = '\0';
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = '%s' "
-                "AND queue = 'anon'",
+      q_long(f,
+             "SELECT count(*) FROM claimer.items WHERE item_id = '%s' "
+             "AND queue = 'anon'",
              out),
       1);
   free(out);
 
   /* Enqueue is idempotent. */
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs",
-                       "--id", "job-1", "--payload", "{\"n\":1}", NULL),
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs", "--id",
+                       "job-1", "--payload", "{\"n\":1}", NULL),
                    0);
   assert_string_equal(out, "job-1\n");
   free(out);
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs",
-                       "--id", "job-1", "--payload", "{\"n\":2}", NULL),
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs", "--id",
+                       "job-1", "--payload", "{\"n\":2}", NULL),
                    0);
   assert_contains(out, "already existed");
   free(out);
@@ -976,14 +959,14 @@ static void test_worker_flow(void **state) {
   json_object_put(o);
   free(text);
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.claims WHERE item_id = 'job-1' "
-                "AND token = '%s' AND worker_id = 'W1'",
+      q_long(f,
+             "SELECT count(*) FROM claimer.claims WHERE item_id = 'job-1' "
+             "AND token = '%s' AND worker_id = 'W1'",
              token),
       1);
 
   /* Nothing else is ready in that queue: claim prints nothing. */
-  assert_int_equal(run(&out, NULL, "claim", "--dsn", d, "-q", "jobs", NULL),
-                   0);
+  assert_int_equal(run(&out, NULL, "claim", "--dsn", d, "-q", "jobs", NULL), 0);
   assert_string_equal(out, "");
   free(out);
 
@@ -993,8 +976,9 @@ static void test_worker_flow(void **state) {
                    0);
   free(out);
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.results WHERE item_id = "
-                "'job-1' AND token = '%s' AND result = '{\"ok\":true}'",
+      q_long(f,
+             "SELECT count(*) FROM claimer.results WHERE item_id = "
+             "'job-1' AND token = '%s' AND result = '{\"ok\":true}'",
              token),
       1);
   assert_int_equal(run(&out, NULL, "complete", "--dsn", d, "--id", "job-1",
@@ -1002,28 +986,28 @@ static void test_worker_flow(void **state) {
                    0);
   assert_contains(out, "already");
   free(out);
-  int ex = run(&out, NULL, "complete", "--dsn", d, "--id", "job-1",
-               "--token", "0000000000000000-0000000000000000", "--result",
+  int ex = run(&out, NULL, "complete", "--dsn", d, "--id", "job-1", "--token",
+               "0000000000000000-0000000000000000", "--result",
                "{\"ok\":false}", NULL);
   if (ex != 3)
     fail_msg("complete with a stranger's token exited %d: %s", ex, out);
   assert_contains(out, "lease lost");
   free(out);
   assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.results WHERE item_id = "
-                "'job-1' AND token = '%s' AND result = '{\"ok\":true}'",
+      q_long(f,
+             "SELECT count(*) FROM claimer.results WHERE item_id = "
+             "'job-1' AND token = '%s' AND result = '{\"ok\":true}'",
              token),
       1);
-  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"),
-                   1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 1);
   char *st = q_text(f, "SELECT state FROM claimer.items WHERE item_id = "
                        "'job-1'");
   assert_string_equal(st, "done");
   free(st);
 
   /* Fail until dead. */
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs",
-                       "--id", "job-2", "--max-attempts", "2", NULL),
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs", "--id",
+                       "job-2", "--max-attempts", "2", NULL),
                    0);
   free(out);
   claimed_t c;
@@ -1062,8 +1046,8 @@ static void test_worker_flow(void **state) {
       1);
 
   /* Release gives the lease back without spending an attempt. */
-  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs",
-                       "--id", "job-3", NULL),
+  assert_int_equal(run(&out, NULL, "enqueue", "--dsn", d, "-q", "jobs", "--id",
+                       "job-3", NULL),
                    0);
   free(out);
   claim_one(f, "jobs", "W2", "job-3", &c);
@@ -1075,10 +1059,10 @@ static void test_worker_flow(void **state) {
       q_long(f, "SELECT count(*) FROM claimer.items WHERE item_id = 'job-3' "
                 "AND state = 'ready' AND attempts = 0"),
       1);
-  assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.claims WHERE item_id = "
-                "'job-3'"),
-      0);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims WHERE item_id = "
+                          "'job-3'"),
+                   0);
   ex = run(&out, NULL, "release", "--dsn", d, "--id", "job-3", "--token",
            c.token, NULL);
   if (ex != 3)
@@ -1099,14 +1083,13 @@ static void test_worker_flow(void **state) {
   assert_non_null(strchr(member_str(o, "lease_until"), 'T'));
   json_object_put(o);
   free(text);
-  assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.claims WHERE item_id = "
-                "'job-3' AND lease_until > now() + interval '100 s'"),
-      1);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims WHERE item_id = "
+                          "'job-3' AND lease_until > now() + interval '100 s'"),
+                   1);
   /* A worker holding nothing gets nothing back. */
-  assert_int_equal(run(&out, NULL, "heartbeat", "--dsn", d, "--worker",
-                       "W-idle", NULL),
-                   0);
+  assert_int_equal(
+      run(&out, NULL, "heartbeat", "--dsn", d, "--worker", "W-idle", NULL), 0);
   assert_string_equal(out, "");
   free(out);
 
@@ -1120,10 +1103,10 @@ static void test_worker_flow(void **state) {
   assert_int_equal(run(&out, NULL, "reap", "--dsn", d, "--once", NULL), 0);
   assert_contains(out, "0 raised, 0 resolved, 0 announced");
   free(out);
-  assert_int_equal(
-      q_long(f, "SELECT count(*) FROM claimer.claims WHERE item_id = "
-                "'job-3'"),
-      1);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims WHERE item_id = "
+                          "'job-3'"),
+                   1);
 
   /* Status: anon has 1 ready; jobs has job-1 done, job-2 dead, job-3
    * leased. */
@@ -1133,8 +1116,8 @@ static void test_worker_flow(void **state) {
   for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
     char q[64];
     long ready, sched, leased, done, dead, stale;
-    if (sscanf(line, "%63s %ld %ld %ld %ld %ld %ld", q, &ready, &sched,
-               &leased, &done, &dead, &stale) != 7)
+    if (sscanf(line, "%63s %ld %ld %ld %ld %ld %ld", q, &ready, &sched, &leased,
+               &done, &dead, &stale) != 7)
       continue;
     if (strcmp(q, "jobs") == 0) {
       seen |= 1;
@@ -1220,20 +1203,20 @@ static void test_ndjson_bulk(void **state) {
                             i, i);
   assert_true(len < cap);
   char *out = NULL;
-  int ex = run(&out, in, "enqueue", "--dsn", f->dsn, "-q", "bulk", "--ndjson",
-               NULL);
+  int ex =
+      run(&out, in, "enqueue", "--dsn", f->dsn, "-q", "bulk", "--ndjson", NULL);
   if (ex != 0)
     fail_msg("exit %d: %s", ex, out);
   assert_contains(out, "created 2000, existed 0, rejected 0");
   free(out);
   assert_int_equal(item_count(f), NDJSON_LINES);
-  assert_int_equal(
-      th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE queue = "
-                      "'bulk' AND (payload->>'i')::int = "
-                      "substr(item_id, 6)::int"),
-      NDJSON_LINES);
-  ex = run(&out, in, "enqueue", "--dsn", f->dsn, "-q", "bulk", "--ndjson",
-           NULL);
+  assert_int_equal(th_long(f->raw,
+                           "SELECT count(*) FROM claimer.items WHERE queue = "
+                           "'bulk' AND (payload->>'i')::int = "
+                           "substr(item_id, 6)::int"),
+                   NDJSON_LINES);
+  ex =
+      run(&out, in, "enqueue", "--dsn", f->dsn, "-q", "bulk", "--ndjson", NULL);
   if (ex != 0)
     fail_msg("exit %d: %s", ex, out);
   assert_contains(out, "created 0, existed 2000, rejected 0");

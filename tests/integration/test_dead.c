@@ -45,8 +45,10 @@ static void make_dead(PGconn *p) {
   char ids[3][8];
   for (int i = 0; i < 3; i++) {
     snprintf(ids[i], sizeof ids[i], "dl-%d", i + 1);
-    items[i] = (cl_item_t){.item_id = ids[i], .queue = "dl",
-                           .payload = "{\"n\":1}", .max_attempts = 3};
+    items[i] = (cl_item_t){.item_id = ids[i],
+                           .queue = "dl",
+                           .payload = "{\"n\":1}",
+                           .max_attempts = 3};
   }
   assert_int_equal(cl_enqueue(c, items, 3, NULL), 3);
   cl_lease_t *l = NULL;
@@ -56,8 +58,7 @@ static void make_dead(PGconn *p) {
   for (size_t i = 0; i < n; i++) {
     char err[32];
     snprintf(err, sizeof err, "boom %s\nsecond line", l[i].item_id);
-    assert_int_equal(cl_fail(c, l[i].item_id, l[i].token, err, 0, 0, NULL),
-                     0);
+    assert_int_equal(cl_fail(c, l[i].item_id, l[i].token, err, 0, 0, NULL), 0);
   }
   cl_leases_free(l, n);
   cl_conn_free(&c);
@@ -178,8 +179,7 @@ static void test_dead_bad_usage(void **state) {
  * alert machinery without losing a row. */
 static void test_upgrade_from_v1(void **state) {
   (void)state;
-  assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   make_dead(p);
   /* Back to version 1, with the data in place. */

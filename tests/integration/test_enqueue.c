@@ -94,8 +94,9 @@ static int same_verdict(PGconn *pg, const char *text) {
   int theirs = jsonb_takes(pg, text);
   if (ours == theirs)
     return 1;
-  fprintf(stderr, "disagree on %.80s%s (%zu bytes): cl_check_json %s%s%s, "
-                  "jsonb %s\n",
+  fprintf(stderr,
+          "disagree on %.80s%s (%zu bytes): cl_check_json %s%s%s, "
+          "jsonb %s\n",
           text, strlen(text) > 80 ? "..." : "", strlen(text),
           ours ? "accepts" : "refuses", ours ? "" : ": ", err,
           theirs ? "accepts" : "refuses");
@@ -133,22 +134,72 @@ static char *make_number(size_t nint, int lead_zero, size_t nfrac,
 
 static void test_check_json_matches_jsonb(void **state) {
   fixture_t *f = *state;
-  static const char *const cases[] = {
-      "1e999999", "1e131071", "1e131072", "9.999e131071", "10e131071",
-      "0.1e131072", "0.01e131073", "1e-16383", "1e-16384", "0.5e-16382",
-      "0.5e-16383", "0e1073741822", "0e1073741823", "0e-1073741822",
-      "0e-16383", "0e-16384", "0.0e-16383", "-1e131071", "-0", "-0.0",
-      "1E+2", "1e+0131071", "1e0000000000000000000000131072",
-      "0e99999999999999999999", "0e-99999999999999999999", "123e-16381",
-      "123e-16382", "123e-16384", "0.000e16387", "0.000e-16380",
-      "0.000e-16381", "{\"a\":[1,{\"b\":1e131072}]}", "[1e131071,1e-16383]",
-      "\"\\u0000\"", "\"a\\u0000b\"", "{\"\\u0000\":1}", "\"\\ud800\"",
-      "\"\\udc00\"", "\"\\ud800\\udc00\"", "\"\\ud800x\"",
-      "\"\\ud800\\u0041\"", "\"\\ud800\\ud800\\udc00\"", "\"\\udbff\\udfff\"",
-      "\"\\u0001\"", "\"\x7f\"", "\"\xc2\x80\"", "{\"a\":1,\"a\":2}",
-      "NaN", "Infinity", "-Infinity", "1.", ".5", "01", "+1", "1e", "1.e5",
-      "\"\\x\"", "\"\t\"", "[1,]", "{\"a\":1,}", " 7 ", "\f1", "true",
-      "null", "\"\\/\"", NULL};
+  static const char *const cases[] = {"1e999999",
+                                      "1e131071",
+                                      "1e131072",
+                                      "9.999e131071",
+                                      "10e131071",
+                                      "0.1e131072",
+                                      "0.01e131073",
+                                      "1e-16383",
+                                      "1e-16384",
+                                      "0.5e-16382",
+                                      "0.5e-16383",
+                                      "0e1073741822",
+                                      "0e1073741823",
+                                      "0e-1073741822",
+                                      "0e-16383",
+                                      "0e-16384",
+                                      "0.0e-16383",
+                                      "-1e131071",
+                                      "-0",
+                                      "-0.0",
+                                      "1E+2",
+                                      "1e+0131071",
+                                      "1e0000000000000000000000131072",
+                                      "0e99999999999999999999",
+                                      "0e-99999999999999999999",
+                                      "123e-16381",
+                                      "123e-16382",
+                                      "123e-16384",
+                                      "0.000e16387",
+                                      "0.000e-16380",
+                                      "0.000e-16381",
+                                      "{\"a\":[1,{\"b\":1e131072}]}",
+                                      "[1e131071,1e-16383]",
+                                      "\"\\u0000\"",
+                                      "\"a\\u0000b\"",
+                                      "{\"\\u0000\":1}",
+                                      "\"\\ud800\"",
+                                      "\"\\udc00\"",
+                                      "\"\\ud800\\udc00\"",
+                                      "\"\\ud800x\"",
+                                      "\"\\ud800\\u0041\"",
+                                      "\"\\ud800\\ud800\\udc00\"",
+                                      "\"\\udbff\\udfff\"",
+                                      "\"\\u0001\"",
+                                      "\"\x7f\"",
+                                      "\"\xc2\x80\"",
+                                      "{\"a\":1,\"a\":2}",
+                                      "NaN",
+                                      "Infinity",
+                                      "-Infinity",
+                                      "1.",
+                                      ".5",
+                                      "01",
+                                      "+1",
+                                      "1e",
+                                      "1.e5",
+                                      "\"\\x\"",
+                                      "\"\t\"",
+                                      "[1,]",
+                                      "{\"a\":1,}",
+                                      " 7 ",
+                                      "\f1",
+                                      "true",
+                                      "null",
+                                      "\"\\/\"",
+                                      NULL};
   int bad = 0, n = 0;
   for (int i = 0; cases[i] != NULL; i++, n++)
     bad += !same_verdict(f->raw, cases[i]);
@@ -191,8 +242,9 @@ static void test_check_json_matches_jsonb(void **state) {
     bad += !same_verdict(f->raw, s);
     free(s);
   }
-  fprintf(stderr, "cl_check_json and jsonb compared on %d texts: %d "
-                  "disagreements\n",
+  fprintf(stderr,
+          "cl_check_json and jsonb compared on %d texts: %d "
+          "disagreements\n",
           n, bad);
   assert_int_equal(bad, 0);
 }
@@ -248,8 +300,8 @@ static void test_concurrent_batches_no_deadlock(void **state) {
       char b;
       if (read(gate[0], &b, 1) < 0)
         _exit(126);
-      int fin = open(in[p], O_RDONLY), fout = open(log[p], O_WRONLY | O_CREAT |
-                                                               O_TRUNC, 0600);
+      int fin = open(in[p], O_RDONLY),
+          fout = open(log[p], O_WRONLY | O_CREAT | O_TRUNC, 0600);
       if (fin < 0 || fout < 0)
         _exit(126);
       dup2(fin, 0);
@@ -271,8 +323,8 @@ static void test_concurrent_batches_no_deadlock(void **state) {
     long created = -1, existed = -1, rejected = -1;
     const char *line = strstr(out, "created ");
     if (line != NULL)
-      sscanf(line, "created %ld, existed %ld, rejected %ld", &created,
-             &existed, &rejected);
+      sscanf(line, "created %ld, existed %ld, rejected %ld", &created, &existed,
+             &rejected);
     deadlocks += th_count(out, "deadlock detected");
     if (ex != 0 || created < 0 || created + existed != IDS || rejected != 0) {
       fprintf(stderr, "producer %d: exit %d: %s", p, ex, out);

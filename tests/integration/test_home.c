@@ -45,8 +45,8 @@ static int group_teardown(void **state) {
   (void)state;
   /* Stop whatever server a test left running in one of its directories
    * (db stop does nothing where no cluster is). */
-  static const char *const dirs[] = {"target", "empty-target", "nobodys",
-                                     "project", "home", "empty-home"};
+  static const char *const dirs[] = {"target",  "empty-target", "nobodys",
+                                     "project", "home",         "empty-home"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/%s", tmpdir, dirs[i]);
@@ -126,8 +126,8 @@ static void assert_same(const char *path, const snap_t *before) {
              "\"%s\" -> \"%s\"",
              path, (unsigned)before->st.st_mode, (unsigned)now.st.st_mode,
              (unsigned)before->st.st_uid, (unsigned)before->st.st_gid,
-             (unsigned)now.st.st_uid, (unsigned)now.st.st_gid,
-             before->entries, now.entries);
+             (unsigned)now.st.st_uid, (unsigned)now.st.st_gid, before->entries,
+             now.entries);
 }
 
 static void assert_contains(const char *out, const char *want) {

@@ -19,7 +19,6 @@
 #include "claimer/claimer.h"
 #include "harness.h"
 
-
 static cl_conn_t *open_conn(const char *dsn) {
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);

@@ -19,7 +19,6 @@
 #include "claimer/claimer.h"
 #include "harness.h"
 
-
 typedef struct fixture {
   char dsn[1024];
   cl_conn_t *c;
@@ -50,7 +49,9 @@ static int teardown(void **state) {
 
 static void enqueue_one(cl_conn_t *c, const char *id, const char *queue,
                         const char *payload, int max_attempts) {
-  cl_item_t it = {.item_id = id, .queue = queue, .payload = payload,
+  cl_item_t it = {.item_id = id,
+                  .queue = queue,
+                  .payload = payload,
                   .max_attempts = max_attempts};
   int outcome = 0;
   assert_int_equal(cl_enqueue(c, &it, 1, &outcome), 1);
@@ -133,13 +134,11 @@ static void test_claim_complete(void **state) {
   assert_int_equal(cl_claim(f->c, "q", "w2", 5, 30, &none, &n), 0);
   assert_int_equal(n, 0);
   cl_complete_info_t info;
-  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":1}",
-                               &info),
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":1}", &info),
                    0);
   assert_int_equal(info.already, 0);
   /* The same call again (a retry) is ok and writes nothing new. */
-  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":2}",
-                               &info),
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{\"ok\":2}", &info),
                    0);
   assert_int_equal(info.already, 1);
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 1);
@@ -172,8 +171,7 @@ static void test_fencing_complete(void **state) {
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items "
                                    "WHERE state = 'leased'"),
                    1);
-  assert_int_equal(cl_complete(f->c, second->item_id, second->token, "2",
-                               NULL),
+  assert_int_equal(cl_complete(f->c, second->item_id, second->token, "2", NULL),
                    0);
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results "
                                    "WHERE result = '2'"),
@@ -192,9 +190,9 @@ static void test_fencing_fail_and_heartbeat(void **state) {
   expire_and_reap(f, 1);
   cl_lease_t *second = claim_one(f->c, "q", "fast", 30);
   cl_fail_info_t fi;
-  assert_int_equal(cl_fail(f->c, first->item_id, first->token, "late", 1, -1,
-                           &fi),
-                   CL_ELEASE_LOST);
+  assert_int_equal(
+      cl_fail(f->c, first->item_id, first->token, "late", 1, -1, &fi),
+      CL_ELEASE_LOST);
   assert_int_equal(th_long(f->raw, "SELECT attempts FROM claimer.items"), 1);
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
                                    "last_error = 'late'"),
@@ -233,8 +231,7 @@ static void test_fail_backoff_then_dead(void **state) {
     assert_int_equal(fi.already, 0);
     /* A retry of the same fail is recognised, not counted twice. */
     cl_fail_info_t again;
-    assert_int_equal(cl_fail(f->c, l->item_id, l->token, "boom", 1, -1,
-                             &again),
+    assert_int_equal(cl_fail(f->c, l->item_id, l->token, "boom", 1, -1, &again),
                      0);
     assert_int_equal(again.already, 1);
     assert_int_equal(again.attempts, attempt);
@@ -305,10 +302,10 @@ static void test_reap_dead_after_max_attempts(void **state) {
 
 static void test_order_and_schedule(void **state) {
   fixture_t *f = *state;
-  cl_item_t items[3] = {{.item_id = "low", .queue = "q", .priority = 0},
-                        {.item_id = "high", .queue = "q", .priority = 5},
-                        {.item_id = "later", .queue = "q", .priority = 9,
-                         .run_in = 3600}};
+  cl_item_t items[3] = {
+      {.item_id = "low", .queue = "q", .priority = 0},
+      {.item_id = "high", .queue = "q", .priority = 5},
+      {.item_id = "later", .queue = "q", .priority = 9, .run_in = 3600}};
   assert_int_equal(cl_enqueue(f->c, items, 3, NULL), 3);
   cl_lease_t *l = NULL;
   size_t n = 0;
@@ -456,8 +453,7 @@ static void test_fail_long_error(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_enqueue_idempotent, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_enqueue_idempotent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_enqueue_rejects_bad_batch_whole,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_claim_complete, setup, teardown),
@@ -468,10 +464,9 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_release_spends_no_attempt, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_reap_dead_after_max_attempts,
-                                      setup, teardown),
-      cmocka_unit_test_setup_teardown(test_order_and_schedule, setup,
+      cmocka_unit_test_setup_teardown(test_reap_dead_after_max_attempts, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_order_and_schedule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_status_view, setup, teardown),
       cmocka_unit_test_setup_teardown(test_late_completion, setup, teardown),

@@ -23,7 +23,6 @@
 
 enum { ITEMS = 10000, PROCS = 8, BATCH = 8 };
 
-
 /* One racer: claim up to BATCH, complete each, until nothing is ready.
  * Exits 0, or 1 on any unexpected outcome. */
 static int racer(const char *dsn, int index) {

@@ -22,7 +22,6 @@
 
 enum { ITEMS = 10000 };
 
-
 /* Enqueues ITEMS items and claims them all for worker w. */
 static void lease_all(PGconn *p, const char *dsn) {
   th_exec(p, "INSERT INTO claimer.items (item_id, queue) "
@@ -59,8 +58,7 @@ static int reaper(const char *dsn, int fd) {
     }
   } while (ri.expired > before);
   cl_conn_free(&c);
-  return write(fd, &ri.expired, sizeof ri.expired) == sizeof ri.expired ? 0
-                                                                        : 1;
+  return write(fd, &ri.expired, sizeof ri.expired) == sizeof ri.expired ? 0 : 1;
 }
 
 /* Forks n reapers and returns the sum of what they expired. */
@@ -204,8 +202,9 @@ static void test_retention_keeps_what_is_owed(void **state) {
    * (Dublin's "IST" is also Israel's): retention's resume key must not
    * go through it. */
   char dsn2[1200];
-  snprintf(dsn2, sizeof dsn2, "%s options='-c datestyle=Postgres -c "
-                              "timezone=Europe/Dublin'",
+  snprintf(dsn2, sizeof dsn2,
+           "%s options='-c datestyle=Postgres -c "
+           "timezone=Europe/Dublin'",
            dsn);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn2), 0);

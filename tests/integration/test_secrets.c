@@ -187,8 +187,7 @@ static char *ps_args(pid_t pid) {
   return out;
 }
 
-static void assert_contains(const char *what, const char *s,
-                            const char *want) {
+static void assert_contains(const char *what, const char *s, const char *want) {
   if (s == NULL)
     fail_msg("%s: no output", what);
   else if (strstr(s, want) == NULL)
@@ -255,8 +254,8 @@ static void test_work_title(void **state) {
   need_own_server();
   char dsn[1200], uri[1200];
   password_dsn("sec_title", dsn, sizeof dsn);
-  const char *kv_args[] = {"work", "--dsn", dsn, "--name", "title-kv",
-                           "-q", "t", "--exec", "cat", NULL};
+  const char *kv_args[] = {"work", "--dsn", dsn,      "--name", "title-kv",
+                           "-q",   "t",     "--exec", "cat",    NULL};
   pid_t a = start("title-kv", kv_args);
   snprintf(uri, sizeof uri,
            "postgresql://claimer_pw:" PASSWORD "@127.0.0.1:%d/sec_title"
@@ -264,8 +263,8 @@ static void test_work_title(void **state) {
            th_pg.port);
   char uri_opt[1300];
   snprintf(uri_opt, sizeof uri_opt, "--dsn=%s", uri);
-  const char *uri_args[] = {"work", uri_opt, "--name", "title-uri", "-q",
-                            "t", "--exec", "cat", NULL};
+  const char *uri_args[] = {"work", uri_opt,  "--name", "title-uri", "-q",
+                            "t",    "--exec", "cat",    NULL};
   pid_t b = start("title-uri", uri_args);
   wait_log("title-kv", "worker_started", 30);
   wait_log("title-uri", "worker_started", 30);
@@ -296,7 +295,12 @@ static void test_reap_title(void **state) {
   char dsn[1200];
   password_dsn("sec_reap_title", dsn, sizeof dsn);
   const char *args[] = {
-      "reap", "--dsn", dsn, "--interval", "1s", "--hook-url",
+      "reap",
+      "--dsn",
+      dsn,
+      "--interval",
+      "1s",
+      "--hook-url",
       "http://hookuser:hook-Pass-7@127.0.0.1:9/alerts?token=tok-Secret-7"
       "&channel=ops",
       NULL};
@@ -342,8 +346,8 @@ static void test_dsn_file(void **state) {
   /* A file that group or others may read is refused, naming it and why,
    * before anything is touched. */
   write_secret_file("dsn-loose", text, 0644, loose, sizeof loose);
-  ex = run(&out, "enqueue", "--dsn-file", loose, "-q", "f", "--id",
-           "loose", NULL);
+  ex = run(&out, "enqueue", "--dsn-file", loose, "-q", "f", "--id", "loose",
+           NULL);
   if (ex != 2)
     fail_msg("a 0644 DSN file: exit %d, expected 2: %s", ex, out);
   assert_contains("enqueue", out, loose);
@@ -377,8 +381,8 @@ static void test_dsn_file(void **state) {
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items"), 1);
 
   /* The daemons take it too; their title shows the file, no password. */
-  const char *args[] = {"work", "--dsn-file", path, "--name", "file-w",
-                        "-q", "f", "--exec", "cat", NULL};
+  const char *args[] = {"work", "--dsn-file", path,     "--name", "file-w",
+                        "-q",   "f",          "--exec", "cat",    NULL};
   pid_t w = start("file-w", args);
   double end = th_now() + 30;
   while (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = "
@@ -386,8 +390,7 @@ static void test_dsn_file(void **state) {
          th_now() < end)
     sleep_s(0.05);
   assert_int_equal(
-      th_long(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'"),
-      1);
+      th_long(p, "SELECT count(*) FROM claimer.items WHERE state = 'done'"), 1);
   char *ps = ps_args(w);
   assert_lacks("ps -o args", ps, PASSWORD);
   free(ps);
@@ -395,8 +398,7 @@ static void test_dsn_file(void **state) {
   const char *rargs[] = {"reap", "--once", "--dsn-file", path, NULL};
   pid_t r = start("file-r", rargs);
   assert_int_equal(th_wait_exit(r, 60), 0);
-  ex = run(&out, "work", "--dsn-file", loose, "-q", "f", "--exec", "cat",
-           NULL);
+  ex = run(&out, "work", "--dsn-file", loose, "-q", "f", "--exec", "cat", NULL);
   assert_int_equal(ex, 2);
   free(out);
   PQfinish(p);
@@ -407,10 +409,10 @@ static void test_dsn_file(void **state) {
 static void test_help_names_sources(void **state) {
   (void)state;
   static const char *const cmds[][3] = {
-      {"migrate", NULL},   {"enqueue", NULL},  {"claim", NULL},
-      {"complete", NULL},  {"fail", NULL},     {"heartbeat", NULL},
-      {"release", NULL},   {"reap", NULL},     {"status", NULL},
-      {"demo", NULL},      {"work", NULL},     {"dead", NULL},
+      {"migrate", NULL},   {"enqueue", NULL}, {"claim", NULL},
+      {"complete", NULL},  {"fail", NULL},    {"heartbeat", NULL},
+      {"release", NULL},   {"reap", NULL},    {"status", NULL},
+      {"demo", NULL},      {"work", NULL},    {"dead", NULL},
       {"config", "check"},
   };
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
@@ -481,9 +483,9 @@ static void assert_env_clean(const char *what, const char *env) {
   if (env[0] == '\0')
     fail_msg("%s: the environment dump is empty", what);
   static const char *const unwanted[] = {
-      PASSWORD,        "pgpassword-Planted", "CLAIMER_DSN=",
-      "PGPASSWORD=",   "PGPASSFILE=",        "PGSERVICEFILE=",
-      "PGSSLKEY=",     "Planted",            NULL};
+      PASSWORD,      "pgpassword-Planted", "CLAIMER_DSN=", "PGPASSWORD=",
+      "PGPASSFILE=", "PGSERVICEFILE=",     "PGSSLKEY=",    "Planted",
+      NULL};
   for (int i = 0; unwanted[i]; i++)
     assert_lacks(what, env, unwanted[i]);
   /* The rest of the environment is still there. */
@@ -504,8 +506,8 @@ static void test_handler_env(void **state) {
   th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload) VALUES "
              "('env-1', 'env', '{}')");
   plant_credentials(dsn);
-  const char *args[] = {"work", "--name", "env-w", "-q", "env", "--exec",
-                        cmd, NULL};
+  const char *args[] = {"work", "--name", "env-w", "-q",
+                        "env",  "--exec", cmd,     NULL};
   pid_t w = start("env-w", args);
   unplant_credentials();
   double end = th_now() + 30;
@@ -538,9 +540,8 @@ static void test_hook_env(void **state) {
   snprintf(dump, sizeof dump, "%s/hook.env", tmpdir);
   snprintf(cmd, sizeof cmd, "env > %s", dump);
   char *out = NULL;
-  assert_int_equal(run(&out, "enqueue", "--dsn", dsn, "-q", "h", "--id",
-                       "hook-1", NULL),
-                   0);
+  assert_int_equal(
+      run(&out, "enqueue", "--dsn", dsn, "-q", "h", "--id", "hook-1", NULL), 0);
   free(out);
   assert_int_equal(run(&out, "claim", "--dsn", dsn, "-q", "h", NULL), 0);
   free(out);
@@ -576,8 +577,8 @@ static void test_multiline_exec(void **state) {
   PGconn *p = th_connect(dsn);
   th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload) VALUES "
              "('lines-1', 'lines', '{}')");
-  const char *args[] = {"work", "--dsn", dsn, "--name", "lines-w", "-q",
-                        "lines", "--exec", cmd, NULL};
+  const char *args[] = {"work", "--dsn", dsn,      "--name", "lines-w",
+                        "-q",   "lines", "--exec", cmd,      NULL};
   pid_t w = start("lines-w", args);
   double end = th_now() + 30;
   while (th_long(p, "SELECT count(*) FROM claimer.items WHERE state = "

@@ -33,8 +33,8 @@
 /* The handler: reads the payload (one line, no newline at its end) and
  * answers with it, the item and the attempt; shell builtins only, so one
  * process per item. */
-#define HANDLER                                                               \
-  "IFS= read -r p; printf '{\"item\":\"%s\",\"attempt\":%s,"                \
+#define HANDLER                                                                \
+  "IFS= read -r p; printf '{\"item\":\"%s\",\"attempt\":%s,"                   \
   "\"payload\":%s}' \"$CLAIMER_ITEM_ID\" \"$CLAIMER_ATTEMPT\" \"$p\""
 
 static char logdir[] = "/tmp/claimer-work-XXXXXX";
@@ -130,8 +130,8 @@ static void enqueue_n(PGconn *p, const char *queue, long n) {
 
 /* Waits until count(sql) reaches want, printing progress; fails the test
  * after timeout_s. */
-static void wait_count(PGconn *p, const char *sql, long want,
-                       double timeout_s, const char *what) {
+static void wait_count(PGconn *p, const char *sql, long want, double timeout_s,
+                       const char *what) {
   double start = th_now(), last = start;
   long v = 0;
   while ((v = th_long(p, sql)) < want) {
@@ -187,7 +187,7 @@ static void test_drain_four_workers(void **state) {
   assert_int_equal(th_db_create(&th_pg, "work_drain", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "drain", items);
-  const char *args[] = {"-q", "drain", "--concurrency", "8", "--exec",
+  const char *args[] = {"-q",    "drain", "--concurrency", "8", "--exec",
                         HANDLER, NULL};
   char names[4][16];
   pid_t pids[4];
@@ -228,12 +228,14 @@ static void test_kill9(void **state) {
   assert_int_equal(th_db_create(&th_pg, "work_kill", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "kill", N);
-  const char *args[] = {"-q", "kill", "--concurrency", "8", "--lease", "2",
-                        "--exec", "sleep 0.02; " HANDLER, NULL};
+  const char *args[] = {"-q", "kill",   "--concurrency",        "8", "--lease",
+                        "2",  "--exec", "sleep 0.02; " HANDLER, NULL};
   pid_t a = start_worker(dsn, "kill-a", args);
   pid_t b = start_worker(dsn, "kill-b", args);
-  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE worker_id = "
-                "'kill-a'", 1, 30, "kill-a holding leases");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.claims WHERE worker_id = "
+             "'kill-a'",
+             1, 30, "kill-a holding leases");
   wait_count(p, "SELECT count(*) FROM claimer.results", N / 4, 120,
              "first quarter");
   long held = th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
@@ -256,8 +258,7 @@ static void test_kill9(void **state) {
   }
   cl_conn_free(&c);
   stop_ok(b, "kill-b");
-  fprintf(stderr, "  reaped %ld leases of the killed worker\n",
-          reaped.expired);
+  fprintf(stderr, "  reaped %ld leases of the killed worker\n", reaped.expired);
   assert_true(reaped.expired >= 1);
   check_all_done(p, "kill", N);
   /* The reaped ones finished on a later attempt, by the survivor. */
@@ -274,16 +275,20 @@ static void test_sigstop(void **state) {
   assert_int_equal(th_db_create(&th_pg, "work_stop", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "stop", 4);
-  const char *args_a[] = {"-q", "stop", "--concurrency", "4", "--prefetch",
-                          "0", "--lease", "2", "--exec",
-                          "sleep 1; " HANDLER, NULL};
+  const char *args_a[] = {
+      "-q", "stop",   "--concurrency",     "4", "--prefetch", "0", "--lease",
+      "2",  "--exec", "sleep 1; " HANDLER, NULL};
   pid_t a = start_worker(dsn, "stop-a", args_a);
-  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE worker_id = "
-                "'stop-a'", 4, 30, "stop-a holding 4 leases");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.claims WHERE worker_id = "
+             "'stop-a'",
+             4, 30, "stop-a holding 4 leases");
   kill(a, SIGSTOP);
   /* Past the lease; then the reaper hands the items back. */
-  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE lease_until < "
-                "now()", 4, 30, "stop-a's leases expiring");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.claims WHERE lease_until < "
+             "now()",
+             4, 30, "stop-a's leases expiring");
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
   assert_int_equal(cl_conn_connect(c), 0);
@@ -291,7 +296,7 @@ static void test_sigstop(void **state) {
   assert_int_equal(cl_reap(c, 100, &reaped), 0);
   assert_int_equal(reaped.expired, 4);
   cl_conn_free(&c);
-  const char *args_b[] = {"-q", "stop", "--concurrency", "4", "--exec",
+  const char *args_b[] = {"-q",    "stop", "--concurrency", "4", "--exec",
                           HANDLER, NULL};
   pid_t b = start_worker(dsn, "stop-b", args_b);
   wait_count(p, "SELECT count(*) FROM claimer.results", 4, 30,
@@ -326,8 +331,9 @@ static void test_sigterm_drain(void **state) {
   assert_int_equal(th_db_create(&th_pg, "work_term", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "term", 10);
-  const char *args[] = {"-q", "term", "--concurrency", "2", "--prefetch", "4",
-                        "--exec", "sleep 1.5; " HANDLER, NULL};
+  const char *args[] = {
+      "-q", "term",   "--concurrency",       "2", "--prefetch",
+      "4",  "--exec", "sleep 1.5; " HANDLER, NULL};
   pid_t a = start_worker(dsn, "term-a", args);
   wait_count(p, "SELECT count(*) FROM claimer.claims", 6, 30,
              "2 running and 4 prefetched");
@@ -355,12 +361,12 @@ static void test_db_restart(void **state) {
     th_skip("an external server (CLAIMER_TEST_DSN) is not ours to restart");
   enum { N = 1500 };
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "restart", N);
-  const char *args[] = {"-q", "restart", "--concurrency", "8", "--exec",
-                        "sleep 0.01; " HANDLER, NULL};
+  const char *args[] = {"-q", "restart", "--concurrency",
+                        "8",  "--exec",  "sleep 0.01; " HANDLER,
+                        NULL};
   pid_t a = start_worker(dsn, "restart-a", args);
   pid_t b = start_worker(dsn, "restart-b", args);
   wait_count(p, "SELECT count(*) FROM claimer.results", N / 3, 120,
@@ -391,8 +397,7 @@ static void test_wrong_password(void **state) {
     th_skip("needs the harness\'s own PostgreSQL (its TCP port and "
             "claimer_pw role); CLAIMER_TEST_DSN is set");
   char bad[1200];
-  snprintf(bad, sizeof bad, "%s user=claimer_pw password=s3cret-Planted",
-           tcp);
+  snprintf(bad, sizeof bad, "%s user=claimer_pw password=s3cret-Planted", tcp);
   const char *args[] = {"-q", "pw", "--exec", "true", NULL};
   double t0 = th_now();
   pid_t a = start_worker(bad, "pw-a", args);
@@ -429,10 +434,10 @@ static void test_missing_schema(void **state) {
 static void test_notify_wakeup(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_notify", 1, dsn, sizeof dsn),
-                   0);
-  const char *args[] = {"-q", "wake", "--poll", "60", "--log-format", "json",
-                        "--log-level", "debug", "--exec", HANDLER, NULL};
+  assert_int_equal(th_db_create(&th_pg, "work_notify", 1, dsn, sizeof dsn), 0);
+  const char *args[] = {"-q",           "wake",  "--poll",      "60",
+                        "--log-format", "json",  "--log-level", "debug",
+                        "--exec",       HANDLER, NULL};
   pid_t a = start_worker(dsn, "wake", args);
   PGconn *p = th_connect(dsn);
   /* Idle: connected, registered, the first (empty) claim answered. */
@@ -479,13 +484,13 @@ static void test_notify_wakeup(void **state) {
 static void test_weights(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_weights", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_weights", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "light", 300);
   enqueue_n(p, "heavy", 300);
-  const char *args[] = {"-q", "light:1", "-q", "heavy:3", "--concurrency",
-                        "1", "--prefetch", "1", "--exec", HANDLER, NULL};
+  const char *args[] = {"-q", "light:1",    "-q", "heavy:3", "--concurrency",
+                        "1",  "--prefetch", "1",  "--exec",  HANDLER,
+                        NULL};
   pid_t a = start_worker(dsn, "weights", args);
   wait_count(p, "SELECT count(*) FROM claimer.results", 200, 60, "weights");
   stop_ok(a, "weights");
@@ -512,8 +517,15 @@ static void test_exec_outcomes(void **state) {
              "('text', 'out'), ('tempfail', 'out'), ('broken', 'out'), "
              "('slow', 'out'), ('big', 'out'), ('empty', 'out')");
   const char *args[] = {
-      "-q", "out", "--timeout", "1", "--kill-grace", "1", "--result-max",
-      "100", "--exec",
+      "-q",
+      "out",
+      "--timeout",
+      "1",
+      "--kill-grace",
+      "1",
+      "--result-max",
+      "100",
+      "--exec",
       "case $CLAIMER_ITEM_ID in "
       "text) echo 'hello \"world\"';; "
       "tempfail) echo 'try later' >&2; exit 75;; "
@@ -524,8 +536,10 @@ static void test_exec_outcomes(void **state) {
       "esac",
       NULL};
   pid_t a = start_worker(dsn, "out", args);
-  wait_count(p, "SELECT count(*) FROM claimer.items WHERE last_error IS NOT "
-                "NULL OR state = 'done'", 6, 30, "outcomes");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.items WHERE last_error IS NOT "
+             "NULL OR state = 'done'",
+             6, 30, "outcomes");
   stop_ok(a, "out");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
                               "item_id = 'text' AND result = "
@@ -564,13 +578,13 @@ static void test_exec_outcomes(void **state) {
 static void test_lease_lost_by_heartbeat(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_hblost", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_hblost", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "hbl", 1);
-  const char *args[] = {"-q", "hbl", "--lease", "6", "--heartbeat", "1",
-                        "--kill-grace", "1", "--exec",
-                        "sleep 30; " HANDLER, NULL};
+  const char *args[] = {
+      "-q", "hbl",          "--lease", "6",      "--heartbeat",
+      "1",  "--kill-grace", "1",       "--exec", "sleep 30; " HANDLER,
+      NULL};
   pid_t a = start_worker(dsn, "hbl", args);
   wait_count(p, "SELECT count(*) FROM claimer.claims", 1, 30, "claimed");
   double t0 = th_now();
@@ -611,8 +625,7 @@ static void test_in_process(void **state) {
   if (bin == NULL)
     th_skip("EXAMPLE_WORKER_BIN is not set (run through meson test)");
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_inproc", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_inproc", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "inproc", N);
   char path[256];
@@ -651,8 +664,8 @@ static void test_password_never_logged(void **state) {
            tcp);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "pwlog", 20);
-  const char *args[] = {"-q", "pwlog", "--log-level", "debug", "--exec",
-                        HANDLER, NULL};
+  const char *args[] = {"-q",     "pwlog", "--log-level", "debug",
+                        "--exec", HANDLER, NULL};
   pid_t a = start_worker(good, "pwlog", args);
   wait_count(p, "SELECT count(*) FROM claimer.results", 20, 30, "pwlog");
   stop_ok(a, "pwlog");
@@ -679,15 +692,15 @@ static void test_config_errors(void **state) {
            "claimer work: %s:3:3: unknown key \"concurency\" in worker (did "
            "you mean \"concurrency\"?)\n",
            path);
-  const char *argv1[] = {th_claimer_bin(), "work", "--config", path,
-                         "--exec", "true", "--dsn", "host=/nonexistent",
-                         NULL};
+  const char *argv1[] = {
+      th_claimer_bin(), "work",  "--config",          path, "--exec",
+      "true",           "--dsn", "host=/nonexistent", NULL};
   char *out = NULL;
   assert_int_equal(th_run(argv1, NULL, &out), 2);
   assert_string_equal(out, want);
   free(out);
-  const char *argv2[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
-                         "true", "--lease", "-5s", NULL};
+  const char *argv2[] = {th_claimer_bin(), "work",    "-q",  "a", "--exec",
+                         "true",           "--lease", "-5s", NULL};
   assert_int_equal(th_run(argv2, NULL, &out), 2);
   assert_string_equal(out,
                       "claimer work: flag --lease: \"-5s\" is not a duration "
@@ -705,8 +718,8 @@ static void test_config_errors(void **state) {
                            "COMMAND, CLAIMER_WORKER_COMMAND or "
                            "worker.command)\n");
   free(out);
-  const char *argv5[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
-                         "true", "--heartbeat", "40s", NULL};
+  const char *argv5[] = {th_claimer_bin(), "work",        "-q",  "a", "--exec",
+                         "true",           "--heartbeat", "40s", NULL};
   assert_int_equal(th_run(argv5, NULL, &out), 2);
   assert_string_equal(out, "claimer work: worker.heartbeat (40s, from flag "
                            "--heartbeat) must be shorter than worker.lease "
@@ -714,14 +727,14 @@ static void test_config_errors(void **state) {
                            "(3s)\n");
   free(out);
   /* Issue 9: timings that cannot work are refused, with the bound. */
-  const char *argv5b[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
-                          "true", "--lease", "0.001", NULL};
+  const char *argv5b[] = {th_claimer_bin(), "work",    "-q",    "a", "--exec",
+                          "true",           "--lease", "0.001", NULL};
   assert_int_equal(th_run(argv5b, NULL, &out), 2);
   assert_string_equal(out, "claimer work: flag --lease: 0.001 is out of "
                            "range 1s..7d\n");
   free(out);
-  const char *argv5c[] = {th_claimer_bin(), "work", "-q", "a", "--exec",
-                          "true", "--heartbeat", "1ms", NULL};
+  const char *argv5c[] = {th_claimer_bin(), "work",        "-q",  "a", "--exec",
+                          "true",           "--heartbeat", "1ms", NULL};
   assert_int_equal(th_run(argv5c, NULL, &out), 2);
   assert_string_equal(out, "claimer work: worker.heartbeat (1ms, from flag "
                            "--heartbeat) is below the minimum of 100ms\n");
@@ -754,8 +767,8 @@ static void test_sighup_reload(void **state) {
   const char *args[] = {"--config", path, NULL};
   pid_t a = start_worker(dsn, "hup", args);
   PGconn *p = th_connect(dsn);
-  wait_count(p, "SELECT count(*) FROM claimer.workers WHERE concurrency = 2",
-             1, 30, "registered");
+  wait_count(p, "SELECT count(*) FROM claimer.workers WHERE concurrency = 2", 1,
+             30, "registered");
   f = fopen(path, "w");
   fputs("worker:\n  queues: [hup]\n  concurrency: 5\n  command: \"true\"\n"
         "  lease: 45s\n",
@@ -789,8 +802,7 @@ static long count_lines(const char *path) {
 static void test_fail_long_stderr(void **state) {
   (void)state;
   char dsn[1024], runs[300];
-  assert_int_equal(th_db_create(&th_pg, "work_longerr", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_longerr", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   PGconn *l = th_connect(dsn);
   th_exec(l, "LISTEN claimer_alerts");
@@ -807,7 +819,7 @@ static void test_fail_long_stderr(void **state) {
            "exit 75",
            runs);
   const char *args[] = {"-q", "longerr", "--stderr-max", "64KiB", "--exec",
-                        cmd, NULL};
+                        cmd,  NULL};
   pid_t a = start_worker(dsn, "longerr", args);
   wait_count(p, "SELECT count(*) FROM claimer.items WHERE state = 'dead'", 1,
              60, "noisy item dead");
@@ -845,8 +857,7 @@ static void test_fail_long_stderr(void **state) {
 static void test_refused_fail(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_refused", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_refused", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "CREATE FUNCTION public.refuse() RETURNS trigger "
              "LANGUAGE plpgsql AS $$ BEGIN "
@@ -859,11 +870,14 @@ static void test_refused_fail(void **state) {
              "FOR EACH ROW EXECUTE FUNCTION public.refuse()");
   th_exec(p, "INSERT INTO claimer.items (item_id, queue, max_attempts) "
              "VALUES ('some-1', 'refused', 1), ('all-1', 'refused', 1)");
-  const char *args[] = {"-q", "refused", "--lease", "2", "--exec",
-                        "echo refuse-me >&2; exit 3", NULL};
+  const char *args[] = {"-q", "refused", "--lease",
+                        "2",  "--exec",  "echo refuse-me >&2; exit 3",
+                        NULL};
   pid_t a = start_worker(dsn, "refused", args);
-  wait_count(p, "SELECT count(*) FROM claimer.items WHERE item_id = "
-                "'some-1' AND state = 'dead'", 1, 30, "stand-in recorded");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.items WHERE item_id = "
+             "'some-1' AND state = 'dead'",
+             1, 30, "stand-in recorded");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "item_id = 'some-1' AND attempts = 1 AND "
                               "last_error LIKE 'the failure could not be "
@@ -871,15 +885,15 @@ static void test_refused_fail(void **state) {
                    1);
   /* all-1: refused whatever its error; its lease runs out although the
    * worker heartbeats every 0.67 s. */
-  wait_count(p, "SELECT count(*) FROM claimer.claims WHERE item_id = "
-                "'all-1' AND lease_until < now()", 1, 30,
-             "refused lease expired");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.claims WHERE item_id = "
+             "'all-1' AND lease_until < now()",
+             1, 30, "refused lease expired");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims WHERE "
                               "item_id = 'all-1' AND lease_until < now()"),
                    1);
   th_exec(p, "DROP TRIGGER refuse ON claimer.items");
-  const char *reap[] = {th_claimer_bin(), "reap", "--once", "--dsn", dsn,
-                        NULL};
+  const char *reap[] = {th_claimer_bin(), "reap", "--once", "--dsn", dsn, NULL};
   int st = th_run(reap, NULL, NULL);
   assert_true(st == 0 || st == 4);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
@@ -905,11 +919,11 @@ static void test_same_name(void **state) {
                    0);
   PGconn *p = th_connect(dsn);
   snprintf(runs, sizeof runs, "%s/same.runs", logdir);
-  snprintf(cmd, sizeof cmd, "echo $CLAIMER_ITEM_ID >> %s; sleep 0.05; %s",
-           runs, HANDLER);
+  snprintf(cmd, sizeof cmd, "echo $CLAIMER_ITEM_ID >> %s; sleep 0.05; %s", runs,
+           HANDLER);
   /* The second --name wins over start_worker's, which names the log. */
-  const char *args[] = {"-q",   "same", "--concurrency", "8", "--exec",
-                        cmd,    "--name", "same",        NULL};
+  const char *args[] = {"-q", "same",   "--concurrency", "8", "--exec",
+                        cmd,  "--name", "same",          NULL};
   /* Both at once: one gets the name. */
   pid_t a = start_worker(dsn, "same-a", args);
   pid_t b = start_worker(dsn, "same-b", args);
@@ -940,10 +954,13 @@ static void test_same_name(void **state) {
   /* A third, refused, says so and exits 2 before touching anything. */
   const char *args3[] = {"-q", "same", "--exec", "true", NULL};
   pid_t c = start_worker(dsn, "same3", args3);
-  wait_count(p, "SELECT count(*) FROM claimer.workers WHERE worker_id = "
-                "'same3'", 1, 30, "same3 registered");
-  const char *argv[] = {th_claimer_bin(), "work", "--dsn", dsn, "--name",
-                        "same3", "-q", "same", "--exec", "true", NULL};
+  wait_count(p,
+             "SELECT count(*) FROM claimer.workers WHERE worker_id = "
+             "'same3'",
+             1, 30, "same3 registered");
+  const char *argv[] = {th_claimer_bin(), "work",  "--dsn", dsn,
+                        "--name",         "same3", "-q",    "same",
+                        "--exec",         "true",  NULL};
   char *out = NULL;
   assert_int_equal(th_run(argv, NULL, &out), 2);
   assert_non_null(strstr(out, "worker name \"same3\" is in use by a live "
@@ -960,12 +977,18 @@ static void test_same_name_restart(void **state) {
   (void)state;
   enum { N = 40 };
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_restart", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   enqueue_n(p, "rs", N);
-  const char *args[] = {"-q", "rs", "--lease", "600", "--concurrency", "4",
-                        "--exec", "sleep 0.3; " HANDLER, NULL};
+  const char *args[] = {"-q",
+                        "rs",
+                        "--lease",
+                        "600",
+                        "--concurrency",
+                        "4",
+                        "--exec",
+                        "sleep 0.3; " HANDLER,
+                        NULL};
   pid_t a = start_worker(dsn, "rs", args);
   wait_count(p, "SELECT count(*) FROM claimer.claims", 1, 30, "rs holding");
   kill(-a, SIGKILL);
@@ -990,23 +1013,36 @@ static void test_spawn_failure(void **state) {
   (void)state;
   enum { N = 300 };
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "work_emfile", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_emfile", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "INSERT INTO claimer.items (item_id, queue, payload, "
              "max_attempts) SELECT 'fd-' || g, 'fd', '{}', 1 "
              "FROM generate_series(1, 300) g");
-  const char *argv[] = {"/bin/sh", "-c", "ulimit -n 48; exec \"$0\" \"$@\"",
-                        th_claimer_bin(), "work", "--dsn", dsn, "--name",
-                        "fd", "-q", "fd", "--concurrency", "40", "--exec",
-                        "sleep 0.1; echo '{}'", NULL};
+  const char *argv[] = {"/bin/sh",
+                        "-c",
+                        "ulimit -n 48; exec \"$0\" \"$@\"",
+                        th_claimer_bin(),
+                        "work",
+                        "--dsn",
+                        dsn,
+                        "--name",
+                        "fd",
+                        "-q",
+                        "fd",
+                        "--concurrency",
+                        "40",
+                        "--exec",
+                        "sleep 0.1; echo '{}'",
+                        NULL};
   char path[256];
   snprintf(path, sizeof path, "%s/fd.log", logdir);
   pid_t a = th_spawn(argv, path);
   if (nstarted < 64)
     started[nstarted++] = a;
-  wait_count(p, "SELECT count(*) FROM claimer.items WHERE state <> 'ready' "
-                "AND state <> 'leased'", N, 120, "fd");
+  wait_count(p,
+             "SELECT count(*) FROM claimer.items WHERE state <> 'ready' "
+             "AND state <> 'leased'",
+             N, 120, "fd");
   stop_ok(a, "fd");
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "state = 'dead'"),
@@ -1062,8 +1098,7 @@ static void test_background_child_killed(void **state) {
 static void test_reload_failure_json(void **state) {
   (void)state;
   char dsn[1024], path[256];
-  assert_int_equal(th_db_create(&th_pg, "work_hupjson", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "work_hupjson", 1, dsn, sizeof dsn), 0);
   snprintf(path, sizeof path, "%s/hupjson.yaml", logdir);
   FILE *f = fopen(path, "w");
   fputs("log:\n  format: json\nworker:\n  queues: [hj]\n  command: \"true\"\n",

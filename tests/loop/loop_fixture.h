@@ -22,8 +22,8 @@
 typedef struct lt_loop {
   uv_loop_t loop;
   uv_timer_t tick;
-  int open;                    /* 1 until lt_loop_finish() */
-  void (*on_tick)(void *arg);  /* run every tick; may be NULL */
+  int open;                   /* 1 until lt_loop_finish() */
+  void (*on_tick)(void *arg); /* run every tick; may be NULL */
   void *tick_arg;
 } lt_loop_t;
 
@@ -37,13 +37,13 @@ void lt_loop_finish(lt_loop_t *lt);
 void lt_loop_abandon(lt_loop_t *lt);
 
 /* Runs the loop until cond holds, failing the test after secs seconds. */
-#define LT_RUN_UNTIL(lt, cond, secs)                                          \
-  do {                                                                        \
-    double lt_end_ = th_now() + (secs);                                       \
-    while (!(cond) && th_now() < lt_end_)                                     \
-      uv_run(&(lt)->loop, UV_RUN_ONCE);                                       \
-    if (!(cond))                                                              \
-      fail_msg("not within %.1f s: %s", (double)(secs), #cond);               \
+#define LT_RUN_UNTIL(lt, cond, secs)                                           \
+  do {                                                                         \
+    double lt_end_ = th_now() + (secs);                                        \
+    while (!(cond) && th_now() < lt_end_)                                      \
+      uv_run(&(lt)->loop, UV_RUN_ONCE);                                        \
+    if (!(cond))                                                               \
+      fail_msg("not within %.1f s: %s", (double)(secs), #cond);                \
   } while (0)
 
 /* Runs the loop for secs seconds. */

@@ -38,7 +38,7 @@ typedef struct ans {
   fx_t *fx;
   int done;
   int rc;
-  int order;       /* its place among all answers of the test */
+  int order; /* its place among all answers of the test */
   int ntuples;
   char value[256]; /* first column of the first row, if any */
   char err[1024];  /* cl__loop_conn_error() when it was answered */
@@ -49,8 +49,8 @@ typedef struct ans {
 struct fx {
   lt_loop_t lt;
   char db[64];
-  char dsn[1024];  /* the test database, unix socket */
-  char app[64];    /* the loop connection's application_name */
+  char dsn[1024]; /* the test database, unix socket */
+  char app[64];   /* the loop connection's application_name */
   cl__loop_conn_t *a;
   int ups, downs, closed, notifies;
   int down_rc[32];
@@ -133,9 +133,8 @@ static const cl__loop_conn_hooks_t hooks = {on_up, on_down, on_notify};
 static void conn_new(fx_t *fx, const char *dsn, const char *const *channels) {
   char full[1200];
   snprintf(full, sizeof full, "%s application_name=%s", dsn, fx->app);
-  assert_int_equal(cl__loop_conn_new(&fx->a, &fx->lt.loop, full, channels,
-                                     &hooks, fx),
-                   0);
+  assert_int_equal(
+      cl__loop_conn_new(&fx->a, &fx->lt.loop, full, channels, &hooks, fx), 0);
 }
 
 /* Closes the connection, runs the loop dry and asserts that it closes. */
@@ -266,8 +265,7 @@ static void test_statement_error_fails_only_its_request(void **state) {
   assert_int_equal(send_stmt(fx, &fx->ans[0], CL__STMT_ENQUEUE, good0), 0);
   assert_int_equal(send_stmt(fx, &fx->ans[1], CL__STMT_ENQUEUE, badcast), 0);
   assert_int_equal(send_stmt(fx, &fx->ans[2], CL__STMT_ENQUEUE, good2), 0);
-  assert_int_equal(send_stmt(fx, &fx->ans[3], CL__STMT_ENQUEUE, badcheck),
-                   0);
+  assert_int_equal(send_stmt(fx, &fx->ans[3], CL__STMT_ENQUEUE, badcheck), 0);
   send_claim(fx, &fx->ans[4], "qe");
   send_status(fx, &fx->ans[5]);
   LT_RUN_UNTIL(&fx->lt, fx->answered == 6, 10);
@@ -305,8 +303,7 @@ static void test_statement_error_fails_only_its_request(void **state) {
 static void test_prepare_fails_without_schema(void **state) {
   fx_t *fx = *state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "lc_noschema", 0, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "lc_noschema", 0, dsn, sizeof dsn), 0);
   conn_new(fx, dsn, NULL);
   for (int i = 0; i < 3; i++)
     send_status(fx, &fx->ans[i]);
@@ -406,8 +403,7 @@ static void test_queued_while_down_sent_after_reconnect(void **state) {
   LT_RUN_UNTIL(&fx->lt, fx->downs > downs, 10);
   assert_int_equal(fx->answered, 0);
   assert_int_equal(cl__loop_conn_pending(fx->a), 3);
-  snprintf(sql, sizeof sql, "ALTER DATABASE %s ALLOW_CONNECTIONS true",
-           fx->db);
+  snprintf(sql, sizeof sql, "ALTER DATABASE %s ALLOW_CONNECTIONS true", fx->db);
   th_exec(postgres, sql);
   PQfinish(postgres);
   LT_RUN_UNTIL(&fx->lt, fx->answered == 3, 15);
@@ -442,8 +438,9 @@ static void test_killed_mid_flight(void **state) {
     send_claim(fx, &fx->ans[i], "kq");
   /* Wait until the backend is stuck on the lock. */
   char sql[256];
-  snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE "
-                            "pid = %ld AND wait_event_type = 'Lock'",
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_stat_activity WHERE "
+           "pid = %ld AND wait_event_type = 'Lock'",
            pid);
   double end = th_now() + 10;
   while (th_long(fx->admin, sql) != 1 && th_now() < end)
@@ -588,10 +585,18 @@ static void test_connect_timeout_rules(void **state) {
     int rc;
     uint64_t ms;
   } cases[] = {
-      {NULL, 0, 10000},  {"0", 0, 0},          {"-1", 0, 0},
-      {"1", 0, 2000},    {"2", 0, 2000},       {"7", 0, 7000},
-      {" 3 ", 0, 3000},  {"abc", CL_EDSN, 0},  {"2.5", CL_EDSN, 0},
-      {"3s", CL_EDSN, 0}, {"99999999999", CL_EDSN, 0}, {"", CL_EDSN, 0},
+      {NULL, 0, 10000},
+      {"0", 0, 0},
+      {"-1", 0, 0},
+      {"1", 0, 2000},
+      {"2", 0, 2000},
+      {"7", 0, 7000},
+      {" 3 ", 0, 3000},
+      {"abc", CL_EDSN, 0},
+      {"2.5", CL_EDSN, 0},
+      {"3s", CL_EDSN, 0},
+      {"99999999999", CL_EDSN, 0},
+      {"", CL_EDSN, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char dsn[1200];
@@ -602,12 +607,11 @@ static void test_connect_timeout_rules(void **state) {
                cases[i].value);
     cl__loop_conn_t *a = NULL;
     int rc = cl__loop_conn_new(&a, &fx->lt.loop, dsn, NULL, &hooks, fx);
-    print_message("connect_timeout %s%s%s: rc %s, %llu ms\n",
-                  cases[i].value ? "'" : "",
-                  cases[i].value ? cases[i].value : "absent",
-                  cases[i].value ? "'" : "", cl_err_name(rc),
-                  a ? (unsigned long long)cl__loop_conn_connect_timeout_ms(a)
-                    : 0ULL);
+    print_message(
+        "connect_timeout %s%s%s: rc %s, %llu ms\n", cases[i].value ? "'" : "",
+        cases[i].value ? cases[i].value : "absent", cases[i].value ? "'" : "",
+        cl_err_name(rc),
+        a ? (unsigned long long)cl__loop_conn_connect_timeout_ms(a) : 0ULL);
     assert_int_equal(rc, cases[i].rc);
     if (rc == 0) {
       assert_int_equal(cl__loop_conn_connect_timeout_ms(a), cases[i].ms);
@@ -639,8 +643,9 @@ static void test_connect_timeout_silent_server(void **state) {
   int port = 0;
   int fd = lt_silent_listener(&port);
   char dsn[256];
-  snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d dbname=x user=x "
-                            "connect_timeout=2",
+  snprintf(dsn, sizeof dsn,
+           "host=127.0.0.1 port=%d dbname=x user=x "
+           "connect_timeout=2",
            port);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
@@ -685,8 +690,9 @@ static void test_connect_timeout_covers_all_hosts(void **state) {
   int port = 0;
   int fd = lt_silent_listener(&port);
   char dsn[512];
-  snprintf(dsn, sizeof dsn, "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=%s "
-                            "user=%s connect_timeout=2",
+  snprintf(dsn, sizeof dsn,
+           "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=%s "
+           "user=%s connect_timeout=2",
            port, th_pg.port, fx->db, th_pg.user);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
@@ -722,14 +728,13 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(
           test_statement_error_fails_only_its_request, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_prepare_fails_without_schema,
+      cmocka_unit_test_setup_teardown(test_prepare_fails_without_schema, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_prepare_refused_then_prepared_again,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(
-          test_prepare_refused_then_prepared_again, setup, teardown),
-      cmocka_unit_test_setup_teardown(
           test_queued_while_down_sent_after_reconnect, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_killed_mid_flight, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_killed_mid_flight, setup, teardown),
       cmocka_unit_test_setup_teardown(test_listen_on_every_session, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_close_answers_pending, setup,
@@ -738,8 +743,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_connect_timeout_rules, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_connect_timeout_silent_server,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_connect_timeout_silent_server, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_connect_timeout_covers_all_hosts,
                                       setup, teardown),
   };

@@ -31,10 +31,10 @@ enum { MAX_ANN = 64 };
 
 /* How the announce callback answers. */
 enum mode {
-  OK_NOW,        /* cl_alert_done(ok) inside the callback */
-  FAIL_THEN_OK,  /* at the next tick: failed on attempt 1, ok after */
-  FAIL_ALWAYS,   /* at the next tick: failed every time */
-  HOLD           /* the test answers */
+  OK_NOW,       /* cl_alert_done(ok) inside the callback */
+  FAIL_THEN_OK, /* at the next tick: failed on attempt 1, ok after */
+  FAIL_ALWAYS,  /* at the next tick: failed every time */
+  HOLD          /* the test answers */
 };
 
 typedef struct rfx {
@@ -71,8 +71,7 @@ static void announce(void *arg, cl_alert_t *al) {
   int i = fx->announced++;
   if (i < MAX_ANN) {
     snprintf(fx->kind[i], sizeof fx->kind[i], "%s", cl_alert_kind(al));
-    snprintf(fx->subject[i], sizeof fx->subject[i], "%s",
-             cl_alert_subject(al));
+    snprintf(fx->subject[i], sizeof fx->subject[i], "%s", cl_alert_subject(al));
     snprintf(fx->json[i], sizeof fx->json[i], "%s", cl_alert_json(al));
     fx->attempt[i] = cl_alert_attempt(al);
   }
@@ -243,9 +242,9 @@ static void test_expire_and_announce_ok(void **state) {
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.claims"), 0);
   assert_int_equal(alert_rows(fx, "hook_attempts = 1 AND hook_error IS NULL"),
                    1);
-  assert_int_equal(lt_events_count(&fx->ev, "reap_cycle", "expired=1",
-                                   "requeued=1", NULL),
-                   1);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "reap_cycle", "expired=1", "requeued=1", NULL),
+      1);
   assert_int_equal(lt_events_count(&fx->ev, "alert", "kind=lease_expired",
                                    "subject=s-1", NULL),
                    1);
@@ -284,9 +283,8 @@ static void test_announce_failed_is_retried(void **state) {
   assert_string_equal(fx->subject[1], "s-1");
   assert_int_equal(alert_rows(fx, "hook_attempts = 2 AND hook_error IS NULL"),
                    1);
-  assert_int_equal(lt_events_count(&fx->ev, "alert_hook_failed",
-                                   "attempt=1", NULL),
-                   1);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "alert_hook_failed", "attempt=1", NULL), 1);
   assert_int_equal(lt_events_count(&fx->ev, "alert", NULL), 1);
   finish(fx);
   assert_int_equal(fx->stats.announced, 1);
@@ -347,8 +345,7 @@ static void test_stop_waits_for_announcement(void **state) {
   LT_RUN_UNTIL(&fx->lt, fx->exited == 1, 10);
   assert_int_equal(fx->exit_rc, 0);
   assert_int_equal(alert_rows(fx, "hook_state = 'sent'"), 2);
-  assert_int_equal(alert_rows(fx, "kind = 'item_dead' AND subject = 's-1'"),
-                   1);
+  assert_int_equal(alert_rows(fx, "kind = 'item_dead' AND subject = 's-1'"), 1);
   lt_loop_finish(&fx->lt);
 }
 
@@ -367,9 +364,8 @@ static void test_once_without_announce(void **state) {
   assert_int_equal(fx->expired, 1);
   assert_int_equal(fx->raised, 1);
   assert_int_equal(alert_rows(fx, "hook_state = 'none'"), 1);
-  assert_int_equal(lt_events_count(&fx->ev, "alert", "kind=lease_expired",
-                                   NULL),
-                   1);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "alert", "kind=lease_expired", NULL), 1);
   assert_int_equal(fx->stats.announced, 1);
   lt_loop_finish(&fx->lt);
 }
@@ -379,8 +375,7 @@ static void test_once_without_announce(void **state) {
 static void test_exits_without_schema(void **state) {
   rfx_t *fx = *state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "lr_noschema", 0, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "lr_noschema", 0, dsn, sizeof dsn), 0);
   cl_reaper_config_t cfg;
   config(fx, &cfg, 1);
   cfg.dsn = dsn;
@@ -398,8 +393,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_announce_failed_is_retried, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_announce_gives_up, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_announce_gives_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_waits_for_announcement, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_once_without_announce, setup,

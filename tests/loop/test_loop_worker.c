@@ -47,7 +47,7 @@ typedef struct wfx {
   int exited;
   int exit_rc;
   char exit_why[1024];
-  char exit_name[256]; /* cl_worker_name() read inside on_exit */
+  char exit_name[256];      /* cl_worker_name() read inside on_exit */
   cl_job_t *todo[MAX_JOBS]; /* started, to act on at the next tick */
   int ntodo;
   cl_job_t *held[MAX_JOBS]; /* h- jobs, in the order started */
@@ -203,8 +203,7 @@ static void on_exit_cb(void *arg, int rc, const char *why) {
   /* worker.h: the worker is freed right after this returns, so it is
    * still there now (ASan and valgrind would see a read of freed memory). */
   if (fx->w != NULL)
-    snprintf(fx->exit_name, sizeof fx->exit_name, "%s",
-             cl_worker_name(fx->w));
+    snprintf(fx->exit_name, sizeof fx->exit_name, "%s", cl_worker_name(fx->w));
   fx->w = NULL; /* freed once this returns */
 }
 
@@ -225,8 +224,7 @@ static void opts_for(wfx_t *fx, cl_worker_opts_t *o, const char *dsn) {
 static void worker_start(wfx_t *fx, const cl_worker_opts_t *o,
                          const char *queue) {
   char err[256] = "";
-  assert_int_equal(cl_worker_new(&fx->w, &fx->lt.loop, o, err, sizeof err),
-                   0);
+  assert_int_equal(cl_worker_new(&fx->w, &fx->lt.loop, o, err, sizeof err), 0);
   assert_int_equal(cl_worker_add_queue(fx->w, queue, 1, on_start, fx), 0);
   assert_int_equal(cl_worker_start(fx->w), 0);
 }
@@ -244,7 +242,9 @@ static void finish(wfx_t *fx, int want_rc) {
 
 static void enqueue(wfx_t *fx, const char *id, const char *queue,
                     const char *payload, int max_attempts) {
-  cl_item_t it = {.item_id = id, .queue = queue, .payload = payload,
+  cl_item_t it = {.item_id = id,
+                  .queue = queue,
+                  .payload = payload,
                   .max_attempts = max_attempts};
   assert_int_equal(cl_enqueue(fx->c, &it, 1, NULL), 1);
 }
@@ -288,8 +288,7 @@ static void test_complete_fail_release(void **state) {
   worker_start(fx, &o, "wq");
   LT_RUN_UNTIL(&fx->lt,
                lt_events_count(&fx->ev, "completed", NULL) == 3 &&
-                   lt_events_count(&fx->ev, "failed", "state=dead", NULL) ==
-                       1,
+                   lt_events_count(&fx->ev, "failed", "state=dead", NULL) == 1,
                20);
   assert_int_equal(fx->report_rc, 0);
   assert_int_equal(cl_worker_running(fx->w), 0);
@@ -327,14 +326,11 @@ static void test_complete_fail_release(void **state) {
   snprintf(kv, sizeof kv, "worker=%s", fx->name);
   assert_int_equal(lt_events_count(&fx->ev, "worker_started", kv, NULL), 1);
   assert_int_equal(lt_events_count(&fx->ev, "db_connected", NULL), 1);
-  assert_int_equal(lt_events_count(&fx->ev, "failed", "item=fc-1",
-                                   "state=ready", NULL),
-                   1);
-  assert_int_equal(lt_events_count(&fx->ev, "released", "item=rc-1", NULL),
-                   1);
-  assert_int_equal(lt_events_count(&fx->ev, "completed", "item=fc-1",
-                                   "attempt=2", NULL),
-                   1);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "failed", "item=fc-1", "state=ready", NULL), 1);
+  assert_int_equal(lt_events_count(&fx->ev, "released", "item=rc-1", NULL), 1);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "completed", "item=fc-1", "attempt=2", NULL), 1);
   snprintf(sql, sizeof sql,
            "SELECT count(*) FROM claimer.workers WHERE worker_id = '%s'",
            fx->name);
@@ -370,13 +366,11 @@ static void test_graceful_stop_with_running_jobs(void **state) {
   cl_worker_stop(fx->w);
   cl_worker_stop(fx->w); /* safe twice */
   LT_RUN_UNTIL(&fx->lt,
-               th_long(fx->pg, "SELECT count(*) FROM claimer.claims") == 2,
-               10);
+               th_long(fx->pg, "SELECT count(*) FROM claimer.claims") == 2, 10);
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.items "
                                    "WHERE state = 'ready' AND attempts = 0"),
                    2);
-  assert_int_equal(lt_events_count(&fx->ev, "draining", "running=2", NULL),
-                   1);
+  assert_int_equal(lt_events_count(&fx->ev, "draining", "running=2", NULL), 1);
   lt_run_for(&fx->lt, 0.3);
   assert_int_equal(fx->stops, 0);
   assert_int_equal(fx->exited, 0);
@@ -398,8 +392,7 @@ static void test_graceful_stop_with_running_jobs(void **state) {
                                    "AND last_error = 'cut short'"),
                    1);
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.claims"), 0);
-  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.workers"),
-                   0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.workers"), 0);
   assert_int_equal(lt_events_count(&fx->ev, "stopped", "completed=1",
                                    "failed=1", "released=1", NULL),
                    1);
@@ -430,8 +423,7 @@ static void test_drain_timeout_stops_jobs(void **state) {
   assert_item(fx, "h-1", "ready", 1);
   assert_int_equal(
       rows_of(fx, "claimer.items", "h-1", "last_error = 'shutdown'"), 1);
-  assert_int_equal(lt_events_count(&fx->ev, "drain_timeout", "running=1",
-                                   NULL),
+  assert_int_equal(lt_events_count(&fx->ev, "drain_timeout", "running=1", NULL),
                    1);
   finish(fx, 0);
 }
@@ -461,8 +453,7 @@ static void test_lease_lost_discards_result(void **state) {
   LT_RUN_UNTIL(&fx->lt, fx->stops == 1, 5);
   assert_int_equal(fx->stop_why[0], CL_STOP_LEASE_LOST);
   LT_RUN_UNTIL(&fx->lt,
-               lt_events_count(&fx->ev, "discarded", "item=h-1", NULL) == 1,
-               5);
+               lt_events_count(&fx->ev, "discarded", "item=h-1", NULL) == 1, 5);
   assert_int_equal(fx->report_rc, 0);
   assert_int_equal(lt_events_count(&fx->ev, "lease_lost", "item=h-1",
                                    "seen_by=heartbeat", NULL),
@@ -483,8 +474,8 @@ static void test_reconnects_and_acks(void **state) {
   worker_start(fx, &o, "rq");
   LT_RUN_UNTIL(&fx->lt, fx->nheld == 1, 10);
   assert_int_equal(lt_terminate(fx->pg, fx->app), 1);
-  LT_RUN_UNTIL(&fx->lt,
-               lt_events_count(&fx->ev, "db_connected", NULL) == 2, 10);
+  LT_RUN_UNTIL(&fx->lt, lt_events_count(&fx->ev, "db_connected", NULL) == 2,
+               10);
   assert_int_equal(lt_events_count(&fx->ev, "db_disconnected", NULL), 1);
   assert_int_equal(cl_job_complete(fx->held[0], "{\"ok\": true}"), 0);
   fx->nheld = 0;
@@ -501,8 +492,7 @@ static void test_reconnects_and_acks(void **state) {
 static void test_exits_without_schema(void **state) {
   wfx_t *fx = *state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "lw_noschema", 0, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "lw_noschema", 0, dsn, sizeof dsn), 0);
   cl_worker_opts_t o;
   opts_for(fx, &o, dsn);
   worker_start(fx, &o, "nq");

@@ -95,8 +95,8 @@ typedef struct conn {
   size_t c_hdr_len;
   uint32_t c_skip;
   /* The server's typed messages. */
-  int s_single;  /* one-byte answers still due (SSL/GSS requests) */
-  int s_opaque;  /* framing lost (encrypted): do not follow any more */
+  int s_single; /* one-byte answers still due (SSL/GSS requests) */
+  int s_opaque; /* framing lost (encrypted): do not follow any more */
   unsigned char s_hdr[5];
   size_t s_hdr_len;
   uint32_t s_skip;
@@ -317,12 +317,12 @@ static int read_client(conn_t *c) {
     return c->down.eof ? -1 : 0;
   }
   follow_client(c, (const unsigned char *)c->up.buf, (size_t)n);
-  if (cuts_left > 0 && !c->cutting &&
-      find_trigger(c, c->up.buf, (size_t)n)) {
+  if (cuts_left > 0 && !c->cutting && find_trigger(c, c->up.buf, (size_t)n)) {
     cuts_left--;
     if (mode == MODE_BEFORE) {
-      fprintf(stderr, "cutproxy: cut connection %d before forwarding "
-                      "trigger\n",
+      fprintf(stderr,
+              "cutproxy: cut connection %d before forwarding "
+              "trigger\n",
               c->id);
       return -1;
     }
@@ -337,8 +337,9 @@ static int read_client(conn_t *c) {
 
 /* Ends an "after" cut: both sides closed, the answer never forwarded. */
 static void log_after_cut(const conn_t *c, const char *why) {
-  fprintf(stderr, "cutproxy: cut connection %d after forwarding trigger "
-                  "(%s)\n",
+  fprintf(stderr,
+          "cutproxy: cut connection %d after forwarding trigger "
+          "(%s)\n",
           c->id, why);
 }
 
@@ -423,8 +424,7 @@ int main(int argc, char **argv) {
   socklen_t alen = sizeof a;
   if (lfd < 0 ||
       setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-      bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
-      listen(lfd, 64) != 0 ||
+      bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 64) != 0 ||
       getsockname(lfd, (struct sockaddr *)&a, &alen) != 0) {
     fprintf(stderr, "cutproxy: cannot listen on 127.0.0.1:%ld: %s\n",
             listen_port, strerror(errno));
@@ -476,9 +476,9 @@ int main(int argc, char **argv) {
     for (int i = polled - 1; i >= 0; i--) {
       conn_t *c = conns[i];
       short cr = fds[2 + 2 * i].revents, sr = fds[3 + 2 * i].revents;
-      int gone = (sr & POLLERR) || ((sr & POLLHUP) && c->down.eof) ||
-                 (!c->cutting &&
-                  ((cr & POLLERR) || ((cr & POLLHUP) && c->up.eof)));
+      int gone =
+          (sr & POLLERR) || ((sr & POLLHUP) && c->down.eof) ||
+          (!c->cutting && ((cr & POLLERR) || ((cr & POLLHUP) && c->up.eof)));
       if (!gone && (sr & POLLOUT) && flush_pending(&c->up, c->sfd) != 0)
         gone = 1;
       if (!gone && (cr & POLLOUT) && flush_pending(&c->down, c->cfd) != 0)
@@ -490,8 +490,7 @@ int main(int argc, char **argv) {
       if (!gone && (cr & (POLLIN | POLLHUP | POLLERR)) && c->up.len == 0 &&
           !c->up.eof && read_client(c) != 0)
         gone = 1;
-      if (!gone && c->cutting && c->up.len == 0 &&
-          c->s_ready > c->z_at_cut) {
+      if (!gone && c->cutting && c->up.len == 0 && c->s_ready > c->z_at_cut) {
         log_after_cut(c, "the server finished the statement; its answer was "
                          "dropped");
         gone = 1;

@@ -116,8 +116,8 @@ static int record(const char *body, size_t len) {
 }
 
 /* Queues a response with a static text body.  Returns MHD's verdict. */
-static enum MHD_Result answer(struct MHD_Connection *conn,
-                              unsigned int status, const char *text) {
+static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status,
+                              const char *text) {
   struct MHD_Response *resp = MHD_create_response_from_buffer(
       strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
   if (resp == NULL)
@@ -175,8 +175,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     if (rq == NULL)
       return MHD_NO;
     rq->is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-    const char *ct = MHD_lookup_connection_value(
-        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
     rq->is_json = ct != NULL && strncasecmp(ct, "application/json", 16) == 0;
     *req_cls = rq;
     pthread_mutex_lock(&lock);
@@ -220,8 +220,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 }
 
 /* Frees the request, however it ended (answered, cut off, or shutdown). */
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **req_cls, enum MHD_RequestTerminationCode toe) {
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
   request_t *rq = *req_cls;
   if (rq == NULL)
     return;
@@ -263,8 +263,8 @@ static int parse_long(const char *opt, const char *s, long min, long max,
   errno = 0;
   long v = strtol(s, &end, 10);
   if (*s == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
-    fprintf(stderr, "hookd: %s: expected a number in %ld..%ld, got '%s'\n",
-            opt, min, max, s);
+    fprintf(stderr, "hookd: %s: expected a number in %ld..%ld, got '%s'\n", opt,
+            min, max, s);
     return -1;
   }
   *out = v;
@@ -355,12 +355,12 @@ int main(int argc, char **argv) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = 0;
-  struct MHD_Daemon *d = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-          MHD_USE_ERROR_LOG,
-      0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
-      (struct sockaddr *)&a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-      MHD_OPTION_END);
+  struct MHD_Daemon *d =
+      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+                           MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
+                       0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                       (struct sockaddr *)&a, MHD_OPTION_NOTIFY_COMPLETED,
+                       on_completed, NULL, MHD_OPTION_END);
   const union MHD_DaemonInfo *info =
       d != NULL ? MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT) : NULL;
   if (info == NULL || info->port == 0) {

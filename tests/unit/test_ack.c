@@ -34,30 +34,29 @@ typedef struct row_case {
   cl__ack_step_t want;
 } row_case_t;
 
-#define ROW(name, op, got, resends, db, settling, stand_in, limit, want)    \
-  {name, op, got, resends, db, settling, stand_in, limit, CL__ACK_##want}
+#define ROW(name, op, got, resends, db, settling, stand_in, limit, want)       \
+  { name, op, got, resends, db, settling, stand_in, limit, CL__ACK_##want }
 
 static const row_case_t rows[] = {
     /* any, OK, not settling: DONE */
     ROW("r01 complete OK -> DONE", C, OK, 0, 0, 0, 0, 8, DONE),
     ROW("r01 fail OK -> DONE", F, OK, 0, 0, 0, 0, 8, DONE),
     ROW("r01 release OK -> DONE", R, OK, 0, 0, 0, 0, 8, DONE),
-    ROW("r01 fail OK after resends and a stand-in -> DONE", F, OK, 3, 1, 0,
-        1, 0, DONE),
+    ROW("r01 fail OK after resends and a stand-in -> DONE", F, OK, 3, 1, 0, 1,
+        0, DONE),
     /* any, OK or ALREADY, settling: ALREADY_DONE */
-    ROW("r02 complete read found it -> ALREADY_DONE", C, ALREADY, 1, 0, 1, 0,
-        8, ALREADY_DONE),
+    ROW("r02 complete read found it -> ALREADY_DONE", C, ALREADY, 1, 0, 1, 0, 8,
+        ALREADY_DONE),
     ROW("r02 fail read found it -> ALREADY_DONE", F, ALREADY, 1, 0, 1, 0, 8,
         ALREADY_DONE),
     ROW("r02 complete read OK -> ALREADY_DONE", C, OK, 1, 0, 1, 0, 0,
         ALREADY_DONE),
-    ROW("r02 fail read OK -> ALREADY_DONE", F, OK, 2, 1, 1, 0, 0,
-        ALREADY_DONE),
+    ROW("r02 fail read OK -> ALREADY_DONE", F, OK, 2, 1, 1, 0, 0, ALREADY_DONE),
     /* any, ALREADY, not settling: ALREADY_DONE */
     ROW("r03 complete ALREADY -> ALREADY_DONE", C, ALREADY, 1, 0, 0, 0, 8,
         ALREADY_DONE),
-    ROW("r03 complete ALREADY, no resend -> ALREADY_DONE", C, ALREADY, 0, 0,
-        0, 0, 8, ALREADY_DONE),
+    ROW("r03 complete ALREADY, no resend -> ALREADY_DONE", C, ALREADY, 0, 0, 0,
+        0, 8, ALREADY_DONE),
     ROW("r03 fail ALREADY -> ALREADY_DONE", F, ALREADY, 1, 0, 0, 0, 8,
         ALREADY_DONE),
     ROW("r03 release ALREADY -> ALREADY_DONE", R, ALREADY, 0, 0, 0, 0, 8,
@@ -65,57 +64,55 @@ static const row_case_t rows[] = {
     /* release, NO_CLAIM: LEASE_LOST (no settling read) */
     ROW("r04 release NO_CLAIM -> LEASE_LOST", R, NO_CLAIM, 0, 0, 0, 0, 8,
         LEASE_LOST),
-    ROW("r04 release NO_CLAIM after a resend -> LEASE_LOST", R, NO_CLAIM, 1,
-        0, 0, 0, 8, LEASE_LOST),
-    /* complete/fail, NO_CLAIM, settling: LEASE_LOST */
-    ROW("r05 complete read found nothing -> LEASE_LOST", C, NO_CLAIM, 1, 0,
-        1, 0, 8, LEASE_LOST),
-    ROW("r05 fail read found nothing -> LEASE_LOST", F, NO_CLAIM, 4, 1, 1, 0,
-        0, LEASE_LOST),
-    /* complete/fail, NO_CLAIM, no resend: LEASE_LOST */
-    ROW("r06 complete NO_CLAIM first send -> LEASE_LOST", C, NO_CLAIM, 0, 0,
+    ROW("r04 release NO_CLAIM after a resend -> LEASE_LOST", R, NO_CLAIM, 1, 0,
         0, 0, 8, LEASE_LOST),
-    ROW("r06 fail NO_CLAIM first send -> LEASE_LOST", F, NO_CLAIM, 0, 0, 0,
+    /* complete/fail, NO_CLAIM, settling: LEASE_LOST */
+    ROW("r05 complete read found nothing -> LEASE_LOST", C, NO_CLAIM, 1, 0, 1,
         0, 8, LEASE_LOST),
-    ROW("r06 fail NO_CLAIM after db errors only -> LEASE_LOST", F, NO_CLAIM,
-        0, 2, 0, 1, 8, LEASE_LOST),
+    ROW("r05 fail read found nothing -> LEASE_LOST", F, NO_CLAIM, 4, 1, 1, 0, 0,
+        LEASE_LOST),
+    /* complete/fail, NO_CLAIM, no resend: LEASE_LOST */
+    ROW("r06 complete NO_CLAIM first send -> LEASE_LOST", C, NO_CLAIM, 0, 0, 0,
+        0, 8, LEASE_LOST),
+    ROW("r06 fail NO_CLAIM first send -> LEASE_LOST", F, NO_CLAIM, 0, 0, 0, 0,
+        8, LEASE_LOST),
+    ROW("r06 fail NO_CLAIM after db errors only -> LEASE_LOST", F, NO_CLAIM, 0,
+        2, 0, 1, 8, LEASE_LOST),
     /* complete/fail, NO_CLAIM, resends > 0: SETTLE */
-    ROW("r07 complete NO_CLAIM after a resend -> SETTLE", C, NO_CLAIM, 1, 0,
-        0, 0, 8, SETTLE),
+    ROW("r07 complete NO_CLAIM after a resend -> SETTLE", C, NO_CLAIM, 1, 0, 0,
+        0, 8, SETTLE),
     ROW("r07 fail NO_CLAIM after a resend -> SETTLE", F, NO_CLAIM, 1, 0, 0, 0,
         8, SETTLE),
-    ROW("r07 fail NO_CLAIM after resends, with stand-in -> SETTLE", F,
-        NO_CLAIM, 5, 0, 0, 1, 0, SETTLE),
+    ROW("r07 fail NO_CLAIM after resends, with stand-in -> SETTLE", F, NO_CLAIM,
+        5, 0, 0, 1, 0, SETTLE),
     /* any, CONN_LOST, under the limit or none: RESEND */
     ROW("r08 complete CONN_LOST -> RESEND", C, LOST, 0, 0, 0, 0, 8, RESEND),
     ROW("r08 fail CONN_LOST -> RESEND", F, LOST, 0, 0, 0, 0, 8, RESEND),
     ROW("r08 release CONN_LOST -> RESEND", R, LOST, 0, 0, 0, 0, 8, RESEND),
-    ROW("r08 complete CONN_LOST, one below the limit -> RESEND", C, LOST, 7,
-        0, 0, 0, 8, RESEND),
-    ROW("r08 complete CONN_LOST, no limit -> RESEND", C, LOST, 1000, 0, 0, 0,
-        0, RESEND),
+    ROW("r08 complete CONN_LOST, one below the limit -> RESEND", C, LOST, 7, 0,
+        0, 0, 8, RESEND),
+    ROW("r08 complete CONN_LOST, no limit -> RESEND", C, LOST, 1000, 0, 0, 0, 0,
+        RESEND),
     ROW("r08 settling read CONN_LOST -> RESEND", C, LOST, 1, 0, 1, 0, 8,
         RESEND),
-    ROW("r08 fail CONN_LOST after db errors -> RESEND", F, LOST, 0, 2, 0, 0,
-        8, RESEND),
+    ROW("r08 fail CONN_LOST after db errors -> RESEND", F, LOST, 0, 2, 0, 0, 8,
+        RESEND),
     /* any, CONN_LOST, at the limit: UNSETTLED */
-    ROW("r09 complete CONN_LOST at the limit -> UNSETTLED", C, LOST, 8, 0, 0,
-        0, 8, UNSETTLED),
-    ROW("r09 fail CONN_LOST at the limit -> UNSETTLED", F, LOST, 8, 0, 0, 0,
+    ROW("r09 complete CONN_LOST at the limit -> UNSETTLED", C, LOST, 8, 0, 0, 0,
         8, UNSETTLED),
-    ROW("r09 release CONN_LOST at the limit -> UNSETTLED", R, LOST, 8, 0, 0,
-        0, 8, UNSETTLED),
+    ROW("r09 fail CONN_LOST at the limit -> UNSETTLED", F, LOST, 8, 0, 0, 0, 8,
+        UNSETTLED),
+    ROW("r09 release CONN_LOST at the limit -> UNSETTLED", R, LOST, 8, 0, 0, 0,
+        8, UNSETTLED),
     ROW("r09 settling read CONN_LOST past the limit -> UNSETTLED", F, LOST, 9,
         0, 1, 0, 8, UNSETTLED),
     /* release, DB_ERROR: GIVE_UP at once */
     ROW("r10 release DB_ERROR -> GIVE_UP", R, DB, 0, 0, 0, 0, 8, GIVE_UP),
-    ROW("r10 release DB_ERROR after a resend -> GIVE_UP", R, DB, 2, 0, 0, 0,
-        0, GIVE_UP),
+    ROW("r10 release DB_ERROR after a resend -> GIVE_UP", R, DB, 2, 0, 0, 0, 0,
+        GIVE_UP),
     /* complete/fail, DB_ERROR, under the retries: RESEND */
-    ROW("r11 complete DB_ERROR first -> RESEND", C, DB, 0, 0, 0, 0, 8,
-        RESEND),
-    ROW("r11 complete DB_ERROR second -> RESEND", C, DB, 0, 1, 0, 0, 8,
-        RESEND),
+    ROW("r11 complete DB_ERROR first -> RESEND", C, DB, 0, 0, 0, 0, 8, RESEND),
+    ROW("r11 complete DB_ERROR second -> RESEND", C, DB, 0, 1, 0, 0, 8, RESEND),
     ROW("r11 fail DB_ERROR first -> RESEND", F, DB, 0, 0, 0, 0, 8, RESEND),
     ROW("r11 fail with stand-in DB_ERROR second -> RESEND", F, DB, 0, 1, 0, 1,
         8, RESEND),
@@ -183,8 +180,7 @@ static void every_input_has_a_step(void **state) {
                   assert_true(s != CL__ACK_SETTLE && s != CL__ACK_TO_FAIL &&
                               s != CL__ACK_STAND_IN);
                 if (got == OK || got == ALREADY)
-                  assert_true(s == CL__ACK_DONE ||
-                              s == CL__ACK_ALREADY_DONE);
+                  assert_true(s == CL__ACK_DONE || s == CL__ACK_ALREADY_DONE);
                 if (s == CL__ACK_TO_FAIL || s == CL__ACK_STAND_IN ||
                     s == CL__ACK_GIVE_UP)
                   assert_int_equal(got, DB);
@@ -227,9 +223,9 @@ static void step_moves_the_counters(void **state) {
 static void ladder_refused_complete(void **state) {
   (void)state;
   static const cl__ack_step_t want[] = {
-      CL__ACK_RESEND,   CL__ACK_RESEND, CL__ACK_TO_FAIL, CL__ACK_RESEND,
-      CL__ACK_RESEND,   CL__ACK_STAND_IN, CL__ACK_RESEND, CL__ACK_RESEND,
-      CL__ACK_GIVE_UP};
+      CL__ACK_RESEND, CL__ACK_RESEND, CL__ACK_TO_FAIL,
+      CL__ACK_RESEND, CL__ACK_RESEND, CL__ACK_STAND_IN,
+      CL__ACK_RESEND, CL__ACK_RESEND, CL__ACK_GIVE_UP};
   cl__ack_t a;
   cl__ack_init(&a, CL__ACK_COMPLETE, 0);
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

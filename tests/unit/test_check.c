@@ -314,8 +314,10 @@ static void queue_colon(void **state) {
   static const struct {
     const char *q;
     const char *at;
-  } cases[] = {{"jobs:2", "at byte 4"}, {":", "at byte 0"},
-               {"a:", "at byte 1"},     {":3", "at byte 0"},
+  } cases[] = {{"jobs:2", "at byte 4"},
+               {":", "at byte 0"},
+               {"a:", "at byte 1"},
+               {":3", "at byte 0"},
                {"a:b:c", "at byte 1"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     assert_int_equal(cl_check_queue(cases[i].q, err, sizeof err), CL_EINVAL);

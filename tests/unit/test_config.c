@@ -413,7 +413,7 @@ static void durations(void **state) {
     const char *text;
     double s;
   } good[] = {{"1.5", 1.5},   {"1250ms", 1.25}, {"30s", 30},     {"5m", 300},
-              {"2h", 7200},   {"0.5m", 30},    {"\"10s\"", 10}, {"45", 45},
+              {"2h", 7200},   {"0.5m", 30},     {"\"10s\"", 10}, {"45", 45},
               {"7d", 604800}, {"0.5d", 43200}};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     char yaml[64];

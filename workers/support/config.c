@@ -168,8 +168,7 @@ static const keydef_t keys[] = {
     {"reaper.retention.workers", K_DURATION, OFF(reaper.retention.workers_s),
      DAY_S, 0, LONG_MAX_S, .zero = "keep forever"},
     {"reaper.hook.exec", K_STRING, OFF(reaper.hook.exec),
-     .check = check_command,
-     .zero = "no command"},
+     .check = check_command, .zero = "no command"},
     {"reaper.hook.url", K_URL, OFF(reaper.hook.url), .zero = "no URL"},
     {"reaper.hook.timeout", K_DURATION, OFF(reaper.hook.timeout_s), 10, 0, 3600,
      .min_open = true},
@@ -812,7 +811,8 @@ void cl_config_mask_url(char *url) {
   const char *colon =
       at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
   if (colon != NULL && colon + 1 < at)
-    (void)cl__mask_span(url, (size_t)(colon + 1 - url), (size_t)(at - colon - 1));
+    (void)cl__mask_span(url, (size_t)(colon + 1 - url),
+                        (size_t)(at - colon - 1));
 }
 
 /* Returns a malloc'd copy of url masked by cl_config_mask_url(); NULL when

@@ -65,7 +65,7 @@ typedef struct cl_config {
                                  cl_config_apply_env; with neither, the
                                  caller picks the embedded PostgreSQL) */
   cl_log_format_t log_format; /* default logfmt */
-  cl_level_t log_level;   /* default info */
+  cl_level_t log_level;       /* default info */
   struct {
     char *name;                /* NULL: the caller picks host:pid */
     cl_config_queue_t *queues; /* default: none (the worker needs >= 1) */
@@ -104,9 +104,9 @@ typedef struct cl_config {
                                         <= backoff_max_s */
     size_t nqueue_backoff;           /* default 0: backoff_s for every queue */
     struct {
-      double done_s;   /* done items, default 7 d; 0 = keep */
-      double dead_s;   /* dead and discarded items, default 0 = keep */
-      double alerts_s; /* resolved alerts, default 30 d; 0 = keep */
+      double done_s;    /* done items, default 7 d; 0 = keep */
+      double dead_s;    /* dead and discarded items, default 0 = keep */
+      double alerts_s;  /* resolved alerts, default 30 d; 0 = keep */
       double workers_s; /* silent workers holding no lease, default 1 d;
                            0 = keep */
     } retention;
@@ -129,8 +129,7 @@ void cl_config_init(cl_config_t *cfg);
 void cl_config_free(cl_config_t *cfg);
 /* Makes dst (uninitialised) a deep copy of src.  Returns 0 or CL_ENOMEM
  * (dst then holds the defaults). */
-CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
-                                           const cl_config_t *src);
+CL_MUST_CHECK int cl_config_copy(cl_config_t *dst, const cl_config_t *src);
 
 /* The loaders, cl_config_apply_env() and cl_config_set() all leave cfg
  * untouched when they fail; they return 0, CL_ECONFIG or CL_ENOMEM, and
@@ -141,30 +140,28 @@ CL_MUST_CHECK int cl_config_copy(cl_config_t *dst,
 
 /* Reads the YAML file at path (at most CL_CONFIG_FILE_MAX bytes) over cfg:
  * keys the file sets replace the values in cfg, the others stay. */
-CL_MUST_CHECK int cl_config_load_file(cl_config_t *cfg,
-                                                const char *path, char *err,
-                                                size_t errlen);
+CL_MUST_CHECK int cl_config_load_file(cl_config_t *cfg, const char *path,
+                                      char *err, size_t errlen);
 /* The same for the YAML text[0..len); name stands for the file's path in
  * messages and origins. */
-CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg,
-                                                  const char *text, size_t len,
-                                                  const char *name, char *err,
-                                                  size_t errlen);
+CL_MUST_CHECK int cl_config_load_string(cl_config_t *cfg, const char *text,
+                                        size_t len, const char *name, char *err,
+                                        size_t errlen);
 /* Applies every CLAIMER_<PATH> variable of the environment that names a
  * key (CLAIMER_DSN, CLAIMER_WORKER_LEASE, ...).  Other CLAIMER_* variables
  * are none of its business and are ignored.  An empty value is a value
  * (and usually a bad one), not an absence. */
 CL_MUST_CHECK int cl_config_apply_env(cl_config_t *cfg, char *err,
-                                                size_t errlen);
+                                      size_t errlen);
 /* Sets the key at path (such as "worker.concurrency") from its text form,
  * recording origin (copied; such as "flag --concurrency"; NULL: "set"). */
 CL_MUST_CHECK int cl_config_set(cl_config_t *cfg, const char *path,
-                                          const char *value, const char *origin,
-                                          char *err, size_t errlen);
+                                const char *value, const char *origin,
+                                char *err, size_t errlen);
 /* Checks every value against its range and the rules between keys (the
  * heartbeat shorter than the lease).  Returns 0 or CL_ECONFIG. */
-CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg,
-                                               char *err, size_t errlen);
+CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg, char *err,
+                                     size_t errlen);
 
 /* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
  * comment saying where its value came from: "default", "FILE:LINE",
@@ -185,8 +182,7 @@ void cl_config_mask_url(char *url);
 
 /* Returns where the value of the key at path came from ("default" when
  * never set), owned by cfg; NULL when there is no such key. */
-const char *cl_config_origin(const cl_config_t *cfg,
-                                       const char *path);
+const char *cl_config_origin(const cl_config_t *cfg, const char *path);
 /* The values the worker runs with when a key says "0 = automatic": the
  * heartbeat interval (lease/3 when unset) and the prefetch (concurrency/4
  * rounded up when unset). */

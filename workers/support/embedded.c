@@ -12,9 +12,9 @@
  * (proc.c runs the server programs as that user), and connections use local
  * trust authentication, which is why the socket directory is mode 0700.
  */
+#include "embedded.h"
 #include "claimer/claimer.h"
 #include "proc.h"
-#include "embedded.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -198,8 +198,7 @@ static int info_fill(const char *state_dir, const char *user,
  * data directory and the log file to /bin/sh inside double quotes, and the
  * socket directory goes into postgresql.conf.  Else CL_EEMBEDDED. */
 static int path_check(const char *path, char *err, size_t errlen) {
-  for (const unsigned char *p = (const unsigned char *)path; *p != '\0';
-       p++) {
+  for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++) {
     if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '$' || *p == '`' ||
         *p == '\\') {
       errf(err, errlen,
@@ -387,12 +386,11 @@ static int server_up(cl_embedded_info_t *info, const char *bindir,
  * database as user.  Returns 0 or CL_EEMBEDDED. */
 static int database_ensure(const cl_embedded_info_t *info, const char *user,
                            char *err, size_t errlen) {
-  const char *const keys[] = {"host",   "port",           "dbname",
-                              "user",   "connect_timeout", "application_name",
-                              NULL};
-  const char *const values[] = {info->socket_dir, EMBEDDED_PORT, "postgres",
-                                user,             "10",          "claimer",
-                                NULL};
+  const char *const keys[] = {
+      "host", "port", "dbname", "user", "connect_timeout", "application_name",
+      NULL};
+  const char *const values[] = {
+      info->socket_dir, EMBEDDED_PORT, "postgres", user, "10", "claimer", NULL};
   PGconn *conn;
   PGresult *res;
   char msg[512];
@@ -525,8 +523,7 @@ static int cluster_create(const cl_embedded_info_t *info, const char *bindir,
   /* What an interrupted initdb left; we hold the lock, so it is no one's. */
   rc = cl__rmtree(tmp);
   if (rc != 0) {
-    errf(err, errlen, "cannot remove the leftover %s: %s", tmp,
-         strerror(-rc));
+    errf(err, errlen, "cannot remove the leftover %s: %s", tmp, strerror(-rc));
     return CL_EEMBEDDED;
   }
   rc = cl__initdb(bindir, tmp, as_user, user, NULL, conf, info->log_file, err,
@@ -548,8 +545,7 @@ static int owner_check(const cl_embedded_info_t *info, const char *user,
   struct stat st;
 
   if (stat(info->data_dir, &st) != 0) {
-    errf(err, errlen, "cannot look at %s: %s", info->data_dir,
-         strerror(errno));
+    errf(err, errlen, "cannot look at %s: %s", info->data_dir, strerror(errno));
     return CL_EEMBEDDED;
   }
   if (st.st_uid != uid) {

@@ -30,7 +30,7 @@ typedef struct xrun {
   char **env;
   char tail[ERR_TAIL + 1];
   size_t tail_len;
-  int open;      /* handles not yet closed */
+  int open; /* handles not yet closed */
   int spawned;
   int exited;
   int64_t status;
@@ -131,8 +131,8 @@ static void x_on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   memcpy(x->tail + x->tail_len, src, take);
   x->tail_len += take;
   /* Trailing newlines say nothing. */
-  while (x->tail_len > 0 && (x->tail[x->tail_len - 1] == '\n' ||
-                             x->tail[x->tail_len - 1] == '\r'))
+  while (x->tail_len > 0 &&
+         (x->tail[x->tail_len - 1] == '\n' || x->tail[x->tail_len - 1] == '\r'))
     x->tail_len--;
 }
 
@@ -167,9 +167,8 @@ static char **x_env(const char *id, const char *kind, const char *subject) {
 }
 
 int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
-                  const char *alert_id, const char *kind,
-                  const char *subject, double timeout_s, cl__hook_cb cb,
-                  void *arg) {
+                  const char *alert_id, const char *kind, const char *subject,
+                  double timeout_s, cl__hook_cb cb, void *arg) {
   xrun_t *x = calloc(1, sizeof *x);
   if (x == NULL)
     return CL_ENOMEM;

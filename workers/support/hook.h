@@ -17,9 +17,8 @@ typedef void (*cl__hook_cb)(void *arg, int ok, const char *error);
  * is success.  stdout is discarded, the tail of stderr reported.  Returns
  * 0 (cb is then called exactly once, later) or CL_ENOMEM. */
 int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
-                  const char *alert_id, const char *kind,
-                  const char *subject, double timeout_s, cl__hook_cb cb,
-                  void *arg);
+                  const char *alert_id, const char *kind, const char *subject,
+                  double timeout_s, cl__hook_cb cb, void *arg);
 
 /* POSTs json to url (http or https) as application/json; a 2xx answer is
  * success; no redirects are followed.  Returns 0 (cb later, once) or

@@ -87,8 +87,8 @@ static void put_json_string(line_t *l, const char *v) {
   json_object *o = json_object_new_string(v);
   if (o == NULL)
     return;
-  puts_(l, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+  puts_(l, json_object_to_json_string_ext(
+               o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
   json_object_put(o);
 }
 
@@ -113,8 +113,8 @@ static void put_pair(line_t *l, int first, const char *k, const char *v,
 }
 
 /* Writes one line: ts, level, event, then fields[0..n) in one write(2). */
-static void write_line(cl_level_t level, const char *event,
-                       const cl_field_t *f, size_t n) {
+static void write_line(cl_level_t level, const char *event, const cl_field_t *f,
+                       size_t n) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;

@@ -19,8 +19,7 @@
 #include "config.h"
 
 /* Chooses the format, the lowest level written and the descriptor. */
-void cl_log_setup(cl_log_format_t format, cl_level_t min,
-                            int fd);
+void cl_log_setup(cl_log_format_t format, cl_level_t min, int fd);
 /* 1 when a line at level would be written (to skip costly arguments). */
 int cl_log_enabled(cl_level_t level);
 /* Writes one line: event, then key/value string pairs ending with a NULL

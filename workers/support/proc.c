@@ -10,8 +10,8 @@
  * the open files) is prepared by the parent; a close-on-exec pipe carries
  * the reason back when the child cannot exec.
  */
-#include "claimer/claimer.h"
 #include "proc.h"
+#include "claimer/claimer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -181,8 +181,8 @@ int cl__pg_bindir(char *out, size_t n, char *err, size_t errlen) {
   }
 
   /* Debian and Ubuntu keep each major version apart; take the newest. */
-  if (glob("/usr/lib/postgresql/*/bin", GLOB_NOSORT | GLOB_ONLYDIR, NULL,
-           &g) == 0) {
+  if (glob("/usr/lib/postgresql/*/bin", GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) ==
+      0) {
     for (size_t i = 0; i < g.gl_pathc; i++) {
       long rank = version_rank(g.gl_pathv[i]);
 
@@ -271,8 +271,7 @@ int cl__server_user(char *name, size_t n, uid_t *uid, gid_t *gid, char *err,
     rc = lookup_user(NULL, geteuid(), &u);
     if (rc != 0) {
       errf(err, errlen, "cannot look up the current user (uid %u): %s",
-           (unsigned)geteuid(),
-           rc == -1 ? "no passwd entry" : strerror(rc));
+           (unsigned)geteuid(), rc == -1 ? "no passwd entry" : strerror(rc));
       return CL_EEMBEDDED;
     }
   }
@@ -504,8 +503,8 @@ static void child_exec(const child_plan_t *plan) {
   }
   if (chdir(plan->cwd) != 0)
     child_fail(plan, STAGE_CHDIR);
-  /* No descriptor of the caller (a lock, a socket) may outlive exec: a
-   * daemonized server would hold it for its whole life. */
+    /* No descriptor of the caller (a lock, a socket) may outlive exec: a
+     * daemonized server would hold it for its whole life. */
 #ifdef CLOSE_RANGE_CLOEXEC
   if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
 #endif
@@ -543,8 +542,8 @@ static char **env_for_user(const user_t *u, char **strings) {
   for (char **e = environ; e != NULL && *e != NULL; e++)
     count++;
   envp = calloc(count + 4, sizeof *envp);
-  size = strlen(u->home) + 2 * strlen(u->name) + sizeof "HOME=" +
-         sizeof "USER=" + sizeof "LOGNAME=";
+  size = strlen(u->home) + 2 * strlen(u->name) +
+         sizeof "HOME=" + sizeof "USER=" + sizeof "LOGNAME=";
   s = malloc(size);
   if (envp == NULL || s == NULL) {
     free(envp);
@@ -664,9 +663,8 @@ int cl__run(const char *const argv[], const char *as_user, const char *cwd,
 
   plan.in_fd = fd_above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (out_file != NULL)
-    plan.out_fd = fd_above_stdio(
-        open(out_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
-             0600));
+    plan.out_fd = fd_above_stdio(open(
+        out_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600));
   else
     plan.out_fd = fd_above_stdio(open("/dev/null", O_WRONLY | O_CLOEXEC));
   if (plan.in_fd < 0 || plan.out_fd < 0) {
@@ -983,8 +981,8 @@ int cl__initdb(const char *bindir, const char *data_dir, const char *as_user,
     char conf_path[PATH_MAX];
     int e;
 
-    if (snprintf(conf_path, sizeof conf_path, "%s/postgresql.conf",
-                 data_dir) >= (int)sizeof conf_path) {
+    if (snprintf(conf_path, sizeof conf_path, "%s/postgresql.conf", data_dir) >=
+        (int)sizeof conf_path) {
       errf(err, errlen, "the path %s is too long", data_dir);
       return CL_EEMBEDDED;
     }
@@ -1111,8 +1109,10 @@ int cl__pg_stop(const char *bindir, const char *data_dir, const char *as_user,
 /* The environment of claimer's children                                     */
 
 const char *const cl__child_env_secrets[] = {
-    "CLAIMER_DSN", "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE", "PGSSLKEY",
-    "CLAIMER_REAPER_HOOK_URL", NULL};
+    "CLAIMER_DSN", "PGPASSWORD",
+    "PGPASSFILE",  "PGSERVICEFILE",
+    "PGSSLKEY",    "CLAIMER_REAPER_HOOK_URL",
+    NULL};
 
 /* Returns 1 when the environment entry "NAME=value" is named name. */
 static int env_is(const char *entry, const char *name) {

@@ -105,7 +105,8 @@ int cl__pg_running(const char *bindir, const char *data_dir,
  * working directory cwd (NULL: data_dir).  pg_ctl waits until the server
  * accepts connections.  A stale postmaster.pid left by a crash is handled by
  * the server, except when its postmaster is a zombie (which the server would
- * take for alive): then this removes it and the socket's lock file first.  Returns 0 or CL_EEMBEDDED with the last lines of log_file. */
+ * take for alive): then this removes it and the socket's lock file first.
+ * Returns 0 or CL_EEMBEDDED with the last lines of log_file. */
 int cl__pg_start(const char *bindir, const char *data_dir, const char *as_user,
                  const char *log_file, const char *cwd, int timeout_s,
                  char *err, size_t errlen);
