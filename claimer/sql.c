@@ -26,7 +26,7 @@
  * out of the table. */
 // clang-format off
 const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
-  [CL__STMT_ENQUEUE] = {"claimer_enqueue", 6,
+  [CL__STMT_ENQUEUE] = {"claimer_enqueue", CL__STMT_NPARAMS_ENQUEUE,
     "WITH input AS ("
     "  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[],"
     "                       $5::int[], $6::float8[])"
@@ -62,7 +62,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     ")"
     "SELECT first.ord FROM first JOIN ins USING (item_id), wake"},
 
-  [CL__STMT_CLAIM] = {"claimer_claim", 4,
+  [CL__STMT_CLAIM] = {"claimer_claim", CL__STMT_NPARAMS_CLAIM,
     "WITH cand AS ("
     "  SELECT item_id, attempts, max_attempts FROM claimer.items"
     "   WHERE queue = $1 AND state = 'ready' AND run_at <= now()"
@@ -87,7 +87,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  FROM ins JOIN upd USING (item_id)"
     " ORDER BY upd.priority DESC, upd.run_at, ins.item_id"},
 
-  [CL__STMT_COMPLETE] = {"claimer_complete", 3,
+  [CL__STMT_COMPLETE] = {"claimer_complete", CL__STMT_NPARAMS_COMPLETE,
     "WITH del AS ("
     "  DELETE FROM claimer.claims WHERE item_id = $1 AND token = $2"
     "  RETURNING item_id, queue, token, worker_id, attempt"
@@ -109,14 +109,14 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* The settling reads of G9, sent as their own statements (so with a
    * fresh snapshot) after a resend found no claim. */
-  [CL__STMT_COMPLETE_CHECK] = {"claimer_complete_check", 2,
+  [CL__STMT_COMPLETE_CHECK] = {"claimer_complete_check", CL__STMT_NPARAMS_COMPLETE_CHECK,
     "SELECT 1 FROM claimer.results WHERE item_id = $1 AND token = $2"},
 
-  [CL__STMT_FAIL_CHECK] = {"claimer_fail_check", 2,
+  [CL__STMT_FAIL_CHECK] = {"claimer_fail_check", CL__STMT_NPARAMS_FAIL_CHECK,
     "SELECT state, attempts, claimer.rfc3339(run_at), true"
     "  FROM claimer.items WHERE item_id = $1 AND last_token = $2"},
 
-  [CL__STMT_FAIL] = {"claimer_fail", 5,
+  [CL__STMT_FAIL] = {"claimer_fail", CL__STMT_NPARAMS_FAIL,
     "WITH del AS ("
     "  DELETE FROM claimer.claims WHERE item_id = $1 AND token = $2"
     "  RETURNING item_id, attempt"
@@ -152,7 +152,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     " WHERE item_id = $1 AND last_token = $2"
     "   AND NOT EXISTS (SELECT 1 FROM del)"},
 
-  [CL__STMT_RELEASE] = {"claimer_release", 2,
+  [CL__STMT_RELEASE] = {"claimer_release", CL__STMT_NPARAMS_RELEASE,
     "WITH del AS ("
     "  DELETE FROM claimer.claims WHERE item_id = $1 AND token = $2"
     "  RETURNING item_id"
@@ -161,7 +161,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  FROM del WHERE i.item_id = del.item_id"
     " RETURNING i.item_id"},
 
-  [CL__STMT_HEARTBEAT] = {"claimer_heartbeat", 2,
+  [CL__STMT_HEARTBEAT] = {"claimer_heartbeat", CL__STMT_NPARAMS_HEARTBEAT,
     "WITH w AS ("
     "  INSERT INTO claimer.workers (worker_id) VALUES ($1)"
     "  ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()"
@@ -180,7 +180,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * process, or removed), it extends nothing and returns one row of NULLs.
    * Tokens in $4 are not extended: acks the database refused for good,
    * left to expire so the reaper spends their attempt. */
-  [CL__STMT_WORKER_HEARTBEAT] = {"claimer_worker_heartbeat", 4,
+  [CL__STMT_WORKER_HEARTBEAT] = {"claimer_worker_heartbeat", CL__STMT_NPARAMS_WORKER_HEARTBEAT,
     "WITH w AS ("
     "  UPDATE claimer.workers SET heartbeat_at = now()"
     "   WHERE worker_id = $1 AND instance = $3"
@@ -198,7 +198,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM w)"
     " ORDER BY 1 NULLS FIRST"},
 
-  [CL__STMT_REAP] = {"claimer_reap", 1,
+  [CL__STMT_REAP] = {"claimer_reap", CL__STMT_NPARAMS_REAP,
     "WITH stale AS ("
     "  SELECT item_id FROM claimer.claims WHERE lease_until < now()"
     "   ORDER BY lease_until LIMIT $1"
@@ -238,7 +238,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       al.expired, al.dead"
     "  FROM upd JOIN al USING (item_id)"},
 
-  [CL__STMT_STATUS] = {"claimer_status", 0,
+  [CL__STMT_STATUS] = {"claimer_status", CL__STMT_NPARAMS_STATUS,
     "SELECT queue, ready, scheduled, leased, done, dead, oldest_ready_s, stale"
     "  FROM claimer.queue_status ORDER BY queue"},
 
@@ -247,7 +247,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * random per process: a name whose row another instance heartbeated
    * within 3 of its intervals is refused (no row back) unless $9 says the
    * holder is known to be gone; then the holder is returned instead. */
-  [CL__STMT_REGISTER] = {"claimer_register", 9,
+  [CL__STMT_REGISTER] = {"claimer_register", CL__STMT_NPARAMS_REGISTER,
     "WITH up AS ("
     "  INSERT INTO claimer.workers AS w (worker_id, host, pid, version,"
     "                                    concurrency, queues, heartbeat_s,"
@@ -273,12 +273,12 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  FROM claimer.workers w"
     " WHERE w.worker_id = $1 AND NOT EXISTS (SELECT 1 FROM up)"},
 
-  [CL__STMT_DEREGISTER] = {"claimer_deregister", 2,
+  [CL__STMT_DEREGISTER] = {"claimer_deregister", CL__STMT_NPARAMS_DEREGISTER,
     "DELETE FROM claimer.workers WHERE worker_id = $1"
     "   AND instance IS NOT DISTINCT FROM $2"},
 
   /* Dead letters.  $1 a queue (NULL: all), $2 a limit. */
-  [CL__STMT_DEAD_LIST] = {"claimer_dead_list", 2,
+  [CL__STMT_DEAD_LIST] = {"claimer_dead_list", CL__STMT_NPARAMS_DEAD_LIST,
     "SELECT item_id, queue, attempts, max_attempts, coalesce(last_error, ''),"
     "       claimer.rfc3339(finished_at), payload::text"
     "  FROM claimer.items"
@@ -288,7 +288,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   /* Back to ready for a new round: attempts reset, the error it died with
    * appended to its history.  $1 item ids (NULL: every dead item of the
    * queue $2).  Wakes the queue's workers. */
-  [CL__STMT_DEAD_RETRY] = {"claimer_dead_retry", 2,
+  [CL__STMT_DEAD_RETRY] = {"claimer_dead_retry", CL__STMT_NPARAMS_DEAD_RETRY,
     "WITH upd AS ("
     "  UPDATE claimer.items SET state = 'ready', run_at = now(),"
     "         finished_at = NULL, last_token = NULL, last_error = NULL,"
@@ -308,7 +308,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Out of the dead letters for good; the row stays, so its item_id is
    * still taken (G1). */
-  [CL__STMT_DEAD_DISCARD] = {"claimer_dead_discard", 2,
+  [CL__STMT_DEAD_DISCARD] = {"claimer_dead_discard", CL__STMT_NPARAMS_DEAD_DISCARD,
     "UPDATE claimer.items SET state = 'discarded',"
     "       history = history || jsonb_build_object("
     "           'event', 'discarded', 'at', claimer.rfc3339(now()),"
@@ -326,7 +326,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * is waited for (SKIP LOCKED on workers, then on claims): a heartbeat
    * locks the claims before the worker's row, so waiting in the other
    * order could deadlock with it.  $2 a limit. */
-  [CL__STMT_REAP_WORKERS] = {"claimer_reap_workers", 2,
+  [CL__STMT_REAP_WORKERS] = {"claimer_reap_workers", CL__STMT_NPARAMS_REAP_WORKERS,
     "WITH lost AS ("
     "  SELECT worker_id, heartbeat_at, heartbeat_s FROM claimer.workers w"
     "   WHERE heartbeat_s IS NOT NULL"
@@ -366,7 +366,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Items older than their SLA with no result: the item's own sla, else
    * its queue's ($3 queues, $4 seconds), else $1 seconds.  $2 a limit. */
-  [CL__STMT_ALERT_OVERDUE] = {"claimer_alert_overdue", 4,
+  [CL__STMT_ALERT_OVERDUE] = {"claimer_alert_overdue", CL__STMT_NPARAMS_ALERT_OVERDUE,
     "WITH q AS ("
     "  SELECT * FROM unnest($3::text[], $4::float8[]) AS t(queue, sla_s)"
     "), cand AS ("
@@ -397,7 +397,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Deliveries a sender left in 'sending' past its lease: it may have
    * crashed between sending and recording "sent".  $1 a limit. */
-  [CL__STMT_ALERT_IN_DOUBT] = {"claimer_alert_in_doubt", 1,
+  [CL__STMT_ALERT_IN_DOUBT] = {"claimer_alert_in_doubt", CL__STMT_NPARAMS_ALERT_IN_DOUBT,
     "WITH cand AS ("
     "  SELECT d.subscriber, d.item_id, d.attempts, d.lease_until,"
     "         d.idempotency_key FROM claimer.deliveries d"
@@ -416,7 +416,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  FROM (SELECT * FROM cand ORDER BY subscriber, item_id) c"},
 
   /* Open alerts whose condition has cleared.  $1 a limit. */
-  [CL__STMT_ALERT_RESOLVE] = {"claimer_alert_resolve", 1,
+  [CL__STMT_ALERT_RESOLVE] = {"claimer_alert_resolve", CL__STMT_NPARAMS_ALERT_RESOLVE,
     "WITH clear AS ("
     "  SELECT a.alert_id FROM claimer.alerts a"
     "    LEFT JOIN claimer.items i"
@@ -451,7 +451,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * that are due, leased to this reaper for $2 seconds.  hook_attempts,
    * counted up here, fences ANNOUNCE_DONE: a reaper whose lease ran out
    * and was taken over cannot settle the alert any more. */
-  [CL__STMT_ANNOUNCE_CLAIM] = {"claimer_announce_claim", 2,
+  [CL__STMT_ANNOUNCE_CLAIM] = {"claimer_announce_claim", CL__STMT_NPARAMS_ANNOUNCE_CLAIM,
     "WITH due AS ("
     "  SELECT alert_id FROM claimer.alerts"
     "   WHERE hook_state = 'pending' AND hook_next_at <= now()"
@@ -468,7 +468,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * (the hooks took it), 'none' (no hook configured), or 'error' ($4 the
    * error): then again after a backoff capped at 5 minutes, or 'failed'
    * once $5 attempts are spent.  Returns the rows settled. */
-  [CL__STMT_ANNOUNCE_DONE] = {"claimer_announce_done", 5,
+  [CL__STMT_ANNOUNCE_DONE] = {"claimer_announce_done", CL__STMT_NPARAMS_ANNOUNCE_DONE,
     "UPDATE claimer.alerts a"
     "   SET hook_state = CASE WHEN $3 <> 'error' THEN $3"
     "                         WHEN a.hook_attempts >= $5::int THEN 'failed'"
@@ -489,7 +489,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * the previous batch looked at, so that results still owed (which stay,
    * at the old end of the index) are looked at once per run, not once per
    * batch.  Returns rows deleted, rows looked at and the new key. */
-  [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", 4,
+  [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", CL__STMT_NPARAMS_RETAIN_DONE,
     "WITH cand AS ("
     "  SELECT i.item_id, i.finished_at FROM claimer.items i"
     "   WHERE i.state = 'done'"
@@ -516,7 +516,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   /* Dead and discarded items that died more than $1 seconds ago (a
    * discarded item's row keeps its item_id taken, G1, as long as dead
    * letters are kept).  $2 a limit. */
-  [CL__STMT_RETAIN_DEAD] = {"claimer_retain_dead", 2,
+  [CL__STMT_RETAIN_DEAD] = {"claimer_retain_dead", CL__STMT_NPARAMS_RETAIN_DEAD,
     "WITH old AS ("
     "  SELECT item_id FROM claimer.items"
     "   WHERE state IN ('dead', 'discarded')"
@@ -528,7 +528,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     " RETURNING i.item_id"},
 
   /* Alerts resolved more than $1 seconds ago.  $2 a limit. */
-  [CL__STMT_RETAIN_ALERTS] = {"claimer_retain_alerts", 2,
+  [CL__STMT_RETAIN_ALERTS] = {"claimer_retain_alerts", CL__STMT_NPARAMS_RETAIN_ALERTS,
     "WITH old AS ("
     "  SELECT alert_id FROM claimer.alerts"
     "   WHERE resolved_at < now() - make_interval(secs => $1::float8)"
@@ -540,7 +540,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Workers silent for more than $1 seconds that hold no lease any more:
    * gone for good (their worker_lost alert then resolves).  $2 a limit. */
-  [CL__STMT_RETAIN_WORKERS] = {"claimer_retain_workers", 2,
+  [CL__STMT_RETAIN_WORKERS] = {"claimer_retain_workers", CL__STMT_NPARAMS_RETAIN_WORKERS,
     "WITH old AS ("
     "  SELECT w.worker_id FROM claimer.workers w"
     "   WHERE w.heartbeat_at < now() - make_interval(secs => $1::float8)"
@@ -556,7 +556,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * rows for the queues $1 (and '*' for the defaults) with $2 max
    * attempts, $3 backoff and $4 cap (NULL elements: not set).  Returns
    * rows written and rows removed. */
-  [CL__STMT_POLICY_SYNC] = {"claimer_policy_sync", 4,
+  [CL__STMT_POLICY_SYNC] = {"claimer_policy_sync", CL__STMT_NPARAMS_POLICY_SYNC,
     "SELECT written, removed FROM claimer.sync_queue_policy($1::text[],"
     "         $2::int[], $3::float8[], $4::float8[])"},
 };

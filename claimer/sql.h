@@ -43,6 +43,19 @@ typedef enum cl__stmt_id {
       CL__STMT_COUNT
 } cl__stmt_id_t;
 
+/* Each statement's parameter count, as the list above gives it: the
+ * table in sql.c takes its counts from here, so the two cannot disagree
+ * (tests/unit/test_sql.c checks the SQL text's highest $N against it). */
+enum cl__stmt_nparams {
+#define CL__STMT_NP(name, nparams) CL__STMT_NPARAMS_##name = nparams,
+  CL__STMT_MAP(CL__STMT_NP)
+#undef CL__STMT_NP
+};
+
+/* A session's prepared statements are one bit each of a uint64_t. */
+_Static_assert(CL__STMT_COUNT <= 64,
+               "the statements must fit the 64-bit prepared bitmap");
+
 typedef struct cl__stmt {
   const char *name; /* prepared statement name, "claimer_claim" */
   int nparams;
