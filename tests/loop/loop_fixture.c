@@ -187,3 +187,19 @@ long lt_terminate(PGconn *admin, const char *app) {
   PQclear(r);
   return n;
 }
+
+int lt_db_open(const char *db, char *dsn, size_t n, cl_conn_t **c,
+               PGconn **pg) {
+  if (th_db_create(&th_pg, db, 1, dsn, n) != 0)
+    return -1;
+  if (cl_conn_new(c, dsn) != 0 || cl_conn_connect(*c) != 0) {
+    fprintf(stderr, "lt_db_open: %s\n", cl_conn_last_error(*c));
+    return -1;
+  }
+  *pg = PQconnectdb(dsn);
+  if (PQstatus(*pg) != CONNECTION_OK) {
+    fprintf(stderr, "lt_db_open: %s", PQerrorMessage(*pg));
+    return -1;
+  }
+  return 0;
+}

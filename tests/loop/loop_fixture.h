@@ -29,6 +29,10 @@ typedef struct lt_loop {
 
 /* Initialises the loop and starts its tick, or fails the test. */
 void lt_loop_init(lt_loop_t *lt);
+/* Creates database db afresh and migrated, writes its DSN into dsn, and
+ * opens a blocking libclaimer connection (*c) and a plain libpq one (*pg)
+ * to it.  Returns 0, or -1 after printing why. */
+int lt_db_open(const char *db, char *dsn, size_t n, cl_conn_t **c, PGconn **pg);
 /* Closes the tick, runs the loop until nothing is left (the caller has
  * closed its objects already) and asserts uv_loop_close() == 0. */
 void lt_loop_finish(lt_loop_t *lt);

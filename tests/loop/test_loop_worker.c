@@ -155,12 +155,7 @@ static int setup(void **state) {
   snprintf(fx->db, sizeof fx->db, "lw_%d", ++n);
   snprintf(fx->name, sizeof fx->name, "lt-worker-%d", n);
   snprintf(fx->app, sizeof fx->app, "lt_worker_%d", n);
-  if (th_db_create(&th_pg, fx->db, 1, fx->dsn, sizeof fx->dsn) != 0)
-    return -1;
-  if (cl_conn_new(&fx->c, fx->dsn) != 0 || cl_conn_connect(fx->c) != 0)
-    return -1;
-  fx->pg = PQconnectdb(fx->dsn);
-  if (PQstatus(fx->pg) != CONNECTION_OK)
+  if (lt_db_open(fx->db, fx->dsn, sizeof fx->dsn, &fx->c, &fx->pg) != 0)
     return -1;
   lt_loop_init(&fx->lt);
   fx->lt.on_tick = tick;
