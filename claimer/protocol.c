@@ -21,6 +21,7 @@
 #include "ack.h"
 #include "internal.h"
 #include "protocol.h"
+#include "text.h"
 
 /* ------------------------------------------------------------------------ */
 /* A growable text buffer for array parameters.                             */
@@ -549,13 +550,9 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
     return CL_EINVAL;
   }
   /* Error texts come from handlers' stderr: keep them bounded and valid. */
-  char *err = cl__strdup(error ? error : "");
+  char *err = cl__clean_text(error, CL_ERROR_TEXT_MAX);
   if (err == NULL)
     return CL_ENOMEM;
-  if (strlen(err) > CL_ERROR_TEXT_MAX)
-    err[CL_ERROR_TEXT_MAX] = '\0';
-  for (long bad; (bad = cl_utf8_invalid_at(err, strlen(err))) >= 0;)
-    err[bad] = '?';
   ack_call_t k = {.item_id = item_id,
                   .token = token,
                   .error = err,

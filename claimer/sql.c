@@ -401,7 +401,8 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "WITH cand AS ("
     "  SELECT d.subscriber, d.item_id, d.attempts, d.lease_until,"
     "         d.idempotency_key FROM claimer.deliveries d"
-    "   WHERE d.state = 'sending' AND d.lease_until < now()"
+    "   WHERE ((d.state = 'sending' AND d.lease_until < now())"
+    "          OR d.state = 'held')"
     "     AND NOT EXISTS (SELECT 1 FROM claimer.alerts a"
     "                      WHERE a.kind = 'delivery_in_doubt'"
     "                        AND a.subject = d.subscriber || '/' || d.item_id"
@@ -425,7 +426,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "    LEFT JOIN claimer.workers w"
     "      ON a.kind = 'worker_lost' AND w.worker_id = a.subject"
     "    LEFT JOIN claimer.deliveries d"
-    "      ON a.kind = 'delivery_in_doubt'"
+    "      ON a.kind IN ('delivery_in_doubt', 'delivery_dead')"
     "     AND d.subscriber = a.detail->>'subscriber'"
     "     AND d.item_id = a.detail->>'item_id'"
     "   WHERE a.resolved_at IS NULL AND CASE a.kind"
@@ -437,8 +438,11 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "     WHEN 'worker_lost' THEN w.worker_id IS NULL"
     "                          OR w.heartbeat_at > a.raised_at"
     "     WHEN 'delivery_in_doubt' THEN d.item_id IS NULL"
-    "                          OR d.state <> 'sending'"
-    "                          OR d.lease_until >= now()"
+    "                          OR d.state NOT IN ('sending', 'held')"
+    "                          OR (d.state = 'sending'"
+    "                              AND d.lease_until >= now())"
+    "     WHEN 'delivery_dead' THEN d.item_id IS NULL"
+    "                          OR d.state <> 'dead'"
     "     END"
     "   ORDER BY a.alert_id LIMIT $1::int"
     "   FOR UPDATE OF a SKIP LOCKED"
@@ -559,5 +563,63 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_POLICY_SYNC] = {"claimer_policy_sync", CL__STMT_NPARAMS_POLICY_SYNC,
     "SELECT written, removed FROM claimer.sync_queue_policy($1::text[],"
     "         $2::int[], $3::float8[], $4::float8[])"},
+
+  /* Senders (005).  The functions carry the logic; see the migration. */
+  [CL__STMT_SUB_ADD] = {"claimer_sub_add", CL__STMT_NPARAMS_SUB_ADD,
+    "INSERT INTO claimer.subscribers (subscriber, queues, from_pos,"
+    "                                 in_doubt, max_attempts)"
+    "VALUES ($1, $2::text[], CASE $3"
+    "          WHEN 'beginning' THEN 0"
+    "          WHEN 'now' THEN coalesce((SELECT max(pos) FROM"
+    "                                    claimer.results), 0) + 1"
+    "          ELSE $3::bigint END,"
+    "        $4, $5::int)"
+    "ON CONFLICT (subscriber) DO NOTHING"
+    " RETURNING from_pos"},
+  [CL__STMT_SUB_LIST] = {"claimer_sub_list", CL__STMT_NPARAMS_SUB_LIST,
+    "SELECT subscriber, coalesce(array_to_string(queues, ','), ''),"
+    "       paused, coalesce(paused_why, ''), in_doubt, from_pos,"
+    "       cursor_pos, pending, in_flight, retry, sent, held, dead,"
+    "       lag_positions"
+    "  FROM claimer.subscriber_status ORDER BY subscriber"},
+  [CL__STMT_SUB_PAUSE] = {"claimer_sub_pause", CL__STMT_NPARAMS_SUB_PAUSE,
+    "UPDATE claimer.subscribers SET paused = $2::bool,"
+    "       paused_why = CASE WHEN $2::bool THEN nullif($3, '') END,"
+    "       updated_at = now()"
+    " WHERE subscriber = $1 RETURNING subscriber"},
+  /* $2: remove even with unsettled deliveries.  Returns the unsettled
+   * count and whether the row went. */
+  [CL__STMT_SUB_REMOVE] = {"claimer_sub_remove", CL__STMT_NPARAMS_SUB_REMOVE,
+    "WITH s AS ("
+    "  SELECT subscriber FROM claimer.subscribers WHERE subscriber = $1"
+    "     FOR UPDATE"
+    "), open AS ("
+    "  SELECT count(*) AS n FROM claimer.deliveries d"
+    "   WHERE d.subscriber = $1 AND d.state <> 'sent'"
+    "), del_d AS ("
+    "  DELETE FROM claimer.deliveries d USING s, open"
+    "   WHERE d.subscriber = s.subscriber AND (open.n = 0 OR $2::bool)"
+    "  RETURNING 1"
+    "), del AS ("
+    "  DELETE FROM claimer.subscribers x USING s, open"
+    "   WHERE x.subscriber = s.subscriber AND (open.n = 0 OR $2::bool)"
+    "  RETURNING 1"
+    ")"
+    "SELECT (SELECT count(*) FROM s)::int, (SELECT n FROM open)::int,"
+    "       (SELECT count(*) FROM del)::int"},
+  [CL__STMT_DELIVERY_CLAIM] = {"claimer_delivery_claim", CL__STMT_NPARAMS_DELIVERY_CLAIM,
+    "SELECT item_id, queue, token, attempt, idempotency_key, pos, result,"
+    "       payload, lease_until"
+    "  FROM claimer.delivery_claim($1, $2::int, $3::float8, $4)"},
+  [CL__STMT_DELIVERY_SENT] = {"claimer_delivery_sent", CL__STMT_NPARAMS_DELIVERY_SENT,
+    "SELECT state, did FROM claimer.delivery_sent($1, $2, $3)"},
+  /* $5: seconds until due again; < 0 the schedule; NULL dead now. */
+  [CL__STMT_DELIVERY_FAIL] = {"claimer_delivery_fail", CL__STMT_NPARAMS_DELIVERY_FAIL,
+    "SELECT state, coalesce(next_at, ''), attempts, did"
+    "  FROM claimer.delivery_fail($1, $2, $3, $4,"
+    "                             $5::float8)"},
+  [CL__STMT_DELIVERY_HEARTBEAT] = {"claimer_delivery_heartbeat", CL__STMT_NPARAMS_DELIVERY_HEARTBEAT,
+    "SELECT token FROM claimer.delivery_heartbeat($1, $2::float8,"
+    "                                            $3::text[])"},
 };
 // clang-format on

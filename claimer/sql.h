@@ -34,7 +34,15 @@
   XX(RETAIN_DEAD, 2)                                                           \
   XX(RETAIN_ALERTS, 2)                                                         \
   XX(RETAIN_WORKERS, 2)                                                        \
-  XX(POLICY_SYNC, 4)
+  XX(POLICY_SYNC, 4)                                                           \
+  XX(SUB_ADD, 5)                                                               \
+  XX(SUB_LIST, 0)                                                              \
+  XX(SUB_PAUSE, 3)                                                             \
+  XX(SUB_REMOVE, 2)                                                            \
+  XX(DELIVERY_CLAIM, 4)                                                        \
+  XX(DELIVERY_SENT, 3)                                                         \
+  XX(DELIVERY_FAIL, 5)                                                         \
+  XX(DELIVERY_HEARTBEAT, 3)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

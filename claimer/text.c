@@ -10,6 +10,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "claimer/claimer.h"
@@ -205,4 +206,24 @@ size_t cl__escape(char *out, size_t outlen, const char *s, size_t len,
   }
   out[o] = '\0';
   return o;
+}
+
+char *cl__clean_text(const char *s, size_t max) {
+  if (s == NULL)
+    s = "";
+  size_t n = strlen(s);
+  if (n > max) {
+    n = max;
+    /* Back off continuation bytes so no character is cut in two. */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+      n--;
+  }
+  char *out = malloc(n + 1);
+  if (out == NULL)
+    return NULL;
+  memcpy(out, s, n);
+  out[n] = '\0';
+  for (long bad; (bad = cl_utf8_invalid_at(out, n)) >= 0;)
+    out[bad] = '?';
+  return out;
 }

@@ -85,4 +85,10 @@ size_t cl__escape(char *out, size_t outlen, const char *s, size_t len,
 void cl__msg(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Returns a malloc'd copy of s (NULL: "") cut to at most max bytes on a
+ * character boundary, each byte of an invalid UTF-8 sequence replaced by
+ * '?': text PostgreSQL will take, from a source that may send anything
+ * (a handler's stderr, a sink's answer).  NULL when out of memory. */
+char *cl__clean_text(const char *s, size_t max);
+
 #endif

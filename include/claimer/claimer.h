@@ -83,7 +83,8 @@ extern "C" {
   XX(IO, -1013, "input/output error")                                          \
   XX(EMBEDDED, -1014, "embedded PostgreSQL failed")                            \
   XX(DSN, -1015, "malformed connection string")                                \
-  XX(NAME_TAKEN, -1016, "worker name in use by a live worker")
+  XX(NAME_TAKEN, -1016, "worker name in use by a live worker")                 \
+  XX(BUSY, -1017, "deliveries not yet settled")
 
 typedef enum cl_errno {
 #define CL__ERR_ENUM(name, value, msg) CL_E##name = value,
@@ -348,7 +349,8 @@ CL_EXTERN int cl_reap(cl_conn_t *c, int limit, cl_reap_info_t *info);
   XX(LEASE_EXPIRED, "lease_expired")                                           \
   XX(ITEM_DEAD, "item_dead")                                                   \
   XX(WORKER_LOST, "worker_lost")                                               \
-  XX(DELIVERY_IN_DOUBT, "delivery_in_doubt")
+  XX(DELIVERY_IN_DOUBT, "delivery_in_doubt")                                   \
+  XX(DELIVERY_DEAD, "delivery_dead")
 
 typedef enum cl_alert_kind {
 #define CL__ALERT_ENUM(name, text) CL_ALERT_##name,
@@ -454,6 +456,107 @@ typedef struct cl_queue_status {
  * cl_status_free) and returns 0. */
 CL_EXTERN int cl_status(cl_conn_t *c, cl_queue_status_t **rows, size_t *count);
 CL_EXTERN void cl_status_free(cl_queue_status_t *rows, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Subscribers and deliveries (the senders' side)                            */
+
+/* A subscriber consumes the results of its queues (all when none are
+ * given), each once: a delivery row keyed (subscriber, item_id) records it
+ * (G5).  Names follow the queue rules (1..63 of [A-Za-z0-9_.-]). */
+typedef struct cl_subscriber_opts {
+  const char *const *queues; /* nqueues names; none: every queue */
+  size_t nqueues;
+  const char *from;     /* "now" (default: results from here on),
+                           "beginning", or a position (decimal) */
+  const char *in_doubt; /* "retry" (default: send again with the same key)
+                           or "hold" (wait for a person) */
+  int max_attempts;     /* attempts per delivery, then dead (0: 10) */
+} cl_subscriber_opts_t;
+
+/* Adds subscriber name.  Returns 1 when created (its first position in
+ * *from_pos, may be NULL), 0 when it existed already (nothing changed),
+ * or CL_EINVAL for a bad name or option (message on c). */
+CL_EXTERN int cl_subscriber_add(cl_conn_t *c, const char *name,
+                                const cl_subscriber_opts_t *o,
+                                long long *from_pos);
+/* Pauses (paused 1, why may be NULL) or resumes (0) a subscriber: a
+ * paused one is given nothing to send; nothing is lost.  Returns 0 or
+ * CL_ENOTFOUND. */
+CL_EXTERN int cl_subscriber_pause(cl_conn_t *c, const char *name, int paused,
+                                  const char *why);
+/* Removes a subscriber and its deliveries.  Refuses with CL_EBUSY while
+ * some delivery is not 'sent' (their count in *unsettled, may be NULL)
+ * unless force is 1.  Returns 0 or CL_ENOTFOUND. */
+CL_EXTERN int cl_subscriber_remove(cl_conn_t *c, const char *name, int force,
+                                   long *unsettled);
+
+typedef struct cl_subscriber_status {
+  char *name;
+  char *queues; /* comma-separated; "" for every queue */
+  int paused;
+  char *paused_why;
+  char *in_doubt;
+  long long from_pos, cursor_pos;
+  long pending, in_flight, retry, sent, held, dead;
+  long long lag; /* positions between the newest result and the cursor */
+} cl_subscriber_status_t;
+
+/* Every subscriber, by name (free with cl_subscribers_free). */
+CL_EXTERN int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
+                                 size_t *count);
+CL_EXTERN void cl_subscribers_free(cl_subscriber_status_t *rows, size_t count);
+
+typedef struct cl_delivery {
+  char *item_id;
+  char *queue;
+  char *token;           /* fences the delivery's sent or fail */
+  char *idempotency_key; /* stable for (subscriber, item_id) (G10) */
+  char *result;          /* JSON text */
+  char *payload;         /* the item's, JSON text */
+  char *lease_until;     /* RFC 3339, database clock */
+  int attempt;           /* 1 on the first send */
+  long long pos;         /* the result's position */
+} cl_delivery_t;
+
+/* Claims up to n deliveries of subscriber for sender (a name, as a worker
+ * has), each leased for lease_s seconds: failed attempts come due first
+ * (and, under the 'retry' policy, deliveries left in doubt: sent again
+ * with the same idempotency key), then results not yet delivered, by
+ * position; no result is ever skipped, also one whose transaction
+ * committed after a later one's.  Returns the number claimed (0 when none
+ * is due, the subscriber is paused or unknown) with *out (free with
+ * cl_deliveries_free), or an error. */
+CL_EXTERN int cl_deliver_claim(cl_conn_t *c, const char *subscriber,
+                               const char *sender, int n, double lease_s,
+                               cl_delivery_t **out);
+CL_EXTERN void cl_deliveries_free(cl_delivery_t *d, size_t count);
+
+/* Records that the sink took the delivery.  Returns 0 (*already 1 when an
+ * earlier call with this token had recorded it; may be NULL), or
+ * CL_ELEASE_LOST when the token no longer holds it (it was leased again:
+ * nothing written).  After a lost connection it reconnects and sends again
+ * (G9), up to a few times; CL_ECONNLOST if it never could. */
+CL_EXTERN int cl_delivery_sent(cl_conn_t *c, const char *subscriber,
+                               const char *item_id, const char *token,
+                               int *already);
+
+typedef struct cl_delivery_fail_info {
+  int dead;         /* 1: attempts spent (or no retry): a delivery_dead
+                       alert was raised */
+  int attempts;     /* attempts so far */
+  char next_at[40]; /* RFC 3339 when due again */
+  int already;      /* an earlier call with this token had recorded it */
+} cl_delivery_fail_info_t;
+
+/* Records a failed attempt: due again after retry_in seconds (< 0: the
+ * schedule, 5 s, 5 min, 30 min, 2 h, 5 h, then 10 h, jittered) while
+ * attempts remain and retry is 1, else dead.  Returns 0 or
+ * CL_ELEASE_LOST, resending after a lost connection like
+ * cl_delivery_sent.  info may be NULL. */
+CL_EXTERN int cl_delivery_fail(cl_conn_t *c, const char *subscriber,
+                               const char *item_id, const char *token,
+                               const char *error, int retry, double retry_in,
+                               cl_delivery_fail_info_t *info);
 
 #ifdef __cplusplus
 }

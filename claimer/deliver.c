@@ -1,0 +1,377 @@
+/*
+ * deliver.c: the senders' side of the protocol as blocking calls:
+ * subscribers (add, pause, remove, list) and deliveries (claim, sent,
+ * fail).  The logic lives in the functions of schema/005_senders.sql,
+ * one statement each; this file checks the input first (G8), runs the
+ * statement, and after a lost connection sends a sent or a fail again
+ * with the same token (G9): both read the delivery FOR UPDATE, so a
+ * resend that waited on the first send's lock sees what it did and says
+ * "already".  A delivery needs no settling read of its own.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "text.h"
+
+/* Lost connections a blocking sent or fail resends after (the backoff
+ * below: 100 ms doubling to 4 s, about 15 s in all), and database errors
+ * (a deadlock, a timeout) it sends again at once. */
+enum { RESEND_LIMIT = 8, DB_RETRIES = 2 };
+
+static int check_sub(cl_conn_t *c, const char *name) {
+  char why[256];
+  if (cl_check_queue(name ? name : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "subscriber name: %s", why);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+/* Runs id, sending it again after a lost connection (reconnecting with
+ * backoff) or a transient database error.  Returns cl__exec()'s code. */
+static int exec_resending(cl_conn_t *c, cl__stmt_id_t id,
+                          const char *const *params, PGresult **res) {
+  long delay = 100;
+  int lost = 0, db = 0;
+  for (;;) {
+    int rc = cl__exec(c, id, params, res);
+    if (rc == CL_ECONNLOST && lost++ < RESEND_LIMIT) {
+      struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
+      while (nanosleep(&ts, &ts) != 0) {
+      }
+      delay = delay * 2 > 4000 ? 4000 : delay * 2;
+      if (cl_conn_reset(c) == CL_EAUTH)
+        return CL_EAUTH;
+      continue;
+    }
+    if (rc == CL_EDB && db++ < DB_RETRIES)
+      continue;
+    return rc;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Subscribers                                                               */
+
+int cl_subscriber_add(cl_conn_t *c, const char *name,
+                      const cl_subscriber_opts_t *o, long long *from_pos) {
+  cl_subscriber_opts_t none = {0};
+  if (o == NULL)
+    o = &none;
+  int rc = check_sub(c, name);
+  if (rc != 0)
+    return rc;
+  char why[256];
+  for (size_t i = 0; i < o->nqueues; i++) {
+    if (cl_check_queue(o->queues[i] ? o->queues[i] : "", why, sizeof why)) {
+      cl__set_error(c, NULL, "queue: %s", why);
+      return CL_EINVAL;
+    }
+  }
+  const char *from = o->from ? o->from : "now";
+  if (strcmp(from, "now") != 0 && strcmp(from, "beginning") != 0) {
+    char *end = NULL;
+    long long v = strtoll(from, &end, 10);
+    if (end == from || *end != '\0' || v < 0) {
+      cl__set_error(c, NULL,
+                    "--from \"%.40s\" is not now, beginning or a position "
+                    "(a whole number >= 0)",
+                    from);
+      return CL_EINVAL;
+    }
+  }
+  const char *in_doubt = o->in_doubt ? o->in_doubt : "retry";
+  if (strcmp(in_doubt, "retry") != 0 && strcmp(in_doubt, "hold") != 0) {
+    cl__set_error(c, NULL, "in-doubt policy \"%.40s\" is not retry or hold",
+                  in_doubt);
+    return CL_EINVAL;
+  }
+  if (o->max_attempts < 0 || o->max_attempts > 1000) {
+    cl__set_error(c, NULL, "max attempts %d is out of range [1, 1000]",
+                  o->max_attempts);
+    return CL_EINVAL;
+  }
+  char *queues = o->nqueues ? cl__array_literal(o->queues, o->nqueues) : NULL;
+  if (o->nqueues && queues == NULL)
+    return CL_ENOMEM;
+  char maxa[16];
+  snprintf(maxa, sizeof maxa, "%d", o->max_attempts ? o->max_attempts : 10);
+  const char *params[] = {name, queues, from, in_doubt, maxa};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_SUB_ADD, params, &r);
+  free(queues);
+  if (rc != 0)
+    return rc;
+  int created = PQntuples(r) > 0;
+  if (created && from_pos != NULL)
+    *from_pos = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return created;
+}
+
+int cl_subscriber_pause(cl_conn_t *c, const char *name, int paused,
+                        const char *why) {
+  int rc = check_sub(c, name);
+  if (rc != 0)
+    return rc;
+  char *w = cl__clean_text(why, 1000);
+  if (w == NULL)
+    return CL_ENOMEM;
+  const char *params[] = {name, paused ? "true" : "false", w};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_SUB_PAUSE, params, &r);
+  free(w);
+  if (rc != 0)
+    return rc;
+  int found = PQntuples(r) > 0;
+  PQclear(r);
+  if (!found) {
+    cl__set_error(c, NULL, "no subscriber \"%s\"", name);
+    return CL_ENOTFOUND;
+  }
+  return 0;
+}
+
+int cl_subscriber_remove(cl_conn_t *c, const char *name, int force,
+                         long *unsettled) {
+  int rc = check_sub(c, name);
+  if (rc != 0)
+    return rc;
+  const char *params[] = {name, force ? "true" : "false"};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_SUB_REMOVE, params, &r);
+  if (rc != 0)
+    return rc;
+  int found = atoi(PQgetvalue(r, 0, 0));
+  long open = atol(PQgetvalue(r, 0, 1));
+  int removed = atoi(PQgetvalue(r, 0, 2));
+  PQclear(r);
+  if (unsettled != NULL)
+    *unsettled = open;
+  if (!found) {
+    cl__set_error(c, NULL, "no subscriber \"%s\"", name);
+    return CL_ENOTFOUND;
+  }
+  if (!removed) {
+    cl__set_error(c, NULL,
+                  "subscriber \"%s\" has %ld deliveries not yet sent "
+                  "(sending, retry, held or dead); settle them or force",
+                  name, open);
+    return CL_EBUSY;
+  }
+  return 0;
+}
+
+void cl_subscribers_free(cl_subscriber_status_t *rows, size_t count) {
+  for (size_t i = 0; rows != NULL && i < count; i++) {
+    free(rows[i].name);
+    free(rows[i].queues);
+    free(rows[i].paused_why);
+    free(rows[i].in_doubt);
+  }
+  free(rows);
+}
+
+int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
+                       size_t *count) {
+  *rows = NULL;
+  *count = 0;
+  PGresult *r = NULL;
+  int rc = cl__exec(c, CL__STMT_SUB_LIST, NULL, &r);
+  if (rc != 0)
+    return rc;
+  int n = PQntuples(r);
+  cl_subscriber_status_t *out = n ? calloc((size_t)n, sizeof *out) : NULL;
+  if (n && out == NULL) {
+    PQclear(r);
+    return CL_ENOMEM;
+  }
+  for (int i = 0; i < n; i++) {
+    cl_subscriber_status_t *s = &out[i];
+    s->name = cl__strdup(PQgetvalue(r, i, 0));
+    s->queues = cl__strdup(PQgetvalue(r, i, 1));
+    s->paused = PQgetvalue(r, i, 2)[0] == 't';
+    s->paused_why = cl__strdup(PQgetvalue(r, i, 3));
+    s->in_doubt = cl__strdup(PQgetvalue(r, i, 4));
+    s->from_pos = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    s->cursor_pos = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+    s->pending = atol(PQgetvalue(r, i, 7));
+    s->in_flight = atol(PQgetvalue(r, i, 8));
+    s->retry = atol(PQgetvalue(r, i, 9));
+    s->sent = atol(PQgetvalue(r, i, 10));
+    s->held = atol(PQgetvalue(r, i, 11));
+    s->dead = atol(PQgetvalue(r, i, 12));
+    s->lag = strtoll(PQgetvalue(r, i, 13), NULL, 10);
+    if (!s->name || !s->queues || !s->paused_why || !s->in_doubt) {
+      cl_subscribers_free(out, (size_t)n);
+      PQclear(r);
+      return CL_ENOMEM;
+    }
+  }
+  PQclear(r);
+  *rows = out;
+  *count = (size_t)n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deliveries                                                                */
+
+void cl_deliveries_free(cl_delivery_t *d, size_t count) {
+  for (size_t i = 0; d != NULL && i < count; i++) {
+    free(d[i].item_id);
+    free(d[i].queue);
+    free(d[i].token);
+    free(d[i].idempotency_key);
+    free(d[i].result);
+    free(d[i].payload);
+    free(d[i].lease_until);
+  }
+  free(d);
+}
+
+int cl_deliver_claim(cl_conn_t *c, const char *subscriber, const char *sender,
+                     int n, double lease_s, cl_delivery_t **out) {
+  *out = NULL;
+  int rc = check_sub(c, subscriber);
+  if (rc != 0)
+    return rc;
+  char why[256];
+  if (cl_check_worker(sender ? sender : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "sender name: %s", why);
+    return CL_EINVAL;
+  }
+  if (n < 1 || n > 10000 || !(lease_s >= 1 && lease_s <= 604800)) {
+    cl__set_error(c, NULL,
+                  "claim of %d for %g s is out of range (1..10000 "
+                  "deliveries, 1 s..7 d)",
+                  n, lease_s);
+    return CL_EINVAL;
+  }
+  char nb[16], lb[48];
+  snprintf(nb, sizeof nb, "%d", n);
+  cl__fmt_double(lb, sizeof lb, lease_s);
+  const char *params[] = {subscriber, nb, lb, sender};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_DELIVERY_CLAIM, params, &r);
+  if (rc != 0)
+    return rc;
+  int got = PQntuples(r);
+  cl_delivery_t *d = got ? calloc((size_t)got, sizeof *d) : NULL;
+  if (got && d == NULL) {
+    PQclear(r);
+    return CL_ENOMEM;
+  }
+  int oom = 0;
+  for (int i = 0; i < got; i++) {
+    d[i].item_id = cl__strdup(PQgetvalue(r, i, 0));
+    d[i].queue = cl__strdup(PQgetvalue(r, i, 1));
+    d[i].token = cl__strdup(PQgetvalue(r, i, 2));
+    d[i].attempt = atoi(PQgetvalue(r, i, 3));
+    d[i].idempotency_key = cl__strdup(PQgetvalue(r, i, 4));
+    d[i].pos = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    d[i].result = cl__strdup(PQgetvalue(r, i, 6));
+    d[i].payload = cl__strdup(PQgetvalue(r, i, 7));
+    d[i].lease_until = cl__strdup(PQgetvalue(r, i, 8));
+    oom |= !d[i].item_id || !d[i].queue || !d[i].token ||
+           !d[i].idempotency_key || !d[i].result || !d[i].payload ||
+           !d[i].lease_until;
+  }
+  PQclear(r);
+  if (oom) {
+    /* The leases run out and the deliveries come back: nothing is lost. */
+    cl_deliveries_free(d, (size_t)got);
+    return CL_ENOMEM;
+  }
+  *out = d;
+  return got;
+}
+
+static int check_ack(cl_conn_t *c, const char *subscriber, const char *item_id,
+                     const char *token) {
+  int rc = check_sub(c, subscriber);
+  if (rc != 0)
+    return rc;
+  char why[256];
+  if (cl_check_item_id(item_id ? item_id : "", why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "%s", why);
+    return CL_EINVAL;
+  }
+  if (token == NULL || *token == '\0') {
+    cl__set_error(c, NULL, "no token given");
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
+int cl_delivery_sent(cl_conn_t *c, const char *subscriber, const char *item_id,
+                     const char *token, int *already) {
+  int rc = check_ack(c, subscriber, item_id, token);
+  if (rc != 0)
+    return rc;
+  const char *params[] = {subscriber, item_id, token};
+  PGresult *r = NULL;
+  rc = exec_resending(c, CL__STMT_DELIVERY_SENT, params, &r);
+  if (rc != 0)
+    return rc;
+  int found = PQntuples(r) > 0;
+  if (found && already != NULL)
+    *already = PQgetvalue(r, 0, 1)[0] != 't';
+  PQclear(r);
+  if (!found) {
+    cl__set_error(c, NULL,
+                  "the token no longer holds delivery %s of \"%s\": nothing "
+                  "written",
+                  item_id, subscriber);
+    return CL_ELEASE_LOST;
+  }
+  return 0;
+}
+
+int cl_delivery_fail(cl_conn_t *c, const char *subscriber, const char *item_id,
+                     const char *token, const char *error, int retry,
+                     double retry_in, cl_delivery_fail_info_t *info) {
+  cl_delivery_fail_info_t local;
+  if (info == NULL)
+    info = &local;
+  memset(info, 0, sizeof *info);
+  int rc = check_ack(c, subscriber, item_id, token);
+  if (rc != 0)
+    return rc;
+  if (isnan(retry_in) || retry_in > 3.2e9) {
+    cl__set_error(c, NULL, "retry delay %g is not a number of seconds",
+                  retry_in);
+    return CL_EINVAL;
+  }
+  char *err = cl__clean_text(error, CL_ERROR_TEXT_MAX);
+  if (err == NULL)
+    return CL_ENOMEM;
+  char rbuf[48];
+  cl__fmt_double(rbuf, sizeof rbuf, retry_in < 0 ? -1.0 : retry_in);
+  const char *params[] = {subscriber, item_id, token, err, retry ? rbuf : NULL};
+  PGresult *r = NULL;
+  rc = exec_resending(c, CL__STMT_DELIVERY_FAIL, params, &r);
+  free(err);
+  if (rc != 0)
+    return rc;
+  int found = PQntuples(r) > 0;
+  if (found) {
+    info->dead = strcmp(PQgetvalue(r, 0, 0), "dead") == 0;
+    snprintf(info->next_at, sizeof info->next_at, "%s", PQgetvalue(r, 0, 1));
+    info->attempts = atoi(PQgetvalue(r, 0, 2));
+    info->already = PQgetvalue(r, 0, 3)[0] != 't';
+  }
+  PQclear(r);
+  if (!found) {
+    cl__set_error(c, NULL,
+                  "the token no longer holds delivery %s of \"%s\": nothing "
+                  "written",
+                  item_id, subscriber);
+    return CL_ELEASE_LOST;
+  }
+  return 0;
+}

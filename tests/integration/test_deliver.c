@@ -1,0 +1,371 @@
+/*
+ * test_deliver.c: the senders' protocol (schema/005_senders.sql,
+ * claimer/deliver.c) against a real PostgreSQL: subscribers consume each
+ * result once (G5) with a key stable for (subscriber, item_id) (G10); a
+ * result whose transaction commits after a later one's is not skipped;
+ * a delivery is fenced by its token and settles after a resend (G9);
+ * failed attempts back off and end dead with an alert; the 'hold' policy
+ * keeps a delivery in doubt for a person; pause and remove; bad input.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer/claimer.h"
+#include "harness.h"
+
+typedef struct fx {
+  char dsn[1024];
+  cl_conn_t *c;
+  PGconn *pg;
+} fx_t;
+
+static int setup(void **state) {
+  static int n;
+  fx_t *fx = calloc(1, sizeof *fx);
+  char db[32];
+  snprintf(db, sizeof db, "deliver_%d", ++n);
+  if (fx == NULL || th_db_create(&th_pg, db, 1, fx->dsn, sizeof fx->dsn) != 0)
+    return -1;
+  if (cl_conn_new(&fx->c, fx->dsn) != 0 || cl_conn_connect(fx->c) != 0)
+    return -1;
+  fx->pg = th_connect(fx->dsn);
+  *state = fx;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fx_t *fx = *state;
+  cl_conn_free(&fx->c);
+  PQfinish(fx->pg);
+  free(fx);
+  return 0;
+}
+
+/* Enqueues ids prefix-0.. prefix-(n-1) in queue and completes each, so
+ * that each has a result (in this order of position). */
+static void results(fx_t *fx, const char *queue, const char *prefix, int n) {
+  for (int i = 0; i < n; i++) {
+    char id[64], res[96];
+    snprintf(id, sizeof id, "%s-%d", prefix, i);
+    cl_item_t it = {.item_id = id, .queue = queue, .payload = "{\"n\":1}"};
+    assert_int_equal(cl_enqueue(fx->c, &it, 1, NULL), 1);
+    cl_lease_t *l = NULL;
+    size_t got = 0;
+    assert_int_equal(cl_claim(fx->c, queue, "w", 1, 30, &l, &got), 0);
+    assert_int_equal(got, 1);
+    snprintf(res, sizeof res, "{\"id\":\"%s\"}", id);
+    assert_int_equal(cl_complete(fx->c, l[0].item_id, l[0].token, res, NULL),
+                     0);
+    cl_leases_free(l, got);
+  }
+}
+
+static void add_sub(fx_t *fx, const char *name, const char *queue,
+                    const char *in_doubt, int max_attempts) {
+  const char *qs[] = {queue};
+  cl_subscriber_opts_t o = {.queues = queue ? qs : NULL,
+                            .nqueues = queue ? 1 : 0,
+                            .from = "beginning",
+                            .in_doubt = in_doubt,
+                            .max_attempts = max_attempts};
+  assert_int_equal(cl_subscriber_add(fx->c, name, &o, NULL), 1);
+}
+
+/* Claims and marks sent everything due for sub; returns how many, and
+ * counts the item ids seen into *seen_twice when one comes back. */
+static int drain(fx_t *fx, const char *sub, int *seen_twice) {
+  int total = 0;
+  for (int round = 0; round < 1000; round++) {
+    cl_delivery_t *d = NULL;
+    int n = cl_deliver_claim(fx->c, sub, "sender-1", 7, 30, &d);
+    assert_true(n >= 0);
+    if (n == 0)
+      return total;
+    for (int i = 0; i < n; i++) {
+      int already = -1;
+      assert_int_equal(
+          cl_delivery_sent(fx->c, sub, d[i].item_id, d[i].token, &already), 0);
+      if (already)
+        (*seen_twice)++;
+    }
+    total += n;
+    cl_deliveries_free(d, (size_t)n);
+  }
+  fail_msg("drain did not end");
+  return total;
+}
+
+/* Two subscribers consume the same results independently, each once, with
+ * the documented key. */
+static void test_two_subscribers_each_once(void **state) {
+  fx_t *fx = *state;
+  results(fx, "mail", "m", 40);
+  results(fx, "audit", "a", 20);
+  add_sub(fx, "every", NULL, NULL, 0);
+  add_sub(fx, "auditor", "audit", NULL, 0);
+  int twice = 0;
+  assert_int_equal(drain(fx, "every", &twice), 60);
+  assert_int_equal(drain(fx, "auditor", &twice), 20);
+  assert_int_equal(twice, 0);
+  assert_int_equal(drain(fx, "every", &twice), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'sent'"),
+                   80);
+  /* The key is 'clm_' and 32 hex digits of sha256(sub U+001F item). */
+  assert_int_equal(
+      th_long(fx->pg,
+              "SELECT count(*) FROM claimer.deliveries WHERE "
+              "idempotency_key = 'clm_' || left(encode(sha256(convert_to("
+              "subscriber || chr(31) || item_id, 'UTF8')), 'hex'), 32)"),
+      80);
+  cl_subscriber_status_t *rows = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_subscriber_list(fx->c, &rows, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(rows[0].name, "auditor");
+  assert_int_equal(rows[0].sent, 20);
+  assert_int_equal(rows[0].pending, 0);
+  assert_int_equal(rows[1].sent, 60);
+  cl_subscribers_free(rows, n);
+}
+
+/* A result whose transaction commits after later ones have committed and
+ * been delivered is still delivered: the cursor never passes a position
+ * an open transaction may hold. */
+static void test_late_commit_not_skipped(void **state) {
+  fx_t *fx = *state;
+  add_sub(fx, "late", NULL, NULL, 0);
+  /* The slow one: claimed, then completed in a transaction held open. */
+  cl_item_t it = {.item_id = "slow", .queue = "q"};
+  assert_int_equal(cl_enqueue(fx->c, &it, 1, NULL), 1);
+  cl_lease_t *l = NULL;
+  size_t got = 0;
+  assert_int_equal(cl_claim(fx->c, "q", "w", 1, 300, &l, &got), 0);
+  assert_int_equal(got, 1);
+  PGconn *slow = th_connect(fx->dsn);
+  th_exec(slow, "BEGIN");
+  char sql[1024];
+  snprintf(sql, sizeof sql,
+           "WITH del AS (DELETE FROM claimer.claims WHERE item_id = 'slow' "
+           "RETURNING item_id, queue, token, worker_id, attempt), "
+           "res AS (INSERT INTO claimer.results (item_id, queue, token, "
+           "worker_id, attempt) SELECT item_id, queue, token, worker_id, "
+           "attempt FROM del RETURNING item_id) "
+           "UPDATE claimer.items SET state = 'done' WHERE item_id IN "
+           "(SELECT item_id FROM res)");
+  th_exec(slow, sql);
+  long slow_pos = th_long(slow, "SELECT pos FROM claimer.results "
+                                "WHERE item_id = 'slow'");
+  cl_leases_free(l, got);
+  /* Later positions commit and are delivered, several times over, so
+   * that ticks come and go while the slow transaction stays open. */
+  int twice = 0, delivered = 0;
+  for (int round = 0; round < 5; round++) {
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "fast%d", round);
+    results(fx, "q", prefix, 4);
+    delivered += drain(fx, "late", &twice);
+  }
+  assert_int_equal(delivered, 20);
+  long cursor = th_long(fx->pg, "SELECT cursor_pos FROM "
+                                "claimer.subscriber_status WHERE "
+                                "subscriber = 'late'");
+  print_message("slow result at pos %ld; cursor %ld while it is open\n",
+                slow_pos, cursor);
+  assert_true(cursor < slow_pos);
+  th_exec(slow, "COMMIT");
+  PQfinish(slow);
+  assert_int_equal(drain(fx, "late", &twice), 1);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE item_id = 'slow' AND state = "
+                                   "'sent'"),
+                   1);
+  /* And the cursor moves past everything once no transaction is open. */
+  for (int i = 0; i < 3; i++)
+    drain(fx, "late", &twice);
+  assert_int_equal(twice, 0);
+  assert_int_equal(th_long(fx->pg, "SELECT (cursor_pos = (SELECT max(pos) FROM "
+                                   "claimer.results))::int FROM "
+                                   "claimer.subscriber_status"),
+                   1);
+}
+
+/* Fencing: a wrong token writes nothing; a resend with the right one says
+ * already; a lease that ran out is leased again (retry policy) with the
+ * same key and a new token, and the old token is then refused. */
+static void test_fencing_and_resend(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "f", 1);
+  add_sub(fx, "s", NULL, NULL, 0);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 1, &d), 1);
+  assert_int_equal(d[0].attempt, 1);
+  assert_int_equal(cl_delivery_sent(fx->c, "s", "f-0", "not-a-token", NULL),
+                   CL_ELEASE_LOST);
+  char key[80], old[80];
+  snprintf(key, sizeof key, "%s", d[0].idempotency_key);
+  snprintf(old, sizeof old, "%s", d[0].token);
+  cl_deliveries_free(d, 1);
+  usleep(1300 * 1000); /* the lease runs out */
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-2", 5, 30, &d), 1);
+  assert_int_equal(d[0].attempt, 2);
+  assert_string_equal(d[0].idempotency_key, key);
+  assert_string_not_equal(d[0].token, old);
+  assert_int_equal(cl_delivery_sent(fx->c, "s", "f-0", old, NULL),
+                   CL_ELEASE_LOST);
+  int already = -1;
+  assert_int_equal(cl_delivery_sent(fx->c, "s", "f-0", d[0].token, &already),
+                   0);
+  assert_int_equal(already, 0);
+  assert_int_equal(cl_delivery_sent(fx->c, "s", "f-0", d[0].token, &already),
+                   0);
+  assert_int_equal(already, 1);
+  cl_deliveries_free(d, 1);
+}
+
+/* Failed attempts: due again after their delay, then dead with a
+ * delivery_dead alert; the subscriber's other deliveries go on. */
+static void test_fail_retry_dead(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "x", 1);
+  add_sub(fx, "s", NULL, NULL, 2);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 1);
+  cl_delivery_fail_info_t info;
+  assert_int_equal(
+      cl_delivery_fail(fx->c, "s", "x-0", d[0].token, "503", 1, 0, &info), 0);
+  assert_int_equal(info.dead, 0);
+  assert_int_equal(info.attempts, 1);
+  assert_true(info.next_at[0] != '\0');
+  /* A resend of the same fail is recognised. */
+  assert_int_equal(
+      cl_delivery_fail(fx->c, "s", "x-0", d[0].token, "503", 1, 0, &info), 0);
+  assert_int_equal(info.already, 1);
+  cl_deliveries_free(d, 1);
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 1);
+  assert_int_equal(d[0].attempt, 2);
+  assert_int_equal(cl_delivery_fail(fx->c, "s", "x-0", d[0].token, "still 503",
+                                    1, -1, &info),
+                   0);
+  assert_int_equal(info.dead, 1);
+  cl_deliveries_free(d, 1);
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'delivery_dead' AND "
+                                   "subject = 's/x-0' AND resolved_at IS "
+                                   "NULL"),
+                   1);
+  /* The schedule: the first failure waits about 5 s. */
+  results(fx, "q", "y", 1);
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 1);
+  assert_int_equal(
+      cl_delivery_fail(fx->c, "s", "y-0", d[0].token, "e", 1, -1, &info), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT round(extract(epoch FROM next_at "
+                                   "- now()))::int FROM claimer.deliveries "
+                                   "WHERE item_id = 'y-0'") /
+                       2,
+                   2);
+  cl_deliveries_free(d, 1);
+}
+
+/* 'hold': a delivery whose sender stopped in doubt is not sent again; the
+ * reaper raises delivery_in_doubt; the late answer of its sender (or a
+ * person) settles it. */
+static void test_hold_in_doubt(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "h", 1);
+  add_sub(fx, "careful", NULL, "hold", 0);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "careful", "sender-1", 5, 1, &d), 1);
+  usleep(1300 * 1000);
+  cl_delivery_t *again = NULL;
+  assert_int_equal(
+      cl_deliver_claim(fx->c, "careful", "sender-2", 5, 30, &again), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'held'"),
+                   1);
+  cl_reaper_opts_t ro;
+  cl_reaper_opts_init(&ro);
+  cl_cycle_info_t ci;
+  assert_int_equal(cl_reap_cycle(fx->c, &ro, &ci), 0);
+  assert_int_equal(ci.raised[CL_ALERT_DELIVERY_IN_DOUBT], 1);
+  assert_int_equal(cl_delivery_sent(fx->c, "careful", "h-0", d[0].token, NULL),
+                   0);
+  assert_int_equal(cl_reap_cycle(fx->c, &ro, &ci), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'delivery_in_doubt' AND "
+                                   "resolved_at IS NULL"),
+                   0);
+  cl_deliveries_free(d, 1);
+}
+
+/* Pause gives nothing and loses nothing; remove refuses while deliveries
+ * are unsettled unless forced. */
+static void test_pause_and_remove(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "p", 3);
+  add_sub(fx, "s", NULL, NULL, 0);
+  assert_int_equal(cl_subscriber_pause(fx->c, "s", 1, "receiver down"), 0);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 0);
+  assert_int_equal(cl_subscriber_pause(fx->c, "s", 0, NULL), 0);
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 3);
+  long open = 0;
+  assert_int_equal(cl_subscriber_remove(fx->c, "s", 0, &open), CL_EBUSY);
+  assert_int_equal(open, 3);
+  assert_non_null(strstr(cl_conn_last_error(fx->c), "not yet sent"));
+  assert_int_equal(cl_subscriber_remove(fx->c, "s", 1, &open), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries"),
+                   0);
+  assert_int_equal(cl_subscriber_remove(fx->c, "s", 0, NULL), CL_ENOTFOUND);
+  assert_int_equal(cl_subscriber_pause(fx->c, "s", 1, NULL), CL_ENOTFOUND);
+  cl_deliveries_free(d, 3);
+}
+
+/* Bad input: a clear error, nothing written. */
+static void test_bad_input(void **state) {
+  fx_t *fx = *state;
+  cl_subscriber_opts_t o = {.from = "yesterday"};
+  assert_int_equal(cl_subscriber_add(fx->c, "s", &o, NULL), CL_EINVAL);
+  assert_non_null(strstr(cl_conn_last_error(fx->c), "yesterday"));
+  assert_int_equal(cl_subscriber_add(fx->c, "bad name!", NULL, NULL),
+                   CL_EINVAL);
+  assert_non_null(strstr(cl_conn_last_error(fx->c), "subscriber name"));
+  o = (cl_subscriber_opts_t){.in_doubt = "maybe"};
+  assert_int_equal(cl_subscriber_add(fx->c, "s", &o, NULL), CL_EINVAL);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.subscribers"),
+                   0);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 0, 30, &d),
+                   CL_EINVAL);
+  /* An unknown subscriber has nothing to send. */
+  assert_int_equal(cl_deliver_claim(fx->c, "nobody", "sender-1", 5, 30, &d), 0);
+  /* Adding twice changes nothing. */
+  assert_int_equal(cl_subscriber_add(fx->c, "s", NULL, NULL), 1);
+  assert_int_equal(cl_subscriber_add(fx->c, "s", NULL, NULL), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_two_subscribers_each_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_late_commit_not_skipped, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_fencing_and_resend, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fail_retry_dead, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hold_in_doubt, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pause_and_remove, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+  };
+  th_filter_from_env();
+  return cmocka_run_group_tests_name("deliver", tests, th_group_setup,
+                                     th_group_teardown);
+}
