@@ -166,5 +166,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_work(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
+int cmd_subscriber(int argc, char **argv);
 
 #endif

@@ -25,6 +25,8 @@ static const command_t commands[] = {
     {"release", cmd_release, "give a lease back without spending an attempt"},
     {"reap", cmd_reap, "expire stale leases (--once for cron)"},
     {"dead", cmd_dead, "the dead letters: list, retry, discard"},
+    {"subscriber", cmd_subscriber,
+     "consumers of results: add, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},
     {"db", cmd_db, "the embedded PostgreSQL: start, stop, status, url"},
     {"demo", cmd_demo, "race several workers over a few thousand items"},

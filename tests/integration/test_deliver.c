@@ -353,6 +353,80 @@ static void test_bad_input(void **state) {
   assert_int_equal(cl_subscriber_add(fx->c, "s", NULL, NULL), 0);
 }
 
+/* Runs `claimer subscriber ARGS... --dsn DSN`; returns its exit status
+ * and its output (stdout and stderr) in *out. */
+static int sub_cli(fx_t *fx, char **out, const char *a1, const char *a2,
+                   const char *a3, const char *a4, const char *a5) {
+  const char *argv[12] = {th_claimer_bin(), "subscriber"};
+  int n = 2;
+  const char *args[] = {a1, a2, a3, a4, a5};
+  for (int i = 0; i < 5 && args[i]; i++)
+    argv[n++] = args[i];
+  argv[n++] = "--dsn";
+  argv[n++] = fx->dsn;
+  argv[n] = NULL;
+  return th_run(argv, NULL, out);
+}
+
+/* The CLI: add, list, pause, resume, remove, and its refusals. */
+static void test_cli(void **state) {
+  fx_t *fx = *state;
+  results(fx, "mail", "c", 2);
+  char *out = NULL;
+  assert_int_equal(
+      sub_cli(fx, &out, "add", "mailer", "--queue", "mail", "--from=beginning"),
+      0);
+  assert_non_null(strstr(out, "added subscriber mailer"));
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "add", "mailer", NULL, NULL, NULL), 0);
+  assert_non_null(strstr(out, "exists"));
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "list", NULL, NULL, NULL, NULL), 0);
+  assert_non_null(strstr(out, "mailer"));
+  assert_non_null(strstr(out, "active"));
+  free(out);
+  assert_int_equal(
+      sub_cli(fx, &out, "pause", "mailer", "--reason", "receiver down", NULL),
+      0);
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "list", "--json", NULL, NULL, NULL), 0);
+  assert_non_null(strstr(out, "\"paused\":true"));
+  assert_non_null(strstr(out, "\"paused_why\":\"receiver down\""));
+  assert_non_null(strstr(out, "\"pending\":2"));
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "resume", "mailer", NULL, NULL, NULL), 0);
+  free(out);
+  /* Unsettled deliveries: remove is refused (4) unless --force. */
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "mailer", "s", 5, 30, &d), 2);
+  cl_deliveries_free(d, 2);
+  assert_int_equal(sub_cli(fx, &out, "remove", "mailer", NULL, NULL, NULL), 4);
+  assert_non_null(strstr(out, "2 deliveries not yet sent"));
+  free(out);
+  /* Bad input: exit 2, nothing changed. */
+  assert_int_equal(sub_cli(fx, &out, "add", "x", "--from", "yesterday", NULL),
+                   2);
+  assert_non_null(strstr(out, "yesterday"));
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "add", "bad name", NULL, NULL, NULL), 2);
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "frobnicate", NULL, NULL, NULL, NULL), 2);
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "list", "--force", NULL, NULL, NULL), 2);
+  assert_non_null(strstr(out, "--force does not go with subscriber list"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.subscribers"),
+                   1);
+  assert_int_equal(sub_cli(fx, &out, "remove", "nobody", NULL, NULL, NULL), 1);
+  assert_non_null(strstr(out, "no subscriber"));
+  free(out);
+  assert_int_equal(sub_cli(fx, &out, "remove", "mailer", "--force", NULL, NULL),
+                   0);
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.subscribers"),
+                   0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_two_subscribers_each_once, setup,
@@ -364,6 +438,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hold_in_doubt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pause_and_remove, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("deliver", tests, th_group_setup,
