@@ -3,6 +3,7 @@
 # all are there already.
 claimer_packages="gcc pkg-config meson ninja-build libpq-dev libuv1-dev
   libyaml-dev libjson-c-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev
+  libssl-dev
   postgresql postgresql-server-dev-15
   valgrind clang-format"
 
