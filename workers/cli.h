@@ -167,5 +167,6 @@ int cmd_config(int argc, char **argv);
 int cmd_work(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
 int cmd_subscriber(int argc, char **argv);
+int cmd_send(int argc, char **argv);
 
 #endif

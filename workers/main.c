@@ -25,6 +25,7 @@ static const command_t commands[] = {
     {"release", cmd_release, "give a lease back without spending an attempt"},
     {"reap", cmd_reap, "expire stale leases (--once for cron)"},
     {"dead", cmd_dead, "the dead letters: list, retry, discard"},
+    {"send", cmd_send, "the sender daemon: deliver results to a subscriber"},
     {"subscriber", cmd_subscriber,
      "consumers of results: add, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},

@@ -37,33 +37,41 @@ typedef struct xrun {
   int term_sig;
   int timed_out;
   char spawn_error[128];
-  cl__hook_cb cb;
+  const char *what; /* "exec hook", "exec sink": leads the message */
+  cl__hook_cb cb;   /* one of the two */
+  cl__exec_cb ecb;
   void *arg;
 } xrun_t;
 
 static void x_finish(xrun_t *x) {
   char msg[ERR_TAIL + 200];
-  int ok = 0;
+  cl__exec_end_t end = CL__EXEC_OK;
   if (!x->spawned) {
-    snprintf(msg, sizeof msg, "exec hook: cannot start: %s", x->spawn_error);
+    end = CL__EXEC_NOT_STARTED;
+    snprintf(msg, sizeof msg, "%s: cannot start: %s", x->what, x->spawn_error);
   } else if (x->timed_out) {
-    snprintf(msg, sizeof msg, "exec hook: timed out%s%.*s",
+    end = CL__EXEC_TIMED_OUT;
+    snprintf(msg, sizeof msg, "%s: timed out%s%.*s", x->what,
              x->tail_len ? ": " : "", (int)x->tail_len, x->tail);
   } else if (x->term_sig != 0) {
-    snprintf(msg, sizeof msg, "exec hook: killed by signal %d%s%.*s",
+    end = CL__EXEC_SIGNALED;
+    snprintf(msg, sizeof msg, "%s: killed by signal %d%s%.*s", x->what,
              x->term_sig, x->tail_len ? ": " : "", (int)x->tail_len, x->tail);
   } else if (x->status != 0) {
-    snprintf(msg, sizeof msg, "exec hook: exit %d%s%.*s", (int)x->status,
+    end = CL__EXEC_EXITED;
+    snprintf(msg, sizeof msg, "%s: exit %d%s%.*s", x->what, (int)x->status,
              x->tail_len ? ": " : "", (int)x->tail_len, x->tail);
   } else {
-    ok = 1;
     msg[0] = '\0';
   }
   /* One line: a stderr tail's newlines become spaces. */
   for (char *p = msg; *p; p++)
     if (*p == '\n' || *p == '\r')
       *p = ' ';
-  x->cb(x->arg, ok, ok ? NULL : msg);
+  if (x->ecb != NULL)
+    x->ecb(x->arg, end, (int)x->status, end == CL__EXEC_OK ? NULL : msg);
+  else
+    x->cb(x->arg, end == CL__EXEC_OK, end == CL__EXEC_OK ? NULL : msg);
   free(x->json);
   free(x->env);
   free(x);
@@ -156,24 +164,20 @@ static void x_on_timeout(uv_timer_t *t) {
   kill(-x->proc.pid, SIGKILL);
 }
 
-/* The hook's environment: ours without the database's credentials
- * (cl__child_env, which the worker's handlers get too), plus the alert's
- * variables.  One block: free() it alone. */
-static char **x_env(const char *id, const char *kind, const char *subject) {
-  const char *const names[] = {"CLAIMER_ALERT_ID", "CLAIMER_ALERT_KIND",
-                               "CLAIMER_ALERT_SUBJECT"};
-  const char *const vals[] = {id, kind, subject};
-  return cl__child_env(names, vals, 3);
-}
-
-int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
-                  const char *alert_id, const char *kind, const char *subject,
-                  double timeout_s, cl__hook_cb cb, void *arg) {
+/* Runs cmd with json on stdin and, beside our environment less the
+ * database's credentials (cl__child_env, which the worker's handlers get
+ * too), the variables names[i]=vals[i].  Reports through cb or ecb. */
+static int x_run(uv_loop_t *loop, const char *what, const char *cmd,
+                 const char *json, const char *const *names,
+                 const char *const *vals, size_t nenv, double timeout_s,
+                 cl__hook_cb cb, cl__exec_cb ecb, void *arg) {
   xrun_t *x = calloc(1, sizeof *x);
   if (x == NULL)
     return CL_ENOMEM;
+  x->what = what;
+  x->ecb = ecb;
   x->json = cl__strdup(json);
-  x->env = x_env(alert_id, kind, subject);
+  x->env = cl__child_env(names, vals, nenv);
   if (x->json == NULL || x->env == NULL) {
     free(x->json);
     free(x->env);
@@ -225,6 +229,24 @@ int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
     x_close((uv_handle_t *)&x->err);
   uv_timer_start(&x->timer, x_on_timeout, (uint64_t)(timeout_s * 1000), 0);
   return 0;
+}
+
+int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
+                  const char *alert_id, const char *kind, const char *subject,
+                  double timeout_s, cl__hook_cb cb, void *arg) {
+  const char *const names[] = {"CLAIMER_ALERT_ID", "CLAIMER_ALERT_KIND",
+                               "CLAIMER_ALERT_SUBJECT"};
+  const char *const vals[] = {alert_id, kind, subject};
+  return x_run(loop, "exec hook", cmd, json, names, vals, 3, timeout_s, cb,
+               NULL, arg);
+}
+
+int cl__exec_run(uv_loop_t *loop, const char *what, const char *cmd,
+                 const char *input, const char *const *names,
+                 const char *const *vals, size_t nenv, double timeout_s,
+                 cl__exec_cb cb, void *arg) {
+  return x_run(loop, what, cmd, input, names, vals, nenv, timeout_s, NULL, cb,
+               arg);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -20,6 +20,29 @@ int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
                   const char *alert_id, const char *kind, const char *subject,
                   double timeout_s, cl__hook_cb cb, void *arg);
 
+/* How a command run by cl__exec_run() ended. */
+typedef enum cl__exec_end {
+  CL__EXEC_OK,         /* exit 0 */
+  CL__EXEC_EXITED,     /* exit status (non-zero) */
+  CL__EXEC_SIGNALED,   /* killed by a signal (not ours) */
+  CL__EXEC_TIMED_OUT,  /* we killed it at the timeout */
+  CL__EXEC_NOT_STARTED /* it could not be started */
+} cl__exec_end_t;
+
+/* status: the exit status for CL__EXEC_EXITED; msg: what went wrong (the
+ * stderr tail included), NULL for CL__EXEC_OK. */
+typedef void (*cl__exec_cb)(void *arg, cl__exec_end_t end, int status,
+                            const char *msg);
+
+/* Runs /bin/sh -c cmd as cl__hook_exec does (its own session, killed at
+ * the timeout, input on stdin, stdout discarded), with names[i]=vals[i]
+ * added to the environment; what ("exec sink") leads the message.
+ * Returns 0 (cb later, once) or CL_ENOMEM. */
+int cl__exec_run(uv_loop_t *loop, const char *what, const char *cmd,
+                 const char *input, const char *const *names,
+                 const char *const *vals, size_t nenv, double timeout_s,
+                 cl__exec_cb cb, void *arg);
+
 /* POSTs json to url (http or https) as application/json; a 2xx answer is
  * success; no redirects are followed.  Returns 0 (cb later, once) or
  * CL_ENOMEM. */

@@ -1,0 +1,629 @@
+/*
+ * loop_sender.c: the sender on a libuv loop (see sender.h for the sink
+ * contract): the third driver of the protocol.  One pipelined connection
+ * (loop_conn.c) carries the claims (DELIVERY_CLAIM: the watermark and
+ * the race live in schema/005_senders.sql), the heartbeats of the leases
+ * held (DELIVERY_HEARTBEAT, one statement per tick) and the records of
+ * each outcome (DELIVERY_SENT, DELIVERY_FAIL).
+ *
+ * A delivery, from its claim to its end, moves through one function
+ * (send_move) along these arrows; any other move is a bug in this file
+ * and asserts:
+ *
+ *   SINKING --report--> RECORDING --recorded--> DONE
+ *      |  \                 | ^
+ *      |   \                '-' resend (connection lost: same token, G9)
+ *      |    '--in_doubt, drop--> DONE   (nothing recorded: the lease runs
+ *      |                                 out, the in-doubt policy acts)
+ *      '--lost--> LOST --report--> DONE (the heartbeat found the lease
+ *                                        gone: the outcome is recorded
+ *                                        anyway when it is 'sent' and the
+ *                                        token still holds the row; the
+ *                                        database decides, G3)
+ *
+ *   report    cl_send_done() with sent or a failed attempt;
+ *   in_doubt  cl_send_done(CL_SEND_IN_DOUBT);
+ *   drop      the record cannot be sent (the sender is closing);
+ *   recorded  the database answered the record (even "lease lost").
+ *
+ * A LOST delivery still has its sink running: the program reports when it
+ * ends, and the report of a LOST delivery is sent like any other (the
+ * statement is fenced by the token: it writes only while the token holds
+ * the delivery).
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "claimer/sender.h"
+#include "event.h"
+#include "internal.h"
+#include "loop_conn.h"
+#include "text.h"
+
+typedef enum sstate { S_SINKING, S_LOST, S_RECORDING, S_DONE } sstate_t;
+typedef enum sevent {
+  E_REPORT,
+  E_IN_DOUBT,
+  E_LOST,
+  E_RESEND,
+  E_RECORDED,
+  E_DROP
+} sevent_t;
+
+struct cl_send {
+  cl_sender_t *s;
+  struct cl_send *prev, *next; /* all live deliveries */
+  cl_delivery_t d;
+  sstate_t state;
+  cl_send_outcome_t outcome;
+  char *error;
+  double retry_in;
+  int resends;
+};
+
+struct cl_sender {
+  uv_loop_t *loop;
+  cl__loop_conn_t *a;
+  cl_sender_opts_t o;
+  char *dsn, *name, *subscriber;
+  cl_send_t *live;
+  int nlive; /* sinking or recording */
+  int claim_inflight, hb_inflight;
+  int last_claim_empty; /* with once: the last claim found nothing due */
+  int started, stopping, closing;
+  int fatal_rc;
+  char fatal_why[512];
+  uv_timer_t poll_timer, hb_timer, drain_timer;
+  int handles_open;
+  cl_sender_stats_t st;
+};
+
+static void maybe_claim(cl_sender_t *s);
+static void maybe_finish(cl_sender_t *s);
+static void send_record(cl_send_t *d);
+
+/* ------------------------------------------------------------------------ */
+/* A delivery's state                                                        */
+
+/* The state after ev in st, or -1 when there is no such arrow. */
+static int send_next(sstate_t st, sevent_t ev) {
+  switch (st) {
+  case S_SINKING:
+    if (ev == E_REPORT)
+      return S_RECORDING;
+    if (ev == E_IN_DOUBT)
+      return S_DONE;
+    if (ev == E_LOST)
+      return S_LOST;
+    return -1;
+  case S_LOST:
+    if (ev == E_REPORT)
+      return S_RECORDING;
+    if (ev == E_IN_DOUBT)
+      return S_DONE;
+    if (ev == E_LOST)
+      return S_LOST;
+    return -1;
+  case S_RECORDING:
+    if (ev == E_RESEND)
+      return S_RECORDING;
+    if (ev == E_RECORDED || ev == E_DROP)
+      return S_DONE;
+    if (ev == E_LOST)
+      return S_RECORDING; /* the record is out: the database decides */
+    return -1;
+  default:
+    return -1;
+  }
+}
+
+static void send_move(cl_send_t *d, sevent_t ev) {
+  int next = send_next(d->state, ev);
+  assert(next >= 0 && "illegal delivery state move");
+  if (next >= 0)
+    d->state = (sstate_t)next;
+}
+
+static void send_free(cl_send_t *d) {
+  cl_sender_t *s = d->s;
+  if (d->prev)
+    d->prev->next = d->next;
+  else
+    s->live = d->next;
+  if (d->next)
+    d->next->prev = d->prev;
+  s->nlive--;
+  free(d->d.item_id);
+  free(d->d.queue);
+  free(d->d.token);
+  free(d->d.idempotency_key);
+  free(d->d.result);
+  free(d->d.payload);
+  free(d->d.lease_until);
+  free(d->error);
+  free(d);
+}
+
+/* The delivery has ended: it goes, and its slot is free for a claim. */
+static void send_end(cl_send_t *d) {
+  cl_sender_t *s = d->s;
+  send_free(d);
+  if (s->stopping)
+    maybe_finish(s);
+  else
+    maybe_claim(s);
+}
+
+const char *cl_send_subscriber(const cl_send_t *d) { return d->s->subscriber; }
+const char *cl_send_item_id(const cl_send_t *d) { return d->d.item_id; }
+const char *cl_send_queue(const cl_send_t *d) { return d->d.queue; }
+const char *cl_send_key(const cl_send_t *d) { return d->d.idempotency_key; }
+const char *cl_send_result(const cl_send_t *d) { return d->d.result; }
+const char *cl_send_payload(const cl_send_t *d) { return d->d.payload; }
+int cl_send_attempt(const cl_send_t *d) { return d->d.attempt; }
+long long cl_send_pos(const cl_send_t *d) { return d->d.pos; }
+
+static void on_record(void *arg, int rc, PGresult *res) {
+  cl_send_t *d = arg;
+  cl_sender_t *s = d->s;
+  if (rc == CL_ECONNLOST && !s->closing) {
+    /* Outcome unknown: the same record again, same token (G9); the
+     * functions read the row FOR UPDATE and say "already". */
+    d->resends++;
+    send_move(d, E_RESEND);
+    send_record(d);
+    return;
+  }
+  const char *item = d->d.item_id;
+  if (rc != 0) {
+    cl__event(&s->o.events, CL_LEVEL_ERROR, "record_failed", "item", item,
+              "error", cl__loop_conn_error(s->a), "outcome",
+              "left to its lease; the in-doubt policy decides", NULL);
+  } else if (PQntuples(res) == 0) {
+    s->st.lost++;
+    cl__event(&s->o.events, CL_LEVEL_WARNING, "delivery_lost", "item", item,
+              "token", d->d.token, "outcome",
+              "leased again elsewhere: nothing written", NULL);
+  } else if (d->outcome == CL_SEND_OK) {
+    s->st.sent++;
+    if (cl__event_on(&s->o.events, CL_LEVEL_DEBUG))
+      cl__event(&s->o.events, CL_LEVEL_DEBUG, "sent", "item", item, "key",
+                d->d.idempotency_key, "attempt", CL_EV_INT(d->d.attempt),
+                "already", PQgetvalue(res, 0, 1)[0] == 't' ? "false" : "true",
+                NULL);
+  } else {
+    int dead = strcmp(PQgetvalue(res, 0, 0), "dead") == 0;
+    if (dead)
+      s->st.dead++;
+    else
+      s->st.retried++;
+    cl__event(&s->o.events, dead ? CL_LEVEL_WARNING : CL_LEVEL_INFO,
+              "send_failed", "item", item, "attempt", CL_EV_INT(d->d.attempt),
+              "state", dead ? "dead" : "retry", "next_at",
+              PQgetvalue(res, 0, 1), "error", d->error ? d->error : "", NULL);
+  }
+  send_move(d, E_RECORDED);
+  send_end(d);
+}
+
+static void send_record(cl_send_t *d) {
+  cl_sender_t *s = d->s;
+  int rc;
+  if (d->outcome == CL_SEND_OK) {
+    const char *p[] = {s->subscriber, d->d.item_id, d->d.token};
+    rc = cl__loop_conn_send(s->a, CL__STMT_DELIVERY_SENT, p, on_record, d);
+  } else {
+    char rbuf[48];
+    cl__fmt_double(rbuf, sizeof rbuf, d->retry_in < 0 ? -1.0 : d->retry_in);
+    const char *p[] = {s->subscriber, d->d.item_id, d->d.token,
+                       d->error ? d->error : "",
+                       d->outcome == CL_SEND_RETRY ? rbuf : NULL};
+    rc = cl__loop_conn_send(s->a, CL__STMT_DELIVERY_FAIL, p, on_record, d);
+  }
+  if (rc != 0) {
+    cl__event(&s->o.events, CL_LEVEL_WARNING, "record_dropped", "item",
+              d->d.item_id, "reason",
+              "the connection is closed; the lease will run out", NULL);
+    send_move(d, E_DROP);
+    send_end(d);
+  }
+}
+
+void cl_send_done(cl_send_t *d, cl_send_outcome_t outcome, const char *error,
+                  double retry_in) {
+  if (d->state != S_SINKING && d->state != S_LOST)
+    return; /* a second report: ignored, as sender.h says */
+  cl_sender_t *s = d->s;
+  if (outcome == CL_SEND_IN_DOUBT) {
+    s->st.in_doubt++;
+    cl__event(&s->o.events, CL_LEVEL_WARNING, "send_in_doubt", "item",
+              d->d.item_id, "key", d->d.idempotency_key, "error",
+              error ? error : "", NULL);
+    send_move(d, E_IN_DOUBT);
+    send_end(d);
+    return;
+  }
+  if (outcome != CL_SEND_OK && outcome != CL_SEND_RETRY)
+    outcome = CL_SEND_FAILED;
+  d->outcome = outcome;
+  d->retry_in = retry_in;
+  if (outcome != CL_SEND_OK) /* from a sink: a response body, stderr */
+    d->error = cl__clean_text(error, CL_ERROR_TEXT_MAX);
+  send_move(d, E_REPORT);
+  send_record(d);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Claims                                                                    */
+
+static void on_claimed(void *arg, int rc, PGresult *res) {
+  cl_sender_t *s = arg;
+  s->claim_inflight = 0;
+  if (rc != 0) {
+    if (rc != CL_ECONNLOST)
+      cl__event(&s->o.events, CL_LEVEL_ERROR, "claim_failed", "subscriber",
+                s->subscriber, "error", cl__loop_conn_error(s->a), NULL);
+    maybe_finish(s);
+    return;
+  }
+  int n = PQntuples(res);
+  s->last_claim_empty = n == 0;
+  cl_send_t **fresh = n ? calloc((size_t)n, sizeof *fresh) : NULL;
+  int nfresh = 0;
+  for (int i = 0; i < n && (fresh != NULL); i++) {
+    cl_send_t *d = calloc(1, sizeof *d);
+    if (d == NULL)
+      break; /* its lease runs out; claimed again later */
+    d->s = s;
+    d->d.item_id = cl__strdup(PQgetvalue(res, i, 0));
+    d->d.queue = cl__strdup(PQgetvalue(res, i, 1));
+    d->d.token = cl__strdup(PQgetvalue(res, i, 2));
+    d->d.attempt = atoi(PQgetvalue(res, i, 3));
+    d->d.idempotency_key = cl__strdup(PQgetvalue(res, i, 4));
+    d->d.pos = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+    d->d.result = cl__strdup(PQgetvalue(res, i, 6));
+    d->d.payload = cl__strdup(PQgetvalue(res, i, 7));
+    d->d.lease_until = cl__strdup(PQgetvalue(res, i, 8));
+    d->state = S_SINKING;
+    d->next = s->live;
+    if (s->live)
+      s->live->prev = d;
+    s->live = d;
+    s->nlive++;
+    s->st.claimed++;
+    if (!d->d.item_id || !d->d.queue || !d->d.token || !d->d.idempotency_key ||
+        !d->d.result || !d->d.payload || !d->d.lease_until) {
+      send_move(d, E_IN_DOUBT); /* nothing sent: the lease runs out */
+      send_free(d);
+      continue;
+    }
+    fresh[nfresh++] = d;
+  }
+  if (n > 0 && cl__event_on(&s->o.events, CL_LEVEL_DEBUG))
+    cl__event(&s->o.events, CL_LEVEL_DEBUG, "claimed", "subscriber",
+              s->subscriber, "n", CL_EV_INT(n), NULL);
+  /* Hand them to the sink only now, each once: a sink that reports at
+   * once ends its own delivery only (records are answered later, from the
+   * loop), so the others stay valid. */
+  for (int i = 0; i < nfresh; i++)
+    s->o.sink(fresh[i], s->o.sink_arg);
+  free(fresh);
+  if (n > 0)
+    maybe_claim(s);
+  else
+    maybe_finish(s);
+}
+
+static void maybe_claim(cl_sender_t *s) {
+  if (s->stopping || s->closing || s->claim_inflight ||
+      !cl__loop_conn_is_up(s->a))
+    return;
+  int room = s->o.concurrency - s->nlive;
+  if (room <= 0)
+    return;
+  char nb[16], lb[48];
+  snprintf(nb, sizeof nb, "%d", room);
+  cl__fmt_double(lb, sizeof lb, s->o.lease_s);
+  const char *p[] = {s->subscriber, nb, lb, s->name};
+  if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_CLAIM, p, on_claimed, s) == 0)
+    s->claim_inflight = 1;
+}
+
+static void on_poll_timer(uv_timer_t *t) {
+  cl_sender_t *s = t->data;
+  maybe_claim(s);
+  double jitter = 0.8 + 0.4 * cl__random_unit();
+  uv_timer_start(t, on_poll_timer, (uint64_t)(s->o.poll_s * 1000 * jitter), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heartbeats                                                                */
+
+static void on_heartbeat(void *arg, int rc, PGresult *res) {
+  cl_sender_t *s = arg;
+  s->hb_inflight = 0;
+  if (rc != 0)
+    return; /* the next tick tries again */
+  for (cl_send_t *d = s->live; d != NULL; d = d->next) {
+    if (d->state != S_SINKING)
+      continue;
+    int held = 0;
+    for (int i = 0; i < PQntuples(res) && !held; i++)
+      held = strcmp(PQgetvalue(res, i, 0), d->d.token) == 0;
+    if (!held) {
+      cl__event(&s->o.events, CL_LEVEL_WARNING, "lease_lost", "item",
+                d->d.item_id, "token", d->d.token, NULL);
+      send_move(d, E_LOST);
+    }
+  }
+}
+
+static void on_hb_timer(uv_timer_t *t) {
+  cl_sender_t *s = t->data;
+  if (s->hb_inflight || !cl__loop_conn_is_up(s->a))
+    return;
+  size_t n = 0;
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    n += d->state == S_SINKING;
+  if (n == 0)
+    return;
+  const char **tokens = calloc(n, sizeof *tokens);
+  if (tokens == NULL)
+    return;
+  size_t i = 0;
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    if (d->state == S_SINKING)
+      tokens[i++] = d->d.token;
+  char *lit = cl__array_literal(tokens, n);
+  free(tokens);
+  if (lit == NULL)
+    return;
+  char lb[48];
+  cl__fmt_double(lb, sizeof lb, s->o.lease_s);
+  const char *p[] = {s->name, lb, lit};
+  if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_HEARTBEAT, p, on_heartbeat,
+                         s) == 0)
+    s->hb_inflight = 1;
+  free(lit);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The connection                                                            */
+
+static void begin_stop(cl_sender_t *s);
+
+static void on_up(void *arg) {
+  cl_sender_t *s = arg;
+  cl__event(&s->o.events, CL_LEVEL_INFO, "db_connected", "dsn",
+            cl__loop_conn_dsn_redacted(s->a), NULL);
+  maybe_claim(s);
+}
+
+static void on_down(void *arg, int rc, const char *why, unsigned retry_ms) {
+  cl_sender_t *s = arg;
+  s->claim_inflight = 0;
+  s->hb_inflight = 0;
+  if (rc == CL_EAUTH || rc == CL_ESCHEMA) {
+    cl__event(&s->o.events, CL_LEVEL_ERROR, "db_fatal", "error", why, "dsn",
+              cl__loop_conn_dsn_redacted(s->a), NULL);
+    s->fatal_rc = rc;
+    snprintf(s->fatal_why, sizeof s->fatal_why, "%s", why);
+    begin_stop(s);
+    return;
+  }
+  cl__event(&s->o.events, CL_LEVEL_WARNING, "db_disconnected", "error", why,
+            "retry_in_ms", CL_EV_INT(retry_ms), "sending", CL_EV_INT(s->nlive),
+            NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stopping                                                                  */
+
+static void on_handle_closed(uv_handle_t *h) {
+  cl_sender_t *s = h->data;
+  s->handles_open--;
+  maybe_finish(s);
+}
+
+static void on_conn_closed(void *arg) {
+  cl_sender_t *s = arg;
+  s->a = NULL;
+  s->handles_open--;
+  maybe_finish(s);
+}
+
+static void free_sender(cl_sender_t *s) {
+  while (s->live != NULL)
+    send_free(s->live);
+  free(s->dsn);
+  free(s->name);
+  free(s->subscriber);
+  free(s);
+}
+
+static void close_all(cl_sender_t *s) {
+  if (s->closing)
+    return;
+  s->closing = 1;
+  cl__event(&s->o.events, CL_LEVEL_INFO, "sender_stopped", "subscriber",
+            s->subscriber, "claimed", CL_EV_INT(s->st.claimed), "sent",
+            CL_EV_INT(s->st.sent), "retried", CL_EV_INT(s->st.retried), "dead",
+            CL_EV_INT(s->st.dead), "in_doubt", CL_EV_INT(s->st.in_doubt), NULL);
+  uv_close((uv_handle_t *)&s->poll_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&s->hb_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&s->drain_timer, on_handle_closed);
+  cl__loop_conn_close(s->a, on_conn_closed, s);
+}
+
+static void maybe_finish(cl_sender_t *s) {
+  if (s->closing) {
+    if (s->handles_open == 0) {
+      if (s->o.on_exit)
+        s->o.on_exit(s->o.arg, s->fatal_rc, s->fatal_why);
+      free_sender(s);
+    }
+    return;
+  }
+  if (s->o.once && !s->stopping && s->last_claim_empty && s->nlive == 0 &&
+      !s->claim_inflight)
+    begin_stop(s);
+  if (!s->stopping || s->nlive > 0 || s->claim_inflight)
+    return;
+  close_all(s);
+}
+
+static void on_drain_timer(uv_timer_t *t) {
+  cl_sender_t *s = t->data;
+  /* What is still with a sink is left in doubt: nothing is recorded for
+   * it, and its lease runs out (the in-doubt policy decides). */
+  cl__event(&s->o.events, CL_LEVEL_WARNING, "drain_timeout", "sending",
+            CL_EV_INT(s->nlive), NULL);
+  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+    next = d->next;
+    if (d->state == S_SINKING || d->state == S_LOST)
+      cl_send_done(d, CL_SEND_IN_DOUBT, "stopped by the drain timeout", 0);
+  }
+  s->claim_inflight = 0;
+  close_all(s);
+}
+
+static void begin_stop(cl_sender_t *s) {
+  if (s->stopping)
+    return;
+  s->stopping = 1;
+  uv_timer_stop(&s->poll_timer);
+  uv_timer_stop(&s->hb_timer);
+  if (s->fatal_rc != 0) {
+    /* The connection is gone for good: nothing can be recorded. */
+    for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+      next = d->next;
+      if (d->state == S_SINKING || d->state == S_LOST)
+        cl_send_done(d, CL_SEND_IN_DOUBT, s->fatal_why, 0);
+    }
+    s->claim_inflight = 0;
+    close_all(s);
+    return;
+  }
+  if (s->nlive > 0)
+    uv_timer_start(&s->drain_timer, on_drain_timer,
+                   (uint64_t)(s->o.drain_s * 1000), 0);
+  maybe_finish(s);
+}
+
+void cl_sender_stop(cl_sender_t *s) {
+  if (s->started) {
+    begin_stop(s);
+    return;
+  }
+  s->stopping = 1;
+  close_all(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+
+void cl_sender_opts_init(cl_sender_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->concurrency = 8;
+  o->lease_s = 30;
+  o->poll_s = 1;
+  o->drain_s = 30;
+}
+
+void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out) {
+  *out = s->st;
+}
+
+int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
+                  const cl_sender_opts_t *opts, char *err, size_t errlen) {
+  *out = NULL;
+  char why[256] = "";
+  int rc = 0;
+  if (opts->dsn == NULL || opts->sink == NULL)
+    snprintf(why, sizeof why, "no DSN or no sink"), rc = CL_EINVAL;
+  else if (cl_check_queue(opts->subscriber ? opts->subscriber : "", why,
+                          sizeof why) != 0)
+    rc = CL_EINVAL;
+  else if (opts->concurrency < 1 || opts->concurrency > 10000)
+    snprintf(why, sizeof why, "concurrency %d is out of range [1, 10000]",
+             opts->concurrency),
+        rc = CL_EINVAL;
+  else if (!(opts->lease_s >= 1 && opts->lease_s <= 604800) ||
+           !(opts->poll_s >= 0.01 && opts->poll_s <= 3600) ||
+           !(opts->drain_s >= 0))
+    snprintf(why, sizeof why,
+             "lease (1 s..7 d), poll (0.01..3600 s) or "
+             "drain (>= 0) out of range"),
+        rc = CL_EINVAL;
+  else if (opts->name && cl_check_worker(opts->name, why, sizeof why) != 0)
+    rc = CL_EINVAL;
+  else if (cl_check_dsn(opts->dsn, why, sizeof why) != 0)
+    rc = CL_EDSN;
+  if (rc != 0) {
+    if (err)
+      snprintf(err, errlen, "%s", why);
+    return rc;
+  }
+  cl_sender_t *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return CL_ENOMEM;
+  s->loop = loop;
+  s->o = *opts;
+  s->dsn = cl__strdup(opts->dsn);
+  s->subscriber = cl__strdup(opts->subscriber);
+  char name[CL_WORKER_MAX + 1];
+  if (opts->name == NULL) {
+    char host[128] = "localhost", uuid[37];
+    if (gethostname(host, sizeof host) != 0)
+      snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    if (cl_uuid4(uuid) != 0)
+      snprintf(uuid, sizeof uuid, "%08lx", (unsigned long)time(NULL));
+    uuid[8] = '\0';
+    snprintf(name, sizeof name, "%s:%ld:%s", host, (long)getpid(), uuid);
+  } else {
+    snprintf(name, sizeof name, "%s", opts->name);
+  }
+  s->name = cl__strdup(name);
+  s->o.dsn = s->dsn;
+  s->o.subscriber = s->subscriber;
+  s->o.name = s->name;
+  cl__loop_conn_hooks_t hooks = {on_up, on_down, NULL};
+  if (s->dsn == NULL || s->subscriber == NULL || s->name == NULL ||
+      (rc = cl__loop_conn_new(&s->a, loop, s->dsn, NULL, &hooks, s)) != 0) {
+    free_sender(s);
+    rc = rc ? rc : CL_ENOMEM;
+    if (err)
+      snprintf(err, errlen, "%s",
+               rc == CL_EDSN ? "malformed connection string" : "out of memory");
+    return rc;
+  }
+  uv_timer_init(loop, &s->poll_timer);
+  uv_timer_init(loop, &s->hb_timer);
+  uv_timer_init(loop, &s->drain_timer);
+  s->poll_timer.data = s->hb_timer.data = s->drain_timer.data = s;
+  s->handles_open = 4; /* three timers and the connection */
+  *out = s;
+  return 0;
+}
+
+int cl_sender_start(cl_sender_t *s) {
+  if (s->started || s->stopping)
+    return CL_EINVAL;
+  s->started = 1;
+  cl__event(&s->o.events, CL_LEVEL_INFO, "sender_started", "sender", s->name,
+            "subscriber", s->subscriber, "concurrency",
+            CL_EV_INT(s->o.concurrency), "lease_s", CL_EV_NUM(s->o.lease_s),
+            "once", s->o.once ? "true" : "false", "dsn",
+            cl__loop_conn_dsn_redacted(s->a), NULL);
+  uint64_t hb = (uint64_t)(s->o.lease_s * 1000 / 3);
+  uv_timer_start(&s->hb_timer, on_hb_timer, hb, hb);
+  uv_timer_start(&s->poll_timer, on_poll_timer, (uint64_t)(s->o.poll_s * 1000),
+                 0);
+  cl__loop_conn_start(s->a);
+  return 0;
+}

@@ -1,0 +1,277 @@
+/*
+ * test_send.c: `claimer send`, the sender daemon, as real processes
+ * against a real PostgreSQL: an exec sink delivers every result of a
+ * subscriber once with the documented key; exit statuses map to sent,
+ * retry and dead; a sender killed with SIGKILL mid-send leaves the
+ * delivery to be sent again with the same key (the retry policy) while
+ * the database records it sent once; bad input exits 2 and changes
+ * nothing.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "claimer/claimer.h"
+#include "harness.h"
+
+typedef struct fx {
+  char dsn[1024];
+  char dir[600];
+  cl_conn_t *c;
+  PGconn *pg;
+} fx_t;
+
+static int setup(void **state) {
+  static int n;
+  fx_t *fx = calloc(1, sizeof *fx);
+  char db[32];
+  snprintf(db, sizeof db, "send_%d", ++n);
+  if (fx == NULL || th_db_create(&th_pg, db, 1, fx->dsn, sizeof fx->dsn) != 0)
+    return -1;
+  snprintf(fx->dir, sizeof fx->dir, "%s/%s", th_pg.dir, db);
+  if (mkdir(fx->dir, 0700) != 0)
+    return -1;
+  if (cl_conn_new(&fx->c, fx->dsn) != 0 || cl_conn_connect(fx->c) != 0)
+    return -1;
+  fx->pg = th_connect(fx->dsn);
+  *state = fx;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fx_t *fx = *state;
+  cl_conn_free(&fx->c);
+  PQfinish(fx->pg);
+  free(fx);
+  return 0;
+}
+
+/* n items of queue q with results, and a subscriber of them all. */
+static void results(fx_t *fx, const char *prefix, int n, int max_attempts) {
+  for (int i = 0; i < n; i++) {
+    char id[64];
+    snprintf(id, sizeof id, "%s-%d", prefix, i);
+    cl_item_t it = {.item_id = id, .queue = "q"};
+    assert_int_equal(cl_enqueue(fx->c, &it, 1, NULL), 1);
+    cl_lease_t *l = NULL;
+    size_t got = 0;
+    assert_int_equal(cl_claim(fx->c, "q", "w", 1, 30, &l, &got), 0);
+    assert_int_equal(
+        cl_complete(fx->c, l[0].item_id, l[0].token, "{\"ok\":1}", NULL), 0);
+    cl_leases_free(l, got);
+  }
+  cl_subscriber_opts_t o = {.from = "beginning", .max_attempts = max_attempts};
+  assert_true(cl_subscriber_add(fx->c, "sub", &o, NULL) >= 0);
+}
+
+/* `claimer send --once` (under valgrind when CLAIMER_TEST_WRAP says so). */
+static int send_once(fx_t *fx, const char *cmd, char **out) {
+  const char *argv[32];
+  int n = th_wrap(argv, 16);
+  const char *rest[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--exec",
+                        cmd,
+                        "--once",
+                        "--timeout",
+                        "5",
+                        "--dsn",
+                        fx->dsn,
+                        NULL};
+  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+    argv[n++] = rest[i];
+  return th_run(argv, NULL, out);
+}
+
+/* Every result delivered once, the key in the environment and on stdin. */
+static void test_once_delivers_all(void **state) {
+  fx_t *fx = *state;
+  results(fx, "a", 30, 0);
+  char cmd[1200], *out = NULL;
+  snprintf(cmd, sizeof cmd,
+           "printf '%%s %%s\\n' \"$CLAIMER_IDEMPOTENCY_KEY\" "
+           "\"$(cat | tr -d '\\n')\" >> '%s/effects'",
+           fx->dir);
+  int rc = send_once(fx, cmd, &out);
+  print_message("%s", out);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "sent 30, retry 0"));
+  free(out);
+  char path[700];
+  snprintf(path, sizeof path, "%s/effects", fx->dir);
+  char *eff = th_read_file(path);
+  assert_int_equal(th_count(eff, "\n"), 30);
+  assert_int_equal(th_count(eff, "\"subscriber\":\"sub\""), 30);
+  assert_int_equal(th_count(eff, "\"result\":{\"ok\":1}"), 30);
+  /* Each line starts with the key the database holds for its item. */
+  PGresult *r = PQexec(fx->pg, "SELECT idempotency_key, item_id FROM "
+                               "claimer.deliveries WHERE state = 'sent'");
+  assert_int_equal(PQntuples(r), 30);
+  for (int i = 0; i < PQntuples(r); i++) {
+    char line[256];
+    snprintf(line, sizeof line, "%s {\"subscriber\":\"sub\",\"item_id\":\"%s\"",
+             PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+    assert_int_equal(th_count(eff, line), 1);
+  }
+  PQclear(r);
+  free(eff);
+  /* Nothing is due any more. */
+  assert_int_equal(send_once(fx, "exit 1", &out), 0);
+  assert_non_null(strstr(out, "sent 0"));
+  free(out);
+}
+
+/* Exit statuses: 0 sent; 75 and others a failed attempt, retried on the
+ * schedule, dead after the last; killed at the timeout: in doubt. */
+static void test_exit_statuses(void **state) {
+  fx_t *fx = *state;
+  results(fx, "b", 3, 2);
+  char *out = NULL;
+  const char *cmd = "case \"$CLAIMER_ITEM_ID\" in b-0) exit 0;; b-1) exit 75;;"
+                    " *) echo nope >&2; exit 3;; esac";
+  assert_int_equal(send_once(fx, cmd, &out), 0);
+  assert_non_null(strstr(out, "sent 1, retry 2"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'retry' AND last_error LIKE "
+                                   "'exec sink: exit %'"),
+                   2);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE last_error LIKE '%nope%'"),
+                   1);
+  /* Due now, the second attempt fails too: dead (max_attempts 2). */
+  th_exec(fx->pg, "UPDATE claimer.deliveries SET next_at = now() "
+                  "WHERE state = 'retry'");
+  assert_int_equal(send_once(fx, cmd, &out), 0);
+  assert_non_null(strstr(out, "dead 2"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'delivery_dead'"),
+                   2);
+  /* A command killed at its timeout: in doubt, nothing recorded. */
+  results(fx, "c", 1, 0);
+  const char *argv[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--exec",
+                        "sleep 30",
+                        "--once",
+                        "--timeout",
+                        "0.5",
+                        "--lease",
+                        "2",
+                        "--dsn",
+                        fx->dsn,
+                        NULL};
+  assert_int_equal(th_run(argv, NULL, &out), 0);
+  assert_non_null(strstr(out, "in doubt 1"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE item_id = 'c-0' AND state = "
+                                   "'sending'"),
+                   1);
+}
+
+/* A sender killed with SIGKILL while its command runs: the lease runs out
+ * and the next sender sends again, same key, attempt 2; one 'sent'. */
+static void test_kill9_resends_same_key(void **state) {
+  fx_t *fx = *state;
+  results(fx, "k", 1, 0);
+  char cmd[1200], path[700], log[700];
+  snprintf(path, sizeof path, "%s/effects", fx->dir);
+  snprintf(log, sizeof log, "%s/sender.log", fx->dir);
+  snprintf(cmd, sizeof cmd,
+           "echo \"$CLAIMER_IDEMPOTENCY_KEY $CLAIMER_DELIVERY_ATTEMPT\" >> "
+           "'%s'; [ \"$CLAIMER_DELIVERY_ATTEMPT\" = 1 ] && sleep 30; exit 0",
+           path);
+  const char *argv[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--exec",
+                        cmd,
+                        "--lease",
+                        "2",
+                        "--poll",
+                        "0.2",
+                        "--dsn",
+                        fx->dsn,
+                        NULL};
+  pid_t pid = th_spawn(argv, log);
+  for (int i = 0; i < 100; i++) {
+    char *eff = th_read_file(path);
+    int n = th_count(eff, "\n");
+    free(eff);
+    if (n >= 1)
+      break;
+    usleep(100 * 1000);
+  }
+  kill(-pid, SIGKILL); /* the sender and its command, as a host crash */
+  assert_int_equal(th_wait_exit(pid, 10), 128 + SIGKILL);
+  usleep(2200 * 1000); /* the lease runs out */
+  char *out = NULL;
+  assert_int_equal(send_once(fx, cmd, &out), 0);
+  free(out);
+  char *eff = th_read_file(path);
+  char key[80];
+  PGresult *r = PQexec(fx->pg, "SELECT idempotency_key, attempts, state FROM "
+                               "claimer.deliveries");
+  assert_int_equal(PQntuples(r), 1);
+  snprintf(key, sizeof key, "%s", PQgetvalue(r, 0, 0));
+  assert_string_equal(PQgetvalue(r, 0, 1), "2");
+  assert_string_equal(PQgetvalue(r, 0, 2), "sent");
+  PQclear(r);
+  print_message("effects:\n%s", eff);
+  assert_int_equal(th_count(eff, key), 2); /* at least once, same key */
+  free(eff);
+}
+
+/* Bad input: exit 2, nothing written. */
+static void test_bad_input(void **state) {
+  fx_t *fx = *state;
+  char *out = NULL;
+  const char *a1[] = {th_claimer_bin(), "send", "--subscriber", "nobody",
+                      "--exec",         "true", "--once",       "--dsn",
+                      fx->dsn,          NULL};
+  assert_int_equal(th_run(a1, NULL, &out), 2);
+  assert_non_null(strstr(out, "no subscriber \"nobody\""));
+  free(out);
+  const char *a2[] = {th_claimer_bin(), "send", "--subscriber", "x", "--dsn",
+                      fx->dsn,          NULL};
+  assert_int_equal(th_run(a2, NULL, &out), 2);
+  assert_non_null(strstr(out, "--exec COMMAND is required"));
+  free(out);
+  const char *a3[] = {
+      th_claimer_bin(), "send", "--subscriber", "bad name", "--exec",
+      "true",           NULL};
+  assert_int_equal(th_run(a3, NULL, &out), 2);
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries"),
+                   0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_once_delivers_all, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_exit_statuses, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_kill9_resends_same_key, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+  };
+  th_filter_from_env();
+  return cmocka_run_group_tests_name("send", tests, th_group_setup,
+                                     th_group_teardown);
+}

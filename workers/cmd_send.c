@@ -1,0 +1,351 @@
+/*
+ * cmd_send.c: `claimer send`, the sender daemon: the sender of libclaimer
+ * (sender.h) on a libuv loop for one subscriber, with a sink that runs a
+ * command per delivery (`--exec`): /bin/sh -c CMD, the delivery as JSON
+ * on stdin, its idempotency key in the environment.  Exit 0 is sent, 75
+ * a temporary failure and anything else a failed attempt (both retried on
+ * the subscriber's schedule until its attempts are spent); a command
+ * killed at the timeout or by a signal may have done its effect, so the
+ * delivery is in doubt (the subscriber's policy decides: send again with
+ * the same key, or hold).  `--once` drains what is due and exits (cron).
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "claimer/sender.h"
+#include "cli.h"
+#include "hook.h"
+#include "log.h"
+
+enum { EX_TEMPFAIL = 75 };
+
+typedef struct sendd {
+  uv_loop_t loop;
+  cl_sender_t *s;
+  uv_signal_t sigterm, sigint;
+  int signals_seen;
+  int exit_rc;
+  const char *command;
+  double timeout_s;
+  cl_sender_stats_t st;
+} sendd_t;
+
+static void usage(FILE *out) {
+  fprintf(
+      out,
+      "usage: claimer send --subscriber NAME --exec COMMAND [OPTIONS]\n"
+      "\n"
+      "Delivers the results owed to a subscriber (`claimer subscriber "
+      "add`), each\n"
+      "once: a delivery row per (subscriber, item) records it, and the sink "
+      "gets a\n"
+      "key stable for that pair.  Several senders of one subscriber share "
+      "the work.\n"
+      "\n"
+      "  --subscriber NAME      the subscriber to serve\n"
+      "  --exec COMMAND         /bin/sh -c COMMAND per delivery: JSON on "
+      "stdin\n"
+      "                         (subscriber, item_id, queue, attempt, "
+      "result,\n"
+      "                         payload), CLAIMER_IDEMPOTENCY_KEY, "
+      "CLAIMER_DELIVERY_ATTEMPT,\n"
+      "                         CLAIMER_SUBSCRIBER, CLAIMER_ITEM_ID in its "
+      "environment;\n"
+      "                         exit 0 sent, 75 retry later, other a failed "
+      "attempt;\n"
+      "                         killed (timeout, signal): in doubt\n"
+      "  --once                 deliver what is due, then exit\n"
+      "  --concurrency N        sends at once (default 8)\n"
+      "  --timeout SECONDS      per command (default 30)\n"
+      "  --lease SECONDS        per delivery (default: timeout + 30)\n"
+      "  --poll SECONDS         between claims when idle (default 1)\n"
+      "  --name NAME            this sender's id (default host:pid:random)\n"
+      "  --log-level L          debug, info (default), warning, error\n" CLI_DSN_HELP
+      "\n"
+      "Exit status: 0; 1 on a database error; 2 on bad usage.  SIGTERM or "
+      "SIGINT\n"
+      "stops claiming and waits for the commands running (then they are "
+      "left in\n"
+      "doubt); a second one exits 1 at once.\n");
+}
+
+/* One delivery through the command. */
+typedef struct xsend {
+  sendd_t *d;
+  cl_send_t *send;
+} xsend_t;
+
+static void on_exec(void *arg, cl__exec_end_t end, int status,
+                    const char *msg) {
+  xsend_t *x = arg;
+  cl_send_t *send = x->send;
+  free(x);
+  switch (end) {
+  case CL__EXEC_OK:
+    cl_send_done(send, CL_SEND_OK, NULL, 0);
+    break;
+  case CL__EXEC_EXITED:
+    /* 75 (EX_TEMPFAIL) and any other status: a failed attempt, on the
+     * schedule; the error says which. */
+    (void)status;
+    cl_send_done(send, CL_SEND_RETRY, msg, -1);
+    break;
+  case CL__EXEC_NOT_STARTED:
+    cl_send_done(send, CL_SEND_RETRY, msg, -1);
+    break;
+  default:
+    /* Killed: it may have done its effect. */
+    cl_send_done(send, CL_SEND_IN_DOUBT, msg, 0);
+  }
+}
+
+static void sink_exec(cl_send_t *send, void *arg) {
+  sendd_t *d = arg;
+  json_object *o = json_object_new_object();
+  json_object *res = json_tokener_parse(cl_send_result(send));
+  json_object *pay = json_tokener_parse(cl_send_payload(send));
+  char attempt[16];
+  snprintf(attempt, sizeof attempt, "%d", cl_send_attempt(send));
+  xsend_t *x = calloc(1, sizeof *x);
+  int ok = o != NULL && x != NULL;
+  if (ok) {
+    json_object_object_add(o, "subscriber",
+                           json_object_new_string(cl_send_subscriber(send)));
+    json_object_object_add(o, "item_id",
+                           json_object_new_string(cl_send_item_id(send)));
+    json_object_object_add(o, "queue",
+                           json_object_new_string(cl_send_queue(send)));
+    json_object_object_add(o, "attempt",
+                           json_object_new_int(cl_send_attempt(send)));
+    json_object_object_add(o, "idempotency_key",
+                           json_object_new_string(cl_send_key(send)));
+    json_object_object_add(o, "result", res);
+    json_object_object_add(o, "payload", pay);
+    res = pay = NULL;
+    const char *text = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *input = malloc(strlen(text) + 2);
+    if (input != NULL) {
+      sprintf(input, "%s\n", text);
+      const char *const names[] = {"CLAIMER_IDEMPOTENCY_KEY",
+                                   "CLAIMER_DELIVERY_ATTEMPT",
+                                   "CLAIMER_SUBSCRIBER", "CLAIMER_ITEM_ID"};
+      const char *const vals[] = {cl_send_key(send), attempt,
+                                  cl_send_subscriber(send),
+                                  cl_send_item_id(send)};
+      x->d = d;
+      x->send = send;
+      ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals,
+                        4, d->timeout_s, on_exec, x) == 0;
+      free(input);
+    } else {
+      ok = 0;
+    }
+  }
+  json_object_put(res);
+  json_object_put(pay);
+  json_object_put(o);
+  if (!ok) {
+    free(x);
+    /* Nothing ran: a failed attempt, tried again on the schedule. */
+    cl_send_done(send, CL_SEND_RETRY, "exec sink: out of memory", -1);
+  }
+}
+
+static void on_sender_exit(void *arg, int rc, const char *why) {
+  sendd_t *d = arg;
+  cl_sender_stats(d->s, &d->st);
+  d->s = NULL;
+  if (rc != 0) {
+    cli_err("%s", why && *why ? why : "the sender stopped on an error");
+    d->exit_rc = EXIT_ERROR;
+  }
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum) {
+  sendd_t *d = h->data;
+  if (d->s == NULL)
+    return;
+  if (++d->signals_seen > 1) {
+    cl_log(CL_LEVEL_WARNING, "signal", "signal", strsignal(signum), "action",
+           "exit now; deliveries being sent are left in doubt", NULL);
+    _exit(EXIT_ERROR);
+  }
+  cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action", "stop",
+         NULL);
+  cl_sender_stop(d->s);
+}
+
+int cmd_send(int argc, char **argv) {
+  static const struct option opts[] = {
+      CLI_DSN_OPTIONS,
+      {"help", no_argument, NULL, 'h'},
+      {"subscriber", required_argument, NULL, 's'},
+      {"exec", required_argument, NULL, 'x'},
+      {"once", no_argument, NULL, 'o'},
+      {"concurrency", required_argument, NULL, 'c'},
+      {"timeout", required_argument, NULL, 't'},
+      {"lease", required_argument, NULL, 'L'},
+      {"poll", required_argument, NULL, 'p'},
+      {"name", required_argument, NULL, 'n'},
+      {"log-level", required_argument, NULL, 'l'},
+      {0}};
+  static sendd_t d;
+  cl_sender_opts_t so;
+  cl_sender_opts_init(&so);
+  cli_dsn_t src = {0};
+  const char *dsn_opt = NULL;
+  double lease = 0;
+  cl_level_t level = CL_LEVEL_INFO;
+  d.timeout_s = 30;
+  int ch, ex = EXIT_OK;
+  char why[512];
+  optind = 1;
+  opterr = 0;
+  while (ex == EXIT_OK &&
+         (ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'D':
+    case CLI_OPT_DSN_FILE:
+      if (cli_dsn_option(&src, ch, optarg) != 0)
+        ex = EXIT_USAGE;
+      dsn_opt = src.value;
+      break;
+    case 's':
+      if (cl_check_queue(optarg, why, sizeof why) != 0)
+        ex = cli_usage_error("--subscriber: %s", why);
+      so.subscriber = optarg;
+      break;
+    case 'x':
+      if (*optarg == '\0')
+        ex = cli_usage_error("--exec needs a command");
+      d.command = optarg;
+      break;
+    case 'o':
+      so.once = 1;
+      break;
+    case 'c':
+      if (cli_parse_int(optarg, "--concurrency", 1, 10000, &so.concurrency))
+        ex = EXIT_USAGE;
+      break;
+    case 't':
+      if (cli_parse_double(optarg, "--timeout", 0.1, 86400, &d.timeout_s))
+        ex = EXIT_USAGE;
+      break;
+    case 'L':
+      if (cli_parse_double(optarg, "--lease", 1, 604800, &lease))
+        ex = EXIT_USAGE;
+      break;
+    case 'p':
+      if (cli_parse_double(optarg, "--poll", 0.01, 3600, &so.poll_s))
+        ex = EXIT_USAGE;
+      break;
+    case 'n':
+      if (cl_check_worker(optarg, why, sizeof why) != 0)
+        ex = cli_usage_error("--name: %s", why);
+      so.name = optarg;
+      break;
+    case 'l':
+      if (strcmp(optarg, "debug") == 0)
+        level = CL_LEVEL_DEBUG;
+      else if (strcmp(optarg, "info") == 0)
+        level = CL_LEVEL_INFO;
+      else if (strcmp(optarg, "warning") == 0)
+        level = CL_LEVEL_WARNING;
+      else if (strcmp(optarg, "error") == 0)
+        level = CL_LEVEL_ERROR;
+      else
+        ex = cli_usage_error("--log-level \"%s\" is not debug, info, "
+                             "warning or error",
+                             optarg);
+      break;
+    case 'h':
+      usage(stdout);
+      return EXIT_OK;
+    default:
+      ex = cli_bad_option(argv, optopt);
+    }
+  }
+  if (ex == EXIT_OK && optind < argc)
+    ex = cli_usage_error("unexpected argument \"%s\"", argv[optind]);
+  if (ex == EXIT_OK && so.subscriber == NULL)
+    ex = cli_usage_error("--subscriber NAME is required");
+  if (ex == EXIT_OK && d.command == NULL)
+    ex = cli_usage_error("--exec COMMAND is required (the sink)");
+  if (ex != EXIT_OK)
+    return ex;
+  cl_log_setup(CL_LOG_LOGFMT, level, 2);
+
+  /* Connect once, blocking: a refused password, a missing schema or an
+   * unknown subscriber is reported now, not retried forever. */
+  cl_conn_t *c = NULL;
+  char *dsn = NULL;
+  ex = cli_connect_dsn(dsn_opt, &c, &dsn);
+  if (ex == EXIT_OK) {
+    int rc = cl_schema_check(c);
+    cl_subscriber_status_t *rows = NULL;
+    size_t n = 0;
+    if (rc != 0) {
+      ex = cli_fail(c, rc, "schema");
+    } else if ((rc = cl_subscriber_list(c, &rows, &n)) != 0) {
+      ex = cli_fail(c, rc, "subscriber");
+    } else {
+      int found = 0;
+      for (size_t i = 0; i < n; i++)
+        found |= strcmp(rows[i].name, so.subscriber) == 0;
+      if (!found)
+        ex = cli_usage_error("no subscriber \"%s\" (claimer subscriber add "
+                             "%s)",
+                             so.subscriber, so.subscriber);
+    }
+    cl_subscribers_free(rows, n);
+    cl_conn_free(&c);
+  }
+  if (ex != EXIT_OK) {
+    free(dsn);
+    return ex;
+  }
+
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(&d.loop);
+  so.dsn = dsn;
+  so.lease_s = lease > 0 ? lease : d.timeout_s + 30;
+  so.sink = sink_exec;
+  so.sink_arg = &d;
+  so.events = cl_log_events();
+  so.on_exit = on_sender_exit;
+  so.arg = &d;
+  char err[512];
+  int rc = cl_sender_new(&d.s, &d.loop, &so, err, sizeof err);
+  free(dsn);
+  if (rc != 0) {
+    cli_err("%s", err);
+    uv_loop_close(&d.loop);
+    return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
+  }
+  uv_signal_init(&d.loop, &d.sigterm);
+  uv_signal_init(&d.loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  if ((rc = cl_sender_start(d.s)) != 0) {
+    cli_err("cannot start the sender: %s", cl_strerror(rc));
+    d.exit_rc = EXIT_ERROR;
+    cl_sender_stop(d.s);
+  }
+  uv_run(&d.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&d.loop) != 0) {
+    cli_err("internal error: the loop still had handles open at exit");
+    d.exit_rc = EXIT_ERROR;
+  }
+  if (so.once && d.exit_rc == EXIT_OK)
+    printf("sent %ld, retry %ld, dead %ld, in doubt %ld, lost %ld\n", d.st.sent,
+           d.st.retried, d.st.dead, d.st.in_doubt, d.st.lost);
+  return d.exit_rc;
+}
