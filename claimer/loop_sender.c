@@ -63,6 +63,9 @@ struct cl_send {
   char *error;
   double retry_in;
   int resends;
+  cl_send_stop_cb stop_cb;
+  void *stop_arg;
+  int stop_asked;
 };
 
 struct cl_sender {
@@ -156,6 +159,23 @@ static void send_end(cl_send_t *d) {
     maybe_finish(s);
   else
     maybe_claim(s);
+}
+
+void cl_send_on_stop(cl_send_t *d, cl_send_stop_cb cb, void *arg) {
+  d->stop_cb = cb;
+  d->stop_arg = arg;
+}
+
+/* Asks every send still with its sink to stop; each reports later. */
+static void ask_sinks_to_stop(cl_sender_t *s) {
+  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+    next = d->next;
+    if ((d->state == S_SINKING || d->state == S_LOST) && !d->stop_asked &&
+        d->stop_cb != NULL) {
+      d->stop_asked = 1;
+      d->stop_cb(d, d->stop_arg); /* may report at once and free d */
+    }
+  }
 }
 
 const char *cl_send_subscriber(const cl_send_t *d) { return d->s->subscriber; }
@@ -478,17 +498,12 @@ static void maybe_finish(cl_sender_t *s) {
 
 static void on_drain_timer(uv_timer_t *t) {
   cl_sender_t *s = t->data;
-  /* What is still with a sink is left in doubt: nothing is recorded for
-   * it, and its lease runs out (the in-doubt policy decides). */
+  /* The sinks still running are asked to stop; they report (in doubt,
+   * when the effect may have happened) and the sender closes after the
+   * last report, never with a send still out. */
   cl__event(&s->o.events, CL_LEVEL_WARNING, "drain_timeout", "sending",
             CL_EV_INT(s->nlive), NULL);
-  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
-    next = d->next;
-    if (d->state == S_SINKING || d->state == S_LOST)
-      cl_send_done(d, CL_SEND_IN_DOUBT, "stopped by the drain timeout", 0);
-  }
-  s->claim_inflight = 0;
-  close_all(s);
+  ask_sinks_to_stop(s);
 }
 
 static void begin_stop(cl_sender_t *s) {
@@ -498,15 +513,10 @@ static void begin_stop(cl_sender_t *s) {
   uv_timer_stop(&s->poll_timer);
   uv_timer_stop(&s->hb_timer);
   if (s->fatal_rc != 0) {
-    /* The connection is gone for good: nothing can be recorded. */
-    for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
-      next = d->next;
-      if (d->state == S_SINKING || d->state == S_LOST)
-        cl_send_done(d, CL_SEND_IN_DOUBT, s->fatal_why, 0);
-    }
+    /* The connection is gone for good: nothing can be recorded, so the
+     * sinks are asked to stop now (their reports are dropped). */
     s->claim_inflight = 0;
-    close_all(s);
-    return;
+    ask_sinks_to_stop(s);
   }
   if (s->nlive > 0)
     uv_timer_start(&s->drain_timer, on_drain_timer,

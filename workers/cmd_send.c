@@ -64,20 +64,32 @@ static void usage(FILE *out) {
       "  --lease SECONDS        per delivery (default: timeout + 30)\n"
       "  --poll SECONDS         between claims when idle (default 1)\n"
       "  --name NAME            this sender's id (default host:pid:random)\n"
+      "  --drain SECONDS        on SIGTERM, wait this long for the commands "
+      "running,\n"
+      "                         then kill them: in doubt (default 30)\n"
       "  --log-level L          debug, info (default), warning, error\n" CLI_DSN_HELP
       "\n"
       "Exit status: 0; 1 on a database error; 2 on bad usage.  SIGTERM or "
       "SIGINT\n"
-      "stops claiming and waits for the commands running (then they are "
-      "left in\n"
-      "doubt); a second one exits 1 at once.\n");
+      "stops claiming and waits --drain for the commands running (then "
+      "kills them:\n"
+      "in doubt); a second one exits 1 at once.\n");
 }
 
 /* One delivery through the command. */
 typedef struct xsend {
   sendd_t *d;
   cl_send_t *send;
+  cl__exec_t *run; /* the command, until on_exec */
 } xsend_t;
+
+/* The sender asks the sink to stop (drain timeout): the command is
+ * killed, and on_exec reports the delivery in doubt. */
+static void stop_exec(cl_send_t *send, void *arg) {
+  xsend_t *x = arg;
+  (void)send;
+  cl__exec_kill(x->run);
+}
 
 static void on_exec(void *arg, cl__exec_end_t end, int status,
                     const char *msg) {
@@ -140,7 +152,9 @@ static void sink_exec(cl_send_t *send, void *arg) {
       x->d = d;
       x->send = send;
       ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals,
-                        4, d->timeout_s, on_exec, x) == 0;
+                        4, d->timeout_s, on_exec, x, &x->run) == 0;
+      if (ok)
+        cl_send_on_stop(send, stop_exec, x);
       free(input);
     } else {
       ok = 0;
@@ -194,6 +208,7 @@ int cmd_send(int argc, char **argv) {
       {"lease", required_argument, NULL, 'L'},
       {"poll", required_argument, NULL, 'p'},
       {"name", required_argument, NULL, 'n'},
+      {"drain", required_argument, NULL, 'r'},
       {"log-level", required_argument, NULL, 'l'},
       {0}};
   static sendd_t d;
@@ -244,6 +259,10 @@ int cmd_send(int argc, char **argv) {
       break;
     case 'p':
       if (cli_parse_double(optarg, "--poll", 0.01, 3600, &so.poll_s))
+        ex = EXIT_USAGE;
+      break;
+    case 'r':
+      if (cli_parse_double(optarg, "--drain", 0, 86400, &so.drain_s))
         ex = EXIT_USAGE;
       break;
     case 'n':

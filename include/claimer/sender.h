@@ -78,9 +78,9 @@ CL_EXTERN CL_MUST_CHECK int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
  * already. */
 CL_EXTERN CL_MUST_CHECK int cl_sender_start(cl_sender_t *s);
 /* Graceful stop: claims no more, lets sends in flight finish for up to
- * the drain timeout (those still out then are left in doubt: nothing is
- * recorded for them), records what they reported, closes, and calls
- * on_exit.  On a sender never started it just closes.  Safe to call
+ * the drain timeout (then asks those still out to stop: cl_send_on_stop),
+ * records what they reported, closes once every send has reported, and
+ * calls on_exit.  On a sender never started it just closes.  Safe to call
  * twice. */
 CL_EXTERN void cl_sender_stop(cl_sender_t *s);
 CL_EXTERN void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out);
@@ -94,6 +94,13 @@ CL_EXTERN const char *cl_send_result(const cl_send_t *d);  /* JSON text */
 CL_EXTERN const char *cl_send_payload(const cl_send_t *d); /* JSON text */
 CL_EXTERN int cl_send_attempt(const cl_send_t *d);
 CL_EXTERN long long cl_send_pos(const cl_send_t *d);
+
+/* Sets the callback that asks the sink to stop early (a graceful stop's
+ * drain timeout passed, or the database is gone for good): the sink stops
+ * its send and still reports, CL_SEND_IN_DOUBT when the effect may have
+ * happened.  The sender waits for every report before it closes. */
+typedef void (*cl_send_stop_cb)(cl_send_t *send, void *arg);
+CL_EXTERN void cl_send_on_stop(cl_send_t *d, cl_send_stop_cb cb, void *arg);
 
 /* Reports the send's outcome (error copied, may be NULL; retry_in for
  * CL_SEND_RETRY).  After this the delivery is the sender's again.  A

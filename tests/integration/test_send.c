@@ -239,6 +239,68 @@ static void test_kill9_resends_same_key(void **state) {
   free(eff);
 }
 
+/* SIGTERM with a command running past the drain timeout: the command is
+ * killed, the delivery left in doubt (nothing recorded), the daemon exits
+ * 0 with its loop closed; the next sender sends it again, same key. */
+static void test_sigterm_drain_kills_sink(void **state) {
+  fx_t *fx = *state;
+  results(fx, "t", 1, 0);
+  char cmd[1200], path[700], log[700];
+  snprintf(path, sizeof path, "%s/effects", fx->dir);
+  snprintf(log, sizeof log, "%s/sender.log", fx->dir);
+  snprintf(cmd, sizeof cmd,
+           "echo \"$CLAIMER_DELIVERY_ATTEMPT\" >> '%s'; "
+           "[ \"$CLAIMER_DELIVERY_ATTEMPT\" = 1 ] && sleep 30; exit 0",
+           path);
+  const char *argv[32];
+  int n = th_wrap(argv, 16);
+  const char *rest[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--exec",
+                        cmd,
+                        "--lease",
+                        "2",
+                        "--drain",
+                        "0.5",
+                        "--timeout",
+                        "60",
+                        "--dsn",
+                        fx->dsn,
+                        NULL};
+  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+    argv[n++] = rest[i];
+  pid_t pid = th_spawn(argv, log);
+  for (int i = 0; i < 300; i++) {
+    char *eff = th_read_file(path);
+    int lines = th_count(eff, "\n");
+    free(eff);
+    if (lines >= 1)
+      break;
+    usleep(100 * 1000);
+  }
+  double t0 = th_now();
+  kill(pid, SIGTERM);
+  int rc = th_wait_exit(pid, 30);
+  double took = th_now() - t0;
+  char *out = th_read_file(log);
+  print_message("exit %d after %.2f s\n", rc, took);
+  if (rc != 0)
+    print_message("%s", out);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "drain_timeout"));
+  assert_non_null(strstr(out, "send_in_doubt"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'sending'"),
+                   1);
+  usleep(2200 * 1000); /* its lease runs out */
+  assert_int_equal(send_once(fx, cmd, &out), 0);
+  assert_non_null(strstr(out, "sent 1"));
+  free(out);
+}
+
 /* Bad input: exit 2, nothing written. */
 static void test_bad_input(void **state) {
   fx_t *fx = *state;
@@ -268,6 +330,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_once_delivers_all, setup, teardown),
       cmocka_unit_test_setup_teardown(test_exit_statuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill9_resends_same_key, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sigterm_drain_kills_sink, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
   };

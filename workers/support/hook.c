@@ -21,7 +21,7 @@ enum { ERR_TAIL = 480 };
 /* ------------------------------------------------------------------------ */
 /* exec                                                                      */
 
-typedef struct xrun {
+struct cl__exec {
   uv_process_t proc;
   uv_pipe_t in, err;
   uv_timer_t timer;
@@ -41,7 +41,8 @@ typedef struct xrun {
   cl__hook_cb cb;   /* one of the two */
   cl__exec_cb ecb;
   void *arg;
-} xrun_t;
+};
+typedef struct cl__exec xrun_t;
 
 static void x_finish(xrun_t *x) {
   char msg[ERR_TAIL + 200];
@@ -170,7 +171,7 @@ static void x_on_timeout(uv_timer_t *t) {
 static int x_run(uv_loop_t *loop, const char *what, const char *cmd,
                  const char *json, const char *const *names,
                  const char *const *vals, size_t nenv, double timeout_s,
-                 cl__hook_cb cb, cl__exec_cb ecb, void *arg) {
+                 cl__hook_cb cb, cl__exec_cb ecb, void *arg, xrun_t **out) {
   xrun_t *x = calloc(1, sizeof *x);
   if (x == NULL)
     return CL_ENOMEM;
@@ -186,6 +187,8 @@ static int x_run(uv_loop_t *loop, const char *what, const char *cmd,
   }
   x->cb = cb;
   x->arg = arg;
+  if (out != NULL)
+    *out = x; /* valid until the callback has run */
   uv_pipe_init(loop, &x->in, 0);
   uv_pipe_init(loop, &x->err, 0);
   uv_timer_init(loop, &x->timer);
@@ -238,15 +241,20 @@ int cl__hook_exec(uv_loop_t *loop, const char *cmd, const char *json,
                                "CLAIMER_ALERT_SUBJECT"};
   const char *const vals[] = {alert_id, kind, subject};
   return x_run(loop, "exec hook", cmd, json, names, vals, 3, timeout_s, cb,
-               NULL, arg);
+               NULL, arg, NULL);
 }
 
 int cl__exec_run(uv_loop_t *loop, const char *what, const char *cmd,
                  const char *input, const char *const *names,
                  const char *const *vals, size_t nenv, double timeout_s,
-                 cl__exec_cb cb, void *arg) {
+                 cl__exec_cb cb, void *arg, cl__exec_t **out) {
   return x_run(loop, what, cmd, input, names, vals, nenv, timeout_s, NULL, cb,
-               arg);
+               arg, out);
+}
+
+void cl__exec_kill(cl__exec_t *x) {
+  if (x->spawned && !x->exited)
+    kill(-x->proc.pid, SIGKILL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -34,14 +34,21 @@ typedef enum cl__exec_end {
 typedef void (*cl__exec_cb)(void *arg, cl__exec_end_t end, int status,
                             const char *msg);
 
+typedef struct cl__exec cl__exec_t;
+
+/* Kills a command cl__exec_run() started (its whole session); its
+ * callback follows with CL__EXEC_SIGNALED.  x is valid until then. */
+void cl__exec_kill(cl__exec_t *x);
+
 /* Runs /bin/sh -c cmd as cl__hook_exec does (its own session, killed at
  * the timeout, input on stdin, stdout discarded), with names[i]=vals[i]
  * added to the environment; what ("exec sink") leads the message.
- * Returns 0 (cb later, once) or CL_ENOMEM. */
+ * Returns 0 (cb later, once; *out, may be NULL, the run until then) or
+ * CL_ENOMEM. */
 int cl__exec_run(uv_loop_t *loop, const char *what, const char *cmd,
                  const char *input, const char *const *names,
                  const char *const *vals, size_t nenv, double timeout_s,
-                 cl__exec_cb cb, void *arg);
+                 cl__exec_cb cb, void *arg, cl__exec_t **out);
 
 /* POSTs json to url (http or https) as application/json; a 2xx answer is
  * success; no redirects are followed.  Returns 0 (cb later, once) or
