@@ -548,6 +548,23 @@ void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out) {
   *out = s->st;
 }
 
+static void on_disabled(void *arg, int rc, PGresult *res) {
+  cl_sender_t *s = arg;
+  (void)res;
+  cl__event(&s->o.events, rc == 0 ? CL_LEVEL_WARNING : CL_LEVEL_ERROR,
+            "subscriber_paused", "subscriber", s->subscriber, "error",
+            rc == 0 ? "" : cl__loop_conn_error(s->a), NULL);
+}
+
+void cl_sender_disable(cl_sender_t *s, const char *why) {
+  char *w = cl__clean_text(why, 1000);
+  const char *p[] = {s->subscriber, w ? w : "disabled by its sink"};
+  if (cl__loop_conn_send(s->a, CL__STMT_SUB_DISABLE, p, on_disabled, s) != 0)
+    cl__event(&s->o.events, CL_LEVEL_ERROR, "subscriber_paused", "subscriber",
+              s->subscriber, "error", "the connection is closed", NULL);
+  free(w);
+}
+
 int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
                   const cl_sender_opts_t *opts, char *err, size_t errlen) {
   *out = NULL;

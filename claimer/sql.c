@@ -621,5 +621,16 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_DELIVERY_HEARTBEAT] = {"claimer_delivery_heartbeat", CL__STMT_NPARAMS_DELIVERY_HEARTBEAT,
     "SELECT token FROM claimer.delivery_heartbeat($1, $2::float8,"
     "                                            $3::text[])"},
+  /* The sink told us to stop for good (a webhook's 410 Gone): the
+   * subscriber is paused and subscriber_failing raised, once. */
+  [CL__STMT_SUB_DISABLE] = {"claimer_sub_disable", CL__STMT_NPARAMS_SUB_DISABLE,
+    "WITH u AS ("
+    "  UPDATE claimer.subscribers SET paused = true, paused_why = $2,"
+    "         updated_at = now()"
+    "   WHERE subscriber = $1 AND NOT paused RETURNING subscriber"
+    ")"
+    "SELECT claimer.raise_alert('subscriber_failing', u.subscriber,"
+    "         jsonb_build_object('subscriber', u.subscriber, 'reason', $2))"
+    "  FROM u"},
 };
 // clang-format on

@@ -42,7 +42,8 @@
   XX(DELIVERY_CLAIM, 4)                                                        \
   XX(DELIVERY_SENT, 3)                                                         \
   XX(DELIVERY_FAIL, 5)                                                         \
-  XX(DELIVERY_HEARTBEAT, 3)
+  XX(DELIVERY_HEARTBEAT, 3)                                                    \
+  XX(SUB_DISABLE, 2)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

@@ -8,6 +8,16 @@
  * killed at the timeout or by a signal may have done its effect, so the
  * delivery is in doubt (the subscriber's policy decides: send again with
  * the same key, or hold).  `--once` drains what is due and exits (cron).
+ *
+ * Or a webhook (`--webhook URL`): a POST through libcurl on the same loop
+ * (http.h), to the Standard Webhooks contract: webhook-id (the
+ * idempotency key, also sent as Idempotency-Key), webhook-timestamp and
+ * webhook-signature (v1, HMAC-SHA256 over id.timestamp.body with each
+ * secret, for rotation; signature.h).  2xx is sent; 410 pauses the
+ * subscriber with an alert; 408, 429, 5xx and network errors before the
+ * request went out are retried, after Retry-After when given; other
+ * answers are failed attempts; a timeout or a cut after the request went
+ * out is in doubt.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -16,10 +26,17 @@
 
 #include <json-c/json.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
 #include "claimer/sender.h"
 #include "cli.h"
 #include "hook.h"
+#include "http.h"
 #include "log.h"
+#include "signature.h"
 
 enum { EX_TEMPFAIL = 75 };
 
@@ -30,6 +47,10 @@ typedef struct sendd {
   int signals_seen;
   int exit_rc;
   const char *command;
+  const char *url; /* --webhook */
+  cl_sig_keys_t *keys;
+  cl_http_t *http;
+  int http_closing;
   double timeout_s;
   cl_sender_stats_t st;
 } sendd_t;
@@ -58,6 +79,21 @@ static void usage(FILE *out) {
       "                         exit 0 sent, 75 retry later, other a failed "
       "attempt;\n"
       "                         killed (timeout, signal): in doubt\n"
+      "  --webhook URL          or POST each delivery to URL (http or "
+      "https), signed\n"
+      "                         as Standard Webhooks 1.0 says: webhook-id "
+      "(the key),\n"
+      "                         webhook-timestamp, webhook-signature; 2xx "
+      "sent, 410\n"
+      "                         pauses the subscriber (an alert), 408/429/5xx "
+      "retried\n"
+      "                         (Retry-After honoured), a timeout in doubt\n"
+      "  --secret-file FILE     the signing secrets (whsec_..., one per line, "
+      "several\n"
+      "                         for rotation); the file must not be readable "
+      "by others\n"
+      "  --secret-env VAR       or from the environment variable VAR "
+      "(space-separated)\n"
       "  --once                 deliver what is due, then exit\n"
       "  --concurrency N        sends at once (default 8)\n"
       "  --timeout SECONDS      per command (default 30)\n"
@@ -115,59 +151,213 @@ static void on_exec(void *arg, cl__exec_end_t end, int status,
   }
 }
 
+/* The delivery as JSON: what a sink is told.  The webhook wraps it in
+ * the Standard Webhooks envelope (type, timestamp, data).  Returns a
+ * malloc'd string or NULL. */
+static char *delivery_json(cl_send_t *send, int envelope) {
+  json_object *o = json_object_new_object();
+  if (o == NULL)
+    return NULL;
+  json_object_object_add(o, "subscriber",
+                         json_object_new_string(cl_send_subscriber(send)));
+  json_object_object_add(o, "item_id",
+                         json_object_new_string(cl_send_item_id(send)));
+  json_object_object_add(o, "queue",
+                         json_object_new_string(cl_send_queue(send)));
+  json_object_object_add(o, "attempt",
+                         json_object_new_int(cl_send_attempt(send)));
+  json_object_object_add(o, "idempotency_key",
+                         json_object_new_string(cl_send_key(send)));
+  json_object_object_add(o, "result", json_tokener_parse(cl_send_result(send)));
+  json_object_object_add(o, "payload",
+                         json_tokener_parse(cl_send_payload(send)));
+  if (envelope) {
+    json_object *e = json_object_new_object();
+    char when[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_object_object_add(e, "type", json_object_new_string("claimer.result"));
+    json_object_object_add(e, "timestamp", json_object_new_string(when));
+    json_object_object_add(e, "data", o);
+    o = e;
+  }
+  const char *text = json_object_to_json_string_ext(
+      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+  char *out = text ? strdup(text) : NULL;
+  json_object_put(o);
+  return out;
+}
+
 static void sink_exec(cl_send_t *send, void *arg) {
   sendd_t *d = arg;
-  json_object *o = json_object_new_object();
-  json_object *res = json_tokener_parse(cl_send_result(send));
-  json_object *pay = json_tokener_parse(cl_send_payload(send));
+  char *json = delivery_json(send, 0);
+  char *input = json ? malloc(strlen(json) + 2) : NULL;
+  xsend_t *x = calloc(1, sizeof *x);
   char attempt[16];
   snprintf(attempt, sizeof attempt, "%d", cl_send_attempt(send));
-  xsend_t *x = calloc(1, sizeof *x);
-  int ok = o != NULL && x != NULL;
+  int ok = input != NULL && x != NULL;
   if (ok) {
-    json_object_object_add(o, "subscriber",
-                           json_object_new_string(cl_send_subscriber(send)));
-    json_object_object_add(o, "item_id",
-                           json_object_new_string(cl_send_item_id(send)));
-    json_object_object_add(o, "queue",
-                           json_object_new_string(cl_send_queue(send)));
-    json_object_object_add(o, "attempt",
-                           json_object_new_int(cl_send_attempt(send)));
-    json_object_object_add(o, "idempotency_key",
-                           json_object_new_string(cl_send_key(send)));
-    json_object_object_add(o, "result", res);
-    json_object_object_add(o, "payload", pay);
-    res = pay = NULL;
-    const char *text = json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    char *input = malloc(strlen(text) + 2);
-    if (input != NULL) {
-      sprintf(input, "%s\n", text);
-      const char *const names[] = {"CLAIMER_IDEMPOTENCY_KEY",
-                                   "CLAIMER_DELIVERY_ATTEMPT",
-                                   "CLAIMER_SUBSCRIBER", "CLAIMER_ITEM_ID"};
-      const char *const vals[] = {cl_send_key(send), attempt,
-                                  cl_send_subscriber(send),
-                                  cl_send_item_id(send)};
-      x->d = d;
-      x->send = send;
-      ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals,
-                        4, d->timeout_s, on_exec, x, &x->run) == 0;
-      if (ok)
-        cl_send_on_stop(send, stop_exec, x);
-      free(input);
-    } else {
-      ok = 0;
-    }
+    sprintf(input, "%s\n", json);
+    const char *const names[] = {"CLAIMER_IDEMPOTENCY_KEY",
+                                 "CLAIMER_DELIVERY_ATTEMPT",
+                                 "CLAIMER_SUBSCRIBER", "CLAIMER_ITEM_ID"};
+    const char *const vals[] = {cl_send_key(send), attempt,
+                                cl_send_subscriber(send),
+                                cl_send_item_id(send)};
+    x->d = d;
+    x->send = send;
+    ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals, 4,
+                      d->timeout_s, on_exec, x, &x->run) == 0;
   }
-  json_object_put(res);
-  json_object_put(pay);
-  json_object_put(o);
+  free(json);
+  free(input);
   if (!ok) {
     free(x);
     /* Nothing ran: a failed attempt, tried again on the schedule. */
     cl_send_done(send, CL_SEND_RETRY, "exec sink: out of memory", -1);
+    return;
   }
+  cl_send_on_stop(send, stop_exec, x);
+}
+
+typedef struct wsend {
+  sendd_t *d;
+  cl_send_t *send;
+} wsend_t;
+
+static void on_http(void *arg, const cl_http_result_t *r) {
+  wsend_t *w = arg;
+  cl_send_t *send = w->send;
+  sendd_t *d = w->d;
+  free(w);
+  char err[600];
+  snprintf(err, sizeof err, "webhook: HTTP %ld%s%s%s%.200s", r->status,
+           *r->error ? ": " : "", r->error, r->body_len ? ": " : "",
+           r->body_len ? r->body : "");
+  switch (r->cls) {
+  case CL_HTTP_OK:
+    cl_send_done(send, CL_SEND_OK, NULL, 0);
+    break;
+  case CL_HTTP_GONE:
+    /* The receiver says the endpoint is gone: stop sending to it. */
+    cl_sender_disable(d->s, "the webhook answered 410 Gone");
+    cl_send_done(send, CL_SEND_RETRY, err, -1);
+    break;
+  case CL_HTTP_RETRY:
+    cl_send_done(send, CL_SEND_RETRY, err,
+                 r->retry_after >= 0 ? (double)r->retry_after : -1);
+    break;
+  case CL_HTTP_IN_DOUBT:
+    cl_send_done(send, CL_SEND_IN_DOUBT, err, 0);
+    break;
+  case CL_HTTP_ABORTED:
+    cl_send_done(send, r->sent ? CL_SEND_IN_DOUBT : CL_SEND_RETRY, err, -1);
+    break;
+  default:
+    cl_send_done(send, CL_SEND_RETRY, err, -1);
+  }
+}
+
+/* The sender asks the sinks to stop: closing the client answers every
+ * request in flight (ABORTED: in doubt once sent). */
+static void stop_webhook(cl_send_t *send, void *arg) {
+  sendd_t *d = arg;
+  (void)send;
+  if (!d->http_closing) {
+    d->http_closing = 1;
+    cl_http_close(d->http, NULL, NULL);
+  }
+}
+
+static void sink_webhook(cl_send_t *send, void *arg) {
+  sendd_t *d = arg;
+  char *body = delivery_json(send, 1);
+  wsend_t *w = calloc(1, sizeof *w);
+  char sig[CL_SIG_HEADER_MAX], h_id[160], h_ts[64],
+      h_sig[CL_SIG_HEADER_MAX + 32], h_idem[160];
+  int64_t ts = (int64_t)time(NULL);
+  int rc = body && w ? 0 : CL_ENOMEM;
+  if (rc == 0)
+    rc = cl_sig_sign(d->keys, cl_send_key(send), ts, body, strlen(body), sig,
+                     sizeof sig);
+  if (rc == 0 && d->http_closing)
+    rc = -ECANCELED;
+  if (rc == 0) {
+    snprintf(h_id, sizeof h_id, "webhook-id: %s", cl_send_key(send));
+    snprintf(h_ts, sizeof h_ts, "webhook-timestamp: %lld", (long long)ts);
+    snprintf(h_sig, sizeof h_sig, "webhook-signature: %s", sig);
+    snprintf(h_idem, sizeof h_idem, "Idempotency-Key: %s", cl_send_key(send));
+    const char *headers[] = {h_id, h_ts, h_sig, h_idem, NULL};
+    w->d = d;
+    w->send = send;
+    rc = cl_http_post(d->http, d->url, headers, body, strlen(body),
+                      (long)(d->timeout_s * 1000), on_http, w);
+  }
+  free(body);
+  if (rc != 0) {
+    free(w);
+    cl_send_done(send, CL_SEND_RETRY, "webhook: cannot send the request", -1);
+    return;
+  }
+  cl_send_on_stop(send, stop_webhook, d);
+}
+
+/* Reads the signing secrets: the lines of a file that only its owner may
+ * read, or the words of an environment variable.  Returns 0, or prints
+ * what is wrong (never a secret) and returns EXIT_USAGE. */
+static int load_secrets(sendd_t *d, const char *file, const char *env) {
+  if (cl_sig_keys_new(&d->keys) != 0)
+    return EXIT_ERROR;
+  char *text = NULL;
+  if (file != NULL) {
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      cli_err("--secret-file %s: %s", file, strerror(errno));
+      if (fd >= 0)
+        close(fd);
+      return EXIT_USAGE;
+    }
+    if ((st.st_mode & 077) != 0 || !S_ISREG(st.st_mode)) {
+      cli_err("--secret-file %s: must be a regular file readable by its owner "
+              "only (chmod 600)",
+              file);
+      close(fd);
+      return EXIT_USAGE;
+    }
+    text = calloc(1, (size_t)st.st_size + 1);
+    if (text == NULL || read(fd, text, (size_t)st.st_size) != st.st_size) {
+      cli_err("--secret-file %s: cannot read it", file);
+      close(fd);
+      free(text);
+      return EXIT_USAGE;
+    }
+    close(fd);
+  } else {
+    const char *v = getenv(env);
+    if (v == NULL || *v == '\0') {
+      cli_err("--secret-env %s: the variable is not set", env);
+      return EXIT_USAGE;
+    }
+    text = strdup(v);
+    if (text == NULL)
+      return EXIT_ERROR;
+  }
+  int ex = EXIT_OK, n = 0;
+  char *save = NULL, why[256];
+  for (char *t = strtok_r(text, " \t\r\n", &save); t && ex == EXIT_OK;
+       t = strtok_r(NULL, " \t\r\n", &save)) {
+    n++;
+    if (cl_sig_keys_add(d->keys, t, strlen(t), why, sizeof why) != 0)
+      ex = cli_usage_error("signing secret %d: %s", n, why);
+  }
+  memset(text, 0, strlen(text));
+  free(text);
+  if (ex == EXIT_OK && n == 0)
+    ex = cli_usage_error("no signing secret in %s", file ? file : env);
+  return ex;
 }
 
 static void on_sender_exit(void *arg, int rc, const char *why) {
@@ -180,6 +370,10 @@ static void on_sender_exit(void *arg, int rc, const char *why) {
   }
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
+  if (d->http != NULL && !d->http_closing) {
+    d->http_closing = 1;
+    cl_http_close(d->http, NULL, NULL);
+  }
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
@@ -209,6 +403,9 @@ int cmd_send(int argc, char **argv) {
       {"poll", required_argument, NULL, 'p'},
       {"name", required_argument, NULL, 'n'},
       {"drain", required_argument, NULL, 'r'},
+      {"webhook", required_argument, NULL, 'w'},
+      {"secret-file", required_argument, NULL, 'S'},
+      {"secret-env", required_argument, NULL, 'E'},
       {"log-level", required_argument, NULL, 'l'},
       {0}};
   static sendd_t d;
@@ -218,6 +415,7 @@ int cmd_send(int argc, char **argv) {
   const char *dsn_opt = NULL;
   double lease = 0;
   cl_level_t level = CL_LEVEL_INFO;
+  const char *secret_file = NULL, *secret_env = NULL;
   d.timeout_s = 30;
   int ch, ex = EXIT_OK;
   char why[512];
@@ -261,6 +459,19 @@ int cmd_send(int argc, char **argv) {
       if (cli_parse_double(optarg, "--poll", 0.01, 3600, &so.poll_s))
         ex = EXIT_USAGE;
       break;
+    case 'w':
+      if (strncmp(optarg, "http://", 7) != 0 &&
+          strncmp(optarg, "https://", 8) != 0)
+        ex = cli_usage_error("--webhook: the URL must start with http:// or "
+                             "https://");
+      d.url = optarg;
+      break;
+    case 'S':
+      secret_file = optarg;
+      break;
+    case 'E':
+      secret_env = optarg;
+      break;
     case 'r':
       if (cli_parse_double(optarg, "--drain", 0, 86400, &so.drain_s))
         ex = EXIT_USAGE;
@@ -295,10 +506,20 @@ int cmd_send(int argc, char **argv) {
     ex = cli_usage_error("unexpected argument \"%s\"", argv[optind]);
   if (ex == EXIT_OK && so.subscriber == NULL)
     ex = cli_usage_error("--subscriber NAME is required");
-  if (ex == EXIT_OK && d.command == NULL)
-    ex = cli_usage_error("--exec COMMAND is required (the sink)");
-  if (ex != EXIT_OK)
+  if (ex == EXIT_OK && (d.command == NULL) == (d.url == NULL))
+    ex = cli_usage_error("give one sink: --exec COMMAND or --webhook URL");
+  if (ex == EXIT_OK && d.url != NULL &&
+      (secret_file == NULL) == (secret_env == NULL))
+    ex = cli_usage_error("--webhook needs its signing secrets: "
+                         "--secret-file FILE or --secret-env VAR");
+  if (ex == EXIT_OK && d.url == NULL && (secret_file || secret_env))
+    ex = cli_usage_error("--secret-file and --secret-env go with --webhook");
+  if (ex == EXIT_OK && d.url != NULL)
+    ex = load_secrets(&d, secret_file, secret_env);
+  if (ex != EXIT_OK) {
+    cl_sig_keys_free(&d.keys);
     return ex;
+  }
   cl_log_setup(CL_LOG_LOGFMT, level, 2);
 
   /* Connect once, blocking: a refused password, a missing schema or an
@@ -328,14 +549,23 @@ int cmd_send(int argc, char **argv) {
   }
   if (ex != EXIT_OK) {
     free(dsn);
+    cl_sig_keys_free(&d.keys);
     return ex;
   }
 
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&d.loop);
+  if (d.url != NULL &&
+      (cl_http_global_init() != 0 || cl_http_new(&d.http, &d.loop, NULL))) {
+    cli_err("cannot set up libcurl");
+    uv_loop_close(&d.loop);
+    free(dsn);
+    cl_sig_keys_free(&d.keys);
+    return EXIT_ERROR;
+  }
   so.dsn = dsn;
   so.lease_s = lease > 0 ? lease : d.timeout_s + 30;
-  so.sink = sink_exec;
+  so.sink = d.url != NULL ? sink_webhook : sink_exec;
   so.sink_arg = &d;
   so.events = cl_log_events();
   so.on_exit = on_sender_exit;
@@ -345,7 +575,11 @@ int cmd_send(int argc, char **argv) {
   free(dsn);
   if (rc != 0) {
     cli_err("%s", err);
+    if (d.http != NULL)
+      cl_http_close(d.http, NULL, NULL);
+    uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
+    cl_sig_keys_free(&d.keys);
     return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
   }
   uv_signal_init(&d.loop, &d.sigterm);
@@ -363,6 +597,9 @@ int cmd_send(int argc, char **argv) {
     cli_err("internal error: the loop still had handles open at exit");
     d.exit_rc = EXIT_ERROR;
   }
+  cl_sig_keys_free(&d.keys);
+  if (d.url != NULL)
+    cl_http_global_cleanup();
   if (so.once && d.exit_rc == EXIT_OK)
     printf("sent %ld, retry %ld, dead %ld, in doubt %ld, lost %ld\n", d.st.sent,
            d.st.retried, d.st.dead, d.st.in_doubt, d.st.lost);

@@ -84,6 +84,12 @@ CL_EXTERN CL_MUST_CHECK int cl_sender_start(cl_sender_t *s);
  * twice. */
 CL_EXTERN void cl_sender_stop(cl_sender_t *s);
 CL_EXTERN void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out);
+/* Pauses the subscriber for good reason given by its sink (a webhook's
+ * 410 Gone): its senders, here and elsewhere, send nothing more until
+ * `claimer subscriber resume`, and a subscriber_failing alert is raised
+ * (why, copied, is its reason).  Asynchronous; reported as the event
+ * "subscriber_paused". */
+CL_EXTERN void cl_sender_disable(cl_sender_t *s, const char *why);
 
 /* The delivery's facts; strings owned by it, valid until cl_send_done(). */
 CL_EXTERN const char *cl_send_subscriber(const cl_send_t *d);

@@ -301,6 +301,201 @@ static void test_sigterm_drain_kills_sink(void **state) {
   free(out);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The webhook sink, against hookd (a real HTTP server that checks the
+ * Standard Webhooks signature and counts effects per webhook-id). */
+
+#define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define OTHER_SECRET "whsec_dGhpcyBpcyBub3QgdGhlIHNhbWUgc2VjcmV0IQ=="
+
+typedef struct hook {
+  pid_t pid;
+  char url[128];
+  char out[700];
+  char log[700];
+} hook_t;
+
+/* Starts hookd checking signatures with secret, answering as script says
+ * (NULL: always 200). */
+static void hook_up(fx_t *fx, hook_t *h, const char *secret,
+                    const char *script) {
+  char port_file[700];
+  snprintf(port_file, sizeof port_file, "%s/hookd.port", fx->dir);
+  snprintf(h->out, sizeof h->out, "%s/hookd.out", fx->dir);
+  snprintf(h->log, sizeof h->log, "%s/hookd.log", fx->dir);
+  const char *argv[12] = {
+      getenv("HOOKD_BIN"), "--out",    h->out, "--port-file",
+      port_file,           "--secret", secret};
+  int n = 7;
+  if (script != NULL) {
+    argv[n++] = "--script";
+    argv[n++] = script;
+  }
+  argv[n] = NULL;
+  assert_non_null(argv[0]);
+  h->pid = th_spawn(argv, h->log);
+  double end = th_now() + 10;
+  char *port = NULL;
+  while ((port = th_read_file(port_file))[0] == '\0' && th_now() < end) {
+    free(port);
+    usleep(20 * 1000);
+  }
+  assert_true(atoi(port) > 0);
+  snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d/hook", atoi(port));
+  free(port);
+}
+
+/* Stops hookd; returns its log, the summary line at its end (malloc'd). */
+static char *hook_down(hook_t *h) {
+  kill(h->pid, SIGTERM);
+  assert_int_equal(th_wait_exit(h->pid, 10), 0);
+  return th_read_file(h->log);
+}
+
+static int send_webhook(fx_t *fx, const hook_t *h, const char *secret,
+                        char **out) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/secrets", fx->dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "%s\n", secret);
+  fclose(f);
+  chmod(path, 0600);
+  const char *argv[32];
+  int n = th_wrap(argv, 16);
+  const char *rest[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--webhook",
+                        h->url,
+                        "--secret-file",
+                        path,
+                        "--once",
+                        "--timeout",
+                        "5",
+                        "--dsn",
+                        fx->dsn,
+                        NULL};
+  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+    argv[n++] = rest[i];
+  return th_run(argv, NULL, out);
+}
+
+/* Every result POSTed once, signed, with its key as webhook-id; the
+ * receiver verified each signature and saw each key once. */
+static void test_webhook_signed_once(void **state) {
+  fx_t *fx = *state;
+  results(fx, "w", 25, 0);
+  hook_t h;
+  hook_up(fx, &h, SECRET, NULL);
+  char *out = NULL;
+  int rc = send_webhook(fx, &h, SECRET, &out);
+  print_message("%s", out);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "sent 25, retry 0"));
+  free(out);
+  char *summary = hook_down(&h);
+  print_message("%s", summary);
+  assert_non_null(strstr(summary, "25 recorded, 0 bad signatures, 25 "
+                                  "distinct ids, 0 repeated"));
+  free(summary);
+  char *lines = th_read_file(h.out);
+  PGresult *r = PQexec(fx->pg, "SELECT idempotency_key FROM "
+                               "claimer.deliveries WHERE state = 'sent'");
+  assert_int_equal(PQntuples(r), 25);
+  for (int i = 0; i < PQntuples(r); i++) {
+    char want[128];
+    snprintf(want, sizeof want, "%s {\"type\":\"claimer.result\"",
+             PQgetvalue(r, i, 0));
+    assert_int_equal(th_count(lines, want), 1);
+  }
+  PQclear(r);
+  free(lines);
+}
+
+/* 500, then 429 with Retry-After: 2, then 200: retried as documented, the
+ * wait the receiver asked for honoured, one effect. */
+static void test_webhook_retry_after(void **state) {
+  fx_t *fx = *state;
+  results(fx, "r", 1, 0);
+  hook_t h;
+  hook_up(fx, &h, SECRET, "500,429:2,200");
+  char *out = NULL;
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  assert_non_null(strstr(out, "retry 1"));
+  free(out);
+  /* The 500: the schedule's first wait, about 5 s. */
+  long wait1 = th_long(fx->pg, "SELECT round(extract(epoch FROM next_at - "
+                               "now()))::int FROM claimer.deliveries");
+  assert_true(wait1 >= 4 && wait1 <= 6);
+  th_exec(fx->pg, "UPDATE claimer.deliveries SET next_at = now()");
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  assert_non_null(strstr(out, "retry 1"));
+  free(out);
+  /* The 429: what Retry-After said. */
+  double wait2 =
+      (double)th_long(fx->pg, "SELECT (extract(epoch FROM next_at - now()) "
+                              "* 1000)::int FROM claimer.deliveries");
+  print_message("after the 500: %ld s; after the 429 (Retry-After: 2): "
+                "%.2f s\n",
+                wait1, wait2 / 1000);
+  assert_true(wait2 > 1000 && wait2 <= 2100);
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  assert_non_null(strstr(out, "sent 0")); /* not yet due */
+  free(out);
+  usleep((useconds_t)(wait2 * 1000) + 200 * 1000);
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  assert_non_null(strstr(out, "sent 1"));
+  free(out);
+  char *summary = hook_down(&h);
+  assert_non_null(strstr(summary, "3 requests, 1 recorded"));
+  assert_non_null(strstr(summary, "1 distinct ids, 0 repeated"));
+  free(summary);
+  assert_int_equal(th_long(fx->pg, "SELECT attempts FROM claimer.deliveries "
+                                   "WHERE state = 'sent'"),
+                   3);
+}
+
+/* 410 Gone pauses the subscriber and raises subscriber_failing. */
+static void test_webhook_gone_pauses(void **state) {
+  fx_t *fx = *state;
+  results(fx, "g", 2, 0);
+  hook_t h;
+  hook_up(fx, &h, SECRET, "410,410");
+  char *out = NULL;
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  free(out);
+  free(hook_down(&h));
+  assert_int_equal(th_long(fx->pg, "SELECT paused::int FROM "
+                                   "claimer.subscribers"),
+                   1);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'subscriber_failing' AND "
+                                   "subject = 'sub'"),
+                   1);
+}
+
+/* A receiver that does not know our secret refuses (401): a failed
+ * attempt, nothing recorded by it. */
+static void test_webhook_wrong_secret(void **state) {
+  fx_t *fx = *state;
+  results(fx, "s", 1, 0);
+  hook_t h;
+  hook_up(fx, &h, SECRET, NULL);
+  char *out = NULL;
+  assert_int_equal(send_webhook(fx, &h, OTHER_SECRET, &out), 0);
+  assert_non_null(strstr(out, "retry 1"));
+  free(out);
+  char *summary = hook_down(&h);
+  assert_non_null(strstr(summary, "0 recorded, 1 bad signatures"));
+  free(summary);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE last_error LIKE 'webhook: HTTP "
+                                   "401%'"),
+                   1);
+}
+
 /* Bad input: exit 2, nothing written. */
 static void test_bad_input(void **state) {
   fx_t *fx = *state;
@@ -314,12 +509,51 @@ static void test_bad_input(void **state) {
   const char *a2[] = {th_claimer_bin(), "send", "--subscriber", "x", "--dsn",
                       fx->dsn,          NULL};
   assert_int_equal(th_run(a2, NULL, &out), 2);
-  assert_non_null(strstr(out, "--exec COMMAND is required"));
+  assert_non_null(strstr(out, "give one sink"));
   free(out);
   const char *a3[] = {
       th_claimer_bin(), "send", "--subscriber", "bad name", "--exec",
       "true",           NULL};
   assert_int_equal(th_run(a3, NULL, &out), 2);
+  free(out);
+  const char *a4[] = {
+      th_claimer_bin(),     "send",         "--subscriber", "x", "--webhook",
+      "ftp://example.com/", "--secret-env", "NOPE",         NULL};
+  assert_int_equal(th_run(a4, NULL, &out), 2);
+  assert_non_null(strstr(out, "http:// or https://"));
+  free(out);
+  const char *a5[] = {
+      th_claimer_bin(),      "send", "--subscriber", "x", "--webhook",
+      "http://127.0.0.1:1/", NULL};
+  assert_int_equal(th_run(a5, NULL, &out), 2);
+  assert_non_null(strstr(out, "signing secrets"));
+  free(out);
+  char path[700];
+  snprintf(path, sizeof path, "%s/open-secrets", fx->dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "%s\n", SECRET);
+  fclose(f);
+  chmod(path, 0644);
+  const char *a6[] = {
+      th_claimer_bin(),      "send",          "--subscriber", "x", "--webhook",
+      "http://127.0.0.1:1/", "--secret-file", path,           NULL};
+  assert_int_equal(th_run(a6, NULL, &out), 2);
+  assert_non_null(strstr(out, "chmod 600"));
+  assert_null(strstr(out, "MfKQ9r8"));
+  free(out);
+  setenv("CLAIMER_TEST_BAD_SECRET", "whsec_%%%", 1);
+  const char *a7[] = {th_claimer_bin(),
+                      "send",
+                      "--subscriber",
+                      "x",
+                      "--webhook",
+                      "http://127.0.0.1:1/",
+                      "--secret-env",
+                      "CLAIMER_TEST_BAD_SECRET",
+                      NULL};
+  assert_int_equal(th_run(a7, NULL, &out), 2);
+  assert_non_null(strstr(out, "signing secret 1"));
   free(out);
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries"),
                    0);
@@ -332,6 +566,14 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_kill9_resends_same_key, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_sigterm_drain_kills_sink, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_webhook_signed_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_webhook_retry_after, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_webhook_gone_pauses, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_webhook_wrong_secret, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
   };

@@ -26,6 +26,18 @@
  * for the sender's timeouts; a shutdown cuts the wait short, and the
  * answer may then be lost.
  *
+ * For webhooks (claimer send): --secret WHSEC (repeatable) makes hookd
+ * check every delivery's Standard Webhooks headers (webhook-id,
+ * webhook-timestamp within 5 minutes, webhook-signature v1 over
+ * id.timestamp.body with any of the secrets); one that fails is answered
+ * 401 and not recorded.  --script CODES answers the deliveries, in order,
+ * with the listed statuses before they are recorded (a non-2xx one is not
+ * recorded), then 200 for the rest: "500,429:2,200" is a 500, then a 429
+ * with Retry-After: 2, then a 200.  A recorded delivery carrying a
+ * webhook-id is written as the id, a space and the body, and the id's
+ * count goes up: at shutdown "N distinct ids, M repeated" tells effects
+ * per key.
+ *
  * Each connection has its own thread, so a delayed answer holds up no
  * other request.  SIGTERM or SIGINT stops the daemon and prints
  * "hookd: N requests, M recorded" on stdout, N counting every request seen;
@@ -51,6 +63,8 @@
 
 #include <microhttpd.h>
 
+#include "signature.h"
+
 #define MAX_BODY (1024 * 1024)
 
 /* One request being received; freed in on_completed(). */
@@ -72,7 +86,39 @@ static long delay_ms;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond;
 static bool stopping;
-static unsigned long n_requests, n_recorded;
+static unsigned long n_requests, n_recorded, n_badsig;
+
+/* --secret: the key ring deliveries are checked against (NULL: none). */
+static cl_sig_keys_t *keys;
+/* --script: statuses (and Retry-After seconds, -1 none) still to answer. */
+enum { SCRIPT_MAX = 64 };
+static long script_status[SCRIPT_MAX], script_after[SCRIPT_MAX];
+static int script_n, script_next;
+/* The webhook-ids recorded, for "distinct, repeated" at shutdown. */
+static char **ids;
+static size_t nids, capids;
+static unsigned long n_repeated;
+
+/* Counts id among the recorded ones (under the lock). */
+static void note_id(const char *id) {
+  for (size_t i = 0; i < nids; i++) {
+    if (strcmp(ids[i], id) == 0) {
+      n_repeated++;
+      return;
+    }
+  }
+  if (nids == capids) {
+    size_t cap = capids ? capids * 2 : 1024;
+    char **p = realloc(ids, cap * sizeof *p);
+    if (p == NULL)
+      return;
+    ids = p;
+    capids = cap;
+  }
+  ids[nids] = strdup(id);
+  if (ids[nids] != NULL)
+    nids++;
+}
 
 /* Waits --delay-ms, or less if the daemon is stopping. */
 static void delay_answer(void) {
@@ -95,18 +141,24 @@ static void delay_answer(void) {
 
 /* Returns 0 once body[0..len) and a newline are in --out as one line, or
  * -1 (logged). */
-static int record(const char *body, size_t len) {
-  char *line = malloc(len + 1);
+static int record(const char *id, const char *body, size_t len) {
+  size_t pre = id ? strlen(id) + 1 : 0;
+  char *line = malloc(pre + len + 1);
   if (line == NULL) {
     fprintf(stderr, "hookd: out of memory for a %zu byte body\n", len);
     return -1;
   }
+  if (id != NULL) {
+    memcpy(line, id, pre - 1);
+    line[pre - 1] = ' ';
+  }
   for (size_t i = 0; i < len; i++)
-    line[i] = body[i] == '\n' || body[i] == '\r' ? ' ' : body[i];
-  line[len] = '\n';
-  ssize_t w = write(out_fd, line, len + 1);
+    line[pre + i] = body[i] == '\n' || body[i] == '\r' ? ' ' : body[i];
+  line[pre + len] = '\n';
+  ssize_t w = write(out_fd, line, pre + len + 1);
   int saved = errno;
   free(line);
+  len += pre;
   if (w != (ssize_t)(len + 1)) {
     fprintf(stderr, "hookd: cannot record a delivery: %s\n",
             w < 0 ? strerror(saved) : "short write");
@@ -117,12 +169,17 @@ static int record(const char *body, size_t len) {
 
 /* Queues a response with a static text body.  Returns MHD's verdict. */
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status,
-                              const char *text) {
+                              const char *text, long retry_after) {
   struct MHD_Response *resp = MHD_create_response_from_buffer(
       strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
   if (resp == NULL)
     return MHD_NO;
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+  if (retry_after >= 0) {
+    char v[24];
+    snprintf(v, sizeof v, "%ld", retry_after);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+  }
   if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "POST");
   enum MHD_Result r = MHD_queue_response(conn, status, resp);
@@ -192,6 +249,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
   unsigned int status = MHD_HTTP_OK;
   const char *text = "ok\n";
+  long retry_after = -1;
   if (!rq->is_post) {
     status = MHD_HTTP_METHOD_NOT_ALLOWED;
     text = "only POST is accepted\n";
@@ -202,13 +260,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     status = MHD_HTTP_CONTENT_TOO_LARGE;
     text = "body larger than 1 MiB\n";
   } else {
+    const char *id =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "webhook-id");
+    int sig_ok = 1;
+    if (keys != NULL) {
+      const char *ts = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   "webhook-timestamp");
+      const char *sg = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   "webhook-signature");
+      sig_ok = id != NULL && ts != NULL && sg != NULL &&
+               cl_sig_verify(keys, id, ts, sg, rq->body ? rq->body : "",
+                             rq->len, (int64_t)time(NULL), 300) == 0;
+    }
     pthread_mutex_lock(&lock);
-    if (fail_left > 0) {
+    if (!sig_ok) {
+      n_badsig++;
+      status = MHD_HTTP_UNAUTHORIZED;
+      text = "bad or missing webhook signature\n";
+    } else if (script_next < script_n && (script_status[script_next] < 200 ||
+                                          script_status[script_next] > 299)) {
+      status = (unsigned int)script_status[script_next];
+      retry_after = script_after[script_next];
+      script_next++;
+      text = "answering as scripted (--script)\n";
+    } else if (fail_left > 0) {
       fail_left--;
       status = fail_status;
       text = "failing on purpose (--fail)\n";
-    } else if (record(rq->body != NULL ? rq->body : "", rq->len) == 0) {
+    } else if (record(id, rq->body != NULL ? rq->body : "", rq->len) == 0) {
+      if (script_next < script_n)
+        status = (unsigned int)script_status[script_next++];
       n_recorded++;
+      if (id != NULL)
+        note_id(id);
     } else {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       text = "cannot record\n";
@@ -216,7 +300,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     pthread_mutex_unlock(&lock);
   }
   delay_answer();
-  return answer(conn, status, text);
+  return answer(conn, status, text, retry_after);
 }
 
 /* Frees the request, however it ended (answered, cut off, or shutdown). */
@@ -273,8 +357,36 @@ static int parse_long(const char *opt, const char *s, long min, long max,
 
 static int usage(void) {
   fprintf(stderr, "usage: hookd --out FILE [--port-file FILE] [--fail N] "
-                  "[--status CODE] [--delay-ms MS]\n");
+                  "[--status CODE] [--delay-ms MS] [--secret WHSEC ...] "
+                  "[--script CODE[:RETRY_AFTER],...]\n");
   return 2;
+}
+
+/* Parses --script "500,429:2,200".  Returns 0 or -1 (logged). */
+static int parse_script(const char *text) {
+  char *copy = strdup(text);
+  if (copy == NULL)
+    return -1;
+  int rc = 0;
+  char *save = NULL;
+  for (char *t = strtok_r(copy, ",", &save); t && rc == 0;
+       t = strtok_r(NULL, ",", &save)) {
+    if (script_n == SCRIPT_MAX) {
+      fprintf(stderr, "hookd: --script: at most %d answers\n", SCRIPT_MAX);
+      rc = -1;
+      break;
+    }
+    char *after = strchr(t, ':');
+    if (after != NULL)
+      *after++ = '\0';
+    script_after[script_n] = -1;
+    rc = parse_long("--script", t, 200, 599, &script_status[script_n]);
+    if (rc == 0 && after != NULL)
+      rc = parse_long("--script", after, 0, 86400, &script_after[script_n]);
+    script_n++;
+  }
+  free(copy);
+  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -284,6 +396,8 @@ int main(int argc, char **argv) {
       {"fail", required_argument, NULL, 'f'},
       {"status", required_argument, NULL, 's'},
       {"delay-ms", required_argument, NULL, 'd'},
+      {"secret", required_argument, NULL, 'k'},
+      {"script", required_argument, NULL, 'x'},
       {NULL, 0, NULL, 0},
   };
   const char *out_path = NULL, *port_path = NULL;
@@ -310,6 +424,19 @@ int main(int argc, char **argv) {
       break;
     case 'd':
       if (parse_long("--delay-ms", optarg, 0, 3600000, &delay_ms) != 0)
+        return usage();
+      break;
+    case 'k': {
+      char why[256];
+      if ((keys == NULL && cl_sig_keys_new(&keys) != 0) ||
+          cl_sig_keys_add(keys, optarg, strlen(optarg), why, sizeof why)) {
+        fprintf(stderr, "hookd: --secret: %s\n", why);
+        return usage();
+      }
+      break;
+    }
+    case 'x':
+      if (parse_script(optarg) != 0)
         return usage();
       break;
     case ':':
@@ -390,7 +517,13 @@ int main(int argc, char **argv) {
   MHD_stop_daemon(d);
   close(out_fd);
   pthread_cond_destroy(&stop_cond);
-  printf("hookd: %lu requests, %lu recorded\n", n_requests, n_recorded);
+  printf("hookd: %lu requests, %lu recorded, %lu bad signatures, %zu "
+         "distinct ids, %lu repeated\n",
+         n_requests, n_recorded, n_badsig, nids, n_repeated);
   fflush(stdout);
+  for (size_t i = 0; i < nids; i++)
+    free(ids[i]);
+  free(ids);
+  cl_sig_keys_free(&keys);
   return 0;
 }
