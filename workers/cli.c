@@ -248,6 +248,8 @@ static const char *keep_secret(char *arg, void (*mask)(char *)) {
   return copy;
 }
 
+const char *cli_keep_dsn(char *arg) { return keep_secret(arg, mask_dsn); }
+
 const char *cli_read_dsn_file(const char *path) {
   enum { LIMIT = 65536 };
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);

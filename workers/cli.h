@@ -82,6 +82,11 @@ typedef struct cli_dsn {
  * (both options given, a bad file). */
 int cli_dsn_option(cli_dsn_t *d, int ch, char *arg);
 
+/* Copies a connection string given in argv (another than --dsn: a sink's
+ * target, say) and masks its password there, as cli_dsn_option() does.
+ * Returns the copy (kept for the process), or NULL when out of memory. */
+const char *cli_keep_dsn(char *arg);
+
 /* Reads the DSN from the first line of the file path (its line end
  * dropped; the rest of the file is ignored).  The file must be a regular
  * file no one but its owner may read or write (mode 0600 or less, as
@@ -168,5 +173,6 @@ int cmd_work(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
 int cmd_subscriber(int argc, char **argv);
 int cmd_send(int argc, char **argv);
+int cmd_sink_setup(int argc, char **argv);
 
 #endif

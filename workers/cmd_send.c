@@ -37,6 +37,7 @@
 #include "http.h"
 #include "log.h"
 #include "signature.h"
+#include "sink_pg.h"
 
 enum { EX_TEMPFAIL = 75 };
 
@@ -47,7 +48,9 @@ typedef struct sendd {
   int signals_seen;
   int exit_rc;
   const char *command;
-  const char *url; /* --webhook */
+  const char *url;                /* --webhook */
+  const char *pg_target, *pg_sql; /* --pg-target, --pg-sql */
+  pgsink_t *pg;
   cl_sig_keys_t *keys;
   cl_http_t *http;
   int http_closing;
@@ -94,6 +97,19 @@ static void usage(FILE *out) {
       "by others\n"
       "  --secret-env VAR       or from the environment variable VAR "
       "(space-separated)\n"
+      "  --pg-target DSN        or run --pg-sql in that PostgreSQL database, "
+      "in one\n"
+      "                         transaction with an insert into its inbox "
+      "(claimer\n"
+      "                         sink-setup --target DSN): a repeat is "
+      "skipped there,\n"
+      "                         so the effect happens once; $1 item_id, $2 "
+      "queue,\n"
+      "                         $3 result, $4 payload (jsonb), $5 "
+      "idempotency_key,\n"
+      "                         $6 subscriber, $7 attempt\n"
+      "  --pg-sql SQL           the statement (checked with PREPARE at "
+      "start)\n"
       "  --once                 deliver what is due, then exit\n"
       "  --concurrency N        sends at once (default 8)\n"
       "  --timeout SECONDS      per command (default 30)\n"
@@ -304,6 +320,11 @@ static void sink_webhook(cl_send_t *send, void *arg) {
   cl_send_on_stop(send, stop_webhook, d);
 }
 
+static void sink_pgsql(cl_send_t *send, void *arg) {
+  sendd_t *d = arg;
+  pgsink_send(d->pg, send);
+}
+
 /* Reads the signing secrets: the lines of a file that only its owner may
  * read, or the words of an environment variable.  Returns 0, or prints
  * what is wrong (never a secret) and returns EXIT_USAGE. */
@@ -406,6 +427,8 @@ int cmd_send(int argc, char **argv) {
       {"webhook", required_argument, NULL, 'w'},
       {"secret-file", required_argument, NULL, 'S'},
       {"secret-env", required_argument, NULL, 'E'},
+      {"pg-target", required_argument, NULL, 'T'},
+      {"pg-sql", required_argument, NULL, 'Q'},
       {"log-level", required_argument, NULL, 'l'},
       {0}};
   static sendd_t d;
@@ -469,6 +492,15 @@ int cmd_send(int argc, char **argv) {
     case 'S':
       secret_file = optarg;
       break;
+    case 'T':
+      if ((d.pg_target = cli_keep_dsn(optarg)) == NULL)
+        ex = EXIT_ERROR;
+      else if (cl_check_dsn(d.pg_target, why, sizeof why) != 0)
+        ex = cli_usage_error("--pg-target: %s", why);
+      break;
+    case 'Q':
+      d.pg_sql = optarg;
+      break;
     case 'E':
       secret_env = optarg;
       break;
@@ -506,8 +538,12 @@ int cmd_send(int argc, char **argv) {
     ex = cli_usage_error("unexpected argument \"%s\"", argv[optind]);
   if (ex == EXIT_OK && so.subscriber == NULL)
     ex = cli_usage_error("--subscriber NAME is required");
-  if (ex == EXIT_OK && (d.command == NULL) == (d.url == NULL))
-    ex = cli_usage_error("give one sink: --exec COMMAND or --webhook URL");
+  if (ex == EXIT_OK &&
+      (d.command != NULL) + (d.url != NULL) + (d.pg_target != NULL) != 1)
+    ex = cli_usage_error("give one sink: --exec COMMAND, --webhook URL or "
+                         "--pg-target DSN");
+  if (ex == EXIT_OK && (d.pg_target == NULL) != (d.pg_sql == NULL))
+    ex = cli_usage_error("--pg-target and --pg-sql go together");
   if (ex == EXIT_OK && d.url != NULL &&
       (secret_file == NULL) == (secret_env == NULL))
     ex = cli_usage_error("--webhook needs its signing secrets: "
@@ -555,6 +591,18 @@ int cmd_send(int argc, char **argv) {
 
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&d.loop);
+  if (d.pg_target != NULL) {
+    char why2[1024];
+    int prc =
+        pgsink_open(&d.pg, &d.loop, d.pg_target, d.pg_sql,
+                    so.concurrency < 4 ? so.concurrency : 4, why2, sizeof why2);
+    if (prc != 0) {
+      cli_err("%s", why2);
+      uv_loop_close(&d.loop);
+      free(dsn);
+      return prc == CL_EINVAL ? EXIT_USAGE : EXIT_ERROR;
+    }
+  }
   if (d.url != NULL &&
       (cl_http_global_init() != 0 || cl_http_new(&d.http, &d.loop, NULL))) {
     cli_err("cannot set up libcurl");
@@ -565,7 +613,9 @@ int cmd_send(int argc, char **argv) {
   }
   so.dsn = dsn;
   so.lease_s = lease > 0 ? lease : d.timeout_s + 30;
-  so.sink = d.url != NULL ? sink_webhook : sink_exec;
+  so.sink = d.url != NULL  ? sink_webhook
+            : d.pg != NULL ? sink_pgsql
+                           : sink_exec;
   so.sink_arg = &d;
   so.events = cl_log_events();
   so.on_exit = on_sender_exit;
@@ -600,8 +650,53 @@ int cmd_send(int argc, char **argv) {
   cl_sig_keys_free(&d.keys);
   if (d.url != NULL)
     cl_http_global_cleanup();
+  long repeats = d.pg != NULL ? pgsink_repeats(d.pg) : 0;
+  pgsink_close(&d.pg);
   if (so.once && d.exit_rc == EXIT_OK)
     printf("sent %ld, retry %ld, dead %ld, in doubt %ld, lost %ld\n", d.st.sent,
            d.st.retried, d.st.dead, d.st.in_doubt, d.st.lost);
+  if (so.once && d.exit_rc == EXIT_OK && d.pg_target != NULL)
+    printf("pg sink: %ld repeats skipped by the inbox\n", repeats);
   return d.exit_rc;
+}
+
+/* `claimer sink-setup --target DSN`: the pg sink's inbox in a target. */
+int cmd_sink_setup(int argc, char **argv) {
+  static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+                                       {"target", required_argument, NULL, 'T'},
+                                       {0}};
+  const char *target = NULL;
+  int ch;
+  char why[512];
+  optind = 1;
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    if (ch == 'h') {
+      printf("usage: claimer sink-setup --target DSN\n\n"
+             "Creates claimer_sink.inbox in the target database of a pg "
+             "sink (claimer send\n"
+             "--pg-target): one row per (subscriber, idempotency_key) "
+             "delivered, so that\n"
+             "a repeat is skipped in the target's own transaction.  Safe to "
+             "run again.\n");
+      return EXIT_OK;
+    }
+    if (ch != 'T')
+      return cli_bad_option(argv, optopt);
+    if ((target = cli_keep_dsn(optarg)) == NULL)
+      return EXIT_ERROR;
+    if (cl_check_dsn(target, why, sizeof why) != 0)
+      return cli_usage_error("--target: %s", why);
+  }
+  if (optind < argc)
+    return cli_usage_error("unexpected argument \"%s\"", argv[optind]);
+  if (target == NULL)
+    return cli_usage_error("--target DSN is required");
+  char err[1024];
+  if (pgsink_setup(target, err, sizeof err) != 0) {
+    cli_err("%s", err);
+    return EXIT_ERROR;
+  }
+  printf("inbox ready: claimer_sink.inbox\n");
+  return EXIT_OK;
 }

@@ -26,6 +26,7 @@ static const command_t commands[] = {
     {"reap", cmd_reap, "expire stale leases (--once for cron)"},
     {"dead", cmd_dead, "the dead letters: list, retry, discard"},
     {"send", cmd_send, "the sender daemon: deliver results to a subscriber"},
+    {"sink-setup", cmd_sink_setup, "create a pg sink's inbox in its target"},
     {"subscriber", cmd_subscriber,
      "consumers of results: add, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},

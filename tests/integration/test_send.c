@@ -496,6 +496,70 @@ static void test_webhook_wrong_secret(void **state) {
                    1);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The pg sink: the statement and the inbox row commit together in the
+ * target, so a repeat is skipped there. */
+
+static int send_pg(fx_t *fx, const char *target, const char *sql, char **out) {
+  const char *argv[32];
+  int n = th_wrap(argv, 16);
+  const char *rest[] = {th_claimer_bin(), "send",  "--subscriber", "sub",
+                        "--pg-target",    target,  "--pg-sql",     sql,
+                        "--once",         "--dsn", fx->dsn,        NULL};
+  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+    argv[n++] = rest[i];
+  return th_run(argv, NULL, out);
+}
+
+static void test_pg_sink_exactly_once(void **state) {
+  fx_t *fx = *state;
+  results(fx, "p", 20, 0);
+  char target[1024], *out = NULL;
+  assert_int_equal(
+      th_db_create(&th_pg, "send_target", 0, target, sizeof target), 0);
+  PGconn *t = th_connect(target);
+  th_exec(t, "CREATE TABLE audit (n serial, item_id text, key text, "
+             "result jsonb, attempt int)");
+  const char *setup[] = {th_claimer_bin(), "sink-setup", "--target", target,
+                         NULL};
+  assert_int_equal(th_run(setup, NULL, &out), 0);
+  free(out);
+  const char *sql = "INSERT INTO audit (item_id, key, result, attempt) "
+                    "VALUES ($1, $5, $3, $7)";
+  assert_int_equal(send_pg(fx, target, sql, &out), 0);
+  assert_non_null(strstr(out, "sent 20"));
+  assert_non_null(strstr(out, "0 repeats skipped"));
+  free(out);
+  assert_int_equal(th_long(t, "SELECT count(*) FROM audit"), 20);
+  assert_int_equal(th_long(t, "SELECT count(DISTINCT key) FROM audit"), 20);
+  /* Every delivery sent again (as after a lost COMMIT answer, or a
+   * replay): the inbox skips each, the audit log stays as it was. */
+  th_exec(fx->pg, "UPDATE claimer.deliveries SET state = 'retry', "
+                  "next_at = now()");
+  assert_int_equal(send_pg(fx, target, sql, &out), 0);
+  print_message("%s", out);
+  assert_non_null(strstr(out, "sent 20"));
+  assert_non_null(strstr(out, "20 repeats skipped"));
+  free(out);
+  assert_int_equal(th_long(t, "SELECT count(*) FROM audit"), 20);
+  assert_int_equal(th_long(t, "SELECT count(*) FROM claimer_sink.inbox"), 20);
+  /* Bad input: a statement that does not parse, a target without the
+   * inbox: exit 2, nothing changed. */
+  results(fx, "q", 1, 0);
+  assert_int_equal(send_pg(fx, target, "INSRT INTO audit", &out), 2);
+  assert_non_null(strstr(out, "does not prepare"));
+  free(out);
+  char bare[1024];
+  assert_int_equal(th_db_create(&th_pg, "send_bare", 0, bare, sizeof bare), 0);
+  assert_int_equal(send_pg(fx, bare, sql, &out), 2);
+  assert_non_null(strstr(out, "claimer sink-setup"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE item_id = 'q-0'"),
+                   0);
+  PQfinish(t);
+}
+
 /* Bad input: exit 2, nothing written. */
 static void test_bad_input(void **state) {
   fx_t *fx = *state;
@@ -574,6 +638,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_webhook_gone_pauses, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_webhook_wrong_secret, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_pg_sink_exactly_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
   };
