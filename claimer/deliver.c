@@ -375,3 +375,141 @@ int cl_delivery_fail(cl_conn_t *c, const char *subscriber, const char *item_id,
   }
   return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* For a person: list, retry, resolve, replay                                */
+
+void cl_delivery_rows_free(cl_delivery_row_t *rows, size_t count) {
+  for (size_t i = 0; rows != NULL && i < count; i++) {
+    free(rows[i].item_id);
+    free(rows[i].state);
+    free(rows[i].idempotency_key);
+    free(rows[i].next_at);
+    free(rows[i].updated_at);
+    free(rows[i].last_error);
+  }
+  free(rows);
+}
+
+static int check_state(cl_conn_t *c, const char *state) {
+  static const char *const states[] = {"sending", "sent", "retry", "held",
+                                       "dead"};
+  for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+    if (strcmp(state, states[i]) == 0)
+      return 0;
+  cl__set_error(c, NULL,
+                "state \"%.40s\" is not sending, sent, retry, held or dead",
+                state);
+  return CL_EINVAL;
+}
+
+int cl_delivery_list(cl_conn_t *c, const char *subscriber, const char *state,
+                     int limit, cl_delivery_row_t **rows, size_t *count) {
+  *rows = NULL;
+  *count = 0;
+  int rc = check_sub(c, subscriber);
+  if (rc == 0 && state != NULL)
+    rc = check_state(c, state);
+  if (rc != 0)
+    return rc;
+  char lb[16];
+  snprintf(lb, sizeof lb, "%d", limit < 1 ? 100 : limit);
+  const char *params[] = {subscriber, state ? state : "", lb};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_DELIVERY_LIST, params, &r);
+  if (rc != 0)
+    return rc;
+  int n = PQntuples(r);
+  cl_delivery_row_t *out = n ? calloc((size_t)n, sizeof *out) : NULL;
+  int oom = n && out == NULL;
+  for (int i = 0; !oom && i < n; i++) {
+    cl_delivery_row_t *d = &out[i];
+    d->item_id = cl__strdup(PQgetvalue(r, i, 0));
+    d->state = cl__strdup(PQgetvalue(r, i, 1));
+    d->attempts = atoi(PQgetvalue(r, i, 2));
+    d->idempotency_key = cl__strdup(PQgetvalue(r, i, 3));
+    d->next_at = cl__strdup(PQgetvalue(r, i, 4));
+    d->updated_at = cl__strdup(PQgetvalue(r, i, 5));
+    d->last_error = cl__strdup(PQgetvalue(r, i, 6));
+    d->pos = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+    oom = !d->item_id || !d->state || !d->idempotency_key || !d->next_at ||
+          !d->updated_at || !d->last_error;
+  }
+  PQclear(r);
+  if (oom) {
+    cl_delivery_rows_free(out, (size_t)n);
+    return CL_ENOMEM;
+  }
+  *rows = out;
+  *count = (size_t)n;
+  return 0;
+}
+
+int cl_delivery_retry(cl_conn_t *c, const char *subscriber,
+                      const char *const *ids, size_t n) {
+  int rc = check_sub(c, subscriber);
+  if (rc != 0)
+    return rc;
+  char why[256];
+  for (size_t i = 0; ids != NULL && i < n; i++) {
+    if (cl_check_item_id(ids[i] ? ids[i] : "", why, sizeof why) != 0) {
+      cl__set_error(c, NULL, "%s", why);
+      return CL_EINVAL;
+    }
+  }
+  char *lit = ids != NULL ? cl__array_literal(ids, n) : NULL;
+  if (ids != NULL && lit == NULL)
+    return CL_ENOMEM;
+  const char *params[] = {subscriber, lit};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_DELIVERY_RETRY, params, &r);
+  free(lit);
+  if (rc != 0)
+    return rc;
+  int got = PQntuples(r);
+  PQclear(r);
+  return got;
+}
+
+int cl_delivery_resolve(cl_conn_t *c, const char *subscriber,
+                        const char *item_id, int as_sent) {
+  int rc = check_ack(c, subscriber, item_id, "-");
+  if (rc != 0)
+    return rc;
+  const char *params[] = {subscriber, item_id, as_sent ? "sent" : "retry"};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_DELIVERY_RESOLVE, params, &r);
+  if (rc != 0)
+    return rc;
+  int found = PQntuples(r) > 0;
+  PQclear(r);
+  if (!found) {
+    cl__set_error(c, NULL,
+                  "no delivery %s of \"%s\" is in doubt (held, or sending "
+                  "past its lease)",
+                  item_id, subscriber);
+    return CL_ENOTFOUND;
+  }
+  return 0;
+}
+
+int cl_delivery_replay(cl_conn_t *c, const char *subscriber, long long from_pos,
+                       const char *since) {
+  int rc = check_sub(c, subscriber);
+  if (rc != 0)
+    return rc;
+  if (from_pos < 0 && since == NULL) {
+    cl__set_error(c, NULL, "replay needs a position or a time to start from");
+    return CL_EINVAL;
+  }
+  char pb[32];
+  snprintf(pb, sizeof pb, "%lld", from_pos);
+  const char *params[] = {subscriber, from_pos >= 0 ? pb : NULL, since};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_DELIVERY_REPLAY, params, &r);
+  if (rc != 0)
+    return rc;
+  int got = PQntuples(r);
+  PQclear(r);
+  return got;
+}

@@ -632,5 +632,45 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "SELECT claimer.raise_alert('subscriber_failing', u.subscriber,"
     "         jsonb_build_object('subscriber', u.subscriber, 'reason', $2))"
     "  FROM u"},
+  /* A subscriber's deliveries for a person: $2 a state or '' for all but
+   * 'sent' (those are the ones that need someone), oldest first. */
+  [CL__STMT_DELIVERY_LIST] = {"claimer_delivery_list", CL__STMT_NPARAMS_DELIVERY_LIST,
+    "SELECT d.item_id, d.state, d.attempts, d.idempotency_key,"
+    "       coalesce(claimer.rfc3339(d.next_at), ''),"
+    "       claimer.rfc3339(d.updated_at), coalesce(d.last_error, ''),"
+    "       r.pos"
+    "  FROM claimer.deliveries d JOIN claimer.results r USING (item_id)"
+    " WHERE d.subscriber = $1"
+    "   AND CASE WHEN $2 = '' THEN d.state <> 'sent' ELSE d.state = $2 END"
+    " ORDER BY r.pos LIMIT $3::int"},
+  /* Dead (and failed) deliveries due again now with their attempts reset:
+   * $2 the item ids, or NULL for every dead one. */
+  [CL__STMT_DELIVERY_RETRY] = {"claimer_delivery_retry", CL__STMT_NPARAMS_DELIVERY_RETRY,
+    "UPDATE claimer.deliveries SET state = 'retry', next_at = now(),"
+    "       attempts = 0, updated_at = now()"
+    " WHERE subscriber = $1 AND state IN ('dead', 'retry')"
+    "   AND ($2::text[] IS NULL AND state = 'dead'"
+    "        OR item_id = ANY ($2::text[]))"
+    " RETURNING item_id"},
+  /* A person settles a held delivery: $3 'sent' (the sink has it) or
+   * 'retry' (send again, same key, now). */
+  [CL__STMT_DELIVERY_RESOLVE] = {"claimer_delivery_resolve", CL__STMT_NPARAMS_DELIVERY_RESOLVE,
+    "UPDATE claimer.deliveries SET state = $3,"
+    "       sent_at = CASE WHEN $3 = 'sent' THEN now() END,"
+    "       next_at = CASE WHEN $3 = 'retry' THEN now() END,"
+    "       lease_until = NULL, updated_at = now()"
+    " WHERE subscriber = $1 AND item_id = $2 AND state IN ('held', 'sending')"
+    "   AND (state = 'held' OR lease_until < now())"
+    " RETURNING item_id"},
+  /* Replay: sent deliveries from position $2 on, or sent since $3, are
+   * sent again with their keys (attempts reset). */
+  [CL__STMT_DELIVERY_REPLAY] = {"claimer_delivery_replay", CL__STMT_NPARAMS_DELIVERY_REPLAY,
+    "UPDATE claimer.deliveries d SET state = 'retry', next_at = now(),"
+    "       attempts = 0, updated_at = now()"
+    "  FROM claimer.results r"
+    " WHERE d.subscriber = $1 AND d.state = 'sent' AND r.item_id = d.item_id"
+    "   AND ($2::bigint IS NULL OR r.pos >= $2::bigint)"
+    "   AND ($3::timestamptz IS NULL OR d.sent_at >= $3::timestamptz)"
+    " RETURNING d.item_id"},
 };
 // clang-format on

@@ -43,7 +43,11 @@
   XX(DELIVERY_SENT, 3)                                                         \
   XX(DELIVERY_FAIL, 5)                                                         \
   XX(DELIVERY_HEARTBEAT, 3)                                                    \
-  XX(SUB_DISABLE, 2)
+  XX(SUB_DISABLE, 2)                                                           \
+  XX(DELIVERY_LIST, 3)                                                         \
+  XX(DELIVERY_RETRY, 2)                                                        \
+  XX(DELIVERY_RESOLVE, 3)                                                      \
+  XX(DELIVERY_REPLAY, 3)
 
 typedef enum cl__stmt_id {
 #define CL__STMT_ENUM(name, nparams) CL__STMT_##name,

@@ -174,5 +174,6 @@ int cmd_dead(int argc, char **argv);
 int cmd_subscriber(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_sink_setup(int argc, char **argv);
+int cmd_deliveries(int argc, char **argv);
 
 #endif

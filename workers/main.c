@@ -27,6 +27,8 @@ static const command_t commands[] = {
     {"dead", cmd_dead, "the dead letters: list, retry, discard"},
     {"send", cmd_send, "the sender daemon: deliver results to a subscriber"},
     {"sink-setup", cmd_sink_setup, "create a pg sink's inbox in its target"},
+    {"deliveries", cmd_deliveries,
+     "a subscriber's deliveries: list, retry, resolve, replay"},
     {"subscriber", cmd_subscriber,
      "consumers of results: add, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},

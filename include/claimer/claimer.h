@@ -558,6 +558,40 @@ CL_EXTERN int cl_delivery_fail(cl_conn_t *c, const char *subscriber,
                                const char *error, int retry, double retry_in,
                                cl_delivery_fail_info_t *info);
 
+/* A delivery as a person sees it (cl_delivery_list). */
+typedef struct cl_delivery_row {
+  char *item_id;
+  char *state; /* sending, retry, held, dead, sent */
+  int attempts;
+  char *idempotency_key;
+  char *next_at;    /* RFC 3339, "" when not due again */
+  char *updated_at; /* RFC 3339 */
+  char *last_error; /* "" when none */
+  long long pos;
+} cl_delivery_row_t;
+
+/* Deliveries of subscriber in state (NULL: every one not sent), by
+ * position, at most limit.  Free with cl_delivery_rows_free. */
+CL_EXTERN int cl_delivery_list(cl_conn_t *c, const char *subscriber,
+                               const char *state, int limit,
+                               cl_delivery_row_t **rows, size_t *count);
+CL_EXTERN void cl_delivery_rows_free(cl_delivery_row_t *rows, size_t count);
+/* Makes dead (or failed) deliveries due now with their attempts reset:
+ * ids[0..n) of them, or every dead one when ids is NULL.  Returns how
+ * many. */
+CL_EXTERN int cl_delivery_retry(cl_conn_t *c, const char *subscriber,
+                                const char *const *ids, size_t n);
+/* Settles a delivery in doubt (held, or sending past its lease) as sent
+ * (as_sent 1: the sink has it) or due again now with the same key (0).
+ * Returns 0 or CL_ENOTFOUND (no such delivery in doubt). */
+CL_EXTERN int cl_delivery_resolve(cl_conn_t *c, const char *subscriber,
+                                  const char *item_id, int as_sent);
+/* Sends sent deliveries again with their keys: those of results from
+ * position from_pos on (>= 0), or sent since `since` (RFC 3339; NULL
+ * for no bound).  Returns how many. */
+CL_EXTERN int cl_delivery_replay(cl_conn_t *c, const char *subscriber,
+                                 long long from_pos, const char *since);
+
 #ifdef __cplusplus
 }
 #endif

@@ -427,6 +427,78 @@ static void test_cli(void **state) {
                    0);
 }
 
+/* Runs `claimer deliveries ARGS... --dsn DSN`. */
+static int deliveries_cli(fx_t *fx, char **out, const char *const *args) {
+  const char *argv[24] = {th_claimer_bin(), "deliveries"};
+  int n = 2;
+  for (int i = 0; args[i] != NULL && n < 20; i++)
+    argv[n++] = args[i];
+  argv[n++] = "--dsn";
+  argv[n++] = fx->dsn;
+  argv[n] = NULL;
+  return th_run(argv, NULL, out);
+}
+
+/* A person's tools: list what waits, resolve one in doubt, retry the
+ * dead, replay a window with the same keys. */
+static void test_deliveries_cli(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "d", 3);
+  add_sub(fx, "s", NULL, "hold", 1);
+  cl_delivery_t *d = NULL;
+  /* d-0 in doubt (held), d-1 dead, d-2 sent. */
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 3, 1, &d), 3);
+  char keys[3][80];
+  for (int i = 0; i < 3; i++)
+    snprintf(keys[i], sizeof keys[i], "%s", d[i].idempotency_key);
+  assert_int_equal(
+      cl_delivery_fail(fx->c, "s", "d-1", d[1].token, "boom", 1, -1, NULL), 0);
+  assert_int_equal(cl_delivery_sent(fx->c, "s", "d-2", d[2].token, NULL), 0);
+  cl_deliveries_free(d, 3);
+  usleep(1300 * 1000);
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 3, 30, &d), 0);
+  char *out = NULL;
+  const char *list[] = {"list", "--subscriber", "s", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, list), 0);
+  assert_non_null(strstr(out, "held"));
+  assert_non_null(strstr(out, "dead"));
+  assert_non_null(strstr(out, "boom"));
+  assert_null(strstr(out, "d-2"));
+  free(out);
+  const char *resolve[] = {"resolve", "--subscriber", "s",     "--id",
+                           "d-0",     "--as",         "retry", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, resolve), 0);
+  free(out);
+  assert_int_equal(deliveries_cli(fx, &out, resolve), 1); /* not in doubt */
+  assert_non_null(strstr(out, "in doubt"));
+  free(out);
+  const char *retry[] = {"retry", "--subscriber", "s", "--all-dead", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, retry), 0);
+  assert_non_null(strstr(out, "1 delivery due again"));
+  free(out);
+  const char *replay[] = {"replay", "--subscriber", "s", "--from", "0", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, replay), 0);
+  assert_non_null(strstr(out, "1 delivery to send again"));
+  free(out);
+  /* All three come back, each with its own key. */
+  assert_int_equal(cl_deliver_claim(fx->c, "s", "sender-1", 5, 30, &d), 3);
+  for (int i = 0; i < 3; i++) {
+    int k = d[i].item_id[2] - '0';
+    assert_string_equal(d[i].idempotency_key, keys[k]);
+  }
+  cl_deliveries_free(d, 3);
+  /* Bad usage: exit 2. */
+  const char *bad1[] = {"resolve", "--subscriber", "s", "--id", "d-0", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, bad1), 2);
+  free(out);
+  const char *bad2[] = {"list", "--subscriber", "s", "--state", "lost", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, bad2), 2);
+  free(out);
+  const char *bad3[] = {"replay", "--subscriber", "s", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, bad3), 2);
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_two_subscribers_each_once, setup,
@@ -439,6 +511,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_pause_and_remove, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_deliveries_cli, setup, teardown),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("deliver", tests, th_group_setup,
