@@ -1010,7 +1010,9 @@ int cmd_status(int argc, char **argv) {
              "and dead; leases past expiry not yet reaped (stale); and the\n"
              "age of the oldest ready item.  --json prints one object per\n"
              "queue per line, for scripts.  Reads the claimer.queue_status\n"
-             "view.\n"
+             "view.  Then, per subscriber: results pending, deliveries\n"
+             "sending, to retry, sent, held, dead, and the lag in positions\n"
+             "(claimer.subscriber_status).\n"
              "\n" CLI_DSN_HELP);
       return EXIT_OK;
     default:
@@ -1047,6 +1049,21 @@ int cmd_status(int argc, char **argv) {
              rows[i].ready, rows[i].scheduled, rows[i].leased, rows[i].done,
              rows[i].dead, rows[i].stale, rows[i].oldest_ready_s);
   }
+  /* Then the subscribers, when there are any (`claimer subscriber list`
+   * has the same, with --json). */
+  cl_subscriber_status_t *subs = NULL;
+  size_t nsubs = 0;
+  if (ex == EXIT_OK && !json && cl_subscriber_list(c, &subs, &nsubs) == 0 &&
+      nsubs > 0) {
+    printf("\n%-24s %-7s %9s %9s %9s %9s %9s %9s %9s\n", "SUBSCRIBER", "STATE",
+           "PENDING", "SENDING", "RETRY", "SENT", "HELD", "DEAD", "LAG");
+    for (size_t i = 0; i < nsubs; i++)
+      printf("%-24s %-7s %9ld %9ld %9ld %9ld %9ld %9ld %9lld\n", subs[i].name,
+             subs[i].paused ? "paused" : "active", subs[i].pending,
+             subs[i].in_flight, subs[i].retry, subs[i].sent, subs[i].held,
+             subs[i].dead, subs[i].lag);
+  }
+  cl_subscribers_free(subs, nsubs);
   cl_status_free(rows, n);
   cl_conn_free(&c);
   return ex;

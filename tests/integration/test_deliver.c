@@ -385,6 +385,12 @@ static void test_cli(void **state) {
   assert_non_null(strstr(out, "mailer"));
   assert_non_null(strstr(out, "active"));
   free(out);
+  /* claimer status shows it too, after the queues. */
+  const char *st[] = {th_claimer_bin(), "status", "--dsn", fx->dsn, NULL};
+  assert_int_equal(th_run(st, NULL, &out), 0);
+  assert_non_null(strstr(out, "SUBSCRIBER"));
+  assert_non_null(strstr(out, "mailer"));
+  free(out);
   assert_int_equal(
       sub_cli(fx, &out, "pause", "mailer", "--reason", "receiver down", NULL),
       0);
