@@ -98,9 +98,13 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
   char *queues = o->nqueues ? cl__array_literal(o->queues, o->nqueues) : NULL;
   if (o->nqueues && queues == NULL)
     return CL_ENOMEM;
-  char maxa[16];
+  char maxa[16], brk[16];
   snprintf(maxa, sizeof maxa, "%d", o->max_attempts ? o->max_attempts : 10);
-  const char *params[] = {name, queues, from, in_doubt, maxa};
+  snprintf(brk, sizeof brk, "%d",
+           o->break_after == 0  ? 100
+           : o->break_after < 0 ? 0
+                                : o->break_after);
+  const char *params[] = {name, queues, from, in_doubt, maxa, brk};
   PGresult *r = NULL;
   rc = cl__exec(c, CL__STMT_SUB_ADD, params, &r);
   free(queues);

@@ -567,13 +567,13 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   /* Senders (005).  The functions carry the logic; see the migration. */
   [CL__STMT_SUB_ADD] = {"claimer_sub_add", CL__STMT_NPARAMS_SUB_ADD,
     "INSERT INTO claimer.subscribers (subscriber, queues, from_pos,"
-    "                                 in_doubt, max_attempts)"
+    "                                 in_doubt, max_attempts, break_after)"
     "VALUES ($1, $2::text[], CASE $3"
     "          WHEN 'beginning' THEN 0"
     "          WHEN 'now' THEN coalesce((SELECT max(pos) FROM"
     "                                    claimer.results), 0) + 1"
     "          ELSE $3::bigint END,"
-    "        $4, $5::int)"
+    "        $4, $5::int, $6::int)"
     "ON CONFLICT (subscriber) DO NOTHING"
     " RETURNING from_pos"},
   [CL__STMT_SUB_LIST] = {"claimer_sub_list", CL__STMT_NPARAMS_SUB_LIST,
@@ -585,6 +585,8 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_SUB_PAUSE] = {"claimer_sub_pause", CL__STMT_NPARAMS_SUB_PAUSE,
     "UPDATE claimer.subscribers SET paused = $2::bool,"
     "       paused_why = CASE WHEN $2::bool THEN nullif($3, '') END,"
+    "       failures_in_row = CASE WHEN $2::bool THEN failures_in_row"
+    "                              ELSE 0 END,"
     "       updated_at = now()"
     " WHERE subscriber = $1 RETURNING subscriber"},
   /* $2: remove even with unsettled deliveries.  Returns the unsettled

@@ -35,7 +35,7 @@
   XX(RETAIN_ALERTS, 2)                                                         \
   XX(RETAIN_WORKERS, 2)                                                        \
   XX(POLICY_SYNC, 4)                                                           \
-  XX(SUB_ADD, 5)                                                               \
+  XX(SUB_ADD, 6)                                                               \
   XX(SUB_LIST, 0)                                                              \
   XX(SUB_PAUSE, 3)                                                             \
   XX(SUB_REMOVE, 2)                                                            \

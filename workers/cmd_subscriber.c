@@ -16,6 +16,7 @@ static void usage(FILE *out) {
       "[--from now|beginning|POS]\n"
       "                              [--in-doubt retry|hold] "
       "[--max-attempts N]\n"
+      "                              [--break-after N]\n"
       "       claimer subscriber list [--json]\n"
       "       claimer subscriber pause NAME [--reason TEXT]\n"
       "       claimer subscriber resume NAME\n"
@@ -36,7 +37,11 @@ static void usage(FILE *out) {
       "(waits for\n"
       "           a person; a delivery_in_doubt alert).  --max-attempts "
       "(default 10)\n"
-      "           failed attempts, then the delivery is dead (an alert).\n"
+      "           failed attempts, then the delivery is dead (an alert).  "
+      "--break-after N\n"
+      "           (default 100; 0 never): that many failed attempts in a "
+      "row pause\n"
+      "           the subscriber (a subscriber_failing alert) until resume.\n"
       "  list     per subscriber: pending, in flight, retry, sent, held, "
       "dead, lag\n"
       "  pause    its senders send nothing until resume; nothing is lost\n"
@@ -169,6 +174,7 @@ int cmd_subscriber(int argc, char **argv) {
       {"from", required_argument, NULL, 'f'},
       {"in-doubt", required_argument, NULL, 'd'},
       {"max-attempts", required_argument, NULL, 'm'},
+      {"break-after", required_argument, NULL, 'b'},
       {"reason", required_argument, NULL, 'r'},
       {"force", no_argument, NULL, 'F'},
       {"json", no_argument, NULL, 'j'},
@@ -211,6 +217,13 @@ int cmd_subscriber(int argc, char **argv) {
       if (cli_parse_int(optarg, "--max-attempts", 1, 1000, &o.max_attempts))
         ex = EXIT_USAGE;
       only = is_add ? only : "--max-attempts";
+      break;
+    case 'b':
+      if (cli_parse_int(optarg, "--break-after", 0, 1000000, &o.break_after))
+        ex = EXIT_USAGE;
+      if (o.break_after == 0)
+        o.break_after = -1; /* 0 on the command line: never */
+      only = is_add ? only : "--break-after";
       break;
     case 'r':
       reason = optarg;

@@ -471,6 +471,10 @@ typedef struct cl_subscriber_opts {
   const char *in_doubt; /* "retry" (default: send again with the same key)
                            or "hold" (wait for a person) */
   int max_attempts;     /* attempts per delivery, then dead (0: 10) */
+  int break_after;      /* the circuit breaker: failed attempts in a row
+                           (any delivery; one sent resets) that pause the
+                           subscriber with a subscriber_failing alert
+                           (0: 100; < 0: never) */
 } cl_subscriber_opts_t;
 
 /* Adds subscriber name.  Returns 1 when created (its first position in

@@ -505,6 +505,53 @@ static void test_deliveries_cli(void **state) {
   free(out);
 }
 
+/* The circuit breaker: break_after failed attempts in a row pause the
+ * subscriber with subscriber_failing; a sent one resets the count; resume
+ * resets it too, and nothing was lost meanwhile. */
+static void test_circuit_breaker(void **state) {
+  fx_t *fx = *state;
+  results(fx, "q", "b", 6);
+  const char *qs[] = {"q"};
+  cl_subscriber_opts_t o = {
+      .queues = qs, .nqueues = 1, .from = "beginning", .break_after = 3};
+  assert_int_equal(cl_subscriber_add(fx->c, "fragile", &o, NULL), 1);
+  cl_delivery_t *d = NULL;
+  assert_int_equal(cl_deliver_claim(fx->c, "fragile", "s1", 6, 30, &d), 6);
+  /* Two failures, a success (the count goes back to 0), three failures. */
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cl_delivery_fail(fx->c, "fragile", d[i].item_id,
+                                      d[i].token, "503", 1, 0, NULL),
+                     0);
+  assert_int_equal(
+      cl_delivery_sent(fx->c, "fragile", d[2].item_id, d[2].token, NULL), 0);
+  for (int i = 3; i < 5; i++)
+    assert_int_equal(cl_delivery_fail(fx->c, "fragile", d[i].item_id,
+                                      d[i].token, "503", 1, 0, NULL),
+                     0);
+  assert_int_equal(th_long(fx->pg, "SELECT paused::int FROM "
+                                   "claimer.subscribers"),
+                   0);
+  assert_int_equal(cl_delivery_fail(fx->c, "fragile", d[5].item_id, d[5].token,
+                                    "503 again", 1, 0, NULL),
+                   0);
+  assert_int_equal(th_long(fx->pg, "SELECT paused::int FROM "
+                                   "claimer.subscribers"),
+                   1);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'subscriber_failing' AND "
+                                   "detail->>'reason' = 'circuit breaker'"),
+                   1);
+  cl_deliveries_free(d, 6);
+  /* Paused: nothing is sent, nothing lost. */
+  assert_int_equal(cl_deliver_claim(fx->c, "fragile", "s1", 6, 30, &d), 0);
+  assert_int_equal(cl_subscriber_pause(fx->c, "fragile", 0, NULL), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT failures_in_row FROM "
+                                   "claimer.subscribers"),
+                   0);
+  assert_int_equal(cl_deliver_claim(fx->c, "fragile", "s1", 6, 30, &d), 5);
+  cl_deliveries_free(d, 5);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_two_subscribers_each_once, setup,
@@ -518,6 +565,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
       cmocka_unit_test_setup_teardown(test_deliveries_cli, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_circuit_breaker, setup, teardown),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("deliver", tests, th_group_setup,
