@@ -982,3 +982,15 @@ int cl_uuid4(char out[37]) {
   *o = '\0';
   return 0;
 }
+
+void cl__default_name(char *buf, size_t n) {
+  char host[128] = "localhost";
+  if (gethostname(host, sizeof host) != 0)
+    snprintf(host, sizeof host, "localhost");
+  host[sizeof host - 1] = '\0';
+  char uuid[37];
+  if (cl_uuid4(uuid) != 0)
+    snprintf(uuid, sizeof uuid, "%08lx", (unsigned long)time(NULL));
+  uuid[8] = '\0';
+  snprintf(buf, n, "%s:%ld:%s", host, (long)getpid(), uuid);
+}

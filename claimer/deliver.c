@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "protocol.h"
 #include "text.h"
 
 /* Lost connections a blocking sent or fail resends after (the backoff
@@ -225,16 +226,37 @@ int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
 /* ------------------------------------------------------------------------ */
 /* Deliveries                                                                */
 
+void cl__delivery_clear(cl_delivery_t *d) {
+  free(d->item_id);
+  free(d->queue);
+  free(d->token);
+  free(d->idempotency_key);
+  free(d->result);
+  free(d->payload);
+  free(d->lease_until);
+  memset(d, 0, sizeof *d);
+}
+
+int cl__parse_delivery(const PGresult *res, int i, cl_delivery_t *d) {
+  d->item_id = cl__strdup(PQgetvalue(res, i, 0));
+  d->queue = cl__strdup(PQgetvalue(res, i, 1));
+  d->token = cl__strdup(PQgetvalue(res, i, 2));
+  d->attempt = atoi(PQgetvalue(res, i, 3));
+  d->idempotency_key = cl__strdup(PQgetvalue(res, i, 4));
+  d->pos = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+  d->result = cl__strdup(PQgetvalue(res, i, 6));
+  d->payload = cl__strdup(PQgetvalue(res, i, 7));
+  d->lease_until = cl__strdup(PQgetvalue(res, i, 8));
+  if (d->item_id && d->queue && d->token && d->idempotency_key && d->result &&
+      d->payload && d->lease_until)
+    return 0;
+  cl__delivery_clear(d);
+  return CL_ENOMEM;
+}
+
 void cl_deliveries_free(cl_delivery_t *d, size_t count) {
-  for (size_t i = 0; d != NULL && i < count; i++) {
-    free(d[i].item_id);
-    free(d[i].queue);
-    free(d[i].token);
-    free(d[i].idempotency_key);
-    free(d[i].result);
-    free(d[i].payload);
-    free(d[i].lease_until);
-  }
+  for (size_t i = 0; d != NULL && i < count; i++)
+    cl__delivery_clear(&d[i]);
   free(d);
 }
 
@@ -271,20 +293,8 @@ int cl_deliver_claim(cl_conn_t *c, const char *subscriber, const char *sender,
     return CL_ENOMEM;
   }
   int oom = 0;
-  for (int i = 0; i < got; i++) {
-    d[i].item_id = cl__strdup(PQgetvalue(r, i, 0));
-    d[i].queue = cl__strdup(PQgetvalue(r, i, 1));
-    d[i].token = cl__strdup(PQgetvalue(r, i, 2));
-    d[i].attempt = atoi(PQgetvalue(r, i, 3));
-    d[i].idempotency_key = cl__strdup(PQgetvalue(r, i, 4));
-    d[i].pos = strtoll(PQgetvalue(r, i, 5), NULL, 10);
-    d[i].result = cl__strdup(PQgetvalue(r, i, 6));
-    d[i].payload = cl__strdup(PQgetvalue(r, i, 7));
-    d[i].lease_until = cl__strdup(PQgetvalue(r, i, 8));
-    oom |= !d[i].item_id || !d[i].queue || !d[i].token ||
-           !d[i].idempotency_key || !d[i].result || !d[i].payload ||
-           !d[i].lease_until;
-  }
+  for (int i = 0; i < got; i++)
+    oom |= cl__parse_delivery(r, i, &d[i]) != 0;
   PQclear(r);
   if (oom) {
     /* The leases run out and the deliveries come back: nothing is lost. */

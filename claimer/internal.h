@@ -63,6 +63,12 @@ size_t cl__mask_span(char *s, size_t at, size_t len);
  * kernel (for jitter; never rand()). */
 double cl__random_unit(void);
 
+/* Writes a default process id, "host:pid:" and 8 random hex digits, into
+ * buf (n >= 64): host:pid alone can repeat (containers sharing a
+ * hostname, each with pid 1), and two drivers under one id would extend
+ * and release each other's leases.  For workers and senders. */
+void cl__default_name(char *buf, size_t n);
+
 /* Formats a double as a decimal for a SQL parameter. */
 void cl__fmt_double(char *buf, size_t n, double v);
 

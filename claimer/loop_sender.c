@@ -42,6 +42,7 @@
 #include "event.h"
 #include "internal.h"
 #include "loop_conn.h"
+#include "protocol.h"
 #include "text.h"
 
 typedef enum sstate { S_SINKING, S_LOST, S_RECORDING, S_DONE } sstate_t;
@@ -140,13 +141,7 @@ static void send_free(cl_send_t *d) {
   if (d->next)
     d->next->prev = d->prev;
   s->nlive--;
-  free(d->d.item_id);
-  free(d->d.queue);
-  free(d->d.token);
-  free(d->d.idempotency_key);
-  free(d->d.result);
-  free(d->d.payload);
-  free(d->d.lease_until);
+  cl__delivery_clear(&d->d);
   free(d->error);
   free(d);
 }
@@ -299,15 +294,10 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
     if (d == NULL)
       break; /* its lease runs out; claimed again later */
     d->s = s;
-    d->d.item_id = cl__strdup(PQgetvalue(res, i, 0));
-    d->d.queue = cl__strdup(PQgetvalue(res, i, 1));
-    d->d.token = cl__strdup(PQgetvalue(res, i, 2));
-    d->d.attempt = atoi(PQgetvalue(res, i, 3));
-    d->d.idempotency_key = cl__strdup(PQgetvalue(res, i, 4));
-    d->d.pos = strtoll(PQgetvalue(res, i, 5), NULL, 10);
-    d->d.result = cl__strdup(PQgetvalue(res, i, 6));
-    d->d.payload = cl__strdup(PQgetvalue(res, i, 7));
-    d->d.lease_until = cl__strdup(PQgetvalue(res, i, 8));
+    if (cl__parse_delivery(res, i, &d->d) != 0) {
+      free(d); /* nothing sent: its lease runs out */
+      continue;
+    }
     d->state = S_SINKING;
     d->next = s->live;
     if (s->live)
@@ -315,12 +305,6 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
     s->live = d;
     s->nlive++;
     s->st.claimed++;
-    if (!d->d.item_id || !d->d.queue || !d->d.token || !d->d.idempotency_key ||
-        !d->d.result || !d->d.payload || !d->d.lease_until) {
-      send_move(d, E_IN_DOUBT); /* nothing sent: the lease runs out */
-      send_free(d);
-      continue;
-    }
     fresh[nfresh++] = d;
   }
   if (n > 0 && cl__event_on(&s->o.events, CL_LEVEL_DEBUG))
@@ -604,14 +588,7 @@ int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
   s->subscriber = cl__strdup(opts->subscriber);
   char name[CL_WORKER_MAX + 1];
   if (opts->name == NULL) {
-    char host[128] = "localhost", uuid[37];
-    if (gethostname(host, sizeof host) != 0)
-      snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
-    if (cl_uuid4(uuid) != 0)
-      snprintf(uuid, sizeof uuid, "%08lx", (unsigned long)time(NULL));
-    uuid[8] = '\0';
-    snprintf(name, sizeof name, "%s:%ld:%s", host, (long)getpid(), uuid);
+    cl__default_name(name, sizeof name);
   } else {
     snprintf(name, sizeof name, "%s", opts->name);
   }

@@ -1433,18 +1433,7 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   w->dsn = cl__strdup(opts->dsn);
   char name[CL_WORKER_MAX + 1];
   if (opts->name == NULL) {
-    char host[128] = "localhost";
-    if (gethostname(host, sizeof host) != 0)
-      snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
-    /* host:pid alone can repeat (containers sharing a hostname, each
-     * with pid 1); two workers under one id would extend and release each
-     * other's leases. */
-    char uuid[37];
-    if (cl_uuid4(uuid) != 0)
-      snprintf(uuid, sizeof uuid, "%08lx", (unsigned long)time(NULL));
-    uuid[8] = '\0';
-    snprintf(name, sizeof name, "%s:%ld:%s", host, (long)getpid(), uuid);
+    cl__default_name(name, sizeof name);
   } else {
     snprintf(name, sizeof name, "%s", opts->name);
   }

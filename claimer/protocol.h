@@ -36,4 +36,11 @@ int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count);
 /* Adds the reaped rows to info. */
 void cl__parse_reap(PGresult *r, cl_reap_info_t *info);
 
+/* Fills d from row i of a DELIVERY_CLAIM result (strings malloc'd).
+ * Returns 0, or CL_ENOMEM with d's strings freed and NULLed.  Shared by
+ * cl_deliver_claim() and the sender on the loop. */
+int cl__parse_delivery(const PGresult *res, int i, cl_delivery_t *d);
+/* Frees d's strings (not d). */
+void cl__delivery_clear(cl_delivery_t *d);
+
 #endif
