@@ -74,25 +74,29 @@ static void results(fx_t *fx, const char *prefix, int n, int max_attempts) {
   assert_true(cl_subscriber_add(fx->c, "sub", &o, NULL) >= 0);
 }
 
-/* `claimer send --once` (under valgrind when CLAIMER_TEST_WRAP says so). */
-static int send_once(fx_t *fx, const char *cmd, char **out) {
-  const char *argv[32];
+/* Runs `claimer send --subscriber sub ARGS... --once --dsn DSN` (under
+ * valgrind when CLAIMER_TEST_WRAP says so), ARGS ending with NULL. */
+static int run_send(fx_t *fx, char **out, ...) {
+  const char *argv[40];
   int n = th_wrap(argv, 16);
-  const char *rest[] = {th_claimer_bin(),
-                        "send",
-                        "--subscriber",
-                        "sub",
-                        "--exec",
-                        cmd,
-                        "--once",
-                        "--timeout",
-                        "5",
-                        "--dsn",
-                        fx->dsn,
-                        NULL};
-  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-    argv[n++] = rest[i];
+  argv[n++] = th_claimer_bin();
+  argv[n++] = "send";
+  argv[n++] = "--subscriber";
+  argv[n++] = "sub";
+  va_list ap;
+  va_start(ap, out);
+  for (const char *a; (a = va_arg(ap, const char *)) != NULL && n < 34;)
+    argv[n++] = a;
+  va_end(ap);
+  argv[n++] = "--once";
+  argv[n++] = "--dsn";
+  argv[n++] = fx->dsn;
+  argv[n] = NULL;
   return th_run(argv, NULL, out);
+}
+
+static int send_once(fx_t *fx, const char *cmd, char **out) {
+  return run_send(fx, out, "--exec", cmd, "--timeout", "5", NULL);
 }
 
 /* Every result delivered once, the key in the environment and on stdin. */
@@ -162,21 +166,9 @@ static void test_exit_statuses(void **state) {
                    2);
   /* A command killed at its timeout: in doubt, nothing recorded. */
   results(fx, "c", 1, 0);
-  const char *argv[] = {th_claimer_bin(),
-                        "send",
-                        "--subscriber",
-                        "sub",
-                        "--exec",
-                        "sleep 30",
-                        "--once",
-                        "--timeout",
-                        "0.5",
-                        "--lease",
-                        "2",
-                        "--dsn",
-                        fx->dsn,
-                        NULL};
-  assert_int_equal(th_run(argv, NULL, &out), 0);
+  assert_int_equal(run_send(fx, &out, "--exec", "sleep 30", "--timeout", "0.5",
+                            "--lease", "2", NULL),
+                   0);
   assert_non_null(strstr(out, "in doubt 1"));
   free(out);
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
@@ -361,25 +353,8 @@ static int send_webhook(fx_t *fx, const hook_t *h, const char *secret,
   fprintf(f, "%s\n", secret);
   fclose(f);
   chmod(path, 0600);
-  const char *argv[32];
-  int n = th_wrap(argv, 16);
-  const char *rest[] = {th_claimer_bin(),
-                        "send",
-                        "--subscriber",
-                        "sub",
-                        "--webhook",
-                        h->url,
-                        "--secret-file",
-                        path,
-                        "--once",
-                        "--timeout",
-                        "5",
-                        "--dsn",
-                        fx->dsn,
-                        NULL};
-  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-    argv[n++] = rest[i];
-  return th_run(argv, NULL, out);
+  return run_send(fx, out, "--webhook", h->url, "--secret-file", path,
+                  "--timeout", "5", NULL);
 }
 
 /* Every result POSTed once, signed, with its key as webhook-id; the
@@ -501,14 +476,7 @@ static void test_webhook_wrong_secret(void **state) {
  * target, so a repeat is skipped there. */
 
 static int send_pg(fx_t *fx, const char *target, const char *sql, char **out) {
-  const char *argv[32];
-  int n = th_wrap(argv, 16);
-  const char *rest[] = {th_claimer_bin(), "send",  "--subscriber", "sub",
-                        "--pg-target",    target,  "--pg-sql",     sql,
-                        "--once",         "--dsn", fx->dsn,        NULL};
-  for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-    argv[n++] = rest[i];
-  return th_run(argv, NULL, out);
+  return run_send(fx, out, "--pg-target", target, "--pg-sql", sql, NULL);
 }
 
 static void test_pg_sink_exactly_once(void **state) {
