@@ -177,6 +177,7 @@ const char *cl_send_subscriber(const cl_send_t *d) { return d->s->subscriber; }
 const char *cl_send_item_id(const cl_send_t *d) { return d->d.item_id; }
 const char *cl_send_queue(const cl_send_t *d) { return d->d.queue; }
 const char *cl_send_key(const cl_send_t *d) { return d->d.idempotency_key; }
+const char *cl_send_token(const cl_send_t *d) { return d->d.token; }
 const char *cl_send_result(const cl_send_t *d) { return d->d.result; }
 const char *cl_send_payload(const cl_send_t *d) { return d->d.payload; }
 int cl_send_attempt(const cl_send_t *d) { return d->d.attempt; }

@@ -107,7 +107,11 @@ static void usage(FILE *out) {
       "queue,\n"
       "                         $3 result, $4 payload (jsonb), $5 "
       "idempotency_key,\n"
-      "                         $6 subscriber, $7 attempt\n"
+      "                         $6 subscriber, $7 attempt; when DSN is the "
+      "claimer\n"
+      "                         database itself, the sent mark commits in "
+      "the same\n"
+      "                         transaction\n"
       "  --pg-sql SQL           the statement (checked with PREPARE at "
       "start)\n"
       "  --once                 deliver what is due, then exit\n"
@@ -593,9 +597,12 @@ int cmd_send(int argc, char **argv) {
   uv_loop_init(&d.loop);
   if (d.pg_target != NULL) {
     char why2[1024];
-    int prc =
-        pgsink_open(&d.pg, &d.loop, d.pg_target, d.pg_sql,
-                    so.concurrency < 4 ? so.concurrency : 4, why2, sizeof why2);
+    /* The claimer database itself as the target: the sent mark commits
+     * with the effect. */
+    int same = strcmp(d.pg_target, dsn) == 0;
+    int prc = pgsink_open(&d.pg, &d.loop, d.pg_target, d.pg_sql,
+                          so.concurrency < 4 ? so.concurrency : 4, same, why2,
+                          sizeof why2);
     if (prc != 0) {
       cli_err("%s", why2);
       uv_loop_close(&d.loop);

@@ -32,6 +32,7 @@ struct pgsink {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   long repeats;
+  int same_db; /* the mark commits with the effect */
 };
 
 typedef struct job {
@@ -39,6 +40,7 @@ typedef struct job {
   pgsink_t *p;
   cl_send_t *send;
   char *params[7];
+  char *token;
   int ok, repeat;
   char error[ERR_MAX];
 } job_t;
@@ -92,12 +94,14 @@ int pgsink_setup(const char *dsn, char *err, size_t errlen) {
 }
 
 int pgsink_open(pgsink_t **out, uv_loop_t *loop, const char *dsn,
-                const char *sql, int nconns, char *err, size_t errlen) {
+                const char *sql, int nconns, int same_db, char *err,
+                size_t errlen) {
   *out = NULL;
   pgsink_t *p = calloc(1, sizeof *p);
   if (p == NULL)
     return CL_ENOMEM;
   p->loop = loop;
+  p->same_db = same_db;
   p->dsn = strdup(dsn);
   p->sql = strdup(sql);
   pthread_mutex_init(&p->lock, NULL);
@@ -199,6 +203,21 @@ static void work(uv_work_t *w) {
       snprintf(why, sizeof why, "%s", PQresultErrorMessage(r));
     PQclear(r);
   }
+  if (ok && p->same_db) {
+    /* The mark, fenced by the token, in the same transaction (also for a
+     * repeat: the delivery is sent either way). */
+    const char *mark[] = {j->params[5], j->params[0], j->token};
+    PGresult *r =
+        PQexecParams(c, "SELECT state FROM claimer.delivery_sent($1, $2, $3)",
+                     3, NULL, mark, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (!ok)
+      snprintf(why, sizeof why, "%s",
+               PQresultStatus(r) == PGRES_TUPLES_OK
+                   ? "the token no longer holds the delivery: rolled back"
+                   : PQresultErrorMessage(r));
+    PQclear(r);
+  }
   if (ok)
     ok = exec_ok(c, "COMMIT", why, sizeof why);
   else if (PQstatus(c) == CONNECTION_OK)
@@ -224,6 +243,7 @@ static void after(uv_work_t *w, int status) {
     cl_send_done(j->send, CL_SEND_RETRY, j->error, -1);
   for (int i = 0; i < 7; i++)
     free(j->params[i]);
+  free(j->token);
   free(j);
 }
 
@@ -241,6 +261,8 @@ void pgsink_send(pgsink_t *p, cl_send_t *send) {
   int ok = j != NULL;
   for (int i = 0; ok && i < 7; i++)
     ok = (j->params[i] = strdup(v[i])) != NULL;
+  if (ok)
+    ok = (j->token = strdup(cl_send_token(send))) != NULL;
   if (ok) {
     j->p = p;
     j->send = send;
@@ -250,6 +272,8 @@ void pgsink_send(pgsink_t *p, cl_send_t *send) {
   if (!ok) {
     for (int i = 0; j != NULL && i < 7; i++)
       free(j->params[i]);
+    if (j != NULL)
+      free(j->token);
     free(j);
     cl_send_done(send, CL_SEND_RETRY, "pg sink: out of memory", -1);
   }

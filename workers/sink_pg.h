@@ -10,6 +10,11 @@
  * queue (text), $3 result (jsonb), $4 payload (jsonb), $5 idempotency_key
  * (text), $6 subscriber (text), $7 attempt (int).  It runs on a small pool
  * of blocking connections in libuv's thread pool, never on the loop.
+ *
+ * When the target is the claimer database itself (same_db), the
+ * delivery's 'sent' mark (claimer.delivery_sent, fenced by its token)
+ * commits in the same transaction as the effect: both happen, or
+ * neither.  A token that no longer holds the delivery rolls it all back.
  */
 #ifndef CLAIMER_SINK_PG_H
 #define CLAIMER_SINK_PG_H
@@ -29,7 +34,8 @@ int pgsink_setup(const char *dsn, char *err, size_t errlen);
  * missing, or sql does not parse: the message says which), CL_ECONNECT /
  * CL_EAUTH, or CL_ENOMEM; err holds the message. */
 int pgsink_open(pgsink_t **out, uv_loop_t *loop, const char *dsn,
-                const char *sql, int nconns, char *err, size_t errlen);
+                const char *sql, int nconns, int same_db, char *err,
+                size_t errlen);
 
 /* Runs the delivery in the target; reports through cl_send_done() from the
  * loop: sent (also when the inbox already had the key: a repeat, counted),

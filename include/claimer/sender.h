@@ -95,7 +95,10 @@ CL_EXTERN void cl_sender_disable(cl_sender_t *s, const char *why);
 CL_EXTERN const char *cl_send_subscriber(const cl_send_t *d);
 CL_EXTERN const char *cl_send_item_id(const cl_send_t *d);
 CL_EXTERN const char *cl_send_queue(const cl_send_t *d);
-CL_EXTERN const char *cl_send_key(const cl_send_t *d);     /* idempotency key */
+CL_EXTERN const char *cl_send_key(const cl_send_t *d); /* idempotency key */
+/* The delivery's fencing token: a sink that records the delivery itself
+ * (claimer.delivery_sent() in its own transaction) passes it. */
+CL_EXTERN const char *cl_send_token(const cl_send_t *d);
 CL_EXTERN const char *cl_send_result(const cl_send_t *d);  /* JSON text */
 CL_EXTERN const char *cl_send_payload(const cl_send_t *d); /* JSON text */
 CL_EXTERN int cl_send_attempt(const cl_send_t *d);

@@ -528,6 +528,40 @@ static void test_pg_sink_exactly_once(void **state) {
   PQfinish(t);
 }
 
+/* The claimer database itself as the target: the effect and the sent mark
+ * commit in one transaction; a failing statement leaves neither. */
+static void test_pg_sink_same_database(void **state) {
+  fx_t *fx = *state;
+  results(fx, "m", 5, 0);
+  char *out = NULL;
+  th_exec(fx->pg, "CREATE TABLE audit (item_id text, key text)");
+  const char *setup[] = {th_claimer_bin(), "sink-setup", "--target", fx->dsn,
+                         NULL};
+  assert_int_equal(th_run(setup, NULL, &out), 0);
+  free(out);
+  /* m-3 fails inside the statement (a division by zero). */
+  const char *sql = "INSERT INTO audit (item_id, key) SELECT $1, $5 "
+                    "WHERE 1 / (CASE WHEN $1 = 'm-3' THEN 0 ELSE 1 END) = 1";
+  assert_int_equal(send_pg(fx, fx->dsn, sql, &out), 0);
+  print_message("%s", out);
+  assert_non_null(strstr(out, "sent 4, retry 1"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM audit"), 4);
+  /* Each sent delivery and its row and its inbox entry, together. */
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries d "
+                                   "JOIN audit a ON a.item_id = d.item_id "
+                                   "AND a.key = d.idempotency_key WHERE "
+                                   "d.state = 'sent'"),
+                   4);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE item_id = 'm-3' AND state = "
+                                   "'retry' AND last_error LIKE '%division%'"),
+                   1);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer_sink.inbox "
+                                   "WHERE item_id = 'm-3'"),
+                   0);
+}
+
 /* Bad input: exit 2, nothing written. */
 static void test_bad_input(void **state) {
   fx_t *fx = *state;
@@ -608,6 +642,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_webhook_wrong_secret, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_pg_sink_exactly_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_pg_sink_same_database, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
   };
