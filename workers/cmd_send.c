@@ -41,9 +41,21 @@
 
 enum { EX_TEMPFAIL = 75 };
 
-typedef struct sendd {
+enum { SUBS_MAX = 64 };
+
+typedef struct sendd sendd_t;
+
+/* One sender per --subscriber, all on one loop, sharing the sink. */
+typedef struct subsender {
+  sendd_t *d;
+  cl_sender_t *s; /* NULL once it has exited */
+  const char *name;
+} subsender_t;
+
+struct sendd {
   uv_loop_t loop;
-  cl_sender_t *s;
+  subsender_t subs[SUBS_MAX];
+  int nsubs, nrunning;
   uv_signal_t sigterm, sigint;
   int signals_seen;
   int exit_rc;
@@ -55,13 +67,14 @@ typedef struct sendd {
   cl_http_t *http;
   int http_closing;
   double timeout_s;
-  cl_sender_stats_t st;
-} sendd_t;
+  cl_sender_stats_t st; /* summed over the senders */
+};
 
 static void usage(FILE *out) {
   fprintf(
       out,
-      "usage: claimer send --subscriber NAME --exec COMMAND [OPTIONS]\n"
+      "usage: claimer send --subscriber NAME [--subscriber NAME ...] SINK "
+      "[OPTIONS]\n"
       "\n"
       "Delivers the results owed to a subscriber (`claimer subscriber "
       "add`), each\n"
@@ -70,7 +83,9 @@ static void usage(FILE *out) {
       "key stable for that pair.  Several senders of one subscriber share "
       "the work.\n"
       "\n"
-      "  --subscriber NAME      the subscriber to serve\n"
+      "  --subscriber NAME      a subscriber to serve (repeatable: one sender "
+      "each, on\n"
+      "                         one loop, sharing the sink)\n"
       "  --exec COMMAND         /bin/sh -c COMMAND per delivery: JSON on "
       "stdin\n"
       "                         (subscriber, item_id, queue, attempt, "
@@ -262,7 +277,10 @@ static void on_http(void *arg, const cl_http_result_t *r) {
     break;
   case CL_HTTP_GONE:
     /* The receiver says the endpoint is gone: stop sending to it. */
-    cl_sender_disable(d->s, "the webhook answered 410 Gone");
+    for (int i = 0; i < d->nsubs; i++)
+      if (d->subs[i].s != NULL &&
+          strcmp(d->subs[i].name, cl_send_subscriber(send)) == 0)
+        cl_sender_disable(d->subs[i].s, "the webhook answered 410 Gone");
     cl_send_done(send, CL_SEND_RETRY, err, -1);
     break;
   case CL_HTTP_RETRY:
@@ -386,13 +404,24 @@ static int load_secrets(sendd_t *d, const char *file, const char *env) {
 }
 
 static void on_sender_exit(void *arg, int rc, const char *why) {
-  sendd_t *d = arg;
-  cl_sender_stats(d->s, &d->st);
-  d->s = NULL;
+  subsender_t *ss = arg;
+  sendd_t *d = ss->d;
+  cl_sender_stats_t st;
+  cl_sender_stats(ss->s, &st);
+  d->st.claimed += st.claimed;
+  d->st.sent += st.sent;
+  d->st.retried += st.retried;
+  d->st.dead += st.dead;
+  d->st.in_doubt += st.in_doubt;
+  d->st.lost += st.lost;
+  ss->s = NULL;
   if (rc != 0) {
-    cli_err("%s", why && *why ? why : "the sender stopped on an error");
+    cli_err("%s: %s", ss->name,
+            why && *why ? why : "the sender stopped on an error");
     d->exit_rc = EXIT_ERROR;
   }
+  if (--d->nrunning > 0)
+    return;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   if (d->http != NULL && !d->http_closing) {
@@ -403,7 +432,7 @@ static void on_sender_exit(void *arg, int rc, const char *why) {
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
   sendd_t *d = h->data;
-  if (d->s == NULL)
+  if (d->nrunning == 0)
     return;
   if (++d->signals_seen > 1) {
     cl_log(CL_LEVEL_WARNING, "signal", "signal", strsignal(signum), "action",
@@ -412,7 +441,9 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
   }
   cl_log(CL_LEVEL_INFO, "signal", "signal", strsignal(signum), "action", "stop",
          NULL);
-  cl_sender_stop(d->s);
+  for (int i = 0; i < d->nsubs; i++)
+    if (d->subs[i].s != NULL)
+      cl_sender_stop(d->subs[i].s);
 }
 
 int cmd_send(int argc, char **argv) {
@@ -460,7 +491,10 @@ int cmd_send(int argc, char **argv) {
     case 's':
       if (cl_check_queue(optarg, why, sizeof why) != 0)
         ex = cli_usage_error("--subscriber: %s", why);
-      so.subscriber = optarg;
+      if (d.nsubs == SUBS_MAX)
+        ex = cli_usage_error("at most %d --subscriber", SUBS_MAX);
+      else
+        d.subs[d.nsubs++].name = optarg;
       break;
     case 'x':
       if (*optarg == '\0')
@@ -540,7 +574,7 @@ int cmd_send(int argc, char **argv) {
   }
   if (ex == EXIT_OK && optind < argc)
     ex = cli_usage_error("unexpected argument \"%s\"", argv[optind]);
-  if (ex == EXIT_OK && so.subscriber == NULL)
+  if (ex == EXIT_OK && d.nsubs == 0)
     ex = cli_usage_error("--subscriber NAME is required");
   if (ex == EXIT_OK &&
       (d.command != NULL) + (d.url != NULL) + (d.pg_target != NULL) != 1)
@@ -576,13 +610,15 @@ int cmd_send(int argc, char **argv) {
     } else if ((rc = cl_subscriber_list(c, &rows, &n)) != 0) {
       ex = cli_fail(c, rc, "subscriber");
     } else {
-      int found = 0;
-      for (size_t i = 0; i < n; i++)
-        found |= strcmp(rows[i].name, so.subscriber) == 0;
-      if (!found)
-        ex = cli_usage_error("no subscriber \"%s\" (claimer subscriber add "
-                             "%s)",
-                             so.subscriber, so.subscriber);
+      for (int k = 0; k < d.nsubs && ex == EXIT_OK; k++) {
+        int found = 0;
+        for (size_t i = 0; i < n; i++)
+          found |= strcmp(rows[i].name, d.subs[k].name) == 0;
+        if (!found)
+          ex = cli_usage_error("no subscriber \"%s\" (claimer subscriber "
+                               "add %s)",
+                               d.subs[k].name, d.subs[k].name);
+      }
     }
     cl_subscribers_free(rows, n);
     cl_conn_free(&c);
@@ -626,28 +662,42 @@ int cmd_send(int argc, char **argv) {
   so.sink_arg = &d;
   so.events = cl_log_events();
   so.on_exit = on_sender_exit;
-  so.arg = &d;
   char err[512];
-  int rc = cl_sender_new(&d.s, &d.loop, &so, err, sizeof err);
+  int rc = 0;
+  for (int i = 0; i < d.nsubs && rc == 0; i++) {
+    d.subs[i].d = &d;
+    so.subscriber = d.subs[i].name;
+    so.arg = &d.subs[i];
+    rc = cl_sender_new(&d.subs[i].s, &d.loop, &so, err, sizeof err);
+  }
   free(dsn);
   if (rc != 0) {
     cli_err("%s", err);
+    for (int i = 0; i < d.nsubs; i++)
+      if (d.subs[i].s != NULL)
+        cl_sender_stop(d.subs[i].s); /* never started: it just closes */
     if (d.http != NULL)
       cl_http_close(d.http, NULL, NULL);
+    d.nrunning = d.nsubs + 1; /* on_sender_exit must not close signals */
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
     cl_sig_keys_free(&d.keys);
+    pgsink_close(&d.pg);
     return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
   }
+  d.nrunning = d.nsubs;
   uv_signal_init(&d.loop, &d.sigterm);
   uv_signal_init(&d.loop, &d.sigint);
   d.sigterm.data = d.sigint.data = &d;
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
-  if ((rc = cl_sender_start(d.s)) != 0) {
-    cli_err("cannot start the sender: %s", cl_strerror(rc));
-    d.exit_rc = EXIT_ERROR;
-    cl_sender_stop(d.s);
+  for (int i = 0; i < d.nsubs; i++) {
+    if ((rc = cl_sender_start(d.subs[i].s)) != 0) {
+      cli_err("cannot start the sender of %s: %s", d.subs[i].name,
+              cl_strerror(rc));
+      d.exit_rc = EXIT_ERROR;
+      cl_sender_stop(d.subs[i].s);
+    }
   }
   uv_run(&d.loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&d.loop) != 0) {

@@ -562,6 +562,33 @@ static void test_pg_sink_same_database(void **state) {
                    0);
 }
 
+/* Several --subscriber in one process: one sender each on one loop, the
+ * same sink; each subscriber gets every result once. */
+static void test_two_subscribers_one_process(void **state) {
+  fx_t *fx = *state;
+  results(fx, "two", 12, 0);
+  cl_subscriber_opts_t o = {.from = "beginning"};
+  assert_int_equal(cl_subscriber_add(fx->c, "other", &o, NULL), 1);
+  char cmd[1200], path[700], *out = NULL;
+  snprintf(path, sizeof path, "%s/effects", fx->dir);
+  snprintf(cmd, sizeof cmd,
+           "echo \"$CLAIMER_SUBSCRIBER $CLAIMER_IDEMPOTENCY_KEY\" >> '%s'",
+           path);
+  assert_int_equal(
+      run_send(fx, &out, "--subscriber", "other", "--exec", cmd, NULL), 0);
+  print_message("%s", out);
+  assert_non_null(strstr(out, "sent 24"));
+  free(out);
+  char *eff = th_read_file(path);
+  assert_int_equal(th_count(eff, "sub clm_"), 12);
+  assert_int_equal(th_count(eff, "other clm_"), 12);
+  free(eff);
+  assert_int_equal(th_long(fx->pg, "SELECT count(DISTINCT idempotency_key) "
+                                   "FROM claimer.deliveries WHERE state = "
+                                   "'sent'"),
+                   24);
+}
+
 /* Bad input: exit 2, nothing written. */
 static void test_bad_input(void **state) {
   fx_t *fx = *state;
@@ -644,6 +671,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_pg_sink_exactly_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_pg_sink_same_database, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_two_subscribers_one_process, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
   };
