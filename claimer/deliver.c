@@ -18,11 +18,6 @@
 #include "protocol.h"
 #include "text.h"
 
-/* Lost connections a blocking sent or fail resends after (the backoff
- * below: 100 ms doubling to 4 s, about 15 s in all), and database errors
- * (a deadlock, a timeout) it sends again at once. */
-enum { RESEND_LIMIT = 8, DB_RETRIES = 2 };
-
 static int check_sub(cl_conn_t *c, const char *name) {
   char why[256];
   if (cl_check_queue(name ? name : "", why, sizeof why) != 0) {
@@ -40,16 +35,15 @@ static int exec_resending(cl_conn_t *c, cl__stmt_id_t id,
   int lost = 0, db = 0;
   for (;;) {
     int rc = cl__exec(c, id, params, res);
-    if (rc == CL_ECONNLOST && lost++ < RESEND_LIMIT) {
-      struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
-      while (nanosleep(&ts, &ts) != 0) {
-      }
-      delay = delay * 2 > 4000 ? 4000 : delay * 2;
-      if (cl_conn_reset(c) == CL_EAUTH)
+    /* The same limits as an item's acknowledgement (ack.h, protocol.h):
+     * lost connections with backoff, database errors (a deadlock, a
+     * timeout) at once. */
+    if (rc == CL_ECONNLOST && lost++ < CL__RESEND_LIMIT) {
+      if (cl__reconnect_backoff(c, &delay) == CL_EAUTH)
         return CL_EAUTH;
       continue;
     }
-    if (rc == CL_EDB && db++ < DB_RETRIES)
+    if (rc == CL_EDB && db++ < CL__ACK_DB_RETRIES)
       continue;
     return rc;
   }

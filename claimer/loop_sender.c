@@ -109,16 +109,12 @@ static int send_next(sstate_t st, sevent_t ev) {
       return S_RECORDING;
     if (ev == E_IN_DOUBT)
       return S_DONE;
-    if (ev == E_LOST)
-      return S_LOST;
     return -1;
   case S_RECORDING:
     if (ev == E_RESEND)
       return S_RECORDING;
     if (ev == E_RECORDED || ev == E_DROP)
       return S_DONE;
-    if (ev == E_LOST)
-      return S_RECORDING; /* the record is out: the database decides */
     return -1;
   default:
     return -1;

@@ -70,6 +70,7 @@
 #include "internal.h"
 #include "loop_conn.h"
 #include "protocol.h"
+#include "text.h"
 
 /* A job's life: the diagram at the top of the file; job_next() has the
  * table. */
@@ -764,15 +765,10 @@ int cl_job_fail(cl_job_t *job, const char *error, int retry, double retry_in) {
   if (job == NULL || !job_with_handler(job) ||
       (isfinite(retry_in) && retry_in > 3.2e9))
     return CL_EINVAL;
-  char *e = cl__strdup(error ? error : "");
+  char *e = cl__clean_text(error, CL_ERROR_TEXT_MAX);
   if (e == NULL)
     return CL_ENOMEM;
   note_start_ok(job->w);
-  size_t len = strlen(e);
-  if (len > CL_ERROR_TEXT_MAX)
-    e[len = CL_ERROR_TEXT_MAX] = '\0';
-  for (long bad; (bad = cl_utf8_invalid_at(e, strlen(e))) >= 0;)
-    e[bad] = '?';
   job->error = e;
   job->retry = retry;
   job->retry_in = isfinite(retry_in) ? retry_in : -1;

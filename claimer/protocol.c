@@ -334,14 +334,13 @@ cl__ack_got_t cl__parse_ack(const cl__ack_t *a, int rc, PGresult *res,
 /* ------------------------------------------------------------------------ */
 /* Acknowledgements, settled by the policy of ack.h                          */
 
-/* Lost connections a blocking acknowledgement resends after; with the
- * backoff below (100 ms doubling to 4 s) that is about 15 s in all. */
-enum { RESEND_LIMIT = 8 };
-
-static void sleep_ms(long ms) {
+int cl__reconnect_backoff(cl_conn_t *c, long *delay_ms) {
+  long ms = *delay_ms;
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {
   }
+  *delay_ms = ms * 2 > 4000 ? 4000 : ms * 2;
+  return cl_conn_reset(c) == CL_EAUTH ? CL_EAUTH : 0;
 }
 
 /* One acknowledgement on a blocking connection. */
@@ -401,9 +400,7 @@ static int ack_run(cl_conn_t *c, ack_call_t *k, cl__ack_step_t *end,
         break; /* a deadlock or a timeout: at once, on the same session */
       /* Something may have been sent: the outcome is unknown, not
        * "cannot connect". */
-      sleep_ms(delay);
-      delay = delay * 2 > 4000 ? 4000 : delay * 2;
-      if (cl_conn_reset(c) == CL_EAUTH)
+      if (cl__reconnect_backoff(c, &delay) == CL_EAUTH)
         return CL_EAUTH;
       break;
     case CL__ACK_SETTLE:
@@ -485,7 +482,7 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
     }
   }
   ack_call_t k = {.item_id = item_id, .token = token, .result = result};
-  cl__ack_init(&k.st, CL__ACK_COMPLETE, RESEND_LIMIT);
+  cl__ack_init(&k.st, CL__ACK_COMPLETE, CL__RESEND_LIMIT);
   cl__ack_step_t end = CL__ACK_GIVE_UP;
   int last = 0;
   rc = ack_run(c, &k, &end, &last);
@@ -558,7 +555,7 @@ int cl_fail(cl_conn_t *c, const char *item_id, const char *token,
                   .error = err,
                   .retry = retry,
                   .retry_in = retry_in};
-  cl__ack_init(&k.st, CL__ACK_FAIL, RESEND_LIMIT);
+  cl__ack_init(&k.st, CL__ACK_FAIL, CL__RESEND_LIMIT);
   cl__ack_step_t end = CL__ACK_GIVE_UP;
   int last = 0;
   rc = ack_run(c, &k, &end, &last);
@@ -594,7 +591,7 @@ int cl_release(cl_conn_t *c, const char *item_id, const char *token) {
   if (rc != 0)
     return rc;
   ack_call_t k = {.item_id = item_id, .token = token};
-  cl__ack_init(&k.st, CL__ACK_RELEASE, RESEND_LIMIT);
+  cl__ack_init(&k.st, CL__ACK_RELEASE, CL__RESEND_LIMIT);
   cl__ack_step_t end = CL__ACK_GIVE_UP;
   int last = 0;
   rc = ack_run(c, &k, &end, &last);

@@ -36,6 +36,17 @@ int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count);
 /* Adds the reaped rows to info. */
 void cl__parse_reap(PGresult *r, cl_reap_info_t *info);
 
+/* Lost connections a blocking acknowledgement (of an item or of a
+ * delivery) resends after; with cl__reconnect_backoff()'s waits (100 ms
+ * doubling to 4 s) that is about 15 s in all. */
+#define CL__RESEND_LIMIT 8
+
+/* Waits *delay_ms (then doubles it, at most 4 s) and reconnects c, before
+ * a resend whose outcome is unknown.  Returns CL_EAUTH when the password
+ * or role is now refused (not worth resending), else 0: a failed
+ * reconnect shows on the resend itself. */
+int cl__reconnect_backoff(cl_conn_t *c, long *delay_ms);
+
 /* Fills d from row i of a DELIVERY_CLAIM result (strings malloc'd).
  * Returns 0, or CL_ENOMEM with d's strings freed and NULLed.  Shared by
  * cl_deliver_claim() and the sender on the loop. */

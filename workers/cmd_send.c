@@ -39,8 +39,6 @@
 #include "signature.h"
 #include "sink_pg.h"
 
-enum { EX_TEMPFAIL = 75 };
-
 enum { SUBS_MAX = 64 };
 
 typedef struct sendd sendd_t;
@@ -149,7 +147,6 @@ static void usage(FILE *out) {
 
 /* One delivery through the command. */
 typedef struct xsend {
-  sendd_t *d;
   cl_send_t *send;
   cl__exec_t *run; /* the command, until on_exec */
 } xsend_t;
@@ -164,6 +161,7 @@ static void stop_exec(cl_send_t *send, void *arg) {
 
 static void on_exec(void *arg, cl__exec_end_t end, int status,
                     const char *msg) {
+  (void)status;
   xsend_t *x = arg;
   cl_send_t *send = x->send;
   free(x);
@@ -171,13 +169,8 @@ static void on_exec(void *arg, cl__exec_end_t end, int status,
   case CL__EXEC_OK:
     cl_send_done(send, CL_SEND_OK, NULL, 0);
     break;
-  case CL__EXEC_EXITED:
-    /* 75 (EX_TEMPFAIL) and any other status: a failed attempt, on the
-     * schedule; the error says which. */
-    (void)status;
-    cl_send_done(send, CL_SEND_RETRY, msg, -1);
-    break;
-  case CL__EXEC_NOT_STARTED:
+  case CL__EXEC_EXITED:      /* 75 and any other status (msg says which) */
+  case CL__EXEC_NOT_STARTED: /* nothing ran */
     cl_send_done(send, CL_SEND_RETRY, msg, -1);
     break;
   default:
@@ -241,7 +234,6 @@ static void sink_exec(cl_send_t *send, void *arg) {
     const char *const vals[] = {cl_send_key(send), attempt,
                                 cl_send_subscriber(send),
                                 cl_send_item_id(send)};
-    x->d = d;
     x->send = send;
     ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals, 4,
                       d->timeout_s, on_exec, x, &x->run) == 0;

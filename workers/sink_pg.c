@@ -45,8 +45,8 @@ typedef struct job {
   char error[ERR_MAX];
 } job_t;
 
-static void cut_password(char *msg) {
-  /* libpq's messages do not carry the password; keep them on one line. */
+/* libpq's messages carry no password; they only need to be one line. */
+static void one_line(char *msg) {
   for (char *c = msg; *c; c++)
     if (*c == '\n' || *c == '\r')
       *c = ' ';
@@ -57,7 +57,7 @@ static PGconn *connect_target(const char *dsn, char *err, size_t n) {
   if (PQstatus(c) != CONNECTION_OK) {
     snprintf(err, n, "pg sink: cannot connect to the target: %s",
              PQerrorMessage(c));
-    cut_password(err);
+    one_line(err);
     PQfinish(c);
     return NULL;
   }
@@ -70,7 +70,7 @@ static int exec_ok(PGconn *c, const char *sql, char *err, size_t n) {
            PQresultStatus(r) == PGRES_TUPLES_OK;
   if (!ok) {
     snprintf(err, n, "%s", PQresultErrorMessage(r));
-    cut_password(err);
+    one_line(err);
   }
   PQclear(r);
   return ok;
@@ -137,7 +137,7 @@ int pgsink_open(pgsink_t **out, uv_loop_t *loop, const char *dsn,
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
       snprintf(err, errlen, "pg sink: the statement does not prepare: %s",
                PQresultErrorMessage(r));
-      cut_password(err);
+      one_line(err);
       rc = CL_EINVAL;
     }
     PQclear(r);
@@ -226,7 +226,7 @@ static void work(uv_work_t *w) {
   j->ok = ok;
   if (!ok) {
     snprintf(j->error, sizeof j->error, "pg sink: %s", why);
-    cut_password(j->error);
+    one_line(j->error);
   }
 }
 
