@@ -52,14 +52,19 @@ static int exec_resending(cl_conn_t *c, cl__stmt_id_t id,
 /* ------------------------------------------------------------------------ */
 /* Subscribers                                                               */
 
-int cl_subscriber_add(cl_conn_t *c, const char *name,
-                      const cl_subscriber_opts_t *o, long long *from_pos) {
-  cl_subscriber_opts_t none = {0};
-  if (o == NULL)
-    o = &none;
-  int rc = check_sub(c, name);
-  if (rc != 0)
-    return rc;
+/* The policy of o as the statements' parameters $2 (queues) to $9 of
+ * SUB_ADD, after checking each field (a bad one: CL_EINVAL, message on c,
+ * nothing sent).  p->queues is malloc'd (free it); from is checked only
+ * when check_from. */
+typedef struct sub_params {
+  char *queues;
+  const char *from, *in_doubt, *ordering;
+  char maxa[16], brk[16], conc[16], rate[48];
+} sub_params_t;
+
+static int sub_params(cl_conn_t *c, const cl_subscriber_opts_t *o,
+                      int check_from, sub_params_t *p) {
+  memset(p, 0, sizeof *p);
   char why[256];
   for (size_t i = 0; i < o->nqueues; i++) {
     if (cl_check_queue(o->queues[i] ? o->queues[i] : "", why, sizeof why)) {
@@ -67,22 +72,29 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
       return CL_EINVAL;
     }
   }
-  const char *from = o->from ? o->from : "now";
-  if (strcmp(from, "now") != 0 && strcmp(from, "beginning") != 0) {
+  p->from = o->from ? o->from : "now";
+  if (check_from && strcmp(p->from, "now") != 0 &&
+      strcmp(p->from, "beginning") != 0) {
     char *end = NULL;
-    long long v = strtoll(from, &end, 10);
-    if (end == from || *end != '\0' || v < 0) {
+    long long v = strtoll(p->from, &end, 10);
+    if (end == p->from || *end != '\0' || v < 0) {
       cl__set_error(c, NULL,
                     "--from \"%.40s\" is not now, beginning or a position "
                     "(a whole number >= 0)",
-                    from);
+                    p->from);
       return CL_EINVAL;
     }
   }
-  const char *in_doubt = o->in_doubt ? o->in_doubt : "retry";
-  if (strcmp(in_doubt, "retry") != 0 && strcmp(in_doubt, "hold") != 0) {
+  p->in_doubt = o->in_doubt ? o->in_doubt : "retry";
+  if (strcmp(p->in_doubt, "retry") != 0 && strcmp(p->in_doubt, "hold") != 0) {
     cl__set_error(c, NULL, "in-doubt policy \"%.40s\" is not retry or hold",
-                  in_doubt);
+                  p->in_doubt);
+    return CL_EINVAL;
+  }
+  p->ordering = o->ordering ? o->ordering : "none";
+  if (strcmp(p->ordering, "none") != 0 && strcmp(p->ordering, "fifo") != 0) {
+    cl__set_error(c, NULL, "ordering \"%.40s\" is not none or fifo",
+                  p->ordering);
     return CL_EINVAL;
   }
   if (o->max_attempts < 0 || o->max_attempts > 1000) {
@@ -90,19 +102,47 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
                   o->max_attempts);
     return CL_EINVAL;
   }
-  char *queues = o->nqueues ? cl__array_literal(o->queues, o->nqueues) : NULL;
-  if (o->nqueues && queues == NULL)
+  if (o->concurrency < 0 || o->concurrency > 100000) {
+    cl__set_error(c, NULL,
+                  "concurrency %d is out of range [0 (no limit), 100000]",
+                  o->concurrency);
+    return CL_EINVAL;
+  }
+  if (!(o->rate >= 0 && o->rate <= 1000000)) {
+    cl__set_error(c, NULL,
+                  "rate %g per second is out of range [0 (no limit), "
+                  "1000000]",
+                  o->rate);
+    return CL_EINVAL;
+  }
+  p->queues = o->nqueues ? cl__array_literal(o->queues, o->nqueues) : NULL;
+  if (o->nqueues && p->queues == NULL)
     return CL_ENOMEM;
-  char maxa[16], brk[16];
-  snprintf(maxa, sizeof maxa, "%d", o->max_attempts ? o->max_attempts : 10);
-  snprintf(brk, sizeof brk, "%d",
+  snprintf(p->maxa, sizeof p->maxa, "%d",
+           o->max_attempts ? o->max_attempts : 10);
+  snprintf(p->brk, sizeof p->brk, "%d",
            o->break_after == 0  ? 100
            : o->break_after < 0 ? 0
                                 : o->break_after);
-  const char *params[] = {name, queues, from, in_doubt, maxa, brk};
+  snprintf(p->conc, sizeof p->conc, "%d", o->concurrency);
+  cl__fmt_double(p->rate, sizeof p->rate, o->rate);
+  return 0;
+}
+
+int cl_subscriber_add(cl_conn_t *c, const char *name,
+                      const cl_subscriber_opts_t *o, long long *from_pos) {
+  cl_subscriber_opts_t none = {0};
+  if (o == NULL)
+    o = &none;
+  int rc = check_sub(c, name);
+  sub_params_t p;
+  if (rc != 0 || (rc = sub_params(c, o, 1, &p)) != 0)
+    return rc;
+  const char *params[] = {name,  p.queues, p.from, p.in_doubt, p.maxa,
+                          p.brk, p.conc,   p.rate, p.ordering};
   PGresult *r = NULL;
   rc = cl__exec(c, CL__STMT_SUB_ADD, params, &r);
-  free(queues);
+  free(p.queues);
   if (rc != 0)
     return rc;
   int created = PQntuples(r) > 0;
@@ -110,6 +150,40 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
     *from_pos = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
   PQclear(r);
   return created;
+}
+
+/* sql.c's SUB_SET tests these bits by value. */
+_Static_assert(CL_SUB_QUEUES == 1 && CL_SUB_IN_DOUBT == 2 &&
+                   CL_SUB_MAX_ATTEMPTS == 4 && CL_SUB_BREAK_AFTER == 8 &&
+                   CL_SUB_CONCURRENCY == 16 && CL_SUB_RATE == 32 &&
+                   CL_SUB_ORDERING == 64,
+               "the masks of SUB_SET in sql.c");
+
+int cl_subscriber_set(cl_conn_t *c, const char *name,
+                      const cl_subscriber_opts_t *o, unsigned fields) {
+  cl_subscriber_opts_t none = {0};
+  if (o == NULL)
+    o = &none;
+  int rc = check_sub(c, name);
+  sub_params_t p;
+  if (rc != 0 || (rc = sub_params(c, o, 0, &p)) != 0)
+    return rc;
+  char mask[16];
+  snprintf(mask, sizeof mask, "%u", fields & (unsigned)CL_SUB_ALL);
+  const char *params[] = {name,  mask,   p.queues, p.in_doubt, p.maxa,
+                          p.brk, p.conc, p.rate,   p.ordering};
+  PGresult *r = NULL;
+  rc = cl__exec(c, CL__STMT_SUB_SET, params, &r);
+  free(p.queues);
+  if (rc != 0)
+    return rc;
+  int found = PQntuples(r) > 0;
+  PQclear(r);
+  if (!found) {
+    cl__set_error(c, NULL, "no subscriber \"%s\"", name);
+    return CL_ENOTFOUND;
+  }
+  return 0;
 }
 
 int cl_subscriber_pause(cl_conn_t *c, const char *name, int paused,
@@ -171,6 +245,7 @@ void cl_subscribers_free(cl_subscriber_status_t *rows, size_t count) {
     free(rows[i].queues);
     free(rows[i].paused_why);
     free(rows[i].in_doubt);
+    free(rows[i].ordering);
   }
   free(rows);
 }
@@ -205,7 +280,12 @@ int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
     s->held = atol(PQgetvalue(r, i, 11));
     s->dead = atol(PQgetvalue(r, i, 12));
     s->lag = strtoll(PQgetvalue(r, i, 13), NULL, 10);
-    if (!s->name || !s->queues || !s->paused_why || !s->in_doubt) {
+    s->concurrency = atoi(PQgetvalue(r, i, 14));
+    s->rate = strtod(PQgetvalue(r, i, 15), NULL);
+    s->ordering = cl__strdup(PQgetvalue(r, i, 16));
+    s->oldest_age_s = strtod(PQgetvalue(r, i, 17), NULL);
+    if (!s->name || !s->queues || !s->paused_why || !s->in_doubt ||
+        !s->ordering) {
       cl_subscribers_free(out, (size_t)n);
       PQclear(r);
       return CL_ENOMEM;
@@ -231,6 +311,10 @@ void cl__delivery_clear(cl_delivery_t *d) {
   memset(d, 0, sizeof *d);
 }
 
+int cl__delivery_row_is_wait(const PGresult *res, int i) {
+  return PQgetisnull(res, i, 0);
+}
+
 int cl__parse_delivery(const PGresult *res, int i, cl_delivery_t *d) {
   d->item_id = cl__strdup(PQgetvalue(res, i, 0));
   d->queue = cl__strdup(PQgetvalue(res, i, 1));
@@ -241,6 +325,7 @@ int cl__parse_delivery(const PGresult *res, int i, cl_delivery_t *d) {
   d->result = cl__strdup(PQgetvalue(res, i, 6));
   d->payload = cl__strdup(PQgetvalue(res, i, 7));
   d->lease_until = cl__strdup(PQgetvalue(res, i, 8));
+  d->wait_s = strtod(PQgetvalue(res, i, 9), NULL);
   if (d->item_id && d->queue && d->token && d->idempotency_key && d->result &&
       d->payload && d->lease_until)
     return 0;
@@ -280,20 +365,25 @@ int cl_deliver_claim(cl_conn_t *c, const char *subscriber, const char *sender,
   rc = cl__exec(c, CL__STMT_DELIVERY_CLAIM, params, &r);
   if (rc != 0)
     return rc;
-  int got = PQntuples(r);
-  cl_delivery_t *d = got ? calloc((size_t)got, sizeof *d) : NULL;
-  if (got && d == NULL) {
+  int rows = PQntuples(r), got = 0;
+  cl_delivery_t *d = rows ? calloc((size_t)rows, sizeof *d) : NULL;
+  if (rows && d == NULL) {
     PQclear(r);
     return CL_ENOMEM;
   }
   int oom = 0;
-  for (int i = 0; i < got; i++)
-    oom |= cl__parse_delivery(r, i, &d[i]) != 0;
+  for (int i = 0; i < rows; i++) /* skips the rate limit's "come back" */
+    if (!cl__delivery_row_is_wait(r, i))
+      oom |= cl__parse_delivery(r, i, &d[got++]) != 0;
   PQclear(r);
   if (oom) {
     /* The leases run out and the deliveries come back: nothing is lost. */
     cl_deliveries_free(d, (size_t)got);
     return CL_ENOMEM;
+  }
+  if (got == 0) {
+    free(d);
+    d = NULL;
   }
   *out = d;
   return got;

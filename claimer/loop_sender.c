@@ -10,17 +10,27 @@
  * (send_move) along these arrows; any other move is a bug in this file
  * and asserts:
  *
- *   SINKING --report--> RECORDING --recorded--> DONE
- *      |  \                 | ^
- *      |   \                '-' resend (connection lost: same token, G9)
- *      |    '--in_doubt, drop--> DONE   (nothing recorded: the lease runs
- *      |                                 out, the in-doubt policy acts)
- *      '--lost--> LOST --report--> DONE (the heartbeat found the lease
- *                                        gone: the outcome is recorded
- *                                        anyway when it is 'sent' and the
- *                                        token still holds the row; the
- *                                        database decides, G3)
+ *   WAITING --due--> SINKING --report--> RECORDING --recorded--> DONE
+ *      |                |  \                 | ^
+ *      |                |   \                '-' resend (connection lost:
+ *      |                |    \                     same token, G9)
+ *      |                |     '--in_doubt, drop--> DONE (nothing recorded:
+ *      |                |                    the lease runs out, the
+ *      |                |                    in-doubt policy acts)
+ *      |                '--lost--> LOST --report--> DONE (the heartbeat
+ *      |                                 found the lease
+ *                                 gone: the outcome is recorded
+ *                                 anyway when it is 'sent' and the token
+ *                                 still holds the row; the database
+ *                                 decides, G3)
+ *      '--lost, release--> DONE (never handed to the sink: a lease lost
+ *                                while waiting is simply dropped; at a
+ *                                stop the waiting ones are given back,
+ *                                DELIVERY_RELEASE, due again at once)
  *
+ *   due       the delivery's rate slot has come (wait_s after the claim;
+ *             at once without a rate limit: the claim hands it straight
+ *             to SINKING);
  *   report    cl_send_done() with sent or a failed attempt;
  *   in_doubt  cl_send_done(CL_SEND_IN_DOUBT);
  *   drop      the record cannot be sent (the sender is closing);
@@ -32,6 +42,7 @@
  * the delivery).
  */
 #include <assert.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +56,16 @@
 #include "protocol.h"
 #include "text.h"
 
-typedef enum sstate { S_SINKING, S_LOST, S_RECORDING, S_DONE } sstate_t;
+typedef enum sstate {
+  S_WAITING,
+  S_SINKING,
+  S_LOST,
+  S_RECORDING,
+  S_DONE
+} sstate_t;
 typedef enum sevent {
+  E_DUE,
+  E_RELEASE,
   E_REPORT,
   E_IN_DOUBT,
   E_LOST,
@@ -60,6 +79,8 @@ struct cl_send {
   struct cl_send *prev, *next; /* all live deliveries */
   cl_delivery_t d;
   sstate_t state;
+  uint64_t due_ms; /* WAITING: the loop time of its rate slot */
+  int in_hb;       /* its token is in the heartbeat in flight */
   cl_send_outcome_t outcome;
   char *error;
   double retry_in;
@@ -76,18 +97,21 @@ struct cl_sender {
   char *dsn, *name, *subscriber;
   cl_send_t *live;
   int nlive; /* sinking or recording */
-  int claim_inflight, hb_inflight;
-  int last_claim_empty; /* with once: the last claim found nothing due */
+  int claim_inflight, hb_inflight, release_inflight;
+  uint64_t claim_not_before; /* the rate limit's "come back" (loop ms) */
+  int last_claim_empty;      /* with once: the last claim found nothing due */
   int started, stopping, closing;
   int fatal_rc;
   char fatal_why[512];
-  uv_timer_t poll_timer, hb_timer, drain_timer;
+  uv_timer_t poll_timer, hb_timer, drain_timer, pace_timer;
   int handles_open;
   cl_sender_stats_t st;
 };
 
 static void maybe_claim(cl_sender_t *s);
 static void maybe_finish(cl_sender_t *s);
+static void on_pace_timer(uv_timer_t *t);
+static void on_poll_timer(uv_timer_t *t);
 static void send_record(cl_send_t *d);
 
 /* ------------------------------------------------------------------------ */
@@ -96,6 +120,12 @@ static void send_record(cl_send_t *d);
 /* The state after ev in st, or -1 when there is no such arrow. */
 static int send_next(sstate_t st, sevent_t ev) {
   switch (st) {
+  case S_WAITING:
+    if (ev == E_DUE)
+      return S_SINKING;
+    if (ev == E_LOST || ev == E_RELEASE)
+      return S_DONE;
+    return -1;
   case S_SINKING:
     if (ev == E_REPORT)
       return S_RECORDING;
@@ -272,6 +302,48 @@ void cl_send_done(cl_send_t *d, cl_send_outcome_t outcome, const char *error,
 /* ------------------------------------------------------------------------ */
 /* Claims                                                                    */
 
+/* Hands each delivery of fresh[0..n) to the sink, each once: a sink that
+ * reports at once ends its own delivery only (records are answered later,
+ * from the loop), so the others stay valid. */
+static void sink_all(cl_sender_t *s, cl_send_t **fresh, int n) {
+  for (int i = 0; i < n; i++)
+    s->o.sink(fresh[i], s->o.sink_arg);
+}
+
+/* Arms the pace timer for the first waiting delivery, if any. */
+static void pace_arm(cl_sender_t *s) {
+  uint64_t first = UINT64_MAX, now = uv_now(s->loop);
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    if (d->state == S_WAITING && d->due_ms < first)
+      first = d->due_ms;
+  if (first == UINT64_MAX)
+    uv_timer_stop(&s->pace_timer);
+  else
+    uv_timer_start(&s->pace_timer, on_pace_timer, first > now ? first - now : 0,
+                   0);
+}
+
+/* The rate slots that have come: those deliveries go to the sink. */
+static void on_pace_timer(uv_timer_t *t) {
+  cl_sender_t *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  int n = 0;
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    n += d->state == S_WAITING && d->due_ms <= now;
+  cl_send_t **due = n ? calloc((size_t)n, sizeof *due) : NULL;
+  int ndue = 0;
+  for (cl_send_t *d = s->live; d != NULL && due != NULL; d = d->next)
+    if (d->state == S_WAITING && d->due_ms <= now) {
+      send_move(d, E_DUE);
+      due[ndue++] = d;
+    }
+  pace_arm(s);
+  sink_all(s, due, ndue);
+  free(due);
+  if (n > 0 && due == NULL) /* out of memory: try again shortly */
+    uv_timer_start(&s->pace_timer, on_pace_timer, 10, 0);
+}
+
 static void on_claimed(void *arg, int rc, PGresult *res) {
   cl_sender_t *s = arg;
   s->claim_inflight = 0;
@@ -285,8 +357,14 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
   int n = PQntuples(res);
   s->last_claim_empty = n == 0;
   cl_send_t **fresh = n ? calloc((size_t)n, sizeof *fresh) : NULL;
-  int nfresh = 0;
+  int nfresh = 0, nwait = 0;
+  double come_back = -1;
+  uint64_t now = uv_now(s->loop);
   for (int i = 0; i < n && (fresh != NULL); i++) {
+    if (cl__delivery_row_is_wait(res, i)) {
+      come_back = strtod(PQgetvalue(res, i, 9), NULL);
+      continue;
+    }
     cl_send_t *d = calloc(1, sizeof *d);
     if (d == NULL)
       break; /* its lease runs out; claimed again later */
@@ -295,23 +373,35 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
       free(d); /* nothing sent: its lease runs out */
       continue;
     }
-    d->state = S_SINKING;
     d->next = s->live;
     if (s->live)
       s->live->prev = d;
     s->live = d;
     s->nlive++;
     s->st.claimed++;
-    fresh[nfresh++] = d;
+    if (d->d.wait_s >= 0.001) {
+      d->state = S_WAITING;
+      d->due_ms = now + (uint64_t)(d->d.wait_s * 1000);
+      nwait++;
+    } else {
+      d->state = S_SINKING;
+      fresh[nfresh++] = d;
+    }
   }
   if (n > 0 && cl__event_on(&s->o.events, CL_LEVEL_DEBUG))
     cl__event(&s->o.events, CL_LEVEL_DEBUG, "claimed", "subscriber",
-              s->subscriber, "n", CL_EV_INT(n), NULL);
-  /* Hand them to the sink only now, each once: a sink that reports at
-   * once ends its own delivery only (records are answered later, from the
-   * loop), so the others stay valid. */
-  for (int i = 0; i < nfresh; i++)
-    s->o.sink(fresh[i], s->o.sink_arg);
+              s->subscriber, "n", CL_EV_INT(n - (come_back >= 0)), "waiting",
+              CL_EV_INT(nwait), NULL);
+  if (nwait > 0)
+    pace_arm(s);
+  if (come_back >= 0) {
+    /* The rate cut this claim short: the next one when a slot can be
+     * had, not before (and not at the idle poll's pace either). */
+    uint64_t ms = (uint64_t)(come_back * 1000) + 1;
+    s->claim_not_before = now + ms;
+    uv_timer_start(&s->poll_timer, on_poll_timer, ms, 0);
+  }
+  sink_all(s, fresh, nfresh);
   free(fresh);
   if (n > 0)
     maybe_claim(s);
@@ -321,7 +411,7 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
 
 static void maybe_claim(cl_sender_t *s) {
   if (s->stopping || s->closing || s->claim_inflight ||
-      !cl__loop_conn_is_up(s->a))
+      !cl__loop_conn_is_up(s->a) || uv_now(s->loop) < s->claim_not_before)
     return;
   int room = s->o.concurrency - s->nlive;
   if (room <= 0)
@@ -347,10 +437,18 @@ static void on_poll_timer(uv_timer_t *t) {
 static void on_heartbeat(void *arg, int rc, PGresult *res) {
   cl_sender_t *s = arg;
   s->hb_inflight = 0;
-  if (rc != 0)
+  if (rc != 0) {
+    for (cl_send_t *d = s->live; d != NULL; d = d->next)
+      d->in_hb = 0;
     return; /* the next tick tries again */
-  for (cl_send_t *d = s->live; d != NULL; d = d->next) {
-    if (d->state != S_SINKING)
+  }
+  /* Only the deliveries whose tokens the heartbeat carried: one claimed
+   * while it was in flight is not in its answer, and is not lost. */
+  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+    next = d->next;
+    int asked = d->in_hb;
+    d->in_hb = 0;
+    if (!asked || (d->state != S_SINKING && d->state != S_WAITING))
       continue;
     int held = 0;
     for (int i = 0; i < PQntuples(res) && !held; i++)
@@ -358,7 +456,10 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     if (!held) {
       cl__event(&s->o.events, CL_LEVEL_WARNING, "lease_lost", "item",
                 d->d.item_id, "token", d->d.token, NULL);
+      int waiting = d->state == S_WAITING;
       send_move(d, E_LOST);
+      if (waiting) /* never handed to the sink: nothing to record */
+        send_end(d);
     }
   }
 }
@@ -369,7 +470,7 @@ static void on_hb_timer(uv_timer_t *t) {
     return;
   size_t n = 0;
   for (cl_send_t *d = s->live; d != NULL; d = d->next)
-    n += d->state == S_SINKING;
+    n += d->state == S_SINKING || d->state == S_WAITING;
   if (n == 0)
     return;
   const char **tokens = calloc(n, sizeof *tokens);
@@ -377,8 +478,10 @@ static void on_hb_timer(uv_timer_t *t) {
     return;
   size_t i = 0;
   for (cl_send_t *d = s->live; d != NULL; d = d->next)
-    if (d->state == S_SINKING)
+    if (d->state == S_SINKING || d->state == S_WAITING) {
       tokens[i++] = d->d.token;
+      d->in_hb = 1;
+    }
   char *lit = cl__array_literal(tokens, n);
   free(tokens);
   if (lit == NULL)
@@ -389,6 +492,9 @@ static void on_hb_timer(uv_timer_t *t) {
   if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_HEARTBEAT, p, on_heartbeat,
                          s) == 0)
     s->hb_inflight = 1;
+  else
+    for (cl_send_t *d = s->live; d != NULL; d = d->next)
+      d->in_hb = 0;
   free(lit);
 }
 
@@ -457,6 +563,7 @@ static void close_all(cl_sender_t *s) {
   uv_close((uv_handle_t *)&s->poll_timer, on_handle_closed);
   uv_close((uv_handle_t *)&s->hb_timer, on_handle_closed);
   uv_close((uv_handle_t *)&s->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&s->pace_timer, on_handle_closed);
   cl__loop_conn_close(s->a, on_conn_closed, s);
 }
 
@@ -472,7 +579,7 @@ static void maybe_finish(cl_sender_t *s) {
   if (s->o.once && !s->stopping && s->last_claim_empty && s->nlive == 0 &&
       !s->claim_inflight)
     begin_stop(s);
-  if (!s->stopping || s->nlive > 0 || s->claim_inflight)
+  if (!s->stopping || s->nlive > 0 || s->claim_inflight || s->release_inflight)
     return;
   close_all(s);
 }
@@ -487,12 +594,58 @@ static void on_drain_timer(uv_timer_t *t) {
   ask_sinks_to_stop(s);
 }
 
+static void on_released(void *arg, int rc, PGresult *res) {
+  cl_sender_t *s = arg;
+  s->release_inflight = 0;
+  cl__event(&s->o.events, rc == 0 ? CL_LEVEL_INFO : CL_LEVEL_WARNING,
+            "deliveries_released", "subscriber", s->subscriber, "n",
+            CL_EV_INT(rc == 0 ? PQntuples(res) : 0), "error",
+            rc == 0 ? "" : "left to their leases", NULL);
+  maybe_finish(s);
+}
+
+/* At a stop, the deliveries still waiting for their rate slot were never
+ * handed to the sink: they are given back, due again at once (when the
+ * statement cannot be sent, their leases run out instead). */
+static void release_waiting(cl_sender_t *s) {
+  size_t n = 0;
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    n += d->state == S_WAITING;
+  if (n == 0)
+    return;
+  const char **tokens = calloc(n, sizeof *tokens);
+  char *lit = NULL;
+  if (tokens != NULL) {
+    size_t i = 0;
+    for (cl_send_t *d = s->live; d != NULL; d = d->next)
+      if (d->state == S_WAITING)
+        tokens[i++] = d->d.token;
+    lit = cl__array_literal(tokens, n);
+    free(tokens);
+  }
+  const char *p[] = {s->name, lit};
+  if (lit != NULL && s->fatal_rc == 0 &&
+      cl__loop_conn_send(s->a, CL__STMT_DELIVERY_RELEASE, p, on_released, s) ==
+          0)
+    s->release_inflight = 1;
+  free(lit);
+  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+    next = d->next;
+    if (d->state == S_WAITING) {
+      send_move(d, E_RELEASE);
+      send_free(d);
+    }
+  }
+  uv_timer_stop(&s->pace_timer);
+}
+
 static void begin_stop(cl_sender_t *s) {
   if (s->stopping)
     return;
   s->stopping = 1;
   uv_timer_stop(&s->poll_timer);
   uv_timer_stop(&s->hb_timer);
+  release_waiting(s);
   if (s->fatal_rc != 0) {
     /* The connection is gone for good: nothing can be recorded, so the
      * sinks are asked to stop now (their reports are dropped). */
@@ -606,8 +759,10 @@ int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
   uv_timer_init(loop, &s->poll_timer);
   uv_timer_init(loop, &s->hb_timer);
   uv_timer_init(loop, &s->drain_timer);
+  uv_timer_init(loop, &s->pace_timer);
   s->poll_timer.data = s->hb_timer.data = s->drain_timer.data = s;
-  s->handles_open = 4; /* three timers and the connection */
+  s->pace_timer.data = s;
+  s->handles_open = 5; /* four timers and the connection */
   *out = s;
   return 0;
 }

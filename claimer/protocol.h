@@ -51,6 +51,10 @@ int cl__reconnect_backoff(cl_conn_t *c, long *delay_ms);
  * Returns 0, or CL_ENOMEM with d's strings freed and NULLed.  Shared by
  * cl_deliver_claim() and the sender on the loop. */
 int cl__parse_delivery(const PGresult *res, int i, cl_delivery_t *d);
+/* 1 when row i is not a delivery but the rate limit's "claim again in
+ * wait_s seconds" (column 9), which the claim adds when the subscriber's
+ * rate is what cut it short. */
+int cl__delivery_row_is_wait(const PGresult *res, int i);
 /* Frees d's strings (not d). */
 void cl__delivery_clear(cl_delivery_t *d);
 

@@ -567,21 +567,40 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   /* Senders (005).  The functions carry the logic; see the migration. */
   [CL__STMT_SUB_ADD] = {"claimer_sub_add", CL__STMT_NPARAMS_SUB_ADD,
     "INSERT INTO claimer.subscribers (subscriber, queues, from_pos,"
-    "                                 in_doubt, max_attempts, break_after)"
+    "                                 in_doubt, max_attempts, break_after,"
+    "                                 concurrency, rate_limit, ordering)"
     "VALUES ($1, $2::text[], CASE $3"
     "          WHEN 'beginning' THEN 0"
     "          WHEN 'now' THEN coalesce((SELECT max(pos) FROM"
     "                                    claimer.results), 0) + 1"
     "          ELSE $3::bigint END,"
-    "        $4, $5::int, $6::int)"
+    "        $4, $5::int, $6::int, $7::int, $8::float8, $9)"
     "ON CONFLICT (subscriber) DO NOTHING"
     " RETURNING from_pos"},
   [CL__STMT_SUB_LIST] = {"claimer_sub_list", CL__STMT_NPARAMS_SUB_LIST,
     "SELECT subscriber, coalesce(array_to_string(queues, ','), ''),"
     "       paused, coalesce(paused_why, ''), in_doubt, from_pos,"
     "       cursor_pos, pending, in_flight, retry, sent, held, dead,"
-    "       lag_positions"
+    "       lag_positions, concurrency, rate_limit, ordering,"
+    "       coalesce(oldest_age_s, -1)"
     "  FROM claimer.subscriber_status ORDER BY subscriber"},
+  /* $2: a mask of the fields to write (CL_SUB_* of claimer.h), the rest
+   * the values, as SUB_ADD takes them. */
+  [CL__STMT_SUB_SET] = {"claimer_sub_set", CL__STMT_NPARAMS_SUB_SET,
+    "UPDATE claimer.subscribers SET"
+    "  queues = CASE WHEN $2::int & 1 <> 0 THEN $3::text[] ELSE queues END,"
+    "  in_doubt = CASE WHEN $2::int & 2 <> 0 THEN $4 ELSE in_doubt END,"
+    "  max_attempts = CASE WHEN $2::int & 4 <> 0 THEN $5::int"
+    "                 ELSE max_attempts END,"
+    "  break_after = CASE WHEN $2::int & 8 <> 0 THEN $6::int"
+    "                ELSE break_after END,"
+    "  concurrency = CASE WHEN $2::int & 16 <> 0 THEN $7::int"
+    "                ELSE concurrency END,"
+    "  rate_limit = CASE WHEN $2::int & 32 <> 0 THEN $8::float8"
+    "               ELSE rate_limit END,"
+    "  ordering = CASE WHEN $2::int & 64 <> 0 THEN $9 ELSE ordering END,"
+    "  updated_at = now()"
+    " WHERE subscriber = $1 RETURNING subscriber"},
   [CL__STMT_SUB_PAUSE] = {"claimer_sub_pause", CL__STMT_NPARAMS_SUB_PAUSE,
     "UPDATE claimer.subscribers SET paused = $2::bool,"
     "       paused_why = CASE WHEN $2::bool THEN nullif($3, '') END,"
@@ -611,8 +630,11 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       (SELECT count(*) FROM del)::int"},
   [CL__STMT_DELIVERY_CLAIM] = {"claimer_delivery_claim", CL__STMT_NPARAMS_DELIVERY_CLAIM,
     "SELECT item_id, queue, token, attempt, idempotency_key, pos, result,"
-    "       payload, lease_until"
+    "       payload, lease_until, wait_s"
     "  FROM claimer.delivery_claim($1, $2::int, $3::float8, $4)"},
+  /* Deliveries never handed to a sink, given back (007). */
+  [CL__STMT_DELIVERY_RELEASE] = {"claimer_delivery_release", CL__STMT_NPARAMS_DELIVERY_RELEASE,
+    "SELECT token FROM claimer.delivery_release($1, $2::text[])"},
   [CL__STMT_DELIVERY_SENT] = {"claimer_delivery_sent", CL__STMT_NPARAMS_DELIVERY_SENT,
     "SELECT state, did FROM claimer.delivery_sent($1, $2, $3)"},
   /* $5: seconds until due again; < 0 the schedule; NULL dead now. */

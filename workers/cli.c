@@ -76,6 +76,19 @@ int cli_parse_double(const char *text, const char *name, double min, double max,
   return 0;
 }
 
+void cli_format_age(char *out, size_t n, double s) {
+  if (s < 0)
+    snprintf(out, n, "-");
+  else if (s < 120)
+    snprintf(out, n, "%.0fs", s);
+  else if (s < 7200)
+    snprintf(out, n, "%.0fm", s / 60);
+  else if (s < 172800)
+    snprintf(out, n, "%.0fh", s / 3600);
+  else
+    snprintf(out, n, "%.0fd", s / 86400);
+}
+
 int cli_parse_int(const char *text, const char *name, long min, long max,
                   int *out) {
   char *end = NULL;

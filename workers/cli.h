@@ -33,6 +33,9 @@ int cli_bad_option(char *const argv[], int optopt_value);
  * On failure they print "claimer CMD: --name: ..." and return -1. */
 int cli_parse_double(const char *text, const char *name, double min, double max,
                      double *out);
+/* An age in seconds as a person reads it: "-" (s < 0: none), 45s, 12m,
+ * 5h, 3d. */
+void cli_format_age(char *out, size_t n, double s);
 int cli_parse_int(const char *text, const char *name, long min, long max,
                   int *out);
 /* Checks a JSON argument; prints the problem and returns -1 if bad. */

@@ -1055,13 +1055,17 @@ int cmd_status(int argc, char **argv) {
   size_t nsubs = 0;
   if (ex == EXIT_OK && !json && cl_subscriber_list(c, &subs, &nsubs) == 0 &&
       nsubs > 0) {
-    printf("\n%-24s %-7s %9s %9s %9s %9s %9s %9s %9s\n", "SUBSCRIBER", "STATE",
-           "PENDING", "SENDING", "RETRY", "SENT", "HELD", "DEAD", "LAG");
-    for (size_t i = 0; i < nsubs; i++)
-      printf("%-24s %-7s %9ld %9ld %9ld %9ld %9ld %9ld %9lld\n", subs[i].name,
-             subs[i].paused ? "paused" : "active", subs[i].pending,
-             subs[i].in_flight, subs[i].retry, subs[i].sent, subs[i].held,
-             subs[i].dead, subs[i].lag);
+    printf("\n%-24s %-7s %9s %9s %9s %9s %9s %9s %9s %7s\n", "SUBSCRIBER",
+           "STATE", "PENDING", "SENDING", "RETRY", "SENT", "HELD", "DEAD",
+           "LAG", "OLDEST");
+    for (size_t i = 0; i < nsubs; i++) {
+      char age[16];
+      cli_format_age(age, sizeof age, subs[i].oldest_age_s);
+      printf("%-24s %-7s %9ld %9ld %9ld %9ld %9ld %9ld %9lld %7s\n",
+             subs[i].name, subs[i].paused ? "paused" : "active",
+             subs[i].pending, subs[i].in_flight, subs[i].retry, subs[i].sent,
+             subs[i].held, subs[i].dead, subs[i].lag, age);
+    }
   }
   cl_subscribers_free(subs, nsubs);
   cl_status_free(rows, n);

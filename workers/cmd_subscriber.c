@@ -16,7 +16,10 @@ static void usage(FILE *out) {
       "[--from now|beginning|POS]\n"
       "                              [--in-doubt retry|hold] "
       "[--max-attempts N]\n"
-      "                              [--break-after N]\n"
+      "                              [--break-after N] [--concurrency N] "
+      "[--rate R]\n"
+      "                              [--ordering none|fifo]\n"
+      "       claimer subscriber set NAME [the options of add but --from]\n"
       "       claimer subscriber list [--json]\n"
       "       claimer subscriber pause NAME [--reason TEXT]\n"
       "       claimer subscriber resume NAME\n"
@@ -42,6 +45,18 @@ static void usage(FILE *out) {
       "           (default 100; 0 never): that many failed attempts in a "
       "row pause\n"
       "           the subscriber (a subscriber_failing alert) until resume.\n"
+      "           Flow control, shared by all of its senders through the "
+      "database:\n"
+      "           --concurrency N deliveries leased at once (default 0: no "
+      "limit);\n"
+      "           --rate R deliveries started per second (default 0: no "
+      "limit);\n"
+      "           --ordering fifo: one at a time, by position, each "
+      "position once\n"
+      "           final; a failed or held one holds back the rest until "
+      "sent or dead.\n"
+      "  set      changes the options given, keeps the others (and the "
+      "cursor)\n"
       "  list     per subscriber: pending, in flight, retry, sent, held, "
       "dead, lag\n"
       "  pause    its senders send nothing until resume; nothing is lost\n"
@@ -74,9 +89,9 @@ static int sub_list(const char *dsn, int json) {
     return ex;
   }
   if (!json && n > 0)
-    printf("%-20s %-7s %-16s %8s %8s %7s %9s %6s %6s %8s\n", "SUBSCRIBER",
-           "STATE", "QUEUES", "PENDING", "SENDING", "RETRY", "SENT", "HELD",
-           "DEAD", "LAG");
+    printf("%-20s %-7s %-16s %8s %8s %7s %9s %6s %6s %8s %7s %s\n",
+           "SUBSCRIBER", "STATE", "QUEUES", "PENDING", "SENDING", "RETRY",
+           "SENT", "HELD", "DEAD", "LAG", "OLDEST", "FLOW");
   for (size_t i = 0; i < n; i++) {
     cl_subscriber_status_t *s = &rows[i];
     if (json) {
@@ -90,14 +105,33 @@ static int sub_list(const char *dsn, int json) {
       cli_put_json_string(stdout, s->in_doubt);
       printf(",\"from_pos\":%lld,\"cursor_pos\":%lld,\"pending\":%ld,"
              "\"in_flight\":%ld,\"retry\":%ld,\"sent\":%ld,\"held\":%ld,"
-             "\"dead\":%ld,\"lag\":%lld}\n",
+             "\"dead\":%ld,\"lag\":%lld,\"concurrency\":%d,\"rate\":%g,"
+             "\"ordering\":\"%s\",\"oldest_age_s\":",
              s->from_pos, s->cursor_pos, s->pending, s->in_flight, s->retry,
-             s->sent, s->held, s->dead, s->lag);
+             s->sent, s->held, s->dead, s->lag, s->concurrency, s->rate,
+             strcmp(s->ordering, "fifo") == 0 ? "fifo" : "none");
+      if (s->oldest_age_s < 0)
+        printf("null}\n");
+      else
+        printf("%.3f}\n", s->oldest_age_s);
     } else {
-      printf("%-20s %-7s %-16s %8ld %8ld %7ld %9ld %6ld %6ld %8lld\n", s->name,
-             s->paused ? "paused" : "active", *s->queues ? s->queues : "(all)",
-             s->pending, s->in_flight, s->retry, s->sent, s->held, s->dead,
-             s->lag);
+      char age[16], flow[96] = "";
+      cli_format_age(age, sizeof age, s->oldest_age_s);
+      size_t used = 0;
+      if (strcmp(s->ordering, "fifo") == 0)
+        used += (size_t)snprintf(flow + used, sizeof flow - used, "fifo ");
+      if (s->concurrency > 0 && used < sizeof flow)
+        used += (size_t)snprintf(flow + used, sizeof flow - used,
+                                 "concurrency=%d ", s->concurrency);
+      if (s->rate > 0 && used < sizeof flow)
+        used += (size_t)snprintf(flow + used, sizeof flow - used, "rate=%g/s ",
+                                 s->rate);
+      if (used == 0)
+        snprintf(flow, sizeof flow, "-");
+      printf("%-20s %-7s %-16s %8ld %8ld %7ld %9ld %6ld %6ld %8lld %7s %s\n",
+             s->name, s->paused ? "paused" : "active",
+             *s->queues ? s->queues : "(all)", s->pending, s->in_flight,
+             s->retry, s->sent, s->held, s->dead, s->lag, age, flow);
     }
   }
   if (!json)
@@ -108,8 +142,8 @@ static int sub_list(const char *dsn, int json) {
 }
 
 static int sub_change(const char *sub, const char *dsn, const char *name,
-                      const cl_subscriber_opts_t *o, const char *reason,
-                      int force) {
+                      const cl_subscriber_opts_t *o, unsigned fields,
+                      const char *reason, int force) {
   cl_conn_t *c = NULL;
   int ex = cli_connect(dsn, &c);
   if (ex != EXIT_OK)
@@ -123,6 +157,11 @@ static int sub_change(const char *sub, const char *dsn, const char *name,
       printf("added subscriber %s: results from position %lld\n", name, from);
     else if (rc == 0)
       printf("subscriber %s exists: left as it is\n", name);
+  } else if (strcmp(sub, "set") == 0) {
+    rc = cl_subscriber_set(c, name, o, fields);
+    if (rc == 0)
+      printf("subscriber %s: %s\n", name,
+             fields ? "policy changed" : "nothing to change");
   } else if (strcmp(sub, "remove") == 0) {
     rc = cl_subscriber_remove(c, name, force, &open);
     if (rc == 0)
@@ -157,16 +196,18 @@ int cmd_subscriber(int argc, char **argv) {
     usage(stdout);
     return EXIT_OK;
   }
-  static const char *const subs[] = {"add",    "list",   "pause",
+  static const char *const subs[] = {"add",    "set",    "list", "pause",
                                      "resume", "remove", NULL};
   int known = 0;
   for (int i = 0; subs[i]; i++)
     known |= strcmp(sub, subs[i]) == 0;
   if (!known)
-    return cli_usage_error("unknown subcommand \"%s\" (add, list, pause, "
-                           "resume or remove)",
+    return cli_usage_error("unknown subcommand \"%s\" (add, set, list, "
+                           "pause, resume or remove)",
                            sub);
   int is_list = strcmp(sub, "list") == 0, is_add = strcmp(sub, "add") == 0;
+  /* add and set take the policy */
+  int is_policy = is_add || strcmp(sub, "set") == 0;
   static const struct option opts[] = {
       CLI_DSN_OPTIONS,
       {"help", no_argument, NULL, 'h'},
@@ -175,6 +216,9 @@ int cmd_subscriber(int argc, char **argv) {
       {"in-doubt", required_argument, NULL, 'd'},
       {"max-attempts", required_argument, NULL, 'm'},
       {"break-after", required_argument, NULL, 'b'},
+      {"concurrency", required_argument, NULL, 'c'},
+      {"rate", required_argument, NULL, 'R'},
+      {"ordering", required_argument, NULL, 'o'},
       {"reason", required_argument, NULL, 'r'},
       {"force", no_argument, NULL, 'F'},
       {"json", no_argument, NULL, 'j'},
@@ -184,6 +228,7 @@ int cmd_subscriber(int argc, char **argv) {
   const char **queues = calloc((size_t)argc, sizeof *queues);
   cl_subscriber_opts_t o = {0};
   int force = 0, json = 0, ch, ex = EXIT_OK;
+  unsigned fields = 0;     /* set: the policy options given */
   const char *only = NULL; /* an option this subcommand does not take */
   if (queues == NULL)
     return EXIT_ERROR;
@@ -203,7 +248,8 @@ int cmd_subscriber(int argc, char **argv) {
       if (cl_check_queue(optarg, why, sizeof why) != 0)
         ex = cli_usage_error("--queue: %s", why);
       queues[o.nqueues++] = optarg;
-      only = is_add ? only : "--queue";
+      fields |= CL_SUB_QUEUES;
+      only = is_policy ? only : "--queue";
       break;
     case 'f':
       o.from = optarg;
@@ -211,19 +257,41 @@ int cmd_subscriber(int argc, char **argv) {
       break;
     case 'd':
       o.in_doubt = optarg;
-      only = is_add ? only : "--in-doubt";
+      fields |= CL_SUB_IN_DOUBT;
+      only = is_policy ? only : "--in-doubt";
       break;
     case 'm':
       if (cli_parse_int(optarg, "--max-attempts", 1, 1000, &o.max_attempts))
         ex = EXIT_USAGE;
-      only = is_add ? only : "--max-attempts";
+      fields |= CL_SUB_MAX_ATTEMPTS;
+      only = is_policy ? only : "--max-attempts";
       break;
     case 'b':
       if (cli_parse_int(optarg, "--break-after", 0, 1000000, &o.break_after))
         ex = EXIT_USAGE;
       if (o.break_after == 0)
         o.break_after = -1; /* 0 on the command line: never */
-      only = is_add ? only : "--break-after";
+      fields |= CL_SUB_BREAK_AFTER;
+      only = is_policy ? only : "--break-after";
+      break;
+    case 'c':
+      if (cli_parse_int(optarg, "--concurrency", 0, 100000, &o.concurrency))
+        ex = EXIT_USAGE;
+      fields |= CL_SUB_CONCURRENCY;
+      only = is_policy ? only : "--concurrency";
+      break;
+    case 'R':
+      if (cli_parse_double(optarg, "--rate", 0, 1000000, &o.rate))
+        ex = EXIT_USAGE;
+      fields |= CL_SUB_RATE;
+      only = is_policy ? only : "--rate";
+      break;
+    case 'o':
+      if (strcmp(optarg, "none") != 0 && strcmp(optarg, "fifo") != 0)
+        ex = cli_usage_error("--ordering \"%s\" is not none or fifo", optarg);
+      o.ordering = optarg;
+      fields |= CL_SUB_ORDERING;
+      only = is_policy ? only : "--ordering";
       break;
     case 'r':
       reason = optarg;
@@ -259,7 +327,7 @@ int cmd_subscriber(int argc, char **argv) {
     ex = cli_usage_error("unexpected argument \"%s\"", argv[optind]);
   if (ex == EXIT_OK)
     ex = is_list ? sub_list(dsn, json)
-                 : sub_change(sub, dsn, name, &o, reason, force);
+                 : sub_change(sub, dsn, name, &o, fields, reason, force);
   free(queues);
   return ex;
 }

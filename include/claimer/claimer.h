@@ -475,7 +475,28 @@ typedef struct cl_subscriber_opts {
                            (any delivery; one sent resets) that pause the
                            subscriber with a subscriber_failing alert
                            (0: 100; < 0: never) */
+  /* Flow control, shared by every sender of the subscriber through the
+   * database (not per process): */
+  int concurrency;      /* deliveries leased at once (0: no limit) */
+  double rate;          /* deliveries started per second (0: no limit) */
+  const char *ordering; /* "none" (default) or "fifo": one delivery at a
+                           time, by position, each position delivered only
+                           once final (no earlier one can still commit); a
+                           failed or held delivery holds back the rest
+                           until it is sent or dead */
 } cl_subscriber_opts_t;
+
+/* Which policy fields cl_subscriber_set() writes. */
+enum {
+  CL_SUB_QUEUES = 1 << 0,
+  CL_SUB_IN_DOUBT = 1 << 1,
+  CL_SUB_MAX_ATTEMPTS = 1 << 2,
+  CL_SUB_BREAK_AFTER = 1 << 3,
+  CL_SUB_CONCURRENCY = 1 << 4,
+  CL_SUB_RATE = 1 << 5,
+  CL_SUB_ORDERING = 1 << 6,
+  CL_SUB_ALL = (1 << 7) - 1
+};
 
 /* Adds subscriber name.  Returns 1 when created (its first position in
  * *from_pos, may be NULL), 0 when it existed already (nothing changed),
@@ -483,6 +504,14 @@ typedef struct cl_subscriber_opts {
 CL_EXTERN int cl_subscriber_add(cl_conn_t *c, const char *name,
                                 const cl_subscriber_opts_t *o,
                                 long long *from_pos);
+/* Changes the policy of subscriber name: the fields of o named in the
+ * mask fields (CL_SUB_*), each as cl_subscriber_add() reads it (0 or NULL:
+ * the default); the others, its cursor and its deliveries stay.  Returns
+ * 0, CL_ENOTFOUND, or CL_EINVAL for a bad option (message on c; nothing
+ * changed).  Declaring subscribers (a config file) is cl_subscriber_add()
+ * and, when it existed, cl_subscriber_set(..., CL_SUB_ALL). */
+CL_EXTERN int cl_subscriber_set(cl_conn_t *c, const char *name,
+                                const cl_subscriber_opts_t *o, unsigned fields);
 /* Pauses (paused 1, why may be NULL) or resumes (0) a subscriber: a
  * paused one is given nothing to send; nothing is lost.  Returns 0 or
  * CL_ENOTFOUND. */
@@ -502,7 +531,12 @@ typedef struct cl_subscriber_status {
   char *in_doubt;
   long long from_pos, cursor_pos;
   long pending, in_flight, retry, sent, held, dead;
-  long long lag; /* positions between the newest result and the cursor */
+  long long lag;       /* positions between the newest result and the cursor */
+  int concurrency;     /* 0: no limit */
+  double rate;         /* per second; 0: no limit */
+  char *ordering;      /* "none" or "fifo" */
+  double oldest_age_s; /* the oldest result owed and not yet sent (not
+                          dead): seconds since it was written; -1 none */
 } cl_subscriber_status_t;
 
 /* Every subscriber, by name (free with cl_subscribers_free). */
@@ -520,6 +554,9 @@ typedef struct cl_delivery {
   char *lease_until;     /* RFC 3339, database clock */
   int attempt;           /* 1 on the first send */
   long long pos;         /* the result's position */
+  double wait_s;         /* the subscriber's rate limit: call the sink this
+                            many seconds after the claim, not before (0
+                            without a limit) */
 } cl_delivery_t;
 
 /* Claims up to n deliveries of subscriber for sender (a name, as a worker
