@@ -658,6 +658,64 @@ static void test_batch_enqueue_cut_before_send(void **state) {
   free(b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A sender's record                                                         */
+
+/* `claimer send` through the proxy, which cuts the connection that
+ * carries the record of one delivery (the first bytes holding its item
+ * id: the claim names none).  Cut after the record committed, or before it
+ * reached the server: either way the sender sends the record again with
+ * the same token (G9), the delivery is recorded sent once with one
+ * attempt, and the sink is not called again: the cut lost an answer, not
+ * a send. */
+static void sender_record_cut(fixture_t *f, const char *mode) {
+  require_own_server();
+  char id[64];
+  snprintf(id, sizeof id, "amb-send-%s", mode);
+  const char *ids[] = {"amb-send-x", id, "amb-send-y"};
+  for (int i = 0; i < 3; i++) {
+    cl_lease_t *l = enqueue_and_claim(f, ids[i], 0);
+    assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{}", NULL), 0);
+    cl_leases_free(l, 1);
+  }
+  cl_subscriber_opts_t o = {.from = "beginning"};
+  assert_int_equal(cl_subscriber_add(f->c, "sub", &o, NULL), 1);
+  start_proxy(f, id, mode, 1);
+  char effects[600], cmd[800];
+  snprintf(effects, sizeof effects, "%s/%s.effects", th_pg.dir, f->name);
+  snprintf(cmd, sizeof cmd, "echo \"$CLAIMER_ITEM_ID\" >> '%s'", effects);
+  const char *argv[] = {th_claimer_bin(), "send", "--subscriber", "sub",
+                        "--exec",         cmd,    "--once",       "--dsn",
+                        f->proxy_dsn,     NULL};
+  char *out = NULL;
+  int ex = th_run(argv, NULL, &out);
+  print_message("%s", out);
+  if (ex != 0)
+    fail_msg("claimer send exited %d: %s", ex, out);
+  assert_non_null(strstr(out, "sent 3,"));
+  free(out);
+  assert_int_equal(proxy_cuts(&f->proxy), 1);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.deliveries "
+                             "WHERE state = 'sent' AND attempts = 1"),
+                   3);
+  char *eff = th_read_file(effects);
+  print_message("sink calls:\n%s", eff);
+  assert_int_equal(th_count(eff, "\n"), 3);
+  char line[80];
+  snprintf(line, sizeof line, "%s\n", id);
+  assert_int_equal(th_count(eff, line), 1);
+  free(eff);
+  proxy_stop(&f->proxy);
+}
+
+static void test_sender_record_cut_after_commit(void **state) {
+  sender_record_cut(*state, "after");
+}
+
+static void test_sender_record_cut_before_send(void **state) {
+  sender_record_cut(*state, "before");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_complete_cut_after_commit, setup,
@@ -675,6 +733,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_after_commit,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch_enqueue_cut_before_send, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sender_record_cut_after_commit,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sender_record_cut_before_send, setup,
                                       teardown),
   };
   return cmocka_run_group_tests_name("ambiguous", tests, th_group_setup,
