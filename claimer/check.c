@@ -482,6 +482,73 @@ static bool json_parse(const char *s, size_t len, json_fault_t *f) {
 /* Returns 0 when s[0..len) is one JSON value that jsonb will take, CL_EJSON
  * (with the reason) when it is not, CL_EINVAL when s is NULL but len is not
  * 0, CL_ENOMEM when json-c could not allocate its parser. */
+/* ------------------------------------------------------------------------ */
+/* Times                                                                     */
+
+/* n digits at s, their value in *v. */
+static bool digits(const char *s, int n, int *v) {
+  *v = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+    *v = *v * 10 + (s[i] - '0');
+  }
+  return true;
+}
+
+/* RFC 3339's date-time (section 5.6), the form every time claimer prints
+ * takes: YYYY-MM-DDTHH:MM:SS, a fraction if any, then Z or +HH:MM/-HH:MM.
+ * A space may stand for the T (as the RFC allows and psql prints).  The
+ * fields are range-checked (a day past its month's end too, leap years
+ * included), so PostgreSQL is never the one to refuse it. */
+int cl_check_time(const char *t, char *err, size_t errlen) {
+  if (t == NULL || *t == '\0') {
+    cl__msg(err, errlen, "time is missing (RFC 3339: 2026-12-02T09:30:00Z)");
+    return CL_EINVAL;
+  }
+  char shown[CL__ESC_SIZE(ECHO_MAX)];
+  cl__escape(shown, sizeof shown, t, strlen(t), ECHO_MAX, CL__ESC_QUOTES);
+  int y, mo, d, h, mi, sec, oh = 0, om = 0;
+  const char *p = t;
+  bool ok = strlen(t) >= 20 && digits(p, 4, &y) && p[4] == '-' &&
+            digits(p + 5, 2, &mo) && p[7] == '-' && digits(p + 8, 2, &d) &&
+            (p[10] == 'T' || p[10] == 't' || p[10] == ' ') &&
+            digits(p + 11, 2, &h) && p[13] == ':' && digits(p + 14, 2, &mi) &&
+            p[16] == ':' && digits(p + 17, 2, &sec);
+  if (ok) {
+    p += 19;
+    if (*p == '.') {
+      const char *f = ++p;
+      while (*p >= '0' && *p <= '9')
+        p++;
+      ok = p > f;
+    }
+    if (ok && (*p == 'Z' || *p == 'z'))
+      ok = p[1] == '\0';
+    else if (ok && (*p == '+' || *p == '-'))
+      ok = digits(p + 1, 2, &oh) && p[3] == ':' && digits(p + 4, 2, &om) &&
+           p[6] == '\0';
+    else
+      ok = false;
+  }
+  if (!ok) {
+    cl__msg(err, errlen,
+            "time \"%s\" is not RFC 3339 (such as 2026-12-02T09:30:00Z or "
+            "2026-12-02 10:30:00+01:00)",
+            shown);
+    return CL_EINVAL;
+  }
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+      (mo == 2 && d == 29 && !leap) || h > 23 || mi > 59 || sec > 60 ||
+      oh > 23 || om > 59) {
+    cl__msg(err, errlen, "time \"%s\" has a field out of range", shown);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
 int cl_check_json(const char *s, size_t len, char *err, size_t errlen) {
   if (s == NULL && len > 0) {
     cl__msg(err, errlen, "JSON text is missing");

@@ -600,6 +600,11 @@ int cl_delivery_replay(cl_conn_t *c, const char *subscriber, long long from_pos,
     cl__set_error(c, NULL, "replay needs a position or a time to start from");
     return CL_EINVAL;
   }
+  char why[256];
+  if (since != NULL && cl_check_time(since, why, sizeof why) != 0) {
+    cl__set_error(c, NULL, "--since: %s", why);
+    return CL_EINVAL;
+  }
   char pb[32];
   snprintf(pb, sizeof pb, "%lld", from_pos);
   const char *params[] = {subscriber, from_pos >= 0 ? pb : NULL, since};

@@ -194,6 +194,8 @@ int cmd_deliveries(int argc, char **argv) {
     }
     case 't':
       since = optarg;
+      if (cl_check_time(since, why, sizeof why) != 0)
+        ex = cli_usage_error("--since: %s", why);
       break;
     case 'h':
       usage(stdout);

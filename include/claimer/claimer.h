@@ -146,6 +146,9 @@ CL_EXTERN const char *cl_level_name(cl_level_t level);
 CL_EXTERN int cl_check_item_id(const char *id, char *err, size_t errlen);
 CL_EXTERN int cl_check_queue(const char *queue, char *err, size_t errlen);
 CL_EXTERN int cl_check_worker(const char *worker, char *err, size_t errlen);
+/* Checks an RFC 3339 date-time (2026-12-02T09:30:00Z; a fraction, an
+ * offset +01:00, a space for the T), each field in range. */
+CL_EXTERN int cl_check_time(const char *t, char *err, size_t errlen);
 /* Checks that s[0..len) is one complete JSON value, in valid UTF-8, at most
  * CL_PAYLOAD_MAX bytes, that PostgreSQL's jsonb input accepts: no \u0000 or
  * unpaired surrogate escape, and every number within PostgreSQL's numeric

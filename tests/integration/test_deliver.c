@@ -503,6 +503,22 @@ static void test_deliveries_cli(void **state) {
   const char *bad3[] = {"replay", "--subscriber", "s", NULL};
   assert_int_equal(deliveries_cli(fx, &out, bad3), 2);
   free(out);
+  /* A time PostgreSQL would have refused: named here, nothing changed. */
+  long sent = th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                              "WHERE state = 'sent'");
+  const char *bad4[] = {"replay",  "--subscriber", "s",
+                        "--since", "yesterday",    NULL};
+  assert_int_equal(deliveries_cli(fx, &out, bad4), 2);
+  assert_non_null(strstr(out, "--since: time \"yesterday\" is not RFC 3339"));
+  free(out);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'sent'"),
+                   sent);
+  /* A good one replays what was sent since then. */
+  const char *since[] = {"replay",  "--subscriber",         "s",
+                         "--since", "2000-01-01T00:00:00Z", NULL};
+  assert_int_equal(deliveries_cli(fx, &out, since), 0);
+  free(out);
 }
 
 /* The circuit breaker: break_after failed attempts in a row pause the

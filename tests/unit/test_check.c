@@ -1052,6 +1052,46 @@ static void random_unit(void **state) {
   assert_true(lo < 0.01 && hi > 0.99);
 }
 
+static void time_valid(void **state) {
+  (void)state;
+  const char *ok[] = {
+      "2026-12-02T09:30:00Z",      "2026-12-02t09:30:00z",
+      "2026-12-02 10:30:00+01:00", "2026-12-02T09:30:00.123456Z",
+      "2024-02-29T00:00:00-05:30", "1999-12-31T23:59:60Z"};
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+    assert_int_equal(cl_check_time(ok[i], NULL, 0), 0);
+}
+
+static void time_invalid(void **state) {
+  (void)state;
+  char err[256];
+  assert_int_equal(cl_check_time("yesterday", err, sizeof err), CL_EINVAL);
+  assert_string_equal(err, "time \"yesterday\" is not RFC 3339 (such as "
+                           "2026-12-02T09:30:00Z or 2026-12-02 "
+                           "10:30:00+01:00)");
+  const char *bad[] = {"2026-12-02",
+                       "2026-12-02T09:30:00",
+                       "2026-12-02T09:30Z",
+                       "2026-12-02T09:30:00.Z",
+                       "2026-12-02T09:30:00+0100",
+                       "2026-12-02T09:30:00Z x",
+                       "2026-12-02T09:30:00Z'; DROP TABLE x; --"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    assert_int_equal(cl_check_time(bad[i], NULL, 0), CL_EINVAL);
+  const char *range[] = {"2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
+                         "2026-04-31T00:00:00Z", "2026-12-02T24:00:00Z",
+                         "2026-12-02T09:60:00Z", "2026-12-02T09:30:00+24:00"};
+  for (size_t i = 0; i < sizeof range / sizeof *range; i++) {
+    assert_int_equal(cl_check_time(range[i], err, sizeof err), CL_EINVAL);
+    assert_non_null(strstr(err, "has a field out of range"));
+  }
+  assert_int_equal(cl_check_time(NULL, err, sizeof err), CL_EINVAL);
+  assert_int_equal(cl_check_time("", err, sizeof err), CL_EINVAL);
+  /* Control characters are not echoed raw. */
+  assert_int_equal(cl_check_time("\x1b[2J", err, sizeof err), CL_EINVAL);
+  assert_null(strchr(err, '\x1b'));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(utf8_valid),
@@ -1090,6 +1130,8 @@ int main(void) {
       cmocka_unit_test(json_invalid_utf8),
       cmocka_unit_test(json_nul_byte),
       cmocka_unit_test(json_length_bounds_input),
+      cmocka_unit_test(time_valid),
+      cmocka_unit_test(time_invalid),
       cmocka_unit_test(dsn_valid),
       cmocka_unit_test(dsn_empty_or_missing),
       cmocka_unit_test(dsn_malformed_uri_hides_password),
