@@ -6,7 +6,9 @@
  * delivers by position under kill -9 and never hands out a position that
  * an open transaction could still precede; pause stops new sends at once
  * and resume loses nothing; deliveries waiting for their rate slot are
- * given back at a stop, not left in doubt; bad policy input exits 2.
+ * given back at a stop, not left in doubt; under the hold policy a
+ * sender killed mid-send leaves its deliveries held, alerted and settled
+ * by `claimer deliveries resolve`; bad policy input exits 2.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -490,6 +492,84 @@ static void test_stop_releases_waiting(void **state) {
   free(out);
 }
 
+/* The hold policy with a real crash: a sender killed (with its command)
+ * between the call and the record leaves the delivery in doubt; the next
+ * sender does not send it again but holds it, the reaper raises
+ * delivery_in_doubt, and `claimer deliveries resolve` settles it: as sent
+ * (no second call) or as retry (sent again, same key). */
+static void test_hold_kill9_resolve(void **state) {
+  fx_t *fx = *state;
+  results(fx, "h", 2);
+  assert_int_equal(claimer(fx, NULL, "subscriber", "add", "sub", "--from",
+                           "beginning", "--in-doubt", "hold", NULL),
+                   0);
+  char cmd[2000];
+  snprintf(
+      cmd, sizeof cmd,
+      "echo \"$(date +%%s.%%N) $CLAIMER_ITEM_ID/$CLAIMER_IDEMPOTENCY_KEY\" "
+      ">> '%s'; [ -e '%s/calm' ] || sleep 60",
+      fx->effects, fx->dir);
+  pid_t a = sender(fx, cmd, "a", "8");
+  static double t[16];
+  static char what[16][64];
+  double end = th_now() + 20;
+  while (read_effects(fx, t, what, 16) < 2 && th_now() < end)
+    usleep(50 * 1000);
+  assert_int_equal(read_effects(fx, t, what, 16), 2);
+  kill(-a, SIGKILL); /* the sender and both commands, mid-send */
+  assert_int_equal(th_wait_exit(a, 10), 128 + SIGKILL);
+  usleep(2300 * 1000); /* the leases (2 s) run out */
+  char calm[700];
+  snprintf(calm, sizeof calm, "%s/calm", fx->dir);
+  FILE *cf = fopen(calm, "w");
+  assert_non_null(cf);
+  fclose(cf);
+  char *out = NULL;
+  assert_int_equal(claimer(fx, &out, "send", "--subscriber", "sub", "--exec",
+                           cmd, "--once", NULL),
+                   0);
+  assert_non_null(strstr(out, "sent 0,"));
+  free(out);
+  assert_int_equal(read_effects(fx, t, what, 16), 2); /* not sent again */
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'held'"),
+                   2);
+  /* 4: new alerts raised */
+  assert_int_equal(claimer(fx, NULL, "reap", "--once", NULL), 4);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'delivery_in_doubt' AND "
+                                   "resolved_at IS NULL"),
+                   2);
+  /* A person looks: h-0 reached the receiver, h-1 did not. */
+  assert_int_equal(claimer(fx, &out, "deliveries", "resolve", "--subscriber",
+                           "sub", "--id", "h-0", "--as", "sent", NULL),
+                   0);
+  free(out);
+  assert_int_equal(claimer(fx, &out, "deliveries", "resolve", "--subscriber",
+                           "sub", "--id", "h-1", "--as", "retry", NULL),
+                   0);
+  free(out);
+  assert_int_equal(claimer(fx, &out, "send", "--subscriber", "sub", "--exec",
+                           cmd, "--once", NULL),
+                   0);
+  assert_non_null(strstr(out, "sent 1,"));
+  free(out);
+  int n = read_effects(fx, t, what, 16);
+  assert_int_equal(n, 3);
+  assert_non_null(strstr(what[2], "h-1/"));
+  /* h-1's second call carried the key of its first. */
+  assert_true(strcmp(what[2], what[0]) == 0 || strcmp(what[2], what[1]) == 0);
+  assert_int_equal(sent_count(fx), 2);
+  assert_int_equal(claimer(fx, NULL, "reap", "--once", NULL), 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.alerts "
+                                   "WHERE kind = 'delivery_in_doubt' AND "
+                                   "resolved_at IS NULL"),
+                   0);
+  print_message("hold: 2 in doubt after kill -9, held and not re-sent, 2 "
+                "alerts; resolved as sent (1 call) and as retry (2 calls, "
+                "same key); alerts resolved\n");
+}
+
 /* Bad policy input: exit 2, a message naming it, nothing changed. */
 static void test_bad_policy(void **state) {
   fx_t *fx = *state;
@@ -529,6 +609,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_stop_releases_waiting, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_hold_kill9_resolve, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_policy, setup, teardown),
   };
   th_filter_from_env();
