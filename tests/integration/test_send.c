@@ -7,6 +7,8 @@
  * the database records it sent once; bad input exits 2 and changes
  * nothing.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -389,6 +392,98 @@ static void test_webhook_signed_once(void **state) {
   free(lines);
 }
 
+/* A receiver that takes the request and never answers: the timeout makes
+ * the delivery in doubt (nothing recorded, not "failed"); once its lease
+ * has run out it is sent again, to a receiver that answers, with the key
+ * of the first try. */
+static void test_webhook_silent_receiver(void **state) {
+  fx_t *fx = *state;
+  results(fx, "s", 1, 0);
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(ls >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(ls, 4), 0);
+  assert_int_equal(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+  char first[700];
+  snprintf(first, sizeof first, "%s/first-request", fx->dir);
+  pid_t silent = fork();
+  assert_true(silent >= 0);
+  if (silent == 0) { /* takes the request, answers nothing */
+    int c = accept(ls, NULL, NULL);
+    char buf[16384];
+    ssize_t n = c >= 0 ? read(c, buf, sizeof buf) : -1;
+    FILE *f = fopen(first, "w");
+    if (f != NULL && n > 0)
+      fwrite(buf, 1, (size_t)n, f);
+    if (f != NULL)
+      fclose(f);
+    for (;;)
+      pause();
+  }
+  close(ls);
+  hook_t quiet = {.pid = silent};
+  snprintf(quiet.url, sizeof quiet.url, "http://127.0.0.1:%d/hook",
+           ntohs(sa.sin_port));
+  char path[700];
+  snprintf(path, sizeof path, "%s/secrets", fx->dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "%s\n", SECRET);
+  fclose(f);
+  chmod(path, 0600);
+  char *out = NULL;
+  double t0 = th_now();
+  int rc = run_send(fx, &out, "--webhook", quiet.url, "--secret-file", path,
+                    "--timeout", "1", "--lease", "2", NULL);
+  double took = th_now() - t0;
+  print_message("%s", out);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "sent 0, retry 0, dead 0, in doubt 1"));
+  free(out);
+  kill(silent, SIGKILL);
+  waitpid(silent, NULL, 0);
+  char key[80];
+  PGresult *r = PQexec(fx->pg, "SELECT idempotency_key, state, attempts, "
+                               "last_error IS NULL FROM claimer.deliveries");
+  assert_int_equal(PQntuples(r), 1);
+  snprintf(key, sizeof key, "%s", PQgetvalue(r, 0, 0));
+  assert_string_equal(PQgetvalue(r, 0, 1), "sending"); /* nothing recorded */
+  assert_string_equal(PQgetvalue(r, 0, 2), "1");
+  assert_string_equal(PQgetvalue(r, 0, 3), "t");
+  PQclear(r);
+  char *req = th_read_file(first);
+  char want[128];
+  snprintf(want, sizeof want, "webhook-id: %s\r\n", key);
+  assert_non_null(strstr(req, want));
+  free(req);
+  usleep(2200 * 1000); /* the lease runs out */
+  hook_t h;
+  hook_up(fx, &h, SECRET, NULL);
+  assert_int_equal(send_webhook(fx, &h, SECRET, &out), 0);
+  assert_non_null(strstr(out, "sent 1,"));
+  free(out);
+  char *summary = hook_down(&h);
+  assert_non_null(strstr(summary, "1 recorded, 0 bad signatures, 1 distinct "
+                                  "ids, 0 repeated"));
+  free(summary);
+  char *lines = th_read_file(h.out);
+  /* One effect, under the key of the first try. */
+  snprintf(want, sizeof want, "%s {\"type\":\"claimer.result\"", key);
+  assert_int_equal(th_count(lines, want), 1);
+  assert_int_equal(th_count(lines, "\n"), 1);
+  free(lines);
+  assert_int_equal(th_long(fx->pg, "SELECT attempts FROM claimer.deliveries "
+                                   "WHERE state = 'sent'"),
+                   2);
+  print_message("silent receiver: in doubt after its 1 s timeout (the run "
+                "took %.2f s), sent again with key %s to a receiver that "
+                "answers\n",
+                took, key);
+}
+
 /* 500, then 429 with Retry-After: 2, then 200: retried as documented, the
  * wait the receiver asked for honoured, one effect. */
 static void test_webhook_retry_after(void **state) {
@@ -661,6 +756,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sigterm_drain_kills_sink, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_webhook_signed_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_webhook_silent_receiver, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_webhook_retry_after, setup,
                                       teardown),
