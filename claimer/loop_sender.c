@@ -11,22 +11,17 @@
  * and asserts:
  *
  *   WAITING --due--> SINKING --report--> RECORDING --recorded--> DONE
- *      |                |  \                 | ^
- *      |                |   \                '-' resend (connection lost:
- *      |                |    \                     same token, G9)
- *      |                |     '--in_doubt, drop--> DONE (nothing recorded:
- *      |                |                    the lease runs out, the
- *      |                |                    in-doubt policy acts)
- *      |                '--lost--> LOST --report--> DONE (the heartbeat
- *      |                                 found the lease
- *                                 gone: the outcome is recorded
- *                                 anyway when it is 'sent' and the token
- *                                 still holds the row; the database
- *                                 decides, G3)
- *      '--lost, release--> DONE (never handed to the sink: a lease lost
- *                                while waiting is simply dropped; at a
- *                                stop the waiting ones are given back,
- *                                DELIVERY_RELEASE, due again at once)
+ *    |                |  |                   | ^
+ *    |                |  |                   '-' resend (connection lost:
+ *    |                |  |                       same token, G9)
+ *    |                |  '--in_doubt--> DONE (nothing recorded: the lease
+ *    |                |                       runs out, the in-doubt
+ *    |                |                       policy acts)
+ *    |                '--lost, fence--> LOST --report--> RECORDING
+ *    |                                   '----in_doubt--> DONE
+ *    '--lost, fence, release--> DONE (never handed to the sink)
+ *
+ *   RECORDING --drop--> DONE when the record cannot be sent (closing).
  *
  *   due       the delivery's rate slot has come (wait_s after the claim;
  *             at once without a rate limit: the claim hands it straight
@@ -34,7 +29,13 @@
  *   report    cl_send_done() with sent or a failed attempt;
  *   in_doubt  cl_send_done(CL_SEND_IN_DOUBT);
  *   drop      the record cannot be sent (the sender is closing);
- *   recorded  the database answered the record (even "lease lost").
+ *   recorded  the database answered the record (even "lease lost");
+ *   lost      the heartbeat found the lease gone;
+ *   fence     the lease minus a margin passed on the local clock, counted
+ *             from before the claim or heartbeat that set it (G7): the
+ *             sink is asked to stop;
+ *   release   the sender stops: what waits for its slot is given back
+ *             (DELIVERY_RELEASE, due again at once).
  *
  * A LOST delivery still has its sink running: the program reports when it
  * ends, and the report of a LOST delivery is sent like any other (the
@@ -50,6 +51,7 @@
 #include <unistd.h>
 
 #include "claimer/sender.h"
+#include "claimer/worker.h" /* cl_worker_fence_margin_s */
 #include "event.h"
 #include "internal.h"
 #include "loop_conn.h"
@@ -79,8 +81,10 @@ struct cl_send {
   struct cl_send *prev, *next; /* all live deliveries */
   cl_delivery_t d;
   sstate_t state;
-  uint64_t due_ms; /* WAITING: the loop time of its rate slot */
-  int in_hb;       /* its token is in the heartbeat in flight */
+  uint64_t due_ms;    /* WAITING: the loop time of its rate slot */
+  int in_hb;          /* its token is in the heartbeat in flight */
+  uint64_t expiry_ms; /* the lease's end on the local clock (G7): from
+                         before the claim or heartbeat that set it */
   cl_send_outcome_t outcome;
   char *error;
   double retry_in;
@@ -99,11 +103,12 @@ struct cl_sender {
   int nlive; /* sinking or recording */
   int claim_inflight, hb_inflight, release_inflight;
   uint64_t claim_not_before; /* the rate limit's "come back" (loop ms) */
-  int last_claim_empty;      /* with once: the last claim found nothing due */
+  uint64_t claim_sent_ms, hb_sent_ms, lease_ms, margin_ms;
+  int last_claim_empty; /* with once: the last claim found nothing due */
   int started, stopping, closing;
   int fatal_rc;
   char fatal_why[512];
-  uv_timer_t poll_timer, hb_timer, drain_timer, pace_timer;
+  uv_timer_t poll_timer, hb_timer, drain_timer, pace_timer, fence_timer;
   int handles_open;
   cl_sender_stats_t st;
 };
@@ -111,6 +116,7 @@ struct cl_sender {
 static void maybe_claim(cl_sender_t *s);
 static void maybe_finish(cl_sender_t *s);
 static void on_pace_timer(uv_timer_t *t);
+static void fence_arm(cl_sender_t *s);
 static void on_poll_timer(uv_timer_t *t);
 static void send_record(cl_send_t *d);
 
@@ -373,6 +379,7 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
       free(d); /* nothing sent: its lease runs out */
       continue;
     }
+    d->expiry_ms = s->claim_sent_ms + s->lease_ms;
     d->next = s->live;
     if (s->live)
       s->live->prev = d;
@@ -394,6 +401,7 @@ static void on_claimed(void *arg, int rc, PGresult *res) {
               CL_EV_INT(nwait), NULL);
   if (nwait > 0)
     pace_arm(s);
+  fence_arm(s);
   if (come_back >= 0) {
     /* The rate cut this claim short: the next one when a slot can be
      * had, not before (and not at the idle poll's pace either). */
@@ -420,6 +428,7 @@ static void maybe_claim(cl_sender_t *s) {
   snprintf(nb, sizeof nb, "%d", room);
   cl__fmt_double(lb, sizeof lb, s->o.lease_s);
   const char *p[] = {s->subscriber, nb, lb, s->name};
+  s->claim_sent_ms = uv_now(s->loop); /* before the claim: G7 */
   if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_CLAIM, p, on_claimed, s) == 0)
     s->claim_inflight = 1;
 }
@@ -453,6 +462,8 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
     int held = 0;
     for (int i = 0; i < PQntuples(res) && !held; i++)
       held = strcmp(PQgetvalue(res, i, 0), d->d.token) == 0;
+    if (held)
+      d->expiry_ms = s->hb_sent_ms + s->lease_ms;
     if (!held) {
       cl__event(&s->o.events, CL_LEVEL_WARNING, "lease_lost", "item",
                 d->d.item_id, "token", d->d.token, NULL);
@@ -462,6 +473,51 @@ static void on_heartbeat(void *arg, int rc, PGresult *res) {
         send_end(d);
     }
   }
+  fence_arm(s);
+}
+
+/* G7: a lease the database may have ended by now, on the local clock
+ * (from before the claim or heartbeat that last set it, less a margin):
+ * its sink is asked to stop, as a lease found lost is (the database still
+ * decides whatever it reports: the record is fenced by the token), and a
+ * delivery still waiting for its slot is dropped.  This is what keeps a
+ * sender cut off from the database from sending past its lease while
+ * another sender takes the delivery. */
+static void on_fence_timer(uv_timer_t *t) {
+  cl_sender_t *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  for (cl_send_t *d = s->live, *next; d != NULL; d = next) {
+    next = d->next;
+    if ((d->state != S_SINKING && d->state != S_WAITING) ||
+        now + s->margin_ms < d->expiry_ms)
+      continue;
+    cl__event(&s->o.events, CL_LEVEL_WARNING, "fenced", "item", d->d.item_id,
+              "token", d->d.token, "reason",
+              "lease minus margin passed on the local clock", NULL);
+    int waiting = d->state == S_WAITING;
+    send_move(d, E_LOST);
+    if (waiting) {
+      send_end(d);
+    } else if (d->stop_cb != NULL && !d->stop_asked) {
+      d->stop_asked = 1;
+      d->stop_cb(d, d->stop_arg); /* may report at once and free d */
+    }
+  }
+  fence_arm(s);
+}
+
+static void fence_arm(cl_sender_t *s) {
+  uint64_t first = UINT64_MAX, now = uv_now(s->loop);
+  for (cl_send_t *d = s->live; d != NULL; d = d->next)
+    if ((d->state == S_SINKING || d->state == S_WAITING) &&
+        d->expiry_ms < first)
+      first = d->expiry_ms;
+  if (first == UINT64_MAX || s->closing) {
+    uv_timer_stop(&s->fence_timer);
+    return;
+  }
+  uint64_t at = first > s->margin_ms ? first - s->margin_ms : 0;
+  uv_timer_start(&s->fence_timer, on_fence_timer, at > now ? at - now : 0, 0);
 }
 
 static void on_hb_timer(uv_timer_t *t) {
@@ -489,6 +545,7 @@ static void on_hb_timer(uv_timer_t *t) {
   char lb[48];
   cl__fmt_double(lb, sizeof lb, s->o.lease_s);
   const char *p[] = {s->name, lb, lit};
+  s->hb_sent_ms = uv_now(s->loop);
   if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_HEARTBEAT, p, on_heartbeat,
                          s) == 0)
     s->hb_inflight = 1;
@@ -564,6 +621,7 @@ static void close_all(cl_sender_t *s) {
   uv_close((uv_handle_t *)&s->hb_timer, on_handle_closed);
   uv_close((uv_handle_t *)&s->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&s->pace_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&s->fence_timer, on_handle_closed);
   cl__loop_conn_close(s->a, on_conn_closed, s);
 }
 
@@ -760,9 +818,12 @@ int cl_sender_new(cl_sender_t **out, uv_loop_t *loop,
   uv_timer_init(loop, &s->hb_timer);
   uv_timer_init(loop, &s->drain_timer);
   uv_timer_init(loop, &s->pace_timer);
+  uv_timer_init(loop, &s->fence_timer);
   s->poll_timer.data = s->hb_timer.data = s->drain_timer.data = s;
-  s->pace_timer.data = s;
-  s->handles_open = 5; /* four timers and the connection */
+  s->pace_timer.data = s->fence_timer.data = s;
+  s->handles_open = 6; /* five timers and the connection */
+  s->lease_ms = (uint64_t)(s->o.lease_s * 1000);
+  s->margin_ms = (uint64_t)(cl_worker_fence_margin_s(s->o.lease_s) * 1000);
   *out = s;
   return 0;
 }

@@ -716,6 +716,102 @@ static void test_sender_record_cut_before_send(void **state) {
   sender_record_cut(*state, "before");
 }
 
+/* G7 for a sender: cut off from the database (the proxy frozen with
+ * SIGSTOP, so its connection neither answers nor breaks), the sender
+ * stops its sink before the lease the database holds runs out, by its own
+ * clock; once the proxy wakes, the delivery is sent again (same key) and
+ * recorded once. */
+static void test_sender_fences_itself(void **state) {
+  fixture_t *f = *state;
+  require_own_server();
+  cl_lease_t *l = enqueue_and_claim(f, "amb-fence", 0);
+  assert_int_equal(cl_complete(f->c, l->item_id, l->token, "{}", NULL), 0);
+  cl_leases_free(l, 1);
+  cl_subscriber_opts_t o = {.from = "beginning"};
+  assert_int_equal(cl_subscriber_add(f->c, "sub", &o, NULL), 1);
+  start_proxy(f, "no such trigger", "after", 0); /* never cuts */
+  char dir[600], pidf[700], calm[700], calls[700], log[700], cmd[4200];
+  snprintf(dir, sizeof dir, "%s/%s", th_pg.dir, f->name);
+  snprintf(pidf, sizeof pidf, "%s.sink-pid", dir);
+  snprintf(calm, sizeof calm, "%s.calm", dir);
+  snprintf(calls, sizeof calls, "%s.calls", dir);
+  snprintf(log, sizeof log, "%s.sender.log", dir);
+  snprintf(cmd, sizeof cmd,
+           "echo \"$CLAIMER_IDEMPOTENCY_KEY\" >> '%s'; "
+           "[ -e '%s' ] && exit 0; echo $$ > '%s.tmp'; mv '%s.tmp' '%s'; "
+           "exec sleep 60",
+           calls, calm, pidf, pidf, pidf);
+  const char *argv[] = {th_claimer_bin(),
+                        "send",
+                        "--subscriber",
+                        "sub",
+                        "--exec",
+                        cmd,
+                        "--lease",
+                        "3",
+                        "--poll",
+                        "0.2",
+                        "--dsn",
+                        f->proxy_dsn,
+                        NULL};
+  pid_t sender = th_spawn(argv, log);
+  char *pid = NULL;
+  double end = th_now() + 20;
+  while ((pid = th_read_file(pidf))[0] == '\0' && th_now() < end) {
+    free(pid);
+    usleep(20 * 1000);
+  }
+  pid_t sink = (pid_t)atoi(pid);
+  free(pid);
+  assert_true(sink > 0);
+  usleep(1200 * 1000); /* a heartbeat or so goes through */
+  assert_int_equal(kill(f->proxy.pid, SIGSTOP), 0);
+  /* The lease the database holds, read directly (not through the proxy). */
+  double lease_end = (double)q_long(f, "SELECT (extract(epoch FROM "
+                                       "lease_until) * 1000)::bigint FROM "
+                                       "claimer.deliveries") /
+                     1000;
+  struct timespec ts;
+  double killed = 0;
+  end = th_now() + 10;
+  while (th_now() < end) {
+    if (kill(sink, 0) != 0) {
+      clock_gettime(CLOCK_REALTIME, &ts);
+      killed = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+      break;
+    }
+    usleep(10 * 1000);
+  }
+  print_message("sink stopped %.3f s before the database's lease ran out\n",
+                lease_end - killed);
+  assert_true(killed > 0);
+  assert_true(killed < lease_end);
+  FILE *cf = fopen(calm, "w");
+  assert_non_null(cf);
+  fclose(cf);
+  assert_int_equal(kill(f->proxy.pid, SIGCONT), 0);
+  end = th_now() + 30;
+  while (q_long(f, "SELECT count(*) FROM claimer.deliveries WHERE state = "
+                   "'sent'") < 1 &&
+         th_now() < end)
+    usleep(50 * 1000);
+  kill(-sender, SIGTERM);
+  assert_int_equal(th_wait_exit(sender, 20), 0);
+  char *out = th_read_file(log);
+  assert_non_null(strstr(out, "event=fenced item=amb-fence"));
+  free(out);
+  assert_int_equal(q_long(f, "SELECT count(*) FROM claimer.deliveries WHERE "
+                             "state = 'sent' AND attempts = 2"),
+                   1);
+  char *c = th_read_file(calls);
+  assert_int_equal(th_count(c, "\n"), 2); /* the same key twice */
+  char *nl = strchr(c, '\n');
+  assert_non_null(nl);
+  assert_memory_equal(c, nl + 1, (size_t)(nl - c));
+  free(c);
+  proxy_stop(&f->proxy);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_complete_cut_after_commit, setup,
@@ -738,7 +834,10 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_sender_record_cut_before_send, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_sender_fences_itself, setup,
+                                      teardown),
   };
+  th_filter_from_env();
   return cmocka_run_group_tests_name("ambiguous", tests, th_group_setup,
                                      th_group_teardown);
 }
