@@ -336,8 +336,14 @@ SELECT s.subscriber, s.queues, s.paused, s.paused_why, s.in_doubt,
          WHERE d.subscriber = s.subscriber AND d.state = 'held') AS held,
        (SELECT count(*) FROM claimer.deliveries d
          WHERE d.subscriber = s.subscriber AND d.state = 'dead') AS dead,
-       coalesce((SELECT max(r.pos) FROM claimer.results r), 0)
-         - coalesce(s.cursor_pos, s.from_pos - 1) AS lag_positions,
+       -- Positions are shared by every queue: the lag counts only this
+       -- subscriber's (005 counted every queue's, and one too many from
+       -- the beginning).
+       greatest(0, coalesce((SELECT max(r.pos) FROM claimer.results r
+                              WHERE s.queues IS NULL
+                                 OR r.queue = ANY (s.queues)), 0)
+                   - greatest(coalesce(s.cursor_pos, s.from_pos - 1), 0))
+         AS lag_positions, -- (positions start at 1)
        s.concurrency, s.rate_limit, s.ordering,
        extract(epoch FROM now() - least(
          (SELECT min(r.finished_at) FROM claimer.results r

@@ -33,7 +33,8 @@ static const command_t commands[] = {
      "consumers of results: add, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},
     {"db", cmd_db, "the embedded PostgreSQL: start, stop, status, url"},
-    {"demo", cmd_demo, "race several workers over a few thousand items"},
+    {"demo", cmd_demo,
+     "the whole path in miniature: workers and senders, one of each killed"},
     {"config", cmd_config,
      "check a YAML config file and print the effective config"},
 };

@@ -570,6 +570,54 @@ static void test_hold_kill9_resolve(void **state) {
                 "same key); alerts resolved\n");
 }
 
+/* The lag and the oldest age count only the subscriber's own queues
+ * (positions are shared by every queue). */
+static void test_lag_own_queues(void **state) {
+  fx_t *fx = *state;
+  const char *qs[] = {"q"};
+  cl_subscriber_opts_t o = {.from = "beginning", .queues = qs, .nqueues = 1};
+  assert_int_equal(cl_subscriber_add(fx->c, "sub", &o, NULL), 1);
+  results(fx, "mine", 3);
+  for (int i = 0; i < 5; i++) { /* results of another queue, later */
+    char id[32];
+    snprintf(id, sizeof id, "other-%d", i);
+    cl_item_t it = {.item_id = id, .queue = "o"};
+    assert_int_equal(cl_enqueue(fx->c, &it, 1, NULL), 1);
+    cl_lease_t *l = NULL;
+    size_t got = 0;
+    assert_int_equal(cl_claim(fx->c, "o", "w", 1, 60, &l, &got), 0);
+    assert_int_equal(cl_complete(fx->c, l[0].item_id, l[0].token, "{}", NULL),
+                     0);
+    cl_leases_free(l, got);
+  }
+  cl_subscriber_status_t *rows = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_subscriber_list(fx->c, &rows, &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(rows[0].lag, 3);
+  assert_int_equal(rows[0].pending, 3);
+  assert_true(rows[0].oldest_age_s >= 0);
+  cl_subscribers_free(rows, n);
+  cl_delivery_t *d = NULL;
+  int got = 0;
+  for (int round = 0; round < 3 && got == 0; round++)
+    assert_true((got = cl_deliver_claim(fx->c, "sub", "s1", 10, 30, &d)) >= 0);
+  assert_int_equal(got, 3);
+  for (int i = 0; i < got; i++)
+    assert_int_equal(
+        cl_delivery_sent(fx->c, "sub", d[i].item_id, d[i].token, NULL), 0);
+  cl_deliveries_free(d, (size_t)got);
+  cl_deliver_claim(fx->c, "sub", "s1", 10, 30, &d); /* the cursor moves */
+  cl_deliver_claim(fx->c, "sub", "s1", 10, 30, &d);
+  assert_int_equal(cl_subscriber_list(fx->c, &rows, &n), 0);
+  print_message("lag %lld, oldest %.1f s after the 3 results of q were "
+                "sent (5 of queue o came later)\n",
+                rows[0].lag, rows[0].oldest_age_s);
+  assert_int_equal(rows[0].lag, 0);
+  assert_true(rows[0].oldest_age_s < 0);
+  cl_subscribers_free(rows, n);
+}
+
 /* Bad policy input: exit 2, a message naming it, nothing changed. */
 static void test_bad_policy(void **state) {
   fx_t *fx = *state;
@@ -610,6 +658,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stop_releases_waiting, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_hold_kill9_resolve, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lag_own_queues, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_policy, setup, teardown),
   };
   th_filter_from_env();
