@@ -7,6 +7,7 @@
  * and the signals.  SIGTERM or SIGINT drains (a second one exits at once);
  * SIGHUP reloads the config file.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,8 +335,14 @@ int cmd_work(int argc, char **argv) {
   }
 
   signal(SIGPIPE, SIG_IGN);
+  /* Before the loop and its threads: the guard is a fork. */
+  guard_t guard;
+  if (guard_start(&guard) != 0)
+    cl_log(CL_LEVEL_WARNING, "guard_failed", "error", strerror(errno), "effect",
+           "handlers may outlive a worker killed with SIGKILL", NULL);
   uv_loop_init(&d.loop);
   d.xh.loop = &d.loop;
+  d.xh.guard = &guard;
   d.xh.command = d.cfg.worker.command;
   d.xh.result_max = d.cfg.worker.result_max;
   d.xh.stderr_max = d.cfg.worker.stderr_max;
@@ -361,6 +368,7 @@ int cmd_work(int argc, char **argv) {
   if (rc != 0) {
     cli_err("%s", rc == CL_ENOMEM ? "out of memory" : err);
     uv_loop_close(&d.loop);
+    guard_stop(&guard);
     cl_config_free(&d.cfg);
     free(queues);
     return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
@@ -385,6 +393,7 @@ int cmd_work(int argc, char **argv) {
      * sets the exit status. */
     cl_worker_stop(d.w);
   uv_run(&d.loop, UV_RUN_DEFAULT);
+  guard_stop(&guard); /* every handler has ended: it kills nothing */
   rc = uv_loop_close(&d.loop);
   if (rc != 0) {
     cli_err("internal error: the loop still had handles open at exit (%s)",

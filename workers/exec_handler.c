@@ -18,12 +18,22 @@
  * it ended is killed with it: nothing of an item outlives its job.  A
  * child that cannot be started at all (no file descriptors or processes
  * left) gives the item back without spending an attempt.
+ *
+ * The report waits for the end of both pipes, not only for the exit: a
+ * deadline (the linger after the exit, the SIGKILL after a stop) first
+ * reads what the pipes hold, then kills the group and waits for the ends
+ * its death brings.  A deadline that ran while the loop was behind once
+ * reported before reading output already in the pipe: exit 0 with an
+ * empty result.  Each child's group is also registered with the worker's
+ * guard (guard.h), which kills it should the worker die first.
  */
+#include <errno.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "claimer/claimer.h"
 #include "exec_handler.h"
@@ -133,6 +143,8 @@ static void report(xjob_t *x) {
   if (x->reported)
     return;
   x->reported = 1;
+  if (x->spawned) /* its group has been ended (end_group) */
+    guard_tell(x->h->guard, x->proc.pid, 0);
   uv_timer_stop(&x->timer);
   cl_job_t *job = x->job;
   char *tail = err_tail(x);
@@ -195,6 +207,53 @@ static void end_group(xjob_t *x) {
     uv_kill(-x->proc.pid, SIGKILL);
 }
 
+/* What the pipes carried. */
+static void take_out(xjob_t *x, const char *buf, size_t n) {
+  size_t cap = x->result_max;
+  size_t take = n;
+  if (x->outlen + take > cap) {
+    x->out_over = 1;
+    take = cap - x->outlen;
+  }
+  memcpy(x->outbuf + x->outlen, buf, take);
+  x->outlen += take;
+}
+
+static void take_err(xjob_t *x, const char *buf, size_t n) {
+  size_t cap = x->stderr_max;
+  for (size_t i = 0; i < n && cap > 0; i++) {
+    x->errbuf[x->errpos] = buf[i];
+    x->errpos = (x->errpos + 1) % cap;
+    if (x->errlen < cap)
+      x->errlen++;
+  }
+}
+
+/* Reads what a pipe holds now, without waiting (libuv's pipes are
+ * non-blocking): a deadline that passes while the loop is behind must
+ * not leave behind output that already arrived.  Sets *eof at the end of
+ * the stream. */
+static void drain(xjob_t *x, uv_pipe_t *p, int *eof,
+                  void (*take)(xjob_t *, const char *, size_t)) {
+  uv_os_fd_t fd;
+  if (*eof || uv_fileno((uv_handle_t *)p, &fd) != 0)
+    return;
+  for (;;) {
+    ssize_t n = read(fd, scratch, sizeof scratch);
+    if (n > 0) {
+      take(x, scratch, (size_t)n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      uv_read_stop((uv_stream_t *)p);
+      *eof = 1;
+    }
+    return;
+  }
+}
+
 static void maybe_report(xjob_t *x) {
   if (!(x->exited && x->out_eof && x->err_eof))
     return;
@@ -202,13 +261,36 @@ static void maybe_report(xjob_t *x) {
   report(x);
 }
 
-/* After the child exits, its stdout may stay open in a grandchild it left
- * behind: do not wait for that longer than a second. */
-static void on_linger(uv_timer_t *t) {
+/* The group was killed and its pipes still have not ended (a process
+ * stuck where SIGKILL cannot reach it yet): what arrived is all there is. */
+static void on_last_call(uv_timer_t *t) {
   xjob_t *x = t->data;
-  end_group(x);
+  drain(x, &x->out, &x->out_eof, take_out);
+  drain(x, &x->err, &x->err_eof, take_err);
   report(x);
 }
+
+/* The child has exited and a deadline passed (the linger, or the SIGKILL
+ * of a stopped job): first what the pipes hold already; then, when
+ * something of the group still holds them, the group is killed and the
+ * report waits for the ends of the pipes, which its death brings, for up
+ * to three seconds more.  The report never comes from a timer that ran
+ * while output sat unread. */
+static void settle_exited(xjob_t *x) {
+  drain(x, &x->out, &x->out_eof, take_out);
+  drain(x, &x->err, &x->err_eof, take_err);
+  end_group(x);
+  if (x->out_eof && x->err_eof) {
+    report(x);
+    return;
+  }
+  uv_timer_stop(&x->timer);
+  uv_timer_start(&x->timer, on_last_call, 3000, 0);
+}
+
+/* After the child exits, its stdout may stay open in a grandchild it left
+ * behind: do not wait for that longer than a second. */
+static void on_linger(uv_timer_t *t) { settle_exited(t->data); }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
   xjob_t *x = p->data;
@@ -239,14 +321,7 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     maybe_report(x);
     return;
   }
-  size_t cap = x->result_max;
-  size_t take = (size_t)n;
-  if (x->outlen + take > cap) {
-    x->out_over = 1;
-    take = cap - x->outlen;
-  }
-  memcpy(x->outbuf + x->outlen, buf->base, take);
-  x->outlen += take;
+  take_out(x, buf->base, (size_t)n);
 }
 
 static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -257,13 +332,7 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     maybe_report(x);
     return;
   }
-  size_t cap = x->stderr_max;
-  for (ssize_t i = 0; i < n && cap > 0; i++) {
-    x->errbuf[x->errpos] = buf->base[i];
-    x->errpos = (x->errpos + 1) % cap;
-    if (x->errlen < cap)
-      x->errlen++;
-  }
+  take_err(x, buf->base, (size_t)n);
 }
 
 static void on_spawn_failed(uv_timer_t *t) {
@@ -289,7 +358,7 @@ static void on_kill_timer(uv_timer_t *t) {
   if (x->spawned)
     uv_kill(-x->proc.pid, SIGKILL); /* the group, even if its leader is gone */
   if (x->exited)
-    report(x);
+    settle_exited(x);
   else
     uv_timer_start(&x->timer, on_linger, 1000, 0);
 }
@@ -386,6 +455,8 @@ void xhandler_start(cl_job_t *job, void *arg) {
     return;
   }
   x->spawned = 1;
+  /* Should the worker die without ending it, its guard will. */
+  guard_tell(h->guard, x->proc.pid, 1);
   cl_job_on_stop(job, on_stop, x);
   uv_read_start((uv_stream_t *)&x->out, on_alloc, on_out);
   uv_read_start((uv_stream_t *)&x->err, on_alloc, on_err);

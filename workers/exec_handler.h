@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "claimer/worker.h"
+#include "guard.h"
 
 typedef struct xjob xjob_t;
 
@@ -18,6 +19,7 @@ typedef struct xhandler {
   size_t stderr_max;   /* stderr tail kept as the error */
   double kill_grace_s; /* SIGTERM, then SIGKILL after this */
   xjob_t *jobs;        /* children alive */
+  guard_t *guard;      /* told of each child's group; NULL: none */
 } xhandler_t;
 
 /* The cl_job_start_cb: arg is the xhandler_t. */

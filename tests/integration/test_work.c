@@ -9,6 +9,7 @@
  *
  * CLAIMER_TEST_WORK_ITEMS overrides the 20,000 of the drain test.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -1093,6 +1094,124 @@ static void test_background_child_killed(void **state) {
   PQfinish(p);
 }
 
+/* Output written after the shell exited, by what it left in the
+ * background, within the linger: kept, even when the worker's loop falls
+ * behind (here: SIGSTOPped) past the linger while it sits in the pipe.
+ * The linger once reported what had been read so far, and the result was
+ * "" with exit 0. */
+static void test_late_output_kept(void **state) {
+  (void)state;
+  char dsn[1024], started_f[300], cmd[700];
+  assert_int_equal(th_db_create(&th_pg, "work_late", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue) VALUES "
+             "('late', 'late')");
+  snprintf(started_f, sizeof started_f, "%s/late.started", logdir);
+  snprintf(cmd, sizeof cmd, "(sleep 0.5; echo '\"late\"') & touch %s; exit 0",
+           started_f);
+  const char *args[] = {"-q", "late", "--exec", cmd, NULL};
+  pid_t a = start_worker(dsn, "late", args);
+  double end = th_now() + 30;
+  while (access(started_f, F_OK) != 0 && th_now() < end) {
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(access(started_f, F_OK), 0);
+  struct timespec ts = {0, 150 * 1000000L};
+  nanosleep(&ts, NULL); /* the shell has exited; the output is still due */
+  kill(a, SIGSTOP);
+  ts.tv_sec = 2;
+  ts.tv_nsec = 0;
+  nanosleep(&ts, NULL); /* past the linger, with the output in the pipe */
+  kill(a, SIGCONT);
+  wait_count(p, "SELECT count(*) FROM claimer.results", 1, 30, "late");
+  PGresult *r = PQexec(p, "SELECT result::text FROM claimer.results");
+  print_message("result after the loop fell behind: %s\n", PQgetvalue(r, 0, 0));
+  assert_string_equal(PQgetvalue(r, 0, 0), "\"late\"");
+  PQclear(r);
+  stop_ok(a, "late");
+  PQfinish(p);
+}
+
+/* Whether a process of group pgid still runs (a zombie, waiting for
+ * init to reap it, does not). */
+static int group_runs(pid_t pgid) {
+  DIR *d = opendir("/proc");
+  if (d == NULL)
+    return kill(-pgid, 0) == 0;
+  int runs = 0;
+  for (struct dirent *e; !runs && (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')'); /* past the command name */
+    char state = 0;
+    long ppid = 0, pgrp = 0;
+    if (rp != NULL && sscanf(rp + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3)
+      runs = pgrp == pgid && state != 'Z';
+  }
+  closedir(d);
+  return runs;
+}
+
+/* A worker killed with SIGKILL alone (not its process group: the
+ * handlers sit in sessions of their own anyway) leaves no handler
+ * running: its guard kills their groups, so nothing of an item runs on
+ * beside the item's next holder. */
+static void test_sigkill_leaves_no_handler(void **state) {
+  (void)state;
+  enum { N = 4 };
+  char dsn[1024], pids[300], cmd[700];
+  assert_int_equal(th_db_create(&th_pg, "work_orphans", 1, dsn, sizeof dsn), 0);
+  PGconn *p = th_connect(dsn);
+  enqueue_n(p, "orph", N);
+  snprintf(pids, sizeof pids, "%s/orph.pids", logdir);
+  /* The shell, and a child of it: both must go. */
+  snprintf(cmd, sizeof cmd, "echo $$ >> %s; sleep 60; echo never", pids);
+  const char *args[] = {"-q", "orph", "--exec", cmd, "--concurrency",
+                        "8",  NULL};
+  pid_t a = start_worker(dsn, "orph", args);
+  double end = th_now() + 30;
+  char *s = NULL;
+  while (th_count((s = th_read_file(pids)), "\n") < N && th_now() < end) {
+    free(s);
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(th_count(s, "\n"), N);
+  pid_t groups[N];
+  char *line = s;
+  for (int i = 0; i < N; i++, line = strchr(line, '\n') + 1)
+    groups[i] = (pid_t)strtol(line, NULL, 10);
+  free(s);
+  assert_int_equal(kill(a, SIGKILL), 0); /* the worker alone */
+  assert_int_equal(th_wait_exit(a, 10), 128 + SIGKILL);
+  double killed = th_now();
+  int alive = N;
+  end = killed + 5;
+  while (alive > 0 && th_now() < end) {
+    alive = 0;
+    for (int i = 0; i < N; i++)
+      alive += group_runs(groups[i]);
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  print_message("worker SIGKILLed: %d of %d handler groups left after "
+                "%.2f s\n",
+                alive, N, th_now() - killed);
+  for (int i = 0; i < N; i++)
+    kill(-groups[i], SIGKILL); /* a failed test leaves nothing either */
+  assert_int_equal(alive, 0);
+  PQfinish(p);
+}
+
 /* A reload that fails under log.format json is logged as one JSON line,
  * like every other line of that log. */
 static void test_reload_failure_json(void **state) {
@@ -1191,6 +1310,8 @@ int main(void) {
       cmocka_unit_test(test_same_name_restart),
       cmocka_unit_test(test_spawn_failure),
       cmocka_unit_test(test_background_child_killed),
+      cmocka_unit_test(test_late_output_kept),
+      cmocka_unit_test(test_sigkill_leaves_no_handler),
       cmocka_unit_test(test_reload_failure_json),
       cmocka_unit_test(test_password_changed),
   };
