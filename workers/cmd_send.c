@@ -43,21 +43,11 @@ enum { SUBS_MAX = 64 };
 
 typedef struct sendd sendd_t;
 
-/* One sender per --subscriber, all on one loop, sharing the sink. */
-typedef struct subsender {
+/* Where deliveries go: one of a command, a webhook or a pg target.  The
+ * flags make one sink that every --subscriber shares. */
+typedef struct sink {
   sendd_t *d;
-  cl_sender_t *s; /* NULL once it has exited */
-  const char *name;
-} subsender_t;
-
-struct sendd {
-  uv_loop_t loop;
-  subsender_t subs[SUBS_MAX];
-  int nsubs, nrunning;
-  uv_signal_t sigterm, sigint;
-  int signals_seen;
-  int exit_rc;
-  const char *command;
+  const char *command;            /* --exec */
   const char *url;                /* --webhook */
   const char *pg_target, *pg_sql; /* --pg-target, --pg-sql */
   pgsink_t *pg;
@@ -65,6 +55,24 @@ struct sendd {
   cl_http_t *http;
   int http_closing;
   double timeout_s;
+} sink_t;
+
+/* One sender per subscriber, all on one loop, each with its sink. */
+typedef struct subsender {
+  sendd_t *d;
+  sink_t *sink;
+  cl_sender_t *s; /* NULL once it has exited */
+  const char *name;
+} subsender_t;
+
+struct sendd {
+  uv_loop_t loop;
+  subsender_t subs[SUBS_MAX];
+  sink_t sinks[SUBS_MAX];
+  int nsubs, nsinks, nrunning;
+  uv_signal_t sigterm, sigint;
+  int signals_seen;
+  int exit_rc;
   cl_sender_stats_t st; /* summed over the senders */
 };
 
@@ -219,7 +227,7 @@ static char *delivery_json(cl_send_t *send, int envelope) {
 }
 
 static void sink_exec(cl_send_t *send, void *arg) {
-  sendd_t *d = arg;
+  sink_t *k = arg;
   char *json = delivery_json(send, 0);
   char *input = json ? malloc(strlen(json) + 2) : NULL;
   xsend_t *x = calloc(1, sizeof *x);
@@ -235,8 +243,8 @@ static void sink_exec(cl_send_t *send, void *arg) {
                                 cl_send_subscriber(send),
                                 cl_send_item_id(send)};
     x->send = send;
-    ok = cl__exec_run(&d->loop, "exec sink", d->command, input, names, vals, 4,
-                      d->timeout_s, on_exec, x, &x->run) == 0;
+    ok = cl__exec_run(&k->d->loop, "exec sink", k->command, input, names, vals,
+                      4, k->timeout_s, on_exec, x, &x->run) == 0;
   }
   free(json);
   free(input);
@@ -250,14 +258,14 @@ static void sink_exec(cl_send_t *send, void *arg) {
 }
 
 typedef struct wsend {
-  sendd_t *d;
+  sink_t *k;
   cl_send_t *send;
 } wsend_t;
 
 static void on_http(void *arg, const cl_http_result_t *r) {
   wsend_t *w = arg;
   cl_send_t *send = w->send;
-  sendd_t *d = w->d;
+  sendd_t *d = w->k->d;
   free(w);
   char err[600];
   snprintf(err, sizeof err, "webhook: HTTP %ld%s%s%s%.200s", r->status,
@@ -293,16 +301,16 @@ static void on_http(void *arg, const cl_http_result_t *r) {
 /* The sender asks the sinks to stop: closing the client answers every
  * request in flight (ABORTED: in doubt once sent). */
 static void stop_webhook(cl_send_t *send, void *arg) {
-  sendd_t *d = arg;
+  sink_t *k = arg;
   (void)send;
-  if (!d->http_closing) {
-    d->http_closing = 1;
-    cl_http_close(d->http, NULL, NULL);
+  if (!k->http_closing) {
+    k->http_closing = 1;
+    cl_http_close(k->http, NULL, NULL);
   }
 }
 
 static void sink_webhook(cl_send_t *send, void *arg) {
-  sendd_t *d = arg;
+  sink_t *k = arg;
   char *body = delivery_json(send, 1);
   wsend_t *w = calloc(1, sizeof *w);
   char sig[CL_SIG_HEADER_MAX], h_id[160], h_ts[64],
@@ -310,9 +318,9 @@ static void sink_webhook(cl_send_t *send, void *arg) {
   int64_t ts = (int64_t)time(NULL);
   int rc = body && w ? 0 : CL_ENOMEM;
   if (rc == 0)
-    rc = cl_sig_sign(d->keys, cl_send_key(send), ts, body, strlen(body), sig,
+    rc = cl_sig_sign(k->keys, cl_send_key(send), ts, body, strlen(body), sig,
                      sizeof sig);
-  if (rc == 0 && d->http_closing)
+  if (rc == 0 && k->http_closing)
     rc = -ECANCELED;
   if (rc == 0) {
     snprintf(h_id, sizeof h_id, "webhook-id: %s", cl_send_key(send));
@@ -320,10 +328,10 @@ static void sink_webhook(cl_send_t *send, void *arg) {
     snprintf(h_sig, sizeof h_sig, "webhook-signature: %s", sig);
     snprintf(h_idem, sizeof h_idem, "Idempotency-Key: %s", cl_send_key(send));
     const char *headers[] = {h_id, h_ts, h_sig, h_idem, NULL};
-    w->d = d;
+    w->k = k;
     w->send = send;
-    rc = cl_http_post(d->http, d->url, headers, body, strlen(body),
-                      (long)(d->timeout_s * 1000), on_http, w);
+    rc = cl_http_post(k->http, k->url, headers, body, strlen(body),
+                      (long)(k->timeout_s * 1000), on_http, w);
   }
   free(body);
   if (rc != 0) {
@@ -331,40 +339,43 @@ static void sink_webhook(cl_send_t *send, void *arg) {
     cl_send_done(send, CL_SEND_RETRY, "webhook: cannot send the request", -1);
     return;
   }
-  cl_send_on_stop(send, stop_webhook, d);
+  cl_send_on_stop(send, stop_webhook, k);
 }
 
 static void sink_pgsql(cl_send_t *send, void *arg) {
-  sendd_t *d = arg;
-  pgsink_send(d->pg, send);
+  sink_t *k = arg;
+  pgsink_send(k->pg, send);
 }
 
-/* Reads the signing secrets: the lines of a file that only its owner may
- * read, or the words of an environment variable.  Returns 0, or prints
- * what is wrong (never a secret) and returns EXIT_USAGE. */
-static int load_secrets(sendd_t *d, const char *file, const char *env) {
-  if (cl_sig_keys_new(&d->keys) != 0)
+/* Reads the signing secrets of the webhook sink k: the lines of a file
+ * that only its owner may read, or the words of an environment variable
+ * (file NULL).  what names the source in messages: "--secret-file FILE",
+ * "--secret-env VAR", or its place in a config file.  Returns 0, or
+ * prints what is wrong (never a secret) and returns EXIT_USAGE. */
+static int load_secrets(sink_t *k, const char *file, const char *env,
+                        const char *what) {
+  if (cl_sig_keys_new(&k->keys) != 0)
     return EXIT_ERROR;
   char *text = NULL;
   if (file != NULL) {
     int fd = open(file, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-      cli_err("--secret-file %s: %s", file, strerror(errno));
+      cli_err("%s: %s", what, strerror(errno));
       if (fd >= 0)
         close(fd);
       return EXIT_USAGE;
     }
     if ((st.st_mode & 077) != 0 || !S_ISREG(st.st_mode)) {
-      cli_err("--secret-file %s: must be a regular file readable by its owner "
-              "only (chmod 600)",
-              file);
+      cli_err("%s: must be a regular file readable by its owner only (chmod "
+              "600)",
+              what);
       close(fd);
       return EXIT_USAGE;
     }
     text = calloc(1, (size_t)st.st_size + 1);
     if (text == NULL || read(fd, text, (size_t)st.st_size) != st.st_size) {
-      cli_err("--secret-file %s: cannot read it", file);
+      cli_err("%s: cannot read it", what);
       close(fd);
       free(text);
       return EXIT_USAGE;
@@ -373,7 +384,7 @@ static int load_secrets(sendd_t *d, const char *file, const char *env) {
   } else {
     const char *v = getenv(env);
     if (v == NULL || *v == '\0') {
-      cli_err("--secret-env %s: the variable is not set", env);
+      cli_err("%s: the variable is not set", what);
       return EXIT_USAGE;
     }
     text = strdup(v);
@@ -385,14 +396,59 @@ static int load_secrets(sendd_t *d, const char *file, const char *env) {
   for (char *t = strtok_r(text, " \t\r\n", &save); t && ex == EXIT_OK;
        t = strtok_r(NULL, " \t\r\n", &save)) {
     n++;
-    if (cl_sig_keys_add(d->keys, t, strlen(t), why, sizeof why) != 0)
-      ex = cli_usage_error("signing secret %d: %s", n, why);
+    if (cl_sig_keys_add(k->keys, t, strlen(t), why, sizeof why) != 0)
+      ex = cli_usage_error("%s: signing secret %d: %s", what, n, why);
   }
   memset(text, 0, strlen(text));
   free(text);
   if (ex == EXIT_OK && n == 0)
-    ex = cli_usage_error("no signing secret in %s", file ? file : env);
+    ex = cli_usage_error("%s: no signing secret in it", what);
   return ex;
+}
+
+/* Opens what the sinks need on the loop: a pg sink's connections (which
+ * PREPARE its statement, so a bad one fails now) and a webhook's HTTP
+ * client.  dsn is the claimer database (a pg target that is the same
+ * commits the sent mark with the effect); nconns the connections of each
+ * pg sink.  Returns an exit status after printing why. */
+static int sinks_open(sendd_t *d, const char *dsn, int nconns) {
+  for (int i = 0; i < d->nsinks; i++) {
+    sink_t *k = &d->sinks[i];
+    if (k->pg_target != NULL) {
+      char why[1024];
+      int same = strcmp(k->pg_target, dsn) == 0;
+      int rc = pgsink_open(&k->pg, &d->loop, k->pg_target, k->pg_sql, nconns,
+                           same, why, sizeof why);
+      if (rc != 0) {
+        cli_err("%s", why);
+        return rc == CL_EINVAL ? EXIT_USAGE : EXIT_ERROR;
+      }
+    }
+    if (k->url != NULL && cl_http_new(&k->http, &d->loop, NULL) != 0) {
+      cli_err("cannot set up libcurl");
+      return EXIT_ERROR;
+    }
+  }
+  return EXIT_OK;
+}
+
+/* Closes the HTTP clients still open (their close ends on the loop). */
+static void sinks_close_http(sendd_t *d) {
+  for (int i = 0; i < d->nsinks; i++) {
+    sink_t *k = &d->sinks[i];
+    if (k->http != NULL && !k->http_closing) {
+      k->http_closing = 1;
+      cl_http_close(k->http, NULL, NULL);
+    }
+  }
+}
+
+/* Frees what the sinks hold off the loop: secrets, pg connections. */
+static void sinks_free(sendd_t *d) {
+  for (int i = 0; i < d->nsinks; i++) {
+    cl_sig_keys_free(&d->sinks[i].keys);
+    pgsink_close(&d->sinks[i].pg);
+  }
 }
 
 static void on_sender_exit(void *arg, int rc, const char *why) {
@@ -416,10 +472,7 @@ static void on_sender_exit(void *arg, int rc, const char *why) {
     return;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
-  if (d->http != NULL && !d->http_closing) {
-    d->http_closing = 1;
-    cl_http_close(d->http, NULL, NULL);
-  }
+  sinks_close_http(d);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
@@ -466,7 +519,11 @@ int cmd_send(int argc, char **argv) {
   double lease = 0;
   cl_level_t level = CL_LEVEL_INFO;
   const char *secret_file = NULL, *secret_env = NULL;
-  d.timeout_s = 30;
+  /* The flags' sink, which every --subscriber shares. */
+  sink_t *k = &d.sinks[0];
+  d.nsinks = 1;
+  k->d = &d;
+  k->timeout_s = 30;
   int ch, ex = EXIT_OK;
   char why[512];
   optind = 1;
@@ -491,7 +548,7 @@ int cmd_send(int argc, char **argv) {
     case 'x':
       if (*optarg == '\0')
         ex = cli_usage_error("--exec needs a command");
-      d.command = optarg;
+      k->command = optarg;
       break;
     case 'o':
       so.once = 1;
@@ -501,7 +558,7 @@ int cmd_send(int argc, char **argv) {
         ex = EXIT_USAGE;
       break;
     case 't':
-      if (cli_parse_double(optarg, "--timeout", 0.1, 86400, &d.timeout_s))
+      if (cli_parse_double(optarg, "--timeout", 0.1, 86400, &k->timeout_s))
         ex = EXIT_USAGE;
       break;
     case 'L':
@@ -517,19 +574,19 @@ int cmd_send(int argc, char **argv) {
           strncmp(optarg, "https://", 8) != 0)
         ex = cli_usage_error("--webhook: the URL must start with http:// or "
                              "https://");
-      d.url = optarg;
+      k->url = optarg;
       break;
     case 'S':
       secret_file = optarg;
       break;
     case 'T':
-      if ((d.pg_target = cli_keep_dsn(optarg)) == NULL)
+      if ((k->pg_target = cli_keep_dsn(optarg)) == NULL)
         ex = EXIT_ERROR;
-      else if (cl_check_dsn(d.pg_target, why, sizeof why) != 0)
+      else if (cl_check_dsn(k->pg_target, why, sizeof why) != 0)
         ex = cli_usage_error("--pg-target: %s", why);
       break;
     case 'Q':
-      d.pg_sql = optarg;
+      k->pg_sql = optarg;
       break;
     case 'E':
       secret_env = optarg;
@@ -569,21 +626,28 @@ int cmd_send(int argc, char **argv) {
   if (ex == EXIT_OK && d.nsubs == 0)
     ex = cli_usage_error("--subscriber NAME is required");
   if (ex == EXIT_OK &&
-      (d.command != NULL) + (d.url != NULL) + (d.pg_target != NULL) != 1)
+      (k->command != NULL) + (k->url != NULL) + (k->pg_target != NULL) != 1)
     ex = cli_usage_error("give one sink: --exec COMMAND, --webhook URL or "
                          "--pg-target DSN");
-  if (ex == EXIT_OK && (d.pg_target == NULL) != (d.pg_sql == NULL))
+  if (ex == EXIT_OK && (k->pg_target == NULL) != (k->pg_sql == NULL))
     ex = cli_usage_error("--pg-target and --pg-sql go together");
-  if (ex == EXIT_OK && d.url != NULL &&
+  if (ex == EXIT_OK && k->url != NULL &&
       (secret_file == NULL) == (secret_env == NULL))
     ex = cli_usage_error("--webhook needs its signing secrets: "
                          "--secret-file FILE or --secret-env VAR");
-  if (ex == EXIT_OK && d.url == NULL && (secret_file || secret_env))
+  if (ex == EXIT_OK && k->url == NULL && (secret_file || secret_env))
     ex = cli_usage_error("--secret-file and --secret-env go with --webhook");
-  if (ex == EXIT_OK && d.url != NULL)
-    ex = load_secrets(&d, secret_file, secret_env);
+  if (ex == EXIT_OK && k->url != NULL) {
+    char what[600];
+    snprintf(what, sizeof what, "%s %s",
+             secret_file ? "--secret-file" : "--secret-env",
+             secret_file ? secret_file : secret_env);
+    ex = load_secrets(k, secret_file, secret_env, what);
+  }
+  for (int i = 0; i < d.nsubs; i++)
+    d.subs[i].sink = k;
   if (ex != EXIT_OK) {
-    cl_sig_keys_free(&d.keys);
+    sinks_free(&d);
     return ex;
   }
   cl_log_setup(CL_LOG_LOGFMT, level, 2);
@@ -602,14 +666,14 @@ int cmd_send(int argc, char **argv) {
     } else if ((rc = cl_subscriber_list(c, &rows, &n)) != 0) {
       ex = cli_fail(c, rc, "subscriber");
     } else {
-      for (int k = 0; k < d.nsubs && ex == EXIT_OK; k++) {
+      for (int j = 0; j < d.nsubs && ex == EXIT_OK; j++) {
         int found = 0;
         for (size_t i = 0; i < n; i++)
-          found |= strcmp(rows[i].name, d.subs[k].name) == 0;
+          found |= strcmp(rows[i].name, d.subs[j].name) == 0;
         if (!found)
           ex = cli_usage_error("no subscriber \"%s\" (claimer subscriber "
                                "add %s)",
-                               d.subs[k].name, d.subs[k].name);
+                               d.subs[j].name, d.subs[j].name);
       }
     }
     cl_subscribers_free(rows, n);
@@ -617,50 +681,45 @@ int cmd_send(int argc, char **argv) {
   }
   if (ex != EXIT_OK) {
     free(dsn);
-    cl_sig_keys_free(&d.keys);
+    sinks_free(&d);
     return ex;
   }
 
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&d.loop);
-  if (d.pg_target != NULL) {
-    char why2[1024];
-    /* The claimer database itself as the target: the sent mark commits
-     * with the effect. */
-    int same = strcmp(d.pg_target, dsn) == 0;
-    int prc = pgsink_open(&d.pg, &d.loop, d.pg_target, d.pg_sql,
-                          so.concurrency < 4 ? so.concurrency : 4, same, why2,
-                          sizeof why2);
-    if (prc != 0) {
-      cli_err("%s", why2);
-      uv_loop_close(&d.loop);
-      free(dsn);
-      return prc == CL_EINVAL ? EXIT_USAGE : EXIT_ERROR;
-    }
-  }
-  if (d.url != NULL &&
-      (cl_http_global_init() != 0 || cl_http_new(&d.http, &d.loop, NULL))) {
+  int webhooks = 0;
+  for (int i = 0; i < d.nsinks; i++)
+    webhooks |= d.sinks[i].url != NULL;
+  if (webhooks && cl_http_global_init() != 0) {
     cli_err("cannot set up libcurl");
+    ex = EXIT_ERROR;
+  }
+  if (ex == EXIT_OK)
+    ex = sinks_open(&d, dsn, so.concurrency < 4 ? so.concurrency : 4);
+  if (ex != EXIT_OK) {
+    sinks_close_http(&d);
+    uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
     free(dsn);
-    cl_sig_keys_free(&d.keys);
-    return EXIT_ERROR;
+    sinks_free(&d);
+    return ex;
   }
   so.dsn = dsn;
-  so.lease_s = lease > 0 ? lease : d.timeout_s + 30;
-  so.sink = d.url != NULL  ? sink_webhook
-            : d.pg != NULL ? sink_pgsql
-                           : sink_exec;
-  so.sink_arg = &d;
   so.events = cl_log_events();
   so.on_exit = on_sender_exit;
   char err[512];
   int rc = 0;
   for (int i = 0; i < d.nsubs && rc == 0; i++) {
-    d.subs[i].d = &d;
-    so.subscriber = d.subs[i].name;
-    so.arg = &d.subs[i];
-    rc = cl_sender_new(&d.subs[i].s, &d.loop, &so, err, sizeof err);
+    subsender_t *ss = &d.subs[i];
+    ss->d = &d;
+    so.subscriber = ss->name;
+    so.arg = ss;
+    so.lease_s = lease > 0 ? lease : ss->sink->timeout_s + 30;
+    so.sink = ss->sink->url != NULL  ? sink_webhook
+              : ss->sink->pg != NULL ? sink_pgsql
+                                     : sink_exec;
+    so.sink_arg = ss->sink;
+    rc = cl_sender_new(&ss->s, &d.loop, &so, err, sizeof err);
   }
   free(dsn);
   if (rc != 0) {
@@ -668,13 +727,11 @@ int cmd_send(int argc, char **argv) {
     for (int i = 0; i < d.nsubs; i++)
       if (d.subs[i].s != NULL)
         cl_sender_stop(d.subs[i].s); /* never started: it just closes */
-    if (d.http != NULL)
-      cl_http_close(d.http, NULL, NULL);
+    sinks_close_http(&d);
     d.nrunning = d.nsubs + 1; /* on_sender_exit must not close signals */
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
-    cl_sig_keys_free(&d.keys);
-    pgsink_close(&d.pg);
+    sinks_free(&d);
     return rc == CL_ENOMEM ? EXIT_ERROR : EXIT_USAGE;
   }
   d.nrunning = d.nsubs;
@@ -696,15 +753,21 @@ int cmd_send(int argc, char **argv) {
     cli_err("internal error: the loop still had handles open at exit");
     d.exit_rc = EXIT_ERROR;
   }
-  cl_sig_keys_free(&d.keys);
-  if (d.url != NULL)
+  if (webhooks)
     cl_http_global_cleanup();
-  long repeats = d.pg != NULL ? pgsink_repeats(d.pg) : 0;
-  pgsink_close(&d.pg);
+  long repeats = 0;
+  int pg_sinks = 0;
+  for (int i = 0; i < d.nsinks; i++) {
+    if (d.sinks[i].pg != NULL) {
+      repeats += pgsink_repeats(d.sinks[i].pg);
+      pg_sinks = 1;
+    }
+  }
+  sinks_free(&d);
   if (so.once && d.exit_rc == EXIT_OK)
     printf("sent %ld, retry %ld, dead %ld, in doubt %ld, lost %ld\n", d.st.sent,
            d.st.retried, d.st.dead, d.st.in_doubt, d.st.lost);
-  if (so.once && d.exit_rc == EXIT_OK && d.pg_target != NULL)
+  if (so.once && d.exit_rc == EXIT_OK && pg_sinks)
     printf("pg sink: %ld repeats skipped by the inbox\n", repeats);
   return d.exit_rc;
 }
