@@ -481,16 +481,17 @@ static int sinks_open(sendd_t *d, const char *dsn, int nconns) {
       int same = strcmp(k->pg_target, dsn) == 0;
       int rc = pgsink_open(&k->pg, &d->loop, k->pg_target, k->pg_sql, nconns,
                            same, why, sizeof why);
-      /* From a file, the fault is at the statement when it does not
-       * prepare, else at the target (no inbox, no connection). */
-      int stmt = strstr(why, "does not prepare") != NULL;
-      if (rc != 0 && k->sql_at != NULL)
-        cli_err("%s: %s.pg.%s: %s", stmt ? k->sql_at : k->target_at, k->label,
-                stmt ? "sql" : "target", why);
-      else if (rc != 0)
-        cli_err("%s", why);
-      if (rc != 0)
+      if (rc != 0) {
+        /* From a file, the fault is at the statement when it does not
+         * prepare, else at the target (no inbox, no connection). */
+        int stmt = strstr(why, "does not prepare") != NULL;
+        if (k->sql_at != NULL)
+          cli_err("%s: %s.pg.%s: %s", stmt ? k->sql_at : k->target_at, k->label,
+                  stmt ? "sql" : "target", why);
+        else
+          cli_err("%s", why);
         return rc == CL_EINVAL ? EXIT_USAGE : EXIT_ERROR;
+      }
     }
     if (k->url != NULL && cl_http_new(&k->http, &d->loop, NULL) != 0) {
       cli_err("cannot set up libcurl");
