@@ -1,8 +1,10 @@
 /*
- * cmd_subscriber.c: `claimer subscriber add|list|pause|resume|remove`,
+ * cmd_subscriber.c: `claimer subscriber add|set|list|pause|resume|remove`,
  * the consumers of results (a mail sender, an audit log, a webhook relay):
  * each subscriber records each result of its queues once (G5).  Arguments
- * are checked before connecting, so a bad one changes nothing.
+ * are checked before connecting, so a bad one changes nothing.  `claimer
+ * subscriber sync` (declared subscribers from a config file) is handed to
+ * cmd_send.c, whose start does the same.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@ static void usage(FILE *out) {
       "       claimer subscriber pause NAME [--reason TEXT]\n"
       "       claimer subscriber resume NAME\n"
       "       claimer subscriber remove NAME [--force]\n"
+      "       claimer subscriber sync --config FILE [--subscriber NAME ...]\n"
       "\n"
       "A subscriber consumes the results of its queues (every queue when "
       "none is\n"
@@ -63,6 +66,11 @@ static void usage(FILE *out) {
       "  remove   the subscriber and its deliveries; refused while some "
       "delivery is\n"
       "           not sent, unless --force\n"
+      "  sync     adds or sets the subscribers a config file declares, as "
+      "`claimer\n"
+      "           send --config` does at start, without sending (`claimer "
+      "subscriber\n"
+      "           sync --help`)\n"
       "\n"
       "Exit status: 0; 1 on a database error or an unknown subscriber; 2 on "
       "bad\n"
@@ -196,6 +204,10 @@ int cmd_subscriber(int argc, char **argv) {
     usage(stdout);
     return EXIT_OK;
   }
+  /* sync is the start of `claimer send --config` without the sending:
+   * the same checks and writes, in cmd_send.c, which knows the sinks. */
+  if (strcmp(sub, "sync") == 0)
+    return cmd_send(argc - 1, argv + 1);
   static const char *const subs[] = {"add",    "set",    "list", "pause",
                                      "resume", "remove", NULL};
   int known = 0;
@@ -203,7 +215,7 @@ int cmd_subscriber(int argc, char **argv) {
     known |= strcmp(sub, subs[i]) == 0;
   if (!known)
     return cli_usage_error("unknown subcommand \"%s\" (add, set, list, "
-                           "pause, resume or remove)",
+                           "pause, resume, remove or sync)",
                            sub);
   int is_list = strcmp(sub, "list") == 0, is_add = strcmp(sub, "add") == 0;
   /* add and set take the policy */

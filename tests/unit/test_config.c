@@ -5,7 +5,9 @@
  * environment, cl_config_set() as the flags use it, the checks between keys,
  * the printer, whose output must load back to the same values, and the
  * reaper's section (nested maps, per-queue SLAs, the hook URL, the queue
- * retry policy and whether one was given).  Files
+ * retry policy and whether one was given), and the subscribers: section
+ * (its records, every bad field at its node, file only, printed masked).
+ * Files
  * that must exist on disk (the size cap, a missing file) go into a mkdtemp
  * directory made by the group fixture; everything else is loaded from
  * strings.  Where a message must not show a password the test looks for its
@@ -138,6 +140,7 @@ static void expect_error(const char *yaml, const char *message) {
   assert_true(cfg.reaper.interval_s == 5);
   assert_int_equal(cfg.reaper.nqueue_sla, 0);
   assert_null(cfg.reaper.hook.url);
+  assert_int_equal(cfg.nsubscribers, 0);
   assert_string_equal(cl_config_origin(&cfg, "worker.concurrency"), "default");
   cl_config_free(&cfg);
 }
@@ -1106,7 +1109,9 @@ static void print_defaults(void **state) {
       "    exec: null                          # default (null: no command)\n"
       "    url: null                           # default (null: no URL)\n"
       "    timeout: 10s                        # default\n"
-      "    max_attempts: 10                    # default\n");
+      "    max_attempts: 10                    # default\n"
+      "subscribers: {}                         # default ({}: none; declared "
+      "in a file only)\n");
   free(text);
   cl_config_free(&cfg);
 }
@@ -2052,6 +2057,436 @@ static void retry_print(void **state) {
   cl_config_free(&b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The subscribers: section                                                  */
+
+static const char subs_yaml[] =
+    "subscribers:\n"
+    "  mail:\n"
+    "    queues: [emails, \"v.2\"]\n"
+    "    from: beginning\n"
+    "    in_doubt: hold\n"
+    "    max_attempts: 5\n"
+    "    break_after: 0\n"
+    "    concurrency: 4\n"
+    "    rate: 2.5\n"
+    "    ordering: fifo\n"
+    "    sink:\n"
+    "      exec: /usr/local/bin/send-mail\n"
+    "      timeout: 45s\n"
+    "  hooks:\n"
+    "    from: 17\n"
+    "    sink:\n"
+    "      webhook: https://example.com/hook?token=Tok-3n\n"
+    "      secret_file: /etc/claimer/hook.secret\n"
+    "  audit:\n"
+    "    sink:\n"
+    "      pg: {target: \"host=db dbname=audit password=Pg-S3cret\",\n"
+    "           sql: \"INSERT INTO audit_log VALUES ($1, $5)\"}\n"
+    "  relay:\n"
+    "    sink: {webhook: \"http://127.0.0.1:9/in\", secret_env: RELAY_KEYS}\n";
+
+static void subscribers_full(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  assert_int_equal(cfg.nsubscribers, 0);
+  load_ok(&cfg, subs_yaml);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  assert_int_equal(cfg.nsubscribers, 4);
+
+  const cl_config_subscriber_t *m = &cfg.subscribers[0];
+  assert_string_equal(m->name, "mail");
+  assert_string_equal(m->origin, "cfg.yaml:2");
+  assert_int_equal(m->nqueues, 2);
+  assert_string_equal(m->queues[0], "emails");
+  assert_string_equal(m->queues[1], "v.2");
+  assert_string_equal(m->from, "beginning");
+  assert_int_equal(m->in_doubt, CL_CONFIG_IN_DOUBT_HOLD);
+  assert_int_equal(m->max_attempts, 5);
+  assert_int_equal(m->break_after, 0);
+  assert_int_equal(m->concurrency, 4);
+  assert_true(m->rate == 2.5);
+  assert_int_equal(m->ordering, CL_CONFIG_ORDERING_FIFO);
+  assert_int_equal(m->sink.kind, CL_CONFIG_SINK_EXEC);
+  assert_string_equal(m->sink.exec, "/usr/local/bin/send-mail");
+  assert_true(m->sink.timeout_s == 45);
+  assert_null(m->sink.webhook);
+  assert_null(m->sink.secret_at);
+
+  /* The defaults, and where the sender's own checks will point. */
+  const cl_config_subscriber_t *h = cl_config_subscriber(&cfg, "hooks");
+  assert_ptr_equal(h, &cfg.subscribers[1]);
+  assert_int_equal(h->nqueues, 0);
+  assert_string_equal(h->from, "17");
+  assert_int_equal(h->in_doubt, CL_CONFIG_IN_DOUBT_RETRY);
+  assert_int_equal(h->max_attempts, 10);
+  assert_int_equal(h->break_after, 100);
+  assert_int_equal(h->concurrency, 0);
+  assert_true(h->rate == 0);
+  assert_int_equal(h->ordering, CL_CONFIG_ORDERING_NONE);
+  assert_int_equal(h->sink.kind, CL_CONFIG_SINK_WEBHOOK);
+  assert_string_equal(h->sink.webhook, "https://example.com/hook?token=Tok-3n");
+  assert_string_equal(h->sink.secret_file, "/etc/claimer/hook.secret");
+  assert_string_equal(h->sink.secret_at, "cfg.yaml:18:20");
+  assert_true(h->sink.timeout_s == 30);
+
+  const cl_config_subscriber_t *a = cl_config_subscriber(&cfg, "audit");
+  assert_int_equal(a->sink.kind, CL_CONFIG_SINK_PG);
+  assert_string_equal(a->sink.pg_target,
+                      "host=db dbname=audit password=Pg-S3cret");
+  assert_string_equal(a->sink.pg_sql, "INSERT INTO audit_log VALUES ($1, $5)");
+  assert_string_equal(a->sink.target_at, "cfg.yaml:21:20");
+  assert_string_equal(a->sink.sql_at, "cfg.yaml:22:17");
+  const cl_config_subscriber_t *r = cl_config_subscriber(&cfg, "relay");
+  assert_string_equal(r->sink.secret_env, "RELAY_KEYS");
+  assert_null(r->sink.secret_file);
+  assert_null(cl_config_subscriber(&cfg, "nobody"));
+  assert_null(cl_config_subscriber(&cfg, NULL));
+
+  /* As the library takes them. */
+  cl_subscriber_opts_t o;
+  cl_config_subscriber_opts(m, &o);
+  assert_int_equal(o.nqueues, 2);
+  assert_string_equal(o.queues[1], "v.2");
+  assert_string_equal(o.from, "beginning");
+  assert_string_equal(o.in_doubt, "hold");
+  assert_int_equal(o.max_attempts, 5);
+  assert_int_equal(o.break_after, -1); /* 0 in the file: never */
+  assert_int_equal(o.concurrency, 4);
+  assert_true(o.rate == 2.5);
+  assert_string_equal(o.ordering, "fifo");
+  cl_config_subscriber_opts(a, &o);
+  assert_int_equal(o.nqueues, 0);
+  assert_string_equal(o.from, "now");
+  assert_string_equal(o.in_doubt, "retry");
+  assert_int_equal(o.max_attempts, 10);
+  assert_int_equal(o.break_after, 100);
+  assert_string_equal(o.ordering, "none");
+
+  /* A copy owns its own records. */
+  cl_config_t b;
+  assert_int_equal(cl_config_copy(&b, &cfg), 0);
+  cl_config_free(&cfg);
+  assert_int_equal(b.nsubscribers, 4);
+  assert_string_equal(b.subscribers[0].queues[1], "v.2");
+  assert_string_equal(b.subscribers[2].sink.sql_at, "cfg.yaml:22:17");
+  cl_config_free(&b);
+  assert_int_equal(b.nsubscribers, 0);
+  assert_null(b.subscribers);
+}
+
+/* Every bad record is refused at its node, word for word. */
+static void subscribers_errors(void **state) {
+  (void)state;
+  static const struct {
+    const char *yaml, *message;
+  } bad[] = {
+      {"subscribers:\n  mail:\n    sink: {exec: x}\n    ordring: fifo\n",
+       "cfg.yaml:4:5: unknown key \"ordring\" in subscribers.mail (did you "
+       "mean \"ordering\"?)"},
+      {"subscriber:\n  mail: {sink: {exec: x}}\n",
+       "cfg.yaml:1:1: unknown key \"subscriber\" (did you mean "
+       "\"subscribers\"?)"},
+      {"subscribers:\n  mail:\n    sink: {exec: x, timout: 5s}\n",
+       "cfg.yaml:3:21: unknown key \"timout\" in subscribers.mail.sink (did "
+       "you mean \"timeout\"?)"},
+      {"subscribers:\n  mail:\n    in_doubt: maybe\n    sink: {exec: x}\n",
+       "cfg.yaml:3:15: subscribers.mail.in_doubt: expected one of retry, hold, "
+       "got \"maybe\""},
+      {"subscribers:\n  mail:\n    ordering: fifi\n    sink: {exec: x}\n",
+       "cfg.yaml:3:15: subscribers.mail.ordering: expected one of none, fifo, "
+       "got \"fifi\" (did you mean \"fifo\"?)"},
+      {"subscribers:\n  mail:\n    from: begining\n    sink: {exec: x}\n",
+       "cfg.yaml:3:11: subscribers.mail.from: expected now, beginning or a "
+       "position (a whole number >= 0), got \"begining\" (did you mean "
+       "\"beginning\"?)"},
+      {"subscribers:\n  mail:\n    from: -1\n    sink: {exec: x}\n",
+       "cfg.yaml:3:11: subscribers.mail.from: expected now, beginning or a "
+       "position (a whole number >= 0), got \"-1\""},
+      {"subscribers:\n  mail:\n    max_attempts: 0\n    sink: {exec: x}\n",
+       "cfg.yaml:3:19: subscribers.mail.max_attempts: 0 is out of range "
+       "1..1000"},
+      {"subscribers:\n  mail:\n    max_attempts: 1001\n    sink: {exec: x}\n",
+       "cfg.yaml:3:19: subscribers.mail.max_attempts: 1001 is out of range "
+       "1..1000"},
+      {"subscribers:\n  mail:\n    break_after: -1\n    sink: {exec: x}\n",
+       "cfg.yaml:3:18: subscribers.mail.break_after: -1 is out of range "
+       "0..1000000"},
+      {"subscribers:\n  mail:\n    concurrency: 100001\n    sink: {exec: x}\n",
+       "cfg.yaml:3:18: subscribers.mail.concurrency: 100001 is out of range "
+       "0..100000"},
+      {"subscribers:\n  mail:\n    concurrency: two\n    sink: {exec: x}\n",
+       "cfg.yaml:3:18: subscribers.mail.concurrency: expected an integer, got "
+       "\"two\""},
+      {"subscribers:\n  mail:\n    rate: 1000001\n    sink: {exec: x}\n",
+       "cfg.yaml:3:11: subscribers.mail.rate: 1000001 is out of range "
+       "0..1000000"},
+      {"subscribers:\n  mail:\n    rate: -1\n    sink: {exec: x}\n",
+       "cfg.yaml:3:11: subscribers.mail.rate: expected a number of deliveries "
+       "per second (such as 50 or 0.5; 0: no limit), got \"-1\""},
+      {"subscribers:\n  mail:\n    queues: [a, a]\n    sink: {exec: x}\n",
+       "cfg.yaml:3:17: subscribers.mail.queues[1]: queue \"a\" is listed twice "
+       "(first at line 3)"},
+      {"subscribers:\n  mail:\n    queues: emails\n    sink: {exec: x}\n",
+       "cfg.yaml:3:13: subscribers.mail.queues: expected a list of queue "
+       "names, got \"emails\""},
+      {"subscribers:\n  bad name:\n    sink: {exec: x}\n",
+       "cfg.yaml:2:3: subscribers: subscriber name \"bad name\" has a character "
+       "not allowed at byte 3 (allowed: letters, digits, _ . -)"},
+      {"subscribers:\n  mail: {sink: {exec: x}}\n  mail: {sink: {exec: y}}\n",
+       "cfg.yaml:3:3: duplicate key \"mail\" in subscribers (first at line 2)"},
+      {"subscribers: [mail]\n",
+       "cfg.yaml:1:14: subscribers: expected a map of subscriber names to "
+       "their settings, got a list"},
+      {"subscribers:\n  mail:\n    queues: [a]\n",
+       "cfg.yaml:2:3: subscribers.mail: needs a sink (sink: with one of exec, "
+       "webhook or pg)"},
+      {"subscribers:\n  mail: nothing\n",
+       "cfg.yaml:2:9: subscribers.mail: expected a map of its settings and its "
+       "sink, got \"nothing\""},
+      /* The sink: exactly one kind, with what that kind needs. */
+      {"subscribers:\n  mail:\n    sink: {timeout: 5s}\n",
+       "cfg.yaml:3:11: subscribers.mail.sink: needs one of exec, webhook or "
+       "pg"},
+      {"subscribers:\n  mail:\n    sink:\n      exec: x\n"
+       "      webhook: https://a/\n      secret_env: K\n",
+       "cfg.yaml:5:7: subscribers.mail.sink: both exec and webhook (a sink is "
+       "exactly one of exec, webhook or pg)"},
+      {"subscribers:\n  mail:\n    sink:\n      pg: {target: \"host=x\", "
+       "sql: y}\n      exec: x\n",
+       "cfg.yaml:5:7: subscribers.mail.sink: both pg and exec (a sink is "
+       "exactly one of exec, webhook or pg)"},
+      {"subscribers:\n  mail:\n    sink:\n      webhook: ftp://a/\n"
+       "      secret_env: K\n",
+       "cfg.yaml:4:16: subscribers.mail.sink.webhook: scheme \"ftp\" is not "
+       "supported (expected http:// or https://)"},
+      {"subscribers:\n  mail:\n    sink:\n      webhook: https://a/\n",
+       "cfg.yaml:4:7: subscribers.mail.sink: webhook needs its signing "
+       "secrets: secret_file FILE or secret_env VAR"},
+      {"subscribers:\n  mail:\n    sink: {exec: x, secret_file: /a}\n",
+       "cfg.yaml:3:21: subscribers.mail.sink: secret_file goes with webhook, "
+       "not exec"},
+      {"subscribers:\n  mail:\n    sink: {webhook: \"http://a/\", "
+       "secret_file: /a, secret_env: B}\n",
+       "cfg.yaml:3:51: subscribers.mail.sink: both secret_file and secret_env "
+       "(give the secrets one way)"},
+      {"subscribers:\n  mail:\n    sink: {webhook: \"http://a/\", "
+       "secret_env: 1B}\n",
+       "cfg.yaml:3:46: subscribers.mail.sink.secret_env: \"1B\" is not the name "
+       "of an environment variable (letters, digits and _, not starting with "
+       "a digit)"},
+      {"subscribers:\n  mail:\n    sink:\n      pg: {target: \"host=x\"}\n",
+       "cfg.yaml:4:11: subscribers.mail.sink.pg: needs sql (the statement to "
+       "run there)"},
+      {"subscribers:\n  mail:\n    sink:\n      pg: {sql: \"SELECT 1\"}\n",
+       "cfg.yaml:4:11: subscribers.mail.sink.pg: needs target (the DSN of the "
+       "database to write to)"},
+      {"subscribers:\n  mail:\n    sink:\n      pg: \"host=x\"\n",
+       "cfg.yaml:4:11: subscribers.mail.sink.pg: expected a map {target: DSN, "
+       "sql: SQL}, got \"host=x\""},
+      {"subscribers:\n  mail:\n    sink:\n      pg: {sql: y, user: u}\n",
+       "cfg.yaml:4:20: unknown key \"user\" in subscribers.mail.sink.pg"},
+      {"subscribers:\n  mail:\n    sink: {exec: x, timeout: 0}\n",
+       "cfg.yaml:3:30: subscribers.mail.sink.timeout: 0 is out of range "
+       "100ms..1d"},
+      {"subscribers:\n  mail:\n    sink: {exec: \"\"}\n",
+       "cfg.yaml:3:18: subscribers.mail.sink.exec: is empty"},
+      {"subscribers:\n  mail:\n    sink: {exec: }\n",
+       "cfg.yaml:3:18: subscribers.mail.sink.exec: expected a string, got "
+       "nothing"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    expect_error(bad[i].yaml, bad[i].message);
+
+  /* A pg target's password is never echoed, also when it is bad. */
+  cl_config_t cfg;
+  char err[ERRLEN];
+  const char *yaml = "subscribers:\n  audit:\n    sink:\n      pg: {target: "
+                     "\"password=Pg-S3cret port=x\", sql: y}\n";
+  cl_config_init(&cfg);
+  assert_int_equal(cl_config_load_string(&cfg, yaml, strlen(yaml), "cfg.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  const char *want = "cfg.yaml:4:20: subscribers.audit.sink.pg.target: ";
+  if (strncmp(err, want, strlen(want)) != 0)
+    fail_msg("\"%s\" does not start with \"%s\"", err, want);
+  assert_not_contains(err, "Pg-S3cret");
+  cl_config_free(&cfg);
+
+  /* More than CL_CONFIG_SUBSCRIBERS_MAX. */
+  char many[8192];
+  size_t o = (size_t)snprintf(many, sizeof many, "subscribers:\n");
+  for (int i = 0; i <= CL_CONFIG_SUBSCRIBERS_MAX; i++)
+    o += (size_t)snprintf(many + o, sizeof many - o,
+                          "  s%d: {sink: {exec: x}}\n", i);
+  expect_error(many, "cfg.yaml:66:3: subscribers: more than 64 subscribers");
+}
+
+/* Subscribers come from a file only; a later file's section replaces the
+ * whole of an earlier one's, and a failed load leaves it as it was. */
+static void subscribers_file_only(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, subs_yaml);
+  setenv("CLAIMER_SUBSCRIBERS", "mail", 1);
+  setenv("CLAIMER_SUBSCRIBERS_MAIL_MAX_ATTEMPTS", "3", 1);
+  assert_int_equal(cl_config_apply_env(&cfg, err, sizeof err), 0);
+  unsetenv("CLAIMER_SUBSCRIBERS");
+  unsetenv("CLAIMER_SUBSCRIBERS_MAIL_MAX_ATTEMPTS");
+  assert_int_equal(cfg.nsubscribers, 4);
+  assert_int_equal(cfg.subscribers[0].max_attempts, 5);
+  assert_int_equal(
+      cl_config_set(&cfg, "subscribers", "mail", "flag", err, sizeof err),
+      CL_ECONFIG);
+  assert_string_equal(err, "flag: unknown key \"subscribers\"");
+  assert_null(cl_config_origin(&cfg, "subscribers"));
+
+  const char *bad = "subscribers:\n  other: {sink: {exec: x}}\n"
+                    "  mail: {sink: {exec: x, timeout: -1}}\n";
+  assert_int_equal(cl_config_load_string(&cfg, bad, strlen(bad), "bad.yaml",
+                                         err, sizeof err),
+                   CL_ECONFIG);
+  assert_int_equal(cfg.nsubscribers, 4);
+  assert_string_equal(cfg.subscribers[0].name, "mail");
+
+  load_ok(&cfg, "subscribers:\n  other: {sink: {exec: y}}\n");
+  assert_int_equal(cfg.nsubscribers, 1);
+  assert_string_equal(cfg.subscribers[0].name, "other");
+  assert_null(cl_config_subscriber(&cfg, "mail"));
+  /* A file without the section leaves it alone; an empty one empties it. */
+  load_ok(&cfg, "worker:\n  concurrency: 3\n");
+  assert_int_equal(cfg.nsubscribers, 1);
+  load_ok(&cfg, "subscribers: {}\n");
+  assert_int_equal(cfg.nsubscribers, 0);
+  load_ok(&cfg, "subscribers:\n");
+  assert_int_equal(cfg.nsubscribers, 0);
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  cl_config_free(&cfg);
+}
+
+/* Records changed behind the loader's back are checked too. */
+static void subscribers_validate(void **state) {
+  (void)state;
+  cl_config_t cfg;
+  char err[ERRLEN];
+  cl_config_init(&cfg);
+  load_ok(&cfg, subs_yaml);
+  cl_config_subscriber_t *m = &cfg.subscribers[0];
+  m->max_attempts = 0;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "subscribers.mail.max_attempts: 0 is out of range "
+                           "1..1000 (from cfg.yaml:2)");
+  m->max_attempts = 5;
+  m->rate = -0.5;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "subscribers.mail.rate: -0.5 is out of range "
+                           "0..1000000 (from cfg.yaml:2)");
+  m->rate = 1;
+  m->ordering = (cl_config_ordering_t)7;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "subscribers.mail.ordering: 7 is not a valid value "
+                           "(from cfg.yaml:2)");
+  m->ordering = CL_CONFIG_ORDERING_NONE;
+  m->sink.kind = CL_CONFIG_SINK_PG;
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "subscribers.mail.sink: needs exactly one of exec, "
+                           "webhook (with one of secret_file and secret_env) "
+                           "or pg (with target and sql) (from cfg.yaml:2)");
+  m->sink.kind = CL_CONFIG_SINK_EXEC;
+  free(cfg.subscribers[1].name);
+  cfg.subscribers[1].name = strdup("mail");
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), CL_ECONFIG);
+  assert_string_equal(err, "subscribers: \"mail\" is declared twice (from "
+                           "cfg.yaml:14)");
+  free(cfg.subscribers[1].name);
+  cfg.subscribers[1].name = strdup("hooks");
+  assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
+  cl_config_free(&cfg);
+}
+
+/* config check prints every record with every field, secrets masked, as
+ * YAML that loads back to the same records. */
+static void subscribers_print(void **state) {
+  (void)state;
+  cl_config_t a, b;
+  char err[ERRLEN];
+  cl_config_init(&a);
+  load_ok(&a, subs_yaml);
+  char *text = print(&a);
+  assert_contains(text,
+                  "subscribers:                            # cfg.yaml:1\n"
+                  "  mail:                                 # cfg.yaml:2\n"
+                  "    queues: [emails, v.2]\n"
+                  "    from: beginning                     # only when it is "
+                  "created\n"
+                  "    in_doubt: hold\n"
+                  "    max_attempts: 5\n"
+                  "    break_after: 0                      # never\n"
+                  "    concurrency: 4\n"
+                  "    rate: 2.5\n"
+                  "    ordering: fifo\n"
+                  "    sink:\n"
+                  "      exec: \"/usr/local/bin/send-mail\"\n"
+                  "      timeout: 45s\n"
+                  "  hooks:                                # cfg.yaml:14\n"
+                  "    queues: []                          # every queue\n"
+                  "    from: 17                            # only when it is "
+                  "created\n"
+                  "    in_doubt: retry\n"
+                  "    max_attempts: 10\n"
+                  "    break_after: 100\n"
+                  "    concurrency: 0                      # no limit\n"
+                  "    rate: 0                             # no limit\n"
+                  "    ordering: none\n"
+                  "    sink:\n"
+                  "      webhook: \"https://example.com/hook?token=***\"\n"
+                  "      secret_file: \"/etc/claimer/hook.secret\"\n"
+                  "      timeout: 30s\n");
+  assert_contains(text, "    sink:\n"
+                        "      pg:\n"
+                        "        target: \"password=*** dbname=audit "
+                        "host=db\"\n"
+                        "        sql: \"INSERT INTO audit_log VALUES ($1, "
+                        "$5)\"\n"
+                        "      timeout: 30s\n");
+  assert_contains(text, "      secret_env: \"RELAY_KEYS\"\n");
+  assert_not_contains(text, "Pg-S3cret");
+  assert_not_contains(text, "Tok-3n");
+  cl_config_init(&b);
+  if (cl_config_load_string(&b, text, strlen(text), "printed", err,
+                            sizeof err) != 0)
+    fail_msg("%s\n%s", err, text);
+  assert_int_equal(cl_config_validate(&b, err, sizeof err), 0);
+  assert_int_equal(b.nsubscribers, a.nsubscribers);
+  for (size_t i = 0; i < a.nsubscribers; i++) {
+    const cl_config_subscriber_t *x = &a.subscribers[i], *y = &b.subscribers[i];
+    assert_string_equal(y->name, x->name);
+    assert_int_equal(y->nqueues, x->nqueues);
+    for (size_t j = 0; j < x->nqueues; j++)
+      assert_string_equal(y->queues[j], x->queues[j]);
+    assert_string_equal(y->from, x->from != NULL ? x->from : "now");
+    assert_int_equal(y->in_doubt, x->in_doubt);
+    assert_int_equal(y->max_attempts, x->max_attempts);
+    assert_int_equal(y->break_after, x->break_after);
+    assert_int_equal(y->concurrency, x->concurrency);
+    assert_true(y->rate == x->rate);
+    assert_int_equal(y->ordering, x->ordering);
+    assert_int_equal(y->sink.kind, x->sink.kind);
+    assert_true(y->sink.timeout_s == x->sink.timeout_s);
+    if (x->sink.exec != NULL)
+      assert_string_equal(y->sink.exec, x->sink.exec);
+    if (x->sink.pg_sql != NULL)
+      assert_string_equal(y->sink.pg_sql, x->sink.pg_sql);
+  }
+  free(text);
+  cl_config_free(&a);
+  cl_config_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(defaults, clear_env, clear_env),
@@ -2098,6 +2533,13 @@ int main(void) {
       cmocka_unit_test_setup_teardown(retry_errors, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(retry_policy_set, clear_env, clear_env),
       cmocka_unit_test_setup_teardown(retry_print, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(subscribers_full, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(subscribers_errors, clear_env, clear_env),
+      cmocka_unit_test_setup_teardown(subscribers_file_only, clear_env,
+                                      clear_env),
+      cmocka_unit_test_setup_teardown(subscribers_validate, clear_env,
+                                      clear_env),
+      cmocka_unit_test_setup_teardown(subscribers_print, clear_env, clear_env),
   };
   return cmocka_run_group_tests_name("config", tests, group_setup,
                                      group_teardown);

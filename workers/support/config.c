@@ -92,6 +92,7 @@ typedef struct keydef {
 static int check_text(const char *s, char *err, size_t errlen);
 static int check_command(const char *s, char *err, size_t errlen);
 static int check_url(const char *s, char *err, size_t errlen);
+static int check_env_name(const char *s, char *err, size_t errlen);
 
 static const char *const format_names[] = {"logfmt", "json", NULL};
 static const char *const level_names[] = {"debug", "info", "warning", "error",
@@ -694,6 +695,26 @@ static int check_command(const char *s, char *err, size_t errlen) {
   return cl__check_text(NULL, s, COMMAND_MAX, CL__TEXT_LINES, err, errlen);
 }
 
+/* The rule for the name of an environment variable (a webhook sink's
+ * secret_env): letters, digits and '_', not starting with a digit, as the
+ * shell can set it. */
+static int check_env_name(const char *s, char *err, size_t errlen) {
+  static const char word[] = "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+  if (check_text(s, err, errlen) != 0)
+    return CL_EINVAL;
+  if (strspn(s, word) != strlen(s) || isdigit((unsigned char)s[0])) {
+    char shown[ECHO_LEN];
+    echo(shown, s, true);
+    cl__msg(err, errlen,
+            "\"%s\" is not the name of an environment variable (letters, "
+            "digits and _, not starting with a digit)",
+            shown);
+    return CL_EINVAL;
+  }
+  return 0;
+}
+
 /* Returns true when s[0..n) is a port: 1..65535 in decimal. */
 static bool is_port(const char *s, size_t n) {
   if (n == 0 || n > 5 || strspn(s, "0123456789") < n)
@@ -1058,6 +1079,158 @@ static int parse_qmap_text(const keydef_t *item, const char *text, value_t *v,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Subscriber records                                                        */
+
+static const char *const in_doubt_names[] = {"retry", "hold", NULL};
+static const char *const ordering_names[] = {"none", "fifo", NULL};
+
+/* The fields of a subscriber record and of its sink that the key table's
+ * per-kind code reads and checks.  Their ranges are those `claimer
+ * subscriber add` and `claimer send` check (and deliver.c after them);
+ * each path names its field in messages. */
+static const keydef_t sub_in_doubt = {
+    .path = "in_doubt", .kind = K_ENUM, .names = in_doubt_names};
+static const keydef_t sub_max_attempts = {
+    .path = "max_attempts", .kind = K_INT, .def = 10, .min = 1, .max = 1000};
+static const keydef_t sub_break_after = {.path = "break_after",
+                                         .kind = K_INT,
+                                         .def = 100,
+                                         .max = 1000000,
+                                         .zero = "never"};
+static const keydef_t sub_concurrency = {
+    .path = "concurrency", .kind = K_INT, .max = 100000, .zero = "no limit"};
+/* Only the range of rate, a plain number with no kind of its own here. */
+static const keydef_t sub_rate = {
+    .path = "rate", .kind = K_INT, .max = 1000000, .zero = "no limit"};
+static const keydef_t sub_ordering = {
+    .path = "ordering", .kind = K_ENUM, .names = ordering_names};
+static const keydef_t sink_exec = {
+    .path = "exec", .kind = K_STRING, .check = check_command};
+static const keydef_t sink_webhook = {.path = "webhook", .kind = K_URL};
+static const keydef_t sink_secret_file = {.path = "secret_file",
+                                          .kind = K_STRING};
+static const keydef_t sink_secret_env = {
+    .path = "secret_env", .kind = K_STRING, .check = check_env_name};
+static const keydef_t sink_timeout = {
+    .path = "timeout", .kind = K_DURATION, .def = 30, .min = 0.1, .max = DAY_S};
+static const keydef_t pg_target = {.path = "target", .kind = K_DSN};
+static const keydef_t pg_sql = {
+    .path = "sql", .kind = K_STRING, .check = check_command};
+
+static void subscriber_init(cl_config_subscriber_t *s) {
+  *s = (cl_config_subscriber_t){0};
+  s->in_doubt = CL_CONFIG_IN_DOUBT_RETRY;
+  s->max_attempts = (int)sub_max_attempts.def;
+  s->break_after = (int)sub_break_after.def;
+  s->ordering = CL_CONFIG_ORDERING_NONE;
+  s->sink.timeout_s = sink_timeout.def;
+}
+
+/* The string fields of a record, each one malloc'd string or NULL. */
+enum { SUB_STRINGS = 12 };
+static void subscriber_strings(cl_config_subscriber_t *s,
+                               char **f[SUB_STRINGS]) {
+  char **all[SUB_STRINGS] = {&s->name,
+                             &s->from,
+                             &s->origin,
+                             &s->sink.exec,
+                             &s->sink.webhook,
+                             &s->sink.secret_file,
+                             &s->sink.secret_env,
+                             &s->sink.pg_target,
+                             &s->sink.pg_sql,
+                             &s->sink.secret_at,
+                             &s->sink.target_at,
+                             &s->sink.sql_at};
+  memcpy(f, all, sizeof all);
+}
+
+/* Frees what s owns and leaves it holding the defaults. */
+static void subscriber_free(cl_config_subscriber_t *s) {
+  char **f[SUB_STRINGS];
+  subscriber_strings(s, f);
+  for (size_t i = 0; i < SUB_STRINGS; i++)
+    free(*f[i]);
+  for (size_t i = 0; i < s->nqueues; i++)
+    free(s->queues[i]);
+  free(s->queues);
+  subscriber_init(s);
+}
+
+static void subscribers_free(cl_config_subscriber_t *subs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    subscriber_free(&subs[i]);
+  free(subs);
+}
+
+/* Makes dst a deep copy of src.  Returns 0 or CL_ENOMEM; either way dst
+ * owns only its own copies (for subscriber_free()). */
+static int subscriber_copy(cl_config_subscriber_t *dst,
+                           const cl_config_subscriber_t *src) {
+  char **d[SUB_STRINGS], **s[SUB_STRINGS];
+  *dst = *src;
+  dst->queues = NULL;
+  dst->nqueues = 0;
+  subscriber_strings(dst, d);
+  subscriber_strings((cl_config_subscriber_t *)src, s);
+  for (size_t i = 0; i < SUB_STRINGS; i++)
+    *d[i] = NULL;
+  for (size_t i = 0; i < SUB_STRINGS; i++)
+    if (*s[i] != NULL && (*d[i] = strdup(*s[i])) == NULL)
+      return CL_ENOMEM;
+  if (src->nqueues > 0 &&
+      (dst->queues = calloc(src->nqueues, sizeof *dst->queues)) == NULL)
+    return CL_ENOMEM;
+  for (; dst->nqueues < src->nqueues; dst->nqueues++)
+    if ((dst->queues[dst->nqueues] = strdup(src->queues[dst->nqueues])) == NULL)
+      return CL_ENOMEM;
+  return 0;
+}
+
+/* Stores in *out a deep copy of the n records of src (NULL when none).
+ * Returns 0 or CL_ENOMEM (nothing allocated). */
+static int subscribers_copy(cl_config_subscriber_t **out,
+                            const cl_config_subscriber_t *src, size_t n) {
+  *out = NULL;
+  if (n == 0)
+    return 0;
+  cl_config_subscriber_t *a = calloc(n, sizeof *a);
+  if (a == NULL)
+    return CL_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (subscriber_copy(&a[i], &src[i]) != 0) {
+      subscribers_free(a, i + 1);
+      return CL_ENOMEM;
+    }
+  }
+  *out = a;
+  return 0;
+}
+
+const cl_config_subscriber_t *cl_config_subscriber(const cl_config_t *cfg,
+                                                   const char *name) {
+  for (size_t i = 0; name != NULL && i < cfg->nsubscribers; i++)
+    if (strcmp(cfg->subscribers[i].name, name) == 0)
+      return &cfg->subscribers[i];
+  return NULL;
+}
+
+void cl_config_subscriber_opts(const cl_config_subscriber_t *s,
+                               cl_subscriber_opts_t *o) {
+  *o = (cl_subscriber_opts_t){0};
+  o->queues = (const char *const *)s->queues;
+  o->nqueues = s->nqueues;
+  o->from = s->from != NULL ? s->from : "now";
+  o->in_doubt = in_doubt_names[s->in_doubt == CL_CONFIG_IN_DOUBT_HOLD];
+  o->max_attempts = s->max_attempts;
+  /* In the library 0 is its default (100) and a negative number never. */
+  o->break_after = s->break_after == 0 ? -1 : s->break_after;
+  o->concurrency = s->concurrency;
+  o->rate = s->rate;
+  o->ordering = ordering_names[s->ordering == CL_CONFIG_ORDERING_FIFO];
+}
+
+/* ------------------------------------------------------------------------ */
 /* The configuration object                                                  */
 
 void cl_config_init(cl_config_t *cfg) {
@@ -1107,6 +1280,8 @@ void cl_config_free(cl_config_t *cfg) {
     field_free(cfg, &keys[i]);
     free(cfg->origin_[i]);
   }
+  subscribers_free(cfg->subscribers, cfg->nsubscribers);
+  free(cfg->subscribers_origin_);
   cl_config_init(cfg);
 }
 
@@ -1165,6 +1340,9 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
   /* Take the numbers, then detach dst from src's memory before copying
    * any of it, so that a failure halfway frees only dst's own copies. */
   *dst = *src;
+  dst->subscribers = NULL;
+  dst->nsubscribers = 0;
+  dst->subscribers_origin_ = NULL;
   for (size_t i = 0; i < NKEYS; i++) {
     void *f = field(dst, &keys[i]);
     dst->origin_[i] = NULL;
@@ -1206,6 +1384,17 @@ int cl_config_copy(cl_config_t *dst, const cl_config_t *src) {
       cl_config_free(dst);
       return CL_ENOMEM;
     }
+  }
+  if (subscribers_copy(&dst->subscribers, src->subscribers,
+                       src->nsubscribers) != 0) {
+    cl_config_free(dst);
+    return CL_ENOMEM;
+  }
+  dst->nsubscribers = src->nsubscribers;
+  if (src->subscribers_origin_ != NULL &&
+      (dst->subscribers_origin_ = strdup(src->subscribers_origin_)) == NULL) {
+    cl_config_free(dst);
+    return CL_ENOMEM;
   }
   return 0;
 }
@@ -1723,10 +1912,36 @@ static int qmap_yaml(loader_t *L, const keydef_t *k, const node_t *map,
   return 0;
 }
 
+static int out_of_memory(loader_t *L) {
+  cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
+  return CL_ENOMEM;
+}
+
+/* Reads the scalar node as a value of row k (not a list or map kind) into
+ * *v; label names it in messages.  A null leaves *v unset when nullable,
+ * and is refused otherwise. */
+static int scalar_value(loader_t *L, const keydef_t *k, const node_t *node,
+                        const char *label, bool nullable, value_t *v) {
+  char want[128], why[512];
+  expected(want, sizeof want, k);
+  bool text = is_string(k) || k->kind == K_ENUM;
+  int rc = scalar_of(L, node, label, want, text, nullable);
+  if (rc == 1)
+    return 0; /* null: unset */
+  if (rc != 0)
+    return rc;
+  rc = parse_text(k, node->text, v, why, sizeof why);
+  if (rc == CL_ENOMEM)
+    return out_of_memory(L);
+  if (rc != 0)
+    return fail_at(L, node->line, node->col, "%s: %s", label, why);
+  return 0;
+}
+
 /* Reads node as the value of row k into *v. */
 static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
                       value_t *v) {
-  char want[128], why[512];
+  char want[128];
   expected(want, sizeof want, k);
   if (k->kind == K_QMAP) {
     if (is_null(node))
@@ -1757,22 +1972,37 @@ static int node_value(loader_t *L, const keydef_t *k, const node_t *node,
     }
     return 0;
   }
-  bool text = is_string(k) || k->kind == K_ENUM;
-  bool nullable = is_string(k);
-  int rc = scalar_of(L, node, k->path, want, text, nullable);
-  if (rc == 1)
-    return 0; /* null: unset */
-  if (rc != 0)
-    return rc;
-  rc = parse_text(k, node->text, v, why, sizeof why);
-  if (rc == CL_ENOMEM) {
-    cl__msg(L->err, L->errlen, "%s: out of memory", L->name);
-    return rc;
+  return scalar_value(L, k, node, k->path, is_string(k), v);
+}
+
+/* Checks key i of map: a scalar, and not a repeat of an earlier key; in
+ * names the map for the message (" in worker"; "" at the top). */
+static int map_key(loader_t *L, const node_t *map, size_t i, const char *in) {
+  const node_t *key = map->kids[i];
+  if (key->type != N_SCALAR) {
+    char what[32];
+    got(what, sizeof what, key);
+    return fail_at(L, key->line, key->col,
+                   "a key must be a plain string, got %s", what);
   }
-  if (rc != 0)
-    return fail_at(L, node->line, node->col, "%s: %s", k->path, why);
+  for (size_t j = 0; j < i; j += 2) {
+    const node_t *prev = map->kids[j];
+    if (prev->type == N_SCALAR && prev->len == key->len &&
+        memcmp(prev->text, key->text, key->len) == 0) {
+      char shown[ECHO_LEN];
+      echo_n(shown, sizeof shown, key->text, key->len, true);
+      return fail_at(L, key->line, key->col,
+                     "duplicate key \"%s\"%s (first at line %zu)", shown, in,
+                     prev->line);
+    }
+  }
   return 0;
 }
+
+static int subscribers_yaml(loader_t *L, const node_t *key, const node_t *map);
+
+/* The one top-level key outside the table. */
+static const span_t subscribers_word = {"subscribers", 11};
 
 /* Applies the keys of map, found under section ("" at the top). */
 static int apply_map(loader_t *L, const node_t *map, const char *section) {
@@ -1780,20 +2010,15 @@ static int apply_map(loader_t *L, const node_t *map, const char *section) {
     const node_t *key = map->kids[i], *val = map->kids[i + 1];
     char shown[ECHO_LEN], in[PATH_MAX_LEN + 8];
     snprintf(in, sizeof in, "%s%s", *section ? " in " : "", section);
-    if (key->type != N_SCALAR) {
-      char what[32];
-      got(what, sizeof what, key);
-      return fail_at(L, key->line, key->col,
-                     "a key must be a plain string, got %s", what);
-    }
+    int rc = map_key(L, map, i, in);
+    if (rc != 0)
+      return rc;
     echo_n(shown, sizeof shown, key->text, key->len, true);
-    for (size_t j = 0; j < i; j += 2) {
-      const node_t *prev = map->kids[j];
-      if (prev->type == N_SCALAR && prev->len == key->len &&
-          memcmp(prev->text, key->text, key->len) == 0)
-        return fail_at(L, key->line, key->col,
-                       "duplicate key \"%s\"%s (first at line %zu)", shown, in,
-                       prev->line);
+    if (*section == '\0' && key->len == subscribers_word.n &&
+        memcmp(key->text, subscribers_word.p, key->len) == 0) {
+      if ((rc = subscribers_yaml(L, key, val)) != 0)
+        return rc;
+      continue;
     }
     /* A key with a dot or a NUL in it is nobody's: "worker.lease" at the
      * top must not pass for worker: {lease}. */
@@ -1811,7 +2036,7 @@ static int apply_map(loader_t *L, const node_t *map, const char *section) {
     }
     if (k != NULL) {
       value_t v = {0};
-      int rc = node_value(L, k, val, &v);
+      rc = node_value(L, k, val, &v);
       if (rc == 0) {
         char *origin = NULL;
         if (asprintf(&origin, "%s:%zu", L->name, key->line) < 0)
@@ -1834,18 +2059,452 @@ static int apply_map(loader_t *L, const node_t *map, const char *section) {
         return fail_at(L, val->line, val->col, "%s: expected a map, got %s",
                        path, what);
       }
-      int rc = apply_map(L, val, path);
+      rc = apply_map(L, val, path);
       if (rc != 0)
         return rc;
     } else {
-      span_t cand[NKEYS];
+      span_t cand[NKEYS + 1];
       size_t nc = children(section, cand);
+      if (*section == '\0')
+        cand[nc++] = subscribers_word;
       char hint[PATH_MAX_LEN + 32];
       did_you_mean(hint, sizeof hint, key->text, cand, nc);
       return fail_at(L, key->line, key->col, "unknown key \"%s\"%s%s", shown,
                      in, hint);
     }
   }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* YAML: the subscribers                                                     */
+
+/* The keys of a subscriber record, of its sink, and of a pg sink, in the
+ * order of the switches below. */
+static const span_t sub_keys[] = {
+    {"queues", 6},        {"from", 4},         {"in_doubt", 8},
+    {"max_attempts", 12}, {"break_after", 11}, {"concurrency", 11},
+    {"rate", 4},          {"ordering", 8},     {"sink", 4}};
+static const span_t sink_keys[] = {{"exec", 4},         {"webhook", 7},
+                                   {"secret_file", 11}, {"secret_env", 10},
+                                   {"pg", 2},           {"timeout", 7}};
+static const span_t pg_keys[] = {{"target", 6}, {"sql", 3}};
+#define NSPANS(a) (sizeof(a) / sizeof((a)[0]))
+/* Room for a label such as "subscribers.NAME.sink.pg.target" (a name is
+ * at most 63 bytes) or " in" one. */
+#define LABEL_LEN 160
+
+/* Writes a, b and c joined into out, which holds LABEL_LEN. */
+static void join_label(char out[LABEL_LEN], const char *a, const char *b,
+                       const char *c) {
+  if (snprintf(out, LABEL_LEN, "%s%s%s", a, b, c) >= LABEL_LEN)
+    out[LABEL_LEN - 1] = '\0';
+}
+
+/* Finds key among the ncand candidates: sets *index and returns 0, or
+ * reports it unknown in label (with a "did you mean") and returns
+ * CL_ECONFIG. */
+static int which_key(loader_t *L, const node_t *key, const span_t *cand,
+                     size_t ncand, const char *label, size_t *index) {
+  for (size_t i = 0; i < ncand; i++) {
+    if (key->len == cand[i].n && memcmp(key->text, cand[i].p, key->len) == 0) {
+      *index = i;
+      return 0;
+    }
+  }
+  char shown[ECHO_LEN], hint[PATH_MAX_LEN + 32];
+  echo_n(shown, sizeof shown, key->text, key->len, true);
+  did_you_mean(hint, sizeof hint, key->text, cand, ncand);
+  return fail_at(L, key->line, key->col, "unknown key \"%s\" in %s%s", shown,
+                 label, hint);
+}
+
+/* Stores in *out "FILE:LINE:COLUMN" of node n (freeing what was there).
+ * Returns 0 or CL_ENOMEM. */
+static int mark_at(loader_t *L, const node_t *n, char **out) {
+  char *s = NULL;
+  if (asprintf(&s, "%s:%zu:%zu", L->name, n->line, n->col) < 0)
+    return out_of_memory(L);
+  free(*out);
+  *out = s;
+  return 0;
+}
+
+/* Reads node as a string of row k (not null) into *out, freeing what was
+ * there. */
+static int string_yaml(loader_t *L, const keydef_t *k, const node_t *node,
+                       const char *label, char **out) {
+  value_t v = {0};
+  int rc = scalar_value(L, k, node, label, false, &v);
+  if (rc == 0) {
+    free(*out);
+    *out = v.s;
+    v.s = NULL;
+  }
+  value_free(&v);
+  return rc;
+}
+
+/* Reads node as an integer (or enum) of row k into *out. */
+static int int_yaml(loader_t *L, const keydef_t *k, const node_t *node,
+                    const char *label, int *out) {
+  value_t v = {0};
+  int rc = scalar_value(L, k, node, label, false, &v);
+  if (rc == 0)
+    *out = (int)v.i;
+  return rc;
+}
+
+/* from: now, beginning, or a position. */
+static int from_yaml(loader_t *L, const node_t *val, const char *label,
+                     char **out) {
+  static const span_t words[] = {{"now", 3}, {"beginning", 9}};
+  int rc =
+      scalar_of(L, val, label, "now, beginning or a position", false, false);
+  if (rc != 0)
+    return rc;
+  long long pos = -1;
+  if (strcmp(val->text, "now") != 0 && strcmp(val->text, "beginning") != 0 &&
+      (parse_ll(val->text, &pos) != 0 || pos < 0)) {
+    char shown[ECHO_LEN], hint[64];
+    echo_n(shown, sizeof shown, val->text, val->len, true);
+    did_you_mean(hint, sizeof hint, val->text, words, NSPANS(words));
+    return fail_at(L, val->line, val->col,
+                   "%s: expected now, beginning or a position (a whole number "
+                   ">= 0), got \"%s\"%s",
+                   label, shown, hint);
+  }
+  char *s = strdup(val->text);
+  if (s == NULL)
+    return out_of_memory(L);
+  free(*out);
+  *out = s;
+  return 0;
+}
+
+/* rate: deliveries per second, a plain decimal number. */
+static int rate_yaml(loader_t *L, const node_t *val, const char *label,
+                     double *out) {
+  int rc = scalar_of(L, val, label, "a number of deliveries per second", false,
+                     false);
+  if (rc != 0)
+    return rc;
+  double r = 0;
+  size_t n = parse_decimal(val->text, &r);
+  char shown[ECHO_LEN], why[256];
+  echo_n(shown, sizeof shown, val->text, val->len, true);
+  if (n == 0 || n != val->len)
+    return fail_at(L, val->line, val->col,
+                   "%s: expected a number of deliveries per second (such as "
+                   "50 or 0.5; 0: no limit), got \"%s\"",
+                   label, shown);
+  if (r > sub_rate.max) {
+    range_why(why, sizeof why, &sub_rate, val->text);
+    return fail_at(L, val->line, val->col, "%s: %s", label, why);
+  }
+  *out = r;
+  return 0;
+}
+
+/* queues: a list of queue names; null or [] for every queue. */
+static int sub_queues_yaml(loader_t *L, const node_t *val, const char *label,
+                           cl_config_subscriber_t *s) {
+  char what[ECHO_LEN + 16], why[512];
+  if (is_null(val))
+    return 0;
+  if (val->type != N_SEQ) {
+    got(what, sizeof what, val);
+    return fail_at(L, val->line, val->col,
+                   "%s: expected a list of queue names, got %s", label, what);
+  }
+  if (val->nkids > 0 &&
+      (s->queues = calloc(val->nkids, sizeof *s->queues)) == NULL)
+    return out_of_memory(L);
+  for (size_t i = 0; i < val->nkids; i++) {
+    const node_t *item = val->kids[i];
+    char ilabel[LABEL_LEN], index[32];
+    snprintf(index, sizeof index, "[%zu]", i);
+    join_label(ilabel, label, index, "");
+    int rc = scalar_of(L, item, ilabel, "a queue name", true, false);
+    if (rc != 0)
+      return rc;
+    value_t seen = {.nq = i};
+    if (check_queue(&seen, item->text, why, sizeof why) != 0)
+      return fail_at(L, item->line, item->col, "%s: %s", ilabel, why);
+    for (size_t j = 0; j < i; j++) {
+      if (strcmp(s->queues[j], item->text) == 0) {
+        char shown[ECHO_LEN];
+        echo(shown, item->text, true);
+        return fail_at(L, item->line, item->col,
+                       "%s: queue \"%s\" is listed twice (first at line %zu)",
+                       ilabel, shown, val->kids[j]->line);
+      }
+    }
+    if ((s->queues[i] = strdup(item->text)) == NULL)
+      return out_of_memory(L);
+    s->nqueues++;
+  }
+  return 0;
+}
+
+/* pg: {target: DSN, sql: SQL}. */
+static int pg_yaml(loader_t *L, const node_t *map, const char *label,
+                   cl_config_sink_t *k) {
+  char what[ECHO_LEN + 16], in[LABEL_LEN];
+  if (map->type != N_MAP) {
+    got(what, sizeof what, map);
+    return fail_at(L, map->line, map->col,
+                   "%s: expected a map {target: DSN, sql: SQL}, got %s", label,
+                   what);
+  }
+  join_label(in, " in ", label, "");
+  for (size_t i = 0; i + 1 < map->nkids; i += 2) {
+    const node_t *key = map->kids[i], *val = map->kids[i + 1];
+    char flabel[LABEL_LEN];
+    size_t which = 0;
+    int rc = map_key(L, map, i, in);
+    if (rc == 0)
+      rc = which_key(L, key, pg_keys, NSPANS(pg_keys), label, &which);
+    if (rc != 0)
+      return rc;
+    join_label(flabel, label, ".", pg_keys[which].p);
+    if (which == 0)
+      rc = string_yaml(L, &pg_target, val, flabel, &k->pg_target);
+    else
+      rc = string_yaml(L, &pg_sql, val, flabel, &k->pg_sql);
+    if (rc == 0)
+      rc = mark_at(L, val, which == 0 ? &k->target_at : &k->sql_at);
+    if (rc != 0)
+      return rc;
+  }
+  if (k->pg_target == NULL)
+    return fail_at(L, map->line, map->col,
+                   "%s: needs target (the DSN of the database to write to)",
+                   label);
+  if (k->pg_sql == NULL)
+    return fail_at(L, map->line, map->col,
+                   "%s: needs sql (the statement to run there)", label);
+  return 0;
+}
+
+/* sink: exactly one of exec, webhook (with secret_file or secret_env) and
+ * pg, and a timeout. */
+static int sink_yaml(loader_t *L, const node_t *map, const char *label,
+                     cl_config_sink_t *k) {
+  /* The kind each key of sink_keys names (NONE: not a kind). */
+  static const cl_config_sink_kind_t kinds[NSPANS(sink_keys)] = {
+      CL_CONFIG_SINK_EXEC, CL_CONFIG_SINK_WEBHOOK, CL_CONFIG_SINK_NONE,
+      CL_CONFIG_SINK_NONE, CL_CONFIG_SINK_PG,      CL_CONFIG_SINK_NONE};
+  char what[ECHO_LEN + 16], in[LABEL_LEN];
+  if (map->type != N_MAP) {
+    got(what, sizeof what, map);
+    return fail_at(L, map->line, map->col,
+                   "%s: expected a map with one of exec, webhook or pg, got %s",
+                   label, what);
+  }
+  join_label(in, " in ", label, "");
+  const node_t *kind_key = NULL, *secret_key = NULL;
+  for (size_t i = 0; i + 1 < map->nkids; i += 2) {
+    const node_t *key = map->kids[i], *val = map->kids[i + 1];
+    char flabel[LABEL_LEN];
+    size_t which = 0;
+    int rc = map_key(L, map, i, in);
+    if (rc == 0)
+      rc = which_key(L, key, sink_keys, NSPANS(sink_keys), label, &which);
+    if (rc != 0)
+      return rc;
+    join_label(flabel, label, ".", sink_keys[which].p);
+    if (kinds[which] != CL_CONFIG_SINK_NONE && kind_key != NULL)
+      return fail_at(L, key->line, key->col,
+                     "%s: both %s and %s (a sink is exactly one of exec, "
+                     "webhook or pg)",
+                     label, kind_key->text, key->text);
+    if ((which == 2 || which == 3) && secret_key != NULL)
+      return fail_at(L, key->line, key->col,
+                     "%s: both %s and %s (give the secrets one way)", label,
+                     secret_key->text, key->text);
+    switch (which) {
+    case 0:
+      rc = string_yaml(L, &sink_exec, val, flabel, &k->exec);
+      break;
+    case 1:
+      rc = string_yaml(L, &sink_webhook, val, flabel, &k->webhook);
+      break;
+    case 2:
+      rc = string_yaml(L, &sink_secret_file, val, flabel, &k->secret_file);
+      break;
+    case 3:
+      rc = string_yaml(L, &sink_secret_env, val, flabel, &k->secret_env);
+      break;
+    case 4:
+      rc = pg_yaml(L, val, flabel, k);
+      break;
+    default: {
+      value_t v = {0};
+      rc = scalar_value(L, &sink_timeout, val, flabel, false, &v);
+      if (rc == 0)
+        k->timeout_s = v.d;
+    }
+    }
+    if (rc == 0 && (which == 2 || which == 3)) {
+      secret_key = key;
+      rc = mark_at(L, val, &k->secret_at);
+    }
+    if (rc != 0)
+      return rc;
+    if (kinds[which] != CL_CONFIG_SINK_NONE) {
+      kind_key = key;
+      k->kind = kinds[which];
+    }
+  }
+  if (kind_key == NULL)
+    return fail_at(L, map->line, map->col,
+                   "%s: needs one of exec, webhook or pg", label);
+  if (secret_key != NULL && k->kind != CL_CONFIG_SINK_WEBHOOK)
+    return fail_at(L, secret_key->line, secret_key->col,
+                   "%s: %s goes with webhook, not %s", label, secret_key->text,
+                   kind_key->text);
+  if (k->kind == CL_CONFIG_SINK_WEBHOOK && secret_key == NULL)
+    return fail_at(L, kind_key->line, kind_key->col,
+                   "%s: webhook needs its signing secrets: secret_file FILE "
+                   "or secret_env VAR",
+                   label);
+  return 0;
+}
+
+/* Writes why for a bad subscriber name: cl_check_queue() speaks of a
+ * queue name, which here is a subscriber's. */
+static void sub_name_why(char *out, size_t n, const char *why) {
+  if (strncmp(why, "queue name", 10) == 0)
+    cl__msg(out, n, "subscriber name%s", why + 10);
+  else
+    cl__msg(out, n, "%s", why);
+}
+
+/* One subscriber: its name and its record. */
+static int subscriber_yaml(loader_t *L, const node_t *name, const node_t *rec,
+                           cl_config_subscriber_t *s) {
+  char why[512], msg[512], what[ECHO_LEN + 16];
+  char label[LABEL_LEN], in[LABEL_LEN];
+  int rc = scalar_of(L, name, "subscribers", "a subscriber name", true, false);
+  if (rc != 0)
+    return rc;
+  if (cl_check_queue(name->text, why, sizeof why) != 0) {
+    sub_name_why(msg, sizeof msg, why);
+    return fail_at(L, name->line, name->col, "subscribers: %s", msg);
+  }
+  /* A good name is plain text: it goes in labels as it is. */
+  snprintf(label, sizeof label, "subscribers.%s", name->text);
+  join_label(in, " in ", label, "");
+  if ((s->name = strdup(name->text)) == NULL ||
+      asprintf(&s->origin, "%s:%zu", L->name, name->line) < 0) {
+    s->origin = NULL;
+    return out_of_memory(L);
+  }
+  if (rec->type != N_MAP) {
+    got(what, sizeof what, rec);
+    return fail_at(L, rec->line, rec->col,
+                   "%s: expected a map of its settings and its sink, got %s",
+                   label, what);
+  }
+  const node_t *sink = NULL;
+  for (size_t i = 0; i + 1 < rec->nkids; i += 2) {
+    const node_t *key = rec->kids[i], *val = rec->kids[i + 1];
+    char flabel[LABEL_LEN];
+    size_t which = 0;
+    rc = map_key(L, rec, i, in);
+    if (rc == 0)
+      rc = which_key(L, key, sub_keys, NSPANS(sub_keys), label, &which);
+    if (rc != 0)
+      return rc;
+    join_label(flabel, label, ".", sub_keys[which].p);
+    int v = 0;
+    switch (which) {
+    case 0:
+      rc = sub_queues_yaml(L, val, flabel, s);
+      break;
+    case 1:
+      rc = from_yaml(L, val, flabel, &s->from);
+      break;
+    case 2:
+      if ((rc = int_yaml(L, &sub_in_doubt, val, flabel, &v)) == 0)
+        s->in_doubt = (cl_config_in_doubt_t)v;
+      break;
+    case 3:
+      rc = int_yaml(L, &sub_max_attempts, val, flabel, &s->max_attempts);
+      break;
+    case 4:
+      rc = int_yaml(L, &sub_break_after, val, flabel, &s->break_after);
+      break;
+    case 5:
+      rc = int_yaml(L, &sub_concurrency, val, flabel, &s->concurrency);
+      break;
+    case 6:
+      rc = rate_yaml(L, val, flabel, &s->rate);
+      break;
+    case 7:
+      if ((rc = int_yaml(L, &sub_ordering, val, flabel, &v)) == 0)
+        s->ordering = (cl_config_ordering_t)v;
+      break;
+    default:
+      sink = val;
+      rc = sink_yaml(L, val, flabel, &s->sink);
+    }
+    if (rc != 0)
+      return rc;
+  }
+  if (sink == NULL)
+    return fail_at(L, name->line, name->col,
+                   "%s: needs a sink (sink: with one of exec, webhook or pg)",
+                   label);
+  return 0;
+}
+
+/* The subscribers: section, which replaces what cfg had. */
+static int subscribers_yaml(loader_t *L, const node_t *key, const node_t *map) {
+  cl_config_subscriber_t *subs = NULL;
+  size_t n = 0;
+  int rc = 0;
+  if (!is_null(map) && map->type != N_MAP) {
+    char what[ECHO_LEN + 16];
+    got(what, sizeof what, map);
+    return fail_at(L, map->line, map->col,
+                   "subscribers: expected a map of subscriber names to their "
+                   "settings, got %s",
+                   what);
+  }
+  if (!is_null(map) && map->nkids > 0) {
+    if (map->nkids / 2 > CL_CONFIG_SUBSCRIBERS_MAX) {
+      const node_t *over = map->kids[2 * CL_CONFIG_SUBSCRIBERS_MAX];
+      return fail_at(L, over->line, over->col,
+                     "subscribers: more than %d subscribers",
+                     CL_CONFIG_SUBSCRIBERS_MAX);
+    }
+    if ((subs = calloc(map->nkids / 2, sizeof *subs)) == NULL)
+      return out_of_memory(L);
+    for (size_t i = 0; rc == 0 && i + 1 < map->nkids; i += 2) {
+      rc = map_key(L, map, i, " in subscribers");
+      if (rc != 0)
+        break;
+      subscriber_init(&subs[n]);
+      rc = subscriber_yaml(L, map->kids[i], map->kids[i + 1], &subs[n++]);
+    }
+  }
+  char *origin = NULL;
+  if (rc == 0 && asprintf(&origin, "%s:%zu", L->name, key->line) < 0) {
+    origin = NULL;
+    rc = out_of_memory(L);
+  }
+  if (rc != 0) {
+    subscribers_free(subs, n);
+    return rc;
+  }
+  cl_config_t *cfg = L->cfg;
+  subscribers_free(cfg->subscribers, cfg->nsubscribers);
+  free(cfg->subscribers_origin_);
+  cfg->subscribers = subs;
+  cfg->nsubscribers = n;
+  cfg->subscribers_origin_ = origin;
   return 0;
 }
 
@@ -2079,6 +2738,148 @@ static int check_value(const keydef_t *k, const value_t *v, char *why,
   }
 }
 
+/* Checks the sink k as the loader does.  Returns 0 or CL_ECONFIG with the
+ * reason in why. */
+static int check_sink(const cl_config_sink_t *k, char *why, size_t n) {
+  const struct {
+    const keydef_t *row;
+    const char *s;
+  } strings[] = {{&sink_exec, k->exec},
+                 {&sink_webhook, k->webhook},
+                 {&sink_secret_file, k->secret_file},
+                 {&sink_secret_env, k->secret_env},
+                 {&pg_target, k->pg_target},
+                 {&pg_sql, k->pg_sql}};
+  char r[512];
+  for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+    value_t v = {.s = (char *)strings[i].s};
+    if (check_value(strings[i].row, &v, r, sizeof r) != 0) {
+      cl__msg(why, n, "sink.%s: %s", strings[i].row->path, r);
+      return CL_ECONFIG;
+    }
+  }
+  value_t t = {.d = k->timeout_s};
+  if (check_value(&sink_timeout, &t, r, sizeof r) != 0) {
+    cl__msg(why, n, "sink.timeout: %s", r);
+    return CL_ECONFIG;
+  }
+  int kinds = (k->exec != NULL) + (k->webhook != NULL) +
+              (k->pg_target != NULL || k->pg_sql != NULL);
+  bool secrets = k->secret_file != NULL || k->secret_env != NULL;
+  bool ok = kinds == 1;
+  switch (k->kind) {
+  case CL_CONFIG_SINK_EXEC:
+    ok = ok && k->exec != NULL && !secrets;
+    break;
+  case CL_CONFIG_SINK_WEBHOOK:
+    ok = ok && k->webhook != NULL &&
+         (k->secret_file != NULL) != (k->secret_env != NULL);
+    break;
+  case CL_CONFIG_SINK_PG:
+    ok = ok && k->pg_target != NULL && k->pg_sql != NULL && !secrets;
+    break;
+  default:
+    ok = false;
+  }
+  if (!ok) {
+    cl__msg(why, n,
+            "sink: needs exactly one of exec, webhook (with one of "
+            "secret_file and secret_env) or pg (with target and sql)");
+    return CL_ECONFIG;
+  }
+  return 0;
+}
+
+/* Checks the subscriber s as the loader does.  Returns 0 or CL_ECONFIG
+ * with the reason in why. */
+static int check_subscriber(const cl_config_subscriber_t *s, char *why,
+                            size_t n) {
+  char r[512];
+  value_t seen = {0};
+  for (size_t i = 0; i < s->nqueues; i++) {
+    seen.nq = i;
+    if (s->queues[i] == NULL || check_queue(&seen, s->queues[i], r, sizeof r)) {
+      cl__msg(why, n, "queues: %s", s->queues[i] ? r : "a name is missing");
+      return CL_ECONFIG;
+    }
+    for (size_t j = 0; j < i; j++) {
+      if (strcmp(s->queues[j], s->queues[i]) == 0) {
+        char shown[ECHO_LEN];
+        echo(shown, s->queues[i], true);
+        cl__msg(why, n, "queues: queue \"%s\" is listed twice", shown);
+        return CL_ECONFIG;
+      }
+    }
+  }
+  long long pos = 0;
+  if (s->from != NULL && strcmp(s->from, "now") != 0 &&
+      strcmp(s->from, "beginning") != 0 &&
+      (parse_ll(s->from, &pos) != 0 || pos < 0)) {
+    char shown[ECHO_LEN];
+    echo(shown, s->from, true);
+    cl__msg(why, n,
+            "from: expected now, beginning or a position (a whole number "
+            ">= 0), got \"%s\"",
+            shown);
+    return CL_ECONFIG;
+  }
+  const struct {
+    const keydef_t *row;
+    long long i;
+  } ints[] = {{&sub_in_doubt, s->in_doubt},
+              {&sub_max_attempts, s->max_attempts},
+              {&sub_break_after, s->break_after},
+              {&sub_concurrency, s->concurrency},
+              {&sub_ordering, s->ordering}};
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    value_t v = {.i = ints[i].i};
+    if (check_value(ints[i].row, &v, r, sizeof r) != 0) {
+      cl__msg(why, n, "%s: %s", ints[i].row->path, r);
+      return CL_ECONFIG;
+    }
+  }
+  if (!(s->rate >= 0 && s->rate <= sub_rate.max)) {
+    char shown[32];
+    snprintf(shown, sizeof shown, "%.15g", s->rate);
+    range_why(r, sizeof r, &sub_rate, shown);
+    cl__msg(why, n, "rate: %s", r);
+    return CL_ECONFIG;
+  }
+  return check_sink(&s->sink, why, n);
+}
+
+/* Checks every subscriber of cfg, and that each name is declared once. */
+static int check_subscribers(const cl_config_t *cfg, char *err, size_t errlen) {
+  char why[600];
+  if (cfg->nsubscribers > CL_CONFIG_SUBSCRIBERS_MAX) {
+    cl__msg(err, errlen, "subscribers: more than %d subscribers",
+            CL_CONFIG_SUBSCRIBERS_MAX);
+    return CL_ECONFIG;
+  }
+  for (size_t i = 0; i < cfg->nsubscribers; i++) {
+    const cl_config_subscriber_t *s = &cfg->subscribers[i];
+    const char *origin = s->origin != NULL ? s->origin : "set";
+    if (s->name == NULL || cl_check_queue(s->name, why, sizeof why) != 0) {
+      char msg[600];
+      sub_name_why(msg, sizeof msg, s->name ? why : "a name is missing");
+      cl__msg(err, errlen, "subscribers: %s (from %s)", msg, origin);
+      return CL_ECONFIG;
+    }
+    for (size_t j = 0; j < i; j++) {
+      if (strcmp(cfg->subscribers[j].name, s->name) == 0) {
+        cl__msg(err, errlen, "subscribers: \"%s\" is declared twice (from %s)",
+                s->name, origin);
+        return CL_ECONFIG;
+      }
+    }
+    if (check_subscriber(s, why, sizeof why) != 0) {
+      cl__msg(err, errlen, "subscribers.%s.%s (from %s)", s->name, why, origin);
+      return CL_ECONFIG;
+    }
+  }
+  return 0;
+}
+
 int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
   char why[512];
   for (size_t i = 0; i < NKEYS; i++) {
@@ -2139,7 +2940,7 @@ int cl_config_validate(const cl_config_t *cfg, char *err, size_t errlen) {
             shown, d, cap);
     return CL_ECONFIG;
   }
-  return 0;
+  return check_subscribers(cfg, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2220,12 +3021,18 @@ static bool plain_name(const char *s) {
          strcasecmp(s, "false") != 0;
 }
 
-/* Writes one "key: value   # comment" line, the comments lined up. */
+/* Writes one "key: value   # comment" line, the comments lined up: the
+ * comment is origin then note; without an origin (a field of a record)
+ * just the note, and with neither there is none. */
 static void emit(FILE *out, int indent, const char *key, const char *value,
                  const char *origin, const char *note) {
   int w = fprintf(out, "%*s%s:%s%s", indent, "", key, *value ? " " : "", value);
+  if (origin == NULL && note == NULL) {
+    fputc('\n', out);
+    return;
+  }
   int pad = w < COMMENT_COL - 2 ? COMMENT_COL - w : 2;
-  fprintf(out, "%*s# %s%s\n", pad, "", origin, note);
+  fprintf(out, "%*s# %s%s\n", pad, "", origin ? origin : "", note ? note : "");
 }
 
 /* Returns the length of the first n+1 components of path ("worker" for
@@ -2235,6 +3042,113 @@ static size_t components_len(const char *path, int n) {
   for (; n > 0 && path[len] == '.'; n--)
     len += 1 + strcspn(path + len + 1, ".");
   return len;
+}
+
+/* Returns name as YAML: plain when it can be, else quoted (malloc'd; NULL
+ * when out of memory). */
+static char *yaml_name(const char *name) {
+  return plain_name(name) ? strdup(name) : yaml_quote(name);
+}
+
+/* Writes the string field k of a sink (NULL: nothing), masked as its kind
+ * says. */
+static int emit_string(FILE *out, int indent, const keydef_t *k,
+                       const char *s) {
+  if (s == NULL)
+    return 0;
+  char *text = format_value(k, &(value_t){.s = (char *)s});
+  if (text == NULL)
+    return CL_ENOMEM;
+  emit(out, indent, k->path, text, NULL, NULL);
+  free(text);
+  return 0;
+}
+
+/* Writes the integer field k of a record, with what 0 means when it says. */
+static void emit_int(FILE *out, int indent, const keydef_t *k, long long v) {
+  char text[32];
+  snprintf(text, sizeof text, "%lld", v);
+  emit(out, indent, k->path, text, NULL, v == 0 ? k->zero : NULL);
+}
+
+/* Writes one subscriber record, every field with its value. */
+static int print_subscriber(const cl_config_subscriber_t *s, FILE *out) {
+  char *name = yaml_name(s->name);
+  if (name == NULL)
+    return CL_ENOMEM;
+  emit(out, 2, name, "", s->origin != NULL ? s->origin : "set", "");
+  free(name);
+  /* queues: [a, b] */
+  size_t len = 3;
+  char **shown = calloc(s->nqueues + 1, sizeof *shown);
+  int rc = shown != NULL ? 0 : CL_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < s->nqueues; i++) {
+    if ((shown[i] = yaml_name(s->queues[i])) == NULL)
+      rc = CL_ENOMEM;
+    else
+      len += strlen(shown[i]) + 2;
+  }
+  char *list = rc == 0 ? malloc(len) : NULL;
+  if (list != NULL) {
+    size_t o = (size_t)snprintf(list, len, "[");
+    for (size_t i = 0; i < s->nqueues; i++)
+      o += (size_t)snprintf(list + o, len - o, "%s%s", i ? ", " : "", shown[i]);
+    snprintf(list + o, len - o, "]");
+    emit(out, 4, "queues", list, NULL, s->nqueues == 0 ? "every queue" : NULL);
+  }
+  for (size_t i = 0; shown != NULL && i < s->nqueues; i++)
+    free(shown[i]);
+  free(shown);
+  if (list == NULL)
+    return CL_ENOMEM;
+  free(list);
+  emit(out, 4, "from", s->from != NULL ? s->from : "now", NULL,
+       "only when it is created");
+  emit(out, 4, "in_doubt", in_doubt_names[s->in_doubt != 0], NULL, NULL);
+  emit_int(out, 4, &sub_max_attempts, s->max_attempts);
+  emit_int(out, 4, &sub_break_after, s->break_after);
+  emit_int(out, 4, &sub_concurrency, s->concurrency);
+  char rate[32];
+  snprintf(rate, sizeof rate, "%.15g", s->rate);
+  emit(out, 4, "rate", rate, NULL, s->rate == 0 ? sub_rate.zero : NULL);
+  emit(out, 4, "ordering", ordering_names[s->ordering != 0], NULL, NULL);
+  /* The sink: its kind's keys (a webhook's URL masked, a pg target's
+   * password too), then its timeout. */
+  const cl_config_sink_t *k = &s->sink;
+  char timeout[32];
+  format_duration(timeout, sizeof timeout, k->timeout_s);
+  emit(out, 4, "sink", "", NULL, NULL);
+  if (emit_string(out, 6, &sink_exec, k->exec) != 0 ||
+      emit_string(out, 6, &sink_webhook, k->webhook) != 0 ||
+      emit_string(out, 6, &sink_secret_file, k->secret_file) != 0 ||
+      emit_string(out, 6, &sink_secret_env, k->secret_env) != 0)
+    return CL_ENOMEM;
+  if (k->pg_target != NULL || k->pg_sql != NULL) {
+    emit(out, 6, "pg", "", NULL, NULL);
+    if (emit_string(out, 8, &pg_target, k->pg_target) != 0 ||
+        emit_string(out, 8, &pg_sql, k->pg_sql) != 0)
+      return CL_ENOMEM;
+  }
+  emit(out, 6, "timeout", timeout, NULL, NULL);
+  return 0;
+}
+
+/* Writes the subscribers: section. */
+static int print_subscribers(const cl_config_t *cfg, FILE *out) {
+  const char *origin =
+      cfg->subscribers_origin_ != NULL ? cfg->subscribers_origin_ : "default";
+  if (cfg->nsubscribers == 0) {
+    emit(out, 0, "subscribers", "{}", origin,
+         " ({}: none; declared in a file only)");
+    return 0;
+  }
+  emit(out, 0, "subscribers", "", origin, "");
+  for (size_t i = 0; i < cfg->nsubscribers; i++) {
+    int rc = print_subscriber(&cfg->subscribers[i], out);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
 }
 
 int cl_config_print(const cl_config_t *cfg, FILE *out) {
@@ -2301,6 +3215,9 @@ int cl_config_print(const cl_config_t *cfg, FILE *out) {
       free(val);
     }
   }
+  int rc = print_subscribers(cfg, out);
+  if (rc != 0)
+    return rc;
   if (fflush(out) != 0 || ferror(out))
     return CL_EIO;
   return 0;

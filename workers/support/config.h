@@ -32,6 +32,15 @@
  * An empty file (or one with only comments, or a lone null document) means
  * all defaults.  Anchors, aliases, tags and multiple documents are refused.
  * Strings may not hold control characters.
+ *
+ * The subscribers: section is the one part outside the key table: a map
+ * from subscriber name to a record (queues, from, in_doubt, max_attempts,
+ * break_after, concurrency, rate, ordering, and a sink of exactly one of
+ * exec, webhook or pg), which `claimer send --config` and `claimer
+ * subscriber sync` write to the database and serve.  It is read from the
+ * file only: no CLAIMER_* variable and no cl_config_set() path reaches it,
+ * since a list of records has no sensible one-line text form (and a
+ * second file that has the section replaces the whole of it).
  */
 #ifndef CLAIMER_CONFIG_H
 #define CLAIMER_CONFIG_H
@@ -59,6 +68,67 @@ typedef struct cl_config_queue {
   char *name;
   int weight; /* 1..1000 */
 } cl_config_queue_t;
+
+/* The most subscribers one config declares (and one `claimer send`
+ * serves). */
+#define CL_CONFIG_SUBSCRIBERS_MAX 64
+
+typedef enum cl_config_sink_kind {
+  CL_CONFIG_SINK_NONE, /* only in a record not from a file: invalid */
+  CL_CONFIG_SINK_EXEC,
+  CL_CONFIG_SINK_WEBHOOK,
+  CL_CONFIG_SINK_PG
+} cl_config_sink_kind_t;
+
+/* A subscriber's sink: what `claimer send` takes as --exec, --webhook with
+ * --secret-file or --secret-env, --pg-target with --pg-sql, and
+ * --timeout. */
+typedef struct cl_config_sink {
+  cl_config_sink_kind_t kind;
+  char *exec;        /* CL_CONFIG_SINK_EXEC: the command (/bin/sh -c) */
+  char *webhook;     /* CL_CONFIG_SINK_WEBHOOK: an http(s) URL, shown
+                        masked as reaper.hook.url is ... */
+  char *secret_file; /* ... and its signing secrets: a file (its path; the
+                        secrets themselves are never read here) ... */
+  char *secret_env;  /* ... or an environment variable's name */
+  char *pg_target;   /* CL_CONFIG_SINK_PG: the target database's DSN, shown
+                        with its password as "***" ... */
+  char *pg_sql;      /* ... and the statement run there */
+  double timeout_s;  /* per delivery, default 30, [0.1, 86400] */
+  /* Where the values that only the sender can check (a secret file's mode
+   * and contents, a statement's PREPARE) were in the file, as
+   * "FILE:LINE:COLUMN"; NULL when not from a file. */
+  char *secret_at, *target_at, *sql_at;
+} cl_config_sink_t;
+
+typedef enum cl_config_in_doubt {
+  CL_CONFIG_IN_DOUBT_RETRY,
+  CL_CONFIG_IN_DOUBT_HOLD
+} cl_config_in_doubt_t;
+
+typedef enum cl_config_ordering {
+  CL_CONFIG_ORDERING_NONE,
+  CL_CONFIG_ORDERING_FIFO
+} cl_config_ordering_t;
+
+/* One record of subscribers:, with the same ranges as `claimer subscriber
+ * add` checks. */
+typedef struct cl_config_subscriber {
+  char *name;    /* the queue-name rules (cl_check_queue) */
+  char **queues; /* nqueues names; none (default): every queue */
+  size_t nqueues;
+  char *from; /* "now", "beginning" or a position (decimal, >= 0); NULL
+                 (default): now.  Used only when the subscriber is
+                 created. */
+  cl_config_in_doubt_t in_doubt; /* default retry */
+  int max_attempts;              /* default 10, 1..1000 */
+  int break_after;               /* default 100, 0..1000000; 0: never */
+  int concurrency;               /* default 0 (no limit), 0..100000 */
+  double rate;                   /* default 0 (no limit), 0..1000000 */
+  cl_config_ordering_t ordering; /* default none */
+  cl_config_sink_t sink;
+  char *origin; /* "FILE:LINE" of its name; NULL when not from a file */
+} cl_config_subscriber_t;
 
 typedef struct cl_config {
   char *dsn;                  /* NULL: not set (CLAIMER_DSN is read by
@@ -117,6 +187,11 @@ typedef struct cl_config {
       int max_attempts; /* default 10, 1..1000 */
     } hook;
   } reaper;
+  /* The subscribers: section, in the file's order (file only). */
+  cl_config_subscriber_t *subscribers;
+  size_t nsubscribers;
+  /* Private: "FILE:LINE" of the subscribers: key (NULL: the default). */
+  char *subscribers_origin_;
   /* Private: where each value came from, one malloc'd string per row of
    * the key table (NULL: the default).  Read it with cl_config_origin(). */
   char *origin_[CL_CONFIG_KEYS_MAX];
@@ -159,16 +234,20 @@ CL_MUST_CHECK int cl_config_set(cl_config_t *cfg, const char *path,
                                 const char *value, const char *origin,
                                 char *err, size_t errlen);
 /* Checks every value against its range and the rules between keys (the
- * heartbeat shorter than the lease).  Returns 0 or CL_ECONFIG. */
+ * heartbeat shorter than the lease), and every subscriber record (its
+ * fields, and a sink of exactly one kind with what that kind needs).
+ * Returns 0 or CL_ECONFIG. */
 CL_MUST_CHECK int cl_config_validate(const cl_config_t *cfg, char *err,
                                      size_t errlen);
 
 /* Writes cfg as YAML that cl_config_load_*() reads back, every key with a
  * comment saying where its value came from: "default", "FILE:LINE",
- * "env CLAIMER_X" or the origin given to cl_config_set().  The dsn and
- * reaper.hook.url are shown with their passwords replaced by "***", and
- * the url's query values too (cl_config_mask_url).  Returns 0, CL_EIO when
- * out could not be written, or CL_ENOMEM. */
+ * "env CLAIMER_X" or the origin given to cl_config_set(); then the
+ * subscribers, each record with every field.  The dsn and reaper.hook.url
+ * are shown with their passwords replaced by "***", and the url's query
+ * values too (cl_config_mask_url); so are each webhook URL and pg target
+ * of the subscribers.  Returns 0, CL_EIO when out could not be written, or
+ * CL_ENOMEM. */
 int cl_config_print(const cl_config_t *cfg, FILE *out);
 
 /* Masks, in place, what of an http(s) URL may be a secret: the password of
@@ -195,6 +274,16 @@ int cl_config_prefetch(const cl_config_t *cfg);
  * policy to the database only then, so that a reaper without one never
  * overwrites another's. */
 int cl_config_queue_policy_set(const cl_config_t *cfg);
+
+/* Returns the subscriber of cfg called name, owned by cfg; NULL when the
+ * config declares none such. */
+const cl_config_subscriber_t *cl_config_subscriber(const cl_config_t *cfg,
+                                                   const char *name);
+/* Fills o with the policy of s as cl_subscriber_add() and
+ * cl_subscriber_set(..., CL_SUB_ALL) take it (break_after 0, never, as
+ * -1).  o borrows s's strings and queue names: it is valid while s is. */
+void cl_config_subscriber_opts(const cl_config_subscriber_t *s,
+                               cl_subscriber_opts_t *o);
 
 #ifdef __cplusplus
 }
