@@ -47,7 +47,7 @@
   XX(DELIVERY_LIST, 3)                                                         \
   XX(DELIVERY_RETRY, 2)                                                        \
   XX(DELIVERY_RESOLVE, 3)                                                      \
-  XX(DELIVERY_REPLAY, 3)                                                      \
+  XX(DELIVERY_REPLAY, 3)                                                       \
   XX(SUB_SET, 9)                                                               \
   XX(DELIVERY_RELEASE, 2)
 

@@ -30,7 +30,7 @@ static const command_t commands[] = {
     {"deliveries", cmd_deliveries,
      "a subscriber's deliveries: list, retry, resolve, replay"},
     {"subscriber", cmd_subscriber,
-     "consumers of results: add, list, pause, resume, remove"},
+     "consumers of results: add, set, sync, list, pause, resume, remove"},
     {"status", cmd_status, "per-queue counts and the oldest ready item"},
     {"db", cmd_db, "the embedded PostgreSQL: start, stop, status, url"},
     {"demo", cmd_demo,
