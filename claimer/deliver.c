@@ -284,6 +284,8 @@ int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
     s->rate = strtod(PQgetvalue(r, i, 15), NULL);
     s->ordering = cl__strdup(PQgetvalue(r, i, 16));
     s->oldest_age_s = strtod(PQgetvalue(r, i, 17), NULL);
+    s->max_attempts = atoi(PQgetvalue(r, i, 18));
+    s->break_after = atoi(PQgetvalue(r, i, 19));
     if (!s->name || !s->queues || !s->paused_why || !s->in_doubt ||
         !s->ordering) {
       cl_subscribers_free(out, (size_t)n);

@@ -582,7 +582,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       paused, coalesce(paused_why, ''), in_doubt, from_pos,"
     "       cursor_pos, pending, in_flight, retry, sent, held, dead,"
     "       lag_positions, concurrency, rate_limit, ordering,"
-    "       coalesce(oldest_age_s, -1)"
+    "       coalesce(oldest_age_s, -1), max_attempts, break_after"
     "  FROM claimer.subscriber_status ORDER BY subscriber"},
   /* $2: a mask of the fields to write (CL_SUB_* of claimer.h), the rest
    * the values, as SUB_ADD takes them. */

@@ -256,6 +256,22 @@ BEGIN
     granted := granted + got;
   END IF;
 
+  -- FIFO with nothing to hand out while results wait for their positions
+  -- to be final (the tick this claim takes serves the next one): come
+  -- back shortly rather than at the idle poll, and do not take "nothing
+  -- now" for "nothing due" (a sender run with --once would stop).
+  IF fifo AND granted = 0 AND left_n > 0 AND head_item IS NULL
+     AND EXISTS (SELECT 1 FROM claimer.results r
+                  WHERE r.pos > greatest(cur, safe) AND r.pos >= s.from_pos
+                    AND (s.queues IS NULL OR r.queue = ANY (s.queues))
+                    AND NOT EXISTS (SELECT 1 FROM claimer.deliveries d
+                                     WHERE d.subscriber = p_sub
+                                       AND d.item_id = r.item_id)) THEN
+    RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::integer,
+                        NULL::text, NULL::bigint, NULL::text, NULL::text,
+                        NULL::text, 0.1::float8;
+  END IF;
+
   -- The rate's slots taken; when the rate cut the claim short, the wait
   -- until the next slot can be claimed.
   IF gap > 0 AND granted > 0 THEN
@@ -357,5 +373,6 @@ SELECT s.subscriber, s.queues, s.paused, s.paused_why, s.in_doubt,
             JOIN claimer.results r ON r.item_id = d.item_id
            WHERE d.subscriber = s.subscriber
              AND d.state IN ('sending', 'retry', 'held'))))::float8
-         AS oldest_age_s
+         AS oldest_age_s,
+       s.max_attempts, s.break_after
   FROM claimer.subscribers s;

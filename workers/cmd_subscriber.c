@@ -114,10 +114,12 @@ static int sub_list(const char *dsn, int json) {
       printf(",\"from_pos\":%lld,\"cursor_pos\":%lld,\"pending\":%ld,"
              "\"in_flight\":%ld,\"retry\":%ld,\"sent\":%ld,\"held\":%ld,"
              "\"dead\":%ld,\"lag\":%lld,\"concurrency\":%d,\"rate\":%g,"
-             "\"ordering\":\"%s\",\"oldest_age_s\":",
+             "\"ordering\":\"%s\",\"max_attempts\":%d,"
+             "\"break_after\":%d,\"oldest_age_s\":",
              s->from_pos, s->cursor_pos, s->pending, s->in_flight, s->retry,
              s->sent, s->held, s->dead, s->lag, s->concurrency, s->rate,
-             strcmp(s->ordering, "fifo") == 0 ? "fifo" : "none");
+             strcmp(s->ordering, "fifo") == 0 ? "fifo" : "none",
+             s->max_attempts, s->break_after);
       if (s->oldest_age_s < 0)
         printf("null}\n");
       else

@@ -540,6 +540,8 @@ typedef struct cl_subscriber_status {
   char *ordering;      /* "none" or "fifo" */
   double oldest_age_s; /* the oldest result owed and not yet sent (not
                           dead): seconds since it was written; -1 none */
+  int max_attempts;    /* attempts per delivery, then dead */
+  int break_after;     /* failed attempts in a row that pause it; 0 never */
 } cl_subscriber_status_t;
 
 /* Every subscriber, by name (free with cl_subscribers_free). */

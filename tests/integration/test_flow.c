@@ -333,6 +333,24 @@ static void test_fifo_under_kill9(void **state) {
   assert_true(kills >= 1);
 }
 
+/* fifo with --once: one run delivers all that is due (a claim that must
+ * wait for a tick says "come back" rather than "nothing"). */
+static void test_fifo_once(void **state) {
+  fx_t *fx = *state;
+  results(fx, "o", 5);
+  assert_int_equal(claimer(fx, NULL, "subscriber", "add", "sub", "--from",
+                           "beginning", "--ordering", "fifo", NULL),
+                   0);
+  char cmd[2000], *out = NULL;
+  fifo_cmd(fx, cmd, sizeof cmd);
+  assert_int_equal(claimer(fx, &out, "send", "--subscriber", "sub", "--exec",
+                           cmd, "--once", NULL),
+                   0);
+  print_message("%s", out);
+  assert_non_null(strstr(out, "sent 5,"));
+  free(out);
+}
+
 /* fifo never hands out a position an open transaction could precede:
  * with an earlier result's transaction open, the later (committed) ones
  * wait under fifo, while an unordered subscriber takes them. */
@@ -651,6 +669,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_concurrency_across_two_senders,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_fifo_under_kill9, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fifo_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fifo_waits_for_open_transaction,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_pause_stops_resume_continues, setup,

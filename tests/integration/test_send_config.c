@@ -249,9 +249,11 @@ static void test_two_sinks_one_process(void **state) {
   assert_contains("audit", a, "\"in_doubt\":\"retry\"");
   assert_contains("audit", a, "\"rate\":0.5,");
   assert_contains("audit", a, "\"sent\":10");
+  assert_contains("mail", m, "\"max_attempts\":4,");
+  assert_contains("audit", a, "\"break_after\":0,");
   free(m);
   free(a);
-  /* Not in the list: max_attempts and break_after, read from the table. */
+  /* And in the table. */
   assert_int_equal(th_long(fx->pg, "SELECT max_attempts FROM "
                                    "claimer.subscribers WHERE subscriber = "
                                    "'mail'"),
