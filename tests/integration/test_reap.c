@@ -183,6 +183,9 @@ static void test_retention_keeps_what_is_owed(void **state) {
              "('owed', 'a', 'done', 1, '2026-07-01 11:00+00'), "
              "('sent', 'a', 'done', 1, '2026-07-01 11:00+00'), "
              "('sending', 'b', 'done', 1, '2026-07-01 11:00+00'), "
+             "('d-retry', 'b', 'done', 1, '2026-07-01 11:00+00'), "
+             "('d-held', 'b', 'done', 1, '2026-07-01 11:00+00'), "
+             "('d-dead', 'b', 'done', 1, '2026-07-01 11:00+00'), "
              "('fresh', 'q', 'done', 1, now()), "
              "('ready', 'q', 'ready', 0, NULL), "
              "('dead', 'q', 'dead', 3, '2026-07-01 11:00+00'), "
@@ -191,12 +194,16 @@ static void test_retention_keeps_what_is_owed(void **state) {
              "'3 days' WHERE item_id = 'ready'");
   th_exec(p, "INSERT INTO claimer.results (item_id, queue, token, worker_id, "
              "attempt) SELECT item_id, queue, 't', 'w', 1 FROM claimer.items "
-             "WHERE item_id IN ('owed', 'sent', 'sending', 'fresh')");
+             "WHERE item_id IN ('owed', 'sent', 'sending', 'fresh', "
+             "'d-retry', 'd-held', 'd-dead')");
   th_exec(p, "INSERT INTO claimer.subscribers (subscriber, queues) VALUES "
              "('audit', '{a}')");
   th_exec(p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
              "idempotency_key) VALUES ('audit', 'sent', 'sent', 'k1'), "
-             "('email', 'sending', 'sending', 'k2')");
+             "('email', 'sending', 'sending', 'k2'), "
+             "('email', 'd-retry', 'retry', 'k4'), "
+             "('email', 'd-held', 'held', 'k5'), "
+             "('email', 'd-dead', 'dead', 'k6')");
 
   /* A session whose dates print in a form that reads back differently
    * (Dublin's "IST" is also Israel's): retention's resume key must not
@@ -225,9 +232,12 @@ static void test_retention_keeps_what_is_owed(void **state) {
                    0);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
                               "item_id IN ('owed', 'sending', 'fresh', "
-                              "'ready', 'dead', 'gone')"),
-                   6);
-  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 3);
+                              "'ready', 'dead', 'gone', 'd-retry', "
+                              "'d-held', 'd-dead')"),
+                   9);
+  /* A delivery failed and due again, held in doubt, or dead (a person
+   * may retry it) keeps its result too. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 6);
   /* 'owed' goes once audit records it as sent; dead letters go when their
    * own retention says so. */
   th_exec(p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
@@ -237,9 +247,10 @@ static void test_retention_keeps_what_is_owed(void **state) {
   assert_int_equal(info.deleted_items, 1);
   assert_int_equal(info.deleted_dead, 2); /* 'dead' and 'gone' */
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
-                              "item_id IN ('sending', 'fresh', 'ready')"),
-                   3);
-  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items"), 3);
+                              "item_id IN ('sending', 'fresh', 'ready', "
+                              "'d-retry', 'd-held', 'd-dead')"),
+                   6);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items"), 6);
   cl_conn_free(&c);
   PQfinish(p);
 }
