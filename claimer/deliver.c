@@ -58,6 +58,7 @@ static int exec_resending(cl_conn_t *c, cl__stmt_id_t id,
  * when check_from. */
 typedef struct sub_params {
   char *queues;
+  char *backoff; /* an array literal, malloc'd; NULL: the default */
   const char *from, *in_doubt, *ordering;
   char maxa[16], brk[16], conc[16], rate[48];
 } sub_params_t;
@@ -115,9 +116,40 @@ static int sub_params(cl_conn_t *c, const cl_subscriber_opts_t *o,
                   o->rate);
     return CL_EINVAL;
   }
+  if (o->nbackoff > 50) {
+    cl__set_error(c, NULL, "a retry schedule of %zu waits; at most 50",
+                  o->nbackoff);
+    return CL_EINVAL;
+  }
+  for (size_t i = 0; i < o->nbackoff; i++) {
+    if (!(o->backoff_s[i] > 0 && o->backoff_s[i] <= 2678400)) {
+      cl__set_error(c, NULL,
+                    "retry wait %zu of the schedule (%g s) is out of range "
+                    "(0, 31 days]",
+                    i + 1, o->backoff_s[i]);
+      return CL_EINVAL;
+    }
+  }
+  if (o->nbackoff > 0) {
+    size_t len = o->nbackoff * 48 + 3;
+    if ((p->backoff = malloc(len)) == NULL)
+      return CL_ENOMEM;
+    size_t at = 0;
+    p->backoff[at++] = '{';
+    for (size_t i = 0; i < o->nbackoff; i++) {
+      if (i > 0)
+        p->backoff[at++] = ',';
+      cl__fmt_double(p->backoff + at, len - at, o->backoff_s[i]);
+      at += strlen(p->backoff + at);
+    }
+    p->backoff[at++] = '}';
+    p->backoff[at] = '\0';
+  }
   p->queues = o->nqueues ? cl__array_literal(o->queues, o->nqueues) : NULL;
-  if (o->nqueues && p->queues == NULL)
+  if (o->nqueues && p->queues == NULL) {
+    free(p->backoff);
     return CL_ENOMEM;
+  }
   snprintf(p->maxa, sizeof p->maxa, "%d",
            o->max_attempts ? o->max_attempts : 10);
   snprintf(p->brk, sizeof p->brk, "%d",
@@ -139,10 +171,11 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
   if (rc != 0 || (rc = sub_params(c, o, 1, &p)) != 0)
     return rc;
   const char *params[] = {name,  p.queues, p.from, p.in_doubt, p.maxa,
-                          p.brk, p.conc,   p.rate, p.ordering};
+                          p.brk, p.conc,   p.rate, p.ordering, p.backoff};
   PGresult *r = NULL;
   rc = cl__exec(c, CL__STMT_SUB_ADD, params, &r);
   free(p.queues);
+  free(p.backoff);
   if (rc != 0)
     return rc;
   int created = PQntuples(r) > 0;
@@ -156,7 +189,7 @@ int cl_subscriber_add(cl_conn_t *c, const char *name,
 _Static_assert(CL_SUB_QUEUES == 1 && CL_SUB_IN_DOUBT == 2 &&
                    CL_SUB_MAX_ATTEMPTS == 4 && CL_SUB_BREAK_AFTER == 8 &&
                    CL_SUB_CONCURRENCY == 16 && CL_SUB_RATE == 32 &&
-                   CL_SUB_ORDERING == 64,
+                   CL_SUB_ORDERING == 64 && CL_SUB_BACKOFF == 128,
                "the masks of SUB_SET in sql.c");
 
 int cl_subscriber_set(cl_conn_t *c, const char *name,
@@ -171,10 +204,11 @@ int cl_subscriber_set(cl_conn_t *c, const char *name,
   char mask[16];
   snprintf(mask, sizeof mask, "%u", fields & (unsigned)CL_SUB_ALL);
   const char *params[] = {name,  mask,   p.queues, p.in_doubt, p.maxa,
-                          p.brk, p.conc, p.rate,   p.ordering};
+                          p.brk, p.conc, p.rate,   p.ordering, p.backoff};
   PGresult *r = NULL;
   rc = cl__exec(c, CL__STMT_SUB_SET, params, &r);
   free(p.queues);
+  free(p.backoff);
   if (rc != 0)
     return rc;
   int found = PQntuples(r) > 0;
@@ -246,6 +280,7 @@ void cl_subscribers_free(cl_subscriber_status_t *rows, size_t count) {
     free(rows[i].paused_why);
     free(rows[i].in_doubt);
     free(rows[i].ordering);
+    free(rows[i].backoff);
   }
   free(rows);
 }
@@ -286,8 +321,9 @@ int cl_subscriber_list(cl_conn_t *c, cl_subscriber_status_t **rows,
     s->oldest_age_s = strtod(PQgetvalue(r, i, 17), NULL);
     s->max_attempts = atoi(PQgetvalue(r, i, 18));
     s->break_after = atoi(PQgetvalue(r, i, 19));
+    s->backoff = cl__strdup(PQgetvalue(r, i, 20));
     if (!s->name || !s->queues || !s->paused_why || !s->in_doubt ||
-        !s->ordering) {
+        !s->ordering || !s->backoff) {
       cl_subscribers_free(out, (size_t)n);
       PQclear(r);
       return CL_ENOMEM;

@@ -568,13 +568,15 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   [CL__STMT_SUB_ADD] = {"claimer_sub_add", CL__STMT_NPARAMS_SUB_ADD,
     "INSERT INTO claimer.subscribers (subscriber, queues, from_pos,"
     "                                 in_doubt, max_attempts, break_after,"
-    "                                 concurrency, rate_limit, ordering)"
+    "                                 concurrency, rate_limit, ordering,"
+    "                                 backoff_s)"
     "VALUES ($1, $2::text[], CASE $3"
     "          WHEN 'beginning' THEN 0"
     "          WHEN 'now' THEN coalesce((SELECT max(pos) FROM"
     "                                    claimer.results), 0) + 1"
     "          ELSE $3::bigint END,"
-    "        $4, $5::int, $6::int, $7::int, $8::float8, $9)"
+    "        $4, $5::int, $6::int, $7::int, $8::float8, $9,"
+    "        $10::float8[])"
     "ON CONFLICT (subscriber) DO NOTHING"
     " RETURNING from_pos"},
   [CL__STMT_SUB_LIST] = {"claimer_sub_list", CL__STMT_NPARAMS_SUB_LIST,
@@ -582,7 +584,8 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       paused, coalesce(paused_why, ''), in_doubt, from_pos,"
     "       cursor_pos, pending, in_flight, retry, sent, held, dead,"
     "       lag_positions, concurrency, rate_limit, ordering,"
-    "       coalesce(oldest_age_s, -1), max_attempts, break_after"
+    "       coalesce(oldest_age_s, -1), max_attempts, break_after,"
+    "       coalesce(array_to_string(backoff_s, ','), '')"
     "  FROM claimer.subscriber_status ORDER BY subscriber"},
   /* $2: a mask of the fields to write (CL_SUB_* of claimer.h), the rest
    * the values, as SUB_ADD takes them. */
@@ -599,6 +602,8 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  rate_limit = CASE WHEN $2::int & 32 <> 0 THEN $8::float8"
     "               ELSE rate_limit END,"
     "  ordering = CASE WHEN $2::int & 64 <> 0 THEN $9 ELSE ordering END,"
+    "  backoff_s = CASE WHEN $2::int & 128 <> 0 THEN $10::float8[]"
+    "              ELSE backoff_s END,"
     "  updated_at = now()"
     " WHERE subscriber = $1 RETURNING subscriber"},
   [CL__STMT_SUB_PAUSE] = {"claimer_sub_pause", CL__STMT_NPARAMS_SUB_PAUSE,

@@ -35,7 +35,7 @@
   XX(RETAIN_ALERTS, 2)                                                         \
   XX(RETAIN_WORKERS, 2)                                                        \
   XX(POLICY_SYNC, 4)                                                           \
-  XX(SUB_ADD, 9)                                                               \
+  XX(SUB_ADD, 10)                                                              \
   XX(SUB_LIST, 0)                                                              \
   XX(SUB_PAUSE, 3)                                                             \
   XX(SUB_REMOVE, 2)                                                            \
@@ -48,7 +48,7 @@
   XX(DELIVERY_RETRY, 2)                                                        \
   XX(DELIVERY_RESOLVE, 3)                                                      \
   XX(DELIVERY_REPLAY, 3)                                                       \
-  XX(SUB_SET, 9)                                                               \
+  XX(SUB_SET, 10)                                                              \
   XX(DELIVERY_RELEASE, 2)
 
 typedef enum cl__stmt_id {

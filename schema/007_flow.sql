@@ -24,6 +24,10 @@
 --                (failed and waiting for its retry, held, or in doubt)
 --                holds back every later one until it is sent or dead.
 --
+-- The retry schedule is the subscriber's too: backoff_s, the waits after
+-- the first, second, ... failed attempt (the last repeats), each jittered
+-- +-10%; NULL keeps 005's default (the Standard Webhooks example).
+--
 -- A sender that stops with deliveries waiting for their slot gives them
 -- back (delivery_release): they were never handed to a sink, so they are
 -- due again at once with the attempt returned, and are not in doubt.
@@ -33,11 +37,78 @@ ALTER TABLE claimer.subscribers
     ADD COLUMN rate_limit  float8  NOT NULL DEFAULT 0,
     ADD COLUMN rate_tat    timestamptz,
     ADD COLUMN ordering    text    NOT NULL DEFAULT 'none',
+    ADD COLUMN backoff_s   float8[],
     ADD CONSTRAINT subscribers_concurrency
         CHECK (concurrency BETWEEN 0 AND 100000),
     ADD CONSTRAINT subscribers_rate_limit
         CHECK (rate_limit >= 0 AND rate_limit <= 1000000),
-    ADD CONSTRAINT subscribers_ordering CHECK (ordering IN ('none', 'fifo'));
+    ADD CONSTRAINT subscribers_ordering CHECK (ordering IN ('none', 'fifo')),
+    ADD CONSTRAINT subscribers_backoff CHECK (backoff_s IS NULL OR (
+        cardinality(backoff_s) BETWEEN 1 AND 50
+        AND 0 < ALL (backoff_s) AND 2678400 >= ALL (backoff_s)));
+
+-- The wait after `attempts` failed attempts under schedule p_schedule
+-- (NULL: the default schedule of 005).
+CREATE FUNCTION claimer.delivery_wait(p_schedule float8[], attempts integer)
+RETURNS interval LANGUAGE sql VOLATILE AS $$
+  SELECT CASE
+           WHEN p_schedule IS NULL THEN claimer.delivery_backoff(attempts)
+           ELSE (p_schedule[least(greatest(attempts, 1),
+                                  cardinality(p_schedule))]
+                 * (0.9 + random() * 0.2)) * interval '1 second'
+         END
+$$;
+
+-- As in 005, with the subscriber's schedule.
+CREATE OR REPLACE FUNCTION claimer.delivery_fail(p_sub text, p_item text,
+                                                 p_token text, p_error text,
+                                                 p_retry_in float8)
+RETURNS TABLE (state text, next_at text, attempts integer, did boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  d claimer.deliveries;
+  maxa integer;
+  sched float8[];
+  dead boolean;
+BEGIN
+  SELECT sb.max_attempts, sb.backoff_s INTO maxa, sched
+    FROM claimer.subscribers sb WHERE sb.subscriber = p_sub;
+  SELECT * INTO d FROM claimer.deliveries x
+   WHERE x.subscriber = p_sub AND x.item_id = p_item AND x.token = p_token
+     FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  IF d.state <> 'sending' THEN
+    -- An earlier call with this token recorded the outcome (G9).
+    IF d.state IN ('retry', 'dead') THEN
+      RETURN QUERY SELECT d.state, claimer.rfc3339(d.next_at), d.attempts,
+                          false;
+    END IF;
+    RETURN;
+  END IF;
+  dead := p_retry_in IS NULL OR d.attempts >= coalesce(maxa, 10);
+  UPDATE claimer.deliveries x
+     SET state = CASE WHEN dead THEN 'dead' ELSE 'retry' END,
+         next_at = CASE WHEN dead THEN NULL
+                        WHEN p_retry_in < 0
+                          THEN now() + claimer.delivery_wait(sched,
+                                                             d.attempts)
+                        ELSE now() + p_retry_in * interval '1 second' END,
+         last_error = left(p_error, 8192), lease_until = NULL,
+         updated_at = now()
+   WHERE x.subscriber = p_sub AND x.item_id = p_item
+  RETURNING * INTO d;
+  IF dead THEN
+    PERFORM claimer.raise_alert('delivery_dead', p_sub || '/' || p_item,
+              jsonb_build_object('subscriber', p_sub, 'item_id', p_item,
+                                 'attempts', d.attempts,
+                                 'idempotency_key', d.idempotency_key,
+                                 'error', claimer.clip_error(p_error)));
+  END IF;
+  RETURN QUERY SELECT d.state, claimer.rfc3339(d.next_at), d.attempts, true;
+END
+$$;
 
 -- The leases of a subscriber's deliveries: live ones count against its
 -- concurrency, expired ones are in doubt.  Without it each claim read
@@ -289,13 +360,19 @@ BEGIN
 
   -- The cursor moves up to the safe position, stopping below the first
   -- result of ours there that has no delivery yet (the batch was full).
+  -- (ORDER BY ... LIMIT 1, not min(): an index scan in position order that
+  -- stops at the first such result; min() over the anti-join read the
+  -- whole backlog on every claim, quadratic over a drain.)
   IF safe > cur THEN
-    SELECT min(r.pos) INTO low FROM claimer.results r
+    low := NULL;
+    SELECT r.pos INTO low FROM claimer.results r
      WHERE r.pos > cur AND r.pos <= safe AND r.pos >= s.from_pos
        AND (s.queues IS NULL OR r.queue = ANY (s.queues))
        AND NOT EXISTS (SELECT 1 FROM claimer.deliveries d
                         WHERE d.subscriber = p_sub
-                          AND d.item_id = r.item_id);
+                          AND d.item_id = r.item_id)
+     ORDER BY r.pos
+     LIMIT 1;
     cur := CASE WHEN low IS NULL THEN safe ELSE low - 1 END;
   END IF;
   -- A new tick once the last one has served: the identity's last value
@@ -374,5 +451,5 @@ SELECT s.subscriber, s.queues, s.paused, s.paused_why, s.in_doubt,
            WHERE d.subscriber = s.subscriber
              AND d.state IN ('sending', 'retry', 'held'))))::float8
          AS oldest_age_s,
-       s.max_attempts, s.break_after
+       s.max_attempts, s.break_after, s.backoff_s
   FROM claimer.subscribers s;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
 
 static void usage(FILE *out) {
   fprintf(
@@ -20,7 +21,8 @@ static void usage(FILE *out) {
       "[--max-attempts N]\n"
       "                              [--break-after N] [--concurrency N] "
       "[--rate R]\n"
-      "                              [--ordering none|fifo]\n"
+      "                              [--ordering none|fifo] [--backoff "
+      "LIST]\n"
       "       claimer subscriber set NAME [the options of add but --from]\n"
       "       claimer subscriber list [--json]\n"
       "       claimer subscriber pause NAME [--reason TEXT]\n"
@@ -58,6 +60,10 @@ static void usage(FILE *out) {
       "position once\n"
       "           final; a failed or held one holds back the rest until "
       "sent or dead.\n"
+      "           --backoff 10s,1m,10m: the waits after each failed attempt "
+      "(the\n"
+      "           last repeats; default 5s,5m,30m,2h,5h,10h; \"default\" "
+      "sets it back).\n"
       "  set      changes the options given, keeps the others (and the "
       "cursor)\n"
       "  list     per subscriber: pending, in flight, retry, sent, held, "
@@ -82,6 +88,39 @@ static void usage(FILE *out) {
 }
 
 enum { EXIT_BUSY = 4 };
+
+/* --backoff 10s,1m,10m (at most 50 waits, each in (0, 31 d]) into
+ * out[0..*n), or "default" (none).  Returns EXIT_OK or EXIT_USAGE. */
+static int parse_backoff(const char *text, double out[51], size_t *n) {
+  *n = 0;
+  if (strcmp(text, "default") == 0)
+    return EXIT_OK;
+  char *copy = strdup(text);
+  if (copy == NULL)
+    return EXIT_ERROR;
+  int ex = EXIT_OK;
+  char *save = NULL;
+  for (char *t = strtok_r(copy, ",", &save); t != NULL && ex == EXIT_OK;
+       t = strtok_r(NULL, ",", &save)) {
+    while (*t == ' ')
+      t++;
+    double v = 0;
+    if (*n == 50)
+      ex = cli_usage_error("--backoff: at most 50 waits");
+    else if (cl_config_parse_duration(t, &v) != 0 ||
+             !(v > 0 && v <= 31 * 86400.0))
+      ex = cli_usage_error("--backoff: \"%s\" is not a duration above 0 "
+                           "and at most 31d (such as 30s, 5m, 2h)",
+                           t);
+    else
+      out[(*n)++] = v;
+  }
+  if (ex == EXIT_OK && *n == 0)
+    ex = cli_usage_error("--backoff needs a list of durations (10s,1m,10m) "
+                         "or \"default\"");
+  free(copy);
+  return ex;
+}
 
 static int sub_list(const char *dsn, int json) {
   cl_conn_t *c = NULL;
@@ -121,9 +160,11 @@ static int sub_list(const char *dsn, int json) {
              strcmp(s->ordering, "fifo") == 0 ? "fifo" : "none",
              s->max_attempts, s->break_after);
       if (s->oldest_age_s < 0)
-        printf("null}\n");
+        printf("null");
       else
-        printf("%.3f}\n", s->oldest_age_s);
+        printf("%.3f", s->oldest_age_s);
+      /* the schedule in seconds, [] for the default */
+      printf(",\"backoff_s\":[%s]}\n", s->backoff);
     } else {
       char age[16], flow[96] = "";
       cli_format_age(age, sizeof age, s->oldest_age_s);
@@ -233,6 +274,7 @@ int cmd_subscriber(int argc, char **argv) {
       {"concurrency", required_argument, NULL, 'c'},
       {"rate", required_argument, NULL, 'R'},
       {"ordering", required_argument, NULL, 'o'},
+      {"backoff", required_argument, NULL, 'B'},
       {"reason", required_argument, NULL, 'r'},
       {"force", no_argument, NULL, 'F'},
       {"json", no_argument, NULL, 'j'},
@@ -242,7 +284,8 @@ int cmd_subscriber(int argc, char **argv) {
   const char **queues = calloc((size_t)argc, sizeof *queues);
   cl_subscriber_opts_t o = {0};
   int force = 0, json = 0, ch, ex = EXIT_OK;
-  unsigned fields = 0;     /* set: the policy options given */
+  unsigned fields = 0; /* set: the policy options given */
+  double backoff[51];
   const char *only = NULL; /* an option this subcommand does not take */
   if (queues == NULL)
     return EXIT_ERROR;
@@ -299,6 +342,12 @@ int cmd_subscriber(int argc, char **argv) {
         ex = EXIT_USAGE;
       fields |= CL_SUB_RATE;
       only = is_policy ? only : "--rate";
+      break;
+    case 'B':
+      ex = parse_backoff(optarg, backoff, &o.nbackoff);
+      o.backoff_s = backoff;
+      fields |= CL_SUB_BACKOFF;
+      only = is_policy ? only : "--backoff";
       break;
     case 'o':
       if (strcmp(optarg, "none") != 0 && strcmp(optarg, "fifo") != 0)

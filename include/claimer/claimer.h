@@ -487,6 +487,12 @@ typedef struct cl_subscriber_opts {
                            once final (no earlier one can still commit); a
                            failed or held delivery holds back the rest
                            until it is sent or dead */
+  /* The retry schedule: the waits in seconds after the first, second, ...
+   * failed attempt (the last repeats), each jittered +-10%; nbackoff 0:
+   * 5 s, 5 min, 30 min, 2 h, 5 h, then 10 h (the Standard Webhooks
+   * example).  At most 50 waits, each in (0, 31 d]. */
+  const double *backoff_s;
+  size_t nbackoff;
 } cl_subscriber_opts_t;
 
 /* Which policy fields cl_subscriber_set() writes. */
@@ -498,7 +504,8 @@ enum {
   CL_SUB_CONCURRENCY = 1 << 4,
   CL_SUB_RATE = 1 << 5,
   CL_SUB_ORDERING = 1 << 6,
-  CL_SUB_ALL = (1 << 7) - 1
+  CL_SUB_BACKOFF = 1 << 7,
+  CL_SUB_ALL = (1 << 8) - 1
 };
 
 /* Adds subscriber name.  Returns 1 when created (its first position in
@@ -542,6 +549,8 @@ typedef struct cl_subscriber_status {
                           dead): seconds since it was written; -1 none */
   int max_attempts;    /* attempts per delivery, then dead */
   int break_after;     /* failed attempts in a row that pause it; 0 never */
+  char *backoff;       /* its retry schedule in seconds, comma-separated;
+                          "" for the default */
 } cl_subscriber_status_t;
 
 /* Every subscriber, by name (free with cl_subscribers_free). */
@@ -595,7 +604,8 @@ typedef struct cl_delivery_fail_info {
 } cl_delivery_fail_info_t;
 
 /* Records a failed attempt: due again after retry_in seconds (< 0: the
- * schedule, 5 s, 5 min, 30 min, 2 h, 5 h, then 10 h, jittered) while
+ * subscriber's schedule, by default 5 s, 5 min, 30 min, 2 h, 5 h, then
+ * 10 h, jittered) while
  * attempts remain and retry is 1, else dead.  Returns 0 or
  * CL_ELEASE_LOST, resending after a lost connection like
  * cl_delivery_sent.  info may be NULL. */

@@ -636,6 +636,65 @@ static void test_lag_own_queues(void **state) {
   cl_subscribers_free(rows, n);
 }
 
+/* The subscriber's own retry schedule: the waits after each failed
+ * attempt as given (jittered +-10%), the last repeating; "default" gives
+ * the Standard Webhooks schedule back. */
+static double fail_wait(fx_t *fx) {
+  cl_delivery_t *d = NULL;
+  int n = 0;
+  for (int round = 0; round < 3 && n == 0; round++)
+    assert_true((n = cl_deliver_claim(fx->c, "sub", "s1", 1, 30, &d)) >= 0);
+  assert_int_equal(n, 1);
+  cl_delivery_fail_info_t info;
+  assert_int_equal(cl_delivery_fail(fx->c, "sub", d[0].item_id, d[0].token,
+                                    "receiver down", 1, -1, &info),
+                   0);
+  cl_deliveries_free(d, 1);
+  double w = (double)th_long(fx->pg, "SELECT (extract(epoch FROM next_at - "
+                                     "updated_at) * 1000)::bigint FROM "
+                                     "claimer.deliveries") /
+             1000;
+  th_exec(fx->pg, "UPDATE claimer.deliveries SET next_at = now()");
+  return w;
+}
+
+static void test_backoff_schedule(void **state) {
+  fx_t *fx = *state;
+  results(fx, "b", 1);
+  assert_int_equal(claimer(fx, NULL, "subscriber", "add", "sub", "--from",
+                           "beginning", "--backoff", "2s,1m", NULL),
+                   0);
+  double w1 = fail_wait(fx), w2 = fail_wait(fx), w3 = fail_wait(fx);
+  print_message("schedule 2s,1m: waits %.2f s, %.2f s, %.2f s\n", w1, w2, w3);
+  assert_true(w1 >= 1.8 && w1 <= 2.2);
+  assert_true(w2 >= 54 && w2 <= 66);
+  assert_true(w3 >= 54 && w3 <= 66); /* the last repeats */
+  char *out = NULL;
+  assert_int_equal(claimer(fx, &out, "subscriber", "list", "--json", NULL), 0);
+  assert_non_null(strstr(out, "\"backoff_s\":[2,60]"));
+  free(out);
+  assert_int_equal(claimer(fx, NULL, "subscriber", "set", "sub", "--backoff",
+                           "default", NULL),
+                   0);
+  double w4 = fail_wait(fx); /* the 4th failure: 2 h in the default */
+  print_message("default schedule, 4th failure: %.0f s\n", w4);
+  assert_true(w4 >= 0.9 * 7200 && w4 <= 1.1 * 7200);
+  assert_int_equal(claimer(fx, &out, "subscriber", "list", "--json", NULL), 0);
+  assert_non_null(strstr(out, "\"backoff_s\":[]"));
+  free(out);
+  /* Bad schedules: exit 2, named, nothing changed. */
+  assert_int_equal(
+      claimer(fx, &out, "subscriber", "set", "sub", "--backoff", "0s", NULL),
+      2);
+  assert_non_null(strstr(out, "--backoff: \"0s\" is not a duration above 0"));
+  free(out);
+  assert_int_equal(claimer(fx, &out, "subscriber", "set", "sub", "--backoff",
+                           "5s,40d", NULL),
+                   2);
+  assert_non_null(strstr(out, "\"40d\""));
+  free(out);
+}
+
 /* Bad policy input: exit 2, a message naming it, nothing changed. */
 static void test_bad_policy(void **state) {
   fx_t *fx = *state;
@@ -678,6 +737,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_hold_kill9_resolve, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lag_own_queues, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backoff_schedule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_policy, setup, teardown),
   };
   th_filter_from_env();

@@ -2084,7 +2084,8 @@ static const char subs_yaml[] =
     "      pg: {target: \"host=db dbname=audit password=Pg-S3cret\",\n"
     "           sql: \"INSERT INTO audit_log VALUES ($1, $5)\"}\n"
     "  relay:\n"
-    "    sink: {webhook: \"http://127.0.0.1:9/in\", secret_env: RELAY_KEYS}\n";
+    "    sink: {webhook: \"http://127.0.0.1:9/in\", secret_env: RELAY_KEYS}\n"
+    "    backoff: [10s, 1m, 1h]\n";
 
 static void subscribers_full(void **state) {
   (void)state;
@@ -2109,6 +2110,7 @@ static void subscribers_full(void **state) {
   assert_int_equal(m->concurrency, 4);
   assert_true(m->rate == 2.5);
   assert_int_equal(m->ordering, CL_CONFIG_ORDERING_FIFO);
+  assert_int_equal(m->nbackoff, 0); /* the default schedule */
   assert_int_equal(m->sink.kind, CL_CONFIG_SINK_EXEC);
   assert_string_equal(m->sink.exec, "/usr/local/bin/send-mail");
   assert_true(m->sink.timeout_s == 45);
@@ -2142,6 +2144,9 @@ static void subscribers_full(void **state) {
   const cl_config_subscriber_t *r = cl_config_subscriber(&cfg, "relay");
   assert_string_equal(r->sink.secret_env, "RELAY_KEYS");
   assert_null(r->sink.secret_file);
+  assert_int_equal(r->nbackoff, 3);
+  assert_true(r->backoff_s[0] == 10 && r->backoff_s[1] == 60 &&
+              r->backoff_s[2] == 3600);
   assert_null(cl_config_subscriber(&cfg, "nobody"));
   assert_null(cl_config_subscriber(&cfg, NULL));
 
@@ -2229,6 +2234,15 @@ static void subscribers_errors(void **state) {
       {"subscribers:\n  mail:\n    queues: [a, a]\n    sink: {exec: x}\n",
        "cfg.yaml:3:17: subscribers.mail.queues[1]: queue \"a\" is listed twice "
        "(first at line 3)"},
+      {"subscribers:\n  mail:\n    backoff: [5s, 0s]\n    sink: {exec: x}\n",
+       "cfg.yaml:3:19: subscribers.mail.backoff[1]: expected a duration above "
+       "0 and at most 31d (such as 30s, 5m, 2h), got \"0s\""},
+      {"subscribers:\n  mail:\n    backoff: 5s\n    sink: {exec: x}\n",
+       "cfg.yaml:3:14: subscribers.mail.backoff: expected a list of durations "
+       "(such as [5s, 5m, 1h]), got \"5s\""},
+      {"subscribers:\n  mail:\n    backof: [5s]\n    sink: {exec: x}\n",
+       "cfg.yaml:3:5: unknown key \"backof\" in subscribers.mail (did you mean "
+       "\"backoff\"?)"},
       {"subscribers:\n  mail:\n    queues: emails\n    sink: {exec: x}\n",
        "cfg.yaml:3:13: subscribers.mail.queues: expected a list of queue "
        "names, got \"emails\""},
@@ -2429,6 +2443,8 @@ static void subscribers_print(void **state) {
                   "    concurrency: 4\n"
                   "    rate: 2.5\n"
                   "    ordering: fifo\n"
+                  "    backoff: []                         # 5s, 5m, 30m, 2h, "
+                  "5h, then 10h\n"
                   "    sink:\n"
                   "      exec: \"/usr/local/bin/send-mail\"\n"
                   "      timeout: 45s\n"
@@ -2442,6 +2458,8 @@ static void subscribers_print(void **state) {
                   "    concurrency: 0                      # no limit\n"
                   "    rate: 0                             # no limit\n"
                   "    ordering: none\n"
+                  "    backoff: []                         # 5s, 5m, 30m, 2h, "
+                  "5h, then 10h\n"
                   "    sink:\n"
                   "      webhook: \"https://example.com/hook?token=***\"\n"
                   "      secret_file: \"/etc/claimer/hook.secret\"\n"
@@ -2454,6 +2472,7 @@ static void subscribers_print(void **state) {
                         "$5)\"\n"
                         "      timeout: 30s\n");
   assert_contains(text, "      secret_env: \"RELAY_KEYS\"\n");
+  assert_contains(text, "    backoff: [10s, 1m, 1h]\n");
   assert_not_contains(text, "Pg-S3cret");
   assert_not_contains(text, "Tok-3n");
   cl_config_init(&b);
@@ -2475,6 +2494,9 @@ static void subscribers_print(void **state) {
     assert_int_equal(y->concurrency, x->concurrency);
     assert_true(y->rate == x->rate);
     assert_int_equal(y->ordering, x->ordering);
+    assert_int_equal(y->nbackoff, x->nbackoff);
+    for (size_t j = 0; j < x->nbackoff; j++)
+      assert_true(y->backoff_s[j] == x->backoff_s[j]);
     assert_int_equal(y->sink.kind, x->sink.kind);
     assert_true(y->sink.timeout_s == x->sink.timeout_s);
     if (x->sink.exec != NULL)

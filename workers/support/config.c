@@ -543,6 +543,10 @@ static int parse_duration(const char *text, double *out) {
   return -1;
 }
 
+int cl_config_parse_duration(const char *text, double *out) {
+  return parse_duration(text, out);
+}
+
 /* Parses a size ("4096", "64KiB", "1MB") into bytes.  Returns 0, -1 when
  * text is not a size, -2 when it does not fit. */
 static int parse_size(const char *text, size_t *out) {
@@ -1154,6 +1158,7 @@ static void subscriber_free(cl_config_subscriber_t *s) {
   for (size_t i = 0; i < s->nqueues; i++)
     free(s->queues[i]);
   free(s->queues);
+  free(s->backoff_s);
   subscriber_init(s);
 }
 
@@ -1171,6 +1176,8 @@ static int subscriber_copy(cl_config_subscriber_t *dst,
   *dst = *src;
   dst->queues = NULL;
   dst->nqueues = 0;
+  dst->backoff_s = NULL;
+  dst->nbackoff = 0;
   subscriber_strings(dst, d);
   subscriber_strings((cl_config_subscriber_t *)src, s);
   for (size_t i = 0; i < SUB_STRINGS; i++)
@@ -1184,6 +1191,14 @@ static int subscriber_copy(cl_config_subscriber_t *dst,
   for (; dst->nqueues < src->nqueues; dst->nqueues++)
     if ((dst->queues[dst->nqueues] = strdup(src->queues[dst->nqueues])) == NULL)
       return CL_ENOMEM;
+  if (src->nbackoff > 0) {
+    if ((dst->backoff_s = calloc(src->nbackoff, sizeof *dst->backoff_s)) ==
+        NULL)
+      return CL_ENOMEM;
+    memcpy(dst->backoff_s, src->backoff_s,
+           src->nbackoff * sizeof *dst->backoff_s);
+    dst->nbackoff = src->nbackoff;
+  }
   return 0;
 }
 
@@ -1228,6 +1243,8 @@ void cl_config_subscriber_opts(const cl_config_subscriber_t *s,
   o->concurrency = s->concurrency;
   o->rate = s->rate;
   o->ordering = ordering_names[s->ordering == CL_CONFIG_ORDERING_FIFO];
+  o->backoff_s = s->backoff_s;
+  o->nbackoff = s->nbackoff;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2081,10 +2098,11 @@ static int apply_map(loader_t *L, const node_t *map, const char *section) {
 
 /* The keys of a subscriber record, of its sink, and of a pg sink, in the
  * order of the switches below. */
-static const span_t sub_keys[] = {
-    {"queues", 6},        {"from", 4},         {"in_doubt", 8},
-    {"max_attempts", 12}, {"break_after", 11}, {"concurrency", 11},
-    {"rate", 4},          {"ordering", 8},     {"sink", 4}};
+static const span_t sub_keys[] = {{"queues", 6},       {"from", 4},
+                                  {"in_doubt", 8},     {"max_attempts", 12},
+                                  {"break_after", 11}, {"concurrency", 11},
+                                  {"rate", 4},         {"ordering", 8},
+                                  {"backoff", 7},      {"sink", 4}};
 static const span_t sink_keys[] = {{"exec", 4},         {"webhook", 7},
                                    {"secret_file", 11}, {"secret_env", 10},
                                    {"pg", 2},           {"timeout", 7}};
@@ -2203,6 +2221,53 @@ static int rate_yaml(loader_t *L, const node_t *val, const char *label,
     return fail_at(L, val->line, val->col, "%s: %s", label, why);
   }
   *out = r;
+  return 0;
+}
+
+/* The most waits of a retry schedule, and the longest. */
+enum { BACKOFF_MAX = 50 };
+#define BACKOFF_MAX_S (31 * DAY_S)
+
+/* backoff: a list of durations, the waits after each failed attempt (the
+ * last repeats); null or [] for the default schedule. */
+static int backoff_yaml(loader_t *L, const node_t *val, const char *label,
+                        cl_config_subscriber_t *s) {
+  char what[ECHO_LEN + 16];
+  if (is_null(val))
+    return 0;
+  if (val->type != N_SEQ) {
+    got(what, sizeof what, val);
+    return fail_at(L, val->line, val->col,
+                   "%s: expected a list of durations (such as [5s, 5m, 1h]), "
+                   "got %s",
+                   label, what);
+  }
+  if (val->nkids > BACKOFF_MAX)
+    return fail_at(L, val->line, val->col,
+                   "%s: %zu waits; a schedule has at most %d", label,
+                   val->nkids, BACKOFF_MAX);
+  if (val->nkids > 0 &&
+      (s->backoff_s = calloc(val->nkids, sizeof *s->backoff_s)) == NULL)
+    return out_of_memory(L);
+  for (size_t i = 0; i < val->nkids; i++) {
+    const node_t *item = val->kids[i];
+    char ilabel[LABEL_LEN], index[32];
+    snprintf(index, sizeof index, "[%zu]", i);
+    join_label(ilabel, label, index, "");
+    int rc = scalar_of(L, item, ilabel, "a duration", false, false);
+    if (rc != 0)
+      return rc;
+    double v = 0;
+    if (parse_duration(item->text, &v) != 0 || !(v > 0 && v <= BACKOFF_MAX_S)) {
+      char shown[ECHO_LEN];
+      echo_n(shown, sizeof shown, item->text, item->len, true);
+      return fail_at(L, item->line, item->col,
+                     "%s: expected a duration above 0 and at most 31d (such "
+                     "as 30s, 5m, 2h), got \"%s\"",
+                     ilabel, shown);
+    }
+    s->backoff_s[s->nbackoff++] = v;
+  }
   return 0;
 }
 
@@ -2445,6 +2510,9 @@ static int subscriber_yaml(loader_t *L, const node_t *name, const node_t *rec,
     case 7:
       if ((rc = int_yaml(L, &sub_ordering, val, flabel, &v)) == 0)
         s->ordering = (cl_config_ordering_t)v;
+      break;
+    case 8:
+      rc = backoff_yaml(L, val, flabel, s);
       break;
     default:
       sink = val;
@@ -2845,6 +2913,18 @@ static int check_subscriber(const cl_config_subscriber_t *s, char *why,
     cl__msg(why, n, "rate: %s", r);
     return CL_ECONFIG;
   }
+  if (s->nbackoff > BACKOFF_MAX) {
+    cl__msg(why, n, "backoff: %zu waits; a schedule has at most %d",
+            s->nbackoff, BACKOFF_MAX);
+    return CL_ECONFIG;
+  }
+  for (size_t i = 0; i < s->nbackoff; i++) {
+    if (!(s->backoff_s[i] > 0 && s->backoff_s[i] <= BACKOFF_MAX_S)) {
+      cl__msg(why, n, "backoff[%zu]: %g s is not above 0 and at most 31d", i,
+              s->backoff_s[i]);
+      return CL_ECONFIG;
+    }
+  }
   return check_sink(&s->sink, why, n);
 }
 
@@ -3112,6 +3192,18 @@ static int print_subscriber(const cl_config_subscriber_t *s, FILE *out) {
   snprintf(rate, sizeof rate, "%.15g", s->rate);
   emit(out, 4, "rate", rate, NULL, s->rate == 0 ? sub_rate.zero : NULL);
   emit(out, 4, "ordering", ordering_names[s->ordering != 0], NULL, NULL);
+  char sched[BACKOFF_MAX * 24 + 4];
+  size_t at = (size_t)snprintf(sched, sizeof sched, "[");
+  for (size_t i = 0; i < s->nbackoff && at < sizeof sched; i++) {
+    char d[32];
+    format_duration(d, sizeof d, s->backoff_s[i]);
+    at += (size_t)snprintf(sched + at, sizeof sched - at, "%s%s", i ? ", " : "",
+                           d);
+  }
+  if (at < sizeof sched)
+    snprintf(sched + at, sizeof sched - at, "]");
+  emit(out, 4, "backoff", sched, NULL,
+       s->nbackoff == 0 ? "5s, 5m, 30m, 2h, 5h, then 10h" : NULL);
   /* The sink: its kind's keys (a webhook's URL masked, a pg target's
    * password too), then its timeout. */
   const cl_config_sink_t *k = &s->sink;

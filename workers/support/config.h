@@ -126,6 +126,10 @@ typedef struct cl_config_subscriber {
   int concurrency;               /* default 0 (no limit), 0..100000 */
   double rate;                   /* default 0 (no limit), 0..1000000 */
   cl_config_ordering_t ordering; /* default none */
+  double *backoff_s; /* the retry schedule: nbackoff waits (at most 50,
+                        each a duration in (0, 31 d]); none (default): the
+                        Standard Webhooks example */
+  size_t nbackoff;
   cl_config_sink_t sink;
   char *origin; /* "FILE:LINE" of its name; NULL when not from a file */
 } cl_config_subscriber_t;
@@ -196,6 +200,10 @@ typedef struct cl_config {
    * the key table (NULL: the default).  Read it with cl_config_origin(). */
   char *origin_[CL_CONFIG_KEYS_MAX];
 } cl_config_t;
+
+/* Reads a duration as the config spells one (30, 0.5, 250ms, 30s, 5m, 1h,
+ * 7d) into *out seconds.  Returns 0, or -1 when text is not one. */
+int cl_config_parse_duration(const char *text, double *out);
 
 /* Fills cfg with the defaults (no allocation; cl_config_free() is still
  * the way to dispose of it once anything has been loaded). */
