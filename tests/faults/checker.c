@@ -552,7 +552,9 @@ static int parse_history(checker_t *c, json_object *o) {
   TRY(get_strs(c, o, "tokens", &tokens, &ntokens));
   if (ntokens && ntokens != nitems)
     return bad_line(c, "%zu \"tokens\" for %zu \"items\"", ntokens, nitems);
-  if (items && !op->items) {
+  /* Items with their tokens (a claim's ok) always replace what the
+   * invoke had: the pair goes together. */
+  if (tokens || (items && !op->items)) {
     op->items = items;
     op->nitems = nitems;
     op->tokens = tokens;
@@ -1327,7 +1329,9 @@ static void live_span(const checker_t *c, const run_t *run, double *lo,
 
 /* Two runs of one item overlap when their spans meet while both leases are
  * live.  A run without an end is taken to run until its lease stopped
- * being live. */
+ * being live.  Two runs at once under one token are no overlap of leases
+ * (there is one lease): they are counted apart, as a worker that started
+ * its handler twice. */
 static void check_runs(checker_t *c) {
   fc_report_t *r = c->r;
   r->totals.runs = c->runs.n;
@@ -1344,13 +1348,13 @@ static void check_runs(checker_t *c) {
       note(c, FC_RERUNS, "%s", it->id);
       r->totals.extra_runs += it->nruns - 1;
     }
-    bool overlap = false;
-    for (size_t a = 0; a < it->nruns && !overlap; a++) {
+    bool overlap = false, concurrent = false;
+    for (size_t a = 0; a < it->nruns; a++) {
       const run_t *x = &c->runs.v[it->run0 + a];
       double xlo, xhi;
       live_span(c, x, &xlo, &xhi);
       double xend = x->has_end ? x->end : xhi;
-      for (size_t b = a + 1; b < it->nruns && !overlap; b++) {
+      for (size_t b = a + 1; b < it->nruns; b++) {
         const run_t *y = &c->runs.v[it->run0 + b];
         double ylo, yhi;
         live_span(c, y, &ylo, &yhi);
@@ -1368,9 +1372,14 @@ static void check_runs(checker_t *c) {
           hi = xhi;
         if (yhi < hi)
           hi = yhi;
-        overlap = lo < hi;
+        if (lo < hi && strcmp(x->token, y->token) == 0)
+          concurrent = true;
+        else if (lo < hi)
+          overlap = true;
       }
     }
+    if (concurrent)
+      note(c, FC_CONCURRENT_RUNS, "%s", it->id);
     if (overlap)
       note(c, FC_OVERLAPPING_LEASES, "%s", it->id);
   }
@@ -1588,9 +1597,11 @@ void fc_report_print(FILE *f, const fc_report_t *r) {
           U(r->totals.grants), U(r->totals.runs), U(r->totals.extra_runs),
           U(r->totals.effects), U(r->totals.deliveries),
           U(r->totals.subscribers));
-  fprintf(f, "\nchecks (a nonzero count fails)      count  examples\n");
+  fprintf(f, "\n  %-24s %8s  %s\n", "checks (nonzero fails)", "count",
+          "examples");
   print_checks(f, r, true);
-  fprintf(f, "\nreported, not failures\n");
+  fprintf(f, "\n  %-24s %8s  %s\n", "reported, not failures", "count",
+          "examples");
   print_checks(f, r, false);
   fprintf(f, "\noperations   invoke       ok     fail     info     open"
              "  settled: committed  not  unresolved\n");

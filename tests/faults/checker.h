@@ -51,6 +51,8 @@
   X(OVERLAPPING_LEASES, "overlapping_live_leases", true,                       \
     "items with two runs at once, both leases live")                           \
   X(RERUNS, "reruns", false, "items whose handler ran more than once")         \
+  X(CONCURRENT_RUNS, "concurrent_runs_one_lease", false,                       \
+    "items with two runs at once under one lease")                             \
   X(UNEXPECTED_EFFECTS, "unexpected_effects", false,                           \
     "(sink, key) with effects no done item or sent delivery expects")          \
   X(UNEXPLAINED_ITEMS, "unexplained_items", false,                             \

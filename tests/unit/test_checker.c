@@ -585,6 +585,18 @@ static void run_without_end_lasts_its_lease(void **state) {
   only(r, FC_RERUNS, FC_UNEXPLAINED_GRANTS, -1);
 }
 
+/* Two runs at once under one token are one lease run twice: reported
+ * apart, no failure. */
+static void concurrent_runs_under_one_lease(void **state) {
+  fixture_t *f = *state;
+  append(f, "runs.jsonl",
+         "{\"item\":\"f-2\",\"token\":\"t2\",\"start\":101.5,\"end\":101.6}\n");
+  const fc_report_t *r = check(f);
+  assert_true(r->pass);
+  only(r, FC_CONCURRENT_RUNS, FC_RERUNS, -1);
+  assert_true(has_example(r, FC_CONCURRENT_RUNS, "f-2"));
+}
+
 /* ------------------------------------------------------------------------ */
 /* Ambiguous outcomes                                                       */
 
@@ -676,6 +688,28 @@ static void info_claim_settled_both_ways(void **state) {
   r = check(f);
   assert_int_equal(op(r, "claim")->not_committed, 2);
   assert_true(has_example(r, FC_UNEXPLAINED_GRANTS, "f-4/t4"));
+}
+
+/* An ok claim's items and tokens replace the items its invoke named (the
+ * ones asked for): its grants are then explained by it. */
+static void claim_ok_items_replace_the_invoke_s(void **state) {
+  fixture_t *f = *state;
+  append(f, "history.jsonl",
+         "{\"p\":\"producer-1\",\"op\":\"enqueue\",\"id\":2,\"type\":"
+         "\"invoke\",\"items\":[\"f-4\"]}\n"
+         "{\"p\":\"producer-1\",\"op\":\"enqueue\",\"id\":2,\"type\":\"ok\"}\n"
+         "{\"p\":\"work-3\",\"op\":\"claim\",\"id\":1,\"type\":\"invoke\","
+         "\"items\":[\"f-4\",\"f-5\"],\"wall\":104.0}\n"
+         "{\"p\":\"work-3\",\"op\":\"claim\",\"id\":1,\"type\":\"ok\","
+         "\"items\":[\"f-4\"],\"tokens\":[\"t4\"]}\n");
+  append(f, "grants.jsonl",
+         "{\"item\":\"f-4\",\"token\":\"t4\",\"worker\":\"work-3\","
+         "\"granted\":104.5,\"until\":134.5}\n");
+  append(f, "items.jsonl",
+         "{\"item\":\"f-4\",\"state\":\"dead\",\"poison\":true}\n");
+  const fc_report_t *r = check(f);
+  assert_true(r->pass);
+  only(r, -1);
 }
 
 /* A fail info: committed when items.last_token or the lease's end says
@@ -966,12 +1000,16 @@ int main(void) {
       cmocka_unit_test_setup_teardown(rerun_without_overlap, setup, teardown),
       cmocka_unit_test_setup_teardown(run_without_end_lasts_its_lease, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(concurrent_runs_under_one_lease, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(info_enqueue_settled_both_ways, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(info_complete_settled_both_ways, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(info_claim_settled_both_ways, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(claim_ok_items_replace_the_invoke_s,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(info_fail_settled, setup, teardown),
       cmocka_unit_test_setup_teardown(unresolved_info, setup, teardown),
       cmocka_unit_test_setup_teardown(open_operations_are_settled, setup,
