@@ -1574,7 +1574,7 @@ static void print_checks(FILE *f, const fc_report_t *r, bool gates) {
     if (checks[i].gates != gates)
       continue;
     const fc_count_t *k = &r->checks[i];
-    fprintf(f, "  %-24s %8llu  %s%s", checks[i].name,
+    fprintf(f, "  %-26s %8llu  %s%s", checks[i].name,
             (unsigned long long)k->count, gates && k->count ? "FAIL " : "",
             k->count ? "" : checks[i].what);
     for (size_t j = 0; j < k->nexamples; j++)
@@ -1597,10 +1597,10 @@ void fc_report_print(FILE *f, const fc_report_t *r) {
           U(r->totals.grants), U(r->totals.runs), U(r->totals.extra_runs),
           U(r->totals.effects), U(r->totals.deliveries),
           U(r->totals.subscribers));
-  fprintf(f, "\n  %-24s %8s  %s\n", "checks (nonzero fails)", "count",
+  fprintf(f, "\n  %-26s %8s  %s\n", "checks (nonzero fails)", "count",
           "examples");
   print_checks(f, r, true);
-  fprintf(f, "\n  %-24s %8s  %s\n", "reported, not failures", "count",
+  fprintf(f, "\n  %-26s %8s  %s\n", "reported, not failures", "count",
           "examples");
   print_checks(f, r, false);
   fprintf(f, "\noperations   invoke       ok     fail     info     open"
