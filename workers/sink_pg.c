@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "log.h"
 #include "sink_pg.h"
 
 enum { POOL_MAX = 16, ERR_MAX = 600 };
@@ -233,8 +234,13 @@ static void work(uv_work_t *w) {
 /* Back on the loop: the report. */
 static void after(uv_work_t *w, int status) {
   job_t *j = w->data;
-  if (j->ok && j->repeat)
+  if (j->ok && j->repeat) {
+    /* One line per repeat, so that a daemon's count survives its kill. */
     j->p->repeats++;
+    cl_log(CL_LEVEL_INFO, "repeat_skipped", "subscriber",
+           cl_send_subscriber(j->send), "item", cl_send_item_id(j->send), "key",
+           cl_send_key(j->send), "by", "the target's inbox", NULL);
+  }
   if (status != 0)
     cl_send_done(j->send, CL_SEND_RETRY, "pg sink: cancelled", -1);
   else if (j->ok)
