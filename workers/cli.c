@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,25 @@ int cli_check_json_arg(const char *text, const char *name) {
 
 /* ------------------------------------------------------------------------ */
 /* Secrets on the command line                                               */
+
+static sigset_t held_old;
+static int held;
+
+void cli_hold_signals(void) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGTERM);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGHUP);
+  if (!held && sigprocmask(SIG_BLOCK, &s, &held_old) == 0)
+    held = 1;
+}
+
+void cli_release_signals(void) {
+  if (held)
+    sigprocmask(SIG_SETMASK, &held_old, NULL);
+  held = 0;
+}
 
 static char **argv_all;
 static int argc_all;

@@ -66,6 +66,16 @@ void cli_put_json_string(FILE *out, const char *s);
   "has masked it: use --dsn-file, CLAIMER_DSN, or libpq's ~/.pgpass (or\n"     \
   "the file PGPASSFILE names), which libpq reads when the DSN has none.\n"
 
+/* The daemons' start-up (connecting, checking, maybe starting the
+ * embedded PostgreSQL) comes before their loop watches SIGTERM, SIGINT
+ * and SIGHUP.  Holding those signals until then means one that arrives
+ * early is acted on by the loop (a drain, exit 0), not by the default
+ * action (death by the signal).  cli_hold_signals() blocks them;
+ * cli_release_signals() restores the mask, once the loop's handlers are
+ * in place, and a held signal is delivered then. */
+void cli_hold_signals(void);
+void cli_release_signals(void);
+
 /* Remembers the process's argument vector, so that secrets given on the
  * command line can be masked in it (main() calls this first). */
 void cli_set_argv(int argc, char **argv);

@@ -328,6 +328,7 @@ int cmd_reap(int argc, char **argv) {
   if (cli_load_config(&cfg, config_path, &fs) != EXIT_OK)
     return EXIT_USAGE;
   cl_log_setup(cfg.log_format, cfg.log_level, 2);
+  cli_hold_signals(); /* a SIGTERM from here on drains, once we can */
 
   /* Connect once, blocking: a refused password or a missing schema is
    * reported now, not retried forever. */
@@ -419,6 +420,7 @@ int cmd_reap(int argc, char **argv) {
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&d.sighup, on_hup, SIGHUP);
+  cli_release_signals(); /* held since start-up */
   if ((rc = cl_reaper_start(d.r)) != 0) {
     /* Only a second start fails; stop cleanly all the same. */
     cli_err("cannot start the reaper: %s", cl_strerror(rc));

@@ -892,6 +892,7 @@ int cmd_send(int argc, char **argv) {
   else
     cl_log_setup(CL_LOG_LOGFMT, level, 2);
 
+  cli_hold_signals(); /* a SIGTERM from here on drains, once we can */
   /* Connect once, blocking: a refused password, a missing schema or an
    * unknown subscriber is reported now, not retried forever. */
   cl_conn_t *c = NULL;
@@ -956,6 +957,7 @@ int cmd_send(int argc, char **argv) {
   d.sigterm.data = d.sigint.data = &d;
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  cli_release_signals();
   for (int i = 0; i < d.nsubs; i++) {
     if ((rc = cl_sender_start(d.subs[i].s)) != 0) {
       cli_err("cannot start the sender of %s: %s", d.subs[i].name,

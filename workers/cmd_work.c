@@ -326,6 +326,7 @@ int cmd_work(int argc, char **argv) {
     return ex;
   }
   cl_log_setup(d.cfg.log_format, d.cfg.log_level, 2);
+  cli_hold_signals(); /* a SIGTERM from here on drains, once we can */
   char *dsn = NULL;
   ex = preflight(d.cfg.dsn, &dsn);
   if (ex != EXIT_OK) {
@@ -381,6 +382,7 @@ int cmd_work(int argc, char **argv) {
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&d.sighup, on_hup, SIGHUP);
+  cli_release_signals(); /* held since start-up */
   for (size_t i = 0; rc == 0 && i < d.cfg.worker.nqueues; i++)
     rc = cl_worker_add_queue(d.w, d.cfg.worker.queues[i].name,
                              d.cfg.worker.queues[i].weight, xhandler_start,

@@ -812,6 +812,36 @@ static void test_sender_fences_itself(void **state) {
   proxy_stop(&f->proxy);
 }
 
+/* A SIGTERM that arrives while `claimer send` is still connecting (the
+ * proxy frozen: the blocking start-up waits on it) is acted on once the
+ * loop runs: a drain and exit 0, not death by the signal (143). */
+static void test_sigterm_during_startup(void **state) {
+  fixture_t *f = *state;
+  require_own_server();
+  cl_subscriber_opts_t o = {.from = "beginning"};
+  assert_int_equal(cl_subscriber_add(f->c, "sub", &o, NULL), 1);
+  start_proxy(f, "no such trigger", "after", 0);
+  char log[700];
+  snprintf(log, sizeof log, "%s/%s.startup.log", th_pg.dir, f->name);
+  assert_int_equal(kill(f->proxy.pid, SIGSTOP), 0);
+  const char *argv[] = {
+      th_claimer_bin(), "send",  "--subscriber", "sub", "--exec",
+      "true",           "--dsn", f->proxy_dsn,   NULL};
+  pid_t sender = th_spawn(argv, log);
+  usleep(500 * 1000); /* well inside its connect */
+  kill(sender, SIGTERM);
+  usleep(200 * 1000);
+  assert_int_equal(kill(f->proxy.pid, SIGCONT), 0);
+  int st = th_wait_exit(sender, 30);
+  char *out = th_read_file(log);
+  print_message("SIGTERM while connecting: exit %d\n", st);
+  if (st != 0)
+    fail_msg("exit %d:\n%s", st, out);
+  assert_non_null(strstr(out, "event=sender_stopped"));
+  free(out);
+  proxy_stop(&f->proxy);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_complete_cut_after_commit, setup,
@@ -835,6 +865,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sender_record_cut_before_send, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_sender_fences_itself, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sigterm_during_startup, setup,
                                       teardown),
   };
   th_filter_from_env();
