@@ -60,6 +60,13 @@ struct cl__loop_conn {
   int poll_events;
   uv_timer_t timer;
   uint64_t connect_timeout_ms; /* the dsn's connect_timeout; 0: none */
+  /* The dsn's hosts, as libpq lists them (comma-separated host, hostaddr
+   * and port), so that an attempt whose deadline passed on one host can
+   * go on with the next: libpq's blocking connect does, and PQconnectPoll
+   * cannot be told to. */
+  char *hosts, *addrs, *ports;
+  int nhosts; /* entries of the longer of hosts and addrs */
+  int skip;   /* this attempt starts at host number skip */
   int handles_open;
   unsigned failures;
   reqq_t queued; /* not yet sent */
@@ -139,6 +146,9 @@ static void maybe_free(cl__loop_conn_t *a) {
   for (char **ch = a->channels; ch && *ch; ch++)
     free(*ch);
   free(a->channels);
+  free(a->hosts);
+  free(a->addrs);
+  free(a->ports);
   cl_conn_free(&a->c);
   free(a);
   if (cb)
@@ -255,10 +265,58 @@ static void session_lost(cl__loop_conn_t *a, int rc) {
     uv_timer_start(&a->timer, on_retry_timer, delay, 0);
 }
 
+/* The number of entries of a comma-separated list (0 for none). */
+static int csv_count(const char *s) {
+  if (s == NULL || *s == '\0')
+    return 0;
+  int n = 1;
+  for (; *s; s++)
+    n += *s == ',';
+  return n;
+}
+
+/* The list from its entry k on. */
+static const char *csv_from(const char *s, int k) {
+  for (; k > 0 && s != NULL && *s; s++)
+    if (*s == ',')
+      k--;
+  return s;
+}
+
+/* Whether entry k of list s is val (a NULL val matches nothing). */
+static int csv_is(const char *s, int k, const char *val) {
+  if (s == NULL || val == NULL)
+    return 0;
+  const char *e = csv_from(s, k);
+  size_t n = strcspn(e, ",");
+  return strlen(val) == n && strncmp(e, val, n) == 0;
+}
+
 static void on_connect_deadline(uv_timer_t *t) {
   cl__loop_conn_t *a = t->data;
   if (a->state != CONNECTING)
     return;
+  /* As libpq's blocking connect does: the deadline is per host, and the
+   * attempt goes on with the next one.  Which one was being tried:
+   * PQhost/PQport name it; find it in the lists from this attempt's first
+   * host on. */
+  int at = -1;
+  if (a->nhosts > 1 && a->c->pg != NULL) {
+    const char *h = PQhost(a->c->pg), *p = PQport(a->c->pg);
+    for (int k = a->skip; k < a->nhosts && at < 0; k++)
+      if ((csv_is(a->hosts, k, h) || csv_is(a->addrs, k, h)) &&
+          (csv_count(a->ports) <= 1 || csv_is(a->ports, k, p)))
+        at = k;
+  }
+  if (at >= 0 && at + 1 < a->nhosts) {
+    a->skip = at + 1;
+    poll_drop(a);
+    PQfinish(a->c->pg);
+    a->c->pg = NULL;
+    begin_connect(a);
+    return;
+  }
+  a->skip = 0; /* the next attempt starts from the first host again */
   cl__set_error(a->c, "08001", "cannot connect: no answer within %llu s",
                 (unsigned long long)(a->connect_timeout_ms / 1000));
   session_lost(a, CL_ECONNECT);
@@ -337,12 +395,24 @@ static void begin_connect(cl__loop_conn_t *a) {
   /* Keepalives find a silent peer when idle; tcp_user_timeout when data
    * is unacknowledged (a half-open connection after a partition).  The
    * dsn, expanded last, may override them all. */
-  const char *keys[] = {"application_name", "keepalives",
-                        "keepalives_idle",  "keepalives_interval",
-                        "keepalives_count", "tcp_user_timeout",
-                        "dbname",           NULL};
-  const char *vals[] = {"claimer-worker", "1",       "10", "5", "3",
-                        "20000",          a->c->dsn, NULL};
+  const char *keys[11] = {"application_name", "keepalives",
+                          "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout",
+                          "dbname",           NULL};
+  const char *vals[11] = {"claimer-worker", "1",       "10", "5", "3",
+                          "20000",          a->c->dsn, NULL};
+  /* Going on from a host whose deadline passed: the lists from the next
+   * one (keys after the expanded dsn override its values). */
+  if (a->skip > 0 && a->skip < a->nhosts) {
+    int n = 7;
+    if (csv_count(a->hosts) > 1)
+      keys[n] = "host", vals[n++] = csv_from(a->hosts, a->skip);
+    if (csv_count(a->addrs) > 1)
+      keys[n] = "hostaddr", vals[n++] = csv_from(a->addrs, a->skip);
+    if (csv_count(a->ports) > 1)
+      keys[n] = "port", vals[n++] = csv_from(a->ports, a->skip);
+    keys[n] = vals[n] = NULL;
+  }
   a->state = CONNECTING;
   a->c->pg = PQconnectStartParams(keys, vals, 1);
   if (a->c->pg == NULL || PQstatus(a->c->pg) == CONNECTION_BAD) {
@@ -530,10 +600,32 @@ static void on_poll(uv_poll_t *h, int status, int events) {
  * CL_EDSN for a value libpq refuses ("invalid integer value": the
  * blocking connection would never connect with it) or CL_ENOMEM.
  *
- * Unlike libpq's blocking connect, which on a timeout moves on to the
- * dsn's next host or address, PQconnectPoll cannot be told to move on: the
- * deadline covers the whole attempt, every host, and the next attempt
- * starts again from the first host. */
+ * The deadline is per host, as libpq's blocking connect has it: when it
+ * passes, the attempt goes on with the dsn's next host (on_connect_deadline
+ * starts a new one from there, since PQconnectPoll cannot be told to move
+ * on), and only the last host's deadline ends the attempt. */
+/* Keeps the dsn's host, hostaddr and port lists.  Returns 0 or CL_ENOMEM
+ * (a dsn libpq cannot parse was refused before this). */
+static int read_hosts(cl__loop_conn_t *a, const char *dsn) {
+  PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+  if (opts == NULL)
+    return CL_ENOMEM;
+  int rc = 0;
+  for (const PQconninfoOption *o = opts; o->keyword != NULL && rc == 0; o++) {
+    char **into = strcmp(o->keyword, "host") == 0       ? &a->hosts
+                  : strcmp(o->keyword, "hostaddr") == 0 ? &a->addrs
+                  : strcmp(o->keyword, "port") == 0     ? &a->ports
+                                                        : NULL;
+    if (into != NULL && o->val != NULL && *o->val != '\0' &&
+        (*into = cl__strdup(o->val)) == NULL)
+      rc = CL_ENOMEM;
+  }
+  PQconninfoFree(opts);
+  int nh = csv_count(a->hosts), na = csv_count(a->addrs);
+  a->nhosts = nh > na ? nh : na;
+  return rc;
+}
+
 static int read_connect_timeout(const char *dsn, uint64_t *ms) {
   *ms = 10000;
   char *msg = NULL;
@@ -577,7 +669,12 @@ int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
   int rc = cl_conn_new(&a->c, dsn);
   if (rc == 0 && (rc = read_connect_timeout(dsn, &a->connect_timeout_ms)) != 0)
     cl_conn_free(&a->c);
+  if (rc == 0 && (rc = read_hosts(a, dsn)) != 0)
+    cl_conn_free(&a->c);
   if (rc != 0) {
+    free(a->hosts);
+    free(a->addrs);
+    free(a->ports);
     free(a);
     return rc;
   }
@@ -592,6 +689,9 @@ int cl__loop_conn_new(cl__loop_conn_t **out, uv_loop_t *loop, const char *dsn,
     for (size_t i = 0; a->channels && i < nch; i++)
       free(a->channels[i]);
     free(a->channels);
+    free(a->hosts);
+    free(a->addrs);
+    free(a->ports);
     cl_conn_free(&a->c);
     free(a);
     return CL_ENOMEM;

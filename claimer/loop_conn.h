@@ -18,7 +18,8 @@
  * Connecting has a deadline: the dsn's connect_timeout read by libpq's
  * rules (whole seconds, 1 counted as 2, 0 or less for none), 10 s when
  * the dsn gives none (as the blocking connection, conn.c, has it).  It
- * covers one whole attempt, all the dsn's hosts together.
+ * is per host, as libpq's blocking connect has it: past it, the attempt
+ * goes on with the dsn's next host, and only the last one's ends it.
  */
 #ifndef CLAIMER_LOOP_CONN_H
 #define CLAIMER_LOOP_CONN_H

@@ -667,17 +667,14 @@ static void test_connect_timeout_silent_server(void **state) {
   assert_true(loop_s >= 1.5 && loop_s < 6);
 }
 
-/* Where the loop still differs from libpq: the deadline covers the whole
- * attempt.  With a silent first host and the real server second, libpq's
- * blocking connect gives the first host its 2 s and moves on; the loop's
- * attempt ends at 2 s on the first host and the next attempt starts from
- * the first host again, so it never gets through.  The blocking connect
+/* Two hosts, the first silent: like libpq's blocking connect, the loop
+ * gives the first host its connect_timeout and goes on with the second
+ * (it once ended the whole attempt there, and every next attempt started
+ * from the silent host again: it never connected).  The blocking connect
  * runs first, on this thread, while the loop sits idle: the loop's
- * deadline must still count from start(), not from the loop's stale clock
- * (it fired at once before loop_conn refreshed the clock).  Measured
- * here: blocking connected after 2.01 s, the loop gave its attempt up
- * after 2.00 s. */
-static void test_connect_timeout_covers_all_hosts(void **state) {
+ * deadline must still count from start(), not from the loop's stale
+ * clock. */
+static void test_connect_timeout_per_host(void **state) {
   fx_t *fx = *state;
   if (th_pg.port <= 0)
     th_skip("the server has no TCP port of ours (CLAIMER_TEST_DSN)");
@@ -698,20 +695,44 @@ static void test_connect_timeout_covers_all_hosts(void **state) {
   conn_new(fx, dsn, NULL);
   t0 = th_now();
   cl__loop_conn_start(fx->a);
-  LT_RUN_UNTIL(&fx->lt, fx->downs >= 1, 15);
+  LT_RUN_UNTIL(&fx->lt, fx->ups >= 1 || fx->downs >= 1, 15);
   double loop_s = th_now() - t0;
   print_message("two hosts, the first silent, connect_timeout=2: blocking "
-                "connected after %.2f s, loop gave its attempt up after "
-                "%.2f s (%s)\n",
-                blocking_s, loop_s, fx->down_why);
-  assert_int_equal(fx->down_rc[0], CL_ECONNECT);
-  assert_non_null(strstr(fx->down_why, "no answer within 2 s"));
-  /* The next attempt starts from the silent host again and fares no
-   * better (seen: every attempt, for as long as it ran). */
-  assert_int_equal(fx->ups, 0);
+                "connected after %.2f s, the loop after %.2f s (%d down)\n",
+                blocking_s, loop_s, fx->downs);
+  assert_int_equal(fx->ups, 1);
+  assert_int_equal(fx->downs, 0);
   close(fd);
   assert_true(blocking_s >= 0.9 && blocking_s < 6);
   assert_true(loop_s >= 1.5 && loop_s < 6);
+  finish(fx);
+}
+
+/* Both hosts silent: the attempt ends after the last host's deadline
+ * (one per host), with the error, and the next starts from the first. */
+static void test_connect_timeout_all_hosts_silent(void **state) {
+  fx_t *fx = *state;
+  int p1 = 0, p2 = 0;
+  int f1 = lt_silent_listener(&p1), f2 = lt_silent_listener(&p2);
+  char dsn[512];
+  snprintf(dsn, sizeof dsn,
+           "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=%s user=%s "
+           "connect_timeout=2",
+           p1, p2, fx->db, th_pg.user);
+  conn_new(fx, dsn, NULL);
+  double t0 = th_now();
+  cl__loop_conn_start(fx->a);
+  LT_RUN_UNTIL(&fx->lt, fx->downs >= 1, 15);
+  double loop_s = th_now() - t0;
+  print_message("two silent hosts, connect_timeout=2: the attempt gave up "
+                "after %.2f s (%s)\n",
+                loop_s, fx->down_why);
+  assert_int_equal(fx->down_rc[0], CL_ECONNECT);
+  assert_non_null(strstr(fx->down_why, "no answer within 2 s"));
+  assert_int_equal(fx->ups, 0);
+  assert_true(loop_s >= 3.5 && loop_s < 8);
+  close(f1);
+  close(f2);
   finish(fx);
 }
 
@@ -738,7 +759,9 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_connect_timeout_silent_server, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_connect_timeout_covers_all_hosts,
+      cmocka_unit_test_setup_teardown(test_connect_timeout_per_host, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_connect_timeout_all_hosts_silent,
                                       setup, teardown),
   };
   th_filter_from_env();
