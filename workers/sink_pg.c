@@ -53,6 +53,14 @@ static void one_line(char *msg) {
       *c = ' ';
 }
 
+/* The target's notices ("schema already exists, skipping" at a second
+ * sink-setup, a RAISE NOTICE in the user's statement) are not ours to
+ * print: libpq's default writes them raw to stderr. */
+static void quiet(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 static PGconn *connect_target(const char *dsn, char *err, size_t n) {
   PGconn *c = PQconnectdb(dsn);
   if (PQstatus(c) != CONNECTION_OK) {
@@ -62,6 +70,7 @@ static PGconn *connect_target(const char *dsn, char *err, size_t n) {
     PQfinish(c);
     return NULL;
   }
+  PQsetNoticeProcessor(c, quiet, NULL);
   return c;
 }
 

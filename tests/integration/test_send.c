@@ -587,6 +587,10 @@ static void test_pg_sink_exactly_once(void **state) {
                          NULL};
   assert_int_equal(th_run(setup, NULL, &out), 0);
   free(out);
+  /* Again: nothing to do, and no server NOTICE on the terminal. */
+  assert_int_equal(th_run(setup, NULL, &out), 0);
+  assert_null(strstr(out, "NOTICE"));
+  free(out);
   const char *sql = "INSERT INTO audit (item_id, key, result, attempt) "
                     "VALUES ($1, $5, $3, $7)";
   assert_int_equal(send_pg(fx, target, sql, &out), 0);
