@@ -164,6 +164,9 @@ static void usage(FILE *out) {
       "                         database itself, the sent mark commits in "
       "the same\n"
       "                         transaction\n"
+      "  --pg-target-file FILE  the same DSN from FILE's first line (a "
+      "password in\n"
+      "                         argv is seen by ps)\n"
       "  --pg-sql SQL           the statement (checked with PREPARE at "
       "start)\n"
       "  --once                 deliver what is due, then exit\n"
@@ -697,6 +700,7 @@ int cmd_send(int argc, char **argv) {
       {"secret-file", required_argument, NULL, 'S'},
       {"secret-env", required_argument, NULL, 'E'},
       {"pg-target", required_argument, NULL, 'T'},
+      {"pg-target-file", required_argument, NULL, 'F'},
       {"pg-sql", required_argument, NULL, 'Q'},
       {"log-level", required_argument, NULL, 'l'},
       {0}};
@@ -787,10 +791,15 @@ int cmd_send(int argc, char **argv) {
       sink_flag = sink_flag ? sink_flag : "--secret-file";
       break;
     case 'T':
-      if ((k->pg_target = cli_keep_dsn(optarg)) == NULL)
-        ex = EXIT_ERROR;
+    case 'F': /* the DSN from a file's first line: no password in argv */
+      if (k->pg_target != NULL)
+        ex = cli_usage_error("give --pg-target or --pg-target-file, once");
+      else if ((k->pg_target = ch == 'T' ? cli_keep_dsn(optarg)
+                                         : cli_read_dsn_file(optarg)) == NULL)
+        ex = ch == 'T' ? EXIT_ERROR : EXIT_USAGE;
       else if (cl_check_dsn(k->pg_target, why, sizeof why) != 0)
-        ex = cli_usage_error("--pg-target: %s", why);
+        ex = cli_usage_error(
+            "%s: %s", ch == 'T' ? "--pg-target" : "--pg-target-file", why);
       sink_flag = sink_flag ? sink_flag : "--pg-target";
       break;
     case 'Q':
@@ -992,9 +1001,11 @@ int cmd_send(int argc, char **argv) {
 
 /* `claimer sink-setup --target DSN`: the pg sink's inbox in a target. */
 int cmd_sink_setup(int argc, char **argv) {
-  static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
-                                       {"target", required_argument, NULL, 'T'},
-                                       {0}};
+  static const struct option opts[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"target", required_argument, NULL, 'T'},
+      {"target-file", required_argument, NULL, 'F'},
+      {0}};
   const char *target = NULL;
   int ch;
   char why[512];
@@ -1002,7 +1013,7 @@ int cmd_sink_setup(int argc, char **argv) {
   opterr = 0;
   while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     if (ch == 'h') {
-      printf("usage: claimer sink-setup --target DSN\n\n"
+      printf("usage: claimer sink-setup --target DSN | --target-file FILE\n\n"
              "Creates claimer_sink.inbox in the target database of a pg "
              "sink (claimer send\n"
              "--pg-target): one row per (subscriber, idempotency_key) "
@@ -1011,10 +1022,13 @@ int cmd_sink_setup(int argc, char **argv) {
              "run again.\n");
       return EXIT_OK;
     }
-    if (ch != 'T')
+    if (ch != 'T' && ch != 'F')
       return cli_bad_option(argv, optopt);
-    if ((target = cli_keep_dsn(optarg)) == NULL)
-      return EXIT_ERROR;
+    if (target != NULL)
+      return cli_usage_error("give --target or --target-file, once");
+    if ((target = ch == 'T' ? cli_keep_dsn(optarg)
+                            : cli_read_dsn_file(optarg)) == NULL)
+      return ch == 'T' ? EXIT_ERROR : EXIT_USAGE;
     if (cl_check_dsn(target, why, sizeof why) != 0)
       return cli_usage_error("--target: %s", why);
   }

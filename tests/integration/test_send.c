@@ -603,10 +603,23 @@ static void test_pg_sink_exactly_once(void **state) {
    * replay): the inbox skips each, the audit log stays as it was. */
   th_exec(fx->pg, "UPDATE claimer.deliveries SET state = 'retry', "
                   "next_at = now()");
-  assert_int_equal(send_pg(fx, target, sql, &out), 0);
+  /* This time the target's DSN from a file, as a password should come. */
+  char tfile[700];
+  snprintf(tfile, sizeof tfile, "%s/target.dsn", fx->dir);
+  FILE *tf = fopen(tfile, "w");
+  assert_non_null(tf);
+  fprintf(tf, "%s\n", target);
+  fclose(tf);
+  chmod(tfile, 0600);
+  assert_int_equal(
+      run_send(fx, &out, "--pg-target-file", tfile, "--pg-sql", sql, NULL), 0);
   print_message("%s", out);
   assert_non_null(strstr(out, "sent 20"));
   assert_non_null(strstr(out, "20 repeats skipped"));
+  free(out);
+  const char *setup_f[] = {th_claimer_bin(), "sink-setup", "--target-file",
+                           tfile, NULL};
+  assert_int_equal(th_run(setup_f, NULL, &out), 0);
   free(out);
   assert_int_equal(th_long(t, "SELECT count(*) FROM audit"), 20);
   assert_int_equal(th_long(t, "SELECT count(*) FROM claimer_sink.inbox"), 20);
