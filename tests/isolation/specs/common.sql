@@ -307,7 +307,7 @@ DECLARE
 BEGIN
     FOR r IN EXECUTE @STMT:SUB_ADD@
         USING p_sub, p_queues, 'beginning'::text, p_in_doubt, 10, 100,
-              p_concurrency, 0::float8, p_ordering
+              p_concurrency, 0::float8, p_ordering, NULL::float8[]
     LOOP
         RETURN 'added';
     END LOOP;
