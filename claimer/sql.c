@@ -494,28 +494,11 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
    * at the old end of the index) are looked at once per run, not once per
    * batch.  Returns rows deleted, rows looked at and the new key. */
   [CL__STMT_RETAIN_DONE] = {"claimer_retain_done", CL__STMT_NPARAMS_RETAIN_DONE,
-    "WITH cand AS ("
-    "  SELECT i.item_id, i.finished_at FROM claimer.items i"
-    "   WHERE i.state = 'done'"
-    "     AND i.finished_at < now() - make_interval(secs => $1::float8)"
-    "     AND i.finished_at >= $3::timestamptz"
-    "     AND (i.finished_at > $3::timestamptz OR i.item_id > $4)"
-    "   ORDER BY i.finished_at, i.item_id LIMIT $2::int"
-    "   FOR UPDATE SKIP LOCKED"
-    "), del AS ("
-    "  DELETE FROM claimer.items i USING cand"
-    "   WHERE i.item_id = cand.item_id"
-    "     AND NOT claimer.result_undelivered(cand.item_id)"
-    "  RETURNING i.item_id"
-    "), last AS ("
-    "  SELECT finished_at, item_id FROM cand"
-    "   ORDER BY finished_at DESC, item_id DESC LIMIT 1"
-    ")"
-    /* RFC 3339 in UTC reads back the same whatever the session's
-     * DateStyle and TimeZone. */
-    "SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM cand),"
-    "       (SELECT claimer.rfc3339(finished_at) FROM last),"
-    "       (SELECT item_id FROM last)"},
+    /* In a function (007): it takes the replay lock first.  RFC 3339 in
+     * UTC reads back the same whatever the session's DateStyle and
+     * TimeZone. */
+    "SELECT deleted, looked, last_at, last_id"
+    "  FROM claimer.retain_done($1::float8, $2::int, $3::timestamptz, $4)"},
 
   /* Dead and discarded items that died more than $1 seconds ago (a
    * discarded item's row keeps its item_id taken, G1, as long as dead
@@ -694,12 +677,7 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
   /* Replay: sent deliveries from position $2 on, or sent since $3, are
    * sent again with their keys (attempts reset). */
   [CL__STMT_DELIVERY_REPLAY] = {"claimer_delivery_replay", CL__STMT_NPARAMS_DELIVERY_REPLAY,
-    "UPDATE claimer.deliveries d SET state = 'retry', next_at = now(),"
-    "       attempts = 0, updated_at = now()"
-    "  FROM claimer.results r"
-    " WHERE d.subscriber = $1 AND d.state = 'sent' AND r.item_id = d.item_id"
-    "   AND ($2::bigint IS NULL OR r.pos >= $2::bigint)"
-    "   AND ($3::timestamptz IS NULL OR d.sent_at >= $3::timestamptz)"
-    " RETURNING d.item_id"},
+    "SELECT item_id FROM claimer.delivery_replay($1, $2::bigint,"
+    "                                            $3::timestamptz)"},
 };
 // clang-format on

@@ -461,3 +461,60 @@ SELECT s.subscriber, s.queues, s.paused, s.paused_why, s.in_doubt,
          AS oldest_age_s,
        s.max_attempts, s.break_after, s.backoff_s
   FROM claimer.subscribers s;
+
+-- Replay against retention.  A replay turns sent deliveries back into
+-- 'retry'; retention deletes done items whose results nobody is owed.
+-- Run at once, retention's snapshot could predate the replay's commit and
+-- delete a replayed delivery with its result ("replayed 1", never sent).
+-- The two now take one advisory lock, replay exclusively and retention
+-- shared, and each decides in a statement that starts after it has the
+-- lock (a function's statements take snapshots of their own): retention
+-- sees the replay, or the replay finds the items gone.
+CREATE FUNCTION claimer.retain_done(p_secs float8, p_limit integer,
+                                    p_after timestamptz, p_after_id text)
+RETURNS TABLE (deleted bigint, looked bigint, last_at text, last_id text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(hashtext('claimer.replay'));
+  RETURN QUERY
+  WITH cand AS (
+    SELECT i.item_id, i.finished_at FROM claimer.items i
+     WHERE i.state = 'done'
+       AND i.finished_at < now() - make_interval(secs => p_secs)
+       AND i.finished_at >= p_after
+       AND (i.finished_at > p_after OR i.item_id > p_after_id)
+     ORDER BY i.finished_at, i.item_id LIMIT p_limit
+     FOR UPDATE SKIP LOCKED
+  ), del AS (
+    DELETE FROM claimer.items i USING cand
+     WHERE i.item_id = cand.item_id
+       AND NOT claimer.result_undelivered(cand.item_id)
+    RETURNING i.item_id
+  ), last AS (
+    SELECT c.finished_at, c.item_id FROM cand c
+     ORDER BY c.finished_at DESC, c.item_id DESC LIMIT 1
+  )
+  SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM cand),
+         (SELECT claimer.rfc3339(l.finished_at) FROM last l),
+         (SELECT l.item_id FROM last l);
+END
+$$;
+
+-- Sends again the sent deliveries of p_sub from position p_from on (NULL:
+-- any) or sent since p_since (NULL: any), with their keys.
+CREATE FUNCTION claimer.delivery_replay(p_sub text, p_from bigint,
+                                        p_since timestamptz)
+RETURNS TABLE (item_id text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('claimer.replay'));
+  RETURN QUERY
+  UPDATE claimer.deliveries d SET state = 'retry', next_at = now(),
+         attempts = 0, updated_at = now()
+    FROM claimer.results r
+   WHERE d.subscriber = p_sub AND d.state = 'sent' AND r.item_id = d.item_id
+     AND (p_from IS NULL OR r.pos >= p_from)
+     AND (p_since IS NULL OR d.sent_at >= p_since)
+  RETURNING d.item_id;
+END
+$$;

@@ -185,7 +185,9 @@ static void test_upgrade_from_v1(void **state) {
   /* Back to version 1, with the data in place: 007, 006 and 005 first
    * (007's columns go with the subscribers table, 003's). */
   th_exec(p, "DROP FUNCTION claimer.delivery_release(text, text[]), "
-             "claimer.delivery_wait(float8[], integer)");
+             "claimer.delivery_wait(float8[], integer), "
+             "claimer.retain_done(float8, integer, timestamptz, text), "
+             "claimer.delivery_replay(text, bigint, timestamptz)");
   th_exec(p, "DROP INDEX claimer.deliveries_sending");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 7");
   th_exec(p, "DROP TRIGGER deliveries_breaker ON claimer.deliveries");

@@ -51,7 +51,7 @@
 static const char *const spec_names[] = {
     "claim_claim",   "claim_complete", "complete_reap",  "heartbeat_reap",
     "fail_reap",     "reap_reap",      "enqueue_retain", "dclaim_retain",
-    "dclaim_dclaim", "dsent_dclaim",
+    "dclaim_dclaim", "dsent_dclaim",   "replay_retain",
 };
 enum { NSPECS = sizeof spec_names / sizeof spec_names[0] };
 

@@ -355,6 +355,22 @@ BEGIN
 END
 $f$;
 
+-- DELIVERY_REPLAY of p_sub from position 0: how many were sent again.
+CREATE FUNCTION iso.replay(p_sub text DEFAULT 'sub')
+RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+    n bigint := 0;
+    r record;
+BEGIN
+    FOR r IN EXECUTE @STMT:DELIVERY_REPLAY@ USING p_sub, 0::bigint,
+                                                  NULL::timestamptz
+    LOOP
+        n := n + 1;
+    END LOOP;
+    RETURN format('replayed %s', n);
+END
+$f$;
+
 -- DELIVERY_FAIL with p_sess's token, due again after p_retry_in seconds.
 CREATE FUNCTION iso.dfail(p_sess text, p_item text, p_sub text DEFAULT 'sub',
                           p_retry_in float8 DEFAULT 0)
