@@ -104,6 +104,7 @@ typedef struct {
 
 static struct {
   long items;
+  const char *items_from; /* which setting gave the number */
   double duration;
   int workers, producers;
   uint64_t seed, rng;
@@ -589,8 +590,12 @@ static void fault_terminate(void) {
     return;
   int n = PQntuples(r);
   int k = n ? 1 + rnd_below(n < 3 ? n : 3) : 0;
+  int chosen[3] = {-1, -1, -1};
   for (int i = 0; i < k; i++) {
     int j = rnd_below(n);
+    while (j == chosen[0] || j == chosen[1])
+      j = (j + 1) % n;
+    chosen[i] = j;
     char target[64], sql[128];
     snprintf(target, sizeof target, "backend %s (%.30s)", PQgetvalue(r, j, 0),
              PQgetvalue(r, j, 1));
@@ -678,6 +683,13 @@ static void make_dirs(void) {
   write_text("sink.sh", text);
 }
 
+/* The server's notices (pg_terminate_backend of a backend that just
+ * ended warns) are not the harness's business. */
+static void quiet(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 static void setup_db(void) {
   if (th_pg_start(&th_pg) != 0)
     die("cannot start PostgreSQL");
@@ -686,6 +698,7 @@ static void setup_db(void) {
   R.db = PQconnectdb(R.dsn);
   if (PQstatus(R.db) != CONNECTION_OK)
     die("connect: %s", PQerrorMessage(R.db));
+  PQsetNoticeProcessor(R.db, quiet, NULL);
   /* The throwaway server runs with synchronous_commit off (fast tests);
    * an immediate stop would then lose commits already acknowledged,
    * which is no fault of claimer's.  This database commits for real. */
@@ -965,8 +978,11 @@ static void parse_args(int argc, char **argv) {
   R.producers = 2;
   R.seed = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
   const char *env = getenv("CLAIMER_FAULTS_ITEMS");
-  if (env && *env)
+  R.items_from = "the default";
+  if (env && *env) {
     R.items = atol(env);
+    R.items_from = "CLAIMER_FAULTS_ITEMS";
+  }
   static const struct option opts[] = {
       {"items", required_argument, NULL, 'n'},
       {"duration", required_argument, NULL, 'd'},
@@ -981,6 +997,7 @@ static void parse_args(int argc, char **argv) {
     switch (ch) {
     case 'n':
       R.items = atol(optarg);
+      R.items_from = "--items";
       break;
     case 'd':
       R.duration = atof(optarg);
@@ -1089,10 +1106,10 @@ int main(int argc, char **argv) {
   for (long i = 0; i < R.items; i++)
     R.poison += is_poison(i);
   printf("faults: seed %llu (--seed %llu replays the schedule); %ld items "
-         "(%ld poison), duration %.0f s, %d workers, %d producers; run "
+         "(%s; %ld poison), duration %.0f s, %d workers, %d producers; run "
          "directory %s\n",
          (unsigned long long)R.seed, (unsigned long long)R.seed, R.items,
-         R.poison, R.duration, R.workers, R.producers, R.dir);
+         R.items_from, R.poison, R.duration, R.workers, R.producers, R.dir);
   R.shm = mmap(NULL, sizeof *R.shm, PROT_READ | PROT_WRITE,
                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (R.shm == MAP_FAILED)
@@ -1127,7 +1144,9 @@ int main(int argc, char **argv) {
   double t0 = th_now(), w0 = wall_now();
   double calm = R.duration * 0.1 < 5 ? 5 : R.duration * 0.1;
   double t_faults = t0 + calm, t_end = t0 + R.duration;
-  double restart_at = t_faults + (t_end - t_faults) * (0.35 + 0.3 * rnd_unit());
+  /* The restart comes when this share of the items is settled, so that
+   * it always meets load. */
+  double restart_share = 0.35 + 0.3 * rnd_unit();
   int restarted = 0;
   /* The first faults cover every kind (and kill9 every kind of process);
    * then they are drawn at random. */
@@ -1148,9 +1167,9 @@ int main(int argc, char **argv) {
   int nscheduled = 0, nkills = 0;
   double next_fault = t_faults, next_progress = t0 + 5, next_poll = t0;
   long done = 0, dead = 0, sent = 0;
-  printf("phase 3: load, calm for %.0f s, then faults until %.0f s (or "
-         "until every item is settled); pg_restart at %.0f s\n",
-         calm, R.duration, restart_at - t0);
+  printf("phase 3: load, calm for %.0f s, then faults until every item is "
+         "settled (at most until %.0f s); pg_restart once %.0f%% are\n",
+         calm, R.duration, 100 * restart_share);
   double w_faults = w0 + calm;
   int settled = 0;
   for (;;) {
@@ -1168,10 +1187,14 @@ int main(int argc, char **argv) {
              now - t0, done, dead, sent, R.nfaults);
       next_progress = now + 5;
     }
-    if (now >= t_end ||
+    if ((now >= t_end && restarted) ||
         (settled && now >= t_faults && restarted && nscheduled >= 3))
       break;
-    if (!restarted && now >= restart_at) {
+    /* Late (the load was slower than the duration) or not, the restart
+     * happens once. */
+    if (!restarted && now >= t_faults &&
+        ((double)(done + dead) >= restart_share * (double)R.items ||
+         now >= t_end - 1)) {
       fault_pg_restart();
       restarted = 1;
       continue;
@@ -1219,6 +1242,12 @@ int main(int argc, char **argv) {
   stop_all();
 
   printf("phase 6: dump the final state and check\n");
+  /* The fault window ends with the last result: what comes after (the
+   * senders' tail) is no throughput of the workers'. */
+  double last = (double)q_long("SELECT ceil(extract(epoch FROM "
+                               "max(finished_at))) FROM claimer.results");
+  if (last > w_faults && last < w_end)
+    w_end = last;
   long calm_n = count_results_between(w0, w_faults);
   long fault_n = count_results_between(w_faults, w_end);
   long starts = 0, stores = 0;
