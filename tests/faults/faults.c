@@ -20,6 +20,13 @@
  * (reset, reset after COMMIT, blackhole, latency), a held xmin, an
  * idle-in-transaction session and the retry storm.
  *
+ * The seed fixes the schedule: the order of the fault kinds, the gaps
+ * between them, the targets (as indexes into the processes or backends
+ * running then), the stop lengths, the share of items settled at which
+ * PostgreSQL restarts, and the poison items.  It cannot fix the system's
+ * own timing, so a replay meets the same faults, not the same
+ * interleavings.
+ *
  * Words: a "proc" is one process the harness keeps running (it restarts a
  * killed one under the same name); the "calm" window is the start of the
  * run, before the first fault, whose throughput is the baseline.
@@ -1074,7 +1081,10 @@ static void harness_lines(json_object *h, double t_calm, double t_faults,
                   "pg_total_relation_size(s.relid) FROM pg_stat_user_tables s "
                   "WHERE s.schemaname = 'claimer' ORDER BY s.relname");
   json_object *tables = json_object_new_object();
-  printf("harness: tables at the end     live     dead      size\n");
+  /* Crash recovery (the immediate restart) resets the counters: live
+   * and dead are counted from the restart on. */
+  printf("harness: tables at the end     live     dead      size  (tuple "
+         "counts since the immediate restart, which resets them)\n");
   for (int i = 0; r && i < PQntuples(r); i++) {
     printf("  %-24s %8s %8s %7.1f MiB\n", PQgetvalue(r, i, 0),
            PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
