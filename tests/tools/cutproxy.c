@@ -47,7 +47,9 @@
  *   release          ... until this, when traffic resumes as it was.
  *   latency MIN MAX  holds every chunk read, either way, MIN to MAX ms
  *                    (drawn per chunk) before forwarding it; 0 0 ends it.
- *   arm N            the next N trigger matches cut (as COUNT does).
+ *   arm N [TRIGGER]  the next N trigger matches cut (as COUNT does); a
+ *                    TRIGGER given here replaces the first one, and may
+ *                    spell any byte as \xHH (a NUL, for a name's end).
  *
  * Each cut is logged on stderr as one line, for example
  * "cutproxy: cut connection 3 after forwarding trigger", and so is each
@@ -123,6 +125,7 @@ static const char *upstream_host;
 static const char *upstream_port;
 static const char *trigger;
 static size_t trigger_len;
+static char trigger_buf[TRIGGER_MAX];
 static cut_mode_t mode;
 static long cuts_left;
 static int next_id;
@@ -414,6 +417,32 @@ static int usage(void) {
   return 2;
 }
 
+/* Sets the trigger from text with \xHH escapes.  Returns 0, or -1 when it
+ * is empty, too long or badly escaped (the trigger is then unchanged). */
+static int set_trigger(const char *text) {
+  char buf[TRIGGER_MAX];
+  size_t n = 0;
+  for (const char *s = text; *s; n++) {
+    if (n == sizeof buf)
+      return -1;
+    if (s[0] == '\\' && s[1] == 'x') {
+      unsigned v = 0;
+      if (sscanf(s + 2, "%2x", &v) != 1 || !s[2] || !s[3])
+        return -1;
+      buf[n] = (char)v;
+      s += 4;
+    } else {
+      buf[n] = *s++;
+    }
+  }
+  if (n == 0)
+    return -1;
+  memcpy(trigger_buf, buf, n);
+  trigger = trigger_buf;
+  trigger_len = n;
+  return 0;
+}
+
 static void run_command(const char *line) {
   long a = 0, b = 0;
   if (strcmp(line, "reset") == 0) {
@@ -436,6 +465,11 @@ static void run_command(const char *line) {
     lat_max_ms = b;
     fprintf(stderr, "cutproxy: latency %ld-%ld ms\n", a, b);
   } else if (sscanf(line, "arm %ld", &a) == 1 && a >= 0) {
+    const char *t = strchr(line + 4, ' ');
+    if (t != NULL && set_trigger(t + 1) != 0) {
+      fprintf(stderr, "cutproxy: bad trigger in \"%s\"\n", line);
+      return;
+    }
     cuts_left = a;
     fprintf(stderr, "cutproxy: armed for %ld cuts\n", a);
   } else {
