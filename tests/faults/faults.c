@@ -16,9 +16,24 @@
  * producer (restarted at once), SIGSTOP of a worker past its lease then
  * SIGCONT, pg_terminate_backend of random claimer backends, one `pg_ctl
  * restart -m immediate`, and 1% poison items (their handler always exits
- * 1: they must end dead, and only they).  Not yet: the TCP-proxy faults
- * (reset, reset after COMMIT, blackhole, latency), a held xmin, an
- * idle-in-transaction session and the retry storm.
+ * 1: they must end dead, and only they).
+ *
+ * And through cutproxy (tests/tools/cutproxy.c, driven by its control
+ * FIFO), which stands between every claimer process (reaper, workers,
+ * senders, producers, client; sslmode=disable) and PostgreSQL, while the
+ * harness's own checks and dumps connect directly: `cut` resets every live
+ * connection; `blackhole` holds all traffic 2-5 s, then resumes or resets;
+ * `latency` adds 50-200 ms per forwarded chunk for 3-6 s;
+ * `cut_after_commit` arms the proxy to drop the answer of the next
+ * complete (its Bind) and reset once the server has sent ReadyForQuery,
+ * after the commit (recorded when the proxy logs the cut); `retry_storm`
+ * resets every connection and has every producer whose operation failed
+ * resend at one moment, then without backoff for 4 s.  Sessions of the
+ * harness's own: `held_xmin`, a repeatable-read snapshot held for a third
+ * of the duration (30 to 60 s; the restart ends it and it is opened again
+ * for the rest), and `idle_in_tx`, a transaction with an xid left idle
+ * 10-20 s; the report gives claimer's dead tuples at each one's start and
+ * end.
  *
  * The seed fixes the schedule: the order of the fault kinds, the gaps
  * between them, the targets (as indexes into the processes or backends
@@ -643,13 +658,23 @@ static void fault_terminate(void) {
 }
 
 static void end_fault(fault_t *f);
+static void fault_session(const char *kind, double now, double len);
 
 static void fault_pg_restart(void) {
-  /* The restart ends the harness's own sessions (held_xmin, idle_in_tx):
-   * they are ended first, so that their dead tuples are counted. */
+  /* The restart would end the harness's own sessions (held_xmin,
+   * idle_in_tx): they are ended first, so that their dead tuples are
+   * counted, and opened again after it for the rest of their time. */
+  const char *again[4];
+  double left[4];
+  int nagain = 0;
   for (int i = 0; i < R.nfaults; i++)
-    if (R.faults[i].end_at > 0 && R.faults[i].sess)
+    if (R.faults[i].end_at > 0 && R.faults[i].sess) {
+      if (nagain < 4) {
+        again[nagain] = R.faults[i].kind;
+        left[nagain++] = R.faults[i].end_at - th_now();
+      }
       end_fault(&R.faults[i]);
+    }
   char data[700], err[1024];
   snprintf(data, sizeof data, "%s/data", th_pg.dir);
   const char *as_user = getuid() == 0 ? th_pg.user : NULL;
@@ -666,6 +691,9 @@ static void fault_pg_restart(void) {
   if (f)
     f->end_wall = wall_now();
   PQreset(R.db);
+  for (int i = 0; i < nagain; i++)
+    if (left[i] > 1)
+      fault_session(again[i], th_now(), left[i]);
 }
 
 /* ------------------------------------------------------------------------ */
