@@ -27,8 +27,9 @@
  * `cut_after_commit` arms the proxy to drop the answer of the next
  * complete (its Bind) and reset once the server has sent ReadyForQuery,
  * after the commit (recorded when the proxy logs the cut); `retry_storm`
- * resets every connection and has every producer whose operation failed
- * resend at one moment, then without backoff for 4 s.  Sessions of the
+ * resets every connection and has every producer resend its last batch
+ * at one moment (a new operation; enqueue is idempotent by id), and what
+ * fails again at once, without backoff, for 4 s.  Sessions of the
  * harness's own: `held_xmin`, a repeatable-read snapshot held for a third
  * of the duration (30 to 60 s; the restart ends it and it is opened again
  * for the rest), and `idle_in_tx`, a transaction with an xid left idle
@@ -119,6 +120,7 @@ typedef struct {
   /* The retry storm (monotonic): a producer whose operation fails before
    * storm_until waits for storm_at, then resends at once, no backoff. */
   volatile double storm_at, storm_until;
+  volatile long storm_gen; /* each storm: every producer resends its last */
   volatile long storm_resends;
 } shm_t;
 
@@ -298,6 +300,80 @@ static void error_field(char *out, size_t n, int rc, cl_conn_t *c) {
 /* ------------------------------------------------------------------------ */
 /* The producers and the client (forked children, the library's API)      */
 
+/* One producer's batch: its items and the history's items field. */
+typedef struct {
+  cl_item_t items[BATCH];
+  char ids[BATCH][24], payloads[BATCH][64];
+  char extra[3500];
+  int m;
+} batch_t;
+
+static void build_batch(long g, batch_t *b) {
+  long first = g * BATCH;
+  b->m = (int)(R.items - first < BATCH ? R.items - first : BATCH);
+  size_t len = (size_t)snprintf(b->extra, sizeof b->extra, ",\"items\":[");
+  for (int i = 0; i < b->m; i++) {
+    item_id(first + i, b->ids[i], sizeof b->ids[i]);
+    snprintf(b->payloads[i], sizeof b->payloads[i], "{\"n\":%ld%s}", first + i,
+             is_poison(first + i) ? ",\"poison\":true" : "");
+    b->items[i] = (cl_item_t){
+        .item_id = b->ids[i], .queue = QUEUE, .payload = b->payloads[i]};
+    len += (size_t)snprintf(b->extra + len, sizeof b->extra - len, "%s\"%s\"",
+                            i ? "," : "", b->ids[i]);
+  }
+  snprintf(b->extra + len, sizeof b->extra - len, "]");
+}
+
+/* Enqueues b until it is known committed, each try a new operation. */
+static void send_batch(int fd, const char *name, int k, cl_conn_t *c,
+                       const batch_t *b) {
+  for (;;) {
+    long id = ++R.shm->op_id[k];
+    history(fd, name, "enqueue", id, "invoke", b->extra);
+    int rc = cl_enqueue(c, b->items, (size_t)b->m, NULL);
+    if (rc >= 0) {
+      history(fd, name, "enqueue", id, "ok", "");
+      return;
+    }
+    char err[300];
+    error_field(err, sizeof err, rc, c);
+    /* Not connected: nothing was sent.  Anything else may have
+     * committed: the retry below is a new operation. */
+    history(fd, name, "enqueue", id, rc == CL_ECONNECT ? "fail" : "info", err);
+    if (th_now() < R.shm->storm_until) {
+      /* The storm: every producer resends at the same moment, and again
+       * at once while it fails (a pause of 10 ms, not to spin). */
+      while (th_now() < R.shm->storm_at)
+        sleep_s(0.005);
+      __atomic_add_fetch(&R.shm->storm_resends, 1, __ATOMIC_RELAXED);
+      if (cl_conn_reset(c) != 0)
+        sleep_s(0.01);
+      continue;
+    }
+    sleep_s(0.2);
+    if (cl_conn_reset(c) != 0)
+      sleep_s(0.3);
+  }
+}
+
+/* In a retry storm, a producer resends its last batch at storm_at, as a
+ * client whose answer timed out would (enqueue is idempotent by item id,
+ * and retention keeps finished items for days, far past the run). */
+static void storm_check(int fd, const char *name, int k, cl_conn_t *c,
+                        long *seen, batch_t *b) {
+  long gen = R.shm->storm_gen;
+  if (gen == *seen)
+    return;
+  *seen = gen;
+  if (R.shm->next_batch[k] == 0)
+    return;
+  while (th_now() < R.shm->storm_at)
+    sleep_s(0.005);
+  build_batch((R.shm->next_batch[k] - 1) * R.producers + k, b);
+  __atomic_add_fetch(&R.shm->storm_resends, 1, __ATOMIC_RELAXED);
+  send_batch(fd, name, k, c, b);
+}
+
 static void producer_main(int k) {
   char name[32];
   snprintf(name, sizeof name, "producer-%d", k + 1);
@@ -306,56 +382,21 @@ static void producer_main(int k) {
   if (cl_conn_new(&c, R.pdsn) != 0)
     _exit(3);
   long nbatches = (R.items + BATCH - 1) / BATCH;
-  cl_item_t items[BATCH];
-  char ids[BATCH][24], payloads[BATCH][64];
+  static batch_t b;
+  long seen = R.shm->storm_gen; /* a restarted producer: no old storm */
   for (;;) {
+    storm_check(fd, name, k, c, &seen, &b);
     long g = R.shm->next_batch[k] * R.producers + k;
     if (g >= nbatches)
       break;
     long first = g * BATCH;
     int m = (int)(R.items - first < BATCH ? R.items - first : BATCH);
-    while (first + m > R.shm->allow)
+    while (first + m > R.shm->allow) {
+      storm_check(fd, name, k, c, &seen, &b);
       sleep_s(0.05);
-    char extra[3500];
-    size_t len = (size_t)snprintf(extra, sizeof extra, ",\"items\":[");
-    for (int i = 0; i < m; i++) {
-      item_id(first + i, ids[i], sizeof ids[i]);
-      snprintf(payloads[i], sizeof payloads[i], "{\"n\":%ld%s}", first + i,
-               is_poison(first + i) ? ",\"poison\":true" : "");
-      items[i] = (cl_item_t){
-          .item_id = ids[i], .queue = QUEUE, .payload = payloads[i]};
-      len += (size_t)snprintf(extra + len, sizeof extra - len, "%s\"%s\"",
-                              i ? "," : "", ids[i]);
     }
-    snprintf(extra + len, sizeof extra - len, "]");
-    for (;;) {
-      long id = ++R.shm->op_id[k];
-      history(fd, name, "enqueue", id, "invoke", extra);
-      int rc = cl_enqueue(c, items, (size_t)m, NULL);
-      if (rc >= 0) {
-        history(fd, name, "enqueue", id, "ok", "");
-        break;
-      }
-      char err[300];
-      error_field(err, sizeof err, rc, c);
-      /* Not connected: nothing was sent.  Anything else may have
-       * committed: the retry below is a new operation. */
-      history(fd, name, "enqueue", id, rc == CL_ECONNECT ? "fail" : "info",
-              err);
-      if (th_now() < R.shm->storm_until) {
-        /* The storm: every producer resends at the same moment, and
-         * again at once while it fails (a pause of 10 ms, not to spin). */
-        while (th_now() < R.shm->storm_at)
-          sleep_s(0.005);
-        __atomic_add_fetch(&R.shm->storm_resends, 1, __ATOMIC_RELAXED);
-        if (cl_conn_reset(c) != 0)
-          sleep_s(0.01);
-        continue;
-      }
-      sleep_s(0.2);
-      if (cl_conn_reset(c) != 0)
-        sleep_s(0.3);
-    }
+    build_batch(g, &b);
+    send_batch(fd, name, k, c, &b);
     R.shm->next_batch[k]++;
   }
   cl_conn_free(&c);
@@ -872,15 +913,16 @@ static void fault_session(const char *kind, double now, double len) {
   printf("  fault %s (%s, for %.0f s)\n", kind, target, len);
 }
 
-/* After a reset of every connection, every producer resends at once:
- * those whose operation failed wait for storm_at, then retry without
- * backoff until storm_until; a larger backlog gives each something to
+/* After a reset of every connection, every producer resends at once, at
+ * storm_at: its last batch again (a new operation), and whatever failed,
+ * without backoff until storm_until; a larger backlog gives each more to
  * send. */
 static void fault_retry_storm(double now) {
   R.shm->storm_at = th_now() + 0.3;
   R.shm->storm_until = th_now() + 4;
   R.allow_bonus = 2L * BATCH * R.producers;
   R.shm->allow += R.allow_bonus;
+  R.shm->storm_gen++;
   fault_t *f = new_fault("retry_storm", "every producer, after a reset");
   proxy_cmd("reset");
   if (f)
@@ -1377,7 +1419,8 @@ static void harness_lines(json_object *h, double t_calm, double t_faults,
     json_object_array_add(sess, o);
   }
   json_object_object_add(h, "sessions", sess);
-  printf("harness: retry storm resends (producers retrying at once): %ld\n",
+  printf("harness: retry storm resends (producers' batches sent again at "
+         "once): %ld\n",
          R.shm->storm_resends);
   json_object_object_add(h, "storm_resends",
                          json_object_new_int64(R.shm->storm_resends));
