@@ -16,9 +16,25 @@
  * producer (restarted at once), SIGSTOP of a worker past its lease then
  * SIGCONT, pg_terminate_backend of random claimer backends, one `pg_ctl
  * restart -m immediate`, and 1% poison items (their handler always exits
- * 1: they must end dead, and only they).  Not yet: the TCP-proxy faults
- * (reset, reset after COMMIT, blackhole, latency), a held xmin, an
- * idle-in-transaction session and the retry storm.
+ * 1: they must end dead, and only they).
+ *
+ * And through cutproxy (tests/tools/cutproxy.c, driven by its control
+ * FIFO), which stands between every claimer process (reaper, workers,
+ * senders, producers, client; sslmode=disable) and PostgreSQL, while the
+ * harness's own checks and dumps connect directly: `cut` resets every live
+ * connection; `blackhole` holds all traffic 2-5 s, then resumes or resets;
+ * `latency` adds 50-200 ms per forwarded chunk for 3-6 s;
+ * `cut_after_commit` arms the proxy to drop the answer of the next
+ * complete (its Bind) and reset once the server has sent ReadyForQuery,
+ * after the commit (recorded when the proxy logs the cut); `retry_storm`
+ * resets every connection and has every producer resend its last batch
+ * at one moment (a new operation; enqueue is idempotent by id), and what
+ * fails again at once, without backoff, for 4 s.  Sessions of the
+ * harness's own: `held_xmin`, a repeatable-read snapshot held for a third
+ * of the duration (30 to 60 s; the restart ends it and it is opened again
+ * for the rest), and `idle_in_tx`, a transaction with an xid left idle
+ * 10-20 s; the report gives claimer's dead tuples at each one's start and
+ * end.
  *
  * The seed fixes the schedule: the order of the fault kinds, the gaps
  * between them, the targets (as indexes into the processes or backends
@@ -101,12 +117,23 @@ typedef struct {
   long op_id[MAXPROD + 1]; /* the last op id of each producer, the client */
   volatile long allow;     /* producers enqueue item indexes below this */
   volatile int client_stop;
+  /* The retry storm (monotonic): a producer whose operation fails before
+   * storm_until waits for storm_at, then resends at once, no backoff. */
+  volatile double storm_at, storm_until;
+  volatile long storm_gen; /* each storm: every producer resends its last */
+  volatile long storm_resends;
 } shm_t;
 
 typedef struct {
   const char *kind;
   char target[64];
   double wall, end_wall; /* the fault's start and end, wall seconds */
+  /* A fault that lasts: it ends at end_at (monotonic; 0: not open). */
+  double end_at;
+  int then_reset;     /* a blackhole that ends with a reset */
+  PGconn *sess;       /* held_xmin, idle_in_tx: the session */
+  long dead_at_start; /* held_xmin, idle_in_tx: claimer's dead tuples */
+  long dead_at_end;   /* at the start and at the end (-1: unknown) */
 } fault_t;
 
 static struct {
@@ -117,7 +144,13 @@ static struct {
   uint64_t seed, rng;
   char dir[600];
   int keep;
-  char dsn[1024];
+  char dsn[1024];  /* direct: the harness's own checks and dumps */
+  char pdsn[1200]; /* through the proxy: every claimer process */
+  pid_t proxy_pid;
+  int proxy_ctl;         /* the control FIFO's write end */
+  long proxy_after_cuts; /* "after forwarding trigger" lines seen */
+  int after_armed;       /* a cut_after_commit waits for its statement */
+  long allow_bonus;      /* a storm's extra backlog */
   PGconn *db;
   shm_t *shm;
   proc_t procs[MAXPROCS];
@@ -267,54 +300,103 @@ static void error_field(char *out, size_t n, int rc, cl_conn_t *c) {
 /* ------------------------------------------------------------------------ */
 /* The producers and the client (forked children, the library's API)      */
 
+/* One producer's batch: its items and the history's items field. */
+typedef struct {
+  cl_item_t items[BATCH];
+  char ids[BATCH][24], payloads[BATCH][64];
+  char extra[3500];
+  int m;
+} batch_t;
+
+static void build_batch(long g, batch_t *b) {
+  long first = g * BATCH;
+  b->m = (int)(R.items - first < BATCH ? R.items - first : BATCH);
+  size_t len = (size_t)snprintf(b->extra, sizeof b->extra, ",\"items\":[");
+  for (int i = 0; i < b->m; i++) {
+    item_id(first + i, b->ids[i], sizeof b->ids[i]);
+    snprintf(b->payloads[i], sizeof b->payloads[i], "{\"n\":%ld%s}", first + i,
+             is_poison(first + i) ? ",\"poison\":true" : "");
+    b->items[i] = (cl_item_t){
+        .item_id = b->ids[i], .queue = QUEUE, .payload = b->payloads[i]};
+    len += (size_t)snprintf(b->extra + len, sizeof b->extra - len, "%s\"%s\"",
+                            i ? "," : "", b->ids[i]);
+  }
+  snprintf(b->extra + len, sizeof b->extra - len, "]");
+}
+
+/* Enqueues b until it is known committed, each try a new operation. */
+static void send_batch(int fd, const char *name, int k, cl_conn_t *c,
+                       const batch_t *b) {
+  for (;;) {
+    long id = ++R.shm->op_id[k];
+    history(fd, name, "enqueue", id, "invoke", b->extra);
+    int rc = cl_enqueue(c, b->items, (size_t)b->m, NULL);
+    if (rc >= 0) {
+      history(fd, name, "enqueue", id, "ok", "");
+      return;
+    }
+    char err[300];
+    error_field(err, sizeof err, rc, c);
+    /* Not connected: nothing was sent.  Anything else may have
+     * committed: the retry below is a new operation. */
+    history(fd, name, "enqueue", id, rc == CL_ECONNECT ? "fail" : "info", err);
+    if (th_now() < R.shm->storm_until) {
+      /* The storm: every producer resends at the same moment, and again
+       * at once while it fails (a pause of 10 ms, not to spin). */
+      while (th_now() < R.shm->storm_at)
+        sleep_s(0.005);
+      __atomic_add_fetch(&R.shm->storm_resends, 1, __ATOMIC_RELAXED);
+      if (cl_conn_reset(c) != 0)
+        sleep_s(0.01);
+      continue;
+    }
+    sleep_s(0.2);
+    if (cl_conn_reset(c) != 0)
+      sleep_s(0.3);
+  }
+}
+
+/* In a retry storm, a producer resends its last batch at storm_at, as a
+ * client whose answer timed out would (enqueue is idempotent by item id,
+ * and retention keeps finished items for days, far past the run). */
+static void storm_check(int fd, const char *name, int k, cl_conn_t *c,
+                        long *seen, batch_t *b) {
+  long gen = R.shm->storm_gen;
+  if (gen == *seen)
+    return;
+  *seen = gen;
+  if (R.shm->next_batch[k] == 0)
+    return;
+  while (th_now() < R.shm->storm_at)
+    sleep_s(0.005);
+  build_batch((R.shm->next_batch[k] - 1) * R.producers + k, b);
+  __atomic_add_fetch(&R.shm->storm_resends, 1, __ATOMIC_RELAXED);
+  send_batch(fd, name, k, c, b);
+}
+
 static void producer_main(int k) {
   char name[32];
   snprintf(name, sizeof name, "producer-%d", k + 1);
   int fd = open_append("history.jsonl");
   cl_conn_t *c = NULL;
-  if (cl_conn_new(&c, R.dsn) != 0)
+  if (cl_conn_new(&c, R.pdsn) != 0)
     _exit(3);
   long nbatches = (R.items + BATCH - 1) / BATCH;
-  cl_item_t items[BATCH];
-  char ids[BATCH][24], payloads[BATCH][64];
+  static batch_t b;
+  long seen = R.shm->storm_gen; /* a restarted producer: no old storm */
   for (;;) {
+    storm_check(fd, name, k, c, &seen, &b);
     long g = R.shm->next_batch[k] * R.producers + k;
     if (g >= nbatches)
       break;
     long first = g * BATCH;
     int m = (int)(R.items - first < BATCH ? R.items - first : BATCH);
-    while (first + m > R.shm->allow)
+    while (first + m > R.shm->allow) {
+      storm_check(fd, name, k, c, &seen, &b);
       sleep_s(0.05);
-    char extra[3500];
-    size_t len = (size_t)snprintf(extra, sizeof extra, ",\"items\":[");
-    for (int i = 0; i < m; i++) {
-      item_id(first + i, ids[i], sizeof ids[i]);
-      snprintf(payloads[i], sizeof payloads[i], "{\"n\":%ld%s}", first + i,
-               is_poison(first + i) ? ",\"poison\":true" : "");
-      items[i] = (cl_item_t){
-          .item_id = ids[i], .queue = QUEUE, .payload = payloads[i]};
-      len += (size_t)snprintf(extra + len, sizeof extra - len, "%s\"%s\"",
-                              i ? "," : "", ids[i]);
     }
-    snprintf(extra + len, sizeof extra - len, "]");
-    for (;;) {
-      long id = ++R.shm->op_id[k];
-      history(fd, name, "enqueue", id, "invoke", extra);
-      int rc = cl_enqueue(c, items, (size_t)m, NULL);
-      if (rc >= 0) {
-        history(fd, name, "enqueue", id, "ok", "");
-        break;
-      }
-      char err[300];
-      error_field(err, sizeof err, rc, c);
-      /* Not connected: nothing was sent.  Anything else may have
-       * committed: the retry below is a new operation. */
-      history(fd, name, "enqueue", id, rc == CL_ECONNECT ? "fail" : "info",
-              err);
-      sleep_s(0.2);
-      if (cl_conn_reset(c) != 0)
-        sleep_s(0.3);
-    }
+    build_batch(g, &b);
+    send_batch(fd, name, k, c, &b);
     R.shm->next_batch[k]++;
   }
   cl_conn_free(&c);
@@ -350,7 +432,7 @@ static void client_main(void) {
   int fd_runs = open_append("runs.jsonl");
   int fd_effects = open_append("effects.jsonl");
   cl_conn_t *c = NULL;
-  if (cl_conn_new(&c, R.dsn) != 0)
+  if (cl_conn_new(&c, R.pdsn) != 0)
     _exit(3);
   long *ids = &R.shm->op_id[MAXPROD];
   while (!R.shm->client_stop) {
@@ -472,7 +554,7 @@ static void start_proc(proc_t *p) {
   argv[n++] = "--log-level";
   argv[n++] = "info";
   argv[n++] = "--dsn";
-  argv[n++] = R.dsn;
+  argv[n++] = R.pdsn;
   argv[n] = NULL;
   p->pid = th_spawn(argv, log);
 }
@@ -592,7 +674,8 @@ static void fault_terminate(void) {
   PGresult *r = q("SELECT pid, coalesce(application_name, '') "
                   "FROM pg_stat_activity WHERE datname = current_database() "
                   "AND pid <> pg_backend_pid() AND backend_type = 'client "
-                  "backend' ORDER BY backend_start, pid");
+                  "backend' AND coalesce(application_name, '') NOT LIKE "
+                  "'faults-%' ORDER BY backend_start, pid");
   if (!r)
     return;
   int n = PQntuples(r);
@@ -615,7 +698,24 @@ static void fault_terminate(void) {
   PQclear(r);
 }
 
+static void end_fault(fault_t *f);
+static void fault_session(const char *kind, double now, double len);
+
 static void fault_pg_restart(void) {
+  /* The restart would end the harness's own sessions (held_xmin,
+   * idle_in_tx): they are ended first, so that their dead tuples are
+   * counted, and opened again after it for the rest of their time. */
+  const char *again[4];
+  double left[4];
+  int nagain = 0;
+  for (int i = 0; i < R.nfaults; i++)
+    if (R.faults[i].end_at > 0 && R.faults[i].sess) {
+      if (nagain < 4) {
+        again[nagain] = R.faults[i].kind;
+        left[nagain++] = R.faults[i].end_at - th_now();
+      }
+      end_fault(&R.faults[i]);
+    }
   char data[700], err[1024];
   snprintf(data, sizeof data, "%s/data", th_pg.dir);
   const char *as_user = getuid() == 0 ? th_pg.user : NULL;
@@ -632,7 +732,254 @@ static void fault_pg_restart(void) {
   if (f)
     f->end_wall = wall_now();
   PQreset(R.db);
+  for (int i = 0; i < nagain; i++)
+    if (left[i] > 1)
+      fault_session(again[i], th_now(), left[i]);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The proxy's faults, the harness's sessions and the retry storm           */
+
+/* Every claimer process reaches PostgreSQL through cutproxy
+ * (tests/tools/cutproxy.c), driven by its control FIFO: it already follows
+ * the protocol (to cut right after a statement's ReadyForQuery), so a
+ * reset, a blackhole and latency were a few lines more; a libuv proxy here
+ * would have repeated that framing. */
+
+static void quiet(void *arg, const char *message);
+
+static void proxy_cmd(const char *line) {
+  char buf[200];
+  int n = snprintf(buf, sizeof buf, "%s\n", line);
+  if (write(R.proxy_ctl, buf, (size_t)n) != n)
+    die("the proxy's control FIFO: %s", strerror(errno));
+}
+
+static void proxy_log(char *out, size_t n) {
+  snprintf(out, n, "%s/logs/cutproxy.log", R.dir);
+}
+
+static void start_proxy(void) {
+  char fifo[800], log[800], port[16];
+  path_of(fifo, sizeof fifo, "proxy.ctl");
+  if (mkfifo(fifo, 0600) != 0)
+    die("mkfifo %s: %s", fifo, strerror(errno));
+  /* Read and write: opening never blocks, and the FIFO is never ended. */
+  R.proxy_ctl = open(fifo, O_RDWR);
+  if (R.proxy_ctl < 0)
+    die("%s: %s", fifo, strerror(errno));
+  proxy_log(log, sizeof log);
+  snprintf(port, sizeof port, "%d", th_pg.port);
+  const char *bin = getenv("CUTPROXY_BIN");
+  /* No cut until a cut_after_commit arms one (COUNT 0). */
+  const char *argv[] = {bin && *bin ? bin : "cutproxy",
+                        "0",
+                        "127.0.0.1",
+                        port,
+                        "no trigger before the first arm",
+                        "after",
+                        "0",
+                        fifo,
+                        NULL};
+  if (th_pg.port <= 0)
+    die("the proxy needs the harness's own PostgreSQL (a TCP port)");
+  R.proxy_pid = th_spawn(argv, log);
+  int lp = 0;
+  for (double until = th_now() + 10; !lp && th_now() < until;) {
+    char *text = th_read_file(log);
+    const char *at = strncmp(text, "port ", 5) == 0 ? text : NULL;
+    lp = at ? atoi(at + 5) : 0;
+    free(text);
+    if (!lp)
+      sleep_s(0.02);
+  }
+  if (lp <= 0)
+    die("cutproxy did not announce its port (see %s)", log);
+  char tcp[1024];
+  if (th_db_tcp_dsn(&th_pg, "faults", lp, tcp, sizeof tcp) != 0)
+    die("no TCP DSN for the proxy");
+  /* In the clear, so that the proxy can follow the protocol. */
+  snprintf(R.pdsn, sizeof R.pdsn, "%s sslmode=disable", tcp);
+}
+
+static void stop_proxy(void) {
+  if (R.proxy_pid <= 0)
+    return;
+  kill(R.proxy_pid, SIGTERM);
+  if (th_wait_exit(R.proxy_pid, 10) < 0) {
+    kill(R.proxy_pid, SIGKILL);
+    th_wait_exit(R.proxy_pid, 10);
+  }
+  R.proxy_pid = 0;
+}
+
+static void fault_cut(void) {
+  new_fault("cut", "proxy: every live connection");
+  proxy_cmd("reset");
+  printf("  fault cut (the proxy resets every live connection)\n");
+}
+
+static void fault_blackhole(double now) {
+  fault_t *f = new_fault("blackhole", "proxy: every connection");
+  double len = 2 + 3 * rnd_unit();
+  int then_reset = rnd_below(2);
+  proxy_cmd("hole");
+  if (f) {
+    f->end_at = now + len;
+    f->then_reset = then_reset;
+  }
+  printf("  fault blackhole (traffic held %.1f s, then %s)\n", len,
+         then_reset ? "every connection reset" : "resumed");
+}
+
+static void fault_latency(double now) {
+  fault_t *f = new_fault("latency", "proxy: 50-200 ms per chunk");
+  double len = 3 + 3 * rnd_unit();
+  proxy_cmd("latency 50 200");
+  if (f)
+    f->end_at = now + len;
+  printf("  fault latency (50-200 ms per forwarded chunk for %.1f s)\n", len);
+}
+
+/* Arms the proxy for one cut after the next completing statement: its
+ * Bind names it (the unnamed portal's empty name, then the statement's
+ * name, both NUL-ended).  The proxy forwards it, drops the server's answer
+ * and resets once the server sent ReadyForQuery, that is after the commit
+ * of the statement's implicit transaction (a connection that pipelined an
+ * earlier statement could be cut at that one's ReadyForQuery instead).
+ * The fault is recorded when the proxy logs the cut. */
+static void fault_cut_after_commit(void) {
+  proxy_cmd("arm 1 \\x00claimer_complete\\x00");
+  R.after_armed = 1;
+  printf("  fault cut_after_commit armed (the next complete's answer is "
+         "dropped after its commit)\n");
+}
+
+static void after_cut_seen(void) {
+  if (!R.after_armed)
+    return;
+  char log[800];
+  proxy_log(log, sizeof log);
+  char *text = th_read_file(log);
+  long n = th_count(text, "after forwarding trigger");
+  free(text);
+  if (n > R.proxy_after_cuts) {
+    R.proxy_after_cuts = n;
+    R.after_armed = 0;
+    new_fault("cut_after_commit", "proxy: a complete's connection");
+    printf("  fault cut_after_commit: the proxy cut a complete's connection "
+           "after its commit\n");
+  }
+}
+
+/* Dead tuples in claimer's tables (since the last counter reset). */
+static long dead_tuples(void) {
+  return q_long("SELECT coalesce(sum(n_dead_tup), 0) FROM "
+                "pg_stat_user_tables WHERE schemaname = 'claimer'");
+}
+
+/* A session of the harness's own, on the direct DSN, left in a transaction
+ * until end_at: held_xmin holds a repeatable-read snapshot (the horizon
+ * vacuum cannot pass), idle_in_tx an assigned transaction id, idle. */
+static void fault_session(const char *kind, double now, double len) {
+  char dsn[1300];
+  snprintf(dsn, sizeof dsn, "%s application_name=faults-%s", R.dsn, kind);
+  PGconn *s = PQconnectdb(dsn);
+  const char *sql =
+      strcmp(kind, "held_xmin") == 0
+          ? "BEGIN ISOLATION LEVEL REPEATABLE READ; "
+            "SELECT 1 FROM claimer.items LIMIT 1"
+          : "BEGIN; SELECT txid_current(); SELECT count(*) FROM claimer.items";
+  PGresult *r = PQstatus(s) == CONNECTION_OK ? PQexec(s, sql) : NULL;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    fprintf(stderr, "faults: %s session: %s", kind, PQerrorMessage(s));
+    PQclear(r);
+    PQfinish(s);
+    return;
+  }
+  PQclear(r);
+  PQsetNoticeProcessor(s, quiet, NULL);
+  char target[64];
+  snprintf(target, sizeof target, "session pid %d", PQbackendPID(s));
+  fault_t *f = new_fault(kind, target);
+  if (!f) {
+    PQfinish(s);
+    return;
+  }
+  f->sess = s;
+  f->end_at = now + len;
+  f->dead_at_start = dead_tuples();
+  f->dead_at_end = -1;
+  printf("  fault %s (%s, for %.0f s)\n", kind, target, len);
+}
+
+/* After a reset of every connection, every producer resends at once, at
+ * storm_at: its last batch again (a new operation), and whatever failed,
+ * without backoff until storm_until; a larger backlog gives each more to
+ * send. */
+static void fault_retry_storm(double now) {
+  R.shm->storm_at = th_now() + 0.3;
+  R.shm->storm_until = th_now() + 4;
+  R.allow_bonus = 2L * BATCH * R.producers;
+  R.shm->allow += R.allow_bonus;
+  R.shm->storm_gen++;
+  fault_t *f = new_fault("retry_storm", "every producer, after a reset");
+  proxy_cmd("reset");
+  if (f)
+    f->end_at = now + 4;
+  printf("  fault retry_storm (every connection reset; the producers resend "
+         "at once, without backoff)\n");
+}
+
+/* Ends a lasting fault. */
+static void end_fault(fault_t *f) {
+  if (strcmp(f->kind, "blackhole") == 0) {
+    if (f->then_reset)
+      proxy_cmd("reset");
+    proxy_cmd("release");
+  } else if (strcmp(f->kind, "latency") == 0) {
+    proxy_cmd("latency 0 0");
+  } else if (strcmp(f->kind, "retry_storm") == 0) {
+    R.allow_bonus = 0;
+  } else if (f->sess) {
+    f->dead_at_end = dead_tuples();
+    PQclear(PQexec(f->sess, "ROLLBACK"));
+    PQfinish(f->sess);
+    f->sess = NULL;
+  }
+  f->end_at = 0;
+  f->end_wall = wall_now();
+}
+
+/* Ends the lasting faults that are due (all of them with all); returns
+ * how many stay open. */
+static int faults_due(double now, int all) {
+  int open = 0;
+  for (int i = 0; i < R.nfaults; i++) {
+    fault_t *f = &R.faults[i];
+    if (f->end_at <= 0)
+      continue;
+    if (all || now >= f->end_at)
+      end_fault(f);
+    else
+      open++;
+  }
+  return open;
+}
+
+/* Whether a fault of kind is open. */
+static int fault_open(const char *kind) {
+  for (int i = 0; i < R.nfaults; i++)
+    if (R.faults[i].end_at > 0 && strcmp(R.faults[i].kind, kind) == 0)
+      return 1;
+  return 0;
+}
+
+static const char *const all_kinds[] = {
+    "kill9",     "stop_cont",  "terminate_backend", "pg_restart",
+    "cut",       "blackhole",  "latency",           "cut_after_commit",
+    "held_xmin", "idle_in_tx", "retry_storm"};
+enum { NKINDS = sizeof all_kinds / sizeof all_kinds[0] };
 
 /* ------------------------------------------------------------------------ */
 /* Setup                                                                    */
@@ -1036,8 +1383,6 @@ static void parse_args(int argc, char **argv) {
 static void harness_lines(json_object *h, double t_calm, double t_faults,
                           double t_end, long calm_n, long fault_n, long starts,
                           long stores) {
-  const char *kinds[] = {"kill9", "stop_cont", "terminate_backend",
-                         "pg_restart"};
   printf("\nharness: seed %llu; %ld items (%ld poison), %d workers, %d "
          "producers, 1 in-process client, 2 subscribers\n",
          (unsigned long long)R.seed, R.items, R.poison, R.workers, R.producers);
@@ -1046,14 +1391,39 @@ static void harness_lines(json_object *h, double t_calm, double t_faults,
   json_object_object_add(h, "poison", json_object_new_int64(R.poison));
   json_object *fk = json_object_new_object();
   printf("harness: faults injected:");
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < NKINDS; k++) {
     int n = 0;
     for (int i = 0; i < R.nfaults; i++)
-      n += strcmp(R.faults[i].kind, kinds[k]) == 0;
-    printf(" %s %d%s", kinds[k], n, k < 3 ? "," : "\n");
-    json_object_object_add(fk, kinds[k], json_object_new_int(n));
+      n += strcmp(R.faults[i].kind, all_kinds[k]) == 0;
+    printf(" %s %d%s", all_kinds[k], n, k < NKINDS - 1 ? "," : "\n");
+    json_object_object_add(fk, all_kinds[k], json_object_new_int(n));
   }
   json_object_object_add(h, "faults", fk);
+  json_object *sess = json_object_new_array();
+  for (int i = 0; i < R.nfaults; i++) {
+    const fault_t *f = &R.faults[i];
+    if (strcmp(f->kind, "held_xmin") != 0 && strcmp(f->kind, "idle_in_tx") != 0)
+      continue;
+    printf("harness: %s (%s) for %.1f s: dead tuples in claimer's tables "
+           "%ld at its start, %ld at its end\n",
+           f->kind, f->target, f->end_wall - f->wall, f->dead_at_start,
+           f->dead_at_end);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "kind", json_object_new_string(f->kind));
+    json_object_object_add(o, "seconds",
+                           json_object_new_double(f->end_wall - f->wall));
+    json_object_object_add(o, "dead_at_start",
+                           json_object_new_int64(f->dead_at_start));
+    json_object_object_add(o, "dead_at_end",
+                           json_object_new_int64(f->dead_at_end));
+    json_object_array_add(sess, o);
+  }
+  json_object_object_add(h, "sessions", sess);
+  printf("harness: retry storm resends (producers' batches sent again at "
+         "once): %ld\n",
+         R.shm->storm_resends);
+  json_object_object_add(h, "storm_resends",
+                         json_object_new_int64(R.shm->storm_resends));
   double calm_s = t_faults - t_calm, fault_s = t_end - t_faults;
   double calm_rate = calm_s > 0 ? (double)calm_n / calm_s : 0;
   double fault_rate = fault_s > 0 ? (double)fault_n / fault_s : 0;
@@ -1132,7 +1502,8 @@ int main(int argc, char **argv) {
   make_dirs();
   setup_db();
 
-  printf("phase 2: start the processes\n");
+  start_proxy();
+  printf("phase 2: start the processes (through cutproxy)\n");
   char name[32];
   add_proc(K_REAP, 0, "reap-1");
   for (int i = 0; i < R.workers; i++) {
@@ -1158,15 +1529,25 @@ int main(int argc, char **argv) {
    * it always meets load. */
   double restart_share = 0.35 + 0.3 * rnd_unit();
   int restarted = 0;
-  /* The first faults cover every kind (and kill9 every kind of process);
-   * then they are drawn at random. */
-  const char *first[] = {"kill9", "stop_cont", "terminate_backend"};
-  int order[3] = {0, 1, 2};
-  for (int i = 2; i > 0; i--) {
-    int j = rnd_below(i + 1), t = order[i];
+  /* The first faults cover every kind (and kill9 every kind of process):
+   * held_xmin first, since it lasts longest, then the others in an order
+   * of the seed's; then they are drawn at random. */
+  const char *first[] = {
+      "held_xmin",  "kill9",      "stop_cont", "terminate_backend",
+      "cut",        "blackhole",  "latency",   "cut_after_commit",
+      "idle_in_tx", "retry_storm"};
+  enum { NFIRST = sizeof first / sizeof first[0] };
+  int order[NFIRST];
+  for (int i = 0; i < NFIRST; i++)
+    order[i] = i;
+  for (int i = NFIRST - 1; i > 1; i--) {
+    int j = 1 + rnd_below(i), t = order[i];
     order[i] = order[j];
     order[j] = t;
   }
+  double held_s = R.duration / 3 < 30   ? 30
+                  : R.duration / 3 > 60 ? 60
+                                        : R.duration / 3;
   kind_t kill_order[4] = {K_WORK, K_SEND, K_REAP, K_PRODUCER};
   for (int i = 3; i > 0; i--) {
     int j = rnd_below(i + 1);
@@ -1186,9 +1567,11 @@ int main(int argc, char **argv) {
     double now = th_now();
     reap_children(1);
     cont_due(now, 0);
+    int open = faults_due(now, 0);
+    after_cut_seen();
     if (now >= next_poll) {
       settled = all_settled(&done, &dead, &sent);
-      R.shm->allow = done + dead + BACKLOG;
+      R.shm->allow = done + dead + BACKLOG + R.allow_bonus;
       next_poll = now + 0.5;
     }
     if (now >= next_progress) {
@@ -1198,7 +1581,8 @@ int main(int argc, char **argv) {
       next_progress = now + 5;
     }
     if ((now >= t_end && restarted) ||
-        (settled && now >= t_faults && restarted && nscheduled >= 3))
+        (settled && now >= t_faults && restarted && nscheduled >= NFIRST &&
+         !open && !R.after_armed))
       break;
     /* Late (the load was slower than the duration) or not, the restart
      * happens once. */
@@ -1211,19 +1595,50 @@ int main(int argc, char **argv) {
     }
     if (now >= next_fault) {
       const char *kind;
-      if (nscheduled < 3) {
+      if (nscheduled < NFIRST) {
         kind = first[order[nscheduled]];
       } else {
-        int x = rnd_below(10);
-        kind = x < 5 ? "kill9" : x < 7 ? "stop_cont" : "terminate_backend";
+        const char *later[] = {"kill9",
+                               "kill9",
+                               "kill9",
+                               "stop_cont",
+                               "stop_cont",
+                               "terminate_backend",
+                               "terminate_backend",
+                               "cut",
+                               "blackhole",
+                               "latency",
+                               "cut_after_commit",
+                               "idle_in_tx",
+                               "retry_storm"};
+        kind = later[rnd_below((int)(sizeof later / sizeof later[0]))];
       }
       nscheduled++;
+      /* One of each lasting kind at a time (a second blackhole's release
+       * would end the first): a kill -9 instead. */
+      if (fault_open(kind) ||
+          (strcmp(kind, "cut_after_commit") == 0 && R.after_armed))
+        kind = "kill9";
       if (strcmp(kind, "kill9") == 0)
         fault_kill9(nkills < 4 ? kill_order[nkills++] : (kind_t)rnd_below(4));
       else if (strcmp(kind, "stop_cont") == 0)
         fault_stop(now);
-      else
+      else if (strcmp(kind, "terminate_backend") == 0)
         fault_terminate();
+      else if (strcmp(kind, "cut") == 0)
+        fault_cut();
+      else if (strcmp(kind, "blackhole") == 0)
+        fault_blackhole(now);
+      else if (strcmp(kind, "latency") == 0)
+        fault_latency(now);
+      else if (strcmp(kind, "cut_after_commit") == 0)
+        fault_cut_after_commit();
+      else if (strcmp(kind, "held_xmin") == 0)
+        fault_session(kind, now, held_s);
+      else if (strcmp(kind, "idle_in_tx") == 0)
+        fault_session(kind, now, 10 + 10 * rnd_unit());
+      else
+        fault_retry_storm(now);
       next_fault = now + 1.5 + 2.5 * rnd_unit();
     }
     sleep_s(0.05);
@@ -1232,12 +1647,20 @@ int main(int argc, char **argv) {
   printf("phase 4: drain (faults stopped at %.1f s, %d injected)\n",
          th_now() - t0, R.nfaults);
   cont_due(0, 1);
+  faults_due(0, 1);
+  if (R.after_armed) {
+    proxy_cmd("arm 0");
+    R.after_armed = 0;
+    printf("  (a cut_after_commit armed too late met no complete: "
+           "disarmed)\n");
+  }
   double drain_deadline = th_now() + 180;
   next_progress = th_now() + 5;
   while (!(settled = all_settled(&done, &dead, &sent)) &&
          th_now() < drain_deadline) {
     R.shm->allow = done + dead + BACKLOG;
     reap_children(1);
+    after_cut_seen();
     if (th_now() >= next_progress) {
       printf("  drain: done %ld, dead %ld of %ld, deliveries sent %ld\n", done,
              dead, R.items, sent);
@@ -1250,6 +1673,7 @@ int main(int argc, char **argv) {
          settled ? "settled" : "NOT SETTLED by the deadline", th_now() - t0,
          done, dead, R.items, sent);
   stop_all();
+  stop_proxy();
 
   printf("phase 6: dump the final state and check\n");
   /* The fault window ends with the last result: what comes after (the
@@ -1275,14 +1699,12 @@ int main(int argc, char **argv) {
   json_object *h = json_object_new_object();
   harness_lines(h, w0, w_faults, w_end, calm_n, fault_n, starts, stores);
   int kinds_ok = 1;
-  const char *need[] = {"kill9", "stop_cont", "terminate_backend",
-                        "pg_restart"};
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < NKINDS; k++) {
     int n = 0;
     for (int i = 0; i < R.nfaults; i++)
-      n += strcmp(R.faults[i].kind, need[k]) == 0;
+      n += strcmp(R.faults[i].kind, all_kinds[k]) == 0;
     if (n == 0) {
-      printf("harness: FAIL: no %s fault was injected\n", need[k]);
+      printf("harness: FAIL: no %s fault was injected\n", all_kinds[k]);
       kinds_ok = 0;
     }
   }

@@ -4,7 +4,8 @@
  * statement and check what the library concludes (G9: an ambiguous outcome
  * is settled by reading data back, never taken as failure).
  *
- *   cutproxy LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT TRIGGER MODE [COUNT]
+ *   cutproxy LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT TRIGGER MODE [COUNT
+ *            [CONTROL]]
  *
  * It listens on 127.0.0.1:LISTEN_PORT (0: a free port, announced as
  * "port N" on stdout, flushed, before the first accept) and forwards every
@@ -36,8 +37,23 @@
  *           one-byte answers to SSL and GSS requests); an encrypted session
  *           cannot be followed, and is closed right after the forward.
  *
+ * With CONTROL, a FIFO's path (made by the caller), the proxy also reads
+ * commands from it, one a line, so that a fault harness can break live
+ * connections on its own schedule:
+ *
+ *   reset            resets every live connection now (RST to both sides).
+ *   hole             a blackhole: no byte is read or forwarded on any
+ *                    connection (new ones are accepted and held too) ...
+ *   release          ... until this, when traffic resumes as it was.
+ *   latency MIN MAX  holds every chunk read, either way, MIN to MAX ms
+ *                    (drawn per chunk) before forwarding it; 0 0 ends it.
+ *   arm N [TRIGGER]  the next N trigger matches cut (as COUNT does); a
+ *                    TRIGGER given here replaces the first one, and may
+ *                    spell any byte as \xHH (a NUL, for a name's end).
+ *
  * Each cut is logged on stderr as one line, for example
- * "cutproxy: cut connection 3 after forwarding trigger".  SIGTERM or SIGINT
+ * "cutproxy: cut connection 3 after forwarding trigger", and so is each
+ * command ("cutproxy: reset 4 connections").  SIGTERM or SIGINT
  * ends the proxy with status 0; bad arguments exit 2; a failure to listen
  * exits 1.
  */
@@ -74,7 +90,8 @@ typedef enum { MODE_BEFORE, MODE_AFTER } cut_mode_t;
 typedef struct pending {
   char buf[BUF_SIZE];
   size_t len, off;
-  int eof; /* the source side has closed its writing half */
+  int eof;    /* the source side has closed its writing half */
+  double due; /* under latency: not forwarded before this (monotonic) */
 } pending_t;
 
 typedef struct conn {
@@ -108,12 +125,20 @@ static const char *upstream_host;
 static const char *upstream_port;
 static const char *trigger;
 static size_t trigger_len;
+static char trigger_buf[TRIGGER_MAX];
 static cut_mode_t mode;
 static long cuts_left;
 static int next_id;
 static conn_t *conns[MAX_CONNS];
 static int nconns;
 static int stop_pipe[2] = {-1, -1};
+/* The control commands' state. */
+static int ctl_fd = -1;
+static char ctl_buf[512];
+static size_t ctl_len;
+static int hole;
+static long lat_min_ms, lat_max_ms;
+static uint64_t lat_rng = 0x2545f4914f6cdd1dull;
 
 static void on_stop(int sig) {
   (void)sig;
@@ -181,6 +206,23 @@ static int connect_upstream(void) {
   }
   freeaddrinfo(res);
   return fd;
+}
+
+/* The delay of one chunk under latency, in seconds (0 without). */
+static double chunk_delay(void) {
+  if (lat_max_ms <= 0)
+    return 0;
+  lat_rng ^= lat_rng << 13;
+  lat_rng ^= lat_rng >> 7;
+  lat_rng ^= lat_rng << 17;
+  long span = lat_max_ms - lat_min_ms + 1;
+  return (double)(lat_min_ms + (long)(lat_rng % (uint64_t)span)) / 1000.0;
+}
+
+/* Closes both sides with a reset (SO_LINGER 0) instead of a FIN. */
+static void reset_fd(int fd) {
+  struct linger l = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
 }
 
 static void conn_close(int i) {
@@ -332,6 +374,7 @@ static int read_client(conn_t *c) {
   }
   c->up.len = (size_t)n;
   c->up.off = 0;
+  c->up.due = now_s() + chunk_delay();
   return 0;
 }
 
@@ -364,13 +407,92 @@ static int read_server(conn_t *c) {
     return 0;
   c->down.len = (size_t)n;
   c->down.off = 0;
+  c->down.due = now_s() + chunk_delay();
   return 0;
 }
 
 static int usage(void) {
   fprintf(stderr, "usage: cutproxy LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT "
-                  "TRIGGER before|after [COUNT]\n");
+                  "TRIGGER before|after [COUNT [CONTROL]]\n");
   return 2;
+}
+
+/* Sets the trigger from text with \xHH escapes.  Returns 0, or -1 when it
+ * is empty, too long or badly escaped (the trigger is then unchanged). */
+static int set_trigger(const char *text) {
+  char buf[TRIGGER_MAX];
+  size_t n = 0;
+  for (const char *s = text; *s; n++) {
+    if (n == sizeof buf)
+      return -1;
+    if (s[0] == '\\' && s[1] == 'x') {
+      unsigned v = 0;
+      if (sscanf(s + 2, "%2x", &v) != 1 || !s[2] || !s[3])
+        return -1;
+      buf[n] = (char)v;
+      s += 4;
+    } else {
+      buf[n] = *s++;
+    }
+  }
+  if (n == 0)
+    return -1;
+  memcpy(trigger_buf, buf, n);
+  trigger = trigger_buf;
+  trigger_len = n;
+  return 0;
+}
+
+static void run_command(const char *line) {
+  long a = 0, b = 0;
+  if (strcmp(line, "reset") == 0) {
+    int n = nconns;
+    while (nconns > 0) {
+      reset_fd(conns[nconns - 1]->cfd);
+      reset_fd(conns[nconns - 1]->sfd);
+      conn_close(nconns - 1);
+    }
+    fprintf(stderr, "cutproxy: reset %d connections\n", n);
+  } else if (strcmp(line, "hole") == 0) {
+    hole = 1;
+    fprintf(stderr, "cutproxy: blackhole on (%d connections)\n", nconns);
+  } else if (strcmp(line, "release") == 0) {
+    hole = 0;
+    fprintf(stderr, "cutproxy: blackhole off\n");
+  } else if (sscanf(line, "latency %ld %ld", &a, &b) == 2 && a >= 0 && b >= a &&
+             b <= 60000) {
+    lat_min_ms = a;
+    lat_max_ms = b;
+    fprintf(stderr, "cutproxy: latency %ld-%ld ms\n", a, b);
+  } else if (sscanf(line, "arm %ld", &a) == 1 && a >= 0) {
+    const char *t = strchr(line + 4, ' ');
+    if (t != NULL && set_trigger(t + 1) != 0) {
+      fprintf(stderr, "cutproxy: bad trigger in \"%s\"\n", line);
+      return;
+    }
+    cuts_left = a;
+    fprintf(stderr, "cutproxy: armed for %ld cuts\n", a);
+  } else {
+    fprintf(stderr, "cutproxy: unknown command \"%s\"\n", line);
+  }
+}
+
+/* Reads the commands waiting on the control FIFO and runs each line. */
+static void read_control(void) {
+  ssize_t n = read(ctl_fd, ctl_buf + ctl_len, sizeof ctl_buf - 1 - ctl_len);
+  if (n <= 0)
+    return;
+  ctl_len += (size_t)n;
+  char *nl;
+  while ((nl = memchr(ctl_buf, '\n', ctl_len)) != NULL) {
+    *nl = '\0';
+    run_command(ctl_buf);
+    size_t used = (size_t)(nl - ctl_buf) + 1;
+    memmove(ctl_buf, nl + 1, ctl_len - used);
+    ctl_len -= used;
+  }
+  if (ctl_len == sizeof ctl_buf - 1)
+    ctl_len = 0; /* a line too long: dropped */
 }
 
 static int parse_long(const char *s, long min, long max, long *out) {
@@ -385,7 +507,7 @@ static int parse_long(const char *s, long min, long max, long *out) {
 
 int main(int argc, char **argv) {
   long listen_port = 0, up_port = 0;
-  if (argc < 6 || argc > 7 || parse_long(argv[1], 0, 65535, &listen_port) ||
+  if (argc < 6 || argc > 8 || parse_long(argv[1], 0, 65535, &listen_port) ||
       parse_long(argv[3], 1, 65535, &up_port))
     return usage();
   upstream_host = argv[2];
@@ -401,8 +523,13 @@ int main(int argc, char **argv) {
   else
     return usage();
   cuts_left = 1;
-  if (argc == 7 && parse_long(argv[6], 0, 1000000000, &cuts_left))
+  if (argc >= 7 && parse_long(argv[6], 0, 1000000000, &cuts_left))
     return usage();
+  /* O_RDWR: the FIFO never reads as ended when a writer closes. */
+  if (argc == 8 && (ctl_fd = open(argv[7], O_RDWR | O_NONBLOCK)) < 0) {
+    fprintf(stderr, "cutproxy: %s: %s\n", argv[7], strerror(errno));
+    return 2;
+  }
 
   if (pipe(stop_pipe) != 0)
     return 1;
@@ -435,27 +562,36 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
 
-  struct pollfd fds[2 + 2 * MAX_CONNS];
+  struct pollfd fds[3 + 2 * MAX_CONNS];
   for (;;) {
     int nfds = 0;
+    double t = now_s();
     fds[nfds++] = (struct pollfd){.fd = stop_pipe[0], .events = POLLIN};
     fds[nfds++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = ctl_fd, .events = POLLIN};
     double deadline = -1;
     for (int i = 0; i < nconns; i++) {
       conn_t *c = conns[i];
       short ce = 0, se = 0;
       if (c->up.len == 0 && !c->up.eof)
         ce |= POLLIN;
-      if (c->down.len > 0)
+      if (c->down.len > 0 && c->down.due <= t)
         ce |= POLLOUT;
       if ((c->down.len == 0 || c->cutting) && !c->down.eof)
         se |= POLLIN;
-      if (c->up.len > 0)
+      if (c->up.len > 0 && c->up.due <= t)
         se |= POLLOUT;
+      if (hole)
+        ce = se = 0; /* errors and hang-ups are still reported */
       fds[nfds++] = (struct pollfd){.fd = c->cfd, .events = ce};
       fds[nfds++] = (struct pollfd){.fd = c->sfd, .events = se};
-      if (c->cutting && (deadline < 0 || c->cut_deadline < deadline))
+      if (c->cutting && !hole && (deadline < 0 || c->cut_deadline < deadline))
         deadline = c->cut_deadline;
+      for (int k = 0; k < 2 && !hole; k++) {
+        const pending_t *p = k ? &c->down : &c->up;
+        if (p->len > 0 && p->due > t && (deadline < 0 || p->due < deadline))
+          deadline = p->due;
+      }
     }
     int timeout = -1;
     if (deadline >= 0) {
@@ -469,13 +605,21 @@ int main(int argc, char **argv) {
     }
     if (fds[0].revents & POLLIN)
       break;
+    if (fds[2].revents & POLLIN)
+      read_control();
     /* Walk the connections as they were polled, back to front, so that
      * closing one (which moves the last into its slot) skips nothing. */
-    int polled = (nfds - 2) / 2;
+    int polled = (nfds - 3) / 2;
     double now = now_s();
-    for (int i = polled - 1; i >= 0; i--) {
+    for (int i = polled - 1; i >= 0 && i < nconns; i--) {
       conn_t *c = conns[i];
-      short cr = fds[2 + 2 * i].revents, sr = fds[3 + 2 * i].revents;
+      short cr = fds[3 + 2 * i].revents, sr = fds[4 + 2 * i].revents;
+      if (hole) {
+        /* Held: only a side that went away ends the connection. */
+        if ((cr | sr) & (POLLERR | POLLHUP))
+          conn_close(i);
+        continue;
+      }
       int gone =
           (sr & POLLERR) || ((sr & POLLHUP) && c->down.eof) ||
           (!c->cutting && ((cr & POLLERR) || ((cr & POLLHUP) && c->up.eof)));
