@@ -219,8 +219,8 @@ typedef struct {
 
 typedef struct {
   const char *kind;
-  double wall, recovered;
-  bool has_recovered;
+  double wall, ended, recovered;
+  bool has_ended, has_recovered;
 } fault_t;
 
 /* Typed growable arrays: <name>_push returns a zeroed new element or NULL. */
@@ -705,6 +705,7 @@ static int parse_faults(checker_t *c, json_object *o) {
     return oom(c);
   TRY(get_str(c, o, "kind", true, &f->kind));
   TRY(get_num(c, o, "wall", true, &f->wall, NULL));
+  TRY(get_num(c, o, "ended", false, &f->ended, &f->has_ended));
   TRY(get_num(c, o, "recovered", false, &f->recovered, &f->has_recovered));
   return 0;
 }
@@ -1174,6 +1175,10 @@ static int check_ops(checker_t *c) {
       break;
     case OUT_FAIL:
       st->fail++;
+      /* A complete or fail answered "lease lost": a zombie fenced off. */
+      if (strcmp(op->op, "complete") == 0 || strcmp(op->op, "fail") == 0)
+        note(c, FC_REFUSED, "%s %s/%s", op->op, op->item ? op->item : "?",
+             op->token ? op->token : "?");
       break;
     case OUT_INFO:
       st->info++;
@@ -1422,8 +1427,9 @@ static int check_faults(checker_t *c) {
       if (strcmp(f->kind, kind) != 0)
         continue;
       st->count++;
+      /* From the fault's end: a blackhole's own 5 s is no recovery. */
       if (f->has_recovered)
-        d[n++] = f->recovered - f->wall;
+        d[n++] = f->recovered - (f->has_ended ? f->ended : f->wall);
     }
     st->recovered = n;
     if (n) {
@@ -1616,7 +1622,7 @@ void fc_report_print(FILE *f, const fc_report_t *r) {
           U(r->totals.info), U(r->totals.info_committed),
           U(r->totals.info_not_committed));
   fprintf(f, "\nfaults              count  recovered   p50 (s)   p99 (s)   max "
-             "(s)\n");
+             "(s)   (from the fault's end to the next result)\n");
   for (size_t i = 0; i < r->nfaults; i++) {
     const fc_fault_stats_t *k = &r->faults[i];
     fprintf(f, "  %-18s %5llu %10llu", k->kind, U(k->count), U(k->recovered));

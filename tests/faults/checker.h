@@ -51,6 +51,8 @@
   X(OVERLAPPING_LEASES, "overlapping_live_leases", true,                       \
     "items with two runs at once, both leases live")                           \
   X(RERUNS, "reruns", false, "items whose handler ran more than once")         \
+  X(REFUSED, "fenced_completions_refused", false,                              \
+    "completes and fails the database refused: their lease was gone")          \
   X(CONCURRENT_RUNS, "concurrent_runs_one_lease", false,                       \
     "items with two runs at once under one lease")                             \
   X(UNEXPECTED_EFFECTS, "unexpected_effects", false,                           \
@@ -58,7 +60,8 @@
   X(UNEXPLAINED_ITEMS, "unexplained_items", false,                             \
     "items in the final state that no enqueue named")                          \
   X(UNEXPLAINED_GRANTS, "unexplained_grants", false,                           \
-    "grants no claim operation accounts for")                                  \
+    "grants no claim in the history accounts for (the daemons' claims are "    \
+    "not recorded there)")                                                     \
   X(RUNS_WITHOUT_GRANT, "runs_without_grant", false,                           \
     "runs whose token was never granted for their item")                       \
   X(TORN_LINES, "torn_lines", false, "torn last lines skipped (file:line)")

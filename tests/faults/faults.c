@@ -86,6 +86,7 @@
 
 #define QUEUE "faults"
 #define LEASE_S "3"
+#define CLIENT_LEASE_S 5.0
 #define STOP_PAST_LEASE_S 3.0
 #define BATCH 50
 #define BACKLOG 600
@@ -105,10 +106,12 @@ typedef struct {
   char name[32];
   pid_t pid; /* 0: not running */
   int starts;
-  int stopped;    /* SIGSTOPped, waiting for its SIGCONT */
-  double cont_at; /* monotonic */
-  int done;       /* a producer that finished its share */
-  int unexpected; /* exits the harness did not cause */
+  int stopped;       /* SIGSTOPped, waiting for its SIGCONT */
+  double cont_at;    /* monotonic: SIGCONT at the latest then */
+  double regrant_at; /* monotonic: from then, SIGCONT once every lease it
+                        held was granted again (a worker, the client) */
+  int done;          /* a producer that finished its share */
+  int unexpected;    /* exits the harness did not cause */
 } proc_t;
 
 /* Shared with the forked producers and the client (MAP_SHARED). */
@@ -158,7 +161,13 @@ static struct {
   fault_t faults[MAXFAULTS];
   int nfaults;
   long poison;
+  int unfenced;        /* --unfenced: the proxy removes the complete's fence */
+  long backlog;        /* items enqueued ahead of the settled ones */
+  double client_sleep; /* the in-process handler's run, seconds */
 } R;
+
+/* SIGINT, SIGTERM: the run is abandoned (abandon_run). */
+static volatile sig_atomic_t interrupted;
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -408,6 +417,8 @@ static void producer_main(int k) {
 static void client_run(int fd_runs, int fd_effects, const cl_lease_t *l,
                        int poison) {
   double start = wall_now();
+  if (R.client_sleep > 0)
+    sleep_s(R.client_sleep);
   if (!poison) {
     char p[800];
     snprintf(p, sizeof p, "%s/effects/work/%s", R.dir, l->item_id);
@@ -440,11 +451,18 @@ static void client_main(void) {
     history(fd, name, "claim", id, "invoke", ",\"worker\":\"client-1\"");
     cl_lease_t *l = NULL;
     size_t n = 0;
-    int rc = cl_claim(c, QUEUE, name, 4, 10.0, &l, &n);
+    int rc = cl_claim(c, QUEUE, name, 4, CLIENT_LEASE_S, &l, &n);
     if (rc != 0) {
       char err[300];
       error_field(err, sizeof err, rc, c);
       history(fd, name, "claim", id, rc == CL_ECONNECT ? "fail" : "info", err);
+      /* In a retry storm the client claims again at once, as a producer
+       * resends. */
+      if (th_now() < R.shm->storm_until) {
+        if (cl_conn_reset(c) != 0)
+          sleep_s(0.01);
+        continue;
+      }
       sleep_s(0.3);
       if (cl_conn_reset(c) != 0)
         sleep_s(0.3);
@@ -514,6 +532,8 @@ static void start_proc(proc_t *p) {
     if (pid < 0)
       die("fork: %s", strerror(errno));
     if (pid == 0) {
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
       setpgid(0, 0);
       int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) {
@@ -641,23 +661,53 @@ static void fault_kill9(kind_t want) {
   printf("  fault kill9 %s\n", p->name);
 }
 
-static void fault_stop(double now) {
-  proc_t *p = pick(K_WORK);
+/* SIGSTOPs a worker, a sender or the in-process client past its lease.
+ * A sender is resumed after its lease plus 3-5 s.  A worker or the client
+ * is resumed as soon as every lease it held has been granted to another
+ * (or at the latest after its lease plus 8-10 s): its late completes then
+ * meet the item's next holder still at work, the zombie at its worst. */
+static void fault_stop(double now, kind_t want) {
+  proc_t *p = pick(want);
+  if (!p)
+    p = pick(K_WORK);
   if (!p)
     return;
-  fault_t *f = new_fault("stop_cont", p->name);
+  new_fault("stop_cont", p->name); /* its end is set at the SIGCONT */
   kill(p->pid, SIGSTOP);
   p->stopped = 1;
-  p->cont_at = now + atof(LEASE_S) + STOP_PAST_LEASE_S + 2 * rnd_unit();
-  /* end_wall is set at the SIGCONT. */
-  (void)f;
-  printf("  fault stop_cont %s (for %.1f s)\n", p->name, p->cont_at - now);
+  double lease = p->kind == K_CLIENT ? CLIENT_LEASE_S : atof(LEASE_S);
+  p->cont_at = now + lease + STOP_PAST_LEASE_S + 2 * rnd_unit();
+  p->regrant_at = 0;
+  if (p->kind != K_SEND) {
+    p->cont_at += 5;
+    p->regrant_at = now + lease + 0.2;
+  }
+  printf("  fault stop_cont %s (%s)\n", p->name,
+         p->kind == K_SEND ? "resumed after its lease"
+                           : "resumed once its leases are granted again");
+}
+
+/* Whether a lease p was granted is still neither ended by p nor granted
+ * to another (faults.grants). */
+static int leases_waiting(const proc_t *p) {
+  char sql[900];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM faults.grants g WHERE g.kind = 'grant' AND "
+           "g.worker_id = '%s' AND NOT EXISTS (SELECT 1 FROM faults.grants e "
+           "WHERE e.token = g.token AND e.kind = 'end' AND e.how <> 'reap') "
+           "AND NOT EXISTS (SELECT 1 FROM faults.grants l WHERE l.item_id = "
+           "g.item_id AND l.kind = 'grant' AND l.n > g.n)",
+           p->name);
+  return q_long(sql) != 0;
 }
 
 static void cont_due(double now, int all) {
   for (int i = 0; i < R.nprocs; i++) {
     proc_t *p = &R.procs[i];
-    if (!p->stopped || (!all && now < p->cont_at))
+    if (!p->stopped)
+      continue;
+    if (!all && now < p->cont_at &&
+        (p->regrant_at <= 0 || now < p->regrant_at || leases_waiting(p)))
       continue;
     kill(p->pid, SIGCONT);
     p->stopped = 0;
@@ -749,8 +799,10 @@ static void fault_pg_restart(void) {
 static void quiet(void *arg, const char *message);
 
 static void proxy_cmd(const char *line) {
-  char buf[200];
+  char buf[2200];
   int n = snprintf(buf, sizeof buf, "%s\n", line);
+  if (n <= 0 || (size_t)n >= sizeof buf)
+    die("a proxy command too long: %.40s...", line);
   if (write(R.proxy_ctl, buf, (size_t)n) != n)
     die("the proxy's control FIFO: %s", strerror(errno));
 }
@@ -813,6 +865,55 @@ static void stop_proxy(void) {
   R.proxy_pid = 0;
 }
 
+/* --unfenced: the proxy rewrites claimer's completing statement (its
+ * Parse, as claimer/sql.c spells it) so that the DELETE of the claim no
+ * longer checks the token, and the result records the caller's token: a
+ * late complete then takes the item from its next holder.  Padded with
+ * spaces to the same length (the original's indentation makes room), so
+ * that no message's length changes.  Test-only surgery, never shipped:
+ * the checker must report the fenced-off results it causes.  Should
+ * claimer/sql.c change the statement, nothing matches and the unfenced
+ * test fails (no fenced-off results): it cannot pass by accident. */
+static const char unfence_from[] =
+    "AND token = $2  RETURNING item_id, queue, token, worker_id, attempt), "
+    "res AS (  INSERT INTO claimer.results (item_id, queue, token, "
+    "worker_id, attempt,                               result)";
+static const char unfence_to[] =
+    "AND $2 <> ''  RETURNING item_id, queue, $2::text AS token, worker_id, "
+    "attempt), res AS (INSERT INTO claimer.results (item_id, queue, token, "
+    "worker_id, attempt, result)";
+
+static void escape_spaces(const char *in, char *out, size_t n) {
+  size_t k = 0;
+  for (; *in && k + 5 < n; in++)
+    k += (size_t)(*in == ' ' ? snprintf(out + k, n - k, "\\x20")
+                             : snprintf(out + k, n - k, "%c", *in));
+  out[k] = '\0';
+}
+
+static void unfence_completes(void) {
+  _Static_assert(sizeof unfence_to <= sizeof unfence_from,
+                 "the rewrite fits in the original's length");
+  char padded[sizeof unfence_from], from[1000], to[1000], cmd[2100];
+  snprintf(padded, sizeof padded, "%-*s", (int)sizeof unfence_from - 1,
+           unfence_to);
+  escape_spaces(unfence_from, from, sizeof from);
+  escape_spaces(padded, to, sizeof to);
+  snprintf(cmd, sizeof cmd, "rewrite %s %s", from, to);
+  proxy_cmd(cmd);
+  printf("  unfenced: the proxy removes the token check from the completing "
+         "statement\n");
+}
+
+static long proxy_rewrites(void) {
+  char log[800];
+  proxy_log(log, sizeof log);
+  char *text = th_read_file(log);
+  long n = th_count(text, "cutproxy: rewrote ");
+  free(text);
+  return n;
+}
+
 static void fault_cut(void) {
   new_fault("cut", "proxy: every live connection");
   proxy_cmd("reset");
@@ -835,7 +936,11 @@ static void fault_blackhole(double now) {
 static void fault_latency(double now) {
   fault_t *f = new_fault("latency", "proxy: 50-200 ms per chunk");
   double len = 3 + 3 * rnd_unit();
-  proxy_cmd("latency 50 200");
+  char cmd[80];
+  /* The delays are drawn from the seed too. */
+  snprintf(cmd, sizeof cmd, "latency 50 200 %llu",
+           (unsigned long long)(rnd() | 1));
+  proxy_cmd(cmd);
   if (f)
     f->end_at = now + len;
   printf("  fault latency (50-200 ms per forwarded chunk for %.1f s)\n", len);
@@ -1031,7 +1136,10 @@ static void make_dirs(void) {
       die("mkdir %s: %s", p, strerror(errno));
   }
   char text[4096];
-  snprintf(text, sizeof text, handler_sh, R.dir);
+  /* Unfenced: each run lasts 2 s (the worker's heartbeat keeps its 3 s
+   * lease), longer than the stopped client's remaining work. */
+  int n = snprintf(text, sizeof text, "%s", R.unfenced ? "sleep 2\n" : "");
+  snprintf(text + n, sizeof text - (size_t)n, handler_sh, R.dir);
   write_text("handler.sh", text);
   snprintf(text, sizeof text, sink_sh, R.dir);
   write_text("sink.sh", text);
@@ -1315,12 +1423,45 @@ static void stop_all(void) {
   }
 }
 
+/* Ends an interrupted run: every process group the harness started is
+ * killed (the daemons with their handlers), then the proxy and
+ * PostgreSQL are stopped; the run's files are kept. */
+static void abandon_run(void) {
+  printf("faults: interrupted: killing the run's processes\n");
+  for (int i = 0; i < R.nprocs; i++)
+    if (R.procs[i].pid > 0)
+      kill_wait(&R.procs[i]);
+  for (int i = 0; i < R.nfaults; i++)
+    if (R.faults[i].sess) {
+      PQfinish(R.faults[i].sess);
+      R.faults[i].sess = NULL;
+    }
+  stop_proxy();
+  if (R.db)
+    PQfinish(R.db);
+  th_pg_stop(&th_pg);
+  printf("faults: interrupted (seed %llu); files in %s\n",
+         (unsigned long long)R.seed, R.dir);
+  exit(130);
+}
+
+static void on_interrupt(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: faults [--items N] [--duration S] [--workers N] "
-          "[--producers N] [--seed S] [--dir DIR]\n"
+          "[--producers N] [--seed S] [--dir DIR] [--unfenced]\n"
           "Runs claimer under a seeded schedule of faults, then checks the "
           "recorded history.\n"
+          "--unfenced: a test of the checker: the proxy removes the token "
+          "check from the\n"
+          "  completing statement, and the in-process client is stopped "
+          "past its lease\n"
+          "  again and again; the run passes when the checker reports "
+          "fenced-off results.\n"
           "Exit 0 on PASS, 1 on FAIL, 2 when the run could not be made.\n");
   exit(2);
 }
@@ -1344,6 +1485,7 @@ static void parse_args(int argc, char **argv) {
       {"producers", required_argument, NULL, 'p'},
       {"seed", required_argument, NULL, 's'},
       {"dir", required_argument, NULL, 'D'},
+      {"unfenced", no_argument, NULL, 'U'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
@@ -1369,9 +1511,20 @@ static void parse_args(int argc, char **argv) {
       snprintf(R.dir, sizeof R.dir, "%s", optarg);
       R.keep = 1;
       break;
+    case 'U':
+      R.unfenced = 1;
+      break;
     default:
       usage();
     }
+  }
+  R.backlog = BACKLOG;
+  if (R.unfenced) {
+    /* Slow handlers, so that an item's next holder is still at work when
+     * the stopped client comes back; a short backlog, so that a reaped
+     * item is claimed again soon (it queues behind the backlog). */
+    R.backlog = BATCH + 10;
+    R.client_sleep = 0.2;
   }
   if (optind != argc || R.items < 1 || R.items > 10000000 || R.duration < 5 ||
       R.workers < 1 || R.workers > MAXWORK || R.producers < 1 ||
@@ -1474,6 +1627,10 @@ static void harness_lines(json_object *h, double t_calm, double t_faults,
 
 int main(int argc, char **argv) {
   parse_args(argc, argv);
+  struct sigaction sa = {.sa_handler = on_interrupt};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   setvbuf(stdout, NULL, _IOLBF, 0);
   R.rng = 1;
   if (!R.dir[0]) {
@@ -1495,7 +1652,7 @@ int main(int argc, char **argv) {
   if (R.shm == MAP_FAILED)
     die("mmap: %s", strerror(errno));
   memset(R.shm, 0, sizeof *R.shm);
-  R.shm->allow = BACKLOG;
+  R.shm->allow = R.backlog;
 
   printf("phase 1: setup (PostgreSQL, database, faults.grants, "
          "subscribers)\n");
@@ -1503,6 +1660,8 @@ int main(int argc, char **argv) {
   setup_db();
 
   start_proxy();
+  if (R.unfenced)
+    unfence_completes();
   printf("phase 2: start the processes (through cutproxy)\n");
   char name[32];
   add_proc(K_REAP, 0, "reap-1");
@@ -1528,25 +1687,35 @@ int main(int argc, char **argv) {
   /* The restart comes when this share of the items is settled, so that
    * it always meets load. */
   double restart_share = 0.35 + 0.3 * rnd_unit();
-  int restarted = 0;
+  int restarted = R.unfenced; /* the unfenced run has no restart */
   /* The first faults cover every kind (and kill9 every kind of process):
    * held_xmin first, since it lasts longest; cut_after_commit second,
    * while completes still come (a small fast run, under the sanitizers,
    * had settled every item before it was armed); then the others in an
    * order of the seed's; then they are drawn at random. */
-  const char *first[] = {"held_xmin",  "cut_after_commit",  "kill9",
-                         "stop_cont",  "terminate_backend", "cut",
-                         "blackhole",  "latency",           "idle_in_tx",
-                         "retry_storm"};
-  enum { NFIRST = sizeof first / sizeof first[0] };
+  /* The retry storm third, while the producers still have batches to
+   * send; stop_cont three times, once per kind of process it stops. */
+  const char *first[] = {"held_xmin", "cut_after_commit",  "retry_storm",
+                         "kill9",     "stop_cont",         "stop_cont",
+                         "stop_cont", "terminate_backend", "cut",
+                         "blackhole", "latency",           "idle_in_tx"};
+  enum { NFIRST = sizeof first / sizeof first[0], NFIXED = 3 };
   int order[NFIRST];
   for (int i = 0; i < NFIRST; i++)
     order[i] = i;
-  for (int i = NFIRST - 1; i > 2; i--) {
-    int j = 2 + rnd_below(i - 1), t = order[i];
+  for (int i = NFIRST - 1; i > NFIXED; i--) {
+    int j = NFIXED + rnd_below(i - NFIXED + 1), t = order[i];
     order[i] = order[j];
     order[j] = t;
   }
+  kind_t stop_order[3] = {K_CLIENT, K_SEND, K_WORK};
+  for (int i = 2; i > 0; i--) {
+    int j = rnd_below(i + 1);
+    kind_t t = stop_order[i];
+    stop_order[i] = stop_order[j];
+    stop_order[j] = t;
+  }
+  int nstops = 0;
   double held_s = R.duration / 3 < 30   ? 30
                   : R.duration / 3 > 60 ? 60
                                         : R.duration / 3;
@@ -1573,7 +1742,7 @@ int main(int argc, char **argv) {
     after_cut_seen();
     if (now >= next_poll) {
       settled = all_settled(&done, &dead, &sent);
-      R.shm->allow = done + dead + BACKLOG + R.allow_bonus;
+      R.shm->allow = done + dead + R.backlog + R.allow_bonus;
       next_poll = now + 0.5;
     }
     if (now >= next_progress) {
@@ -1583,11 +1752,13 @@ int main(int argc, char **argv) {
       next_progress = now + 5;
     }
     if ((now >= t_end && restarted) ||
-        (settled && now >= t_faults && restarted && nscheduled >= NFIRST &&
-         !open && !R.after_armed))
+        (settled && now >= t_faults && restarted &&
+         nscheduled >= (R.unfenced ? 3 : NFIRST) && !open && !R.after_armed))
       break;
     /* Late (the load was slower than the duration) or not, the restart
      * happens once. */
+    if (interrupted)
+      abandon_run();
     if (!restarted && now >= t_faults &&
         ((double)(done + dead) >= restart_share * (double)R.items ||
          now >= t_end - 1)) {
@@ -1595,9 +1766,13 @@ int main(int argc, char **argv) {
       restarted = 1;
       continue;
     }
-    if (now >= next_fault) {
+    if (now >= next_fault && R.unfenced && R.procs[R.nprocs - 1].stopped) {
+      next_fault = now + 0.5; /* one stop of the client at a time */
+    } else if (now >= next_fault) {
       const char *kind;
-      if (nscheduled < NFIRST) {
+      if (R.unfenced) {
+        kind = "stop_cont"; /* the client's, every time */
+      } else if (nscheduled < NFIRST) {
         kind = first[order[nscheduled]];
       } else {
         const char *later[] = {"kill9",
@@ -1624,7 +1799,10 @@ int main(int argc, char **argv) {
       if (strcmp(kind, "kill9") == 0)
         fault_kill9(nkills < 4 ? kill_order[nkills++] : (kind_t)rnd_below(4));
       else if (strcmp(kind, "stop_cont") == 0)
-        fault_stop(now);
+        fault_stop(now, R.unfenced   ? K_CLIENT
+                        : nstops < 3 ? stop_order[nstops]
+                                     : (rnd_below(2) ? K_WORK : K_SEND)),
+            nstops++;
       else if (strcmp(kind, "terminate_backend") == 0)
         fault_terminate();
       else if (strcmp(kind, "cut") == 0)
@@ -1641,7 +1819,9 @@ int main(int argc, char **argv) {
         fault_session(kind, now, 10 + 10 * rnd_unit());
       else
         fault_retry_storm(now);
-      next_fault = now + 1.5 + 2.5 * rnd_unit();
+      /* The first round comes fast, so that every kind meets load. */
+      next_fault = now + (nscheduled <= NFIRST ? 0.8 + 1.2 * rnd_unit()
+                                               : 1.5 + 2.5 * rnd_unit());
     }
     sleep_s(0.05);
   }
@@ -1660,7 +1840,9 @@ int main(int argc, char **argv) {
   next_progress = th_now() + 5;
   while (!(settled = all_settled(&done, &dead, &sent)) &&
          th_now() < drain_deadline) {
-    R.shm->allow = done + dead + BACKLOG;
+    if (interrupted)
+      abandon_run();
+    R.shm->allow = done + dead + R.backlog;
     reap_children(1);
     after_cut_seen();
     if (th_now() >= next_progress) {
@@ -1701,7 +1883,7 @@ int main(int argc, char **argv) {
   json_object *h = json_object_new_object();
   harness_lines(h, w0, w_faults, w_end, calm_n, fault_n, starts, stores);
   int kinds_ok = 1;
-  for (int k = 0; k < NKINDS; k++) {
+  for (int k = 0; k < NKINDS && !R.unfenced; k++) {
     int n = 0;
     for (int i = 0; i < R.nfaults; i++)
       n += strcmp(R.faults[i].kind, all_kinds[k]) == 0;
@@ -1733,6 +1915,16 @@ int main(int argc, char **argv) {
   json_object_put(root);
 
   int pass = rep.pass && kinds_ok && settled;
+  if (R.unfenced) {
+    /* The run must fail, and for the planted reason. */
+    uint64_t fenced = rep.checks[FC_FENCED_OFF].count;
+    printf("\nfaults: unfenced run: the proxy rewrote the completing "
+           "statement on %ld connections; the checker reported %llu "
+           "fenced-off results (it must report some) and %s\n",
+           proxy_rewrites(), (unsigned long long)fenced,
+           rep.pass ? "passed the run" : "failed the run");
+    pass = fenced > 0 && !rep.pass && settled;
+  }
   fc_report_free(&rep);
   printf("\nfaults: %s (seed %llu); files in %s%s\n", pass ? "PASS" : "FAIL",
          (unsigned long long)R.seed, R.dir,

@@ -65,3 +65,9 @@ $$;
 CREATE TRIGGER grants_record
     AFTER INSERT OR UPDATE OR DELETE ON claimer.claims
     FOR EACH ROW EXECUTE FUNCTION faults.on_claim();
+
+-- For the harness's question while a process is stopped: has every lease
+-- it held been granted again?
+CREATE INDEX grants_token ON faults.grants (token);
+CREATE INDEX grants_item ON faults.grants (item_id, n);
+CREATE INDEX grants_worker ON faults.grants (worker_id) WHERE kind = 'grant';

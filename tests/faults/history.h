@@ -91,11 +91,14 @@
  *
  * faults.jsonl, one line per fault the schedule injected:
  *
- *   {"kind":"kill9","target":"work-3","wall":…,"recovered":…}
+ *   {"kind":"kill9","target":"work-3","wall":…,"ended":…,"recovered":…}
  *
  *   kind   kill9 | stop_cont | cut | cut_after_commit | blackhole |
  *          latency | terminate_backend | pg_restart | held_xmin |
  *          idle_in_tx | retry_storm (the checker counts any kind)
+ *   wall, ended  when the fault began and (optional) when it ended: a
+ *              SIGCONT, a blackhole's release, a restart's start; the
+ *              recovery time is counted from the end (from wall without)
  *   recovered  the wall time the system was next seen making progress
  *              (a result committed after the fault ended); absent when it
  *              never was

@@ -45,8 +45,16 @@
  *   hole             a blackhole: no byte is read or forwarded on any
  *                    connection (new ones are accepted and held too) ...
  *   release          ... until this, when traffic resumes as it was.
- *   latency MIN MAX  holds every chunk read, either way, MIN to MAX ms
- *                    (drawn per chunk) before forwarding it; 0 0 ends it.
+ *   latency MIN MAX [SEED]
+ *                    holds every chunk read, either way, MIN to MAX ms
+ *                    (drawn per chunk, from SEED when given) before
+ *                    forwarding it; 0 0 ends it.
+ *   rewrite FROM TO  (test-only surgery) replaces FROM by TO in what the
+ *                    clients send, both \xHH-escaped (\x20: a space) and
+ *                    of one length, so that no message's length changes;
+ *                    an occurrence split over two reads is missed.  Each
+ *                    chunk rewritten is logged ("rewrote 1 on connection
+ *                    4").
  *   arm N [TRIGGER]  the next N trigger matches cut (as COUNT does); a
  *                    TRIGGER given here replaces the first one, and may
  *                    spell any byte as \xHH (a NUL, for a name's end).
@@ -76,6 +84,7 @@
 
 #define BUF_SIZE 65536
 #define TRIGGER_MAX 1024
+#define REWRITE_MAX 400
 #define MAX_CONNS 256
 #define AFTER_TIMEOUT_S 10.0
 
@@ -134,11 +143,13 @@ static int nconns;
 static int stop_pipe[2] = {-1, -1};
 /* The control commands' state. */
 static int ctl_fd = -1;
-static char ctl_buf[512];
+static char ctl_buf[2048];
 static size_t ctl_len;
 static int hole;
 static long lat_min_ms, lat_max_ms;
 static uint64_t lat_rng = 0x2545f4914f6cdd1dull;
+static char rw_from[REWRITE_MAX], rw_to[REWRITE_MAX];
+static size_t rw_len;
 
 static void on_stop(int sig) {
   (void)sig;
@@ -348,6 +359,8 @@ static int flush_pending(pending_t *p, int fd) {
   return 0;
 }
 
+static void rewrite_chunk(conn_t *c, char *data, size_t n);
+
 /* Reads from the client.  Returns 0, or -1 to close the connection. */
 static int read_client(conn_t *c) {
   ssize_t n = recv(c->cfd, c->up.buf, sizeof c->up.buf, 0);
@@ -358,6 +371,7 @@ static int read_client(conn_t *c) {
     shutdown(c->sfd, SHUT_WR);
     return c->down.eof ? -1 : 0;
   }
+  rewrite_chunk(c, c->up.buf, (size_t)n);
   follow_client(c, (const unsigned char *)c->up.buf, (size_t)n);
   if (cuts_left > 0 && !c->cutting && find_trigger(c, c->up.buf, (size_t)n)) {
     cuts_left--;
@@ -417,13 +431,15 @@ static int usage(void) {
   return 2;
 }
 
-/* Sets the trigger from text with \xHH escapes.  Returns 0, or -1 when it
- * is empty, too long or badly escaped (the trigger is then unchanged). */
-static int set_trigger(const char *text) {
-  char buf[TRIGGER_MAX];
+/* Decodes text up to its end or its first space (the end is returned in
+ * *rest), with \xHH escapes, into buf.  Returns the length, or -1 when it
+ * is empty, longer than cap or badly escaped. */
+static long unescape(const char *text, char *buf, size_t cap,
+                     const char **rest) {
   size_t n = 0;
-  for (const char *s = text; *s; n++) {
-    if (n == sizeof buf)
+  const char *s = text;
+  for (; *s && *s != ' '; n++) {
+    if (n == cap)
       return -1;
     if (s[0] == '\\' && s[1] == 'x') {
       unsigned v = 0;
@@ -435,12 +451,54 @@ static int set_trigger(const char *text) {
       buf[n] = *s++;
     }
   }
-  if (n == 0)
+  if (rest)
+    *rest = s;
+  return n ? (long)n : -1;
+}
+
+/* Sets the trigger from text with \xHH escapes.  Returns 0, or -1 when it
+ * is empty, too long or badly escaped (the trigger is then unchanged). */
+static int set_trigger(const char *text) {
+  char buf[TRIGGER_MAX];
+  const char *rest;
+  long n = unescape(text, buf, sizeof buf, &rest);
+  if (n < 0 || *rest)
     return -1;
-  memcpy(trigger_buf, buf, n);
+  memcpy(trigger_buf, buf, (size_t)n);
   trigger = trigger_buf;
-  trigger_len = n;
+  trigger_len = (size_t)n;
   return 0;
+}
+
+/* "rewrite FROM TO": both with \xHH escapes (\x20 for a space), of the
+ * same length, so that no message's length changes. */
+static int set_rewrite(const char *text) {
+  char from[REWRITE_MAX], to[REWRITE_MAX];
+  const char *rest;
+  long nf = unescape(text, from, sizeof from, &rest);
+  if (nf < 0 || *rest != ' ')
+    return -1;
+  long nt = unescape(rest + 1, to, sizeof to, &rest);
+  if (nt != nf || *rest)
+    return -1;
+  memcpy(rw_from, from, (size_t)nf);
+  memcpy(rw_to, to, (size_t)nt);
+  rw_len = (size_t)nf;
+  return 0;
+}
+
+/* Rewrites every whole occurrence of rw_from in one chunk the client sent
+ * (one split over two reads is missed: the log's count tells). */
+static void rewrite_chunk(conn_t *c, char *data, size_t n) {
+  if (rw_len == 0)
+    return;
+  long k = 0;
+  for (char *at = data;
+       (at = memmem(at, n - (size_t)(at - data), rw_from, rw_len)) != NULL;
+       at += rw_len, k++)
+    memcpy(at, rw_to, rw_len);
+  if (k)
+    fprintf(stderr, "cutproxy: rewrote %ld on connection %d\n", k, c->id);
 }
 
 static void run_command(const char *line) {
@@ -461,9 +519,18 @@ static void run_command(const char *line) {
     fprintf(stderr, "cutproxy: blackhole off\n");
   } else if (sscanf(line, "latency %ld %ld", &a, &b) == 2 && a >= 0 && b >= a &&
              b <= 60000) {
+    unsigned long long seed = 0;
+    if (sscanf(line, "latency %*d %*d %llu", &seed) == 1 && seed)
+      lat_rng = seed;
     lat_min_ms = a;
     lat_max_ms = b;
     fprintf(stderr, "cutproxy: latency %ld-%ld ms\n", a, b);
+  } else if (strncmp(line, "rewrite ", 8) == 0) {
+    if (set_rewrite(line + 8) != 0) {
+      fprintf(stderr, "cutproxy: bad rewrite in \"%s\"\n", line);
+      return;
+    }
+    fprintf(stderr, "cutproxy: rewriting %zu bytes\n", rw_len);
   } else if (sscanf(line, "arm %ld", &a) == 1 && a >= 0) {
     const char *t = strchr(line + 4, ' ');
     if (t != NULL && set_trigger(t + 1) != 0) {
