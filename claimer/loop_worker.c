@@ -127,7 +127,8 @@ struct cl_job {
   uv_timer_t timer;
   cl_job_stop_cb stop_cb;
   void *stop_arg;
-  cl__ack_t ack; /* the outcome being sent, and how far (ack.h) */
+  cl__ack_t ack;     /* the outcome being sent, and how far (ack.h) */
+  int acking_logged; /* 1 + the op last logged as "acking" (debug) */
   char *result, *error;
   int retry;
   double retry_in;
@@ -603,11 +604,27 @@ static void note_start_ok(cl_worker_t *w) {
 
 static void on_ack(void *arg, int rc, PGresult *res);
 
+static const char *ack_op_name(cl__ack_op_t op) {
+  return op == CL__ACK_COMPLETE ? "complete"
+         : op == CL__ACK_FAIL   ? "fail"
+                                : "release";
+}
+
 /* Sends the statement the job's ack state names (ack.h): the outcome
- * itself, or its settling read. */
+ * itself, or its settling read.  At debug level each outcome is logged
+ * as it is first sent ("acking", again when a refused complete becomes a
+ * fail) and as it settles ("acked"), with the token: with "leased" they
+ * are the worker's history of operations (the fault harness reads it). */
 static void send_ack(cl_job_t *job) {
   cl_worker_t *w = job->w;
   char rbuf[64];
+  if (job->acking_logged != 1 + (int)job->ack.op &&
+      cl__event_on(&w->o.events, CL_LEVEL_DEBUG)) {
+    job->acking_logged = 1 + (int)job->ack.op;
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "acking", "item",
+              job->lease.item_id, "token", job->lease.token, "op",
+              ack_op_name(job->ack.op), NULL);
+  }
   cl__stmt_id_t id = cl__ack_stmt(&job->ack);
   const char *params[5] = {job->lease.item_id, job->lease.token};
   if (id == CL__STMT_COMPLETE) {
@@ -620,7 +637,7 @@ static void send_ack(cl_job_t *job) {
   }
   if (cl__loop_conn_send(w->a, id, params, on_ack, job) != 0) {
     cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
-              job->lease.item_id, "reason",
+              job->lease.item_id, "token", job->lease.token, "reason",
               "the connection is closed; the lease will expire", NULL);
     job_move(job, E_DROPPED);
   }
@@ -630,6 +647,13 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
   cl_worker_t *w = job->w;
   const char *item = job->lease.item_id;
   double took = (double)(uv_now(w->loop) - job->started_ms) / 1000.0;
+  if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+    cl__event(&w->o.events, CL_LEVEL_DEBUG, "acked", "item", item, "token",
+              job->lease.token, "op", ack_op_name(job->ack.op), "outcome",
+              rc == 0                ? (already ? "already" : "ok")
+              : rc == CL_ELEASE_LOST ? "lease_lost"
+                                     : "unknown",
+              NULL);
   if (rc == CL_ELEASE_LOST) {
     w->n_lost++;
     cl__event(&w->o.events, CL_LEVEL_WARNING, "lease_lost", "item", item,
@@ -865,6 +889,10 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     w->wait_tail = job;
     w->nwaiting++;
     w->n_claimed++;
+    if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
+      cl__event(&w->o.events, CL_LEVEL_DEBUG, "leased", "item",
+                job->lease.item_id, "token", job->lease.token, "attempt",
+                CL_EV_INT(job->lease.attempt), NULL);
     job_arm(job);
   }
   cl_leases_free(leases, n);

@@ -572,7 +572,8 @@ static void start_proc(proc_t *p) {
       argv[n++] = a[i];
   }
   argv[n++] = "--log-level";
-  argv[n++] = "info";
+  /* A worker's debug events are its history of operations (below). */
+  argv[n++] = p->kind == K_WORK ? "debug" : "info";
   argv[n++] = "--dsn";
   argv[n++] = R.pdsn;
   argv[n] = NULL;
@@ -1325,6 +1326,156 @@ static long effects_from_stores(void) {
   return n;
 }
 
+/* The workers' operations.  A `claimer work` daemon logs, at debug level,
+ * each lease it was granted ("leased"), each outcome as it is first sent
+ * ("acking", again when a refused complete is sent as a fail) and as it
+ * settles ("acked": ok, already, lease_lost or unknown), and an outcome
+ * it could not send ("ack_dropped"), each with item and token.  Here they
+ * become history lines, Jepsen-style like the rest: a claim is an ok claim
+ * of its one item; an outcome is an invoke, then ok, fail (the database
+ * refused it: lease lost, or a complete turned into a fail) or info; a
+ * daemon killed in between leaves the op open, which the checker settles
+ * from the final state.  Releases are not outcomes and are left out (the
+ * grants log records their end). */
+
+/* The value of key in one logfmt line (quoted or bare), or "" . */
+static void logfmt_get(const char *line, const char *key, char *out, size_t n) {
+  out[0] = '\0';
+  size_t klen = strlen(key);
+  for (const char *at = line; (at = strstr(at, key)) != NULL; at += klen) {
+    if ((at != line && at[-1] != ' ') || at[klen] != '=')
+      continue;
+    const char *v = at + klen + 1;
+    size_t k = 0;
+    if (*v == '"') {
+      for (v++; *v && *v != '"' && k + 1 < n; v++) {
+        if (*v == '\\' && v[1])
+          v++;
+        out[k++] = *v;
+      }
+    } else {
+      while (*v && *v != ' ' && *v != '\n' && k + 1 < n)
+        out[k++] = *v++;
+    }
+    out[k] = '\0';
+    return;
+  }
+}
+
+/* ts=2026-12-02T09:42:58.382Z as epoch seconds (0: unreadable). */
+static double logfmt_ts(const char *line) {
+  char ts[64];
+  logfmt_get(line, "ts", ts, sizeof ts);
+  struct tm tm = {0};
+  const char *rest = strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!rest)
+    return 0;
+  return (double)timegm(&tm) + (*rest == '.' ? atof(rest) : 0);
+}
+
+typedef struct {
+  char token[80], op[16];
+  long id;
+} open_op_t;
+
+static void op_line(int fd, const char *p, const char *op, long id,
+                    const char *type, double wall, const char *extra) {
+  char line[700];
+  snprintf(line, sizeof line,
+           "{\"p\":\"%s\",\"op\":\"%s\",\"id\":%ld,\"type\":\"%s\","
+           "\"wall\":%.6f%s}\n",
+           p, op, id, type, wall, extra);
+  append_line(fd, line);
+}
+
+static long history_from_worker_log(int fd, const proc_t *p, int start,
+                                    long *id) {
+  char log[800];
+  snprintf(log, sizeof log, "%s/logs/%s.%d.log", R.dir, p->name, start);
+  FILE *f = fopen(log, "r");
+  if (!f)
+    return 0;
+  open_op_t open[64];
+  int nopen = 0;
+  long n = 0;
+  char *line = NULL;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    char ev[32], item[64], token[80], op[16], outcome[24], extra[400];
+    logfmt_get(line, "event", ev, sizeof ev);
+    int leased = strcmp(ev, "leased") == 0, acking = strcmp(ev, "acking") == 0,
+        acked = strcmp(ev, "acked") == 0,
+        dropped = strcmp(ev, "ack_dropped") == 0;
+    if (!leased && !acking && !acked && !dropped)
+      continue;
+    logfmt_get(line, "item", item, sizeof item);
+    logfmt_get(line, "token", token, sizeof token);
+    logfmt_get(line, "op", op, sizeof op);
+    double wall = logfmt_ts(line);
+    if (!item[0] || !token[0] || wall <= 0 || strcmp(op, "release") == 0)
+      continue;
+    n++;
+    if (leased) {
+      snprintf(extra, sizeof extra,
+               ",\"worker\":\"%s\",\"items\":[\"%s\"],\"tokens\":[\"%s\"]",
+               p->name, item, token);
+      ++*id;
+      op_line(fd, p->name, "claim", *id, "invoke", wall, extra);
+      op_line(fd, p->name, "claim", *id, "ok", wall, "");
+      continue;
+    }
+    int k = 0;
+    while (k < nopen && strcmp(open[k].token, token) != 0)
+      k++;
+    if (acking || (acked && k == nopen)) {
+      if (k < nopen) /* a complete refused, sent again as a fail */
+        op_line(fd, p->name, open[k].op, open[k].id, "fail", wall, "");
+      else if (nopen < 64)
+        nopen++;
+      else
+        k = 0; /* more in flight than a worker holds: the oldest stays open */
+      snprintf(open[k].token, sizeof open[k].token, "%s", token);
+      snprintf(open[k].op, sizeof open[k].op, "%s", op);
+      open[k].id = ++*id;
+      snprintf(extra, sizeof extra, ",\"item\":\"%s\",\"token\":\"%s\"", item,
+               token);
+      op_line(fd, p->name, op, open[k].id, "invoke", wall, extra);
+      if (acking)
+        continue;
+    }
+    if (k == nopen)
+      continue; /* dropped with nothing open */
+    const char *type = "info";
+    if (acked) {
+      logfmt_get(line, "outcome", outcome, sizeof outcome);
+      type = strcmp(outcome, "ok") == 0 || strcmp(outcome, "already") == 0
+                 ? "ok"
+             : strcmp(outcome, "lease_lost") == 0 ? "fail"
+                                                  : "info";
+    }
+    op_line(fd, p->name, open[k].op, open[k].id, type, wall,
+            strcmp(type, "fail") == 0 ? ",\"error\":\"lease_lost\"" : "");
+    open[k] = open[--nopen];
+  }
+  free(line);
+  fclose(f);
+  return n;
+}
+
+/* Returns the number of log events turned into history lines. */
+static long history_from_worker_logs(void) {
+  int fd = open_append("history.jsonl");
+  long n = 0;
+  for (int i = 0; i < R.nprocs; i++) {
+    long id = 0;
+    if (R.procs[i].kind == K_WORK)
+      for (int s = 1; s <= R.procs[i].starts; s++)
+        n += history_from_worker_log(fd, &R.procs[i], s, &id);
+  }
+  close(fd);
+  return n;
+}
+
 static void dump_faults(void) {
   int fd = open_append("faults.jsonl");
   for (int i = 0; i < R.nfaults; i++) {
@@ -1371,6 +1522,9 @@ static void dump_state(long *starts, long *stores) {
        "FROM faults.grants g LEFT JOIN faults.grants s ON s.token = g.token "
        "AND s.kind = 'grant' ORDER BY g.n");
   dump_faults();
+  long events = history_from_worker_logs();
+  printf("  the workers' logs gave %ld operations' events to the history\n",
+         events);
   *starts = runs_from_starts();
   *stores = effects_from_stores();
 }
