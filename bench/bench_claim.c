@@ -1,14 +1,20 @@
 /*
  * bench_claim: claim+complete throughput of the claim protocol, with P
  * concurrent processes, either through libclaimer directly (claims in
- * batches, one complete per item) or through the `claimer` CLI (one claim
- * and one complete process per item, as a shell worker would run them).
+ * batches of B; each batch completed in one statement, cl_complete_many(),
+ * or with --complete one one cl_complete() per item) or through the
+ * `claimer` CLI (one claim and one complete process per item, as a shell
+ * worker would run them).
  * Reports items/s, the p50/p99 latency from claim to completed per item,
  * and the peak RSS of a worker process.  Figures, not a pass/fail test.
  *
  * usage: bench_claim [--dsn DSN] [--items N] [--procs P] [--batch B]
- *                    [--cli PATH_TO_CLAIMER]
- * Without --dsn: CLAIMER_DSN, else the embedded PostgreSQL.
+ *                    [--complete one|many] [--cli PATH_TO_CLAIMER]
+ *                    [--queue Q] [--enqueue-only | --no-enqueue]
+ * Without --dsn: CLAIMER_DSN, else the embedded PostgreSQL.  --queue names
+ * the queue (else a fresh one); --enqueue-only makes the N items and
+ * exits, --no-enqueue drains N items made before, so that a caller can
+ * measure the server's counters around the drain alone (bench/run).
  */
 #include <json-c/json.h>
 #include <stdio.h>
@@ -35,7 +41,8 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Claims and completes through the library until the queue is empty;
  * writes per-item latencies (seconds) to fd. */
-static int lib_worker(const char *dsn, const char *queue, int batch, int fd) {
+static int lib_worker(const char *dsn, const char *queue, int batch,
+                      int many, int fd) {
   cl_conn_t *c = NULL;
   if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
     return 1;
@@ -51,7 +58,31 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int fd) {
     }
     if (n == 0)
       break;
-    for (size_t i = 0; i < n; i++) {
+    if (many) {
+      cl_done_t *d = malloc(n * sizeof *d);
+      int *rcs = malloc(n * sizeof *rcs);
+      if (d == NULL || rcs == NULL)
+        return 1;
+      for (size_t i = 0; i < n; i++)
+        d[i] = (cl_done_t){l[i].item_id, l[i].token, "{\"ok\":true}"};
+      if (cl_complete_many(c, d, n, rcs, NULL) != 0) {
+        fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
+        return 1;
+      }
+      double lat = now_s() - t0;
+      for (size_t i = 0; i < n; i++) {
+        if (rcs[i] != 0) {
+          fprintf(stderr, "complete %s: %s\n", l[i].item_id,
+                  cl_err_name(rcs[i]));
+          return 1;
+        }
+        if (write(fd, &lat, sizeof lat) != sizeof lat)
+          return 1;
+      }
+      free(d);
+      free(rcs);
+    }
+    for (size_t i = 0; !many && i < n; i++) {
       if (cl_complete(c, l[i].item_id, l[i].token, "{\"ok\":true}", NULL) !=
           0) {
         fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
@@ -103,8 +134,8 @@ static int cli_worker(const char *cli, const char *dsn, const char *queue,
 }
 
 int main(int argc, char **argv) {
-  const char *dsn = getenv("CLAIMER_DSN"), *cli = NULL;
-  int items = 20000, procs = 1, batch = 16;
+  const char *dsn = getenv("CLAIMER_DSN"), *cli = NULL, *qname = NULL;
+  int items = 20000, procs = 1, batch = 16, many = 1, enqueue = 1, drain = 1;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--dsn") == 0 && i + 1 < argc)
       dsn = argv[++i];
@@ -116,9 +147,21 @@ int main(int argc, char **argv) {
       batch = atoi(argv[++i]);
     else if (strcmp(argv[i], "--cli") == 0 && i + 1 < argc)
       cli = argv[++i];
+    else if (strcmp(argv[i], "--queue") == 0 && i + 1 < argc)
+      qname = argv[++i];
+    else if (strcmp(argv[i], "--complete") == 0 && i + 1 < argc &&
+             (strcmp(argv[i + 1], "one") == 0 ||
+              strcmp(argv[i + 1], "many") == 0))
+      many = strcmp(argv[++i], "many") == 0;
+    else if (strcmp(argv[i], "--enqueue-only") == 0)
+      drain = 0;
+    else if (strcmp(argv[i], "--no-enqueue") == 0)
+      enqueue = 0;
     else {
       fprintf(stderr, "usage: bench_claim [--dsn DSN] [--items N] "
-                      "[--procs P] [--batch B] [--cli CLAIMER]\n");
+                      "[--procs P] [--batch B] [--complete one|many] "
+                      "[--cli CLAIMER] [--queue Q] "
+                      "[--enqueue-only | --no-enqueue]\n");
       return 2;
     }
   }
@@ -143,10 +186,13 @@ int main(int argc, char **argv) {
     return 1;
   }
   char queue[64];
-  snprintf(queue, sizeof queue, "bench_%ld_%d", (long)time(NULL), getpid());
+  if (qname != NULL)
+    snprintf(queue, sizeof queue, "%s", qname);
+  else
+    snprintf(queue, sizeof queue, "bench_%ld_%d", (long)time(NULL), getpid());
   cl_item_t *b = calloc(1000, sizeof *b);
   char(*ids)[100] = calloc(1000, sizeof *ids);
-  for (int at = 0; at < items; at += 1000) {
+  for (int at = 0; enqueue && at < items; at += 1000) {
     int m = items - at < 1000 ? items - at : 1000;
     for (int i = 0; i < m; i++) {
       snprintf(ids[i], sizeof ids[i], "%s-%d", queue, at + i);
@@ -160,6 +206,10 @@ int main(int argc, char **argv) {
   }
   free(b);
   free(ids);
+  if (!drain) {
+    cl_conn_free(&c);
+    return 0;
+  }
   int fds[2];
   if (pipe(fds) != 0)
     return 1;
@@ -169,7 +219,7 @@ int main(int argc, char **argv) {
     if (fork() == 0) {
       close(fds[0]);
       _exit(cli ? cli_worker(cli, dsn, queue, fds[1])
-                : lib_worker(dsn, queue, batch, fds[1]));
+                : lib_worker(dsn, queue, batch, many, fds[1]));
     }
   }
   close(fds[1]);
@@ -188,7 +238,7 @@ int main(int argc, char **argv) {
   getrusage(RUSAGE_CHILDREN, &ru);
   printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
          "p50=%.2f ms  p99=%.2f ms  peak RSS per worker=%ld KiB%s\n",
-         cli ? "cli" : "lib", procs, cli ? 1 : batch, n, (double)n / secs,
+         cli ? "cli" : many ? "lib" : "lib1", procs, cli ? 1 : batch, n, (double)n / secs,
          n ? lat[n / 2] * 1e3 : 0, n ? lat[(n * 99) / 100] * 1e3 : 0,
          ru.ru_maxrss, failed ? "  (A WORKER FAILED)" : "");
   free(lat);

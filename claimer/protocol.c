@@ -464,6 +464,54 @@ static void fail_fate(char *buf, size_t n, const cl_fail_info_t *fi) {
     snprintf(buf, n, "ready again at %s", fi->retry_at);
 }
 
+/* What cl_complete() returns for k, whose policy ended at end with last
+ * the code of its last statement; the messages on c.  Shared with
+ * cl_complete_many(). */
+static int complete_end(cl_conn_t *c, const ack_call_t *k, cl__ack_step_t end,
+                        int last, cl_complete_info_t *info) {
+  const char *item_id = k->item_id, *token = k->token;
+  info->retries = k->st.resends;
+  char fate[96];
+  switch (end) {
+  case CL__ACK_DONE:
+  case CL__ACK_ALREADY_DONE:
+    if (!k->st.converted) {
+      info->already = end == CL__ACK_ALREADY_DONE;
+      return 0;
+    }
+    /* The complete did not happen: an error, though the attempt is now
+     * ended (ack.h says why a refused complete becomes a fail). */
+    fail_fate(fate, sizeof fate, &k->fail);
+    cl__set_error(c, k->refused_state,
+                  "the result could not be stored: %s; the attempt was "
+                  "recorded as failed instead (item %s is %s)",
+                  k->refused, item_id, fate);
+    return CL_EDB;
+  case CL__ACK_LEASE_LOST:
+    cl__set_error(c, NULL,
+                  "lease lost: token %s no longer holds item %s (it expired "
+                  "and was reaped, or the item was completed by another "
+                  "lease); nothing was written%s%s",
+                  token, item_id,
+                  k->st.converted ? "; the result had been refused: " : "",
+                  k->st.converted ? k->refused : "");
+    return CL_ELEASE_LOST;
+  case CL__ACK_GIVE_UP:
+    if (k->st.converted) {
+      char last_error[512];
+      snprintf(last_error, sizeof last_error, "%s", cl_conn_last_error(c));
+      cl__set_error(c, k->refused_state,
+                    "the result could not be stored (%s), nor a failure in "
+                    "its place (%s); the lease is left to expire",
+                    k->refused, last_error);
+    }
+    return last;
+  default:
+    /* UNSETTLED: the connection stayed down; the last failure says so. */
+    return CL_ECONNLOST;
+  }
+}
+
 int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
                 const char *result, cl_complete_info_t *info) {
   cl_complete_info_t local;
@@ -490,45 +538,175 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
   info->retries = k.st.resends;
   if (rc != 0)
     return rc;
-  char fate[96];
-  switch (end) {
-  case CL__ACK_DONE:
-  case CL__ACK_ALREADY_DONE:
-    if (!k.st.converted) {
-      info->already = end == CL__ACK_ALREADY_DONE;
-      return 0;
+  return complete_end(c, &k, end, last, info);
+}
+
+/* cl_complete_many()'s items: where each stands. */
+enum { MANY_BATCH, MANY_SOLO, MANY_ENDED };
+
+/* Reads row j of a COMPLETE_MANY answer. */
+static cl__ack_got_t many_got(PGresult *res, int j) {
+  const char *v = PQgetvalue(res, j, 0);
+  if (strcmp(v, "ok") == 0)
+    return CL__ACK_GOT_OK;
+  if (strcmp(v, "already") == 0)
+    return CL__ACK_GOT_ALREADY;
+  return CL__ACK_GOT_NO_CLAIM;
+}
+
+/* One COMPLETE_MANY of the items of k marked MANY_BATCH (idx[0..m) their
+ * indexes).  Returns as cl__exec(), with the answer in *res. */
+static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
+                     size_t m, PGresult **res) {
+  const char **ids = malloc(m * sizeof *ids);
+  const char **toks = malloc(m * sizeof *toks);
+  const char **vals = malloc(m * sizeof *vals);
+  char *lit[3] = {NULL, NULL, NULL};
+  int rc = CL_ENOMEM;
+  if (ids != NULL && toks != NULL && vals != NULL) {
+    for (size_t j = 0; j < m; j++) {
+      ids[j] = k[idx[j]].item_id;
+      toks[j] = k[idx[j]].token;
+      vals[j] = k[idx[j]].result;
     }
-    /* The complete did not happen: an error, though the attempt is now
-     * ended (ack.h says why a refused complete becomes a fail). */
-    fail_fate(fate, sizeof fate, &k.fail);
-    cl__set_error(c, k.refused_state,
-                  "the result could not be stored: %s; the attempt was "
-                  "recorded as failed instead (item %s is %s)",
-                  k.refused, item_id, fate);
-    return CL_EDB;
-  case CL__ACK_LEASE_LOST:
-    cl__set_error(c, NULL,
-                  "lease lost: token %s no longer holds item %s (it expired "
-                  "and was reaped, or the item was completed by another "
-                  "lease); nothing was written%s%s",
-                  token, item_id,
-                  k.st.converted ? "; the result had been refused: " : "",
-                  k.st.converted ? k.refused : "");
-    return CL_ELEASE_LOST;
-  case CL__ACK_GIVE_UP:
-    if (k.st.converted) {
-      char last_error[512];
-      snprintf(last_error, sizeof last_error, "%s", cl_conn_last_error(c));
-      cl__set_error(c, k.refused_state,
-                    "the result could not be stored (%s), nor a failure in "
-                    "its place (%s); the lease is left to expire",
-                    k.refused, last_error);
+    lit[0] = cl__array_literal(ids, m);
+    lit[1] = cl__array_literal(toks, m);
+    lit[2] = cl__array_literal(vals, m);
+    if (lit[0] != NULL && lit[1] != NULL && lit[2] != NULL) {
+      const char *params[3] = {lit[0], lit[1], lit[2]};
+      rc = cl__exec(c, CL__STMT_COMPLETE_MANY, params, res);
     }
-    return last;
-  default:
-    /* UNSETTLED: the connection stayed down; the last failure says so. */
-    return CL_ECONNLOST;
   }
+  for (int i = 0; i < 3; i++)
+    free(lit[i]);
+  free(ids);
+  free(toks);
+  free(vals);
+  return rc;
+}
+
+int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
+                     cl_complete_info_t *infos) {
+  if (n == 0)
+    return 0;
+  if (n > CL_COMPLETE_MANY_MAX || items == NULL || rcs == NULL) {
+    cl__set_error(c, NULL, "complete count %zu is out of range 1..%d", n,
+                  CL_COMPLETE_MANY_MAX);
+    return CL_EINVAL;
+  }
+  if (infos != NULL)
+    memset(infos, 0, n * sizeof *infos);
+  /* Every item is checked before anything is sent. */
+  for (size_t i = 0; i < n; i++) {
+    int rc = check_token(c, items[i].item_id, items[i].token);
+    char why[256];
+    if (rc == 0 && items[i].result != NULL &&
+        cl_check_json(items[i].result, strlen(items[i].result), why,
+                      sizeof why) != 0) {
+      cl__set_error(c, NULL, "result: %s", why);
+      rc = CL_EJSON;
+    }
+    if (rc != 0) {
+      char msg[600];
+      snprintf(msg, sizeof msg, "%s", cl_conn_last_error(c));
+      cl__set_error(c, NULL, "item %zu of %zu: %s; nothing was sent", i + 1,
+                    n, msg);
+      return rc;
+    }
+  }
+  ack_call_t *k = calloc(n, sizeof *k);
+  size_t *idx = malloc(n * sizeof *idx);
+  unsigned char *where = calloc(n, 1);
+  cl__ack_step_t *end = malloc(n * sizeof *end);
+  int *last = calloc(n, sizeof *last);
+  int rc = 0;
+  if (k == NULL || idx == NULL || where == NULL || end == NULL ||
+      last == NULL) {
+    rc = CL_ENOMEM;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    k[i].item_id = items[i].item_id;
+    k[i].token = items[i].token;
+    k[i].result = items[i].result;
+    cl__ack_init(&k[i].st, CL__ACK_COMPLETE, CL__RESEND_LIMIT);
+    end[i] = CL__ACK_GIVE_UP;
+  }
+  /* The batch, sent whole and again whole after a lost connection; every
+   * answer steps each item's own policy (ack.h).  What a batch cannot do
+   * goes on item by item below: the settling read, and everything after a
+   * database error, which the batch does not count against any item (one
+   * refused result must not turn its batch-mates into failures). */
+  long delay = 100;
+  for (;;) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+      if (where[i] == MANY_BATCH)
+        idx[m++] = i;
+    if (m == 0)
+      break;
+    PGresult *res = NULL;
+    int src = many_send(c, k, idx, m, &res);
+    if (src == CL_EAUTH || src == CL_ESCHEMA || src == CL_ENOMEM) {
+      PQclear(res);
+      rc = src;
+      goto out;
+    }
+    int lost = src == CL_ECONNLOST || src == CL_ECONNECT;
+    if (!lost && (src != 0 || PQntuples(res) != (int)m)) {
+      PQclear(res);
+      for (size_t j = 0; j < m; j++)
+        where[idx[j]] = MANY_SOLO;
+      continue;
+    }
+    int again = 0;
+    for (size_t j = 0; j < m; j++) {
+      size_t i = idx[j];
+      cl__ack_got_t got = lost ? CL__ACK_GOT_CONN_LOST : many_got(res, (int)j);
+      cl__ack_step_t step = cl__ack_step(&k[i].st, got);
+      last[i] = src;
+      if (step == CL__ACK_RESEND)
+        again = 1;
+      else if (step == CL__ACK_SETTLE)
+        where[i] = MANY_SOLO;
+      else {
+        end[i] = step;
+        where[i] = MANY_ENDED;
+      }
+    }
+    PQclear(res);
+    if (again && lost && cl__reconnect_backoff(c, &delay) == CL_EAUTH) {
+      rc = CL_EAUTH;
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (where[i] != MANY_SOLO)
+      continue;
+    rc = ack_run(c, &k[i], &end[i], &last[i]);
+    if (rc != 0)
+      goto out;
+    where[i] = MANY_ENDED;
+  }
+  for (size_t i = 0; i < n; i++) {
+    cl_complete_info_t local = {0};
+    rcs[i] = complete_end(c, &k[i], end[i], last[i],
+                          infos != NULL ? &infos[i] : &local);
+  }
+out:
+  if (rc != 0 && k != NULL && where != NULL)
+    for (size_t i = 0; i < n; i++)
+      if (where[i] != MANY_ENDED)
+        rcs[i] = rc;
+  if (k != NULL)
+    for (size_t i = 0; i < n; i++)
+      free(k[i].error);
+  free(k);
+  free(idx);
+  free(where);
+  free(end);
+  free(last);
+  return rc;
 }
 
 int cl_fail(cl_conn_t *c, const char *item_id, const char *token,

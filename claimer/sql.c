@@ -107,6 +107,47 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       EXISTS (SELECT 1 FROM claimer.results r"
     "                WHERE r.item_id = $1 AND r.token = $2)"},
 
+  /* Many completes in one statement and one commit: $1 item ids, $2
+   * their tokens, $3 their results (NULL elements for null).  The same
+   * per item as COMPLETE (fenced by the token, G3; "already" read back for
+   * a resend, G9): one row per input, in input order, with 'ok' (this
+   * statement recorded it), 'already' (a result with this token was there
+   * before it) or 'lost' (the token holds no lease).  Everything joins on
+   * (item_id, token), so one item twice in a batch under two tokens (a
+   * lease lost and granted again to the same worker) cannot pair one
+   * token's claim with the other's result.  Results go in in item_id
+   * order, the same in every batch, so that batches cannot deadlock on
+   * the unique index. */
+  [CL__STMT_COMPLETE_MANY] = {"claimer_complete_many", CL__STMT_NPARAMS_COMPLETE_MANY,
+    "WITH input AS ("
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])"
+    "    WITH ORDINALITY AS t(item_id, token, result, ord)"
+    "), del AS ("
+    "  DELETE FROM claimer.claims c USING input"
+    "   WHERE c.item_id = input.item_id AND c.token = input.token"
+    "  RETURNING c.item_id, c.queue, c.token, c.worker_id, c.attempt,"
+    "            input.result"
+    "), res AS ("
+    "  INSERT INTO claimer.results (item_id, queue, token, worker_id, attempt,"
+    "                               result)"
+    "  SELECT item_id, queue, token, worker_id, attempt,"
+    "         coalesce(result, 'null') FROM del ORDER BY item_id"
+    "  RETURNING item_id, token, attempt"
+    "), upd AS ("
+    "  UPDATE claimer.items i SET state = 'done', attempts = res.attempt,"
+    "         finished_at = now()"
+    "    FROM res WHERE i.item_id = res.item_id"
+    "  RETURNING i.item_id"
+    ")"
+    "SELECT CASE WHEN res.item_id IS NOT NULL THEN 'ok'"
+    "            WHEN EXISTS (SELECT 1 FROM claimer.results r"
+    "                          WHERE r.item_id = input.item_id"
+    "                            AND r.token = input.token) THEN 'already'"
+    "            ELSE 'lost' END"
+    "  FROM input LEFT JOIN res"
+    "    ON res.item_id = input.item_id AND res.token = input.token"
+    " ORDER BY input.ord"},
+
   /* The settling reads of G9, sent as their own statements (so with a
    * fresh snapshot) after a resend found no claim. */
   [CL__STMT_COMPLETE_CHECK] = {"claimer_complete_check", CL__STMT_NPARAMS_COMPLETE_CHECK,

@@ -12,6 +12,7 @@
   XX(CLAIM, 4)                                                                 \
   XX(COMPLETE, 3)                                                              \
   XX(COMPLETE_CHECK, 2)                                                        \
+  XX(COMPLETE_MANY, 3)                                                         \
   XX(FAIL, 5)                                                                  \
   XX(FAIL_CHECK, 2)                                                            \
   XX(RELEASE, 2)                                                               \

@@ -289,6 +289,35 @@ typedef struct cl_complete_info {
 CL_EXTERN int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
                           const char *result, cl_complete_info_t *info);
 
+/* One item of cl_complete_many(). */
+typedef struct cl_done {
+  const char *item_id;
+  const char *token;
+  const char *result; /* JSON text, NULL for null */
+} cl_done_t;
+
+#define CL_COMPLETE_MANY_MAX 10000
+
+/* Completes items[0..n) as cl_complete() would each, but in one statement
+ * and one commit: rcs[i] gets what cl_complete() would have returned for
+ * item i (0 done, also when an earlier call with that token had done it,
+ * infos[i].already; CL_ELEASE_LOST; CL_EDB for a result the database
+ * refused, the attempt recorded as failed instead; CL_ECONNLOST), and
+ * infos[i] (infos may be NULL) the rest.  Fencing is per item (G3): a lost
+ * lease refuses that item alone.  After a lost connection the batch is
+ * sent again whole with the same tokens, and each item settles on its own
+ * (G9); after a database error on the batch (one result it will not
+ * store, a deadlock), every item goes on alone under cl_complete()'s
+ * policy, so that one item's refusal is never another's.  Every item is
+ * checked first: a bad one fails the call with CL_EINVAL or CL_EJSON,
+ * naming it, before anything is sent.  Returns 0 when every rcs[i] is
+ * set, or a code that stopped the call (CL_EAUTH, CL_ESCHEMA, CL_ENOMEM;
+ * then the items it did not settle have that code in rcs).  The message
+ * on c is the last item's that failed.  n is at most CL_COMPLETE_MANY_MAX;
+ * 0 does nothing. */
+CL_EXTERN int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n,
+                               int *rcs, cl_complete_info_t *infos);
+
 typedef struct cl_fail_info {
   int dead;          /* 1: the item is dead (attempts spent, or no retry) */
   int attempts;      /* attempts spent so far */

@@ -334,6 +334,68 @@ static void test_complete_cut_after_commit(void **state) {
   proxy_stop(&f->proxy);
 }
 
+/* Many completes in one statement, the connection cut after the batch's
+ * COMMIT was forwarded (mode "after": every item reads back as already
+ * done on the resend) or before the batch reached the server ("before":
+ * the resend does it).  Either way each item has one result, with its own
+ * token, and no claim is left. */
+static void complete_many_cut(fixture_t *f, const char *mode) {
+  require_own_server();
+  char trigger[64], id1[80], id2[80];
+  snprintf(trigger, sizeof trigger, "amb-many-%s", mode);
+  snprintf(id1, sizeof id1, "%s-1", trigger);
+  snprintf(id2, sizeof id2, "%s-2", trigger);
+  cl_lease_t *l1 = enqueue_and_claim(f, id1, 0);
+  cl_lease_t *l2 = enqueue_and_claim(f, id2, 0);
+  start_proxy(f, trigger, mode, 1);
+  cl_conn_t *pc = proxied_conn(f);
+  cl_done_t items[] = {{id1, l1->token, "{\"r\":1}"},
+                       {id2, l2->token, "{\"r\":2}"}};
+  int rcs[2] = {-1, -1};
+  cl_complete_info_t infos[2];
+  int rc = cl_complete_many(pc, items, 2, rcs, infos);
+  if (rc != 0 || rcs[0] != 0 || rcs[1] != 0)
+    fail_msg("cl_complete_many: %s, items %s %s: %s", cl_err_name(rc),
+             cl_err_name(rcs[0]), cl_err_name(rcs[1]), cl_conn_last_error(pc));
+  int after = strcmp(mode, "after") == 0;
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(infos[i].already, after);
+    assert_true(infos[i].retries >= 1);
+  }
+  assert_int_equal(proxy_cuts(&f->proxy), 1);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE (item_id = '%s' AND token = '%s' AND "
+                          "result = '{\"r\":1}'::jsonb) OR (item_id = '%s' "
+                          "AND token = '%s' AND result = '{\"r\":2}'::jsonb)",
+                          id1, l1->token, id2, l2->token),
+                   2);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.results "
+                          "WHERE item_id LIKE '%s%%'",
+                          trigger),
+                   2);
+  assert_int_equal(q_long(f,
+                          "SELECT count(*) FROM claimer.claims "
+                          "WHERE item_id LIKE '%s%%'",
+                          trigger),
+                   0);
+  assert_item_state(f, id1, "done");
+  assert_item_state(f, id2, "done");
+  cl_conn_free(&pc);
+  cl_leases_free(l1, 1);
+  cl_leases_free(l2, 1);
+  proxy_stop(&f->proxy);
+}
+
+static void test_complete_many_cut_after_commit(void **state) {
+  complete_many_cut(*state, "after");
+}
+
+static void test_complete_many_cut_before_send(void **state) {
+  complete_many_cut(*state, "before");
+}
+
 /* The first send never reaches the server: the retry completes for real. */
 static void test_complete_cut_before_send(void **state) {
   fixture_t *f = *state;
@@ -846,6 +908,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_complete_cut_after_commit, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_cut_after_commit,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_cut_before_send,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_complete_cut_before_send, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_cli_complete_cut_after_commit, setup,

@@ -183,6 +183,129 @@ static void test_fencing_complete(void **state) {
   cl_leases_free(second, 1);
 }
 
+/* Many completes in one statement: fencing per item (a lost lease
+ * refuses that item alone, even beside the item's new holder in the same
+ * batch), one transaction for all (one xid on every result), a resend
+ * settles per item, bad input refuses the whole call before anything is
+ * sent. */
+static void test_complete_many(void **state) {
+  fixture_t *f = *state;
+  enqueue_one(f->c, "ma", "q", NULL, 0);
+  enqueue_one(f->c, "mb", "q", NULL, 0);
+  enqueue_one(f->c, "mc", "q", NULL, 0);
+  cl_lease_t *a = claim_one(f->c, "q", "w1", 30);
+  cl_lease_t *b = claim_one(f->c, "q", "w1", 30);
+  cl_lease_t *old = claim_one(f->c, "q", "w1", 0.2);
+  assert_string_equal(old->item_id, "mc");
+  th_exec(f->raw, "UPDATE claimer.claims SET lease_until = now() - "
+                  "interval '1 second' WHERE item_id = 'mc'");
+  cl_reap_info_t ri = {0};
+  assert_int_equal(cl_reap(f->c, 100, &ri), 0);
+  assert_int_equal(ri.expired, 1);
+  cl_lease_t *fresh = claim_one(f->c, "q", "w1", 30);
+  assert_string_equal(fresh->item_id, "mc");
+  cl_done_t items[] = {{a->item_id, a->token, "{\"n\":1}"},
+                       {b->item_id, b->token, NULL},
+                       {old->item_id, old->token, "{\"stale\":1}"},
+                       {fresh->item_id, fresh->token, "{\"n\":3}"}};
+  int rcs[4] = {-1, -1, -1, -1};
+  cl_complete_info_t infos[4];
+  assert_int_equal(cl_complete_many(f->c, items, 4, rcs, infos), 0);
+  assert_int_equal(rcs[0], 0);
+  assert_int_equal(rcs[1], 0);
+  assert_int_equal(rcs[2], CL_ELEASE_LOST);
+  assert_int_equal(rcs[3], 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(infos[i].already, 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 3);
+  assert_int_equal(th_long(f->raw, "SELECT count(DISTINCT xid) FROM "
+                                   "claimer.results"),
+                   1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results "
+                                   "WHERE item_id = 'mb' AND result = 'null'"),
+                   1);
+  char q[256];
+  snprintf(q, sizeof q,
+           "SELECT count(*) FROM claimer.results WHERE item_id = 'mc' AND "
+           "token = '%s' AND result = '{\"n\":3}'",
+           fresh->token);
+  assert_int_equal(th_long(f->raw, q), 1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "state = 'done'"),
+                   3);
+  assert_int_equal(th_long(f->raw, "SELECT attempts FROM claimer.items WHERE "
+                                   "item_id = 'mc'"),
+                   2);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims"), 0);
+  /* The same batch again (a resend): each reads back as already done,
+   * the stale token is still refused, nothing new is written. */
+  assert_int_equal(cl_complete_many(f->c, items, 4, rcs, infos), 0);
+  assert_int_equal(rcs[0], 0);
+  assert_int_equal(infos[0].already, 1);
+  assert_int_equal(rcs[1], 0);
+  assert_int_equal(infos[1].already, 1);
+  assert_int_equal(rcs[2], CL_ELEASE_LOST);
+  assert_int_equal(rcs[3], 0);
+  assert_int_equal(infos[3].already, 1);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.results"), 3);
+  /* Bad input: the whole call is refused, naming the item. */
+  enqueue_one(f->c, "md", "q", NULL, 0);
+  cl_lease_t *d = claim_one(f->c, "q", "w1", 30);
+  cl_done_t bad[] = {{d->item_id, d->token, "{}"},
+                     {d->item_id, "not-a-token", "{}"}};
+  assert_int_equal(cl_complete_many(f->c, bad, 2, rcs, NULL), CL_EINVAL);
+  assert_non_null(strstr(cl_conn_last_error(f->c), "item 2 of 2"));
+  cl_done_t badjson[] = {{d->item_id, d->token, "{nope"}};
+  assert_int_equal(cl_complete_many(f->c, badjson, 1, rcs, NULL), CL_EJSON);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims "
+                                   "WHERE item_id = 'md'"),
+                   1);
+  assert_int_equal(cl_complete_many(f->c, bad, 0, rcs, NULL), 0);
+  cl_leases_free(a, 1);
+  cl_leases_free(b, 1);
+  cl_leases_free(old, 1);
+  cl_leases_free(fresh, 1);
+  cl_leases_free(d, 1);
+}
+
+/* One result the database refuses (a trigger here) does not make its
+ * batch-mates fail: the batch is given up, every item goes on alone, the
+ * refused one ends its attempt as a failure (as cl_complete's), the others
+ * complete. */
+static void test_complete_many_one_refused(void **state) {
+  fixture_t *f = *state;
+  th_exec(f->raw,
+          "CREATE FUNCTION public.refuse_mr() RETURNS trigger LANGUAGE plpgsql "
+          "AS $$ BEGIN IF NEW.item_id = 'mr2' THEN RAISE EXCEPTION "
+          "'refused by the test'; END IF; RETURN NEW; END $$");
+  th_exec(f->raw, "CREATE TRIGGER refuse_mr BEFORE INSERT ON claimer.results "
+                  "FOR EACH ROW EXECUTE FUNCTION public.refuse_mr()");
+  enqueue_one(f->c, "mr1", "q", NULL, 0);
+  enqueue_one(f->c, "mr2", "q", NULL, 0);
+  enqueue_one(f->c, "mr3", "q", NULL, 0);
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "q", "w1", 3, 30, &l, &n), 0);
+  assert_int_equal(n, 3);
+  cl_done_t items[3];
+  for (int i = 0; i < 3; i++)
+    items[i] = (cl_done_t){l[i].item_id, l[i].token, "{\"ok\":true}"};
+  int rcs[3] = {-1, -1, -1};
+  assert_int_equal(cl_complete_many(f->c, items, 3, rcs, NULL), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(rcs[i], strcmp(l[i].item_id, "mr2") == 0 ? CL_EDB : 0);
+  assert_non_null(strstr(cl_conn_last_error(f->c), "refused by the test"));
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "state = 'done'"),
+                   2);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items WHERE "
+                                   "item_id = 'mr2' AND state = 'ready' AND "
+                                   "attempts = 1 AND last_error LIKE "
+                                   "'the result could not be stored%'"),
+                   1);
+  cl_leases_free(l, n);
+}
+
 static void test_fencing_fail_and_heartbeat(void **state) {
   fixture_t *f = *state;
   enqueue_one(f->c, "i1", "q", NULL, 0);
@@ -458,6 +581,9 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_claim_complete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fencing_complete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_one_refused, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_fencing_fail_and_heartbeat, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_fail_backoff_then_dead, setup,
