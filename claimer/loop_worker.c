@@ -129,6 +129,8 @@ struct cl_job {
   void *stop_arg;
   cl__ack_t ack;     /* the outcome being sent, and how far (ack.h) */
   int acking_logged; /* 1 + the op last logged as "acking" (debug) */
+  struct cl_job *bnext; /* the completes waiting for the next batch */
+  int solo; /* 1: its complete goes alone (its batch was refused) */
   char *result, *error;
   int retry;
   double retry_in;
@@ -152,6 +154,11 @@ struct cl_worker {
   cl_job_t *jobs; /* doubly linked, all live jobs */
   cl_job_t *wait_head, *wait_tail;
   int nwaiting, running, acking;
+  /* Completes wait here (FIFO through bnext) while a COMPLETE_MANY is out:
+   * everything that finished during one round trip goes in the next
+   * statement and commit, and a complete with none out goes at once. */
+  cl_job_t *batch_head, *batch_tail;
+  int batch_inflight;
   int claim_inflight, hb_inflight, registered;
   int reg_ok; /* registered on the current connection */
   int reg_inflight;
@@ -187,6 +194,7 @@ static void maybe_claim(cl_worker_t *w);
 static void fill(cl_worker_t *w);
 static void maybe_finish(cl_worker_t *w);
 static void send_ack(cl_job_t *job);
+static void batch_kick(cl_worker_t *w);
 static int paused(cl_worker_t *w);
 static void send_register(cl_worker_t *w);
 static void begin_stop(cl_worker_t *w);
@@ -626,6 +634,16 @@ static void send_ack(cl_job_t *job) {
               ack_op_name(job->ack.op), NULL);
   }
   cl__stmt_id_t id = cl__ack_stmt(&job->ack);
+  if (id == CL__STMT_COMPLETE && !job->solo) {
+    job->bnext = NULL;
+    if (w->batch_tail)
+      w->batch_tail->bnext = job;
+    else
+      w->batch_head = job;
+    w->batch_tail = job;
+    batch_kick(w);
+    return;
+  }
   const char *params[5] = {job->lease.item_id, job->lease.token};
   if (id == CL__STMT_COMPLETE) {
     params[2] = job->result;
@@ -686,6 +704,9 @@ static void ack_settled(cl_job_t *job, int rc, int already) {
 
 /* An acknowledgement's answer: the policy of ack.h says what comes next,
  * and this only carries it out (sends, events, counters). */
+static void ack_answer(cl_job_t *job, cl__ack_got_t got, int rc,
+                       const cl_fail_info_t *fi);
+
 static void on_ack(void *arg, int rc, PGresult *res) {
   cl_job_t *job = arg;
   cl_worker_t *w = job->w;
@@ -697,6 +718,15 @@ static void on_ack(void *arg, int rc, PGresult *res) {
   assert(job_acking(job));
   cl_fail_info_t info = {0};
   cl__ack_got_t got = cl__parse_ack(&job->ack, rc, res, &info);
+  ack_answer(job, got, rc, &info);
+}
+
+/* Carries out what the policy says after an answer got (rc the request's
+ * code; fi the fail's answer, when it is one). */
+static void ack_answer(cl_job_t *job, cl__ack_got_t got, int rc,
+                       const cl_fail_info_t *fi) {
+  cl_worker_t *w = job->w;
+  cl_fail_info_t info = *fi;
   if (job->ack.op == CL__ACK_FAIL &&
       (got == CL__ACK_GOT_OK || got == CL__ACK_GOT_ALREADY)) {
     if (job->state == J_SETTLING)
@@ -752,6 +782,151 @@ static void on_ack(void *arg, int rc, PGresult *res) {
     ack_settled(job, rc != 0 ? rc : CL_EDB, 0);
     return;
   }
+}
+
+/* Completes in batches.  One COMPLETE_MANY is out at a time; completes
+ * reported meanwhile wait in the worker's FIFO and go in the next one, so
+ * that under load one statement and one commit settle everything that
+ * finished during a round trip, and an idle worker's complete goes at
+ * once.  Each job keeps its own ack policy (ack.h): the batch's answer is
+ * one outcome per job, stepped as a COMPLETE's would be.  A lost
+ * connection resends the same jobs (RESEND puts them back in the FIFO);
+ * the settling read goes alone; a database error on the batch (one result
+ * it will not store, a deadlock) sends each of its jobs alone from then
+ * on, so that one job's refusal is never counted against another. */
+
+/* At most this many completes, and about this many bytes of results, in
+ * one statement. */
+#define BATCH_MAX 1000
+#define BATCH_BYTES (1u << 20)
+
+typedef struct batch_ctx {
+  cl_worker_t *w;
+  size_t n;
+  cl_job_t *jobs[];
+} batch_ctx_t;
+
+static void on_batch(void *arg, int rc, PGresult *res) {
+  batch_ctx_t *b = arg;
+  cl_worker_t *w = b->w;
+  int lost = rc == CL_ECONNLOST || rc == CL_ECONNECT;
+  int refused = !lost && (rc != 0 || PQntuples(res) != (int)b->n);
+  if (refused && rc == 0)
+    cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_batch_failed", "error",
+              "the answer does not have one row per complete", NULL);
+  else if (refused)
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_batch_refused", "n",
+              CL_EV_INT(b->n), "error", cl__loop_conn_error(w->a), "outcome",
+              "each complete is sent alone", NULL);
+  /* Resends go back in the FIFO; the next batch goes once all are in. */
+  for (size_t i = 0; i < b->n; i++) {
+    cl_job_t *job = b->jobs[i];
+    if (lost && w->closing) {
+      job_move(job, E_DROPPED);
+      continue;
+    }
+    if (refused) {
+      job->solo = 1;
+      send_ack(job);
+      continue;
+    }
+    cl__ack_got_t got = CL__ACK_GOT_CONN_LOST;
+    if (!lost) {
+      const char *v = PQgetvalue(res, (int)i, 0);
+      got = strcmp(v, "ok") == 0        ? CL__ACK_GOT_OK
+            : strcmp(v, "already") == 0 ? CL__ACK_GOT_ALREADY
+                                        : CL__ACK_GOT_NO_CLAIM;
+    }
+    cl_fail_info_t none = {0};
+    ack_answer(job, got, rc, &none);
+  }
+  free(b);
+  w->batch_inflight = 0;
+  batch_kick(w);
+  if (!w->closing)
+    maybe_finish(w);
+}
+
+static void batch_kick(cl_worker_t *w) {
+  if (w->batch_inflight || w->batch_head == NULL || w->closing)
+    return;
+  size_t n = 0, bytes = 0;
+  for (cl_job_t *j = w->batch_head; j && n < BATCH_MAX && bytes < BATCH_BYTES;
+       j = j->bnext) {
+    n++;
+    bytes += j->result ? strlen(j->result) : 0;
+  }
+  batch_ctx_t *b = malloc(sizeof *b + n * sizeof b->jobs[0]);
+  const char **col = malloc(3 * n * sizeof *col);
+  if (b == NULL || col == NULL) {
+    free(b);
+    free(col);
+    /* Out of memory: the oldest goes alone instead. */
+    cl_job_t *job = w->batch_head;
+    w->batch_head = job->bnext;
+    if (w->batch_head == NULL)
+      w->batch_tail = NULL;
+    job->solo = 1;
+    send_ack(job);
+    return;
+  }
+  b->w = w;
+  b->n = n;
+  for (size_t i = 0; i < n; i++) {
+    cl_job_t *job = w->batch_head;
+    w->batch_head = job->bnext;
+    job->bnext = NULL;
+    b->jobs[i] = job;
+    col[i] = job->lease.item_id;
+    col[n + i] = job->lease.token;
+    col[2 * n + i] = job->result;
+  }
+  if (w->batch_head == NULL)
+    w->batch_tail = NULL;
+  char *lit[3];
+  for (int k = 0; k < 3; k++)
+    lit[k] = cl__array_literal(col + (size_t)k * n, n);
+  free(col);
+  int rc = CL_ENOMEM;
+  if (lit[0] && lit[1] && lit[2]) {
+    const char *params[3] = {lit[0], lit[1], lit[2]};
+    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY, params, on_batch, b);
+  }
+  for (int k = 0; k < 3; k++)
+    free(lit[k]);
+  if (rc == 0) {
+    w->batch_inflight = 1;
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    cl_job_t *job = b->jobs[i];
+    if (rc == CL_ENOMEM) {
+      job->solo = 1;
+      send_ack(job);
+      continue;
+    }
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
+              job->lease.item_id, "token", job->lease.token, "reason",
+              "the connection is closed; the lease will expire", NULL);
+    job_move(job, E_DROPPED);
+  }
+  free(b);
+}
+
+/* The stop closes the connection: completes still waiting for a batch
+ * can never be sent. */
+static void batch_drop_waiting(cl_worker_t *w) {
+  while (w->batch_head) {
+    cl_job_t *job = w->batch_head;
+    w->batch_head = job->bnext;
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
+              job->lease.item_id, "token", job->lease.token, "reason",
+              "the worker stopped before it could be sent; the lease will "
+              "expire",
+              NULL);
+    job_move(job, E_DROPPED);
+  }
+  w->batch_tail = NULL;
 }
 
 /* The handler's report of kind; what becomes of it (sent as given,
@@ -1233,6 +1408,7 @@ static void close_handles(cl_worker_t *w) {
 static void close_all(cl_worker_t *w) {
   if (w->closing)
     return;
+  batch_drop_waiting(w);
   cl__event(&w->o.events, CL_LEVEL_INFO, "stopped", "worker", w->name,
             "claimed", CL_EV_INT(w->n_claimed), "completed",
             CL_EV_INT(w->n_completed), "failed", CL_EV_INT(w->n_failed), "lost",
