@@ -458,6 +458,90 @@ static void test_lease_lost_discards_result(void **state) {
   finish(fx, 0);
 }
 
+/* The held job of item id, or fails the test. */
+static cl_job_t *held_job(wfx_t *fx, const char *id) {
+  for (int i = 0; i < fx->nheld; i++)
+    if (strcmp(cl_job_item_id(fx->held[i]), id) == 0)
+      return fx->held[i];
+  fail_msg("no held job for %s", id);
+  return NULL;
+}
+
+/* Completes reported together go in batches: the first at once, alone,
+ * the rest (reported while it was out) in one statement and one commit.
+ * A batch the database refuses (one result a trigger rejects) sends each
+ * of its jobs alone: the others complete, the refused one ends its
+ * attempt as a failure, as a complete sent alone would. */
+static void test_completes_batched(void **state) {
+  wfx_t *fx = *state;
+  char id[32];
+  for (int i = 1; i <= 12; i++) {
+    snprintf(id, sizeof id, "h-%02d", i);
+    enqueue(fx, id, "bq", NULL, 0);
+  }
+  cl_worker_opts_t o;
+  opts_for(fx, &o, fx->dsn);
+  o.concurrency = 16;
+  worker_start(fx, &o, "bq");
+  LT_RUN_UNTIL(&fx->lt, fx->nheld == 12, 10);
+  cl_job_t *jobs[12];
+  for (int i = 0; i < 12; i++) {
+    snprintf(id, sizeof id, "h-%02d", i + 1);
+    jobs[i] = held_job(fx, id);
+  }
+  for (int i = 0; i < 12; i++) {
+    assert_int_equal(cl_job_complete(jobs[i], "{\"b\": 1}"), 0);
+    unhold(fx, jobs[i]);
+  }
+  LT_RUN_UNTIL(&fx->lt, lt_events_count(&fx->ev, "completed", NULL) == 12, 10);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.results"),
+                   12);
+  assert_int_equal(th_long(fx->pg, "SELECT count(DISTINCT xid) FROM "
+                                   "claimer.results"),
+                   2);
+  assert_int_equal(th_long(fx->pg, "SELECT count(DISTINCT xid) FROM "
+                                   "claimer.results WHERE item_id <> 'h-01'"),
+                   1);
+
+  th_exec(fx->pg,
+          "CREATE FUNCTION public.refuse_r3() RETURNS trigger LANGUAGE "
+          "plpgsql AS $$ BEGIN IF NEW.item_id = 'h-r3' THEN RAISE EXCEPTION "
+          "'refused by the test'; END IF; RETURN NEW; END $$");
+  th_exec(fx->pg, "CREATE TRIGGER refuse_r3 BEFORE INSERT ON claimer.results "
+                  "FOR EACH ROW EXECUTE FUNCTION public.refuse_r3()");
+  for (int i = 1; i <= 4; i++) {
+    snprintf(id, sizeof id, "h-r%d", i);
+    enqueue(fx, id, "bq", NULL, 0);
+  }
+  LT_RUN_UNTIL(&fx->lt, fx->nheld == 4, 10);
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof id, "h-r%d", i + 1);
+    jobs[i] = held_job(fx, id);
+  }
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(cl_job_complete(jobs[i], "{\"b\": 2}"), 0);
+    unhold(fx, jobs[i]);
+  }
+  LT_RUN_UNTIL(&fx->lt,
+               lt_events_count(&fx->ev, "completed", NULL) == 15 &&
+                   lt_events_count(&fx->ev, "failed", "item=h-r3", NULL) == 1,
+               10);
+  assert_int_equal(
+      lt_events_count(&fx->ev, "ack_batch_refused", "n=3", NULL), 1);
+  assert_item(fx, "h-r1", "done", 1);
+  assert_item(fx, "h-r2", "done", 1);
+  assert_item(fx, "h-r4", "done", 1);
+  assert_item(fx, "h-r3", "ready", 1);
+  assert_int_equal(rows_of(fx, "claimer.items", "h-r3",
+                           "last_error LIKE 'the result could not be "
+                           "stored: %refused by the test%'"),
+                   1);
+  assert_int_equal(rows_of(fx, "claimer.results", "h-r3", NULL), 0);
+  th_exec(fx->pg, "DROP TRIGGER refuse_r3 ON claimer.results");
+  /* Its retry (after the backoff) would be held: stop before. */
+  finish(fx, 0);
+}
+
 /* The worker's backend is killed while a job runs: the worker reconnects
  * by itself, and the job's completion, reported after that, is recorded
  * with the lease it still holds. */
@@ -526,6 +610,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_drain_timeout_stops_jobs, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_lease_lost_discards_result, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_completes_batched, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_reconnects_and_acks, setup,
                                       teardown),
