@@ -5,8 +5,8 @@
  * all.  Parameters are always bound, never spliced into the text.
  *
  * The shapes, and why:
- *  - claim picks candidates from the ready index with FOR UPDATE SKIP
- *    LOCKED, so concurrent claimers take different rows instead of queueing
+ *  - claim (claimer.claim() of schema/008) picks candidates from the
+ *    ready index with FOR UPDATE SKIP LOCKED, so concurrent claimers take different rows instead of queueing
  *    behind one another on the oldest item, then INSERTs their claim rows
  *    ON CONFLICT DO NOTHING: the unique claims.item_id stays the arbiter
  *    (G2).  A candidate re-checked after a concurrent commit must still be
@@ -62,30 +62,11 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     ")"
     "SELECT first.ord FROM first JOIN ins USING (item_id), wake"},
 
+  /* In a function (008) whose plans are generic: planned once per
+   * session, not on every call. */
   [CL__STMT_CLAIM] = {"claimer_claim", CL__STMT_NPARAMS_CLAIM,
-    "WITH cand AS ("
-    "  SELECT item_id, attempts, max_attempts FROM claimer.items"
-    "   WHERE queue = $1 AND state = 'ready' AND run_at <= now()"
-    "   ORDER BY priority DESC, run_at, item_id"
-    "   LIMIT $2"
-    "   FOR UPDATE SKIP LOCKED"
-    "), ins AS ("
-    "  INSERT INTO claimer.claims (item_id, queue, worker_id, token, attempt,"
-    "                              lease_until)"
-    "  SELECT item_id, $1, $3, claimer.new_token(), attempts + 1,"
-    "         now() + $4::float8 * interval '1 second'"
-    "    FROM cand"
-    "  ON CONFLICT (item_id) DO NOTHING"
-    "  RETURNING item_id, token, attempt, lease_until"
-    "), upd AS ("
-    "  UPDATE claimer.items i SET state = 'leased'"
-    "    FROM ins WHERE i.item_id = ins.item_id"
-    "  RETURNING i.item_id, i.payload, i.max_attempts, i.priority, i.run_at"
-    ")"
-    "SELECT ins.item_id, ins.token, ins.attempt, upd.max_attempts,"
-    "       upd.payload::text, claimer.rfc3339(ins.lease_until)"
-    "  FROM ins JOIN upd USING (item_id)"
-    " ORDER BY upd.priority DESC, upd.run_at, ins.item_id"},
+    "SELECT item_id, token, attempt, max_attempts, payload, lease_until"
+    "  FROM claimer.claim($1, $2::int, $3, $4::float8)"},
 
   [CL__STMT_COMPLETE] = {"claimer_complete", CL__STMT_NPARAMS_COMPLETE,
     "WITH del AS ("
@@ -107,46 +88,15 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "       EXISTS (SELECT 1 FROM claimer.results r"
     "                WHERE r.item_id = $1 AND r.token = $2)"},
 
-  /* Many completes in one statement and one commit: $1 item ids, $2
-   * their tokens, $3 their results (NULL elements for null).  The same
-   * per item as COMPLETE (fenced by the token, G3; "already" read back for
-   * a resend, G9): one row per input, in input order, with 'ok' (this
-   * statement recorded it), 'already' (a result with this token was there
-   * before it) or 'lost' (the token holds no lease).  Everything joins on
-   * (item_id, token), so one item twice in a batch under two tokens (a
-   * lease lost and granted again to the same worker) cannot pair one
-   * token's claim with the other's result.  Results go in in item_id
-   * order, the same in every batch, so that batches cannot deadlock on
-   * the unique index. */
+  /* Many completes in one statement and one commit, fenced per item
+   * (G3) and read back per item (G9): the function of schema/008 says
+   * how.  $1 item ids, $2 their tokens, $3 their results (NULL elements
+   * for null); one row per input, in input order: 'ok', 'already' or
+   * 'lost'. */
   [CL__STMT_COMPLETE_MANY] = {"claimer_complete_many", CL__STMT_NPARAMS_COMPLETE_MANY,
-    "WITH input AS ("
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])"
-    "    WITH ORDINALITY AS t(item_id, token, result, ord)"
-    "), del AS ("
-    "  DELETE FROM claimer.claims c USING input"
-    "   WHERE c.item_id = input.item_id AND c.token = input.token"
-    "  RETURNING c.item_id, c.queue, c.token, c.worker_id, c.attempt,"
-    "            input.result"
-    "), res AS ("
-    "  INSERT INTO claimer.results (item_id, queue, token, worker_id, attempt,"
-    "                               result)"
-    "  SELECT item_id, queue, token, worker_id, attempt,"
-    "         coalesce(result, 'null') FROM del ORDER BY item_id"
-    "  RETURNING item_id, token, attempt"
-    "), upd AS ("
-    "  UPDATE claimer.items i SET state = 'done', attempts = res.attempt,"
-    "         finished_at = now()"
-    "    FROM res WHERE i.item_id = res.item_id"
-    "  RETURNING i.item_id"
-    ")"
-    "SELECT CASE WHEN res.item_id IS NOT NULL THEN 'ok'"
-    "            WHEN EXISTS (SELECT 1 FROM claimer.results r"
-    "                          WHERE r.item_id = input.item_id"
-    "                            AND r.token = input.token) THEN 'already'"
-    "            ELSE 'lost' END"
-    "  FROM input LEFT JOIN res"
-    "    ON res.item_id = input.item_id AND res.token = input.token"
-    " ORDER BY input.ord"},
+    "SELECT outcome FROM claimer.complete_many($1::text[], $2::text[],"
+    "                                          $3::jsonb[])"
+    " ORDER BY ord"},
 
   /* The settling reads of G9, sent as their own statements (so with a
    * fresh snapshot) after a resend found no claim. */

@@ -119,6 +119,34 @@ BEGIN
 END
 $f$;
 
+-- COMPLETE_MANY of the items with p_sess's tokens, in one statement, as
+-- the worker's batch and cl_complete_many read it: each item's outcome,
+-- in the order given.
+CREATE FUNCTION iso.complete_many(p_sess text, VARIADIC p_items text[])
+RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+    r record;
+    got text[] := ARRAY[]::text[];
+    toks text[] := ARRAY[]::text[];
+    res jsonb[] := ARRAY[]::jsonb[];
+    i integer := 0;
+BEGIN
+    FOR i IN 1 .. cardinality(p_items) LOOP
+        toks := toks || iso.tok('claim', p_sess, p_items[i]);
+        res := res || jsonb_build_object('by', p_sess);
+    END LOOP;
+    i := 0;
+    FOR r IN EXECUTE @STMT:COMPLETE_MANY@ USING p_items, toks, res LOOP
+        i := i + 1;
+        got := got || format('%s %s', p_items[i],
+                             CASE r.outcome WHEN 'ok' THEN 'completed'
+                                            WHEN 'already' THEN 'already completed'
+                                            ELSE 'lease lost' END);
+    END LOOP;
+    RETURN iso.list(got, false);
+END
+$f$;
+
 -- COMPLETE_CHECK, the settling read of G9: does a result carry my token?
 CREATE FUNCTION iso.complete_check(p_sess text, p_item text)
 RETURNS text LANGUAGE plpgsql AS $f$
