@@ -13,6 +13,11 @@
  *
  * usage: bench_work [--dsn DSN] [--claimer PATH] [--example PATH]
  *                   [--items N] [--exec-items N] [--samples N]
+ *                   [--one inproc|exec,PROCS,CONCURRENCY [--no-insert]]
+ * --one runs that one throughput case and prints "items/s=X rss_kib=Y";
+ * with --no-insert it drains the N items the caller put in queue
+ * bench-work (so that the caller can read the server's counters around
+ * the drain alone: bench/run).
  * Without --dsn: CLAIMER_DSN, else the embedded PostgreSQL.  Figures, not
  * a pass/fail test.
  */
@@ -87,19 +92,23 @@ static pid_t spawn(char *const argv[]) {
 static const char *dsn, *claimer_bin, *example_bin;
 
 /* One throughput run.  Returns items/s and the largest peak RSS (KiB). */
+static int no_insert;
+
 static double run_throughput(PGconn *p, int exec, int procs, int conc,
                              long items, long *rss_kib) {
   /* Only the benchmark's own queues are touched: the embedded database may
    * hold the user's items. */
-  run_sql(p, "DELETE FROM claimer.items WHERE queue = 'bench-work'");
   char sql[256];
-  snprintf(sql, sizeof sql,
-           "INSERT INTO claimer.items (item_id, queue, payload) SELECT "
-           "'bench-work-' || g, 'bench-work', jsonb_build_object('n', g) "
-           "FROM "
-           "generate_series(1, %ld) g",
-           items);
-  run_sql(p, sql);
+  if (!no_insert) {
+    run_sql(p, "DELETE FROM claimer.items WHERE queue = 'bench-work'");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO claimer.items (item_id, queue, payload) SELECT "
+             "'bench-work-' || g, 'bench-work', jsonb_build_object('n', g) "
+             "FROM "
+             "generate_series(1, %ld) g",
+             items);
+    run_sql(p, sql);
+  }
   pid_t pids[16];
   char cbuf[16];
   snprintf(cbuf, sizeof cbuf, "%d", conc);
@@ -211,6 +220,7 @@ static void run_latency(PGconn *p, int samples) {
 int main(int argc, char **argv) {
   long items = 20000, exec_items = 2000;
   int samples = 200;
+  const char *one = NULL;
   static const struct option opts[] = {
       {"dsn", required_argument, NULL, 'd'},
       {"claimer", required_argument, NULL, 'c'},
@@ -218,6 +228,8 @@ int main(int argc, char **argv) {
       {"items", required_argument, NULL, 'n'},
       {"exec-items", required_argument, NULL, 'x'},
       {"samples", required_argument, NULL, 's'},
+      {"one", required_argument, NULL, 'o'},
+      {"no-insert", no_argument, NULL, 'i'},
       {NULL, 0, NULL, 0}};
   int ch;
   dsn = getenv("CLAIMER_DSN");
@@ -241,10 +253,17 @@ int main(int argc, char **argv) {
     case 's':
       samples = atoi(optarg);
       break;
+    case 'o':
+      one = optarg;
+      break;
+    case 'i':
+      no_insert = 1;
+      break;
     default:
       fprintf(stderr, "usage: bench_work [--dsn DSN] [--claimer PATH] "
                       "[--example PATH] [--items N] [--exec-items N] "
-                      "[--samples N]\n");
+                      "[--samples N] [--one inproc|exec,P,C [--no-insert]]"
+                      "\n");
       return 2;
     }
   }
@@ -265,6 +284,24 @@ int main(int argc, char **argv) {
   if (PQstatus(p) != CONNECTION_OK) {
     fprintf(stderr, "bench_work: %s", PQerrorMessage(p));
     return 1;
+  }
+  if (one != NULL) {
+    char mode[16];
+    int np = 0, nc = 0;
+    if (sscanf(one, "%15[a-z],%d,%d", mode, &np, &nc) != 3 ||
+        (strcmp(mode, "inproc") != 0 && strcmp(mode, "exec") != 0) ||
+        np < 1 || np > 16 || nc < 1 || nc > 10000 || items < 1) {
+      fprintf(stderr, "bench_work: --one wants inproc|exec,PROCS (1..16),"
+                      "CONCURRENCY (1..10000), not '%s'\n",
+              one);
+      return 2;
+    }
+    long rss = 0;
+    double rate =
+        run_throughput(p, strcmp(mode, "exec") == 0, np, nc, items, &rss);
+    printf("items/s=%.0f rss_kib=%ld\n", rate, rss);
+    PQfinish(p);
+    return 0;
   }
   run_latency(p, samples);
   static const int procs[] = {1, 2, 4}, concs[] = {1, 8, 32};
