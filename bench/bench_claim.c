@@ -41,8 +41,8 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Claims and completes through the library until the queue is empty;
  * writes per-item latencies (seconds) to fd. */
-static int lib_worker(const char *dsn, const char *queue, int batch,
-                      int many, int fd) {
+static int lib_worker(const char *dsn, const char *queue, int batch, int many,
+                      int fd) {
   cl_conn_t *c = NULL;
   if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
     return 1;
@@ -238,9 +238,12 @@ int main(int argc, char **argv) {
   getrusage(RUSAGE_CHILDREN, &ru);
   printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
          "p50=%.2f ms  p99=%.2f ms  peak RSS per worker=%ld KiB%s\n",
-         cli ? "cli" : many ? "lib" : "lib1", procs, cli ? 1 : batch, n, (double)n / secs,
-         n ? lat[n / 2] * 1e3 : 0, n ? lat[(n * 99) / 100] * 1e3 : 0,
-         ru.ru_maxrss, failed ? "  (A WORKER FAILED)" : "");
+         cli    ? "cli"
+         : many ? "lib"
+                : "lib1",
+         procs, cli ? 1 : batch, n, (double)n / secs, n ? lat[n / 2] * 1e3 : 0,
+         n ? lat[(n * 99) / 100] * 1e3 : 0, ru.ru_maxrss,
+         failed ? "  (A WORKER FAILED)" : "");
   free(lat);
   cl_conn_free(&c);
   return failed || n != (size_t)items;

@@ -289,10 +289,11 @@ int main(int argc, char **argv) {
     char mode[16];
     int np = 0, nc = 0;
     if (sscanf(one, "%15[a-z],%d,%d", mode, &np, &nc) != 3 ||
-        (strcmp(mode, "inproc") != 0 && strcmp(mode, "exec") != 0) ||
-        np < 1 || np > 16 || nc < 1 || nc > 10000 || items < 1) {
-      fprintf(stderr, "bench_work: --one wants inproc|exec,PROCS (1..16),"
-                      "CONCURRENCY (1..10000), not '%s'\n",
+        (strcmp(mode, "inproc") != 0 && strcmp(mode, "exec") != 0) || np < 1 ||
+        np > 16 || nc < 1 || nc > 10000 || items < 1) {
+      fprintf(stderr,
+              "bench_work: --one wants inproc|exec,PROCS (1..16),"
+              "CONCURRENCY (1..10000), not '%s'\n",
               one);
       return 2;
     }

@@ -127,10 +127,10 @@ struct cl_job {
   uv_timer_t timer;
   cl_job_stop_cb stop_cb;
   void *stop_arg;
-  cl__ack_t ack;     /* the outcome being sent, and how far (ack.h) */
-  int acking_logged; /* 1 + the op last logged as "acking" (debug) */
+  cl__ack_t ack;        /* the outcome being sent, and how far (ack.h) */
+  int acking_logged;    /* 1 + the op last logged as "acking" (debug) */
   struct cl_job *bnext; /* the completes waiting for the next batch */
-  int solo; /* 1: its complete goes alone (its batch was refused) */
+  int solo;             /* 1: its complete goes alone (its batch was refused) */
   char *result, *error;
   int retry;
   double retry_in;

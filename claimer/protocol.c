@@ -609,8 +609,8 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
     if (rc != 0) {
       char msg[600];
       snprintf(msg, sizeof msg, "%s", cl_conn_last_error(c));
-      cl__set_error(c, NULL, "item %zu of %zu: %s; nothing was sent", i + 1,
-                    n, msg);
+      cl__set_error(c, NULL, "item %zu of %zu: %s; nothing was sent", i + 1, n,
+                    msg);
       return rc;
     }
   }

@@ -6,12 +6,13 @@
  *
  * The shapes, and why:
  *  - claim (claimer.claim() of schema/008) picks candidates from the
- *    ready index with FOR UPDATE SKIP LOCKED, so concurrent claimers take different rows instead of queueing
- *    behind one another on the oldest item, then INSERTs their claim rows
- *    ON CONFLICT DO NOTHING: the unique claims.item_id stays the arbiter
- *    (G2).  A candidate re-checked after a concurrent commit must still be
- *    'ready' (READ COMMITTED re-evaluates the WHERE on the locked row), so a
- *    done item is never claimed.
+ *    ready index with FOR UPDATE SKIP LOCKED, so concurrent claimers take
+ *    different rows instead of queueing behind one another on the oldest
+ *    item, then INSERTs their claim rows ON CONFLICT DO NOTHING: the
+ *    unique claims.item_id stays the arbiter (G2).  A candidate re-checked
+ *    after a concurrent commit must still be 'ready' (READ COMMITTED
+ *    re-evaluates the WHERE on the locked row), so a done item is never
+ *    claimed.
  *  - complete, fail and release delete the claim row only where the token
  *    matches (G3): zero rows deleted means the lease is gone.  complete then
  *    reads back whether a result with this token exists, which settles a

@@ -494,8 +494,7 @@ static void test_completes_batched(void **state) {
     unhold(fx, jobs[i]);
   }
   LT_RUN_UNTIL(&fx->lt, lt_events_count(&fx->ev, "completed", NULL) == 12, 10);
-  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.results"),
-                   12);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.results"), 12);
   assert_int_equal(th_long(fx->pg, "SELECT count(DISTINCT xid) FROM "
                                    "claimer.results"),
                    2);
@@ -526,8 +525,8 @@ static void test_completes_batched(void **state) {
                lt_events_count(&fx->ev, "completed", NULL) == 15 &&
                    lt_events_count(&fx->ev, "failed", "item=h-r3", NULL) == 1,
                10);
-  assert_int_equal(
-      lt_events_count(&fx->ev, "ack_batch_refused", "n=3", NULL), 1);
+  assert_int_equal(lt_events_count(&fx->ev, "ack_batch_refused", "n=3", NULL),
+                   1);
   assert_item(fx, "h-r1", "done", 1);
   assert_item(fx, "h-r2", "done", 1);
   assert_item(fx, "h-r4", "done", 1);
@@ -611,8 +610,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_lease_lost_discards_result, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_completes_batched, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_completes_batched, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reconnects_and_acks, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_exits_without_schema, setup,
