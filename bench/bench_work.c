@@ -14,6 +14,9 @@
  * usage: bench_work [--dsn DSN] [--claimer PATH] [--example PATH]
  *                   [--items N] [--exec-items N] [--samples N]
  *                   [--one inproc|exec,PROCS,CONCURRENCY [--no-insert]]
+ *                   [--latency inproc|exec]
+ * --latency runs the enqueue-to-start measure alone with that handler and
+ * prints "latency mode=M samples=N p50_ms=X p99_ms=Y max_ms=Z".
  * --one runs that one throughput case and prints "items/s=X rss_kib=Y";
  * with --no-insert it drains the N items the caller put in queue
  * bench-work (so that the caller can read the server's counters around
@@ -151,8 +154,16 @@ static double run_throughput(PGconn *p, int exec, int procs, int conc,
   return (double)items / took;
 }
 
-static void run_latency(PGconn *p, int samples) {
+/* Enqueue-to-start of an idle worker woken by NOTIFY: with exec, the
+ * handler is `claimer work --exec` (poll 60 s, so only NOTIFY wakes it)
+ * and "start" its shell's `date`; in-process, claimer-example-worker with
+ * DELAY_MS -1 (its handler stamps the wall clock; no fork in the
+ * measurement).  Prints the figures, and with machine a line
+ * "latency mode=M samples=N p50_ms=X p99_ms=Y max_ms=Z". */
+static void run_latency(PGconn *p, int samples, int exec, int machine) {
   run_sql(p, "DELETE FROM claimer.items WHERE queue = 'bench-lat'");
+  char *inproc_argv[] = {
+      (char *)example_bin, (char *)dsn, "bench-lat", "4", "-1", NULL};
   /* A long poll interval: only NOTIFY can wake the worker quickly. */
   char *argv[] = {(char *)claimer_bin,
                   "work",
@@ -169,7 +180,7 @@ static void run_latency(PGconn *p, int samples) {
                   "--exec",
                   "printf '%s' \"$(date +%s.%N)\"",
                   NULL};
-  pid_t pid = spawn(argv);
+  pid_t pid = spawn(exec ? argv : inproc_argv);
   sleep_ms(1000); /* connected and idle */
   cl_conn_t *c = NULL;
   if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0) {
@@ -210,17 +221,23 @@ static void run_latency(PGconn *p, int samples) {
   waitpid(pid, NULL, 0);
   cl_conn_free(&c);
   qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-  if (n > 0)
-    printf("enqueue-to-start (NOTIFY, poll 60 s): samples=%d  p50=%.1f ms  "
-           "p99=%.1f ms  max=%.1f ms\n",
-           n, lat[n / 2], lat[(int)(n * 0.99)], lat[n - 1]);
+  if (n > 0 && machine)
+    printf("latency mode=%s samples=%d p50_ms=%.2f p99_ms=%.2f "
+           "max_ms=%.2f\n",
+           exec ? "exec" : "inproc", n, lat[n / 2], lat[(int)(n * 0.99)],
+           lat[n - 1]);
+  else if (n > 0)
+    printf("enqueue-to-start (NOTIFY, %s): samples=%d  p50=%.2f ms  "
+           "p99=%.2f ms  max=%.2f ms\n",
+           exec ? "exec handler, poll 60 s" : "in-process handler", n,
+           lat[n / 2], lat[(int)(n * 0.99)], lat[n - 1]);
   free(lat);
 }
 
 int main(int argc, char **argv) {
   long items = 20000, exec_items = 2000;
   int samples = 200;
-  const char *one = NULL;
+  const char *one = NULL, *latency = NULL;
   static const struct option opts[] = {
       {"dsn", required_argument, NULL, 'd'},
       {"claimer", required_argument, NULL, 'c'},
@@ -230,6 +247,7 @@ int main(int argc, char **argv) {
       {"samples", required_argument, NULL, 's'},
       {"one", required_argument, NULL, 'o'},
       {"no-insert", no_argument, NULL, 'i'},
+      {"latency", required_argument, NULL, 'l'},
       {NULL, 0, NULL, 0}};
   int ch;
   dsn = getenv("CLAIMER_DSN");
@@ -259,10 +277,14 @@ int main(int argc, char **argv) {
     case 'i':
       no_insert = 1;
       break;
+    case 'l':
+      latency = optarg;
+      break;
     default:
       fprintf(stderr, "usage: bench_work [--dsn DSN] [--claimer PATH] "
                       "[--example PATH] [--items N] [--exec-items N] "
-                      "[--samples N] [--one inproc|exec,P,C [--no-insert]]"
+                      "[--samples N] [--one inproc|exec,P,C [--no-insert]] "
+                      "[--latency inproc|exec]"
                       "\n");
       return 2;
     }
@@ -304,7 +326,18 @@ int main(int argc, char **argv) {
     PQfinish(p);
     return 0;
   }
-  run_latency(p, samples);
+  if (latency != NULL) {
+    if (strcmp(latency, "inproc") != 0 && strcmp(latency, "exec") != 0) {
+      fprintf(stderr, "bench_work: --latency wants inproc or exec, not '%s'\n",
+              latency);
+      return 2;
+    }
+    run_latency(p, samples, strcmp(latency, "exec") == 0, 1);
+    PQfinish(p);
+    return 0;
+  }
+  run_latency(p, samples, 0, 0);
+  run_latency(p, samples, 1, 0);
   static const int procs[] = {1, 2, 4}, concs[] = {1, 8, 32};
   for (int exec = 0; exec < 2; exec++) {
     long n = exec ? exec_items : items;

@@ -7,12 +7,15 @@
  *
  *   claimer-example-worker DSN QUEUE [CONCURRENCY [DELAY_MS]]
  *
- * DELAY_MS 0 answers at once: the benchmark's no-op handler.
+ * DELAY_MS 0 answers at once: the benchmark's no-op handler.  -1 answers
+ * at once with the wall clock at the handler's start as the result (a JSON
+ * number of seconds), for bench_work's enqueue-to-start latency.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "claimer/worker.h"
 #include "log.h"
@@ -52,6 +55,16 @@ static void on_stop(cl_job_t *job, void *arg, cl_stop_reason_t why) {
 
 static void on_job(cl_job_t *job, void *arg) {
   uv_loop_t *loop = arg;
+  if (delay_ms < 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char now[64];
+    snprintf(now, sizeof now, "%lld.%06ld", (long long)ts.tv_sec,
+             ts.tv_nsec / 1000);
+    if (cl_job_complete(job, now) != 0)
+      (void)cl_job_fail(job, "cannot store the result", 1, -1);
+    return;
+  }
   if (delay_ms == 0) {
     if (cl_job_complete(job, "{\"ok\":true}") != 0)
       (void)cl_job_fail(job, "cannot store the result", 1, -1);
