@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -350,6 +351,27 @@ pid_t th_spawn(const char *const argv[], const char *log_path) {
   if (pid < 0)
     fail_msg("fork: %s", strerror(errno));
   return pid;
+}
+
+int th_wait_sigterm_caught(pid_t pid, double timeout_s) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  double end = th_now() + timeout_s;
+  while (th_now() < end) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      return 0;
+    char line[256];
+    unsigned long long mask = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+      if (sscanf(line, "SigCgt: %llx", &mask) == 1)
+        break;
+    fclose(f);
+    if (mask & (1ULL << (SIGTERM - 1)))
+      return 1;
+    usleep(10 * 1000);
+  }
+  return 0;
 }
 
 int th_wait_exit(pid_t pid, double timeout_s) {

@@ -67,6 +67,13 @@ long th_long(PGconn *pg, const char *sql);
  * is not NULL.  The environment is the caller's less CLAIMER_DSN. */
 int th_run(const char *const argv[], const char *stdin_data, char **output);
 
+/* Waits up to timeout_s for process pid to catch SIGTERM (its handler in
+ * place, as /proc/PID/status's SigCgt shows), so that a SIGTERM sent to
+ * a process just spawned asks it to stop instead of killing it before its
+ * handlers exist.  Returns 1 when it does, 0 on the timeout or when the
+ * process is gone. */
+int th_wait_sigterm_caught(pid_t pid, double timeout_s);
+
 /* Starts argv (argv[0] a path, or a name found in PATH) in a process
  * group of its own, stdin from /dev/null, stdout and stderr written to
  * log_path (truncated first).  Returns its pid, or fails the test. */

@@ -151,6 +151,9 @@ static int logs_count(fx_t *fx, const char *needle) {
 }
 
 static void stop(pid_t pid) {
+  /* A sender restarted a moment ago may not have its handler yet: a
+   * SIGTERM then would kill it (exit 143) rather than drain it. */
+  th_wait_sigterm_caught(pid, 10);
   kill(-pid, SIGTERM);
   assert_int_equal(th_wait_exit(pid, 20), 0);
 }
