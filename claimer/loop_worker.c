@@ -830,13 +830,8 @@ static void on_batch(void *arg, int rc, PGresult *res) {
       send_ack(job);
       continue;
     }
-    cl__ack_got_t got = CL__ACK_GOT_CONN_LOST;
-    if (!lost) {
-      const char *v = PQgetvalue(res, (int)i, 0);
-      got = strcmp(v, "ok") == 0        ? CL__ACK_GOT_OK
-            : strcmp(v, "already") == 0 ? CL__ACK_GOT_ALREADY
-                                        : CL__ACK_GOT_NO_CLAIM;
-    }
+    cl__ack_got_t got =
+        lost ? CL__ACK_GOT_CONN_LOST : cl__parse_many_row(res, (int)i);
     cl_fail_info_t none = {0};
     ack_answer(job, got, rc, &none);
   }
@@ -884,14 +879,11 @@ static void batch_kick(cl_worker_t *w) {
   if (w->batch_head == NULL)
     w->batch_tail = NULL;
   char *lit[3];
-  for (int k = 0; k < 3; k++)
-    lit[k] = cl__array_literal(col + (size_t)k * n, n);
+  int rc = cl__many_params(col, n, lit);
   free(col);
-  int rc = CL_ENOMEM;
-  if (lit[0] && lit[1] && lit[2]) {
-    const char *params[3] = {lit[0], lit[1], lit[2]};
-    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY, params, on_batch, b);
-  }
+  if (rc == 0)
+    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY,
+                            (const char *const *)lit, on_batch, b);
   for (int k = 0; k < 3; k++)
     free(lit[k]);
   if (rc == 0) {

@@ -331,6 +331,27 @@ cl__ack_got_t cl__parse_ack(const cl__ack_t *a, int rc, PGresult *res,
   }
 }
 
+int cl__many_params(const char *const *col, size_t n, char *lit[3]) {
+  for (int i = 0; i < 3; i++)
+    lit[i] = cl__array_literal(col + (size_t)i * n, n);
+  if (lit[0] != NULL && lit[1] != NULL && lit[2] != NULL)
+    return 0;
+  for (int i = 0; i < 3; i++) {
+    free(lit[i]);
+    lit[i] = NULL;
+  }
+  return CL_ENOMEM;
+}
+
+cl__ack_got_t cl__parse_many_row(const PGresult *res, int i) {
+  const char *v = PQgetvalue(res, i, 0);
+  if (strcmp(v, "ok") == 0)
+    return CL__ACK_GOT_OK;
+  if (strcmp(v, "already") == 0)
+    return CL__ACK_GOT_ALREADY;
+  return CL__ACK_GOT_NO_CLAIM;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Acknowledgements, settled by the policy of ack.h                          */
 
@@ -512,23 +533,30 @@ static int complete_end(cl_conn_t *c, const ack_call_t *k, cl__ack_step_t end,
   }
 }
 
+/* A complete's arguments: a token of this item's form, a result that is
+ * JSON (or NULL).  Returns 0, or CL_EINVAL / CL_EJSON with the message on
+ * c. */
+static int check_complete(cl_conn_t *c, const char *item_id, const char *token,
+                          const char *result) {
+  int rc = check_token(c, item_id, token);
+  if (rc != 0 || result == NULL)
+    return rc;
+  char why[256];
+  rc = cl_check_json(result, strlen(result), why, sizeof why);
+  if (rc != 0)
+    cl__set_error(c, NULL, "result: %s", why);
+  return rc;
+}
+
 int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
                 const char *result, cl_complete_info_t *info) {
   cl_complete_info_t local;
   if (info == NULL)
     info = &local;
   memset(info, 0, sizeof *info);
-  int rc = check_token(c, item_id, token);
+  int rc = check_complete(c, item_id, token, result);
   if (rc != 0)
     return rc;
-  if (result != NULL) {
-    char why[256];
-    rc = cl_check_json(result, strlen(result), why, sizeof why);
-    if (rc != 0) {
-      cl__set_error(c, NULL, "result: %s", why);
-      return rc;
-    }
-  }
   ack_call_t k = {.item_id = item_id, .token = token, .result = result};
   cl__ack_init(&k.st, CL__ACK_COMPLETE, CL__RESEND_LIMIT);
   cl__ack_step_t end = CL__ACK_GIVE_UP;
@@ -544,44 +572,25 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
 /* cl_complete_many()'s items: where each stands. */
 enum { MANY_BATCH, MANY_SOLO, MANY_ENDED };
 
-/* Reads row j of a COMPLETE_MANY answer. */
-static cl__ack_got_t many_got(PGresult *res, int j) {
-  const char *v = PQgetvalue(res, j, 0);
-  if (strcmp(v, "ok") == 0)
-    return CL__ACK_GOT_OK;
-  if (strcmp(v, "already") == 0)
-    return CL__ACK_GOT_ALREADY;
-  return CL__ACK_GOT_NO_CLAIM;
-}
-
 /* One COMPLETE_MANY of the items of k marked MANY_BATCH (idx[0..m) their
  * indexes).  Returns as cl__exec(), with the answer in *res. */
 static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
                      size_t m, PGresult **res) {
-  const char **ids = malloc(m * sizeof *ids);
-  const char **toks = malloc(m * sizeof *toks);
-  const char **vals = malloc(m * sizeof *vals);
+  const char **col = malloc(3 * m * sizeof *col);
   char *lit[3] = {NULL, NULL, NULL};
   int rc = CL_ENOMEM;
-  if (ids != NULL && toks != NULL && vals != NULL) {
+  if (col != NULL) {
     for (size_t j = 0; j < m; j++) {
-      ids[j] = k[idx[j]].item_id;
-      toks[j] = k[idx[j]].token;
-      vals[j] = k[idx[j]].result;
+      col[j] = k[idx[j]].item_id;
+      col[m + j] = k[idx[j]].token;
+      col[2 * m + j] = k[idx[j]].result;
     }
-    lit[0] = cl__array_literal(ids, m);
-    lit[1] = cl__array_literal(toks, m);
-    lit[2] = cl__array_literal(vals, m);
-    if (lit[0] != NULL && lit[1] != NULL && lit[2] != NULL) {
-      const char *params[3] = {lit[0], lit[1], lit[2]};
-      rc = cl__exec(c, CL__STMT_COMPLETE_MANY, params, res);
-    }
+    if (cl__many_params(col, m, lit) == 0)
+      rc = cl__exec(c, CL__STMT_COMPLETE_MANY, (const char *const *)lit, res);
   }
   for (int i = 0; i < 3; i++)
     free(lit[i]);
-  free(ids);
-  free(toks);
-  free(vals);
+  free(col);
   return rc;
 }
 
@@ -598,14 +607,8 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
     memset(infos, 0, n * sizeof *infos);
   /* Every item is checked before anything is sent. */
   for (size_t i = 0; i < n; i++) {
-    int rc = check_token(c, items[i].item_id, items[i].token);
-    char why[256];
-    if (rc == 0 && items[i].result != NULL &&
-        cl_check_json(items[i].result, strlen(items[i].result), why,
-                      sizeof why) != 0) {
-      cl__set_error(c, NULL, "result: %s", why);
-      rc = CL_EJSON;
-    }
+    int rc =
+        check_complete(c, items[i].item_id, items[i].token, items[i].result);
     if (rc != 0) {
       char msg[600];
       snprintf(msg, sizeof msg, "%s", cl_conn_last_error(c));
@@ -662,7 +665,8 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
     int again = 0;
     for (size_t j = 0; j < m; j++) {
       size_t i = idx[j];
-      cl__ack_got_t got = lost ? CL__ACK_GOT_CONN_LOST : many_got(res, (int)j);
+      cl__ack_got_t got =
+          lost ? CL__ACK_GOT_CONN_LOST : cl__parse_many_row(res, (int)j);
       cl__ack_step_t step = cl__ack_step(&k[i].st, got);
       last[i] = src;
       if (step == CL__ACK_RESEND)

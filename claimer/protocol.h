@@ -31,6 +31,15 @@ int cl__parse_fail(PGresult *r, cl_fail_info_t *info);
  * fills *fail (may be NULL). */
 cl__ack_got_t cl__parse_ack(const cl__ack_t *a, int rc, PGresult *res,
                             cl_fail_info_t *fail);
+/* COMPLETE_MANY's three array parameters, from col: the item ids in
+ * col[0..n), their tokens in col[n..2n), their results in col[2n..3n)
+ * (NULL elements for null).  Returns 0 with the literals in lit (the
+ * caller frees them), or CL_ENOMEM with lit all NULL.  Shared by
+ * cl_complete_many() and the worker's batches. */
+int cl__many_params(const char *const *col, size_t n, char *lit[3]);
+/* Row i of a COMPLETE_MANY answer, as the ack policy reads it: 'ok' OK,
+ * 'already' ALREADY, anything else ('lost') NO_CLAIM. */
+cl__ack_got_t cl__parse_many_row(const PGresult *res, int i);
 /* Returns 0 with a malloc'd array (cl_held_free), or CL_ENOMEM. */
 int cl__parse_heartbeat(PGresult *r, cl_held_t **held, size_t *count);
 /* Adds the reaped rows to info. */
