@@ -23,7 +23,9 @@
 #include "internal.h"
 #include "loop_conn.h"
 
-enum state { IDLE, CONNECTING, UP, WAITING, GAVE_UP, CLOSED };
+/* LOSING: the session broke while requests were being sent; it ends on
+ * the next turn of the loop (lose_later). */
+enum state { IDLE, CONNECTING, UP, LOSING, WAITING, GAVE_UP, CLOSED };
 enum kind { REQ_STMT, REQ_PREPARE, REQ_SQL };
 
 typedef struct req {
@@ -437,8 +439,28 @@ static void begin_connect(cl__loop_conn_t *a) {
 /* ------------------------------------------------------------------------ */
 /* The session                                                               */
 
+static void on_lose_timer(uv_timer_t *t) {
+  cl__loop_conn_t *a = t->data;
+  if (a->state == LOSING)
+    session_lost(a, CL_ECONNLOST);
+}
+
+/* The session broke while sending: it ends on the next turn of the loop,
+ * not now.  pump() runs inside cl__loop_conn_send(), and answering there
+ * would call the caller back before its send has returned: a caller that
+ * marks its request as out when the send returns 0 would then wait for
+ * an answer already given (the worker's claims and batches stalled so
+ * after a restart).  Meanwhile nothing more is sent and the requests
+ * sent so far stay unanswered; is_up() is false. */
+static void lose_later(cl__loop_conn_t *a, const char *why) {
+  cl__set_error(a->c, "08006", "connection lost: %s", why);
+  poll_drop(a);
+  a->state = LOSING;
+  uv_timer_start(&a->timer, on_lose_timer, 0, 0);
+}
+
 /* Sends what is queued, then flushes; watches for writable while libpq
- * still holds output. */
+ * still holds output.  Never answers a request (see lose_later). */
 static void pump(cl__loop_conn_t *a) {
   PGconn *pg = a->c->pg;
   while (a->state == UP && a->queued.head != NULL) {
@@ -472,10 +494,11 @@ static void pump(cl__loop_conn_t *a) {
     ok = ok && PQpipelineSync(pg) == 1;
     if (!ok) {
       /* Not sent (or not wholly): the session is unusable.  The request
-       * may have reached the server, so it counts as sent. */
+       * may have reached the server, so it counts as sent.  (libpq's
+       * status can turn bad without the loop hearing of it: a failed
+       * write reads the end of the stream behind the server's goodbye.) */
       q_push(&a->sent, r);
-      cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
-      session_lost(a, CL_ECONNLOST);
+      lose_later(a, PQerrorMessage(pg));
       return;
     }
     q_push(&a->sent, r);
@@ -483,15 +506,12 @@ static void pump(cl__loop_conn_t *a) {
   if (a->state != UP)
     return;
   int f = PQflush(pg);
-  if (f < 0) {
-    cl__set_error(a->c, "08006", "connection lost: %s", PQerrorMessage(pg));
-    session_lost(a, CL_ECONNLOST);
+  if (f < 0 || PQstatus(pg) == CONNECTION_BAD) {
+    lose_later(a, PQerrorMessage(pg));
     return;
   }
-  if (poll_watch(a, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE) != 0) {
-    cl__set_error(a->c, "08006", "connection lost: cannot watch the socket");
-    session_lost(a, CL_ECONNLOST);
-  }
+  if (poll_watch(a, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE) != 0)
+    lose_later(a, "cannot watch the socket");
 }
 
 /* Hands out the NOTIFYs that have arrived. */

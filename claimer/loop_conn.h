@@ -35,7 +35,10 @@ typedef struct cl__loop_conn cl__loop_conn_t;
 /* A request's outcome: rc 0 with the result (owned by the connection,
  * cleared after the callback returns), or a CL_E* code with res NULL and
  * the detail in cl__loop_conn_error().  Called exactly once per accepted
- * request; cl__loop_conn_close() answers what is left with CL_ECONNLOST. */
+ * request, never from inside cl__loop_conn_send() (a session that breaks
+ * while sending ends on the next turn of the loop), so a caller may mark
+ * its request as out after the send returns 0; cl__loop_conn_close()
+ * answers what is left with CL_ECONNLOST. */
 typedef void (*cl__loop_conn_cb)(void *arg, int rc, PGresult *res);
 
 typedef struct cl__loop_conn_hooks {

@@ -474,6 +474,62 @@ static void test_killed_mid_flight(void **state) {
   finish(fx);
 }
 
+/* Requests sent on a session the server has already closed, before the
+ * loop has seen it close: the write fails inside cl__loop_conn_send (and
+ * libpq, reading the end of the stream, marks the connection bad).  The
+ * request is accepted and answered CL_ECONNLOST on a later turn of the
+ * loop, never from inside the send (a caller that marks its request as
+ * out once the send returns would otherwise wait for an answer already
+ * given: the worker's claims and batches and the sender's claims stalled
+ * that way after a restart); the down hook waits too, and the resend from
+ * the callback goes out after the reconnect. */
+static void test_send_on_a_closed_session_answers_later(void **state) {
+  fx_t *fx = *state;
+  enqueue(fx, "s0", "kq");
+  conn_new(fx, fx->dsn, NULL);
+  start_and_wait_up(fx);
+  long pid = lt_backend_pid(fx->admin, fx->app);
+  assert_true(pid > 0);
+  /* Killed, and its process gone (its socket closed), without the loop
+   * running. */
+  assert_int_equal(lt_terminate(fx->admin, fx->app), 1);
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/%ld", pid);
+  double end = th_now() + 10;
+  while (access(proc, F_OK) == 0 && th_now() < end)
+    usleep(10000);
+  assert_int_not_equal(access(proc, F_OK), 0);
+  /* One turn of the loop reads the server's goodbye (a FATAL message),
+   * not yet the end of the stream behind it: still up. */
+  uv_run(&fx->lt.loop, UV_RUN_NOWAIT);
+  assert_true(cl__loop_conn_is_up(fx->a));
+  fx->ans[0].resend = 1;
+  send_claim(fx, &fx->ans[0], "kq");
+  send_status(fx, &fx->ans[1]);
+  send_status(fx, &fx->ans[2]);
+  /* Answered nothing yet, told nothing yet. */
+  assert_int_equal(fx->answered, 0);
+  assert_int_equal(fx->downs, 0);
+  /* The first was sent (its write failed): lost.  The two behind it were
+   * never sent: they go on the next session, and then the resend. */
+  LT_RUN_UNTIL(&fx->lt, fx->answered == 1, 10);
+  assert_int_equal(fx->ans[0].rc, CL_ECONNLOST);
+  assert_non_null(strstr(fx->ans[0].err, "connection lost"));
+  assert_int_equal(fx->downs, 1);
+  assert_int_equal(fx->down_rc[0], CL_ECONNLOST);
+  assert_int_equal(fx->resend_rc, 0);
+  LT_RUN_UNTIL(&fx->lt, fx->resent.done == 1, 10);
+  assert_int_equal(fx->ups, 2);
+  for (int i = 1; i < 3; i++) {
+    assert_int_equal(fx->ans[i].rc, 0);
+    assert_int_equal(fx->ans[i].order, i);
+    assert_string_equal(fx->ans[i].value, "kq");
+  }
+  assert_int_equal(fx->resent.rc, 0);
+  assert_string_equal(fx->resent.value, "s0");
+  finish(fx);
+}
+
 /* LISTEN is part of every session: a NOTIFY reaches the hook, and after a
  * killed connection and its reconnect, the next one does too. */
 static void test_listen_on_every_session(void **state) {
@@ -749,6 +805,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(
           test_queued_while_down_sent_after_reconnect, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_mid_flight, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_send_on_a_closed_session_answers_later, setup, teardown),
       cmocka_unit_test_setup_teardown(test_listen_on_every_session, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_close_answers_pending, setup,
