@@ -183,6 +183,12 @@ struct cl_worker {
   int takeover; /* REGISTER may take the name from a holder known gone */
   char fatal_why[1024];
   uv_timer_t hb_timer, poll_timer, drain_timer, hard_timer;
+  /* Claims and batches of completes wait for the end of the loop's turn
+   * (an idle handle, run before the loop would block): everything that
+   * finished in one turn goes in one statement, and a claim is sized by
+   * all the room that turn freed, not by the first job to end in it. */
+  uv_idle_t kick;
+  int kick_claim, kick_batch;
   int handles_open;
   uint64_t lease_ms, margin_ms;
   long n_claimed, n_completed, n_failed, n_lost, n_released, n_orphans;
@@ -195,6 +201,8 @@ static void fill(cl_worker_t *w);
 static void maybe_finish(cl_worker_t *w);
 static void send_ack(cl_job_t *job);
 static void batch_kick(cl_worker_t *w);
+static void claim_now(cl_worker_t *w);
+static void batch_now(cl_worker_t *w);
 static int paused(cl_worker_t *w);
 static void send_register(cl_worker_t *w);
 static void begin_stop(cl_worker_t *w);
@@ -523,6 +531,37 @@ static void job_start(cl_job_t *job) {
   job->q->start(job, job->q->arg);
 }
 
+static void on_kick(uv_idle_t *h) {
+  cl_worker_t *w = h->data;
+  uv_idle_stop(h);
+  int batch = w->kick_batch, claim = w->kick_claim;
+  w->kick_batch = w->kick_claim = 0;
+  if (w->closing)
+    return;
+  if (batch)
+    batch_now(w);
+  if (claim)
+    claim_now(w);
+}
+
+static void kick(cl_worker_t *w) {
+  if (!w->closing)
+    uv_idle_start(&w->kick, on_kick);
+}
+
+/* A claim for the room there is, at the end of this turn of the loop. */
+static void maybe_claim(cl_worker_t *w) {
+  w->kick_claim = 1;
+  kick(w);
+}
+
+/* The completes waiting go, at the end of this turn, unless a batch is
+ * out (its answer kicks the next). */
+static void batch_kick(cl_worker_t *w) {
+  w->kick_batch = 1;
+  kick(w);
+}
+
 /* Starts waiting jobs while there is room. */
 static void fill(cl_worker_t *w) {
   if (paused(w))
@@ -842,7 +881,7 @@ static void on_batch(void *arg, int rc, PGresult *res) {
     maybe_finish(w);
 }
 
-static void batch_kick(cl_worker_t *w) {
+static void batch_now(cl_worker_t *w) {
   if (w->batch_inflight || w->batch_head == NULL || w->closing)
     return;
   size_t n = 0, bytes = 0;
@@ -1078,7 +1117,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   maybe_claim(w);
 }
 
-static void maybe_claim(cl_worker_t *w) {
+static void claim_now(cl_worker_t *w) {
   if (w->stopping || w->closing || w->claim_inflight || !w->reg_ok ||
       paused(w) || !cl__loop_conn_is_up(w->a))
     return;
@@ -1394,6 +1433,7 @@ static void close_handles(cl_worker_t *w) {
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->hard_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->pause_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->kick, on_handle_closed);
   cl__loop_conn_close(w->a, on_conn_closed, w);
 }
 
@@ -1652,7 +1692,9 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   w->hb_timer.data = w->poll_timer.data = w;
   w->drain_timer.data = w->hard_timer.data = w;
   w->pause_timer.data = w;
-  w->handles_open = 6; /* five timers and the connection */
+  uv_idle_init(loop, &w->kick);
+  w->kick.data = w;
+  w->handles_open = 7; /* five timers, the kick and the connection */
   *out = w;
   return 0;
 }
