@@ -102,6 +102,7 @@ struct cl_sender {
   cl_send_t *live;
   int nlive; /* sinking or recording */
   int claim_inflight, hb_inflight, release_inflight;
+  int claim_warned;          /* claim_slow said for the claim in flight */
   uint64_t claim_not_before; /* the rate limit's "come back" (loop ms) */
   uint64_t claim_sent_ms, hb_sent_ms, lease_ms, margin_ms;
   int last_claim_empty; /* with once: the last claim found nothing due */
@@ -429,6 +430,7 @@ static void maybe_claim(cl_sender_t *s) {
   cl__fmt_double(lb, sizeof lb, s->o.lease_s);
   const char *p[] = {s->subscriber, nb, lb, s->name};
   s->claim_sent_ms = uv_now(s->loop); /* before the claim: G7 */
+  s->claim_warned = 0;
   if (cl__loop_conn_send(s->a, CL__STMT_DELIVERY_CLAIM, p, on_claimed, s) == 0)
     s->claim_inflight = 1;
 }
@@ -436,6 +438,17 @@ static void maybe_claim(cl_sender_t *s) {
 static void on_poll_timer(uv_timer_t *t) {
   cl_sender_t *s = t->data;
   maybe_claim(s);
+  /* A claim unanswered for longer than a lease holds the sender up (its
+   * session waits on the server): said once per claim, so that an idle
+   * sender names why. */
+  uint64_t waited = uv_now(s->loop) - s->claim_sent_ms;
+  if (s->claim_inflight && !s->claim_warned && waited > s->lease_ms) {
+    s->claim_warned = 1;
+    cl__event(&s->o.events, CL_LEVEL_WARNING, "claim_slow", "subscriber",
+              s->subscriber, "waited_ms", CL_EV_INT((long)waited),
+              "requests_unanswered",
+              CL_EV_INT((long)cl__loop_conn_pending(s->a)), NULL);
+  }
   double jitter = 0.8 + 0.4 * cl__random_unit();
   uv_timer_start(t, on_poll_timer, (uint64_t)(s->o.poll_s * 1000 * jitter), 0);
 }
@@ -738,6 +751,24 @@ void cl_sender_opts_init(cl_sender_opts_t *o) {
 
 void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out) {
   *out = s->st;
+}
+
+void cl_sender_log_state(const cl_sender_t *s) {
+  int n[S_DONE + 1] = {0};
+  for (const cl_send_t *d = s->live; d != NULL; d = d->next)
+    n[d->state]++;
+  uint64_t now = uv_now(s->loop);
+  cl__event(
+      &s->o.events, CL_LEVEL_INFO, "sender_state", "subscriber", s->subscriber,
+      "live", CL_EV_INT(s->nlive), "waiting", CL_EV_INT(n[S_WAITING]),
+      "sinking", CL_EV_INT(n[S_SINKING]), "lost", CL_EV_INT(n[S_LOST]),
+      "recording", CL_EV_INT(n[S_RECORDING]), "claim_inflight_ms",
+      CL_EV_INT(s->claim_inflight ? (long)(now - s->claim_sent_ms) : -1),
+      "heartbeat_inflight_ms",
+      CL_EV_INT(s->hb_inflight ? (long)(now - s->hb_sent_ms) : -1), "db",
+      s->a && cl__loop_conn_is_up(s->a) ? "up" : "down", "requests_unanswered",
+      CL_EV_INT(s->a ? (long)cl__loop_conn_pending(s->a) : 0), "stopping",
+      s->stopping ? "true" : "false", NULL);
 }
 
 static void on_disabled(void *arg, int rc, PGresult *res) {

@@ -128,6 +128,7 @@ void cli_hold_signals(void) {
   sigaddset(&s, SIGTERM);
   sigaddset(&s, SIGINT);
   sigaddset(&s, SIGHUP);
+  sigaddset(&s, SIGUSR1);
   if (!held && sigprocmask(SIG_BLOCK, &s, &held_old) == 0)
     held = 1;
 }

@@ -81,7 +81,7 @@ struct sendd {
   subsender_t subs[SUBS_MAX];
   sink_t sinks[SUBS_MAX];
   int nsubs, nsinks, nrunning;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sigusr1;
   int signals_seen;
   int exit_rc;
   cl_sender_stats_t st; /* summed over the senders */
@@ -185,7 +185,11 @@ static void usage(FILE *out) {
       "written).  SIGTERM or SIGINT\n"
       "stops claiming and waits --drain for the commands running (then "
       "kills them:\n"
-      "in doubt); a second one exits 1 at once.\n");
+      "in doubt); a second one exits 1 at once.  SIGUSR1 logs what each "
+      "sender\n"
+      "holds (sender_state: deliveries by state, the claim in flight and "
+      "for how\n"
+      "long, requests unanswered).\n");
 }
 
 static void sync_usage(FILE *out) {
@@ -663,7 +667,17 @@ static void on_sender_exit(void *arg, int rc, const char *why) {
     return;
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigusr1, NULL);
   sinks_close_http(d);
+}
+
+/* SIGUSR1: each sender says what it holds (sender_state). */
+static void on_state_signal(uv_signal_t *h, int signum) {
+  sendd_t *d = h->data;
+  (void)signum;
+  for (int i = 0; i < d->nsubs; i++)
+    if (d->subs[i].s != NULL)
+      cl_sender_log_state(d->subs[i].s);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
@@ -963,9 +977,11 @@ int cmd_send(int argc, char **argv) {
   d.nrunning = d.nsubs;
   uv_signal_init(&d.loop, &d.sigterm);
   uv_signal_init(&d.loop, &d.sigint);
-  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_init(&d.loop, &d.sigusr1);
+  d.sigterm.data = d.sigint.data = d.sigusr1.data = &d;
   uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sigusr1, on_state_signal, SIGUSR1);
   cli_release_signals();
   for (int i = 0; i < d.nsubs; i++) {
     if ((rc = cl_sender_start(d.subs[i].s)) != 0) {

@@ -84,6 +84,12 @@ CL_EXTERN CL_MUST_CHECK int cl_sender_start(cl_sender_t *s);
  * twice. */
 CL_EXTERN void cl_sender_stop(cl_sender_t *s);
 CL_EXTERN void cl_sender_stats(const cl_sender_t *s, cl_sender_stats_t *out);
+/* Reports what the sender holds now, as the event "sender_state" (at
+ * info): its deliveries by state, the claim and heartbeat in flight and
+ * for how long, the connection and its requests unanswered.  For an
+ * operator asking a sender that seems idle why (`claimer send` does it on
+ * SIGUSR1). */
+CL_EXTERN void cl_sender_log_state(const cl_sender_t *s);
 /* Pauses the subscriber for good reason given by its sink (a webhook's
  * 410 Gone): its senders, here and elsewhere, send nothing more until
  * `claimer subscriber resume`, and a subscriber_failing alert is raised

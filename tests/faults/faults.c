@@ -1187,6 +1187,42 @@ static void setup_db(void) {
   PQreset(R.db);
 }
 
+/* The drain made no progress: what the server's sessions were doing (each
+ * one's state, wait and statement, and whom it waits for) goes to
+ * stall.txt and the output, and each sender is asked for its own state
+ * (SIGUSR1: a sender_state line in its log), so that a stall names its
+ * cause. */
+static void stall_report(void) {
+  PGresult *r = q(
+      "SELECT format('pid %s %s %s wait %s/%s xact %s s state %s s '"
+      "              'blocked by %s: %s', a.pid, a.application_name, a.state,"
+      "              coalesce(a.wait_event_type, '-'),"
+      "              coalesce(a.wait_event, '-'),"
+      "              round(extract(epoch FROM now() - a.xact_start)::numeric, 1),"
+      "              round(extract(epoch FROM now() - a.state_change)::numeric,"
+      "                    1),"
+      "              pg_blocking_pids(a.pid), left(a.query, 200))"
+      "  FROM pg_stat_activity a"
+      " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+      " ORDER BY a.pid");
+  char p[800];
+  path_of(p, sizeof p, "stall.txt");
+  FILE *f = fopen(p, "w");
+  printf("  stall: the server's sessions (also in %s):\n", p);
+  for (int i = 0; r && i < PQntuples(r); i++) {
+    printf("    %s\n", PQgetvalue(r, i, 0));
+    if (f)
+      fprintf(f, "%s\n", PQgetvalue(r, i, 0));
+  }
+  if (f)
+    fclose(f);
+  PQclear(r);
+  for (int i = 0; i < R.nprocs; i++)
+    if (R.procs[i].kind == K_SEND && R.procs[i].pid > 0)
+      kill(R.procs[i].pid, SIGUSR1);
+  sleep_s(0.5);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The dump (the final state, history.h)                                   */
 
@@ -2015,6 +2051,8 @@ int main(int argc, char **argv) {
     }
     sleep_s(0.2);
   }
+  if (!settled)
+    stall_report();
   printf("phase 5: stop (SIGTERM); %s at %.1f s: done %ld, dead %ld of %ld, "
          "deliveries sent %ld\n",
          settled ? "settled" : "NOT SETTLED (no progress for 120 s)",

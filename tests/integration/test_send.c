@@ -236,7 +236,9 @@ static void test_kill9_resends_same_key(void **state) {
 
 /* SIGTERM with a command running past the drain timeout: the command is
  * killed, the delivery left in doubt (nothing recorded), the daemon exits
- * 0 with its loop closed; the next sender sends it again, same key. */
+ * 0 with its loop closed; the next sender sends it again, same key.
+ * Before it, SIGUSR1 has the sender say what it holds (sender_state: one
+ * delivery in its sink). */
 static void test_sigterm_drain_kills_sink(void **state) {
   fx_t *fx = *state;
   results(fx, "t", 1, 0);
@@ -275,11 +277,28 @@ static void test_sigterm_drain_kills_sink(void **state) {
       break;
     usleep(100 * 1000);
   }
+  /* Asked, it says what it holds: one delivery in its sink. */
+  kill(pid, SIGUSR1);
+  char *out = NULL;
+  for (int i = 0; i < 100; i++) {
+    free(out);
+    out = th_read_file(log);
+    if (strstr(out, "event=sender_state"))
+      break;
+    usleep(100 * 1000);
+  }
+  const char *st = strstr(out, "event=sender_state");
+  if (st == NULL)
+    print_message("%s", out);
+  assert_non_null(st);
+  assert_non_null(strstr(st, "subscriber=sub live=1 waiting=0 sinking=1"));
+  assert_non_null(strstr(st, "db=up"));
+  free(out);
   double t0 = th_now();
   kill(pid, SIGTERM);
   int rc = th_wait_exit(pid, 30);
   double took = th_now() - t0;
-  char *out = th_read_file(log);
+  out = th_read_file(log);
   print_message("exit %d after %.2f s\n", rc, took);
   if (rc != 0)
     print_message("%s", out);
