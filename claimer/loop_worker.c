@@ -141,6 +141,7 @@ typedef struct claim_ctx {
   wqueue_t *q;
   int n;
   uint64_t sent_ms;
+  uint64_t sent_ns; /* uv_hrtime(): the round trip, for the prefetch */
 } claim_ctx_t;
 
 struct cl_worker {
@@ -189,6 +190,16 @@ struct cl_worker {
    * all the room that turn freed, not by the first job to end in it. */
   uv_idle_t kick;
   int kick_claim, kick_batch;
+  /* The prefetch, when automatic (opts.prefetch -1): as many items as
+   * the handlers get through in a few claim round trips (Little's law:
+   * the rate they finish at times the time a claim takes), so that fast
+   * jobs come many to a claim and slow ones a few.  pf_min is
+   * concurrency/4 rounded up, pf_max the most it grows to. */
+  int pf_auto, pf_min, pf_max;
+  double pf_rate; /* items finished per second, smoothed */
+  double pf_rtt;  /* a claim's round trip in seconds, smoothed */
+  uint64_t pf_t0; /* uv_hrtime() of the rate's window start */
+  long pf_done0;  /* items finished at pf_t0 */
   int handles_open;
   uint64_t lease_ms, margin_ms;
   long n_claimed, n_completed, n_failed, n_lost, n_released, n_orphans;
@@ -1048,6 +1059,10 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   claim_ctx_t *ctx = arg;
   cl_worker_t *w = ctx->w;
   w->claim_inflight = 0;
+  if (rc == 0) {
+    double rtt = (double)(uv_hrtime() - ctx->sent_ns) / 1e9;
+    w->pf_rtt = w->pf_rtt == 0 ? rtt : 0.8 * w->pf_rtt + 0.2 * rtt;
+  }
   if (rc != 0) {
     if (rc != CL_ECONNLOST) {
       cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue",
@@ -1117,11 +1132,42 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   maybe_claim(w);
 }
 
+/* The automatic prefetch's horizon: a claim carries about this much of
+ * the handlers' work, and at least two claim round trips of it (so that
+ * the next claim's answer is back before the buffer runs dry).  Bounded
+ * by a quarter lease: a prefetched item waits little of its lease. */
+#define PF_HORIZON_S 0.01
+
+static int prefetch_now(cl_worker_t *w) {
+  if (!w->pf_auto)
+    return w->o.prefetch;
+  uint64_t now = uv_hrtime();
+  long done = w->n_claimed - w->running - w->nwaiting;
+  double dt = (double)(now - w->pf_t0) / 1e9;
+  if (w->pf_t0 == 0 || dt > 10) {
+    w->pf_t0 = now;
+    w->pf_done0 = done;
+    w->pf_rate = 0;
+  } else if (dt >= 0.005) {
+    double sample = (double)(done - w->pf_done0) / dt;
+    w->pf_rate = w->pf_rate == 0 ? sample : 0.5 * w->pf_rate + 0.5 * sample;
+    w->pf_t0 = now;
+    w->pf_done0 = done;
+  }
+  double horizon = 2 * w->pf_rtt > PF_HORIZON_S ? 2 * w->pf_rtt : PF_HORIZON_S;
+  if (horizon > w->o.lease_s / 4)
+    horizon = w->o.lease_s / 4;
+  double p = w->pf_rate * horizon;
+  if (p > w->pf_max)
+    return w->pf_max;
+  return p > w->pf_min ? (int)p : w->pf_min;
+}
+
 static void claim_now(cl_worker_t *w) {
   if (w->stopping || w->closing || w->claim_inflight || !w->reg_ok ||
       paused(w) || !cl__loop_conn_is_up(w->a))
     return;
-  int want = w->o.concurrency + w->o.prefetch - w->running - w->nwaiting;
+  int want = w->o.concurrency + prefetch_now(w) - w->running - w->nwaiting;
   if (want <= 0)
     return;
   if (want > 10000)
@@ -1136,6 +1182,7 @@ static void claim_now(cl_worker_t *w) {
   ctx->q = q;
   ctx->n = want;
   ctx->sent_ms = uv_now(w->loop);
+  ctx->sent_ns = uv_hrtime();
   char nbuf[16], lbuf[64];
   snprintf(nbuf, sizeof nbuf, "%d", want);
   cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
@@ -1653,8 +1700,14 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
     return CL_ENOMEM;
   w->loop = loop;
   w->o = *opts;
-  if (w->o.prefetch < 0)
-    w->o.prefetch = (w->o.concurrency + 3) / 4;
+  w->pf_min = (w->o.concurrency + 3) / 4;
+  w->pf_max = 4 * w->o.concurrency > 64 ? 4 * w->o.concurrency : 64;
+  if (w->pf_max > 10000)
+    w->pf_max = 10000;
+  if (w->o.prefetch < 0) {
+    w->pf_auto = 1;
+    w->o.prefetch = w->pf_min;
+  }
   if (w->o.heartbeat_s <= 0)
     w->o.heartbeat_s = w->o.lease_s / 3;
   w->lease_ms = (uint64_t)(w->o.lease_s * 1000);
@@ -1755,9 +1808,10 @@ int cl_worker_start(cl_worker_t *w) {
   w->started = 1;
   cl__event(&w->o.events, CL_LEVEL_INFO, "worker_started", "worker", w->name,
             "concurrency", CL_EV_INT(w->o.concurrency), "prefetch",
-            CL_EV_INT(w->o.prefetch), "lease_s", CL_EV_NUM(w->o.lease_s),
-            "heartbeat_s", CL_EV_NUM(w->o.heartbeat_s), "dsn",
-            cl__loop_conn_dsn_redacted(w->a), NULL);
+            CL_EV_INT(w->o.prefetch), "prefetch_max",
+            CL_EV_INT(w->pf_auto ? w->pf_max : w->o.prefetch), "lease_s",
+            CL_EV_NUM(w->o.lease_s), "heartbeat_s", CL_EV_NUM(w->o.heartbeat_s),
+            "dsn", cl__loop_conn_dsn_redacted(w->a), NULL);
   uint64_t hb = (uint64_t)(w->o.heartbeat_s * 1000);
   uv_timer_start(&w->hb_timer, on_hb_timer, hb, hb);
   uv_timer_start(&w->poll_timer, on_poll_timer, (uint64_t)(w->o.poll_s * 1000),

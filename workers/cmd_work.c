@@ -91,8 +91,10 @@ static void usage(FILE *out) {
       "items (30s)\n"
       "  --kill-grace DUR       SIGTERM to SIGKILL for a stopped handler "
       "(5s)\n"
-      "  --prefetch N           items claimed ahead (default "
-      "concurrency/4)\n"
+      "  --prefetch N           items claimed ahead (default: automatic, "
+      "concurrency/4 up\n"
+      "                         to max(64, 4 x concurrency) as fast "
+      "jobs need)\n"
       "  --name NAME            worker id, unique (default host:pid:random)\n"
       "  --log-format F         logfmt (default) or json\n"
       "  --log-level L          debug, info (default), warning, error\n" CLI_DSN_HELP

@@ -63,7 +63,10 @@ typedef struct cl_worker_opts {
                          hex digits */
   int concurrency;    /* jobs running at once, >= 1 (default 8) */
   int prefetch;       /* claimed but not started, beyond concurrency;
-                         -1: concurrency / 4 rounded up (default) */
+                         -1 (default): automatic, from concurrency/4
+                         rounded up to max(64, 4 x concurrency), as many
+                         as the handlers finish in 10 ms or two claim
+                         round trips, whichever is longer */
   double lease_s;     /* lease length (default 30) */
   double heartbeat_s; /* 0: lease / 3 (default) */
   double poll_s;      /* fallback poll, jittered +-20% (default 2) */

@@ -180,7 +180,7 @@ static void defaults(void **state) {
   assert_true(cfg.worker.kill_grace_s == 5);
   assert_int_equal(cfg.worker.prefetch, 0);
   assert_true(cl_config_heartbeat_s(&cfg) == 10);
-  assert_int_equal(cl_config_prefetch(&cfg), 2);
+  assert_int_equal(cl_config_prefetch(&cfg), -1); /* automatic */
   assert_int_equal(cl_config_validate(&cfg, err, sizeof err), 0);
   assert_string_equal(cl_config_origin(&cfg, "worker.lease"), "default");
   assert_null(cl_config_origin(&cfg, "worker.nope"));

@@ -1437,8 +1437,7 @@ double cl_config_heartbeat_s(const cl_config_t *cfg) {
 }
 
 int cl_config_prefetch(const cl_config_t *cfg) {
-  return cfg->worker.prefetch > 0 ? cfg->worker.prefetch
-                                  : (cfg->worker.concurrency + 3) / 4;
+  return cfg->worker.prefetch > 0 ? cfg->worker.prefetch : -1;
 }
 
 int cl_config_queue_policy_set(const cl_config_t *cfg) {

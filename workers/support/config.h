@@ -154,7 +154,7 @@ typedef struct cl_config {
     size_t stderr_max;   /* stderr tail kept, default 4096, 0..65536 */
     double drain_s;      /* graceful drain, default 30, [0, 86400] */
     double kill_grace_s; /* SIGTERM to SIGKILL, default 5, [0, 3600] */
-    int prefetch;        /* default 0 = concurrency/4 rounded up */
+    int prefetch;        /* default 0 = automatic (cl_worker_opts) */
   } worker;
   struct {
     double interval_s;      /* between cycles, default 5, [0.05, 86400] */
@@ -271,8 +271,8 @@ void cl_config_mask_url(char *url);
  * never set), owned by cfg; NULL when there is no such key. */
 const char *cl_config_origin(const cl_config_t *cfg, const char *path);
 /* The values the worker runs with when a key says "0 = automatic": the
- * heartbeat interval (lease/3 when unset) and the prefetch (concurrency/4
- * rounded up when unset). */
+ * heartbeat interval (lease/3 when unset) and the prefetch (-1 when unset:
+ * the worker sizes it, cl_worker_opts.prefetch). */
 double cl_config_heartbeat_s(const cl_config_t *cfg);
 int cl_config_prefetch(const cl_config_t *cfg);
 /* Returns 1 when cfg carries a queue retry policy: any of reaper.
