@@ -467,6 +467,64 @@ static cl_job_t *held_job(wfx_t *fx, const char *id) {
   return NULL;
 }
 
+/* The largest n a claim asked for (the "claimed" events' asked=). */
+static int max_asked(const wfx_t *fx) {
+  int m = 0;
+  for (size_t i = 0; i < fx->ev.n; i++) {
+    const char *l = fx->ev.lines[i];
+    const char *a =
+        strncmp(l, "claimed ", 8) == 0 ? strstr(l, " asked=") : NULL;
+    if (a != NULL && atoi(a + 7) > m)
+      m = atoi(a + 7);
+  }
+  return m;
+}
+
+/* The automatic prefetch (the default): jobs that end quickly (at the
+ * fixture's next tick, within 10 ms) make the claims grow past
+ * concurrency + concurrency/4, many items to a claim, never past
+ * max(64, 4 x concurrency) beyond what runs: 64 handlers finishing within
+ * 10 ms each are 6,400 items/s, 64 of them in the 10 ms horizon. */
+static void test_prefetch_grows_for_fast_jobs(void **state) {
+  wfx_t *fx = *state;
+  th_exec(fx->pg, "INSERT INTO claimer.items (item_id, queue) "
+                  "SELECT 'c-' || g, 'pq' FROM generate_series(1, 5000) g");
+  cl_worker_opts_t o;
+  opts_for(fx, &o, fx->dsn);
+  o.concurrency = 64;
+  worker_start(fx, &o, "pq");
+  LT_RUN_UNTIL(&fx->lt, lt_events_count(&fx->ev, "completed", NULL) == 5000,
+               60);
+  int fast = max_asked(fx);
+  print_message("fast jobs: claims asked for up to %d items\n", fast);
+  assert_true(fast > 64 + 16);
+  assert_true(fast <= 64 + 256);
+  finish(fx, 0);
+}
+
+/* ... and jobs that do not end keep it at concurrency/4. */
+static void test_prefetch_small_for_slow_jobs(void **state) {
+  wfx_t *fx = *state;
+  for (int i = 1; i <= 6; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "h-%d", i);
+    enqueue(fx, id, "ph", NULL, 0);
+  }
+  cl_worker_opts_t o;
+  opts_for(fx, &o, fx->dsn);
+  o.concurrency = 2;
+  o.drain_s = 0.2; /* the third, started at the end, is stopped */
+  worker_start(fx, &o, "ph");
+  LT_RUN_UNTIL(&fx->lt, fx->nheld == 2, 10);
+  lt_run_for(&fx->lt, 0.5);
+  assert_int_equal(max_asked(fx), 2 + 1);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.claims"), 3);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cl_job_complete(fx->held[i], "{}"), 0);
+  fx->nheld = 0;
+  finish(fx, 0);
+}
+
 /* Completes reported in one turn of the loop go in one batch: one
  * statement and one commit for all of them (the batch leaves at the end
  * of the turn; before, the first went alone and the rest after it).
@@ -607,6 +665,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_drain_timeout_stops_jobs, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_lease_lost_discards_result, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_prefetch_grows_for_fast_jobs, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_prefetch_small_for_slow_jobs, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_completes_batched, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reconnects_and_acks, setup,
