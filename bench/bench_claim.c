@@ -6,7 +6,11 @@
  * `claimer` CLI (one claim and one complete process per item, as a shell
  * worker would run them).
  * Reports items/s, the p50/p99 latency from claim to completed per item,
- * and the peak RSS of a worker process.  Figures, not a pass/fail test.
+ * the claims made and how many of them were wasted (a claim through the
+ * library that got fewer items than it asked for while ready items were
+ * left: items a concurrent claimer's locks hid from it, the cost of the
+ * race), and the peak RSS of a worker process.  Figures, not a pass/fail
+ * test.
  *
  * usage: bench_claim [--dsn DSN] [--items N] [--procs P] [--batch B]
  *                    [--complete one|many] [--cli PATH_TO_CLAIMER]
@@ -17,6 +21,7 @@
  * measure the server's counters around the drain alone (bench/run).
  */
 #include <json-c/json.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +44,23 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* Ready items of queue left (after a short claim: none are added while
+ * the drain runs, so any left were there during the claim), -1 on error. */
+static long ready_left(cl_conn_t *c, const char *queue) {
+  const char *p[] = {queue};
+  PGresult *r = PQexecParams(cl_conn_pg(c),
+                             "SELECT count(*) FROM claimer.items "
+                             "WHERE queue = $1 AND state = 'ready'",
+                             1, NULL, p, NULL, NULL, 0);
+  long n =
+      PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
+  PQclear(r);
+  return n;
+}
+
 /* Claims and completes through the library until the queue is empty;
- * writes per-item latencies (seconds) to fd. */
+ * writes per-item latencies (seconds) to fd, then its count of claims
+ * and of wasted claims (two longs, a negative claim count first) . */
 static int lib_worker(const char *dsn, const char *queue, int batch, int many,
                       int fd) {
   cl_conn_t *c = NULL;
@@ -48,6 +68,7 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int many,
     return 1;
   char worker[32];
   snprintf(worker, sizeof worker, "bench-%d", (int)getpid());
+  long claims = 0, wasted = 0;
   for (;;) {
     double t0 = now_s();
     cl_lease_t *l = NULL;
@@ -56,8 +77,17 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int many,
       fprintf(stderr, "claim: %s\n", cl_conn_last_error(c));
       return 1;
     }
-    if (n == 0)
-      break;
+    claims++;
+    if (n < (size_t)batch) {
+      long left = ready_left(c, queue);
+      if (left < 0) {
+        fprintf(stderr, "count: %s\n", PQerrorMessage(cl_conn_pg(c)));
+        return 1;
+      }
+      wasted += left > 0;
+      if (n == 0 && left == 0)
+        break;
+    }
     if (many) {
       cl_done_t *d = malloc(n * sizeof *d);
       int *rcs = malloc(n * sizeof *rcs);
@@ -95,7 +125,9 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int many,
     cl_leases_free(l, n);
   }
   cl_conn_free(&c);
-  return 0;
+  /* The counts, told apart from latencies by their sign. */
+  double tail[2] = {-(double)claims - 1, (double)wasted};
+  return write(fd, tail, sizeof tail) == sizeof tail ? 0 : 1;
 }
 
 /* The same through the CLI: `claimer claim` then `claimer complete`. */
@@ -226,9 +258,19 @@ int main(int argc, char **argv) {
   double *lat = malloc((size_t)items * sizeof *lat);
   size_t n = 0;
   double one;
-  while (read(fds[0], &one, sizeof one) == sizeof one)
-    if (n < (size_t)items)
+  long claims = 0, wasted = 0;
+  int counts = 0; /* the next double is a wasted count */
+  while (read(fds[0], &one, sizeof one) == sizeof one) {
+    if (counts) {
+      wasted += (long)one;
+      counts = 0;
+    } else if (one < 0) {
+      claims += (long)(-one - 1);
+      counts = 1;
+    } else if (n < (size_t)items) {
       lat[n++] = one;
+    }
+  }
   int failed = 0, st;
   while (wait(&st) > 0)
     failed |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
@@ -237,12 +279,13 @@ int main(int argc, char **argv) {
   struct rusage ru;
   getrusage(RUSAGE_CHILDREN, &ru);
   printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
-         "p50=%.2f ms  p99=%.2f ms  peak RSS per worker=%ld KiB%s\n",
+         "p50=%.2f ms  p99=%.2f ms  claims=%ld wasted=%ld  "
+         "peak RSS per worker=%ld KiB%s\n",
          cli    ? "cli"
          : many ? "lib"
                 : "lib1",
          procs, cli ? 1 : batch, n, (double)n / secs, n ? lat[n / 2] * 1e3 : 0,
-         n ? lat[(n * 99) / 100] * 1e3 : 0, ru.ru_maxrss,
+         n ? lat[(n * 99) / 100] * 1e3 : 0, claims, wasted, ru.ru_maxrss,
          failed ? "  (A WORKER FAILED)" : "");
   free(lat);
   cl_conn_free(&c);
