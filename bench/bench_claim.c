@@ -15,6 +15,10 @@
  * usage: bench_claim [--dsn DSN] [--items N] [--procs P] [--batch B]
  *                    [--complete one|many] [--cli PATH_TO_CLAIMER]
  *                    [--queue Q] [--enqueue-only | --no-enqueue]
+ *                    [--seconds T [--interval S]]
+ * --seconds stops the library's claimers after T seconds (the queue must
+ * hold enough; made ahead with --enqueue-only) and prints the rate of
+ * each S-second interval (default 10), so that a slowdown shows.
  * Without --dsn: CLAIMER_DSN, else the embedded PostgreSQL.  --queue names
  * the queue (else a fresh one); --enqueue-only makes the N items and
  * exits, --no-enqueue drains N items made before, so that a caller can
@@ -62,7 +66,7 @@ static long ready_left(cl_conn_t *c, const char *queue) {
  * writes per-item latencies (seconds) to fd, then its count of claims
  * and of wasted claims (two longs, a negative claim count first) . */
 static int lib_worker(const char *dsn, const char *queue, int batch, int many,
-                      int fd) {
+                      double until, int fd) {
   cl_conn_t *c = NULL;
   if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
     return 1;
@@ -71,6 +75,8 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int many,
   long claims = 0, wasted = 0;
   for (;;) {
     double t0 = now_s();
+    if (until > 0 && t0 >= until)
+      break;
     cl_lease_t *l = NULL;
     size_t n = 0;
     if (cl_claim(c, queue, worker, batch, 60, &l, &n) != 0) {
@@ -168,6 +174,7 @@ static int cli_worker(const char *cli, const char *dsn, const char *queue,
 int main(int argc, char **argv) {
   const char *dsn = getenv("CLAIMER_DSN"), *cli = NULL, *qname = NULL;
   int items = 20000, procs = 1, batch = 16, many = 1, enqueue = 1, drain = 1;
+  double seconds = 0, interval = 10;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--dsn") == 0 && i + 1 < argc)
       dsn = argv[++i];
@@ -185,6 +192,10 @@ int main(int argc, char **argv) {
              (strcmp(argv[i + 1], "one") == 0 ||
               strcmp(argv[i + 1], "many") == 0))
       many = strcmp(argv[++i], "many") == 0;
+    else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+      seconds = atof(argv[++i]);
+    else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc)
+      interval = atof(argv[++i]);
     else if (strcmp(argv[i], "--enqueue-only") == 0)
       drain = 0;
     else if (strcmp(argv[i], "--no-enqueue") == 0)
@@ -193,11 +204,13 @@ int main(int argc, char **argv) {
       fprintf(stderr, "usage: bench_claim [--dsn DSN] [--items N] "
                       "[--procs P] [--batch B] [--complete one|many] "
                       "[--cli CLAIMER] [--queue Q] "
-                      "[--enqueue-only | --no-enqueue]\n");
+                      "[--enqueue-only | --no-enqueue] "
+                      "[--seconds T [--interval S]]\n");
       return 2;
     }
   }
-  if (items < 1 || procs < 1 || procs > 64 || batch < 1) {
+  if (items < 1 || procs < 1 || procs > 64 || batch < 1 || seconds < 0 ||
+      interval <= 0 || (seconds > 0 && cli != NULL)) {
     fprintf(stderr, "bench_claim: bad numbers\n");
     return 2;
   }
@@ -246,12 +259,13 @@ int main(int argc, char **argv) {
   if (pipe(fds) != 0)
     return 1;
   double t0 = now_s();
+  double until = seconds > 0 ? t0 + seconds : 0;
   for (int p = 0; p < procs; p++) {
     fflush(NULL);
     if (fork() == 0) {
       close(fds[0]);
       _exit(cli ? cli_worker(cli, dsn, queue, fds[1])
-                : lib_worker(dsn, queue, batch, many, fds[1]));
+                : lib_worker(dsn, queue, batch, many, until, fds[1]));
     }
   }
   close(fds[1]);
@@ -260,6 +274,9 @@ int main(int argc, char **argv) {
   double one;
   long claims = 0, wasted = 0;
   int counts = 0; /* the next double is a wasted count */
+  /* Items finished per interval, by the time their latency arrived. */
+  int nint = seconds > 0 ? (int)(seconds / interval + 1) : 0;
+  long *per = nint ? calloc((size_t)nint, sizeof *per) : NULL;
   while (read(fds[0], &one, sizeof one) == sizeof one) {
     if (counts) {
       wasted += (long)one;
@@ -269,6 +286,9 @@ int main(int argc, char **argv) {
       counts = 1;
     } else if (n < (size_t)items) {
       lat[n++] = one;
+      int k = per ? (int)((now_s() - t0) / interval) : -1;
+      if (k >= 0 && k < nint)
+        per[k]++;
     }
   }
   int failed = 0, st;
@@ -287,7 +307,14 @@ int main(int argc, char **argv) {
          procs, cli ? 1 : batch, n, (double)n / secs, n ? lat[n / 2] * 1e3 : 0,
          n ? lat[(n * 99) / 100] * 1e3 : 0, claims, wasted, ru.ru_maxrss,
          failed ? "  (A WORKER FAILED)" : "");
+  if (per != NULL) {
+    printf("intervals of %.0f s, items/s:", interval);
+    for (int k = 0; k < nint && (k + 1) * interval <= seconds + 1e-9; k++)
+      printf(" %.0f", (double)per[k] / interval);
+    printf("\n");
+    free(per);
+  }
   free(lat);
   cl_conn_free(&c);
-  return failed || n != (size_t)items;
+  return failed || (seconds == 0 && n != (size_t)items);
 }
