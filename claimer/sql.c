@@ -149,7 +149,8 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "  DELETE FROM claimer.claims WHERE item_id = $1 AND token = $2"
     "  RETURNING item_id"
     ")"
-    "UPDATE claimer.items i SET state = 'ready'"
+    "UPDATE claimer.items i SET state = 'ready',"
+    "       run_at = greatest(i.run_at, now())"
     "  FROM del WHERE i.item_id = del.item_id"
     " RETURNING i.item_id"},
 

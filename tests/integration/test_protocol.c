@@ -408,6 +408,103 @@ static void test_release_spends_no_attempt(void **state) {
                    1);
 }
 
+/* The claim goes on from where the session's last claim on the queue
+ * ended (schema/009): a higher priority enqueued since is taken at once;
+ * an item that sorts before the cursor (here a run_at given in the past)
+ * waits for the scan from the start, at most a second; an id holding the
+ * cursor's separator is no trouble. */
+static void test_claim_cursor(void **state) {
+  fixture_t *f = *state;
+  char id[16];
+  for (int i = 1; i <= 5; i++) {
+    snprintf(id, sizeof id, "a-%d", i);
+    enqueue_one(f->c, id, "cq", NULL, 0);
+  }
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "cq", "w", 2, 30, &l, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(l[0].item_id, "a-1");
+  assert_string_equal(l[1].item_id, "a-2");
+  cl_leases_free(l, n);
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue, run_at) "
+                  "VALUES ('late', 'cq', now() - interval '1 hour')");
+  cl_item_t urgent = {.item_id = "urgent", .queue = "cq", .priority = 5};
+  assert_int_equal(cl_enqueue(f->c, &urgent, 1, NULL), 1);
+  l = claim_one(f->c, "cq", "w", 30);
+  assert_string_equal(l->item_id, "urgent");
+  cl_leases_free(l, 1);
+  l = claim_one(f->c, "cq", "w", 30);
+  assert_string_equal(l->item_id, "a-3");
+  cl_leases_free(l, 1);
+  usleep(1100 * 1000);
+  l = claim_one(f->c, "cq", "w", 30);
+  assert_string_equal(l->item_id, "late");
+  cl_leases_free(l, 1);
+  l = claim_one(f->c, "cq", "w", 30);
+  assert_string_equal(l->item_id, "a-4");
+  cl_leases_free(l, 1);
+
+  enqueue_one(f->c, "b|1", "cb", NULL, 0);
+  enqueue_one(f->c, "b|2", "cb", NULL, 0);
+  l = claim_one(f->c, "cb", "w", 30);
+  assert_string_equal(l->item_id, "b|1");
+  cl_leases_free(l, 1);
+  l = claim_one(f->c, "cb", "w", 30);
+  assert_string_equal(l->item_id, "b|2");
+  cl_leases_free(l, 1);
+}
+
+/* A batch complete reaches the claims it settles by their keys, not by
+ * reading claims_pkey whole (schema/009: with 2,000 leases held by
+ * another worker, 008's join read every entry for a batch of 10). */
+static void test_complete_many_reads_its_claims_only(void **state) {
+  fixture_t *f = *state;
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue) "
+                  "SELECT 'held-' || g, 'hq' FROM generate_series(1, 2000) g");
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue) "
+                  "SELECT 'mine-' || g, 'mq' FROM generate_series(1, 10) g");
+  th_exec(f->raw, "ANALYZE claimer.claims");
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "hq", "other", 2000, 60, &l, &n), 0);
+  assert_int_equal(n, 2000);
+  cl_leases_free(l, n);
+  assert_int_equal(cl_claim(f->c, "mq", "w", 10, 60, &l, &n), 0);
+  assert_int_equal(n, 10);
+  char ids[512] = "{", toks[1024] = "{";
+  for (size_t i = 0; i < n; i++) {
+    snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s\"%s\"",
+             i ? "," : "", l[i].item_id);
+    snprintf(toks + strlen(toks), sizeof toks - strlen(toks), "%s\"%s\"",
+             i ? "," : "", l[i].token);
+  }
+  strcat(ids, "}");
+  strcat(toks, "}");
+  cl_leases_free(l, n);
+  th_exec(f->raw, "BEGIN");
+  const char *p[] = {ids, toks};
+  PGresult *r =
+      PQexecParams(f->raw,
+                   "SELECT count(*) FILTER (WHERE outcome = 'ok') FROM "
+                   "claimer.complete_many($1::text[], $2::text[], "
+                   "array_fill('{}'::jsonb, ARRAY[cardinality($1::text[])]))",
+                   2, NULL, p, NULL, NULL, 0);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  assert_string_equal(PQgetvalue(r, 0, 0), "10");
+  PQclear(r);
+  /* Entries of any index of claims, and rows of a sequential scan. */
+  long read = th_long(
+      f->raw, "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid)) "
+              "FROM pg_class c WHERE c.oid = 'claimer.claims'::regclass OR "
+              "c.oid IN (SELECT indexrelid FROM pg_index "
+              "WHERE indrelid = 'claimer.claims'::regclass)");
+  th_exec(f->raw, "COMMIT");
+  print_message("claims rows and index entries read to complete 10: %ld\n",
+                read);
+  assert_true(read <= 20);
+}
+
 static void test_reap_dead_after_max_attempts(void **state) {
   fixture_t *f = *state;
   enqueue_one(f->c, "crashy", "q", NULL, 2);
@@ -590,6 +687,9 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_release_spends_no_attempt, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_claim_cursor, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_reads_its_claims_only,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_reap_dead_after_max_attempts, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_order_and_schedule, setup, teardown),
