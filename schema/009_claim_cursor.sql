@@ -14,16 +14,16 @@
 -- ended: a cursor (the priority, run_at and item_id of the last item it
 -- claimed) kept in a session setting, so no table is written for it.  It
 -- looks first at higher priorities than the cursor's (so that urgent work
--- is never made to wait), then at the cursor's priority after the cursor.
--- New work sorts after the cursor: it is enqueued at now(), and retries,
--- expired leases and releases are put at now() or later (a released item
--- now goes to the back of its priority, claimer/sql.c RELEASE: before, it
--- kept its place at the front).  What can sort before it (an
--- item enqueued by a transaction that committed late, a lower priority,
--- a run_at given in the past, a candidate another claim had locked and
--- then let go) is found by a scan from the start of the queue, which a
+-- is never made to wait), then at the cursor's priority after the cursor,
+-- then at lower priorities.  New work of the cursor's priority sorts
+-- after it: it is enqueued at now(), and retries, expired leases and
+-- releases are put at now() or later (a released item now goes to the
+-- back of its priority, claimer/sql.c RELEASE; before, it kept its place).
+-- What can sort before it (an item whose enqueuing transaction committed
+-- late, a run_at given in the past, a candidate another claim had locked
+-- and then let go) is found by a scan from the start of the queue, which a
 -- session makes when it has no cursor, at most a second after its last
--- one, and when the last one took long, 100 times its duration after it
+-- one, and, when the last one took long, 100 times its duration after it
 -- (so that such scans cost at most 1% of the time a held xmin makes them
 -- slow).  Such an item waits that long at most.  The rest is the claim
 -- of 008: candidates locked with SKIP LOCKED, the unique claims.item_id
@@ -75,6 +75,16 @@ BEGIN
         SELECT i.item_id FROM claimer.items i
          WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
            AND i.priority = c_pri AND (i.run_at, i.item_id) > (c_run, c_id)
+         ORDER BY i.priority DESC, i.run_at, i.item_id
+         LIMIT p_n - cardinality(ids)
+         FOR UPDATE SKIP LOCKED) s;
+      ids := ids || more;
+    END IF;
+    IF cardinality(ids) < p_n THEN
+      SELECT coalesce(array_agg(s.item_id), '{}') INTO more FROM (
+        SELECT i.item_id FROM claimer.items i
+         WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+           AND i.priority < c_pri
          ORDER BY i.priority DESC, i.run_at, i.item_id
          LIMIT p_n - cardinality(ids)
          FOR UPDATE SKIP LOCKED) s;

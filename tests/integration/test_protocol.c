@@ -409,7 +409,8 @@ static void test_release_spends_no_attempt(void **state) {
 }
 
 /* The claim goes on from where the session's last claim on the queue
- * ended (schema/009): a higher priority enqueued since is taken at once;
+ * ended (schema/009): a higher priority enqueued since is taken at once,
+ * and so is a lower one once the cursor's priority has run out;
  * an item that sorts before the cursor (here a run_at given in the past)
  * waits for the scan from the start, at most a second; an id holding the
  * cursor's separator is no trouble. */
@@ -443,6 +444,17 @@ static void test_claim_cursor(void **state) {
   cl_leases_free(l, 1);
   l = claim_one(f->c, "cq", "w", 30);
   assert_string_equal(l->item_id, "a-4");
+  cl_leases_free(l, 1);
+
+  /* A cursor at a high priority: lower ones are taken at once too. */
+  cl_item_t hi = {.item_id = "hi-1", .queue = "cp", .priority = 5};
+  assert_int_equal(cl_enqueue(f->c, &hi, 1, NULL), 1);
+  l = claim_one(f->c, "cp", "w", 30);
+  assert_string_equal(l->item_id, "hi-1");
+  cl_leases_free(l, 1);
+  enqueue_one(f->c, "lo-1", "cp", NULL, 0);
+  l = claim_one(f->c, "cp", "w", 30);
+  assert_string_equal(l->item_id, "lo-1");
   cl_leases_free(l, 1);
 
   enqueue_one(f->c, "b|1", "cb", NULL, 0);
