@@ -1059,10 +1059,6 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   claim_ctx_t *ctx = arg;
   cl_worker_t *w = ctx->w;
   w->claim_inflight = 0;
-  if (rc == 0) {
-    double rtt = (double)(uv_hrtime() - ctx->sent_ns) / 1e9;
-    w->pf_rtt = w->pf_rtt == 0 ? rtt : 0.8 * w->pf_rtt + 0.2 * rtt;
-  }
   if (rc != 0) {
     if (rc != CL_ECONNLOST) {
       cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue",
@@ -1074,6 +1070,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     free(ctx);
     return;
   }
+  double rtt = (double)(uv_hrtime() - ctx->sent_ns) / 1e9;
+  w->pf_rtt = w->pf_rtt == 0 ? rtt : 0.8 * w->pf_rtt + 0.2 * rtt;
   cl_lease_t *leases = NULL;
   size_t n = 0;
   if (cl__parse_claim(res, ctx->q->name, &leases, &n) != 0) {
