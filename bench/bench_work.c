@@ -10,13 +10,34 @@
  *               enqueue-to-start is the time from cl_enqueue() returning
  *               to the handler's first instruction (it prints the wall
  *               clock as its result; same host, same clock).  p50/p99.
+ *   load        the same enqueue-to-start, of probe items enqueued one at
+ *               a time (every 10-30 ms, at random) into a pool of P
+ *               processes x concurrency C that is busy with a steady
+ *               background stream of R no-op items/s in the same queue
+ *               (enqueued in a batch every 5 ms, as many as are due): an
+ *               offered load below the pool's capacity, not a backlog.
+ *               Two seconds of load come first, then T seconds with the
+ *               probes.  Reports the offered rate, the enqueued and the
+ *               completed rates over those T seconds (completions by
+ *               their finished_at), the items unfinished at the end of
+ *               the window (what a backlog would show), and the probes'
+ *               p50/p99/max.  The background items stamp their start too
+ *               (in-process) or answer at once without forking (exec:
+ *               the shell's `case` on CLAIMER_ITEM_ID); only the probes
+ *               are measured.
  *
  * usage: bench_work [--dsn DSN] [--claimer PATH] [--example PATH]
  *                   [--items N] [--exec-items N] [--samples N]
  *                   [--one inproc|exec,PROCS,CONCURRENCY [--no-insert]]
  *                   [--latency inproc|exec]
+ *                   [--load inproc|exec,PROCS,CONCURRENCY --rate R
+ *                    [--seconds T]]
  * --latency runs the enqueue-to-start measure alone with that handler and
  * prints "latency mode=M samples=N p50_ms=X p99_ms=Y max_ms=Z".
+ * --load runs the measure under load alone (T 30 s unless --seconds) and
+ * prints "load mode=M procs=P concurrency=C offered_per_s=R
+ * enqueued_per_s=E done_per_s=D seconds=T unfinished_end=U samples=N
+ * p50_ms=X p99_ms=Y max_ms=Z".
  * --one runs that one throughput case and prints "items/s=X rss_kib=Y";
  * with --no-insert it drains the N items the caller put in queue
  * bench-work (so that the caller can read the server's counters around
@@ -234,10 +255,168 @@ static void run_latency(PGconn *p, int samples, int exec, int machine) {
   free(lat);
 }
 
+/* The pool under load: procs processes x concurrency conc on queue
+ * bench-load, as `claimer work --exec` (poll 60 s, as in the idle case) or
+ * claimer-example-worker with DELAY_MS -1.  The background stream is
+ * enqueued from this process on its own connection, rate items/s in a
+ * batch every 5 ms (as many as are due by then, so that a late turn does
+ * not lower the rate); the probes go one at a time on the same connection
+ * between batches, each stamped with the wall clock after its cl_enqueue()
+ * returned.  Their starts are read after the run.  Prints the machine line
+ * of --load (see the top of the file).  Returns 0, or 1 when the run could
+ * not be made or no probe started. */
+enum { LOAD_BATCH_MAX = 2000 };
+
+static int run_load(PGconn *p, int exec, int procs, int conc, double rate,
+                    double secs) {
+  run_sql(p, "DELETE FROM claimer.items WHERE queue = 'bench-load'");
+  run_sql(p, "VACUUM ANALYZE claimer.items, claimer.claims, claimer.results");
+  char cbuf[16];
+  snprintf(cbuf, sizeof cbuf, "%d", conc);
+  /* Probes stamp their start; background items answer without a fork. */
+  char *exec_argv[] = {
+      (char *)claimer_bin,
+      "work",
+      "--dsn",
+      (char *)dsn,
+      "-q",
+      "bench-load",
+      "--concurrency",
+      cbuf,
+      "--poll",
+      "60",
+      "--log-level",
+      "warning",
+      "--exec",
+      "case $CLAIMER_ITEM_ID in probe-*) printf '%s' \"$(date +%s.%N)\" ;; "
+      "*) printf '{\"ok\":true}' ;; esac",
+      NULL};
+  char *inproc_argv[] = {
+      (char *)example_bin, (char *)dsn, "bench-load", cbuf, "-1", NULL};
+  pid_t pids[16];
+  for (int i = 0; i < procs; i++)
+    pids[i] = spawn(exec ? exec_argv : inproc_argv);
+  sleep_ms(1000); /* connected and idle */
+  cl_conn_t *c = NULL;
+  if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0) {
+    fprintf(stderr, "bench_work: cannot connect\n");
+    exit(1);
+  }
+  static char ids[LOAD_BATCH_MAX][32];
+  static cl_item_t batch[LOAD_BATCH_MAX];
+  int max_probes = (int)(secs * 100) + 16, nprobes = 0;
+  double *sent_at = calloc((size_t)max_probes, sizeof *sent_at);
+  srandom((unsigned)getpid() ^ (unsigned)time(NULL));
+  const double warmup = 2.0, tick = 0.005;
+  double t0 = mono(), w0_mono = t0 + warmup, w1_mono = w0_mono + secs;
+  double w0_wall = 0, w1_wall = 0, next_probe = w0_mono;
+  long sent = 0, sent_w0 = -1, sent_w1 = 0, failed = 0;
+  for (double now = mono(); now < w1_mono; now = mono()) {
+    if (sent_w0 < 0 && now >= w0_mono) {
+      sent_w0 = sent;
+      w0_wall = wall();
+    }
+    long due = (long)((now - t0) * rate) - sent;
+    while (due > 0) {
+      int m = due < LOAD_BATCH_MAX ? (int)due : LOAD_BATCH_MAX;
+      for (int i = 0; i < m; i++) {
+        snprintf(ids[i], sizeof ids[i], "load-%ld", sent + i);
+        batch[i] = (cl_item_t){
+            .item_id = ids[i], .queue = "bench-load", .payload = "{\"n\":1}"};
+      }
+      if (cl_enqueue(c, batch, (size_t)m, NULL) != m)
+        failed++;
+      sent += m;
+      due -= m;
+    }
+    if (sent_w0 >= 0 && now >= next_probe && nprobes < max_probes) {
+      char id[32];
+      snprintf(id, sizeof id, "probe-%d", nprobes);
+      cl_item_t it = {.item_id = id, .queue = "bench-load"};
+      if (cl_enqueue(c, &it, 1, NULL) == 1)
+        sent_at[nprobes] = wall();
+      else
+        failed++;
+      nprobes++;
+      next_probe = mono() + 0.010 + 0.020 * (double)random() / RAND_MAX;
+    }
+    /* Until the next background item is due, but a tick at least, and no
+     * later than the next probe. */
+    double wake = t0 + (double)(sent + 1) / rate;
+    now = mono();
+    if (wake < now + tick)
+      wake = now + tick;
+    if (sent_w0 >= 0 && wake > next_probe)
+      wake = next_probe;
+    if (wake > w1_mono)
+      wake = w1_mono;
+    if (wake > now)
+      sleep_ms((long)((wake - now) * 1000.0 + 0.5));
+  }
+  sent_w1 = sent;
+  w1_wall = wall();
+  /* Every probe started and stamped, or 30 s. */
+  for (double end = mono() + 30;
+       count(p, "SELECT count(*) FROM claimer.results WHERE queue = "
+                "'bench-load' AND item_id LIKE 'probe-%'") < nprobes &&
+       mono() < end;)
+    sleep_ms(20);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FILTER (WHERE finished_at >= to_timestamp(%.6f) "
+           "AND finished_at < to_timestamp(%.6f)) FROM claimer.results WHERE "
+           "queue = 'bench-load'",
+           w0_wall, w1_wall);
+  long done_w = count(p, sql);
+  /* Enqueued before the window's end and not finished by then: in the
+   * queue or in a worker's hands. */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM claimer.items WHERE queue = 'bench-load' "
+           "AND enqueued_at < to_timestamp(%.6f) AND (finished_at IS NULL "
+           "OR finished_at >= to_timestamp(%.6f))",
+           w1_wall, w1_wall);
+  long unfinished = count(p, sql);
+  double *lat = calloc((size_t)(nprobes > 0 ? nprobes : 1), sizeof *lat);
+  int n = 0;
+  PGresult *r = PQexec(p, "SELECT substr(item_id, 7)::int, (result #>> "
+                          "'{}')::numeric * 1000000 FROM claimer.results "
+                          "WHERE queue = 'bench-load' AND item_id LIKE "
+                          "'probe-%'");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+       i++) {
+    int k = atoi(PQgetvalue(r, i, 0));
+    if (k >= 0 && k < nprobes && sent_at[k] > 0)
+      lat[n++] = (atof(PQgetvalue(r, i, 1)) / 1e6 - sent_at[k]) * 1000.0;
+  }
+  PQclear(r);
+  for (int i = 0; i < procs; i++)
+    kill(pids[i], SIGTERM);
+  for (int i = 0; i < procs; i++)
+    waitpid(pids[i], NULL, 0);
+  cl_conn_free(&c);
+  if (failed > 0)
+    fprintf(stderr, "bench_work: %ld enqueues failed under load\n", failed);
+  qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+  if (n > 0)
+    printf("load mode=%s procs=%d concurrency=%d offered_per_s=%.0f "
+           "enqueued_per_s=%.0f done_per_s=%.0f seconds=%.1f "
+           "unfinished_end=%ld samples=%d p50_ms=%.2f p99_ms=%.2f "
+           "max_ms=%.2f\n",
+           exec ? "exec" : "inproc", procs, conc, rate,
+           (double)(sent_w1 - sent_w0 + nprobes) / secs, (double)done_w / secs,
+           secs, unfinished, n, lat[n / 2], lat[(int)(n * 0.99)], lat[n - 1]);
+  else
+    fprintf(stderr, "bench_work: no probe started under load\n");
+  free(lat);
+  free(sent_at);
+  return n > 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   long items = 20000, exec_items = 2000;
   int samples = 200;
-  const char *one = NULL, *latency = NULL;
+  const char *one = NULL, *latency = NULL, *load = NULL;
+  double load_rate = 0, load_secs = 30;
   static const struct option opts[] = {
       {"dsn", required_argument, NULL, 'd'},
       {"claimer", required_argument, NULL, 'c'},
@@ -248,6 +427,9 @@ int main(int argc, char **argv) {
       {"one", required_argument, NULL, 'o'},
       {"no-insert", no_argument, NULL, 'i'},
       {"latency", required_argument, NULL, 'l'},
+      {"load", required_argument, NULL, 'L'},
+      {"rate", required_argument, NULL, 'r'},
+      {"seconds", required_argument, NULL, 'S'},
       {NULL, 0, NULL, 0}};
   int ch;
   dsn = getenv("CLAIMER_DSN");
@@ -280,11 +462,21 @@ int main(int argc, char **argv) {
     case 'l':
       latency = optarg;
       break;
+    case 'L':
+      load = optarg;
+      break;
+    case 'r':
+      load_rate = atof(optarg);
+      break;
+    case 'S':
+      load_secs = atof(optarg);
+      break;
     default:
       fprintf(stderr, "usage: bench_work [--dsn DSN] [--claimer PATH] "
                       "[--example PATH] [--items N] [--exec-items N] "
                       "[--samples N] [--one inproc|exec,P,C [--no-insert]] "
-                      "[--latency inproc|exec]"
+                      "[--latency inproc|exec] "
+                      "[--load inproc|exec,P,C --rate R [--seconds T]]"
                       "\n");
       return 2;
     }
@@ -325,6 +517,25 @@ int main(int argc, char **argv) {
     printf("items/s=%.0f rss_kib=%ld\n", rate, rss);
     PQfinish(p);
     return 0;
+  }
+  if (load != NULL) {
+    char mode[16];
+    int np = 0, nc = 0;
+    if (sscanf(load, "%15[a-z],%d,%d", mode, &np, &nc) != 3 ||
+        (strcmp(mode, "inproc") != 0 && strcmp(mode, "exec") != 0) || np < 1 ||
+        np > 16 || nc < 1 || nc > 10000 || load_rate <= 0 || load_rate > 1e6 ||
+        load_secs < 1 || load_secs > 3600) {
+      fprintf(stderr,
+              "bench_work: --load wants inproc|exec,PROCS (1..16),"
+              "CONCURRENCY (1..10000) with --rate R (items/s, > 0) and "
+              "--seconds T (1..3600), not '%s'\n",
+              load);
+      return 2;
+    }
+    int rc =
+        run_load(p, strcmp(mode, "exec") == 0, np, nc, load_rate, load_secs);
+    PQfinish(p);
+    return rc;
   }
   if (latency != NULL) {
     if (strcmp(latency, "inproc") != 0 && strcmp(latency, "exec") != 0) {
