@@ -255,6 +255,52 @@ static void test_retention_keeps_what_is_owed(void **state) {
   PQfinish(p);
 }
 
+/* An item deleted by hand, or the items table truncated, takes its claim,
+ * its result and the result's deliveries with it (schema/010: statement
+ * triggers where the foreign keys' ON DELETE CASCADE was), and a delete
+ * of many items is one statement per table, not one per row. */
+static void test_item_delete_takes_its_rows(void **state) {
+  (void)state;
+  char dsn[1024];
+  assert_int_equal(th_db_create(&th_pg, "reap_delete", 1, dsn, sizeof dsn),
+                   0);
+  PGconn *p = th_connect(dsn);
+  th_exec(p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
+             "VALUES ('leased', 'q', 'leased', 1), ('done', 'q', 'done', 1), "
+             "('kept', 'q', 'done', 1)");
+  th_exec(p, "INSERT INTO claimer.claims (item_id, queue, worker_id, token, "
+             "attempt, lease_until) VALUES "
+             "('leased', 'q', 'w', 't1', 1, now() + interval '1 h')");
+  th_exec(p, "INSERT INTO claimer.results (item_id, queue, token, worker_id, "
+             "attempt) VALUES ('done', 'q', 't2', 'w', 1), "
+             "('kept', 'q', 't3', 'w', 1)");
+  th_exec(p, "INSERT INTO claimer.deliveries (subscriber, item_id, state, "
+             "idempotency_key) VALUES ('audit', 'done', 'sent', 'k1'), "
+             "('audit', 'kept', 'sent', 'k2')");
+  th_exec(p, "DELETE FROM claimer.items WHERE item_id IN ('leased', 'done')");
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.claims"), 0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results WHERE "
+                              "item_id = 'done'"),
+                   0);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.deliveries WHERE "
+                              "item_id = 'done'"),
+                   0);
+  /* The item not deleted keeps its rows. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.results"), 1);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.deliveries"), 1);
+  th_exec(p, "TRUNCATE claimer.items");
+  assert_int_equal(th_long(p, "SELECT (SELECT count(*) FROM claimer.results)"
+                              " + (SELECT count(*) FROM claimer.deliveries)"
+                              " + (SELECT count(*) FROM claimer.claims)"),
+                   0);
+  /* No foreign key is checked per row on the hot path any more. */
+  assert_int_equal(th_long(p, "SELECT count(*) FROM pg_constraint WHERE "
+                              "contype = 'f' AND confrelid = "
+                              "'claimer.items'::regclass"),
+                   0);
+  PQfinish(p);
+}
+
 /* A lost worker's heartbeat that arrives while the reaper finds it lost:
  * the heartbeat locks the worker's claims, then its row; the reaper must
  * not wait on those claims while it holds the row (that order deadlocked),
@@ -315,6 +361,7 @@ int main(void) {
       cmocka_unit_test(test_three_reapers_each_lease_once),
       cmocka_unit_test(test_reapers_race_heartbeat),
       cmocka_unit_test(test_retention_keeps_what_is_owed),
+      cmocka_unit_test(test_item_delete_takes_its_rows),
       cmocka_unit_test(test_lost_worker_races_heartbeat),
   };
   return cmocka_run_group_tests_name("reap", tests, th_group_setup,
