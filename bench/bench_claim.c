@@ -1,8 +1,11 @@
 /*
  * bench_claim: claim+complete throughput of the claim protocol, with P
  * concurrent processes, either through libclaimer directly (claims in
- * batches of B; each batch completed in one statement, cl_complete_many(),
- * or with --complete one one cl_complete() per item) or through the
+ * batches of B; each batch's completes and the next claim in one
+ * statement and one commit, cl_complete_many_claim(); with --complete
+ * many the batch completed by one cl_complete_many() and the next claim
+ * its own statement, with --complete one one cl_complete() per item) or
+ * through the
  * `claimer` CLI (one claim and one complete process per item, as a shell
  * worker would run them).
  * Reports items/s, the p50/p99 latency from claim to completed per item,
@@ -13,7 +16,7 @@
  * test.
  *
  * usage: bench_claim [--dsn DSN] [--items N] [--procs P] [--batch B]
- *                    [--complete one|many] [--cli PATH_TO_CLAIMER]
+ *                    [--complete one|many|joint] [--cli PATH_TO_CLAIMER]
  *                    [--queue Q] [--enqueue-only | --no-enqueue]
  *                    [--seconds T [--interval S]]
  * --seconds stops the library's claimers after T seconds (the queue must
@@ -62,10 +65,40 @@ static long ready_left(cl_conn_t *c, const char *queue) {
   return n;
 }
 
+/* How the library's claimers complete: one cl_complete() per item, one
+ * cl_complete_many() per batch, or the batch's completes and the next
+ * claim in one cl_complete_many_claim() (the default). */
+enum { COMPLETE_ONE, COMPLETE_MANY, COMPLETE_JOINT };
+
+/* Writes each of n latencies lat (seconds) to fd; 0, or 1 on error. */
+static int put_lat(int fd, double lat, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (write(fd, &lat, sizeof lat) != sizeof lat)
+      return 1;
+  return 0;
+}
+
+/* Whether a claim of n for batch was wasted (ready items were left while
+ * it got fewer: hidden by the others' locks); 0 no, 1 yes, 2 no and the
+ * queue is empty, -1 on error. */
+static int claim_wasted(cl_conn_t *c, const char *queue, size_t n,
+                        int batch) {
+  if (n >= (size_t)batch)
+    return 0;
+  long left = ready_left(c, queue);
+  if (left < 0) {
+    fprintf(stderr, "count: %s\n", PQerrorMessage(cl_conn_pg(c)));
+    return -1;
+  }
+  return left > 0 ? 1 : n == 0 ? 2 : 0;
+}
+
 /* Claims and completes through the library until the queue is empty;
- * writes per-item latencies (seconds) to fd, then its count of claims
- * and of wasted claims (two longs, a negative claim count first) . */
-static int lib_worker(const char *dsn, const char *queue, int batch, int many,
+ * writes per-item latencies (seconds, from the start of the call that
+ * claimed the item to the end of the one that completed it) to fd, then
+ * its count of claims and of wasted claims (two longs, a negative claim
+ * count first). */
+static int lib_worker(const char *dsn, const char *queue, int batch, int mode,
                       double until, int fd) {
   cl_conn_t *c = NULL;
   if (cl_conn_new(&c, dsn) != 0 || cl_conn_connect(c) != 0)
@@ -73,63 +106,69 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int many,
   char worker[32];
   snprintf(worker, sizeof worker, "bench-%d", (int)getpid());
   long claims = 0, wasted = 0;
+  cl_done_t *d = malloc((size_t)batch * sizeof *d);
+  int *rcs = malloc((size_t)batch * sizeof *rcs);
+  if (d == NULL || rcs == NULL)
+    return 1;
+  cl_lease_t *l = NULL; /* held, claimed by the call that began at t0 */
+  size_t n = 0;
+  double t0 = now_s();
+  int empty = 0;
   for (;;) {
-    double t0 = now_s();
-    if (until > 0 && t0 >= until)
+    double t1 = now_s();
+    int last = empty || (until > 0 && t1 >= until);
+    for (size_t i = 0; i < n; i++)
+      d[i] = (cl_done_t){l[i].item_id, l[i].token, "{\"ok\":true}"};
+    cl_lease_t *next = NULL;
+    size_t nn = 0;
+    int rc = 0, claimed = 0;
+    if (mode == COMPLETE_JOINT && !last) {
+      rc = cl_complete_many_claim(c, d, n, rcs, NULL, queue, worker, batch,
+                                  60, &next, &nn);
+      claimed = 1;
+    } else if (mode != COMPLETE_ONE) {
+      rc = cl_complete_many(c, d, n, rcs, NULL);
+    } else {
+      for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = cl_complete(c, l[i].item_id, l[i].token, "{\"ok\":true}", NULL);
+        rcs[i] = rc;
+        if (rc == 0 && put_lat(fd, now_s() - t0, 1) != 0)
+          return 1;
+      }
+    }
+    if (rc != 0) {
+      fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
+      return 1;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (rcs[i] != 0) {
+        fprintf(stderr, "complete %s: %s\n", l[i].item_id,
+                cl_err_name(rcs[i]));
+        return 1;
+      }
+    if (mode != COMPLETE_ONE && put_lat(fd, now_s() - t0, n) != 0)
+      return 1;
+    cl_leases_free(l, n);
+    if (last)
       break;
-    cl_lease_t *l = NULL;
-    size_t n = 0;
-    if (cl_claim(c, queue, worker, batch, 60, &l, &n) != 0) {
+    double tc = now_s();
+    if (!claimed && cl_claim(c, queue, worker, batch, 60, &next, &nn) != 0) {
       fprintf(stderr, "claim: %s\n", cl_conn_last_error(c));
       return 1;
     }
     claims++;
-    if (n < (size_t)batch) {
-      long left = ready_left(c, queue);
-      if (left < 0) {
-        fprintf(stderr, "count: %s\n", PQerrorMessage(cl_conn_pg(c)));
-        return 1;
-      }
-      wasted += left > 0;
-      if (n == 0 && left == 0)
-        break;
-    }
-    if (many) {
-      cl_done_t *d = malloc(n * sizeof *d);
-      int *rcs = malloc(n * sizeof *rcs);
-      if (d == NULL || rcs == NULL)
-        return 1;
-      for (size_t i = 0; i < n; i++)
-        d[i] = (cl_done_t){l[i].item_id, l[i].token, "{\"ok\":true}"};
-      if (cl_complete_many(c, d, n, rcs, NULL) != 0) {
-        fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
-        return 1;
-      }
-      double lat = now_s() - t0;
-      for (size_t i = 0; i < n; i++) {
-        if (rcs[i] != 0) {
-          fprintf(stderr, "complete %s: %s\n", l[i].item_id,
-                  cl_err_name(rcs[i]));
-          return 1;
-        }
-        if (write(fd, &lat, sizeof lat) != sizeof lat)
-          return 1;
-      }
-      free(d);
-      free(rcs);
-    }
-    for (size_t i = 0; !many && i < n; i++) {
-      if (cl_complete(c, l[i].item_id, l[i].token, "{\"ok\":true}", NULL) !=
-          0) {
-        fprintf(stderr, "complete: %s\n", cl_conn_last_error(c));
-        return 1;
-      }
-      double lat = now_s() - t0;
-      if (write(fd, &lat, sizeof lat) != sizeof lat)
-        return 1;
-    }
-    cl_leases_free(l, n);
+    int w = claim_wasted(c, queue, nn, batch);
+    if (w < 0)
+      return 1;
+    wasted += w == 1;
+    empty = w == 2;
+    l = next;
+    n = nn;
+    /* A joint claim began with the completes; a separate one after. */
+    t0 = claimed ? t1 : tc;
   }
+  free(d);
+  free(rcs);
   cl_conn_free(&c);
   /* The counts, told apart from latencies by their sign. */
   double tail[2] = {-(double)claims - 1, (double)wasted};
@@ -173,7 +212,8 @@ static int cli_worker(const char *cli, const char *dsn, const char *queue,
 
 int main(int argc, char **argv) {
   const char *dsn = getenv("CLAIMER_DSN"), *cli = NULL, *qname = NULL;
-  int items = 20000, procs = 1, batch = 16, many = 1, enqueue = 1, drain = 1;
+  int items = 20000, procs = 1, batch = 16, mode = COMPLETE_JOINT;
+  int enqueue = 1, drain = 1;
   double seconds = 0, interval = 10;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--dsn") == 0 && i + 1 < argc)
@@ -190,8 +230,13 @@ int main(int argc, char **argv) {
       qname = argv[++i];
     else if (strcmp(argv[i], "--complete") == 0 && i + 1 < argc &&
              (strcmp(argv[i + 1], "one") == 0 ||
-              strcmp(argv[i + 1], "many") == 0))
-      many = strcmp(argv[++i], "many") == 0;
+              strcmp(argv[i + 1], "many") == 0 ||
+              strcmp(argv[i + 1], "joint") == 0)) {
+      i++;
+      mode = strcmp(argv[i], "one") == 0    ? COMPLETE_ONE
+             : strcmp(argv[i], "many") == 0 ? COMPLETE_MANY
+                                            : COMPLETE_JOINT;
+    }
     else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
       seconds = atof(argv[++i]);
     else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc)
@@ -202,7 +247,7 @@ int main(int argc, char **argv) {
       enqueue = 0;
     else {
       fprintf(stderr, "usage: bench_claim [--dsn DSN] [--items N] "
-                      "[--procs P] [--batch B] [--complete one|many] "
+                      "[--procs P] [--batch B] [--complete one|many|joint] "
                       "[--cli CLAIMER] [--queue Q] "
                       "[--enqueue-only | --no-enqueue] "
                       "[--seconds T [--interval S]]\n");
@@ -265,7 +310,7 @@ int main(int argc, char **argv) {
     if (fork() == 0) {
       close(fds[0]);
       _exit(cli ? cli_worker(cli, dsn, queue, fds[1])
-                : lib_worker(dsn, queue, batch, many, until, fds[1]));
+                : lib_worker(dsn, queue, batch, mode, until, fds[1]));
     }
   }
   close(fds[1]);
@@ -301,9 +346,10 @@ int main(int argc, char **argv) {
   printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
          "p50=%.2f ms  p99=%.2f ms  claims=%ld wasted=%ld  "
          "peak RSS per worker=%ld KiB%s\n",
-         cli    ? "cli"
-         : many ? "lib"
-                : "lib1",
+         cli                       ? "cli"
+         : mode == COMPLETE_JOINT ? "lib"
+         : mode == COMPLETE_MANY  ? "lib2"
+                                  : "lib1",
          procs, cli ? 1 : batch, n, (double)n / secs, n ? lat[n / 2] * 1e3 : 0,
          n ? lat[(n * 99) / 100] * 1e3 : 0, claims, wasted, ru.ru_maxrss,
          failed ? "  (A WORKER FAILED)" : "");

@@ -140,6 +140,8 @@ typedef struct claim_ctx {
   cl_worker_t *w;
   wqueue_t *q;
   int n;
+  int row0, col0; /* where the claim's rows start in the answer (after a
+                     joint send's completes, one column on) */
   uint64_t sent_ms;
   uint64_t sent_ns; /* uv_hrtime(): the round trip, for the prefetch */
 } claim_ctx_t;
@@ -214,6 +216,7 @@ static void send_ack(cl_job_t *job);
 static void batch_kick(cl_worker_t *w);
 static void claim_now(cl_worker_t *w);
 static void batch_now(cl_worker_t *w);
+static void joint_now(cl_worker_t *w);
 static int paused(cl_worker_t *w);
 static void send_register(cl_worker_t *w);
 static void begin_stop(cl_worker_t *w);
@@ -549,9 +552,11 @@ static void on_kick(uv_idle_t *h) {
   w->kick_batch = w->kick_claim = 0;
   if (w->closing)
     return;
-  if (batch)
+  if (batch && claim)
+    joint_now(w);
+  else if (batch)
     batch_now(w);
-  if (claim)
+  else if (claim)
     claim_now(w);
 }
 
@@ -856,11 +861,12 @@ typedef struct batch_ctx {
   cl_job_t *jobs[];
 } batch_ctx_t;
 
-static void on_batch(void *arg, int rc, PGresult *res) {
-  batch_ctx_t *b = arg;
+/* A batch's answer: rc and res as the connection gave them, whole when
+ * res holds one outcome per complete in rows 0..n). */
+static void batch_answered(batch_ctx_t *b, int rc, PGresult *res, int whole) {
   cl_worker_t *w = b->w;
   int lost = rc == CL_ECONNLOST || rc == CL_ECONNECT;
-  int refused = !lost && (rc != 0 || PQntuples(res) != (int)b->n);
+  int refused = !lost && (rc != 0 || !whole);
   if (refused && rc == 0)
     cl__event(&w->o.events, CL_LEVEL_ERROR, "ack_batch_failed", "error",
               "the answer does not have one row per complete", NULL);
@@ -888,13 +894,43 @@ static void on_batch(void *arg, int rc, PGresult *res) {
   free(b);
   w->batch_inflight = 0;
   batch_kick(w);
+}
+
+static void on_batch(void *arg, int rc, PGresult *res) {
+  batch_ctx_t *b = arg;
+  cl_worker_t *w = b->w;
+  batch_answered(b, rc, res, rc == 0 && PQntuples(res) == (int)b->n);
   if (!w->closing)
     maybe_finish(w);
 }
 
-static void batch_now(cl_worker_t *w) {
+/* A batch that could not be sent (rc): out of memory, each complete goes
+ * alone; the connection closed, each is dropped (its lease expires). */
+static void batch_unsent(batch_ctx_t *b, int rc) {
+  cl_worker_t *w = b->w;
+  size_t n = b->n;
+  for (size_t i = 0; i < n; i++) {
+    cl_job_t *job = b->jobs[i];
+    if (rc == CL_ENOMEM) {
+      job->solo = 1;
+      send_ack(job);
+      continue;
+    }
+    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
+              job->lease.item_id, "token", job->lease.token, "reason",
+              "the connection is closed; the lease will expire", NULL);
+    job_move(job, E_DROPPED);
+  }
+  free(b);
+}
+
+/* Takes the completes waiting (up to BATCH_MAX of them, BATCH_BYTES of
+ * results) off the FIFO into a batch with COMPLETE_MANY's literals in
+ * lit.  NULL when none wait or a batch is out; out of memory, the oldest
+ * is sent alone instead and NULL returned. */
+static batch_ctx_t *batch_take(cl_worker_t *w, char *lit[3]) {
   if (w->batch_inflight || w->batch_head == NULL || w->closing)
-    return;
+    return NULL;
   size_t n = 0, bytes = 0;
   for (cl_job_t *j = w->batch_head; j && n < BATCH_MAX && bytes < BATCH_BYTES;
        j = j->bnext) {
@@ -913,7 +949,7 @@ static void batch_now(cl_worker_t *w) {
       w->batch_tail = NULL;
     job->solo = 1;
     send_ack(job);
-    return;
+    return NULL;
   }
   b->w = w;
   b->n = n;
@@ -928,31 +964,29 @@ static void batch_now(cl_worker_t *w) {
   }
   if (w->batch_head == NULL)
     w->batch_tail = NULL;
-  char *lit[3];
   int rc = cl__many_params(col, n, lit);
   free(col);
-  if (rc == 0)
-    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY,
-                            (const char *const *)lit, on_batch, b);
+  if (rc != 0) {
+    batch_unsent(b, rc);
+    return NULL;
+  }
+  return b;
+}
+
+static void batch_now(cl_worker_t *w) {
+  char *lit[3];
+  batch_ctx_t *b = batch_take(w, lit);
+  if (b == NULL)
+    return;
+  int rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY,
+                              (const char *const *)lit, on_batch, b);
   for (int k = 0; k < 3; k++)
     free(lit[k]);
-  if (rc == 0) {
-    w->batch_inflight = 1;
+  if (rc != 0) {
+    batch_unsent(b, rc);
     return;
   }
-  for (size_t i = 0; i < n; i++) {
-    cl_job_t *job = b->jobs[i];
-    if (rc == CL_ENOMEM) {
-      job->solo = 1;
-      send_ack(job);
-      continue;
-    }
-    cl__event(&w->o.events, CL_LEVEL_WARNING, "ack_dropped", "item",
-              job->lease.item_id, "token", job->lease.token, "reason",
-              "the connection is closed; the lease will expire", NULL);
-    job_move(job, E_DROPPED);
-  }
-  free(b);
+  w->batch_inflight = 1;
 }
 
 /* The stop closes the connection: completes still waiting for a batch
@@ -1074,7 +1108,8 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
   w->pf_rtt = w->pf_rtt == 0 ? rtt : 0.8 * w->pf_rtt + 0.2 * rtt;
   cl_lease_t *leases = NULL;
   size_t n = 0;
-  if (cl__parse_claim(res, ctx->q->name, &leases, &n) != 0) {
+  if (cl__parse_claim_rows(res, ctx->row0, ctx->col0, ctx->q->name, &leases,
+                           &n) != 0) {
     cl__event(&w->o.events, CL_LEVEL_ERROR, "claim_failed", "queue",
               ctx->q->name, "error", "out of memory", NULL);
     free(ctx);
@@ -1161,34 +1196,113 @@ static int prefetch_now(cl_worker_t *w) {
   return p > w->pf_min ? (int)p : w->pf_min;
 }
 
-static void claim_now(cl_worker_t *w) {
+/* The claim the room there is calls for, with CLAIM's count in nbuf and
+ * lease in lbuf; NULL when none is due (a claim is out, the worker is
+ * stopping or paused, no room, no queue's turn). */
+static claim_ctx_t *claim_take(cl_worker_t *w, char nbuf[16], char lbuf[64]) {
   if (w->stopping || w->closing || w->claim_inflight || !w->reg_ok ||
       paused(w) || !cl__loop_conn_is_up(w->a))
-    return;
+    return NULL;
   int want = w->o.concurrency + prefetch_now(w) - w->running - w->nwaiting;
   if (want <= 0)
-    return;
+    return NULL;
   if (want > 10000)
     want = 10000;
   wqueue_t *q = pick_queue(w);
   if (q == NULL)
-    return;
+    return NULL;
   claim_ctx_t *ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL)
-    return;
+    return NULL;
   ctx->w = w;
   ctx->q = q;
   ctx->n = want;
+  /* Taken before the send: the lease runs from no later than this. */
   ctx->sent_ms = uv_now(w->loop);
   ctx->sent_ns = uv_hrtime();
+  snprintf(nbuf, 16, "%d", want);
+  cl__fmt_double(lbuf, 64, w->o.lease_s);
+  return ctx;
+}
+
+static void claim_now(cl_worker_t *w) {
   char nbuf[16], lbuf[64];
-  snprintf(nbuf, sizeof nbuf, "%d", want);
-  cl__fmt_double(lbuf, sizeof lbuf, w->o.lease_s);
-  const char *params[] = {q->name, nbuf, w->name, lbuf};
+  claim_ctx_t *ctx = claim_take(w, nbuf, lbuf);
+  if (ctx == NULL)
+    return;
+  const char *params[] = {ctx->q->name, nbuf, w->name, lbuf};
   if (cl__loop_conn_send(w->a, CL__STMT_CLAIM, params, on_claim, ctx) != 0) {
     free(ctx);
     return;
   }
+  w->claim_inflight = 1;
+}
+
+/* A joint send: the batch's completes and the claim in one statement
+ * and one commit (COMPLETE_CLAIM). */
+typedef struct joint_ctx {
+  batch_ctx_t *b;
+  claim_ctx_t *claim;
+} joint_ctx_t;
+
+static void on_joint(void *arg, int rc, PGresult *res) {
+  joint_ctx_t *j = arg;
+  cl_worker_t *w = j->b->w;
+  claim_ctx_t *claim = j->claim;
+  int whole = rc == 0 && cl__complete_claim_ok(res, (int)j->b->n);
+  claim->row0 = (int)j->b->n;
+  claim->col0 = 1;
+  batch_answered(j->b, rc, res, whole);
+  free(j);
+  if (rc == 0 && whole) {
+    claim_answered(claim, 0, res);
+  } else {
+    /* The claim did not happen (or, on a lost connection, its items are
+     * orphans the heartbeat gives back); one goes alone next turn, and
+     * says so if it fails on its own. */
+    w->claim_inflight = 0;
+    free(claim);
+    maybe_claim(w);
+  }
+  if (!w->closing)
+    maybe_finish(w);
+}
+
+/* The completes waiting and the claim due, in one statement when both
+ * are ready to go, else whichever is. */
+static void joint_now(cl_worker_t *w) {
+  char nbuf[16], lbuf[64];
+  claim_ctx_t *claim = claim_take(w, nbuf, lbuf);
+  if (claim == NULL) {
+    batch_now(w);
+    return;
+  }
+  char *lit[3];
+  batch_ctx_t *b = batch_take(w, lit);
+  if (b == NULL) {
+    free(claim);
+    claim_now(w);
+    return;
+  }
+  joint_ctx_t *j = malloc(sizeof *j);
+  int rc = CL_ENOMEM;
+  if (j != NULL) {
+    j->b = b;
+    j->claim = claim;
+    const char *params[] = {lit[0], lit[1],  lit[2], claim->q->name,
+                            nbuf,   w->name, lbuf};
+    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_CLAIM, params, on_joint,
+                            j);
+  }
+  for (int k = 0; k < 3; k++)
+    free(lit[k]);
+  if (rc != 0) {
+    free(j);
+    free(claim);
+    batch_unsent(b, rc);
+    return;
+  }
+  w->batch_inflight = 1;
   w->claim_inflight = 1;
 }
 

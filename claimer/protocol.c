@@ -206,22 +206,36 @@ void cl_leases_free(cl_lease_t *leases, size_t count) {
 
 int cl__parse_claim(PGresult *r, const char *queue, cl_lease_t **leases,
                     size_t *count) {
-  int n = PQntuples(r);
+  return cl__parse_claim_rows(r, 0, 0, queue, leases, count);
+}
+
+int cl__complete_claim_ok(const PGresult *r, int m) {
+  int rows = PQntuples(r);
+  if (rows < m || PQnfields(r) != 7)
+    return 0;
+  return (m == 0 || !PQgetisnull(r, m - 1, 0)) &&
+         (rows == m || PQgetisnull(r, m, 0));
+}
+
+int cl__parse_claim_rows(PGresult *r, int row0, int col0, const char *queue,
+                         cl_lease_t **leases, size_t *count) {
+  int n = PQntuples(r) - row0;
   *leases = NULL;
   *count = 0;
-  if (n == 0)
+  if (n <= 0)
     return 0;
   cl_lease_t *out = calloc((size_t)n, sizeof *out);
   if (out == NULL)
     return CL_ENOMEM;
   int oom = 0;
   for (int i = 0; i < n; i++) {
-    out[i].item_id = cl__strdup(PQgetvalue(r, i, 0));
-    out[i].token = cl__strdup(PQgetvalue(r, i, 1));
-    out[i].attempt = atoi(PQgetvalue(r, i, 2));
-    out[i].max_attempts = atoi(PQgetvalue(r, i, 3));
-    out[i].payload = cl__strdup(PQgetvalue(r, i, 4));
-    out[i].lease_until = cl__strdup(PQgetvalue(r, i, 5));
+    int row = row0 + i;
+    out[i].item_id = cl__strdup(PQgetvalue(r, row, col0));
+    out[i].token = cl__strdup(PQgetvalue(r, row, col0 + 1));
+    out[i].attempt = atoi(PQgetvalue(r, row, col0 + 2));
+    out[i].max_attempts = atoi(PQgetvalue(r, row, col0 + 3));
+    out[i].payload = cl__strdup(PQgetvalue(r, row, col0 + 4));
+    out[i].lease_until = cl__strdup(PQgetvalue(r, row, col0 + 5));
     out[i].queue = cl__strdup(queue);
     oom |= !out[i].item_id || !out[i].token || !out[i].payload ||
            !out[i].lease_until || !out[i].queue;
@@ -244,11 +258,10 @@ static int check_lease_args(cl_conn_t *c, double lease_s) {
   return 0;
 }
 
-int cl_claim(cl_conn_t *c, const char *queue, const char *worker, int n,
-             double lease_s, cl_lease_t **leases, size_t *count) {
+/* A claim's arguments, checked before anything is sent. */
+static int check_claim_args(cl_conn_t *c, const char *queue,
+                            const char *worker, int n, double lease_s) {
   char why[256];
-  *leases = NULL;
-  *count = 0;
   if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0 ||
       cl_check_worker(worker ? worker : "", why, sizeof why) != 0) {
     cl__set_error(c, NULL, "%s", why);
@@ -258,7 +271,14 @@ int cl_claim(cl_conn_t *c, const char *queue, const char *worker, int n,
     cl__set_error(c, NULL, "claim count %d is out of range 1..10000", n);
     return CL_EINVAL;
   }
-  int rc = check_lease_args(c, lease_s);
+  return check_lease_args(c, lease_s);
+}
+
+int cl_claim(cl_conn_t *c, const char *queue, const char *worker, int n,
+             double lease_s, cl_lease_t **leases, size_t *count) {
+  *leases = NULL;
+  *count = 0;
+  int rc = check_claim_args(c, queue, worker, n, lease_s);
   if (rc != 0)
     return rc;
   char nbuf[16], lbuf[64];
@@ -572,10 +592,18 @@ int cl_complete(cl_conn_t *c, const char *item_id, const char *token,
 /* cl_complete_many()'s items: where each stands. */
 enum { MANY_BATCH, MANY_SOLO, MANY_ENDED };
 
+/* The claim cl_complete_many_claim() sends with its completes. */
+typedef struct many_claim {
+  const char *queue, *worker;
+  int n;
+  double lease_s;
+} many_claim_t;
+
 /* One COMPLETE_MANY of the items of k marked MANY_BATCH (idx[0..m) their
- * indexes).  Returns as cl__exec(), with the answer in *res. */
+ * indexes), or with w a COMPLETE_CLAIM of them and w's claim.  Returns as
+ * cl__exec(), with the answer in *res. */
 static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
-                     size_t m, PGresult **res) {
+                     size_t m, const many_claim_t *w, PGresult **res) {
   const char **col = malloc(3 * m * sizeof *col);
   char *lit[3] = {NULL, NULL, NULL};
   int rc = CL_ENOMEM;
@@ -585,8 +613,18 @@ static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
       col[m + j] = k[idx[j]].token;
       col[2 * m + j] = k[idx[j]].result;
     }
-    if (cl__many_params(col, m, lit) == 0)
+    if (cl__many_params(col, m, lit) != 0)
+      ;
+    else if (w == NULL)
       rc = cl__exec(c, CL__STMT_COMPLETE_MANY, (const char *const *)lit, res);
+    else {
+      char nbuf[16], lbuf[64];
+      snprintf(nbuf, sizeof nbuf, "%d", w->n);
+      cl__fmt_double(lbuf, sizeof lbuf, w->lease_s);
+      const char *params[] = {lit[0], lit[1],    lit[2], w->queue,
+                              nbuf,   w->worker, lbuf};
+      rc = cl__exec(c, CL__STMT_COMPLETE_CLAIM, params, res);
+    }
   }
   for (int i = 0; i < 3; i++)
     free(lit[i]);
@@ -594,10 +632,41 @@ static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
   return rc;
 }
 
+static int complete_many_run(cl_conn_t *c, const cl_done_t *items, size_t n,
+                             int *rcs, cl_complete_info_t *infos,
+                             const many_claim_t *w, cl_lease_t **leases,
+                             size_t *count);
+
 int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
                      cl_complete_info_t *infos) {
+  return complete_many_run(c, items, n, rcs, infos, NULL, NULL, NULL);
+}
+
+int cl_complete_many_claim(cl_conn_t *c, const cl_done_t *items, size_t n,
+                           int *rcs, cl_complete_info_t *infos,
+                           const char *queue, const char *worker, int want,
+                           double lease_s, cl_lease_t **leases,
+                           size_t *count) {
+  *leases = NULL;
+  *count = 0;
+  int rc = check_claim_args(c, queue, worker, want, lease_s);
+  if (rc != 0)
+    return rc;
+  many_claim_t w = {queue, worker, want, lease_s};
+  return complete_many_run(c, items, n, rcs, infos, &w, leases, count);
+}
+
+/* cl_complete_many(), and with w cl_complete_many_claim(): the claim
+ * rides on the first send of the batch; when that send does not come
+ * back whole (a lost connection, a database error), the completes go on
+ * as cl_complete_many()'s do and the claim is sent alone after them. */
+static int complete_many_run(cl_conn_t *c, const cl_done_t *items, size_t n,
+                             int *rcs, cl_complete_info_t *infos,
+                             const many_claim_t *w, cl_lease_t **leases,
+                             size_t *count) {
   if (n == 0)
-    return 0;
+    return w ? cl_claim(c, w->queue, w->worker, w->n, w->lease_s, leases, count)
+             : 0;
   if (n > CL_COMPLETE_MANY_MAX || items == NULL || rcs == NULL) {
     cl__set_error(c, NULL, "complete count %zu is out of range 1..%d", n,
                   CL_COMPLETE_MANY_MAX);
@@ -641,6 +710,9 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
    * database error, which the batch does not count against any item (one
    * refused result must not turn its batch-mates into failures). */
   long delay = 100;
+  enum { CLAIM_NONE, CLAIM_RIDES, CLAIM_DONE, CLAIM_ALONE } claim =
+      w ? CLAIM_RIDES : CLAIM_NONE;
+  int claim_rc = 0;
   for (;;) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -649,14 +721,23 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
     if (m == 0)
       break;
     PGresult *res = NULL;
-    int src = many_send(c, k, idx, m, &res);
+    const many_claim_t *ride = claim == CLAIM_RIDES ? w : NULL;
+    int src = many_send(c, k, idx, m, ride, &res);
     if (src == CL_EAUTH || src == CL_ESCHEMA || src == CL_ENOMEM) {
       PQclear(res);
       rc = src;
       goto out;
     }
     int lost = src == CL_ECONNLOST || src == CL_ECONNECT;
-    if (!lost && (src != 0 || PQntuples(res) != (int)m)) {
+    int whole = ride ? cl__complete_claim_ok(res, (int)m)
+                     : PQntuples(res) == (int)m;
+    if (ride != NULL) {
+      claim = lost || src != 0 || !whole ? CLAIM_ALONE : CLAIM_DONE;
+      if (claim == CLAIM_DONE)
+        claim_rc =
+            cl__parse_claim_rows(res, (int)m, 1, w->queue, leases, count);
+    }
+    if (!lost && (src != 0 || !whole)) {
       PQclear(res);
       for (size_t j = 0; j < m; j++)
         where[idx[j]] = MANY_SOLO;
@@ -697,6 +778,11 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
     rcs[i] = complete_end(c, &k[i], end[i], last[i],
                           infos != NULL ? &infos[i] : &local);
   }
+  /* Every complete settled: the claim that could not ride goes alone. */
+  if (claim == CLAIM_ALONE)
+    claim_rc = cl_claim(c, w->queue, w->worker, w->n, w->lease_s, leases,
+                        count);
+  rc = claim_rc;
 out:
   if (rc != 0 && k != NULL && where != NULL)
     for (size_t i = 0; i < n; i++)

@@ -18,6 +18,14 @@ int cl__parse_enqueue(PGresult *r, size_t n, int *outcome);
  * CL_ENOMEM. */
 int cl__parse_claim(PGresult *r, const char *queue, cl_lease_t **leases,
                     size_t *count);
+/* The same, from the rows row0.. of r whose CLAIM columns start at
+ * column col0 (a COMPLETE_CLAIM answer: its claim rows after the
+ * completes' and one column on). */
+int cl__parse_claim_rows(PGresult *r, int row0, int col0, const char *queue,
+                         cl_lease_t **leases, size_t *count);
+/* Whether r is a well-formed COMPLETE_CLAIM answer to m completes: at
+ * least m rows, the first m with an outcome, the rest without. */
+int cl__complete_claim_ok(const PGresult *r, int m);
 /* Returns 0 (info->already set when an earlier send had completed it) or
  * CL_ELEASE_LOST. */
 int cl__parse_complete(PGresult *r, cl_complete_info_t *info);

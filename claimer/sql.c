@@ -99,6 +99,16 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "                                          $3::jsonb[])"
     " ORDER BY ord"},
 
+  /* complete_many's completes and claim's claim in one statement and
+   * one commit (schema/011): $1-$3 as COMPLETE_MANY's, $4-$7 as CLAIM's.
+   * One row per complete first (outcome set), in input order, then one
+   * row per item claimed (outcome NULL), its columns CLAIM's. */
+  [CL__STMT_COMPLETE_CLAIM] = {"claimer_complete_claim", CL__STMT_NPARAMS_COMPLETE_CLAIM,
+    "SELECT outcome, item_id, token, attempt, max_attempts, payload,"
+    "       lease_until"
+    "  FROM claimer.complete_claim($1::text[], $2::text[], $3::jsonb[], $4,"
+    "                              $5::int, $6, $7::float8)"},
+
   /* The settling reads of G9, sent as their own statements (so with a
    * fresh snapshot) after a resend found no claim. */
   [CL__STMT_COMPLETE_CHECK] = {"claimer_complete_check", CL__STMT_NPARAMS_COMPLETE_CHECK,

@@ -13,6 +13,7 @@
   XX(COMPLETE, 3)                                                              \
   XX(COMPLETE_CHECK, 2)                                                        \
   XX(COMPLETE_MANY, 3)                                                         \
+  XX(COMPLETE_CLAIM, 7)                                                        \
   XX(FAIL, 5)                                                                  \
   XX(FAIL_CHECK, 2)                                                            \
   XX(RELEASE, 2)                                                               \

@@ -318,6 +318,30 @@ typedef struct cl_done {
 CL_EXTERN int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n,
                                int *rcs, cl_complete_info_t *infos);
 
+/* cl_complete_many() of items[0..n), then cl_claim() of up to want items
+ * of queue for worker with leases of lease_s seconds, in one statement and
+ * one commit when all goes well: one round trip and one flush of the WAL
+ * where the two calls take two of each (a worker's loop: finish a round,
+ * ask for the next).  The completes keep every promise of
+ * cl_complete_many() (fenced per item, G3; settled per item after a lost
+ * connection, G9).  When the joint send does not come back whole (a lost
+ * connection, a database error) the completes go on as cl_complete_many()
+ * sends them, and once every one has settled the claim is sent alone;
+ * items the lost send may have claimed are held under worker's name
+ * until their leases expire (the worker daemon's heartbeat gives such
+ * orphans back).  rcs and infos as cl_complete_many()'s (n may be 0: a
+ * claim alone); the leases as cl_claim()'s in *leases and *count.
+ * Returns 0 when every rcs[i] is set and the claim was made (possibly of
+ * no item), a bad argument's code before anything is sent, or the code
+ * that stopped the completes or the claim (rcs then as
+ * cl_complete_many() leaves them, *count 0). */
+CL_EXTERN int cl_complete_many_claim(cl_conn_t *c, const cl_done_t *items,
+                                     size_t n, int *rcs,
+                                     cl_complete_info_t *infos,
+                                     const char *queue, const char *worker,
+                                     int want, double lease_s,
+                                     cl_lease_t **leases, size_t *count);
+
 typedef struct cl_fail_info {
   int dead;          /* 1: the item is dead (attempts spent, or no retry) */
   int attempts;      /* attempts spent so far */

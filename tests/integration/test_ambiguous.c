@@ -338,11 +338,20 @@ static void test_complete_cut_after_commit(void **state) {
  * COMMIT was forwarded (mode "after": every item reads back as already
  * done on the resend) or before the batch reached the server ("before":
  * the resend does it).  Either way each item has one result, with its own
- * token, and no claim is left. */
-static void complete_many_cut(fixture_t *f, const char *mode) {
+ * token, and no claim is left.  With joint, the completes carry a claim
+ * (cl_complete_many_claim()) of the one item of another queue: cut after
+ * the commit, that item was claimed by the lost send (an orphan held
+ * under the worker's name) and the claim sent alone after the resend
+ * finds nothing; cut before, the claim sent alone gets it. */
+static void complete_many_cut(fixture_t *f, const char *mode, int joint) {
   require_own_server();
-  char trigger[64], id1[80], id2[80];
-  snprintf(trigger, sizeof trigger, "amb-many-%s", mode);
+  char trigger[64], id1[80], id2[80], next_q[80];
+  snprintf(trigger, sizeof trigger, "amb-many-%s%s", joint ? "joint-" : "",
+           mode);
+  snprintf(next_q, sizeof next_q, "next-%s", mode);
+  cl_item_t next = {.item_id = next_q, .queue = next_q};
+  if (joint)
+    assert_int_equal(cl_enqueue(f->c, &next, 1, NULL), 1);
   snprintf(id1, sizeof id1, "%s-1", trigger);
   snprintf(id2, sizeof id2, "%s-2", trigger);
   cl_lease_t *l1 = enqueue_and_claim(f, id1, 0);
@@ -353,11 +362,26 @@ static void complete_many_cut(fixture_t *f, const char *mode) {
                        {id2, l2->token, "{\"r\":2}"}};
   int rcs[2] = {-1, -1};
   cl_complete_info_t infos[2];
-  int rc = cl_complete_many(pc, items, 2, rcs, infos);
+  cl_lease_t *got = NULL;
+  size_t ngot = 0;
+  int rc = joint ? cl_complete_many_claim(pc, items, 2, rcs, infos, next_q,
+                                          "w-amb", 1, 300, &got, &ngot)
+                 : cl_complete_many(pc, items, 2, rcs, infos);
   if (rc != 0 || rcs[0] != 0 || rcs[1] != 0)
     fail_msg("cl_complete_many: %s, items %s %s: %s", cl_err_name(rc),
              cl_err_name(rcs[0]), cl_err_name(rcs[1]), cl_conn_last_error(pc));
   int after = strcmp(mode, "after") == 0;
+  if (joint) {
+    assert_int_equal(ngot, after ? 0 : 1);
+    if (!after)
+      assert_string_equal(got[0].item_id, next_q);
+    assert_int_equal(q_long(f,
+                            "SELECT count(*) FROM claimer.claims WHERE "
+                            "item_id = '%s' AND worker_id = 'w-amb'",
+                            next_q),
+                     1);
+    cl_leases_free(got, ngot);
+  }
   for (int i = 0; i < 2; i++) {
     assert_int_equal(infos[i].already, after);
     assert_true(infos[i].retries >= 1);
@@ -389,11 +413,19 @@ static void complete_many_cut(fixture_t *f, const char *mode) {
 }
 
 static void test_complete_many_cut_after_commit(void **state) {
-  complete_many_cut(*state, "after");
+  complete_many_cut(*state, "after", 0);
 }
 
 static void test_complete_many_cut_before_send(void **state) {
-  complete_many_cut(*state, "before");
+  complete_many_cut(*state, "before", 0);
+}
+
+static void test_complete_claim_cut_after_commit(void **state) {
+  complete_many_cut(*state, "after", 1);
+}
+
+static void test_complete_claim_cut_before_send(void **state) {
+  complete_many_cut(*state, "before", 1);
 }
 
 /* The first send never reaches the server: the retry completes for real. */
@@ -912,6 +944,10 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_cut_before_send, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_complete_claim_cut_after_commit,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_claim_cut_before_send,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_complete_cut_before_send, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_cli_complete_cut_after_commit, setup,

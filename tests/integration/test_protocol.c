@@ -268,6 +268,91 @@ static void test_complete_many(void **state) {
   cl_leases_free(d, 1);
 }
 
+/* Completes and the next claim in one statement and one commit
+ * (cl_complete_many_claim): per-item outcomes as cl_complete_many's (a
+ * lost lease refuses that item alone), the claim's leases in claim
+ * order, the results and the new claims written by one transaction; a
+ * claim alone (n = 0); bad claim arguments refused before anything is
+ * sent.  When the joint statement fails (a result the database refuses),
+ * the completes go on alone and the claim is sent after them. */
+static void test_complete_many_claim(void **state) {
+  fixture_t *f = *state;
+  for (int i = 1; i <= 5; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "j%d", i);
+    enqueue_one(f->c, id, "q", NULL, 0);
+  }
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "q", "w1", 2, 30, &l, &n), 0);
+  assert_int_equal(n, 2);
+  cl_done_t items[] = {{l[0].item_id, l[0].token, "{\"n\":1}"},
+                       {l[1].item_id, "0000000000000000-0000000000000000",
+                        NULL}};
+  int rcs[2] = {-1, -1};
+  cl_complete_info_t infos[2];
+  cl_lease_t *next = NULL;
+  size_t nn = 0;
+  assert_int_equal(cl_complete_many_claim(f->c, items, 2, rcs, infos, "q",
+                                          "w1", 2, 30, &next, &nn),
+                   0);
+  assert_int_equal(rcs[0], 0);
+  assert_int_equal(rcs[1], CL_ELEASE_LOST);
+  assert_int_equal(nn, 2);
+  assert_string_equal(next[0].item_id, "j3");
+  assert_string_equal(next[1].item_id, "j4");
+  assert_string_equal(next[0].queue, "q");
+  assert_int_equal(next[0].attempt, 1);
+  /* One transaction: the result's xid wrote the new claims. */
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims c "
+                                   "JOIN claimer.results r ON r.item_id = "
+                                   "'j1' WHERE c.item_id IN ('j3', 'j4') AND "
+                                   "c.xmin::text::bigint = "
+                                   "r.xid::text::bigint % 4294967296"),
+                   2);
+  /* A claim alone, and the queue run dry: no lease, no error. */
+  cl_leases_free(l, n);
+  assert_int_equal(cl_complete_many_claim(f->c, NULL, 0, rcs, NULL, "q", "w1",
+                                          5, 30, &l, &n),
+                   0);
+  assert_int_equal(n, 1);
+  assert_string_equal(l[0].item_id, "j5");
+  /* Bad claim arguments: refused, nothing sent (j3 still leased). */
+  cl_done_t one[] = {{next[0].item_id, next[0].token, NULL}};
+  cl_lease_t *none = NULL;
+  size_t nnone = 7;
+  assert_int_equal(cl_complete_many_claim(f->c, one, 1, rcs, NULL, "q", "w1",
+                                          0, 30, &none, &nnone),
+                   CL_EINVAL);
+  assert_int_equal(nnone, 0);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims "
+                                   "WHERE item_id = 'j3'"),
+                   1);
+  /* A refused result fails the joint statement: the completes go alone
+   * (j3 ends its attempt as a failure, j4 completes), then the claim. */
+  th_exec(f->raw,
+          "CREATE FUNCTION public.refuse_j3() RETURNS trigger LANGUAGE plpgsql "
+          "AS $$ BEGIN IF NEW.item_id = 'j3' THEN RAISE EXCEPTION "
+          "'refused by the test'; END IF; RETURN NEW; END $$");
+  th_exec(f->raw, "CREATE TRIGGER refuse_j3 BEFORE INSERT ON claimer.results "
+                  "FOR EACH ROW EXECUTE FUNCTION public.refuse_j3()");
+  enqueue_one(f->c, "j6", "q", NULL, 0);
+  cl_done_t two[] = {{next[0].item_id, next[0].token, NULL},
+                     {next[1].item_id, next[1].token, NULL}};
+  assert_int_equal(cl_complete_many_claim(f->c, two, 2, rcs, NULL, "q", "w1",
+                                          5, 30, &none, &nnone),
+                   0);
+  th_exec(f->raw, "DROP TRIGGER refuse_j3 ON claimer.results");
+  th_exec(f->raw, "DROP FUNCTION public.refuse_j3()");
+  assert_int_equal(rcs[0], CL_EDB);
+  assert_int_equal(rcs[1], 0);
+  assert_int_equal(nnone, 1);
+  assert_string_equal(none[0].item_id, "j6");
+  cl_leases_free(none, nnone);
+  cl_leases_free(next, nn);
+  cl_leases_free(l, n);
+}
+
 /* One result the database refuses (a trigger here) does not make its
  * batch-mates fail: the batch is given up, every item goes on alone, the
  * refused one ends its attempt as a failure (as cl_complete's), the others
@@ -691,6 +776,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_claim_complete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fencing_complete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_complete_many, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_claim, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_one_refused, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_fencing_fail_and_heartbeat, setup,

@@ -597,6 +597,37 @@ static void test_completes_batched(void **state) {
   finish(fx, 0);
 }
 
+/* A complete and the claim it makes room for leave together: one
+ * statement and one commit (COMPLETE_CLAIM), so the next item's claim
+ * row was written by the transaction that wrote the result before it. */
+static void test_complete_and_claim_in_one_commit(void **state) {
+  wfx_t *fx = *state;
+  enqueue(fx, "j-1", "jq", NULL, 0);
+  enqueue(fx, "j-2", "jq", NULL, 0);
+  cl_worker_opts_t o;
+  opts_for(fx, &o, fx->dsn);
+  o.concurrency = 1;
+  o.prefetch = 0;
+  worker_start(fx, &o, "jq");
+  LT_RUN_UNTIL(&fx->lt, fx->nheld == 1, 10);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.claims"), 1);
+  cl_job_t *job = held_job(fx, "j-1");
+  assert_int_equal(cl_job_complete(job, "{}"), 0);
+  unhold(fx, job);
+  LT_RUN_UNTIL(&fx->lt, fx->nheld == 1, 10);
+  job = held_job(fx, "j-2");
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.claims c "
+                                   "JOIN claimer.results r ON r.item_id = "
+                                   "'j-1' WHERE c.item_id = 'j-2' AND "
+                                   "c.xmin::text::bigint = "
+                                   "r.xid::text::bigint % 4294967296"),
+                   1);
+  assert_int_equal(cl_job_complete(job, "{}"), 0);
+  unhold(fx, job);
+  LT_RUN_UNTIL(&fx->lt, lt_events_count(&fx->ev, "completed", NULL) == 2, 10);
+  finish(fx, 0);
+}
+
 /* The worker's backend is killed while a job runs: the worker reconnects
  * by itself, and the job's completion, reported after that, is recorded
  * with the lease it still holds. */
@@ -671,6 +702,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_prefetch_small_for_slow_jobs, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_completes_batched, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_and_claim_in_one_commit,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_reconnects_and_acks, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_exits_without_schema, setup,
