@@ -174,7 +174,7 @@ static void test_dead_bad_usage(void **state) {
   PQfinish(p);
 }
 
-/* 002 to 010 as an upgrade: a version-1 database holding items (dead
+/* 002 to 011 as an upgrade: a version-1 database holding items (dead
  * ones among them) gains the history column, the 'discarded' state, the
  * alert machinery and the senders' tables without losing a row. */
 static void test_upgrade_from_v1(void **state) {
@@ -182,9 +182,12 @@ static void test_upgrade_from_v1(void **state) {
   assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   make_dead(p);
-  /* Back to version 1, with the data in place: 010 (the foreign keys
-   * back), 009 (it replaces 008's functions), 008, 007, 006 and 005 first
-   * (007's columns go with the subscribers table, 003's). */
+  /* Back to version 1, with the data in place: 011, 010 (the foreign
+   * keys back), 009 (it replaces 008's functions), 008, 007, 006 and 005
+   * first (007's columns go with the subscribers table, 003's). */
+  th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 11");
+  th_exec(p, "DROP FUNCTION claimer.complete_claim(text[], text[], jsonb[], "
+             "text, integer, text, float8)");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 10");
   th_exec(p, "DROP TRIGGER items_deleted ON claimer.items");
   th_exec(p, "DROP TRIGGER items_truncated ON claimer.items");
