@@ -1194,8 +1194,8 @@ static void setup_db(void) {
  * cause. */
 static void stall_report(void) {
   PGresult *r = q(
-      "SELECT format('pid %s %s %s wait %s/%s xact %s s state %s s '"
-      "              'blocked by %s: %s', a.pid, a.application_name, a.state,"
+      "SELECT format('pid %s %s %s wait %s/%s xact %s s state %s s "
+      "blocked by %s: %s', a.pid, a.application_name, a.state,"
       "              coalesce(a.wait_event_type, '-'),"
       "              coalesce(a.wait_event, '-'),"
       "              round(extract(epoch FROM now() - a.xact_start)::numeric, 1),"
