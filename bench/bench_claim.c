@@ -81,8 +81,7 @@ static int put_lat(int fd, double lat, size_t n) {
 /* Whether a claim of n for batch was wasted (ready items were left while
  * it got fewer: hidden by the others' locks); 0 no, 1 yes, 2 no and the
  * queue is empty, -1 on error. */
-static int claim_wasted(cl_conn_t *c, const char *queue, size_t n,
-                        int batch) {
+static int claim_wasted(cl_conn_t *c, const char *queue, size_t n, int batch) {
   if (n >= (size_t)batch)
     return 0;
   long left = ready_left(c, queue);
@@ -123,8 +122,8 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int mode,
     size_t nn = 0;
     int rc = 0, claimed = 0;
     if (mode == COMPLETE_JOINT && !last) {
-      rc = cl_complete_many_claim(c, d, n, rcs, NULL, queue, worker, batch,
-                                  60, &next, &nn);
+      rc = cl_complete_many_claim(c, d, n, rcs, NULL, queue, worker, batch, 60,
+                                  &next, &nn);
       claimed = 1;
     } else if (mode != COMPLETE_ONE) {
       rc = cl_complete_many(c, d, n, rcs, NULL);
@@ -142,8 +141,7 @@ static int lib_worker(const char *dsn, const char *queue, int batch, int mode,
     }
     for (size_t i = 0; i < n; i++)
       if (rcs[i] != 0) {
-        fprintf(stderr, "complete %s: %s\n", l[i].item_id,
-                cl_err_name(rcs[i]));
+        fprintf(stderr, "complete %s: %s\n", l[i].item_id, cl_err_name(rcs[i]));
         return 1;
       }
     if (mode != COMPLETE_ONE && put_lat(fd, now_s() - t0, n) != 0)
@@ -236,8 +234,7 @@ int main(int argc, char **argv) {
       mode = strcmp(argv[i], "one") == 0    ? COMPLETE_ONE
              : strcmp(argv[i], "many") == 0 ? COMPLETE_MANY
                                             : COMPLETE_JOINT;
-    }
-    else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+    } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
       seconds = atof(argv[++i]);
     else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc)
       interval = atof(argv[++i]);
@@ -346,7 +343,7 @@ int main(int argc, char **argv) {
   printf("%-4s procs=%-2d batch=%-3d items=%zu  %.0f items/s  "
          "p50=%.2f ms  p99=%.2f ms  claims=%ld wasted=%ld  "
          "peak RSS per worker=%ld KiB%s\n",
-         cli                       ? "cli"
+         cli                      ? "cli"
          : mode == COMPLETE_JOINT ? "lib"
          : mode == COMPLETE_MANY  ? "lib2"
                                   : "lib1",

@@ -1291,8 +1291,7 @@ static void joint_now(cl_worker_t *w) {
     j->claim = claim;
     const char *params[] = {lit[0], lit[1],  lit[2], claim->q->name,
                             nbuf,   w->name, lbuf};
-    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_CLAIM, params, on_joint,
-                            j);
+    rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_CLAIM, params, on_joint, j);
   }
   for (int k = 0; k < 3; k++)
     free(lit[k]);

@@ -259,8 +259,8 @@ static int check_lease_args(cl_conn_t *c, double lease_s) {
 }
 
 /* A claim's arguments, checked before anything is sent. */
-static int check_claim_args(cl_conn_t *c, const char *queue,
-                            const char *worker, int n, double lease_s) {
+static int check_claim_args(cl_conn_t *c, const char *queue, const char *worker,
+                            int n, double lease_s) {
   char why[256];
   if (cl_check_queue(queue ? queue : "", why, sizeof why) != 0 ||
       cl_check_worker(worker ? worker : "", why, sizeof why) != 0) {
@@ -645,8 +645,7 @@ int cl_complete_many(cl_conn_t *c, const cl_done_t *items, size_t n, int *rcs,
 int cl_complete_many_claim(cl_conn_t *c, const cl_done_t *items, size_t n,
                            int *rcs, cl_complete_info_t *infos,
                            const char *queue, const char *worker, int want,
-                           double lease_s, cl_lease_t **leases,
-                           size_t *count) {
+                           double lease_s, cl_lease_t **leases, size_t *count) {
   *leases = NULL;
   *count = 0;
   int rc = check_claim_args(c, queue, worker, want, lease_s);
@@ -710,8 +709,12 @@ static int complete_many_run(cl_conn_t *c, const cl_done_t *items, size_t n,
    * database error, which the batch does not count against any item (one
    * refused result must not turn its batch-mates into failures). */
   long delay = 100;
-  enum { CLAIM_NONE, CLAIM_RIDES, CLAIM_DONE, CLAIM_ALONE } claim =
-      w ? CLAIM_RIDES : CLAIM_NONE;
+  enum {
+    CLAIM_NONE,
+    CLAIM_RIDES,
+    CLAIM_DONE,
+    CLAIM_ALONE
+  } claim = w ? CLAIM_RIDES : CLAIM_NONE;
   int claim_rc = 0;
   for (;;) {
     size_t m = 0;
@@ -729,8 +732,8 @@ static int complete_many_run(cl_conn_t *c, const cl_done_t *items, size_t n,
       goto out;
     }
     int lost = src == CL_ECONNLOST || src == CL_ECONNECT;
-    int whole = ride ? cl__complete_claim_ok(res, (int)m)
-                     : PQntuples(res) == (int)m;
+    int whole =
+        ride ? cl__complete_claim_ok(res, (int)m) : PQntuples(res) == (int)m;
     if (ride != NULL) {
       claim = lost || src != 0 || !whole ? CLAIM_ALONE : CLAIM_DONE;
       if (claim == CLAIM_DONE)
@@ -780,8 +783,8 @@ static int complete_many_run(cl_conn_t *c, const cl_done_t *items, size_t n,
   }
   /* Every complete settled: the claim that could not ride goes alone. */
   if (claim == CLAIM_ALONE)
-    claim_rc = cl_claim(c, w->queue, w->worker, w->n, w->lease_s, leases,
-                        count);
+    claim_rc =
+        cl_claim(c, w->queue, w->worker, w->n, w->lease_s, leases, count);
   rc = claim_rc;
 out:
   if (rc != 0 && k != NULL && where != NULL)

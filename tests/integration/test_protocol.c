@@ -286,15 +286,15 @@ static void test_complete_many_claim(void **state) {
   size_t n = 0;
   assert_int_equal(cl_claim(f->c, "q", "w1", 2, 30, &l, &n), 0);
   assert_int_equal(n, 2);
-  cl_done_t items[] = {{l[0].item_id, l[0].token, "{\"n\":1}"},
-                       {l[1].item_id, "0000000000000000-0000000000000000",
-                        NULL}};
+  cl_done_t items[] = {
+      {l[0].item_id, l[0].token, "{\"n\":1}"},
+      {l[1].item_id, "0000000000000000-0000000000000000", NULL}};
   int rcs[2] = {-1, -1};
   cl_complete_info_t infos[2];
   cl_lease_t *next = NULL;
   size_t nn = 0;
-  assert_int_equal(cl_complete_many_claim(f->c, items, 2, rcs, infos, "q",
-                                          "w1", 2, 30, &next, &nn),
+  assert_int_equal(cl_complete_many_claim(f->c, items, 2, rcs, infos, "q", "w1",
+                                          2, 30, &next, &nn),
                    0);
   assert_int_equal(rcs[0], 0);
   assert_int_equal(rcs[1], CL_ELEASE_LOST);
@@ -321,8 +321,8 @@ static void test_complete_many_claim(void **state) {
   cl_done_t one[] = {{next[0].item_id, next[0].token, NULL}};
   cl_lease_t *none = NULL;
   size_t nnone = 7;
-  assert_int_equal(cl_complete_many_claim(f->c, one, 1, rcs, NULL, "q", "w1",
-                                          0, 30, &none, &nnone),
+  assert_int_equal(cl_complete_many_claim(f->c, one, 1, rcs, NULL, "q", "w1", 0,
+                                          30, &none, &nnone),
                    CL_EINVAL);
   assert_int_equal(nnone, 0);
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims "
@@ -339,8 +339,8 @@ static void test_complete_many_claim(void **state) {
   enqueue_one(f->c, "j6", "q", NULL, 0);
   cl_done_t two[] = {{next[0].item_id, next[0].token, NULL},
                      {next[1].item_id, next[1].token, NULL}};
-  assert_int_equal(cl_complete_many_claim(f->c, two, 2, rcs, NULL, "q", "w1",
-                                          5, 30, &none, &nnone),
+  assert_int_equal(cl_complete_many_claim(f->c, two, 2, rcs, NULL, "q", "w1", 5,
+                                          30, &none, &nnone),
                    0);
   th_exec(f->raw, "DROP TRIGGER refuse_j3 ON claimer.results");
   th_exec(f->raw, "DROP FUNCTION public.refuse_j3()");

@@ -262,8 +262,7 @@ static void test_retention_keeps_what_is_owed(void **state) {
 static void test_item_delete_takes_its_rows(void **state) {
   (void)state;
   char dsn[1024];
-  assert_int_equal(th_db_create(&th_pg, "reap_delete", 1, dsn, sizeof dsn),
-                   0);
+  assert_int_equal(th_db_create(&th_pg, "reap_delete", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   th_exec(p, "INSERT INTO claimer.items (item_id, queue, state, attempts) "
              "VALUES ('leased', 'q', 'leased', 1), ('done', 'q', 'done', 1), "
