@@ -174,7 +174,7 @@ static void test_dead_bad_usage(void **state) {
   PQfinish(p);
 }
 
-/* 002 to 011 as an upgrade: a version-1 database holding items (dead
+/* 002 to 012 as an upgrade: a version-1 database holding items (dead
  * ones among them) gains the history column, the 'discarded' state, the
  * alert machinery and the senders' tables without losing a row. */
 static void test_upgrade_from_v1(void **state) {
@@ -182,9 +182,11 @@ static void test_upgrade_from_v1(void **state) {
   assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   make_dead(p);
-  /* Back to version 1, with the data in place: 011, 010 (the foreign
+  /* Back to version 1, with the data in place: 012, 011, 010 (the foreign
    * keys back), 009 (it replaces 008's functions), 008, 007, 006 and 005
    * first (007's columns go with the subscribers table, 003's). */
+  /* 012's collations stay: applied again, it changes nothing. */
+  th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 12");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 11");
   th_exec(p, "DROP FUNCTION claimer.complete_claim(text[], text[], jsonb[], "
              "text, integer, text, float8)");
@@ -255,10 +257,29 @@ static void test_upgrade_from_v1(void **state) {
              "(state IN ('ready', 'leased', 'done', 'dead'))");
   th_exec(p, "ALTER TABLE claimer.items DROP COLUMN history");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 2");
+  /* A dashboard's grant and a comment on a view 012 makes again. */
+  th_exec(p, "DO $$ BEGIN CREATE ROLE claimer_test_dash; EXCEPTION WHEN "
+             "duplicate_object THEN NULL; END $$");
+  th_exec(p, "GRANT SELECT ON claimer.active_leases TO claimer_test_dash");
+  th_exec(p, "COMMENT ON VIEW claimer.active_leases IS 'leases now'");
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, dsn), 0);
   assert_int_equal(cl_conn_connect(c), 0);
   assert_int_equal(cl_migrate(c, NULL, NULL), cl_schema_version() - 1);
+  assert_int_equal(th_long(p, "SELECT has_table_privilege("
+                              "'claimer_test_dash', 'claimer.active_leases',"
+                              " 'SELECT')::int + (obj_description("
+                              "'claimer.active_leases'::regclass, 'pg_class')"
+                              " = 'leases now')::int"),
+                   2);
+  assert_int_equal(th_long(p, "SELECT count(*) FROM information_schema.columns"
+                              " WHERE table_schema = 'claimer' AND "
+                              "table_name IN ('items', 'claims', 'results') "
+                              "AND column_name IN ('item_id', 'queue') AND "
+                              "collation_name = 'C'"),
+                   6);
+  th_exec(p, "REVOKE ALL ON claimer.active_leases FROM claimer_test_dash");
+  th_exec(p, "DROP ROLE claimer_test_dash");
   assert_int_equal(cl_schema_check(c), 0);
   cl_conn_free(&c);
   assert_int_equal(th_long(p, "SELECT count(*) FROM claimer.items WHERE "
