@@ -973,11 +973,8 @@ static batch_ctx_t *batch_take(cl_worker_t *w, char *lit[3]) {
   return b;
 }
 
-static void batch_now(cl_worker_t *w) {
-  char *lit[3];
-  batch_ctx_t *b = batch_take(w, lit);
-  if (b == NULL)
-    return;
+/* Sends batch b (its literals lit, freed here) as COMPLETE_MANY. */
+static void batch_send(cl_worker_t *w, batch_ctx_t *b, char *lit[3]) {
   int rc = cl__loop_conn_send(w->a, CL__STMT_COMPLETE_MANY,
                               (const char *const *)lit, on_batch, b);
   for (int k = 0; k < 3; k++)
@@ -987,6 +984,13 @@ static void batch_now(cl_worker_t *w) {
     return;
   }
   w->batch_inflight = 1;
+}
+
+static void batch_now(cl_worker_t *w) {
+  char *lit[3];
+  batch_ctx_t *b = batch_take(w, lit);
+  if (b != NULL)
+    batch_send(w, b, lit);
 }
 
 /* The stop closes the connection: completes still waiting for a batch
@@ -1271,17 +1275,18 @@ static void on_joint(void *arg, int rc, PGresult *res) {
 /* The completes waiting and the claim due, in one statement when both
  * are ready to go, else whichever is. */
 static void joint_now(cl_worker_t *w) {
-  char nbuf[16], lbuf[64];
-  claim_ctx_t *claim = claim_take(w, nbuf, lbuf);
-  if (claim == NULL) {
-    batch_now(w);
-    return;
-  }
+  /* The batch first: taking it changes nothing but the FIFO, while a
+   * claim taken charges its queue's share (pick_queue). */
   char *lit[3];
   batch_ctx_t *b = batch_take(w, lit);
   if (b == NULL) {
-    free(claim);
     claim_now(w);
+    return;
+  }
+  char nbuf[16], lbuf[64];
+  claim_ctx_t *claim = claim_take(w, nbuf, lbuf);
+  if (claim == NULL) {
+    batch_send(w, b, lit);
     return;
   }
   joint_ctx_t *j = malloc(sizeof *j);

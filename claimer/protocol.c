@@ -613,11 +613,10 @@ static int many_send(cl_conn_t *c, const ack_call_t *k, const size_t *idx,
       col[m + j] = k[idx[j]].token;
       col[2 * m + j] = k[idx[j]].result;
     }
-    if (cl__many_params(col, m, lit) != 0)
-      ;
-    else if (w == NULL)
+    rc = cl__many_params(col, m, lit);
+    if (rc == 0 && w == NULL)
       rc = cl__exec(c, CL__STMT_COMPLETE_MANY, (const char *const *)lit, res);
-    else {
+    else if (rc == 0) {
       char nbuf[16], lbuf[64];
       snprintf(nbuf, sizeof nbuf, "%d", w->n);
       cl__fmt_double(lbuf, sizeof lbuf, w->lease_s);

@@ -268,6 +268,20 @@ static void test_complete_many(void **state) {
   cl_leases_free(d, 1);
 }
 
+/* Makes the database refuse item_id's result (a trigger on results that
+ * raises "refused by the test"; item_id is the test's own constant). */
+static void refuse_result(PGconn *p, const char *item_id) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "CREATE OR REPLACE FUNCTION public.refuse_result() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN IF NEW.item_id = '%s' THEN RAISE "
+           "EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
+           item_id);
+  th_exec(p, sql);
+  th_exec(p, "CREATE TRIGGER refuse_result BEFORE INSERT ON claimer.results "
+             "FOR EACH ROW EXECUTE FUNCTION public.refuse_result()");
+}
+
 /* Completes and the next claim in one statement and one commit
  * (cl_complete_many_claim): per-item outcomes as cl_complete_many's (a
  * lost lease refuses that item alone), the claim's leases in claim
@@ -330,20 +344,14 @@ static void test_complete_many_claim(void **state) {
                    1);
   /* A refused result fails the joint statement: the completes go alone
    * (j3 ends its attempt as a failure, j4 completes), then the claim. */
-  th_exec(f->raw,
-          "CREATE FUNCTION public.refuse_j3() RETURNS trigger LANGUAGE plpgsql "
-          "AS $$ BEGIN IF NEW.item_id = 'j3' THEN RAISE EXCEPTION "
-          "'refused by the test'; END IF; RETURN NEW; END $$");
-  th_exec(f->raw, "CREATE TRIGGER refuse_j3 BEFORE INSERT ON claimer.results "
-                  "FOR EACH ROW EXECUTE FUNCTION public.refuse_j3()");
+  refuse_result(f->raw, "j3");
   enqueue_one(f->c, "j6", "q", NULL, 0);
   cl_done_t two[] = {{next[0].item_id, next[0].token, NULL},
                      {next[1].item_id, next[1].token, NULL}};
   assert_int_equal(cl_complete_many_claim(f->c, two, 2, rcs, NULL, "q", "w1", 5,
                                           30, &none, &nnone),
                    0);
-  th_exec(f->raw, "DROP TRIGGER refuse_j3 ON claimer.results");
-  th_exec(f->raw, "DROP FUNCTION public.refuse_j3()");
+  th_exec(f->raw, "DROP TRIGGER refuse_result ON claimer.results");
   assert_int_equal(rcs[0], CL_EDB);
   assert_int_equal(rcs[1], 0);
   assert_int_equal(nnone, 1);
@@ -359,12 +367,7 @@ static void test_complete_many_claim(void **state) {
  * complete. */
 static void test_complete_many_one_refused(void **state) {
   fixture_t *f = *state;
-  th_exec(f->raw,
-          "CREATE FUNCTION public.refuse_mr() RETURNS trigger LANGUAGE plpgsql "
-          "AS $$ BEGIN IF NEW.item_id = 'mr2' THEN RAISE EXCEPTION "
-          "'refused by the test'; END IF; RETURN NEW; END $$");
-  th_exec(f->raw, "CREATE TRIGGER refuse_mr BEFORE INSERT ON claimer.results "
-                  "FOR EACH ROW EXECUTE FUNCTION public.refuse_mr()");
+  refuse_result(f->raw, "mr2");
   enqueue_one(f->c, "mr1", "q", NULL, 0);
   enqueue_one(f->c, "mr2", "q", NULL, 0);
   enqueue_one(f->c, "mr3", "q", NULL, 0);
