@@ -198,6 +198,41 @@ static void test_late_commit_not_skipped(void **state) {
                    1);
 }
 
+/* Schema 013 gives back what the old tick let a cursor pass: results at
+ * or below a subscriber's cursor, of its queues, with no delivery to it
+ * (the state the xmax-bounded tick left, made here by moving the cursor
+ * over them) are delivered after the migration, and nothing twice. */
+static void test_skipped_results_given_back(void **state) {
+  fx_t *fx = *state;
+  add_sub(fx, "every", NULL, NULL, 0);
+  add_sub(fx, "mailer", "mail", NULL, 0);
+  results(fx, "mail", "m", 3);
+  int twice = 0;
+  assert_int_equal(drain(fx, "every", &twice), 3);
+  assert_int_equal(drain(fx, "mailer", &twice), 3);
+  results(fx, "mail", "s", 2);
+  results(fx, "audit", "a", 2);
+  results(fx, "mail", "t", 1);
+  /* "every" skipped s-0, s-1, a-0, a-1, t-0; "mailer" s-0, s-1 (its
+   * cursor stops below t-0, which it is given). */
+  th_exec(fx->pg, "UPDATE claimer.subscribers SET tick_pos = NULL, "
+                  "tick_xid = NULL, cursor_pos = (SELECT max(pos) FROM "
+                  "claimer.results)");
+  th_exec(fx->pg, "UPDATE claimer.subscribers SET cursor_pos = (SELECT pos "
+                  "FROM claimer.results WHERE item_id = 's-1') WHERE "
+                  "subscriber = 'mailer'");
+  assert_int_equal(drain(fx, "every", &twice), 0);
+  assert_int_equal(drain(fx, "mailer", &twice), 1);
+  th_exec(fx->pg, "DELETE FROM claimer.schema_migrations WHERE version = 13");
+  assert_int_equal(cl_migrate(fx->c, NULL, NULL), 1);
+  assert_int_equal(drain(fx, "every", &twice), 5);
+  assert_int_equal(drain(fx, "mailer", &twice), 2);
+  assert_int_equal(twice, 0);
+  assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.deliveries "
+                                   "WHERE state = 'sent'"),
+                   14);
+}
+
 /* Fencing: a wrong token writes nothing; a resend with the right one says
  * already; a lease that ran out is leased again (retry policy) with the
  * same key and a new token, and the old token is then refused. */
@@ -573,6 +608,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_two_subscribers_each_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_late_commit_not_skipped, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_skipped_results_given_back, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_fencing_and_resend, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fail_retry_dead, setup, teardown),

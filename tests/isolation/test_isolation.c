@@ -49,9 +49,10 @@
 
 /* The specs, in the order of the races in the protocol's life. */
 static const char *const spec_names[] = {
-    "claim_claim",    "claim_complete", "complete_reap", "many_reap",
-    "heartbeat_reap", "fail_reap",      "reap_reap",     "enqueue_retain",
-    "dclaim_retain",  "dclaim_dclaim",  "dsent_dclaim",  "replay_retain",
+    "claim_claim",     "claim_complete", "complete_reap", "many_reap",
+    "heartbeat_reap",  "fail_reap",      "reap_reap",     "enqueue_retain",
+    "dclaim_retain",   "dclaim_dclaim",  "dsent_dclaim",  "replay_retain",
+    "complete_dclaim",
 };
 enum { NSPECS = sizeof spec_names / sizeof spec_names[0] };
 
