@@ -172,6 +172,36 @@ int cl__result_error(cl_conn_t *c, const PGresult *res) {
   return CL_EDB;
 }
 
+int cl__pooler_seen(cl_conn_t *c, const PGresult *res) {
+  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  if (state == NULL ||
+      (strcmp(state, "26000") != 0 && strcmp(state, "42P05") != 0))
+    return 0;
+  c->unnamed = 1;
+  c->prepared = 0;
+  return 1;
+}
+
+/* Runs st unnamed, or as prepared on this session (preparing it first). */
+static PGresult *exec_stmt(cl_conn_t *c, cl__stmt_id_t id,
+                           const char *const *params) {
+  const cl__stmt_t *st = &cl__stmts[id];
+  if (c->unnamed)
+    return PQexecParams(c->pg, st->sql, st->nparams, NULL, params, NULL, NULL,
+                        0);
+  uint64_t bit = (uint64_t)1 << id;
+  if ((c->prepared & bit) == 0) {
+    PGresult *p =
+        PQprepare(c->pg, cl__stmt_name(id), st->sql, st->nparams, NULL);
+    if (PQresultStatus(p) != PGRES_COMMAND_OK)
+      return p;
+    PQclear(p);
+    c->prepared |= bit;
+  }
+  return PQexecPrepared(c->pg, cl__stmt_name(id), st->nparams, params, NULL,
+                        NULL, 0);
+}
+
 int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
              PGresult **res) {
   *res = NULL;
@@ -180,21 +210,16 @@ int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
     if (rc != 0)
       return rc;
   }
-  const cl__stmt_t *st = &cl__stmts[id];
-  uint64_t bit = (uint64_t)1 << id;
-  if ((c->prepared & bit) == 0) {
-    PGresult *p = PQprepare(c->pg, st->name, st->sql, st->nparams, NULL);
-    if (PQresultStatus(p) != PGRES_COMMAND_OK) {
-      int rc = cl__result_error(c, p);
-      PQclear(p);
-      return rc;
-    }
-    PQclear(p);
-    c->prepared |= bit;
-  }
-  PGresult *r =
-      PQexecPrepared(c->pg, st->name, st->nparams, params, NULL, NULL, 0);
+  int was_unnamed = c->unnamed;
+  PGresult *r = exec_stmt(c, id, params);
   ExecStatusType s = PQresultStatus(r);
+  if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK && !was_unnamed &&
+      cl__pooler_seen(c, r)) {
+    /* It did not run: once more, unnamed. */
+    PQclear(r);
+    r = exec_stmt(c, id, params);
+    s = PQresultStatus(r);
+  }
   if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
     int rc = cl__result_error(c, r);
     PQclear(r);

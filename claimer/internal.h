@@ -16,6 +16,7 @@ struct cl_conn {
   char *dsn_redacted; /* for messages */
   PGconn *pg;
   uint64_t prepared; /* bit i: statement i prepared on this session */
+  int unnamed;       /* 1: statements go unnamed (behind a pooler) */
   char error[1024];
   char sqlstate[6];
 };
@@ -32,6 +33,14 @@ void cl__set_error(cl_conn_t *c, const char *sqlstate, const char *fmt, ...)
  * CL_ESCHEMA when the claimer schema is missing, CL_EDB for other errors. */
 int cl__exec(cl_conn_t *c, cl__stmt_id_t id, const char *const *params,
              PGresult **res);
+
+/* Whether a failed result says that the session is a pooler's rather than
+ * one server session: a statement prepared on it is unknown to the server
+ * (26000), or a name not yet prepared on it is known (42P05).  Either way
+ * the statement did not run.  Then c sends its statements unnamed from
+ * here on (Parse, Bind and Execute together, good on whichever server
+ * session takes them) and 1 is returned; else 0. */
+int cl__pooler_seen(cl_conn_t *c, const PGresult *res);
 
 /* Maps a failed PGresult (or NULL) on pg to a CL_E* code and records it on
  * c.  Shared by the blocking calls and by loop drivers. */

@@ -38,6 +38,7 @@ typedef struct req {
   void *arg;
   PGresult *res;
   int synced_wait; /* 1: result complete, waiting for the Sync */
+  int unprepared;  /* 1: its statement's prepare, sent before, failed */
 } req_t;
 
 typedef struct reqq {
@@ -466,13 +467,19 @@ static void pump(cl__loop_conn_t *a) {
   while (a->state == UP && a->queued.head != NULL) {
     req_t *r = q_pop(&a->queued);
     int ok = 1;
-    if (r->kind == REQ_STMT) {
+    if (r->kind == REQ_STMT && a->c->unnamed) {
       const cl__stmt_t *st = &cl__stmts[r->id];
+      ok =
+          PQsendQueryParams(pg, st->sql, st->nparams, NULL,
+                            (const char *const *)r->params, NULL, NULL, 0) == 1;
+    } else if (r->kind == REQ_STMT) {
+      const cl__stmt_t *st = &cl__stmts[r->id];
+      const char *name = cl__stmt_name(r->id);
       uint64_t bit = (uint64_t)1 << r->id;
       if ((a->c->prepared & bit) == 0) {
         req_t *p = calloc(1, sizeof *p);
         ok = p != NULL &&
-             PQsendPrepare(pg, st->name, st->sql, st->nparams, NULL) == 1 &&
+             PQsendPrepare(pg, name, st->sql, st->nparams, NULL) == 1 &&
              PQpipelineSync(pg) == 1;
         if (p != NULL) {
           p->kind = REQ_PREPARE;
@@ -485,7 +492,7 @@ static void pump(cl__loop_conn_t *a) {
         if (ok)
           a->c->prepared |= bit;
       }
-      ok = ok && PQsendQueryPrepared(pg, st->name, st->nparams,
+      ok = ok && PQsendQueryPrepared(pg, name, st->nparams,
                                      (const char *const *)r->params, NULL, NULL,
                                      0) == 1;
     } else {
@@ -551,10 +558,37 @@ static void drain_results(cl__loop_conn_t *a) {
     int rc = 0;
     if (rs != PGRES_TUPLES_OK && rs != PGRES_COMMAND_OK)
       rc = cl__result_error(a->c, r->res);
+    if (rc != 0 && r->kind != REQ_SQL && !r->unprepared &&
+        cl__pooler_seen(a->c, r->res)) {
+      if (r->kind == REQ_PREPARE) {
+        /* The name is there already (42P05): under a hashed name, the same
+         * text; the Execute behind it runs or fails on its own. */
+        req_free(r);
+        continue;
+      }
+      /* The statement did not run (26000): it goes out again first, after
+       * a reconnect; the requests sent behind it may have run, and are
+       * answered as lost (their callers settle them, G9). */
+      cl__set_error(a->c, "26000",
+                    "connection lost: a pooler moved this session between "
+                    "server sessions (%s); statements go unnamed from "
+                    "here on",
+                    PQresultErrorMessage(r->res));
+      PQclear(r->res);
+      r->res = NULL;
+      r->synced_wait = 0;
+      q_push_front(&a->queued, r);
+      session_lost(a, CL_ECONNLOST);
+      return;
+    }
     if (r->kind == REQ_PREPARE && rc != 0) {
-      /* The statement that follows will fail and say why; a missing schema
-       * is not worth reconnecting for. */
+      /* The statement that follows will fail and say why (as a prepared
+       * statement that does not exist, not a pooler's doing); a missing
+       * schema is not worth reconnecting for. */
       a->c->prepared &= ~((uint64_t)1 << r->id);
+      for (req_t *n = a->sent.head; n != NULL; n = n->next)
+        if (n->kind == REQ_STMT && n->id == r->id)
+          n->unprepared = 1;
     }
     if (rc == CL_ECONNLOST) {
       q_push_front(&a->sent, r);

@@ -23,6 +23,10 @@
  */
 #include "sql.h"
 
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+
 /* The SQL is laid out by hand, one clause per line: clang-format keeps
  * out of the table. */
 // clang-format off
@@ -684,3 +688,23 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "                                            $3::timestamptz)"},
 };
 // clang-format on
+
+static char stmt_names[CL__STMT_COUNT][64];
+static pthread_once_t stmt_names_once = PTHREAD_ONCE_INIT;
+
+/* Each name and the FNV-1a hash (32 bits) of its text. */
+static void make_stmt_names(void) {
+  for (int i = 0; i < CL__STMT_COUNT; i++) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)cl__stmts[i].sql;
+         *p != '\0'; p++)
+      h = (h ^ *p) * 16777619u;
+    snprintf(stmt_names[i], sizeof stmt_names[i], "%s_%08x", cl__stmts[i].name,
+             (unsigned)h);
+  }
+}
+
+const char *cl__stmt_name(cl__stmt_id_t id) {
+  pthread_once(&stmt_names_once, make_stmt_names);
+  return stmt_names[id];
+}

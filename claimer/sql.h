@@ -74,11 +74,18 @@ _Static_assert(CL__STMT_COUNT <= 64,
                "the statements must fit the 64-bit prepared bitmap");
 
 typedef struct cl__stmt {
-  const char *name; /* prepared statement name, "claimer_claim" */
+  const char *name; /* the statement's name, "claimer_claim" */
   int nparams;
   const char *sql;
 } cl__stmt_t;
 
 extern const cl__stmt_t cl__stmts[CL__STMT_COUNT];
+
+/* The name a statement is prepared under: its name and a hash of its
+ * text, "claimer_claim_1a2b3c4d".  Two versions of libclaimer whose SQL
+ * differs never share a name, so a server session that a pooler hands
+ * from one client to another can only hold, under a name, the text that
+ * name stands for. */
+const char *cl__stmt_name(cl__stmt_id_t id);
 
 #endif
