@@ -34,6 +34,7 @@ typedef struct bouncer {
   char dsn[1024];    /* through pgbouncer */
   char direct[1024]; /* the server itself */
   pid_t pid;
+  pid_t worker; /* test_worker's `claimer work`, stopped by teardown */
 } bouncer_t;
 
 static const char *pgbouncer_bin(void) {
@@ -123,6 +124,25 @@ static void bouncer_stop(bouncer_t *b) {
       th_wait_exit(b->pid, 10);
     }
   }
+  b->pid = 0;
+}
+
+/* Each test's pgbouncer, stopped after it whether it passed or not. */
+static int setup(void **state) {
+  bouncer_t *b = calloc(1, sizeof *b);
+  *state = b;
+  return b == NULL ? -1 : 0;
+}
+
+static int teardown(void **state) {
+  bouncer_t *b = *state;
+  if (b->worker > 0) {
+    kill(b->worker, SIGKILL);
+    th_wait_exit(b->worker, 10);
+  }
+  bouncer_stop(b);
+  free(*state);
+  return 0;
 }
 
 /* The server sessions pgbouncer holds (over TCP; the tests' own direct
@@ -167,9 +187,9 @@ static int enqueue_one(cl_conn_t *c, const char *id) {
  * never saw the first one's Parse; it runs all the same (unnamed), and so
  * does everything after, with the sessions held or not. */
 static void test_blocking_calls(void **state) {
-  (void)state;
-  bouncer_t b;
-  bouncer_start(&b, "pooler_blocking");
+  bouncer_t *bp = *state, b;
+  bouncer_start(bp, "pooler_blocking");
+  b = *bp;
   PGconn *direct = th_connect(b.direct);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, b.dsn), 0);
@@ -197,7 +217,6 @@ static void test_blocking_calls(void **state) {
                    2);
   cl_conn_free(&c);
   PQfinish(direct);
-  bouncer_stop(&b);
 }
 
 /* The worker daemon (its event loop's pipelined connection): after its
@@ -205,9 +224,9 @@ static void test_blocking_calls(void **state) {
  * enqueued then are done all the same, each once, and its log says why it
  * reconnected. */
 static void test_worker(void **state) {
-  (void)state;
-  bouncer_t b;
-  bouncer_start(&b, "pooler_worker");
+  bouncer_t *bp = *state, b;
+  bouncer_start(bp, "pooler_worker");
+  b = *bp;
   PGconn *direct = th_connect(b.direct);
   cl_conn_t *c = NULL;
   assert_int_equal(cl_conn_new(&c, b.direct), 0);
@@ -234,6 +253,7 @@ static void test_worker(void **state) {
   for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
     wargv[n++] = args[i];
   pid_t w = th_spawn(wargv, log);
+  bp->worker = w;
   double t0 = th_now();
   while (th_long(direct, "SELECT count(*) FROM claimer.items WHERE state = "
                          "'done'") < 1 &&
@@ -260,6 +280,7 @@ static void test_worker(void **state) {
   release_sessions(held, nheld);
   kill(w, SIGTERM);
   th_wait_exit(w, 30);
+  bp->worker = 0;
   char *text = th_read_file(log);
   if (done != 21)
     fail_msg("done %ld of 21 behind the pooler; worker log:\n%s", done,
@@ -269,13 +290,12 @@ static void test_worker(void **state) {
   assert_int_equal(th_long(direct, "SELECT count(*) FROM claimer.results"), 21);
   cl_conn_free(&c);
   PQfinish(direct);
-  bouncer_stop(&b);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_blocking_calls),
-      cmocka_unit_test(test_worker),
+      cmocka_unit_test_setup_teardown(test_blocking_calls, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_worker, setup, teardown),
   };
   th_filter_from_env();
   return cmocka_run_group_tests_name("pooler", tests, th_group_setup,
