@@ -79,6 +79,7 @@
 #include "claimer/claimer.h"
 #include "harness.h"
 #include "proc.h"
+#include "sql.h"
 
 #ifndef FAULTS_SQL
 #error "FAULTS_SQL (the path of grants.sql) is set by meson"
@@ -958,7 +959,11 @@ static void fault_latency(double now) {
  * earlier statement could be cut at that one's ReadyForQuery instead).
  * The fault is recorded when the proxy logs the cut. */
 static void fault_cut_after_commit(void) {
-  proxy_cmd("arm 1 \\x00claimer_complete\\x00");
+  /* The name is the statement's and a hash of its text (sql.h). */
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "arm 1 \\x00%s\\x00",
+           cl__stmt_name(CL__STMT_COMPLETE));
+  proxy_cmd(cmd);
   R.after_armed = 1;
   printf("  fault cut_after_commit armed (the next complete's answer is "
          "dropped after its commit)\n");
