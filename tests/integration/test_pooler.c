@@ -187,16 +187,15 @@ static int enqueue_one(cl_conn_t *c, const char *id) {
  * never saw the first one's Parse; it runs all the same (unnamed), and so
  * does everything after, with the sessions held or not. */
 static void test_blocking_calls(void **state) {
-  bouncer_t *bp = *state, b;
-  bouncer_start(bp, "pooler_blocking");
-  b = *bp;
-  PGconn *direct = th_connect(b.direct);
+  bouncer_t *b = *state;
+  bouncer_start(b, "pooler_blocking");
+  PGconn *direct = th_connect(b->direct);
   cl_conn_t *c = NULL;
-  assert_int_equal(cl_conn_new(&c, b.dsn), 0);
+  assert_int_equal(cl_conn_new(&c, b->dsn), 0);
   assert_int_equal(cl_conn_connect(c), 0);
   assert_int_equal(enqueue_one(c, "i1"), 1);
   PGconn *held[8];
-  int nheld = hold_sessions(&b, direct, "pooler_blocking", held, 8);
+  int nheld = hold_sessions(b, direct, "pooler_blocking", held, 8);
   assert_true(nheld >= 1);
   int rc = enqueue_one(c, "i2");
   if (rc != 1)
@@ -207,7 +206,7 @@ static void test_blocking_calls(void **state) {
     size_t got = 0;
     assert_int_equal(cl_claim(c, "q", "w", 1, 30, &l, &got), 0);
     assert_int_equal(got, 1);
-    nheld = hold_sessions(&b, direct, "pooler_blocking", held, 8);
+    nheld = hold_sessions(b, direct, "pooler_blocking", held, 8);
     assert_int_equal(cl_complete(c, l[0].item_id, l[0].token, "{}", NULL), 0);
     release_sessions(held, nheld);
     cl_leases_free(l, got);
@@ -224,21 +223,20 @@ static void test_blocking_calls(void **state) {
  * enqueued then are done all the same, each once, and its log says why it
  * reconnected. */
 static void test_worker(void **state) {
-  bouncer_t *bp = *state, b;
-  bouncer_start(bp, "pooler_worker");
-  b = *bp;
-  PGconn *direct = th_connect(b.direct);
+  bouncer_t *b = *state;
+  bouncer_start(b, "pooler_worker");
+  PGconn *direct = th_connect(b->direct);
   cl_conn_t *c = NULL;
-  assert_int_equal(cl_conn_new(&c, b.direct), 0);
+  assert_int_equal(cl_conn_new(&c, b->direct), 0);
   assert_int_equal(enqueue_one(c, "first"), 1);
   char log[512];
-  snprintf(log, sizeof log, "%s/worker.log", b.dir);
+  snprintf(log, sizeof log, "%s/worker.log", b->dir);
   const char *wargv[40];
   int n = th_wrap(wargv, 16); /* valgrind, when CLAIMER_TEST_WRAP says so */
   const char *args[] = {th_claimer_bin(),
                         "work",
                         "--dsn",
-                        b.dsn,
+                        b->dsn,
                         "--name",
                         "pooled",
                         "-q",
@@ -253,7 +251,7 @@ static void test_worker(void **state) {
   for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
     wargv[n++] = args[i];
   pid_t w = th_spawn(wargv, log);
-  bp->worker = w;
+  b->worker = w;
   double t0 = th_now();
   while (th_long(direct, "SELECT count(*) FROM claimer.items WHERE state = "
                          "'done'") < 1 &&
@@ -263,7 +261,7 @@ static void test_worker(void **state) {
                                    "state = 'done'"),
                    1);
   PGconn *held[8];
-  int nheld = hold_sessions(&b, direct, "pooler_worker", held, 8);
+  int nheld = hold_sessions(b, direct, "pooler_worker", held, 8);
   assert_true(nheld >= 1);
   char id[32];
   for (int i = 0; i < 20; i++) {
@@ -280,7 +278,7 @@ static void test_worker(void **state) {
   release_sessions(held, nheld);
   kill(w, SIGTERM);
   th_wait_exit(w, 30);
-  bp->worker = 0;
+  b->worker = 0;
   char *text = th_read_file(log);
   if (done != 21)
     fail_msg("done %ld of 21 behind the pooler; worker log:\n%s", done,
