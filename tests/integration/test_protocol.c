@@ -555,6 +555,41 @@ static void test_claim_cursor(void **state) {
   cl_leases_free(l, 1);
 }
 
+/* Completes the n leases l through complete_many on the plain
+ * connection raw; returns how many came back 'ok'. */
+static long complete_raw(PGconn *raw, const cl_lease_t *l, size_t n) {
+  size_t cap = 16;
+  for (size_t i = 0; i < n; i++)
+    cap += strlen(l[i].item_id) + strlen(l[i].token) + 8;
+  char *ids = malloc(cap), *toks = malloc(cap);
+  assert_non_null(ids);
+  assert_non_null(toks);
+  size_t a = 0, b = 0;
+  a += (size_t)snprintf(ids, cap, "{");
+  b += (size_t)snprintf(toks, cap, "{");
+  for (size_t i = 0; i < n; i++) {
+    a += (size_t)snprintf(ids + a, cap - a, "%s\"%s\"", i ? "," : "",
+                          l[i].item_id);
+    b += (size_t)snprintf(toks + b, cap - b, "%s\"%s\"", i ? "," : "",
+                          l[i].token);
+  }
+  snprintf(ids + a, cap - a, "}");
+  snprintf(toks + b, cap - b, "}");
+  const char *p[] = {ids, toks};
+  PGresult *r =
+      PQexecParams(raw,
+                   "SELECT count(*) FILTER (WHERE outcome = 'ok') FROM "
+                   "claimer.complete_many($1::text[], $2::text[], "
+                   "array_fill('{}'::jsonb, ARRAY[cardinality($1::text[])]))",
+                   2, NULL, p, NULL, NULL, 0);
+  free(ids);
+  free(toks);
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  long ok = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return ok;
+}
+
 /* A batch complete reaches the claims it settles by their keys, not by
  * reading claims_pkey whole (schema/009: with 2,000 leases held by
  * another worker, 008's join read every entry for a batch of 10). */
@@ -572,27 +607,9 @@ static void test_complete_many_reads_its_claims_only(void **state) {
   cl_leases_free(l, n);
   assert_int_equal(cl_claim(f->c, "mq", "w", 10, 60, &l, &n), 0);
   assert_int_equal(n, 10);
-  char ids[512] = "{", toks[1024] = "{";
-  for (size_t i = 0; i < n; i++) {
-    snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s\"%s\"",
-             i ? "," : "", l[i].item_id);
-    snprintf(toks + strlen(toks), sizeof toks - strlen(toks), "%s\"%s\"",
-             i ? "," : "", l[i].token);
-  }
-  strcat(ids, "}");
-  strcat(toks, "}");
-  cl_leases_free(l, n);
   th_exec(f->raw, "BEGIN");
-  const char *p[] = {ids, toks};
-  PGresult *r =
-      PQexecParams(f->raw,
-                   "SELECT count(*) FILTER (WHERE outcome = 'ok') FROM "
-                   "claimer.complete_many($1::text[], $2::text[], "
-                   "array_fill('{}'::jsonb, ARRAY[cardinality($1::text[])]))",
-                   2, NULL, p, NULL, NULL, 0);
-  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-  assert_string_equal(PQgetvalue(r, 0, 0), "10");
-  PQclear(r);
+  assert_int_equal(complete_raw(f->raw, l, n), 10);
+  cl_leases_free(l, n);
   /* Entries of any index of claims, and rows of a sequential scan. */
   long read = th_long(
       f->raw, "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid)) "
@@ -603,6 +620,57 @@ static void test_complete_many_reads_its_claims_only(void **state) {
   print_message("claims rows and index entries read to complete 10: %ld\n",
                 read);
   assert_true(read <= 20);
+}
+
+static void collect_notice(void *arg, const char *message) {
+  char **buf = arg;
+  size_t have = *buf ? strlen(*buf) : 0, add = strlen(message);
+  char *grown = realloc(*buf, have + add + 1);
+  assert_non_null(grown);
+  memcpy(grown + have, message, add + 1);
+  *buf = grown;
+}
+
+/* A batch complete takes time linear in its size (schema/014): neither
+ * of its joins is a nested loop, which made a batch of 100 compare every
+ * input row with every claim and rescan items_pkey by the whole array
+ * once per result.  The plans are read from auto_explain, sent to this
+ * session as notices. */
+static void test_complete_many_plans_linear(void **state) {
+  fixture_t *f = *state;
+  /* A history as a drain leaves one (finished items by the 100,000):
+   * with tables this size the planner took the nested loops. */
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue, state, "
+                  "finished_at) SELECT 'old-' || g, 'lq', 'done', now() "
+                  "FROM generate_series(1, 100000) g");
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue) "
+                  "SELECT 'lin-' || g, 'lq' FROM generate_series(1, 100) g");
+  th_exec(f->raw, "ANALYZE claimer.items");
+  th_exec(f->raw, "ANALYZE claimer.claims");
+  cl_lease_t *l = NULL;
+  size_t n = 0;
+  assert_int_equal(cl_claim(f->c, "lq", "w", 100, 60, &l, &n), 0);
+  assert_int_equal(n, 100);
+  char *plans = NULL;
+  PQnoticeProcessor old = PQsetNoticeProcessor(f->raw, collect_notice, &plans);
+  th_exec(f->raw, "LOAD 'auto_explain'");
+  th_exec(f->raw, "SET auto_explain.log_min_duration = 0");
+  th_exec(f->raw, "SET auto_explain.log_nested_statements = on");
+  th_exec(f->raw, "SET auto_explain.log_level = notice");
+  th_exec(f->raw, "SET client_min_messages = notice");
+  assert_int_equal(complete_raw(f->raw, l, n), 100);
+  cl_leases_free(l, n);
+  th_exec(f->raw, "RESET auto_explain.log_min_duration");
+  PQsetNoticeProcessor(f->raw, old, NULL);
+  assert_non_null(plans);
+  /* The plans were seen: the delete of the claims and the update of the
+   * items. */
+  assert_non_null(strstr(plans, "Delete on claims"));
+  assert_non_null(strstr(plans, "Update on items"));
+  if (strstr(plans, "Nested Loop") != NULL)
+    fprintf(stderr, "%s\n", plans);
+  assert_null(strstr(plans, "Nested Loop"));
+  free(plans);
 }
 
 static void test_reap_dead_after_max_attempts(void **state) {
@@ -790,6 +858,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_release_spends_no_attempt, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_claim_cursor, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_complete_many_plans_linear, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_reads_its_claims_only,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_reap_dead_after_max_attempts, setup,
