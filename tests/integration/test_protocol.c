@@ -673,6 +673,41 @@ static void test_complete_many_plans_linear(void **state) {
   free(plans);
 }
 
+/* The database itself refuses a malformed queue name (items_queue_form,
+ * schema/015), whatever the client: 1 to 63 of A-Z a-z 0-9 _ . : - and
+ * nothing else. */
+static void test_queue_form_in_the_database(void **state) {
+  fixture_t *f = *state;
+  char longest[64], too_long[65];
+  memset(longest, 'q', 63);
+  longest[63] = '\0';
+  memset(too_long, 'q', 64);
+  too_long[64] = '\0';
+  const char *good[] = {"a", "Az09_.:-", longest};
+  const char *bad[] = {"",    too_long, "a b", "a\nb", "caf\xc3\xa9",
+                       "a/b", "a|b"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    const char *p[] = {good[i]};
+    PGresult *r = PQexecParams(f->raw,
+                               "INSERT INTO claimer.items (item_id, queue) "
+                               "VALUES ('g-' || md5($1), $1)",
+                               1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    const char *p[] = {bad[i]};
+    PGresult *r = PQexecParams(f->raw,
+                               "INSERT INTO claimer.items (item_id, queue) "
+                               "VALUES ('b-' || md5($1), $1)",
+                               1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(r), "items_queue_form"));
+    PQclear(r);
+  }
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items"), 3);
+}
+
 static void test_reap_dead_after_max_attempts(void **state) {
   fixture_t *f = *state;
   enqueue_one(f->c, "crashy", "q", NULL, 2);
@@ -858,6 +893,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_release_spends_no_attempt, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_claim_cursor, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queue_form_in_the_database, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_plans_linear, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_reads_its_claims_only,
