@@ -223,8 +223,9 @@ static void test_skipped_results_given_back(void **state) {
                   "subscriber = 'mailer'");
   assert_int_equal(drain(fx, "every", &twice), 0);
   assert_int_equal(drain(fx, "mailer", &twice), 1);
-  th_exec(fx->pg, "DELETE FROM claimer.schema_migrations WHERE version = 13");
-  assert_int_equal(cl_migrate(fx->c, NULL, NULL), 1);
+  /* 013 again, and the later ones, which change nothing applied twice. */
+  th_exec(fx->pg, "DELETE FROM claimer.schema_migrations WHERE version >= 13");
+  assert_int_equal(cl_migrate(fx->c, NULL, NULL), cl_schema_version() - 12);
   assert_int_equal(drain(fx, "every", &twice), 5);
   assert_int_equal(drain(fx, "mailer", &twice), 2);
   assert_int_equal(twice, 0);
