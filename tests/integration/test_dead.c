@@ -182,12 +182,12 @@ static void test_upgrade_from_v1(void **state) {
   assert_int_equal(th_db_create(&th_pg, "dead_upgrade", 1, dsn, sizeof dsn), 0);
   PGconn *p = th_connect(dsn);
   make_dead(p);
-  /* Back to version 1, with the data in place: 015 to 012, 011, 010 (the
+  /* Back to version 1, with the data in place: 016 to 012, 011, 010 (the
    * foreign keys back), 009 (it replaces 008's functions), 008, 007, 006 and
    * 005 first (007's columns go with the subscribers table, 003's). */
-  /* 015 (a check made again), 014 (a function's setting), 013 (a
-   * function replaced, ticks dropped) and 012's collations stay: applied
-   * again, they change nothing. */
+  /* 016 (a function replaced), 015 (a check made again), 014 (a
+   * function's setting), 013 (a function replaced, ticks dropped) and
+   * 012's collations stay: applied again, they change nothing. */
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version >= 13");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 12");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 11");

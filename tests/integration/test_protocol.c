@@ -673,6 +673,33 @@ static void test_complete_many_plans_linear(void **state) {
   free(plans);
 }
 
+/* A claim finds each item's row by items_pkey once, for its update
+ * (schema/016): the locking scan of items_ready keeps the attempts,
+ * priority and run_at that the claim row and the cursor need, where 009
+ * read every row again twice.  The attempt a claim row takes is still
+ * the item's attempts + 1.  Counted by the index's scans in this
+ * transaction (one per key a btree scan of = ANY looks up). */
+static void test_claim_reads_each_item_once(void **state) {
+  fixture_t *f = *state;
+  th_exec(f->raw, "INSERT INTO claimer.items (item_id, queue, attempts) "
+                  "SELECT 'once-' || g, 'oq', g % 3 FROM "
+                  "generate_series(1, 100) g");
+  th_exec(f->raw, "ANALYZE claimer.items");
+  th_exec(f->raw, "BEGIN");
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM "
+                                   "claimer.claim('oq', 100, 'w', 60)"),
+                   100);
+  long scans = th_long(f->raw, "SELECT pg_stat_get_xact_numscans("
+                               "'claimer.items_pkey'::regclass)");
+  th_exec(f->raw, "COMMIT");
+  assert_in_range(scans, 1, 100);
+  assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.claims c "
+                                   "JOIN claimer.items i USING (item_id) "
+                                   "WHERE c.attempt = i.attempts + 1 AND "
+                                   "i.state = 'leased'"),
+                   100);
+}
+
 /* The database itself refuses a malformed queue name (items_queue_form,
  * schema/015), whatever the client: 1 to 63 of A-Z a-z 0-9 _ . : - and
  * nothing else. */
@@ -894,6 +921,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_claim_cursor, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_form_in_the_database, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_claim_reads_each_item_once, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_complete_many_plans_linear, setup,
                                       teardown),
