@@ -9,6 +9,8 @@
 -- what those two reads were for (attempts, priority, run_at) beside the
 -- ids, in arrays filled by the same aggregate so that their positions
 -- agree, and the cursor and the claim rows are made from the arrays.
+-- 009's scans (from the start of the queue, or the three from the
+-- cursor) are one statement now, so that the arrays are filled once.
 -- The values are those of the row versions the scans locked, which no
 -- other transaction can change before this one ends, so they are what the
 -- two reads found.  Everything else is 009's: the same candidates in the
@@ -38,14 +40,10 @@ DECLARE
   t0 float8 := extract(epoch FROM clock_timestamp());
   full_scan boolean;
   -- The candidates, position by position: id, attempts, priority, run_at.
-  ids text[] := '{}';
-  atts integer[] := '{}';
-  pris integer[] := '{}';
-  runs timestamptz[] := '{}';
-  m_ids text[];
-  m_atts integer[];
-  m_pris integer[];
-  m_runs timestamptz[];
+  ids text[];
+  atts integer[];
+  pris integer[];
+  runs timestamptz[];
   last record;
 BEGIN
   IF cur IS NOT NULL THEN
@@ -57,63 +55,52 @@ BEGIN
                         length(split_part(cur, '|', 3)) + 4);
   END IF;
   full_scan := c_id IS NULL OR t0 >= next_full;
-  IF NOT full_scan THEN
-    SELECT coalesce(array_agg(s.item_id), '{}'),
-           coalesce(array_agg(s.attempts), '{}'),
-           coalesce(array_agg(s.priority), '{}'),
-           coalesce(array_agg(s.run_at), '{}')
-      INTO ids, atts, pris, runs FROM (
+  -- One statement for 009's scans: from the start of the queue, or from
+  -- the cursor (higher priorities, the cursor's priority after it, lower
+  -- priorities).  The branch not taken is cut off by its constant filter
+  -- before it reads anything, and the outer LIMIT stops pulling rows, so
+  -- locking them, once it has p_n: each branch locks only what it gives.
+  SELECT coalesce(array_agg(s.item_id), '{}'),
+         coalesce(array_agg(s.attempts), '{}'),
+         coalesce(array_agg(s.priority), '{}'),
+         coalesce(array_agg(s.run_at), '{}')
+    INTO ids, atts, pris, runs FROM (
+    SELECT * FROM (
       SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-       WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+       WHERE full_scan
+         AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+       ORDER BY i.priority DESC, i.run_at, i.item_id
+       LIMIT p_n
+       FOR UPDATE SKIP LOCKED) a
+    UNION ALL
+    SELECT * FROM (
+      SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
+       WHERE NOT full_scan
+         AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
          AND i.priority > c_pri
        ORDER BY i.priority DESC, i.run_at, i.item_id
        LIMIT p_n
-       FOR UPDATE SKIP LOCKED) s;
-    IF cardinality(ids) < p_n THEN
-      SELECT coalesce(array_agg(s.item_id), '{}'),
-             coalesce(array_agg(s.attempts), '{}'),
-             coalesce(array_agg(s.priority), '{}'),
-             coalesce(array_agg(s.run_at), '{}')
-        INTO m_ids, m_atts, m_pris, m_runs FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-           AND i.priority = c_pri AND (i.run_at, i.item_id) > (c_run, c_id)
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n - cardinality(ids)
-         FOR UPDATE SKIP LOCKED) s;
-      ids := ids || m_ids;
-      atts := atts || m_atts;
-      pris := pris || m_pris;
-      runs := runs || m_runs;
-    END IF;
-    IF cardinality(ids) < p_n THEN
-      SELECT coalesce(array_agg(s.item_id), '{}'),
-             coalesce(array_agg(s.attempts), '{}'),
-             coalesce(array_agg(s.priority), '{}'),
-             coalesce(array_agg(s.run_at), '{}')
-        INTO m_ids, m_atts, m_pris, m_runs FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-           AND i.priority < c_pri
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n - cardinality(ids)
-         FOR UPDATE SKIP LOCKED) s;
-      ids := ids || m_ids;
-      atts := atts || m_atts;
-      pris := pris || m_pris;
-      runs := runs || m_runs;
-    END IF;
-  ELSE
-    SELECT coalesce(array_agg(s.item_id), '{}'),
-           coalesce(array_agg(s.attempts), '{}'),
-           coalesce(array_agg(s.priority), '{}'),
-           coalesce(array_agg(s.run_at), '{}')
-      INTO ids, atts, pris, runs FROM (
+       FOR UPDATE SKIP LOCKED) b
+    UNION ALL
+    SELECT * FROM (
       SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-       WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+       WHERE NOT full_scan
+         AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+         AND i.priority = c_pri AND (i.run_at, i.item_id) > (c_run, c_id)
        ORDER BY i.priority DESC, i.run_at, i.item_id
        LIMIT p_n
-       FOR UPDATE SKIP LOCKED) s;
+       FOR UPDATE SKIP LOCKED) c
+    UNION ALL
+    SELECT * FROM (
+      SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
+       WHERE NOT full_scan
+         AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+         AND i.priority < c_pri
+       ORDER BY i.priority DESC, i.run_at, i.item_id
+       LIMIT p_n
+       FOR UPDATE SKIP LOCKED) d
+    LIMIT p_n) s;
+  IF full_scan THEN
     next_full := extract(epoch FROM clock_timestamp());
     next_full := next_full + greatest(1.0, 100 * (next_full - t0));
   END IF;
