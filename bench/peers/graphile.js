@@ -33,11 +33,16 @@ async function work(concurrency, batched) {
     connectionString: dsn, logger: quiet, concurrency, noHandleSignals: true,
     pollInterval: 1000, preset, taskList: { noop: async () => {} },
   });
+  // Done when no job is left: one probe of the key index every 50 ms,
+  // not a count of the whole table (which charged graphile-worker's runs
+  // with a scan of up to N rows per poll).  At 30,000 jobs/s the stop is
+  // late by 25 ms on average, about 0.4 % of a 200,000-job run.
   const pool = new Pool({ connectionString: dsn, max: 1 });
   for (;;) {
-    const r = await pool.query("SELECT count(*)::int AS n FROM graphile_worker._private_jobs");
-    if (r.rows[0].n === 0) break;
-    await new Promise((res) => setTimeout(res, 20));
+    const r = await pool.query(
+      "SELECT EXISTS (SELECT 1 FROM graphile_worker._private_jobs ORDER BY id LIMIT 1) AS left");
+    if (!r.rows[0].left) break;
+    await new Promise((res) => setTimeout(res, 50));
   }
   await runner.stop();
   await pool.end();
