@@ -95,7 +95,8 @@ enum jevent {
   E_SHUTDOWN,  /* the drain timeout passed, or the worker cannot go on */
   E_FENCE,     /* lease minus margin passed on the local clock */
   E_LOST,      /* the heartbeat did not find the lease */
-  E_GIVE_BACK, /* a stop began before the job started */
+  E_GIVE_BACK, /* a stop began before the job started, or it was
+                  stranded (give_back_stranded()) */
   E_REPORT,    /* the handler reported (job->ack says what) */
   E_RESEND,    /* the ack policy sends again (the same, a fail, a stand-in) */
   E_SETTLE,    /* the ack policy sends the settling read */
@@ -124,6 +125,7 @@ struct cl_job {
   uint64_t expiry_ms;       /* local lease end, uv_now() clock */
   uint64_t timeout_at;      /* 0: none */
   uint64_t started_ms;
+  uint64_t claimed_ms; /* uv_now() when the claim's answer made it */
   uv_timer_t timer;
   cl_job_stop_cb stop_cb;
   void *stop_arg;
@@ -1147,6 +1149,7 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
     w->wait_tail = job;
     w->nwaiting++;
     w->n_claimed++;
+    job->claimed_ms = uv_now(w->loop);
     if (cl__event_on(&w->o.events, CL_LEVEL_DEBUG))
       cl__event(&w->o.events, CL_LEVEL_DEBUG, "leased", "item",
                 job->lease.item_id, "token", job->lease.token, "attempt",
@@ -1174,6 +1177,13 @@ static void claim_answered(void *arg, int rc, PGresult *res) {
  * the next claim's answer is back before the buffer runs dry).  Bounded
  * by a quarter lease: a prefetched item waits little of its lease. */
 #define PF_HORIZON_S 0.01
+/* The most it grows to, unless 4 x concurrency is more.  No-op jobs at
+ * 10,000/s per worker fill a 10 ms horizon with 100 items and two round
+ * trips of a batch of a few hundred with several hundred: a bound of 64
+ * cut the in-process worker's drain (2 x 8, bench/run) by a third
+ * against 1,024.  What a large prefetch risks, items stranded behind
+ * slots that turned slow, give_back_stranded() bounds. */
+#define PREFETCH_MAX 1024
 
 static int prefetch_now(cl_worker_t *w) {
   if (!w->pf_auto)
@@ -1424,7 +1434,41 @@ static void send_heartbeat(cl_worker_t *w) {
   w->hb_inflight = 1;
 }
 
-static void on_hb_timer(uv_timer_t *t) { send_heartbeat(t->data); }
+/* A prefetch sized for fast jobs strands items when the jobs turn slow:
+ * they wait, leased, behind busy slots, where no other worker can take
+ * them.  When the oldest waiting job has waited a whole heartbeat
+ * interval, the rate the prefetch was sized by was wrong: the waiting
+ * jobs past concurrency/4 (the newest: the oldest start first, as
+ * claimed) are given back, no attempt spent, and the rate is measured
+ * afresh.  A fixed prefetch (opts.prefetch >= 0) is the caller's: its
+ * jobs wait as asked. */
+static void give_back_stranded(cl_worker_t *w) {
+  cl_job_t *job = w->wait_head;
+  if (!w->pf_auto || job == NULL || w->stopping ||
+      uv_now(w->loop) - job->claimed_ms < (uint64_t)(w->o.heartbeat_s * 1000))
+    return;
+  int keep = w->pf_min, n = 0;
+  for (int i = 0; job != NULL && i < keep; i++)
+    job = job->wnext;
+  while (job != NULL) {
+    cl_job_t *next = job->wnext;
+    job_move(job, E_GIVE_BACK);
+    send_ack(job);
+    job = next;
+    n++;
+  }
+  w->pf_rate = 0;
+  w->pf_t0 = 0;
+  if (n > 0)
+    cl__event(&w->o.events, CL_LEVEL_INFO, "prefetch_given_back", "n",
+              CL_EV_INT(n), "kept", CL_EV_INT(w->nwaiting), NULL);
+}
+
+static void on_hb_timer(uv_timer_t *t) {
+  cl_worker_t *w = t->data;
+  give_back_stranded(w);
+  send_heartbeat(w);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Connection events                                                         */
@@ -1817,7 +1861,8 @@ int cl_worker_new(cl_worker_t **out, uv_loop_t *loop,
   w->loop = loop;
   w->o = *opts;
   w->pf_min = (w->o.concurrency + 3) / 4;
-  w->pf_max = 4 * w->o.concurrency > 64 ? 4 * w->o.concurrency : 64;
+  w->pf_max =
+      4 * w->o.concurrency > PREFETCH_MAX ? 4 * w->o.concurrency : PREFETCH_MAX;
   if (w->pf_max > 10000)
     w->pf_max = 10000;
   if (w->o.prefetch < 0) {

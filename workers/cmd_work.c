@@ -93,7 +93,7 @@ static void usage(FILE *out) {
       "(5s)\n"
       "  --prefetch N           items claimed ahead (default: automatic, "
       "concurrency/4 up\n"
-      "                         to max(64, 4 x concurrency) as fast "
+      "                         to max(1024, 4 x concurrency) as fast "
       "jobs need)\n"
       "  --name NAME            worker id, unique (default host:pid:random)\n"
       "  --log-format F         logfmt (default) or json\n"

@@ -64,9 +64,12 @@ typedef struct cl_worker_opts {
   int concurrency;    /* jobs running at once, >= 1 (default 8) */
   int prefetch;       /* claimed but not started, beyond concurrency;
                          -1 (default): automatic, from concurrency/4
-                         rounded up to max(64, 4 x concurrency), as many
-                         as the handlers finish in 10 ms or two claim
-                         round trips, whichever is longer */
+                         rounded up to max(1024, 4 x concurrency), as
+                         many as the handlers finish in 10 ms or two
+                         claim round trips, whichever is longer; when
+                         the oldest has waited a heartbeat interval,
+                         those past concurrency/4 are given back
+                         (event prefetch_given_back) */
   double lease_s;     /* lease length (default 30) */
   double heartbeat_s; /* 0: lease / 3 (default) */
   double poll_s;      /* fallback poll, jittered +-20% (default 2) */
