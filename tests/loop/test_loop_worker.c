@@ -551,7 +551,7 @@ static void test_prefetch_stranded_given_back(void **state) {
   assert_int_equal(lt_events_count(&fx->ev, "prefetch_given_back", NULL), 0);
   LT_RUN_UNTIL(&fx->lt,
                lt_events_count(&fx->ev, "prefetch_given_back", NULL) == 1, 5);
-  lt_run_for(&fx->lt, 0.2); /* the releases' answers */
+  lt_run_for(&fx->lt, 0.7); /* the releases' answers, two heartbeats */
   /* 32 running and concurrency/4 waiting are left leased; the rest are
    * ready again with no attempt spent, and are not claimed again while
    * nothing finishes. */
@@ -561,6 +561,9 @@ static void test_prefetch_stranded_given_back(void **state) {
                                    "WHERE state = 'ready' AND attempts = 0"),
                    200 - 32 - 8);
   assert_int_equal(lt_events_count(&fx->ev, "prefetch_given_back", NULL), 1);
+  /* Given back, not lost: the heartbeats after the releases neither
+   * extend those leases nor report them lost. */
+  assert_int_equal(lt_events_count(&fx->ev, "lease_lost", NULL), 0);
   assert_int_equal(th_long(fx->pg, "SELECT count(*) FROM claimer.results"),
                    4000);
   finish(fx, 0);
