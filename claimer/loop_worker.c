@@ -1444,7 +1444,11 @@ static void send_heartbeat(cl_worker_t *w) {
  * jobs wait as asked. */
 static void give_back_stranded(cl_worker_t *w) {
   cl_job_t *job = w->wait_head;
-  if (!w->pf_auto || job == NULL || w->stopping ||
+  /* Not while stopping (the stop gives them all back), nor while the
+   * connection is down: the releases could not go, and the heartbeat
+   * after the reconnect settles what is still held. */
+  if (!w->pf_auto || job == NULL || w->stopping || w->closing ||
+      !cl__loop_conn_is_up(w->a) ||
       uv_now(w->loop) - job->claimed_ms < (uint64_t)(w->o.heartbeat_s * 1000))
     return;
   int keep = w->pf_min, n = 0;
