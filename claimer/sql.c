@@ -5,7 +5,7 @@
  * all.  Parameters are always bound, never spliced into the text.
  *
  * The shapes, and why:
- *  - claim (claimer.claim() of schema/008) picks candidates from the
+ *  - claim (schema/008, now in complete_claim of 017) picks candidates from the
  *    ready index with FOR UPDATE SKIP LOCKED, so concurrent claimers take
  *    different rows instead of queueing behind one another on the oldest
  *    item, then INSERTs their claim rows ON CONFLICT DO NOTHING: the
@@ -67,11 +67,15 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     ")"
     "SELECT first.ord FROM first JOIN ins USING (item_id), wake"},
 
-  /* In a function (008) whose plans are generic: planned once per
-   * session, not on every call. */
+  /* The claim of complete_claim (schema/017), with no completes: a
+   * function whose plans are generic, planned once per session, not on
+   * every call (008), and the one body of the claim and the batch
+   * complete, so that no call nests a function in another. */
   [CL__STMT_CLAIM] = {"claimer_claim", CL__STMT_NPARAMS_CLAIM,
     "SELECT item_id, token, attempt, max_attempts, payload, lease_until"
-    "  FROM claimer.claim($1, $2::int, $3, $4::float8)"},
+    "  FROM claimer.complete_claim(ARRAY[]::text[], ARRAY[]::text[],"
+    "                              ARRAY[]::jsonb[], $1, $2::int, $3,"
+    "                              $4::float8)"},
 
   [CL__STMT_COMPLETE] = {"claimer_complete", CL__STMT_NPARAMS_COMPLETE,
     "WITH del AS ("
@@ -94,13 +98,16 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
     "                WHERE r.item_id = $1 AND r.token = $2)"},
 
   /* Many completes in one statement and one commit, fenced per item
-   * (G3) and read back per item (G9): the function of schema/008 says
-   * how.  $1 item ids, $2 their tokens, $3 their results (NULL elements
+   * (G3) and read back per item (G9): complete_claim (schema/017, the
+   * body of 008's complete_many) with no claim.  $1 item ids, $2 their tokens, $3 their results (NULL elements
    * for null); one row per input, in input order: 'ok', 'already' or
    * 'lost'. */
   [CL__STMT_COMPLETE_MANY] = {"claimer_complete_many", CL__STMT_NPARAMS_COMPLETE_MANY,
-    "SELECT outcome FROM claimer.complete_many($1::text[], $2::text[],"
-    "                                          $3::jsonb[])"
+    "SELECT outcome FROM claimer.complete_claim($1::text[], $2::text[],"
+    "                                           $3::jsonb[], NULL, 0, NULL,"
+    "                                           NULL) WITH ORDINALITY"
+    "       AS c(outcome, item_id, token, attempt, max_attempts, payload,"
+    "            lease_until, ord)"
     " ORDER BY ord"},
 
   /* complete_many's completes and claim's claim in one statement and
