@@ -21,17 +21,22 @@
 -- claims to its updated items, is then a hash join.  The clock the
 -- cursor's next scan from the start is timed by starts at the claim, not
 -- at the function's start, as when the claim was a function of its own:
--- a round's completes do not lengthen it.
+-- a round's completes do not lengthen it.  The claim's scans are 016's
+-- less two statements' worth of work: the scan from the start and the
+-- three from the cursor are two statements, of which a claim runs one
+-- (016 ran the four as one, the branches not taken cut off by a constant
+-- filter but still started), and the cursor's new place is read from
+-- the last of the arrays (the rows come out in the order of items_ready)
+-- where 016 sorted them again in a statement of its own.
 -- claim and complete_many stay, for SQL callers and libraries built
 -- before this version, as calls of complete_claim.  Measured on the
 -- 2-core bench machine, bench_claim through the library, this version and
 -- the one before alternated on two databases of one server, executor time
 -- of the joint statement per item (pg_stat_statements): batch 1, one
--- process, 394, 393 and 414 us before, 370, 376 and 397 after (1,329-1,405
--- and 1,344-1,471 jobs/s); batch 100, one process, 49.5, 46.3 and 47.0 us
--- before, 46.8, 45.7 and 43.5 after; batch 1 at 4 processes 2,179 and
--- 2,418 jobs/s before, 2,474 and 2,524 after.  At batch 10 the two moved
--- within their noise (76-89 us per item either way).
+-- process, 388, 406 and 386 us before, 367, 355 and 356 after (1,305-1,402
+-- jobs/s before, 1,458-1,468 after).  At batch 1 with 4 processes, at
+-- batch 10 and at batch 100 the two moved within their noise (batch 100,
+-- one process: 43.3-46.6 us per item either way).
 CREATE OR REPLACE FUNCTION claimer.complete_claim(p_ids text[],
                                                   p_tokens text[],
                                                   p_results jsonb[],
@@ -53,7 +58,8 @@ DECLARE
   c_pri integer;
   c_run timestamptz;
   c_id text;
-  next_full float8 := 0; -- clock epoch after which a scan from the start is due
+  -- The clock's epoch after which a scan from the start is due.
+  next_full float8 := 0;
   t0 float8;
   full_scan boolean;
   -- The candidates, position by position: id, attempts, priority, run_at.
@@ -61,7 +67,7 @@ DECLARE
   atts integer[];
   pris integer[];
   runs timestamptz[];
-  last record;
+  got integer;
 BEGIN
   IF cardinality(p_ids) > 0 THEN
     RETURN QUERY
@@ -112,73 +118,76 @@ BEGIN
                           length(split_part(cur, '|', 3)) + 4);
     END IF;
     full_scan := c_id IS NULL OR t0 >= next_full;
-    -- One statement for 009's scans: from the start of the queue, or from
-    -- the cursor (higher priorities, the cursor's priority after it, lower
-    -- priorities).  The branch not taken is cut off by its constant filter
-    -- before it reads anything, and the outer LIMIT stops pulling rows, so
+    -- 009's scans: from the start of the queue, or from the cursor
+    -- (higher priorities, the cursor's priority after it, lower
+    -- priorities: the three in index order, so that the rows come out in
+    -- the order of items_ready).  The outer LIMIT stops pulling rows, so
     -- locking them, once it has p_n: each branch locks only what it gives.
-    SELECT coalesce(array_agg(s.item_id), '{}'),
-           coalesce(array_agg(s.attempts), '{}'),
-           coalesce(array_agg(s.priority), '{}'),
-           coalesce(array_agg(s.run_at), '{}')
-      INTO ids, atts, pris, runs FROM (
-      SELECT * FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE full_scan
-           AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n
-         FOR UPDATE SKIP LOCKED) a
-      UNION ALL
-      SELECT * FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE NOT full_scan
-           AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-           AND i.priority > c_pri
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n
-         FOR UPDATE SKIP LOCKED) b
-      UNION ALL
-      SELECT * FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE NOT full_scan
-           AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-           AND i.priority = c_pri AND (i.run_at, i.item_id) > (c_run, c_id)
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n
-         FOR UPDATE SKIP LOCKED) c
-      UNION ALL
-      SELECT * FROM (
-        SELECT i.item_id, i.attempts, i.priority, i.run_at FROM claimer.items i
-         WHERE NOT full_scan
-           AND i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
-           AND i.priority < c_pri
-         ORDER BY i.priority DESC, i.run_at, i.item_id
-         LIMIT p_n
-         FOR UPDATE SKIP LOCKED) d
-      LIMIT p_n) s;
     IF full_scan THEN
+      SELECT coalesce(array_agg(s.item_id), '{}'),
+             coalesce(array_agg(s.attempts), '{}'),
+             coalesce(array_agg(s.priority), '{}'),
+             coalesce(array_agg(s.run_at), '{}')
+        INTO ids, atts, pris, runs FROM (
+        SELECT i.item_id, i.attempts, i.priority, i.run_at
+          FROM claimer.items i
+         WHERE i.queue = p_queue AND i.state = 'ready' AND i.run_at <= now()
+         ORDER BY i.priority DESC, i.run_at, i.item_id
+         LIMIT p_n
+         FOR UPDATE SKIP LOCKED) s;
       next_full := extract(epoch FROM clock_timestamp());
       next_full := next_full + greatest(1.0, 100 * (next_full - t0));
+    ELSE
+      SELECT coalesce(array_agg(s.item_id), '{}'),
+             coalesce(array_agg(s.attempts), '{}'),
+             coalesce(array_agg(s.priority), '{}'),
+             coalesce(array_agg(s.run_at), '{}')
+        INTO ids, atts, pris, runs FROM (
+        SELECT * FROM (
+          SELECT i.item_id, i.attempts, i.priority, i.run_at
+            FROM claimer.items i
+           WHERE i.queue = p_queue AND i.state = 'ready'
+             AND i.run_at <= now() AND i.priority > c_pri
+           ORDER BY i.priority DESC, i.run_at, i.item_id
+           LIMIT p_n
+           FOR UPDATE SKIP LOCKED) b
+        UNION ALL
+        SELECT * FROM (
+          SELECT i.item_id, i.attempts, i.priority, i.run_at
+            FROM claimer.items i
+           WHERE i.queue = p_queue AND i.state = 'ready'
+             AND i.run_at <= now() AND i.priority = c_pri
+             AND (i.run_at, i.item_id) > (c_run, c_id)
+           ORDER BY i.priority DESC, i.run_at, i.item_id
+           LIMIT p_n
+           FOR UPDATE SKIP LOCKED) c
+        UNION ALL
+        SELECT * FROM (
+          SELECT i.item_id, i.attempts, i.priority, i.run_at
+            FROM claimer.items i
+           WHERE i.queue = p_queue AND i.state = 'ready'
+             AND i.run_at <= now() AND i.priority < c_pri
+           ORDER BY i.priority DESC, i.run_at, i.item_id
+           LIMIT p_n
+           FOR UPDATE SKIP LOCKED) d
+        LIMIT p_n) s;
     END IF;
-    IF cardinality(ids) > 0 THEN
-      SELECT u.priority, u.run_at, u.item_id INTO last
-        FROM unnest(pris, runs, ids) AS u(priority, run_at, item_id)
-       ORDER BY u.priority, u.run_at DESC, u.item_id DESC
-       LIMIT 1;
-      -- After a scan from the start, the cursor is its last item; after a
-      -- scan from the cursor, it moves on only (higher priorities taken do
-      -- not move it back).
-      IF full_scan OR last.priority < c_pri
-         OR (last.priority = c_pri AND (last.run_at, last.item_id) > (c_run, c_id))
-      THEN
-        c_pri := last.priority;
-        c_run := last.run_at;
-        c_id := last.item_id;
-      END IF;
+    -- The last candidate in index order is the last one aggregated.
+    -- After a scan from the start, the cursor is its last item; after a
+    -- scan from the cursor, it moves on only (higher priorities taken do
+    -- not move it back).
+    got := cardinality(ids);
+    IF got > 0 AND (full_scan OR pris[got] < c_pri OR
+                    (pris[got] = c_pri AND
+                     (runs[got], ids[got]) > (c_run, c_id)))
+    THEN
+      c_pri := pris[got];
+      c_run := runs[got];
+      c_id := ids[got];
     END IF;
     IF c_id IS NOT NULL THEN
-      PERFORM set_config(key, concat_ws('|', next_full, c_pri, c_run, c_id), false);
+      PERFORM set_config(key, concat_ws('|', next_full, c_pri, c_run, c_id),
+                         false);
     END IF;
     RETURN QUERY
     WITH ins AS (
