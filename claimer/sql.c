@@ -5,14 +5,14 @@
  * all.  Parameters are always bound, never spliced into the text.
  *
  * The shapes, and why:
- *  - claim (schema/008, now in complete_claim of 017) picks candidates from the
- *    ready index with FOR UPDATE SKIP LOCKED, so concurrent claimers take
- *    different rows instead of queueing behind one another on the oldest
- *    item, then INSERTs their claim rows ON CONFLICT DO NOTHING: the
- *    unique claims.item_id stays the arbiter (G2).  A candidate re-checked
- *    after a concurrent commit must still be 'ready' (READ COMMITTED
- *    re-evaluates the WHERE on the locked row), so a done item is never
- *    claimed.
+ *  - claim (schema/008; since 017 in complete_claim) picks candidates
+ *    from the ready index with FOR UPDATE SKIP LOCKED, so concurrent
+ *    claimers take different rows instead of queueing behind one another
+ *    on the oldest item, then INSERTs their claim rows ON CONFLICT DO
+ *    NOTHING: the unique claims.item_id stays the arbiter (G2).  A
+ *    candidate re-checked after a concurrent commit must still be 'ready'
+ *    (READ COMMITTED re-evaluates the WHERE on the locked row), so a done
+ *    item is never claimed.
  *  - complete, fail and release delete the claim row only where the token
  *    matches (G3): zero rows deleted means the lease is gone.  complete then
  *    reads back whether a result with this token exists, which settles a
@@ -99,9 +99,9 @@ const cl__stmt_t cl__stmts[CL__STMT_COUNT] = {
 
   /* Many completes in one statement and one commit, fenced per item
    * (G3) and read back per item (G9): complete_claim (schema/017, the
-   * body of 008's complete_many) with no claim.  $1 item ids, $2 their tokens, $3 their results (NULL elements
-   * for null); one row per input, in input order: 'ok', 'already' or
-   * 'lost'. */
+   * body of 008's complete_many) with no claim.  $1 item ids, $2 their
+   * tokens, $3 their results (NULL elements for null); one row per
+   * input, in input order: 'ok', 'already' or 'lost'. */
   [CL__STMT_COMPLETE_MANY] = {"claimer_complete_many", CL__STMT_NPARAMS_COMPLETE_MANY,
     "SELECT outcome FROM claimer.complete_claim($1::text[], $2::text[],"
     "                                           $3::jsonb[], NULL, 0, NULL,"

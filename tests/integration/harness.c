@@ -276,7 +276,9 @@ void th_exec(PGconn *pg, const char *sql) {
   PQclear(r);
 }
 
-long th_long(PGconn *pg, const char *sql) {
+/* The answer to sql, which must return at least one row, or fails the
+ * test: the first column of its first row, to be read before PQclear. */
+static PGresult *first_row(PGconn *pg, const char *sql) {
   PGresult *r = PQexec(pg, sql);
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
     char msg[1024];
@@ -284,9 +286,20 @@ long th_long(PGconn *pg, const char *sql) {
     PQclear(r);
     fail_msg("%s: %s", sql, msg);
   }
+  return r;
+}
+
+long th_long(PGconn *pg, const char *sql) {
+  PGresult *r = first_row(pg, sql);
   long v = atol(PQgetvalue(r, 0, 0));
   PQclear(r);
   return v;
+}
+
+void th_text(PGconn *pg, const char *sql, char *buf, size_t cap) {
+  PGresult *r = first_row(pg, sql);
+  snprintf(buf, cap, "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
 }
 
 int th_run(const char *const argv[], const char *stdin_data, char **output) {

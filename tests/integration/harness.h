@@ -60,6 +60,8 @@ void th_exec(PGconn *pg, const char *sql);
 /* Runs sql and returns the first column of its first row as a long, or
  * fails the test. */
 long th_long(PGconn *pg, const char *sql);
+/* The same as text, into buf of cap bytes (cut to fit). */
+void th_text(PGconn *pg, const char *sql, char *buf, size_t cap);
 
 /* Runs the program argv (argv[0] a path) with stdin_data on its stdin (NULL:
  * /dev/null) and returns its exit status (128 + signal when killed);

@@ -185,9 +185,10 @@ static void test_upgrade_from_v1(void **state) {
   /* Back to version 1, with the data in place: 016 to 012, 011, 010 (the
    * foreign keys back), 009 (it replaces 008's functions), 008, 007, 006 and
    * 005 first (007's columns go with the subscribers table, 003's). */
-  /* 016 (a function replaced), 015 (a check made again), 014 (a
-   * function's setting), 013 (a function replaced, ticks dropped) and
-   * 012's collations stay: applied again, they change nothing. */
+  /* 017 (functions replaced), 016 (a function replaced), 015 (a check
+   * made again), 014 (a function's setting), 013 (a function replaced,
+   * ticks dropped) and 012's collations stay: applied again, they change
+   * nothing. */
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version >= 13");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 12");
   th_exec(p, "DELETE FROM claimer.schema_migrations WHERE version = 11");

@@ -709,17 +709,6 @@ static void test_claim_reads_each_item_once(void **state) {
                    100);
 }
 
-/* The first row's first column of sql on pg, which must succeed, into
- * buf. */
-static void one_text(PGconn *pg, const char *sql, char *buf, size_t cap) {
-  PGresult *r = PQexec(pg, sql);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    fprintf(stderr, "%s: %s", sql, PQerrorMessage(pg));
-  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-  snprintf(buf, cap, "%s", PQgetvalue(r, 0, 0));
-  PQclear(r);
-}
-
 /* claim() and complete_many(), which the library no longer calls
  * (schema/017: it calls complete_claim, their one body), still answer
  * SQL callers and older libraries as before: the claim in claim order,
@@ -730,12 +719,12 @@ static void test_sql_claim_and_complete_many(void **state) {
                   "VALUES ('sq-1', 'sq', 0), ('sq-2', 'sq', 0), "
                   "('sq-3', 'sq', 5)");
   char got[256];
-  one_text(f->raw,
-           "SELECT string_agg(item_id || ':' || attempt, ',' ORDER BY n) "
-           "FROM claimer.claim('sq', 2, 'w', 60) WITH ORDINALITY "
-           "AS c(item_id, token, attempt, max_attempts, payload, "
-           "lease_until, n)",
-           got, sizeof got);
+  th_text(f->raw,
+          "SELECT string_agg(item_id || ':' || attempt, ',' ORDER BY n) "
+          "FROM claimer.claim('sq', 2, 'w', 60) WITH ORDINALITY "
+          "AS c(item_id, token, attempt, max_attempts, payload, "
+          "lease_until, n)",
+          got, sizeof got);
   assert_string_equal(got, "sq-3:1,sq-1:1");
 /* The three completes, with the tokens read from table t: claims before
  * the first send, results after it. */
@@ -745,9 +734,9 @@ static void test_sql_claim_and_complete_many(void **state) {
   "(SELECT token FROM claimer." t " WHERE item_id = 'sq-1'), 'x', "            \
   "(SELECT token FROM claimer." t " WHERE item_id = 'sq-3')], "                \
   "ARRAY[NULL, NULL, '{\"r\": 1}']::jsonb[])"
-  one_text(f->raw, SQL_MANY("claims"), got, sizeof got);
+  th_text(f->raw, SQL_MANY("claims"), got, sizeof got);
   assert_string_equal(got, "1:ok,2:lost,3:ok");
-  one_text(f->raw, SQL_MANY("results"), got, sizeof got);
+  th_text(f->raw, SQL_MANY("results"), got, sizeof got);
 #undef SQL_MANY
   assert_string_equal(got, "1:already,2:lost,3:already");
   assert_int_equal(th_long(f->raw, "SELECT count(*) FROM claimer.items "
